@@ -1,0 +1,210 @@
+"""Load and validate a YAML configuration file.
+
+Every error is one line naming the file, the line and the key path, e.g.
+``fallwatch.yaml:14: rules.fall_angle_deg: must be between 10 and 90``; all errors are reported at once.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .schema import Config
+
+DEFAULT_CONFIG = Path(__file__).with_name("fallwatch.yaml")
+SYSTEM_CONFIG = Path("/etc/fallwatch/fallwatch.yaml")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET_FILE_KEYS = ("password_file",)
+
+
+class ConfigError(Exception):
+    """A configuration that must not start the daemon; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def default_config_path() -> Path:
+    """--config is handled by the caller; then $FALLWATCH_CONFIG, /etc/fallwatch/fallwatch.yaml, the packaged file."""
+    env = os.environ.get("FALLWATCH_CONFIG")
+    if env:
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else DEFAULT_CONFIG
+
+
+def load_config(path: Union[str, Path, None] = None) -> Config:
+    path = Path(path) if path else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: configuration file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read configuration file: {exc}"]) from None
+    return parse_config(text, path.name)
+
+
+def parse_config(text: str, name: str = "<config>") -> Config:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ConfigError([f"{name}:{line}: malformed YAML: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{name}: malformed YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{name}:1: the configuration must be a mapping of sections (camera, pose, ...)"])
+
+    lines: dict[tuple, int] = {}
+    _record_lines(node, (), lines)
+    errors: list[str] = []
+    data = _substitute_env(data, (), lines, name, errors)
+    if not errors:
+        try:
+            config = Config.model_validate(data)
+        except ValidationError as exc:
+            errors.extend(_format_validation_error(exc, lines, name))
+        else:
+            errors.extend(_check_secret_files(config, lines, name))
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _record_lines(node: Any, path: tuple, lines: dict[tuple, int]) -> None:
+    """Map each key path to the 1-based line where its key stands."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = path + (str(key_node.value),)
+            lines[key_path] = key_node.start_mark.line + 1
+            _record_lines(value_node, key_path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _record_lines(item, path + (i,), lines)
+
+
+def _line_of(path: tuple, lines: dict[tuple, int]) -> int:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return 1
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _substitute_env(value: Any, path: tuple, lines: dict, name: str, errors: list[str]) -> Any:
+    """Replace ${VAR} in string values from the environment; an unset variable is an error."""
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, path + (str(k),), lines, name, errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, path + (i,), lines, name, errors) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        def replace(match: re.Match) -> str:
+            var = match.group(1)
+            if var not in os.environ:
+                errors.append(f"{name}:{_line_of(path, lines)}: {_dotted(path)}: "
+                              f"environment variable {var} is not set")
+                return ""
+            return os.environ[var]
+        return _ENV_REF.sub(replace, value)
+    return value
+
+
+def _constraint_text(model: type[BaseModel], loc: tuple) -> Optional[str]:
+    """'must be between 10 and 90' style text from the field's own bounds."""
+    field = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = field.annotation
+    if field is None:
+        return None
+    bounds = {}
+    for meta in field.metadata:
+        for attr in ("ge", "gt", "le", "lt"):
+            if getattr(meta, attr, None) is not None:
+                bounds[attr] = getattr(meta, attr)
+    low = bounds.get("ge", bounds.get("gt"))
+    high = bounds.get("le", bounds.get("lt"))
+    if low is not None and high is not None:
+        text = f"must be between {low} and {high}"
+        if "gt" in bounds or "lt" in bounds:
+            text += " (" + ", ".join(f"{'more' if k == 'gt' else 'less'} than {v}"
+                                     for k, v in bounds.items() if k in ("gt", "lt")) + ")"
+        return text
+    return None
+
+
+def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            known = ", ".join(parent.model_fields) if parent else ""
+            msg = f"unknown key (known keys: {known})" if known else "unknown key"
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            msg = _constraint_text(Config, loc) or _plain(err["msg"])
+        else:
+            msg = _plain(err["msg"])
+        where = _dotted(loc) if loc else "(top level)"
+        out.append(f"{name}:{_line_of(loc, lines)}: {where}: {msg}")
+    return out
+
+
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    model: Any = Config
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = model.model_fields[part].annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _plain(msg: str) -> str:
+    # pydantic says "Input should be ..."; a configuration key "must be ...".
+    msg = msg.replace("Value error, ", "")
+    return re.sub(r"^Input should be", "must be", msg)
+
+
+def _check_secret_files(config: Config, lines: dict, name: str) -> list[str]:
+    errors = []
+    for section in ("mqtt", "debug"):
+        sub = getattr(config, section)
+        for key in _SECRET_FILE_KEYS:
+            file = getattr(sub, key, None)
+            if file and not os.access(file, os.R_OK):
+                errors.append(f"{name}:{_line_of((section, key), lines)}: {section}.{key}: "
+                              f"cannot read {file}")
+    return errors
+
+
+def read_secret(password: Any, password_file: Optional[str]) -> Optional[str]:
+    """The secret from ``password`` (a SecretStr) or, for systemd credentials, from ``password_file``."""
+    if password_file:
+        return Path(password_file).read_text(encoding="utf-8").strip()
+    if password is None:
+        return None
+    return password.get_secret_value() if hasattr(password, "get_secret_value") else str(password)
+
+
+def effective_config_yaml(config: Config) -> str:
+    """The effective configuration as YAML, secrets masked."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

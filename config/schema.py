@@ -1,0 +1,161 @@
+"""The configuration schema. Each section is a small pydantic model with ``extra="forbid"`` (unknown keys are
+errors) and field descriptions, so the schema doubles as documentation (`fallwatch config schema`)."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CameraConfig(Section):
+    source: str = Field("auto", description="auto | picamera2 | v4l2:/dev/videoN | rtsp://... | http://... | "
+                                            "a video file | a folder of images")
+    name: str = Field("camera", description="name of this camera in events and heartbeats")
+    width: int = Field(640, ge=64, le=4096, description="capture width in pixels (picamera2, v4l2)")
+    height: int = Field(480, ge=64, le=4096, description="capture height in pixels (picamera2, v4l2)")
+    fps: float = Field(15, gt=0, le=120, description="capture frame rate (picamera2, v4l2)")
+    rotate: Literal[0, 90, 180, 270] = Field(0, description="rotate frames clockwise by this many degrees")
+    flip: Literal["none", "horizontal", "vertical", "both"] = Field("none", description="mirror frames")
+    realtime: bool = Field(True, description="video files: pace at their own fps as a camera would")
+    loop: bool = Field(False, description="video files: start again at the end instead of stopping")
+    reopen_max_s: float = Field(30, gt=0, le=3600, description="longest wait between attempts to reopen "
+                                                               "a failed camera")
+
+
+class SmoothingConfig(Section):
+    enabled: bool = Field(True, description="One Euro filter on keypoints (jitter out, little lag)")
+    min_cutoff: float = Field(1.0, gt=0, le=100, description="Hz; lower smooths a still person more")
+    beta: float = Field(0.05, ge=0, le=100, description="speed coefficient; higher follows fast motion sooner")
+    d_cutoff: float = Field(1.0, gt=0, le=100, description="Hz; cutoff for the speed estimate")
+
+
+class PoseConfig(Section):
+    backend: Literal["auto", "edgetpu", "cpu"] = Field("auto", description="auto tries the Edge TPU, then "
+                                                                           "falls back to the CPU")
+    edgetpu_device: Literal["usb", "pci", ""] = Field("usb", description="Edge TPU device type; \"\" = any")
+    num_threads: Optional[int] = Field(None, ge=1, le=64, description="CPU threads (default: all cores)")
+    detector: str = Field("ssd_mobilenet_v1", description="person detector model (see `fallwatch models list`)")
+    estimator: str = Field("movenet_lightning", description="pose estimator model")
+    detect_threshold: float = Field(0.5, gt=0, lt=1, description="person detector score threshold "
+                                                                 "(an empty room scores ~0.33)")
+    detect_every: int = Field(10, ge=1, le=1000, description="run the detector every N frames to find "
+                                                             "newcomers")
+    track_timeout_s: float = Field(2.0, gt=0, le=60, description="forget a person unseen this long")
+    max_persons: int = Field(4, ge=1, le=10, description="most people tracked at once")
+    min_torso_score: float = Field(0.2, ge=0, le=1, description="a track lives on while its shoulders and "
+                                                                "hips reach this score")
+    rotation_retry: bool = Field(True, description="also try the crop turned by 90 degrees for lying people")
+    smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+
+
+class AmbianicConfig(Section):
+    confidence: float = Field(0.6, ge=0, le=1, description="keypoint confidence threshold of Ambianic's rule")
+    min_gap_s: float = Field(1.0, gt=0, le=10, description="compare with a frame at least this much earlier")
+    angle_deg: float = Field(60, gt=0, lt=180, description="leaning angle that counts as a fall")
+
+
+class RulesConfig(Section):
+    # Placeholder keys; the rules helper mirrors RuleSettings here.
+    strategy: Literal["fallwatch", "ambianic"] = Field("fallwatch", description="fallwatch (default) or "
+                                                                                "ambianic (baseline)")
+    window_min_s: float = Field(0.3, gt=0, le=10, description="shortest span a fall may take")
+    window_max_s: float = Field(2.0, gt=0, le=10, description="longest span a fall may take")
+    fall_angle_deg: float = Field(45, ge=10, le=90, description="spine turn away from vertical that counts")
+    min_drop: float = Field(0.4, gt=0, le=3, description="hip drop in body heights")
+    min_descent_rate: float = Field(0.5, gt=0, le=20, description="hip drop speed in body heights per second")
+    settle_s: float = Field(0.5, ge=0, le=10, description="the body stays down this long")
+    cooldown_s: float = Field(10, ge=0, le=3600, description="one fall event per incident")
+    down_alert_s: float = Field(60, gt=0, le=3600, description="still down this long: person_down")
+    recover_s: float = Field(3, gt=0, le=600, description="upright again this long: recovered")
+    min_keypoint_score: float = Field(0.2, ge=0, le=1, description="keypoints below this are ignored")
+    ambianic: AmbianicConfig = Field(default_factory=AmbianicConfig)
+
+    @model_validator(mode="after")
+    def _window_order(self) -> "RulesConfig":
+        if self.window_min_s >= self.window_max_s:
+            raise ValueError("window_min_s must be less than window_max_s")
+        return self
+
+
+class TlsConfig(Section):
+    enabled: bool = Field(False, description="connect with TLS")
+    ca_certs: Optional[str] = Field(None, description="CA certificate file (PEM); default: the system store")
+    certfile: Optional[str] = Field(None, description="client certificate (PEM)")
+    keyfile: Optional[str] = Field(None, description="client key (PEM)")
+    insecure: bool = Field(False, description="skip the broker host name check (testing only)")
+
+
+class HomeAssistantConfig(Section):
+    enabled: bool = Field(True, description="publish Home Assistant MQTT discovery")
+    discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant discovery prefix")
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(True, description="publish to an MQTT broker")
+    host: str = Field("localhost", min_length=1, description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (8883 is usual for TLS)")
+    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version")
+    device_id: Optional[str] = Field(None, description="this device's id (default: the host name)")
+    client_id: Optional[str] = Field(None, description="MQTT client id (default: fallwatch-<device_id>)")
+    keepalive: int = Field(30, ge=5, le=3600, description="seconds between keepalive pings")
+    username: Optional[str] = Field(None, description="broker user name")
+    password: Optional[SecretStr] = Field(None, description="broker password (use ${ENV} or password_file)")
+    password_file: Optional[str] = Field(None, description="file holding the broker password")
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    topic_prefix: Optional[str] = Field(None, description="topic prefix (default: fallwatch/<device_id>)")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of events")
+    snapshots: bool = Field(False, description="publish a JPEG of the frame that raised each event "
+                                               "(no image leaves the house unless asked)")
+    heartbeat_s: float = Field(30, ge=1, le=3600, description="seconds between heartbeats")
+    outbox_max: int = Field(10000, ge=10, le=1_000_000, description="most events kept while the broker "
+                                                                    "is unreachable; the oldest go first")
+    state_dir: Optional[str] = Field(None, description="where the event outbox lives (default: "
+                                                       "$STATE_DIRECTORY or ~/.local/state/fallwatch)")
+    reconnect_max_s: float = Field(60, ge=1, le=3600, description="longest wait between reconnect attempts")
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "MqttConfig":
+        if self.password is not None and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        return self
+
+
+class DebugConfig(Section):
+    enabled: bool = Field(True, description="serve the local debug page and stream")
+    bind: str = Field("127.0.0.1:8080", pattern=r"^\S+:\d{1,5}$", description="host:port to listen on")
+    username: Optional[str] = Field(None, description="basic-auth user (required beyond loopback)")
+    password: Optional[SecretStr] = Field(None, description="basic-auth password")
+    password_file: Optional[str] = Field(None, description="file holding the basic-auth password")
+    stream_fps: float = Field(5, gt=0, le=30, description="default MJPEG stream frame rate")
+
+    @model_validator(mode="after")
+    def _auth_beyond_loopback(self) -> "DebugConfig":
+        host = self.bind.rsplit(":", 1)[0].strip("[]")
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        if self.enabled and not loopback and not (self.username and (self.password or self.password_file)):
+            raise ValueError(f"binding to {host} beyond loopback requires username and password")
+        return self
+
+
+class ModelsConfig(Section):
+    dir: Optional[str] = Field(None, description="model directory (default: /var/lib/fallwatch/models under "
+                                                 "systemd, ~/.cache/fallwatch/models otherwise)")
+
+
+class LogConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+
+class Config(Section):
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    debug: DebugConfig = Field(default_factory=DebugConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)

@@ -1,0 +1,93 @@
+"""The `fallwatch` command line. Each subcommand's work lives in its own module, imported only when used,
+so `fallwatch check-config` does not load tflite and `fallwatch replay` does not touch a camera."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+# subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
+HANDLERS = {
+    "run": "fallwatch.daemon.service:cmd_run",
+    "check-config": "fallwatch.daemon.commands_config:cmd_check_config",
+    "config": "fallwatch.daemon.commands_config:cmd_config_schema",
+    "models": "fallwatch.daemon.commands_models:cmd_models",
+    "pose": "fallwatch.daemon.commands_pose:cmd_pose",
+    "bench": "fallwatch.daemon.commands_pose:cmd_bench",
+    "detect": "fallwatch.daemon.commands_rules:cmd_detect",
+    "replay": "fallwatch.daemon.commands_rules:cmd_replay",
+    "eval": "fallwatch.daemon.commands_rules:cmd_eval",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fallwatch", description="Fall detection for one room, over MQTT.")
+    parser.add_argument("--log-level", default=None, help="override log.level (DEBUG, INFO, WARNING, ERROR)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, config: bool = True, model_dir: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if config:
+            p.add_argument("--config", "-c", default=None,
+                           help="configuration file (default: $FALLWATCH_CONFIG, /etc/fallwatch/fallwatch.yaml "
+                                "if present, else the packaged default)")
+        if model_dir:
+            p.add_argument("--model-dir", default=None, help="model directory (overrides FALLWATCH_MODEL_DIR "
+                                                            "and models.dir)")
+        return p
+
+    p = add("run", "run the daemon: capture -> pose -> rules -> MQTT, debug stream, log", model_dir=True)
+    p.add_argument("--source", default=None, help="override camera.source (a video file, v4l2:/dev/video0, rtsp://...)")
+
+    p = sub.add_parser("check-config", help="validate a configuration file and print the effective configuration")
+    p.add_argument("file", nargs="?", default=None, help="configuration file (default as for run)")
+
+    p = sub.add_parser("config", help="configuration helpers")
+    p.add_argument("action", choices=["schema"], help="schema: print the JSON Schema of the configuration")
+
+    p = add("models", "list, fetch or verify the models", model_dir=True)
+    p.add_argument("action", choices=["list", "fetch", "verify"])
+    p.add_argument("names", nargs="*", help="model names (default: the ones the configuration uses)")
+
+    p = add("pose", "run detector + estimator on still images", model_dir=True)
+    p.add_argument("images", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+
+    p = add("bench", "benchmark the full pipeline on a video clip", model_dir=True)
+    p.add_argument("--source", required=True, help="video file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--loops", type=int, default=1, help="play the clip this many times (memory growth check)")
+
+    p = add("detect", "run the whole pipeline on video files and print fall events", model_dir=True)
+    p.add_argument("videos", nargs="+")
+    p.add_argument("--json", action="store_true", help="exactly one JSON event per line on stdout")
+    p.add_argument("--record", default=None, help="write the pose recording (JSONL) here")
+
+    p = add("replay", "run only the rules over pose recordings (JSONL)")
+    p.add_argument("recordings", nargs="+")
+    p.add_argument("--json", action="store_true")
+
+    p = add("eval", "evaluate labelled clips (video or JSONL) against their manifest", model_dir=True)
+    p.add_argument("manifests", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--strategy", choices=["fallwatch", "ambianic"], default=None, help="override rules.strategy")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.log_level:
+        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module_name, func_name = HANDLERS[args.command].split(":")
+    handler = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

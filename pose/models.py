@@ -1,0 +1,101 @@
+"""The registry of supported models, and where to find them on disk.
+
+Each entry names its file, sha256, upstream address, input size and keypoint topology; every Edge TPU build
+names its CPU twin, because an ``*_edgetpu.tflite`` cannot run on the CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+CORAL = "https://raw.githubusercontent.com/google-coral/test_data/master/"
+MEDIAPIPE = "https://storage.googleapis.com/mediapipe-assets/"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    file: str
+    sha256: Optional[str]
+    url: str
+    kind: str  # "detector" | "estimator" | "multipose" | "blazepose_detector" | "blazepose_landmark"
+    input_size: tuple[int, int]  # width, height
+    keypoints: str  # "coco17" | "blazepose33" | "none"
+    edgetpu: bool = False
+    cpu_twin: Optional[str] = None  # registry name of the CPU build of an Edge TPU model
+    archive_member: Optional[str] = None  # the file inside a zip download
+
+
+MODELS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in [
+        ModelSpec("movenet_lightning", "movenet_single_pose_lightning_ptq.tflite",
+                  "cd7cc22fa946e5d146a7b98d496853e1923e22828d3972d579973f27f91bb105",
+                  CORAL + "movenet_single_pose_lightning_ptq.tflite", "estimator", (192, 192), "coco17"),
+        ModelSpec("movenet_lightning_edgetpu", "movenet_single_pose_lightning_ptq_edgetpu.tflite",
+                  "25c88b77586f65c5c80d868c0555fb194f2b38c0b55aa491f4a93b7d7da58e78",
+                  CORAL + "movenet_single_pose_lightning_ptq_edgetpu.tflite", "estimator", (192, 192), "coco17",
+                  edgetpu=True, cpu_twin="movenet_lightning"),
+        ModelSpec("ssd_mobilenet_v1", "ssd_mobilenet_v1_coco_quant_detect.tflite",
+                  "e4b118e5e4531945de2e659742c7c590f7536f8d0ed26d135abcfe83b4779d13",
+                  "https://storage.googleapis.com/download.tensorflow.org/models/tflite/"
+                  "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip", "detector", (300, 300), "none",
+                  archive_member="detect.tflite"),
+        ModelSpec("movenet_multipose", "movenet_multipose_lightning_float16.tflite",
+                  "d4489f89e6bd6777a8b9a1a16189832131f84ff90d82fae729e670b84d7948dd",
+                  "https://storage.googleapis.com/tfhub-lite-models/google/lite-model/movenet/multipose/"
+                  "lightning/tflite/float16/1.tflite", "multipose", (256, 256), "coco17"),
+        ModelSpec("blazepose_detector", "mediapipe_pose_detection.tflite",
+                  "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+                  MEDIAPIPE + "pose_detection.tflite", "blazepose_detector", (224, 224), "none"),
+        ModelSpec("blazepose_full", "mediapipe_pose_landmark_full.tflite",
+                  "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+                  MEDIAPIPE + "pose_landmark_full.tflite", "blazepose_landmark", (256, 256), "blazepose33"),
+        # Downloadable by users; not in ../shared. sha256 filled in where a published value is known.
+    ]
+}
+
+
+class ModelError(Exception):
+    """A model is unknown, missing or fails its checksum. The message is one line for the user."""
+
+
+def default_model_dir() -> Path:
+    # Under systemd, StateDirectory=fallwatch sets STATE_DIRECTORY=/var/lib/fallwatch.
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0]) / "models"
+    return Path.home() / ".cache" / "fallwatch" / "models"
+
+
+def resolve_model_dir(cli_dir: Optional[str] = None, config_dir: Optional[str] = None) -> Path:
+    """Search order: --model-dir, FALLWATCH_MODEL_DIR, the configured models.dir, then the default."""
+    for candidate in (cli_dir, os.environ.get("FALLWATCH_MODEL_DIR"), config_dir):
+        if candidate:
+            return Path(candidate).expanduser()
+    return default_model_dir()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_path(name: str, model_dir: Path, verify: bool = True) -> Path:
+    """The verified path of a registered model, or ModelError naming the file and the fetch command."""
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    path = Path(model_dir) / spec.file
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing; run: fallwatch models fetch {name}")
+    if verify and spec.sha256 and sha256_of(path) != spec.sha256:
+        raise ModelError(f"model file {path} fails its sha256 check (expected {spec.sha256[:12]}…); "
+                         f"run: fallwatch models fetch {name}")
+    return path
