@@ -1,0 +1,189 @@
+"""StatusHub: the thread-safe meeting point between the pipeline thread, the debug web server and MQTT heartbeats.
+
+The pipeline calls ``publish_frame`` for every processed frame; that only stores references and bumps a sequence
+number. JPEG encoding happens lazily in ``latest_jpeg``, i.e. only while someone watches the stream.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 50
+
+# Figures update() accepts; anything else is a programming error and is rejected loudly.
+_FIELDS = frozenset({
+    "backend", "fps", "stage_ms", "dropped_frames", "corrupt_frames", "persons", "state", "camera", "mqtt",
+    "events_sent", "events_queued", "model", "source",
+})
+
+FrameTuple = tuple[int, np.ndarray, list, dict, dict]
+
+
+class StatusHub:
+    """Holds the newest processed frame, the live figures and the recent events."""
+
+    def __init__(self, version: str, camera: str = "camera"):
+        self.version = version
+        self.camera_name = camera
+        self._cond = threading.Condition()
+        self._started = time.monotonic()
+        self._started_wall = time.time()
+        self._seq = 0
+        self._frame: Optional[np.ndarray] = None
+        self._persons: list = []
+        self._states: dict = {}
+        self._extra: dict = {}
+        self._frame_mono: Optional[float] = None
+        self._frames_total = 0
+        self._source_stopped = False
+        self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
+        self._fields: dict[str, Any] = {
+            "backend": None, "fps": 0.0, "stage_ms": {}, "dropped_frames": 0, "corrupt_frames": 0, "persons": 0,
+            "state": "ok", "camera": "running", "mqtt": {}, "events_sent": 0, "events_queued": 0,
+        }
+        # JPEG cache: (seq, height) -> bytes; only the newest seq is kept.
+        self._jpeg_lock = threading.Lock()
+        self._jpeg_cache: dict[tuple[int, Optional[int]], bytes] = {}
+        self.encode_count = 0  # how many JPEGs were encoded (tests check that no viewer means no encoding)
+
+    # ---- pipeline side -------------------------------------------------------------------------------------
+    def publish_frame(self, frame_rgb: np.ndarray, persons: list, states: dict[int, str],
+                      extra: Optional[dict] = None) -> None:
+        """Store references to the newest processed frame. Cheap on purpose: called for every frame."""
+        with self._cond:
+            self._seq += 1
+            self._frame = frame_rgb
+            self._persons = list(persons)
+            self._states = dict(states)
+            self._extra = dict(extra) if extra else {}
+            self._frame_mono = time.monotonic()
+            self._frames_total += 1
+            self._source_stopped = False
+            self._cond.notify_all()
+
+    def add_event(self, event: dict) -> None:
+        with self._cond:
+            ev = dict(event)
+            ev.setdefault("received_at", time.time())
+            self._events.append(ev)
+
+    def update(self, **fields: Any) -> None:
+        unknown = set(fields) - _FIELDS
+        if unknown:
+            raise ValueError(f"StatusHub.update: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}")
+        with self._cond:
+            for key, value in fields.items():
+                self._fields[key] = dict(value) if isinstance(value, dict) else value
+
+    def mark_source_stopped(self) -> None:
+        with self._cond:
+            self._source_stopped = True
+            self._cond.notify_all()
+
+    # ---- reader side ---------------------------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        with self._cond:
+            return self._seq
+
+    @property
+    def source_stopped(self) -> bool:
+        with self._cond:
+            return self._source_stopped
+
+    def last_frame_age_s(self) -> Optional[float]:
+        with self._cond:
+            return None if self._frame_mono is None else time.monotonic() - self._frame_mono
+
+    def healthy(self, max_age_s: float = 5.0) -> bool:
+        """True while frames flow through inference (newest within max_age_s) and the source has not stopped."""
+        with self._cond:
+            if self._source_stopped or self._frame_mono is None:
+                return False
+            return time.monotonic() - self._frame_mono <= max_age_s
+
+    def stats(self) -> dict:
+        with self._cond:
+            f = dict(self._fields)
+            age = None if self._frame_mono is None else time.monotonic() - self._frame_mono
+            mqtt = dict(f.get("mqtt") or {})
+            out = {
+                "version": self.version,
+                "camera_name": self.camera_name,
+                "uptime_s": round(time.monotonic() - self._started, 3),
+                "started_at": self._started_wall,
+                "backend": f["backend"],
+                "fps": f["fps"],
+                "stage_ms": dict(f["stage_ms"] or {}),
+                "frames": self._frames_total,
+                "dropped_frames": f["dropped_frames"],
+                "corrupt_frames": f["corrupt_frames"],
+                "persons": f["persons"],
+                "state": f["state"],
+                "camera": f["camera"],
+                "source_stopped": self._source_stopped,
+                "last_frame_age_s": None if age is None else round(age, 3),
+                "events": {"sent": f["events_sent"], "queued": f["events_queued"], "recent": len(self._events)},
+                "mqtt": {"connected": bool(mqtt.get("connected", False)), **mqtt},
+            }
+            for key in ("model", "source"):
+                if key in f:
+                    out[key] = f[key]
+            return out
+
+    def recent_events(self) -> list[dict]:
+        with self._cond:
+            return [dict(e) for e in self._events]
+
+    def snapshot(self) -> Optional[FrameTuple]:
+        """The newest frame tuple (seq, frame, persons, states, extra), or None before the first frame."""
+        with self._cond:
+            if self._frame is None:
+                return None
+            return self._seq, self._frame, list(self._persons), dict(self._states), dict(self._extra)
+
+    def wait_frame(self, after_seq: int, timeout: float) -> Optional[FrameTuple]:
+        """Block until a frame newer than ``after_seq`` exists (or the timeout passes; then None)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._seq <= after_seq or self._frame is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            return self._seq, self._frame, list(self._persons), dict(self._states), dict(self._extra)
+
+    def wake_all(self) -> None:
+        """Wake every waiter (used by the web server on shutdown)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def jpeg_for(self, snap: FrameTuple, height: Optional[int] = None) -> bytes:
+        """The annotated JPEG of one frame tuple, encoded once per (seq, height) however many clients watch."""
+        from .overlay import draw_overlay, encode_jpeg  # cv2 only when someone actually looks
+
+        seq, frame, persons, states, extra = snap
+        key = (seq, height)
+        with self._jpeg_lock:
+            cached = self._jpeg_cache.get(key)
+            if cached is not None:
+                return cached
+            data = encode_jpeg(draw_overlay(frame, persons, states, extra), height=height)
+            self.encode_count += 1
+            # keep only the newest sequence number's encodings
+            for old in [k for k in self._jpeg_cache if k[0] < seq]:
+                del self._jpeg_cache[old]
+            self._jpeg_cache[key] = data
+            return data
+
+    def latest_jpeg(self, height: Optional[int] = None) -> Optional[bytes]:
+        """The newest annotated frame as JPEG (encoded on demand, cached per seq+height); None before any frame."""
+        snap = self.snapshot()
+        return None if snap is None else self.jpeg_for(snap, height)
