@@ -1,0 +1,52 @@
+# The two commands: `make run` (the daemon) and `make test` (the whole test suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config/fallwatch.yaml
+SOURCE ?=
+
+# In a development checkout the real models and clips sit beside it in ../shared; use them unless told otherwise.
+SHARED := $(abspath ../shared)
+ifeq ($(FALLWATCH_MODEL_DIR),)
+  ifneq ($(wildcard $(SHARED)/models),)
+    export FALLWATCH_MODEL_DIR := $(SHARED)/models
+  endif
+endif
+ifeq ($(FALLWATCH_DATA_DIR),)
+  ifneq ($(wildcard $(SHARED)/data),)
+    export FALLWATCH_DATA_DIR := $(SHARED)/data
+  endif
+endif
+
+# systemd-python compiles against libsystemd; install that extra only where the library's headers are present.
+EXTRAS := dev$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
+
+.PHONY: run test install install-dev models clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# Fetch (and verify) the models the configuration needs, unless they are already present and verified.
+models: install
+	@$(BIN)/fallwatch models verify --config "$(CONFIG)" >/dev/null 2>&1 || $(BIN)/fallwatch models fetch --config "$(CONFIG)"
+
+run: models
+	$(BIN)/fallwatch run --config "$(CONFIG)" $(if $(SOURCE),--source "$(SOURCE)")
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
