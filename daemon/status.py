@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS = 50
 
-# Figures update() accepts; anything else is a programming error and is rejected loudly.
+# Figures with a fixed place in stats(); other update() fields are passed through to stats() as they are.
 _FIELDS = frozenset({
     "backend", "fps", "stage_ms", "dropped_frames", "corrupt_frames", "persons", "state", "camera", "mqtt",
-    "events_sent", "events_queued", "model", "source",
+    "events_sent", "events_queued",
 })
 
 FrameTuple = tuple[int, np.ndarray, list, dict, dict]
@@ -75,9 +75,6 @@ class StatusHub:
             self._events.append(ev)
 
     def update(self, **fields: Any) -> None:
-        unknown = set(fields) - _FIELDS
-        if unknown:
-            raise ValueError(f"StatusHub.update: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}")
         with self._cond:
             for key, value in fields.items():
                 self._fields[key] = dict(value) if isinstance(value, dict) else value
@@ -133,9 +130,9 @@ class StatusHub:
                 "events": {"sent": f["events_sent"], "queued": f["events_queued"], "recent": len(self._events)},
                 "mqtt": {"connected": bool(mqtt.get("connected", False)), **mqtt},
             }
-            for key in ("model", "source"):
-                if key in f:
-                    out[key] = f[key]
+            for key, value in f.items():  # extra figures the daemon chose to report (model, source, ...)
+                if key not in _FIELDS and key not in out:
+                    out[key] = value
             return out
 
     def recent_events(self) -> list[dict]:

@@ -1,0 +1,129 @@
+"""Drawing for the debug stream and MQTT snapshots: boxes, track ids, skeletons, the spine vector and its angle,
+each person's state in colour. Pure functions over numpy frames; cv2 does the drawing and the JPEG encoding."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from fallwatch.pose.types import KEYPOINT_NAMES, SKELETON
+
+log = logging.getLogger(__name__)
+
+# BGR colours per state: upright green, falling orange, down red; anything else grey.
+STATE_COLOURS = {
+    "upright": (60, 200, 60),
+    "falling": (0, 150, 255),
+    "down": (40, 40, 230),
+}
+UNKNOWN_COLOUR = (180, 180, 180)
+KEYPOINT_MIN_SCORE = 0.2  # below this a keypoint is a guess; drawing it would mislead more than help
+
+_L_SHOULDER, _R_SHOULDER = KEYPOINT_NAMES.index("left_shoulder"), KEYPOINT_NAMES.index("right_shoulder")
+_L_HIP, _R_HIP = KEYPOINT_NAMES.index("left_hip"), KEYPOINT_NAMES.index("right_hip")
+MAX_HEIGHT = 4320
+
+
+def spine(keypoints: np.ndarray, min_score: float = KEYPOINT_MIN_SCORE
+          ) -> Optional[tuple[tuple[float, float], tuple[float, float], float]]:
+    """(mid_shoulder, mid_hip, angle from vertical in degrees) or None when shoulders or hips are not seen.
+
+    0 deg is upright (shoulders straight above hips), 90 deg lying flat, up to 180 deg head down.
+    """
+    kp = np.asarray(keypoints, dtype=np.float32)
+    if kp.ndim != 2 or kp.shape[0] < 17 or kp.shape[1] < 3:
+        return None
+    idx = (_L_SHOULDER, _R_SHOULDER, _L_HIP, _R_HIP)
+    if any(not np.isfinite(kp[i, :3]).all() or kp[i, 2] < min_score for i in idx):
+        return None
+    sh = ((kp[_L_SHOULDER, 0] + kp[_R_SHOULDER, 0]) / 2, (kp[_L_SHOULDER, 1] + kp[_R_SHOULDER, 1]) / 2)
+    hip = ((kp[_L_HIP, 0] + kp[_R_HIP, 0]) / 2, (kp[_L_HIP, 1] + kp[_R_HIP, 1]) / 2)
+    dx, dy = sh[0] - hip[0], sh[1] - hip[1]  # image y grows downwards, so upright means dy < 0
+    if dx == 0 and dy == 0:
+        return None
+    angle = math.degrees(math.atan2(abs(dx), -dy))
+    return (float(sh[0]), float(sh[1])), (float(hip[0]), float(hip[1])), angle
+
+
+def _pt(x: float, y: float) -> tuple[int, int]:
+    return int(round(x)), int(round(y))
+
+
+def _label(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int], scale: float) -> None:
+    """Text on a dark backing so it reads on any background."""
+    thick = max(1, int(round(scale * 2)))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x = min(max(0, org[0]), max(0, img.shape[1] - w - 2))
+    y = min(max(h + 2, org[1]), img.shape[0] - base - 1)
+    cv2.rectangle(img, (x, y - h - 2), (x + w + 2, y + base), (0, 0, 0), -1)
+    cv2.putText(img, text, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
+
+
+def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
+                 extra: Optional[dict] = None) -> np.ndarray:
+    """A BGR copy of ``frame_rgb`` with every person's box, id, skeleton, spine vector, angle and state drawn.
+
+    ``extra`` may carry per-track figures, e.g. ``{track_id: {"spine_angle_deg": 42.0}}``; the angle shown is
+    that one when given (the rules' own figure), else computed here from the keypoints.
+    """
+    frame = np.asarray(frame_rgb)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"draw_overlay: expected an HxWx3 uint8 RGB frame, got shape {frame.shape} {frame.dtype}")
+    img = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)  # a copy: the pipeline's frame is never touched
+    extra = extra or {}
+    h, w = img.shape[:2]
+    scale = max(0.4, min(h, w) / 720.0)  # text and lines grow with the frame
+    line = max(1, int(round(2 * scale)))
+    for person in persons:
+        tid = int(person.track_id)
+        state = states.get(tid, "")
+        colour = STATE_COLOURS.get(state, UNKNOWN_COLOUR)
+        x0, y0, x1, y1 = (float(v) for v in person.box)
+        cv2.rectangle(img, _pt(x0, y0), _pt(x1, y1), colour, line)
+
+        kp = np.asarray(person.keypoints, dtype=np.float32)
+        if kp.ndim == 2 and kp.shape[0] >= 17 and kp.shape[1] >= 3:
+            ok = np.isfinite(kp[:, :3]).all(axis=1) & (kp[:, 2] >= KEYPOINT_MIN_SCORE)
+            for a, b in SKELETON:
+                if ok[a] and ok[b]:
+                    cv2.line(img, _pt(kp[a, 0], kp[a, 1]), _pt(kp[b, 0], kp[b, 1]), (255, 255, 0), line,
+                             cv2.LINE_AA)
+            for i in np.flatnonzero(ok[:17]):
+                cv2.circle(img, _pt(kp[i, 0], kp[i, 1]), line + 2, (0, 255, 255), -1, cv2.LINE_AA)
+
+        sp = spine(kp)
+        info = extra.get(tid) or extra.get(str(tid)) or {}
+        angle = info.get("spine_angle_deg") if isinstance(info, dict) else None
+        if sp is not None:
+            sh, hip, own_angle = sp
+            angle = own_angle if angle is None else angle
+            cv2.arrowedLine(img, _pt(*hip), _pt(*sh), colour, line + 1, cv2.LINE_AA, tipLength=0.15)
+        text = f"#{tid} {state or '?'}"
+        if angle is not None:
+            text += f" {float(angle):.0f}deg"
+        _label(img, text, _pt(x0, y0 - 4), colour, max(0.5, 0.8 * scale))
+    return img
+
+
+def encode_jpeg(bgr: np.ndarray, height: Optional[int] = None, quality: int = 80) -> bytes:
+    """JPEG bytes of a BGR image, scaled to ``height`` pixels (aspect kept) when given."""
+    img = np.asarray(bgr)
+    if img.ndim not in (2, 3) or img.size == 0:
+        raise ValueError(f"encode_jpeg: expected a non-empty image, got shape {img.shape}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"encode_jpeg: quality must be 1..100, got {quality}")
+    if height is not None:
+        height = int(height)
+        if not 16 <= height <= MAX_HEIGHT:
+            raise ValueError(f"encode_jpeg: height must be 16..{MAX_HEIGHT}, got {height}")
+        if height != img.shape[0]:
+            width = max(1, int(round(img.shape[1] * height / img.shape[0])))
+            interp = cv2.INTER_AREA if height < img.shape[0] else cv2.INTER_LINEAR
+            img = cv2.resize(img, (width, height), interpolation=interp)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("encode_jpeg: cv2.imencode failed")
+    return buf.tobytes()
