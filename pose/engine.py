@@ -1,0 +1,225 @@
+"""The pose engine: frame in, tracked persons with COCO-17 keypoints out.
+
+Picks the backend (Edge TPU with each model's ``*_edgetpu.tflite`` build, else the CPU twins on XNNPACK), builds
+the detector and estimator adapters, and runs the tracker. If the Edge TPU fails while running, it switches to the
+CPU twins and carries on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from . import runtime
+from .detector import MultiPoseDetector, SsdDetector
+from .estimator import BlazePoseEstimator, MoveNetEstimator
+from .models import MODELS, ModelError, ModelSpec, model_path
+from .runtime import BackendError, Model
+from .tracker import Tracker, TrackerSettings
+from .types import PoseResult
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SmoothingSettings", "PoseSettings", "PoseEngine", "FrameError", "BackendError", "ModelError"]
+
+
+class FrameError(ValueError):
+    """A frame the engine cannot use (wrong shape or type). The caller skips it and counts it."""
+
+
+@dataclass
+class SmoothingSettings:
+    enabled: bool = True
+    min_cutoff: float = 1.0  # Hz: cutoff when still (lower = smoother)
+    beta: float = 20.0  # cutoff rise per (person sizes per second) of speed (higher = less lag)
+    d_cutoff: float = 1.0  # Hz: cutoff of the speed estimate
+
+
+@dataclass
+class PoseSettings:
+    backend: str = "auto"  # auto | edgetpu | cpu
+    edgetpu_device: str = "usb"  # usb | pci | "" (first found); "usb:0" etc. also work
+    num_threads: Optional[int] = None  # None = all cores
+    detector: str = "ssd_mobilenet_v1"  # registry name of the CPU build
+    estimator: str = "movenet_lightning"
+    detect_threshold: float = 0.5
+    detect_every: int = 10
+    track_timeout_s: float = 2.0
+    max_persons: int = 4
+    min_torso_score: float = 0.2
+    rotation_retry: bool = True
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+
+
+# The TF model zoo's SSD MobileNet v1 quant (our default CPU detector) is the network Coral compiled for the TPU.
+_EDGETPU_ALIASES = {"ssd_mobilenet_v1": "ssd_mobilenet_v1_edgetpu"}
+
+
+def edgetpu_build(name: str) -> Optional[str]:
+    """The registry name of the Edge TPU build whose CPU twin is ``name``, if any."""
+    if name in _EDGETPU_ALIASES and _EDGETPU_ALIASES[name] in MODELS:
+        return _EDGETPU_ALIASES[name]
+    for spec in MODELS.values():
+        if spec.edgetpu and spec.cpu_twin == name:
+            return spec.name
+    return None
+
+
+def _spec(name: str, kinds: tuple[str, ...], role: str) -> ModelSpec:
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown {role} model {name!r}; known: "
+                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.kind in kinds and not s.edgetpu))}")
+    if spec.kind not in kinds:
+        raise ModelError(f"model {name!r} is a {spec.kind}, not a {role}")
+    if spec.edgetpu:
+        raise ModelError(f"pose.{role}: name the CPU model ({spec.cpu_twin!r}); the engine picks the Edge TPU "
+                         "build itself")
+    return spec
+
+
+class PoseEngine:
+    def __init__(self, settings: PoseSettings, model_dir: Path):
+        if settings.backend not in ("auto", "edgetpu", "cpu"):
+            raise BackendError(f"pose.backend must be auto, edgetpu or cpu, not {settings.backend!r}")
+        self.settings = settings
+        self.model_dir = Path(model_dir)
+        self._det_spec = _spec(settings.detector, ("detector", "multipose"), "detector")
+        self._est_spec = _spec(settings.estimator, ("estimator", "blazepose_landmark"), "estimator")
+        # Fail early on missing CPU models: they are the fallback whatever the backend.
+        self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
+        self._backend, self.backend_reason, models = self._open_models()
+        self._build(models)
+        self.frames = 0
+        self.bad_frames = 0
+        log.info("pose engine on %s: detector %s, estimator %s", self._backend,
+                 self.detector_model.path.name, self.estimator_model.path.name)
+
+    # -- backend ---------------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    def _open_models(self) -> tuple[str, str, dict[str, Model]]:
+        s = self.settings
+        threads = runtime.default_threads(s.num_threads)
+        if s.backend in ("auto", "edgetpu"):
+            tpu_names = {spec.name: edgetpu_build(spec.name) for spec in (self._det_spec, self._est_spec)}
+            if not any(tpu_names.values()):
+                reason = (f"no Edge TPU build of {self._det_spec.name} or {self._est_spec.name}")
+                if s.backend == "edgetpu":
+                    raise BackendError(f"pose.backend is edgetpu but {reason}")
+            else:
+                try:
+                    return self._open_edgetpu(tpu_names, threads)
+                except BackendError as e:
+                    if s.backend == "edgetpu":
+                        raise BackendError(f"pose.backend is edgetpu but {e}") from e
+                    reason = str(e)
+        else:
+            reason = "pose.backend is cpu"
+        models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
+                  for name, path in self._cpu_paths.items()}
+        reason = f"{reason}; using CPU (XNNPACK, {threads} threads)"
+        if s.backend == "auto":
+            log.warning("%s", reason)
+        return "cpu", reason, models
+
+    def _open_edgetpu(self, tpu_names: dict[str, Optional[str]], threads: int) -> tuple[str, str, dict[str, Model]]:
+        models: dict[str, Model] = {}
+        used = []
+        delegate = runtime.load_edgetpu_delegate(self.settings.edgetpu_device)  # first: is there a TPU at all?
+        for cpu_name, tpu_name in tpu_names.items():
+            if tpu_name is None:
+                path = self._cpu_paths[cpu_name]
+                models[cpu_name] = Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
+                continue
+            try:
+                path = model_path(tpu_name, self.model_dir)
+            except ModelError:
+                if self.settings.backend == "edgetpu":
+                    raise
+                log.info("no Edge TPU build of %s present; it runs on the CPU", cpu_name)
+                path = self._cpu_paths[cpu_name]
+                models[cpu_name] = Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
+                continue
+            if used:  # one delegate per interpreter, as pycoral does
+                delegate = runtime.load_edgetpu_delegate(self.settings.edgetpu_device)
+            models[cpu_name] = Model(runtime.make_edgetpu_interpreter(path, delegate, threads), path, "edgetpu")
+            used.append(path.name)
+        if not used:
+            raise BackendError("no Edge TPU model file present")
+        return "edgetpu", f"Edge TPU ({self.settings.edgetpu_device or 'first found'}) runs {', '.join(used)}", models
+
+    def _build(self, models: dict[str, Model]) -> None:
+        s = self.settings
+        self.detector_model = models[self._det_spec.name]
+        self.estimator_model = models[self._est_spec.name]
+        if self._det_spec.kind == "multipose":
+            self.detector: Any = MultiPoseDetector(self.detector_model, threshold=min(s.detect_threshold, 0.3))
+        else:
+            self.detector = SsdDetector(self.detector_model, threshold=s.detect_threshold)
+        if self._est_spec.kind == "blazepose_landmark":
+            self.estimator: Any = BlazePoseEstimator(self.estimator_model)
+        else:
+            self.estimator = MoveNetEstimator(self.estimator_model)
+        sm = s.smoothing
+        ts = TrackerSettings(detect_every=max(1, s.detect_every), track_timeout_s=s.track_timeout_s,
+                             max_persons=max(1, s.max_persons), min_torso_score=s.min_torso_score,
+                             rotation_retry=s.rotation_retry, smoothing=sm.enabled, min_cutoff=sm.min_cutoff,
+                             beta=sm.beta, d_cutoff=sm.d_cutoff)
+        old = getattr(self, "tracker", None)
+        self.tracker = Tracker(self.estimator, self.detector, ts)
+        if old is not None:  # keep ids across a backend switch
+            self.tracker.tracks, self.tracker._next_id = old.tracks, old._next_id
+
+    def _fall_back_to_cpu(self, error: Exception) -> None:
+        log.error("Edge TPU failed while running (%s); switching to the CPU twins", runtime._first_line(error))
+        threads = runtime.default_threads(self.settings.num_threads)
+        models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
+                  for name, path in self._cpu_paths.items()}
+        self._backend = "cpu"
+        self.backend_reason = f"Edge TPU failed while running ({runtime._first_line(error)}); using CPU (XNNPACK)"
+        self._build(models)
+
+    # -- frames ----------------------------------------------------------------------------------------------
+    def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
+        """Tracked persons in one HxWx3 uint8 RGB frame taken at time ``t`` (seconds)."""
+        frame = self._check(frame_rgb)
+        det_ms0, est_ms0 = self.detector_model.total_invoke_ms, self.estimator_model.total_invoke_ms
+        t0 = time.perf_counter()
+        try:
+            persons, st = self.tracker.step(frame, float(t))
+        except (RuntimeError, ValueError) as e:
+            if self._backend != "edgetpu":
+                raise
+            self._fall_back_to_cpu(e)
+            return self.process(frame, t)
+        total = (time.perf_counter() - t0) * 1000.0
+        self.frames += 1
+        stage = {
+            "detect": st.detect_ms,
+            "estimate": st.estimate_ms,
+            "track": max(0.0, total - st.detect_ms - st.estimate_ms),
+            "total": total,
+            "detect_invoke": self.detector_model.total_invoke_ms - det_ms0,
+            "estimate_invoke": self.estimator_model.total_invoke_ms - est_ms0,
+            "estimator_calls": float(st.estimator_calls),
+        }
+        return PoseResult(persons=persons, backend=self._backend, stage_ms=stage, detector_ran=st.detector_ran)
+
+    def _check(self, frame: Any) -> np.ndarray:
+        if not isinstance(frame, np.ndarray):
+            self.bad_frames += 1
+            raise FrameError(f"frame must be a numpy array, not {type(frame).__name__}")
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 8:
+            self.bad_frames += 1
+            raise FrameError(f"frame must be HxWx3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+        return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+
+    def reset(self) -> None:
+        self.tracker.reset()

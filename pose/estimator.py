@@ -1,0 +1,130 @@
+"""Single-person keypoint estimators on square crops: MoveNet SinglePose (Lightning / Thunder) and BlazePose full.
+
+A crop is a square in frame pixels (centre, side) with an optional rotation of the crop content. One
+``cv2.warpAffine`` does crop, border padding, rotation and resize at once into a pre-allocated input buffer, and the
+same affine maps the model's keypoints back to frame pixels.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .runtime import Model
+
+log = logging.getLogger(__name__)
+
+# BlazePose's 33 landmarks -> COCO-17 order (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
+BLAZEPOSE_TO_COCO = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28])
+
+# Indices of shoulders and hips in COCO-17.
+L_SHOULDER, R_SHOULDER, L_HIP, R_HIP = 5, 6, 11, 12
+
+
+@dataclass
+class Crop:
+    """A square region of the frame: centre (cx, cy), side length in pixels, and rotation in degrees.
+
+    ``angle`` rotates the crop content: with 90, a person lying along the frame's x axis stands upright in the
+    model's input.
+    """
+
+    cx: float
+    cy: float
+    size: float
+    angle: float = 0.0
+
+    def matrix(self, out_size: int) -> np.ndarray:
+        """2x3 affine mapping model-input pixels (u, v) to frame pixels (x, y)."""
+        s = self.size / out_size
+        a = np.deg2rad(self.angle)
+        c, n = np.cos(a) * s, np.sin(a) * s
+        h = out_size / 2.0
+        # frame = centre + R(angle) @ ((u, v) - h) * s
+        return np.array([[c, -n, self.cx - c * h + n * h],
+                         [n, c, self.cy - n * h - c * h]], dtype=np.float64)
+
+    def box(self) -> tuple[float, float, float, float]:
+        h = self.size / 2.0
+        return (self.cx - h, self.cy - h, self.cx + h, self.cy + h)
+
+
+def crop_around_box(box: tuple[float, float, float, float], margin: float = 1.25, angle: float = 0.0) -> Crop:
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * margin
+    return Crop((x0 + x1) / 2.0, (y0 + y1) / 2.0, max(side, 16.0), angle)
+
+
+def whole_frame_crop(width: int, height: int) -> Crop:
+    """The letterboxed whole frame: a square as large as the frame's long side, padded."""
+    return Crop(width / 2.0, height / 2.0, float(max(width, height)))
+
+
+def torso_score(kps: np.ndarray) -> float:
+    """How confidently a torso is there: the weaker of (best shoulder, best hip)."""
+    s = kps[:, 2]
+    return float(min(max(s[L_SHOULDER], s[R_SHOULDER]), max(s[L_HIP], s[R_HIP])))
+
+
+class MoveNetEstimator:
+    """MoveNet SinglePose (int8, uint8 input 0..255, output (y, x, score) normalised to the input)."""
+
+    keypoint_count = 17
+
+    def __init__(self, model: Model):
+        self.model = model
+        _, h, w, _ = model.input_shape
+        self.size = int(w)
+        self._input = np.zeros((1, h, w, 3), dtype=model.input_dtype)
+        self._uv1 = np.ones((17, 3), dtype=np.float64)
+
+    def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray:
+        """Keypoints (17, 3) as (x, y, score) in frame pixels for the person in ``crop``."""
+        m = crop.matrix(self.size)
+        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._input[0],
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        out = self.model.run(self._input)[0].reshape(17, 3)
+        uv1 = self._uv1
+        uv1[:, 0] = out[:, 1] * self.size
+        uv1[:, 1] = out[:, 0] * self.size
+        kps = np.empty((17, 3), dtype=np.float32)
+        kps[:, :2] = uv1 @ m.T
+        kps[:, 2] = out[:, 2]
+        return kps
+
+
+class BlazePoseEstimator:
+    """BlazePose GHUM full landmark model (fp32 input 0..1, 39 landmarks in input pixels; 33 are the body)."""
+
+    keypoint_count = 33
+
+    def __init__(self, model: Model):
+        self.model = model
+        _, h, w, _ = model.input_shape
+        self.size = int(w)
+        self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
+        self._input = np.zeros((1, h, w, 3), dtype=np.float32)
+        self._uv1 = np.ones((33, 3), dtype=np.float64)
+        self.last33: np.ndarray | None = None
+
+    def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray:
+        m = crop.matrix(self.size)
+        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb,
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        np.multiply(self._rgb, 1.0 / 255.0, out=self._input[0], casting="unsafe")
+        outputs = self.model.run(self._input)
+        landmarks = next(o for o in outputs if o.shape[-1] == 195).reshape(39, 5)[:33]
+        flag = next(o for o in outputs if o.size == 1)
+        presence = float(1.0 / (1.0 + np.exp(-float(flag.reshape(-1)[0])))) if flag.max() > 1.0 or flag.min() < 0 \
+            else float(flag.reshape(-1)[0])
+        uv1 = self._uv1
+        uv1[:, 0] = landmarks[:, 0]
+        uv1[:, 1] = landmarks[:, 1]
+        kps33 = np.empty((33, 3), dtype=np.float32)
+        kps33[:, :2] = uv1 @ m.T
+        # visibility is a logit; the whole-pose flag scales it so an empty crop has no confident keypoints.
+        kps33[:, 2] = presence / (1.0 + np.exp(-landmarks[:, 3]))
+        self.last33 = kps33
+        return kps33[BLAZEPOSE_TO_COCO].copy()

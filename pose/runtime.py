@@ -1,0 +1,131 @@
+"""TFLite interpreters: LiteRT (``ai_edge_litert``) or ``tflite_runtime``, on the Edge TPU or the CPU (XNNPACK).
+
+An ``*_edgetpu.tflite`` holds a custom op only the Edge TPU delegate can run, so it is never handed to a CPU
+interpreter: :func:`make_cpu_interpreter` refuses it.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+class BackendError(Exception):
+    """The requested inference backend cannot be used. The message is one line for the user."""
+
+
+def _import_runtime() -> tuple[Any, Callable[..., Any], str]:
+    """(Interpreter class, load_delegate function, runtime name): LiteRT first, else tflite_runtime."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+        return Interpreter, load_delegate, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore[no-redef]
+        return Interpreter, load_delegate, "tflite_runtime"
+    except ImportError:
+        raise BackendError("no TFLite runtime: install ai-edge-litert (or tflite-runtime)") from None
+
+
+def is_edgetpu_model(path: Path) -> bool:
+    return Path(path).name.endswith("_edgetpu.tflite")
+
+
+def default_threads(num_threads: Optional[int]) -> int:
+    return int(num_threads) if num_threads else (os.cpu_count() or 1)
+
+
+def make_cpu_interpreter(path: Path, num_threads: Optional[int] = None) -> Any:
+    """A CPU (XNNPACK) interpreter with tensors allocated. Refuses Edge TPU builds."""
+    if is_edgetpu_model(path):
+        raise BackendError(f"{Path(path).name} is compiled for the Edge TPU and cannot run on the CPU; "
+                           "use its CPU twin")
+    interpreter_cls, _, _ = _import_runtime()
+    try:
+        interp = interpreter_cls(model_path=str(path), num_threads=default_threads(num_threads))
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise BackendError(f"cannot load model {path}: {str(e).splitlines()[0] if str(e) else e!r}") from e
+    return interp
+
+
+def load_edgetpu_delegate(device: str = "usb") -> Any:
+    """Load the Edge TPU delegate, or BackendError saying why not (library missing, or no TPU answering)."""
+    _, load_delegate, _ = _import_runtime()
+    options = {"device": device} if device else {}
+    # Probe the library first: a failed load_delegate leaves a half-built Delegate whose __del__ prints a
+    # traceback on some LiteRT versions.
+    try:
+        ctypes.CDLL(EDGETPU_LIBRARY)
+    except OSError:
+        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not found") from None
+    try:
+        return load_delegate(EDGETPU_LIBRARY, options)
+    except OSError as e:
+        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not loadable ({_first_line(e)})") from e
+    except ValueError as e:
+        where = f" on device {device!r}" if device else ""
+        raise BackendError(f"no Edge TPU answered{where} ({_first_line(e)})") from e
+
+
+def make_edgetpu_interpreter(path: Path, delegate: Any, num_threads: Optional[int] = None) -> Any:
+    interpreter_cls, _, _ = _import_runtime()
+    try:
+        interp = interpreter_cls(model_path=str(path), experimental_delegates=[delegate],
+                                 num_threads=default_threads(num_threads))
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise BackendError(f"cannot load {Path(path).name} on the Edge TPU ({_first_line(e)})") from e
+    return interp
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class Model:
+    """One interpreter with cached tensor indices and invoke timing: the small common part of every adapter."""
+
+    def __init__(self, interpreter: Any, path: Path, backend: str):
+        self.interpreter = interpreter
+        self.path = Path(path)
+        self.backend = backend
+        inp = interpreter.get_input_details()[0]
+        self.input_index: int = inp["index"]
+        self.input_shape: tuple[int, ...] = tuple(int(v) for v in inp["shape"])
+        self.input_dtype = inp["dtype"]
+        self.input_quant: tuple[float, int] = inp.get("quantization", (0.0, 0))
+        # Outputs ordered by tensor name so ``:1``, ``:2`` suffixes (detection post-process) come in order.
+        self.outputs = sorted(interpreter.get_output_details(), key=lambda d: d["name"])
+        self.last_invoke_ms = 0.0
+        self.total_invoke_ms = 0.0  # since creation; the engine reads differences per frame
+        self.invoke_count = 0
+
+    def resize_input(self, shape: tuple[int, ...]) -> None:
+        """For models with a dynamic input (MoveNet MultiPose)."""
+        if tuple(shape) != self.input_shape:
+            self.interpreter.resize_tensor_input(self.input_index, list(shape))
+            self.interpreter.allocate_tensors()
+            self.input_shape = tuple(shape)
+            self.outputs = sorted(self.interpreter.get_output_details(), key=lambda d: d["name"])
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Set the input, invoke, return the outputs (copies, in name order)."""
+        self.interpreter.set_tensor(self.input_index, tensor)
+        t0 = time.perf_counter()
+        self.interpreter.invoke()
+        self.last_invoke_ms = (time.perf_counter() - t0) * 1000.0
+        self.total_invoke_ms += self.last_invoke_ms
+        self.invoke_count += 1
+        return [self.interpreter.get_tensor(d["index"]) for d in self.outputs]

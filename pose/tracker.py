@@ -1,0 +1,278 @@
+"""Tracking: stable ids, crops from the previous frame's keypoints, and tracks that outlive the detector.
+
+Per frame: every track's next crop comes from its previous keypoints (MoveNet's "smart cropping"); the detector
+runs when nobody is in view and every ``detect_every`` frames to find newcomers; a track lives on while the
+estimator finds a confident torso in its crop, detector or not (the SSD misses lying people); when nobody is
+tracked and the detector finds nobody, the estimator looks at the whole frame (letterboxed) before giving up.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+import numpy as np
+
+from .detector import Detection, iou
+from .estimator import Crop, L_HIP, L_SHOULDER, R_HIP, R_SHOULDER, crop_around_box, torso_score, whole_frame_crop
+from .smoothing import OneEuroFilter
+from .types import Person
+
+log = logging.getLogger(__name__)
+
+KP_THRESHOLD = 0.2  # a keypoint at least this confident shapes the next crop and the box
+TORSO = (L_SHOULDER, R_SHOULDER, L_HIP, R_HIP)
+
+
+class Estimator(Protocol):
+    def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray: ...
+
+
+class Detector(Protocol):
+    def detect(self, frame: np.ndarray) -> list[Detection]: ...
+
+
+@dataclass
+class TrackerSettings:
+    detect_every: int = 10
+    track_timeout_s: float = 2.0
+    max_persons: int = 4
+    min_torso_score: float = 0.2
+    rotation_retry: bool = True
+    retry_torso_score: float = 0.4  # below this torso score, also try the crop rotated by ±90°
+    new_track_torso_score: float = 0.35  # a whole-frame find must be at least this sure to start a track
+    smoothing: bool = True
+    min_cutoff: float = 1.0
+    beta: float = 20.0
+    d_cutoff: float = 1.0
+
+
+@dataclass
+class Track:
+    id: int
+    box: tuple[float, float, float, float]
+    kps: np.ndarray  # raw (17, 3)
+    last_seen: float
+    angle: float = 0.0
+    score: float = 0.0
+    kps33: Optional[np.ndarray] = None
+    smoothed: Optional[np.ndarray] = None
+    filter: Optional[OneEuroFilter] = None
+    updated: bool = False  # seen in the current frame
+    detected: bool = False  # confirmed by the detector in the current frame
+    hits: int = 0
+
+
+@dataclass
+class StepStats:
+    detector_ran: bool = False
+    detect_ms: float = 0.0
+    estimate_ms: float = 0.0
+    estimator_calls: int = 0
+    whole_frame: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def keypoint_box(kps: np.ndarray, pad: float = 0.1) -> Optional[tuple[float, float, float, float]]:
+    """Box around the confident keypoints, padded by ``pad`` of its long side; None with fewer than 3."""
+    conf = kps[:, 2] >= KP_THRESHOLD
+    if int(conf.sum()) < 3:
+        return None
+    xs, ys = kps[conf, 0], kps[conf, 1]
+    x0, x1, y0, y1 = float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+    p = max(x1 - x0, y1 - y0) * pad
+    return (x0 - p, y0 - p, x1 + p, y1 + p)
+
+
+def crop_from_keypoints(kps: np.ndarray, fallback_box: tuple[float, float, float, float],
+                        frame_w: int, frame_h: int, angle: float = 0.0) -> Crop:
+    """The next crop from the previous keypoints (MoveNet's smart cropping, centred on the body's box rather
+    than the hips so a squatting or lying person stays in the middle): wide enough for body and torso."""
+    conf = kps[:, 2] >= KP_THRESHOLD
+    if int(conf.sum()) < 3:
+        return crop_around_box(fallback_box, angle=angle)
+    xs, ys = kps[conf, 0], kps[conf, 1]
+    x0, x1, y0, y1 = float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    body = max(x1 - x0, y1 - y0) / 2.0
+    torso_idx = [i for i in TORSO if conf[i]]
+    torso = float(np.abs(kps[torso_idx, :2] - (cx, cy)).max()) if torso_idx else 0.0
+    half = max(body * 1.3, torso * 1.9, 16.0)
+    half = min(half, max(frame_w, frame_h) * 0.75)
+    return Crop(cx, cy, 2.0 * half, angle)
+
+
+def _quality(kps: np.ndarray) -> float:
+    return 0.5 * torso_score(kps) + 0.5 * float(kps[:, 2].mean())
+
+
+class Tracker:
+    def __init__(self, estimator: Estimator, detector: Detector, settings: TrackerSettings):
+        self.estimator = estimator
+        self.detector = detector
+        self.s = settings
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        self._since_detect = 0
+        self._anyone_last_frame = False
+
+    def reset(self) -> None:
+        self.tracks.clear()
+        self._since_detect = 0
+        self._anyone_last_frame = False
+
+    # -- estimation ------------------------------------------------------------------------------------------
+    def _estimate(self, frame: np.ndarray, crop: Crop, st: StepStats) -> np.ndarray:
+        t0 = time.perf_counter()
+        kps = self.estimator.estimate(frame, crop)
+        st.estimate_ms += (time.perf_counter() - t0) * 1000.0
+        st.estimator_calls += 1
+        return kps
+
+    def _estimate_best(self, frame: np.ndarray, crop: Crop, box: tuple[float, float, float, float],
+                       st: StepStats) -> tuple[np.ndarray, float, Optional[np.ndarray]]:
+        """Estimate on the crop at its angle; retry rotated by ±90° when the person may be lying."""
+        kps = self._estimate(frame, crop, st)
+        kps33 = getattr(self.estimator, "last33", None)
+        best = (kps, crop.angle, kps33)
+        if not self.s.rotation_retry:
+            return best
+        wide = (box[2] - box[0]) > (box[3] - box[1])
+        weak = torso_score(kps) < self.s.retry_torso_score
+        if not (weak or (crop.angle == 0 and wide) or (crop.angle != 0 and not wide)):
+            return best
+        best_q = _quality(kps)
+        for angle in (0.0, 90.0, -90.0):
+            if angle == crop.angle:
+                continue
+            k = self._estimate(frame, Crop(crop.cx, crop.cy, crop.size, angle), st)
+            q = _quality(k)
+            if q > best_q:
+                best_q, best = q, (k, angle, getattr(self.estimator, "last33", None))
+        return best
+
+    # -- one frame -------------------------------------------------------------------------------------------
+    def step(self, frame: np.ndarray, t: float) -> tuple[list[Person], StepStats]:
+        st = StepStats()
+        fh, fw = frame.shape[:2]
+        for tr in self.tracks:
+            tr.updated = tr.detected = False
+
+        # 1. Follow every track from its previous keypoints.
+        for tr in self.tracks:
+            crop = crop_from_keypoints(tr.kps, tr.box, fw, fh, tr.angle)
+            kps, angle, kps33 = self._estimate_best(frame, crop, tr.box, st)
+            if torso_score(kps) >= self.s.min_torso_score:
+                self._update(tr, kps, angle, kps33, t)
+
+        # 2. The detector: when nobody was in view, and every detect_every frames for newcomers.
+        self._since_detect += 1
+        anyone = any(tr.updated for tr in self.tracks)
+        if not self._anyone_last_frame or not anyone or self._since_detect >= self.s.detect_every:
+            self._since_detect = 0
+            st.detector_ran = True
+            t0 = time.perf_counter()
+            dets = self.detector.detect(frame)
+            st.detect_ms = (time.perf_counter() - t0) * 1000.0
+            self._merge_detections(frame, dets, t, st)
+
+            # 3. Nobody tracked and nobody detected: look at the whole frame before giving up.
+            if not dets and not any(tr.updated for tr in self.tracks):
+                st.whole_frame = True
+                crop = whole_frame_crop(fw, fh)
+                kps, angle, kps33 = self._estimate_best(frame, crop, (0.0, 0.0, float(fw), float(fh)), st)
+                if torso_score(kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
+                    box = keypoint_box(kps)
+                    if box is not None and self._find_track(box) is None:
+                        self._new_track(kps, angle, kps33, box, t)
+
+        self._drop_duplicates()
+        self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s]
+        self._anyone_last_frame = any(tr.updated for tr in self.tracks)
+        return [self._person(tr) for tr in self.tracks if tr.updated], st
+
+    def _merge_detections(self, frame: np.ndarray, dets: list[Detection], t: float, st: StepStats) -> None:
+        fh, fw = frame.shape[:2]
+        taken: set[int] = set()
+        for det in dets:
+            tr = self._find_track(det.box, exclude=taken)
+            if tr is not None:
+                taken.add(tr.id)
+                tr.detected = True
+                if not tr.updated:
+                    # The smart crop lost the person but the detector has them: re-estimate on its box.
+                    kps, angle, kps33 = self._estimate_best(frame, crop_around_box(det.box, angle=tr.angle),
+                                                            det.box, st)
+                    self._update(tr, kps, angle, kps33, t, det.box)
+                continue
+            if sum(1 for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s) >= self.s.max_persons:
+                continue
+            if det.keypoints is not None and torso_score(det.keypoints) >= self.s.retry_torso_score:
+                kps, angle, kps33 = det.keypoints, 0.0, None
+            else:
+                kps, angle, kps33 = self._estimate_best(frame, crop_around_box(det.box), det.box, st)
+            tr = self._new_track(kps, angle, kps33, det.box, t)
+            tr.detected = True
+            taken.add(tr.id)
+
+    def _find_track(self, box: tuple[float, float, float, float], exclude: set[int] = frozenset()
+                    ) -> Optional[Track]:
+        """The track best overlapping ``box`` (IoU ≥ 0.3, or its hip centre inside the box)."""
+        best, best_iou = None, 0.0
+        for tr in self.tracks:
+            if tr.id in exclude:
+                continue
+            o = iou(box, tr.box)
+            hips = tr.kps[[L_HIP, R_HIP]]
+            if o < 0.3 and (hips[:, 2] >= KP_THRESHOLD).all():
+                hx, hy = hips[:, 0].mean(), hips[:, 1].mean()
+                if box[0] <= hx <= box[2] and box[1] <= hy <= box[3]:
+                    o = max(o, 0.3)
+            if o >= 0.3 and o > best_iou:
+                best, best_iou = tr, o
+        return best
+
+    def _new_track(self, kps: np.ndarray, angle: float, kps33: Optional[np.ndarray],
+                   box: tuple[float, float, float, float], t: float) -> Track:
+        tr = Track(self._next_id, box, kps, t, angle)
+        if self.s.smoothing:
+            tr.filter = OneEuroFilter(self.s.min_cutoff, self.s.beta, self.s.d_cutoff)
+        self._next_id += 1
+        self.tracks.append(tr)
+        self._update(tr, kps, angle, kps33, t, box)
+        log.debug("new track %d at %s", tr.id, [round(v) for v in box])
+        return tr
+
+    def _update(self, tr: Track, kps: np.ndarray, angle: float, kps33: Optional[np.ndarray], t: float,
+                fallback_box: Optional[tuple[float, float, float, float]] = None) -> None:
+        tr.kps, tr.angle, tr.kps33 = kps, angle, kps33
+        tr.box = keypoint_box(kps) or fallback_box or tr.box
+        tr.score = float(kps[:, 2].mean())
+        tr.last_seen = t
+        tr.updated = True
+        tr.hits += 1
+        if tr.filter is not None:
+            side = max(tr.box[2] - tr.box[0], tr.box[3] - tr.box[1])
+            tr.smoothed = tr.filter(kps, t, side)
+        else:
+            tr.smoothed = kps
+
+    def _drop_duplicates(self) -> None:
+        """Two tracks that converged on one person: keep the older id."""
+        live = sorted((tr for tr in self.tracks if tr.updated), key=lambda tr: tr.id)
+        drop: set[int] = set()
+        for i, a in enumerate(live):
+            if a.id in drop:
+                continue
+            for b in live[i + 1:]:
+                if b.id not in drop and iou(a.box, b.box) > 0.5:
+                    drop.add(b.id)
+        if drop:
+            self.tracks = [tr for tr in self.tracks if tr.id not in drop]
+
+    @staticmethod
+    def _person(tr: Track) -> Person:
+        smoothed = tr.smoothed if tr.smoothed is not None else tr.kps
+        return Person(track_id=tr.id, box=tuple(float(v) for v in tr.box), score=tr.score, keypoints=smoothed,
+                      keypoints_raw=tr.kps, keypoints33=tr.kps33, detected=tr.detected)
