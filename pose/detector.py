@@ -38,12 +38,12 @@ def nms(dets: list[Detection], iou_threshold: float = 0.5) -> list[Detection]:
     """Greedy non-maximum suppression; also drops a box mostly inside a stronger one (a torso inside a body)."""
     kept: list[Detection] = []
     for d in sorted(dets, key=lambda d: d.score, reverse=True):
-        if all(iou(d.box, k.box) < iou_threshold and _containment(d.box, k.box) < 0.85 for k in kept):
+        if all(iou(d.box, k.box) < iou_threshold and containment(d.box, k.box) < 0.85 for k in kept):
             kept.append(d)
     return kept
 
 
-def _containment(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+def containment(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     """The fraction of box a that lies inside box b."""
     ix = min(a[2], b[2]) - max(a[0], b[0])
     iy = min(a[3], b[3]) - max(a[1], b[1])

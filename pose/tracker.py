@@ -14,7 +14,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from .detector import Detection, iou
+from .detector import Detection, containment, iou
 from .estimator import Crop, L_HIP, L_SHOULDER, R_HIP, R_SHOULDER, crop_around_box, torso_score, whole_frame_crop
 from .smoothing import OneEuroFilter
 from .types import Person
@@ -59,6 +59,8 @@ class Track:
     kps33: Optional[np.ndarray] = None
     smoothed: Optional[np.ndarray] = None
     filter: Optional[OneEuroFilter] = None
+    crop: Optional[Crop] = None  # the crop that last found this person
+    lost: int = 0  # frames since the estimator last found a torso
     updated: bool = False  # seen in the current frame
     detected: bool = False  # confirmed by the detector in the current frame
     hits: int = 0
@@ -161,10 +163,12 @@ class Tracker:
 
         # 1. Follow every track from its previous keypoints.
         for tr in self.tracks:
-            crop = crop_from_keypoints(tr.kps, tr.box, fw, fh, tr.angle)
+            crop = self._next_crop(tr, fw, fh)
             kps, angle, kps33 = self._estimate_best(frame, crop, tr.box, st)
             if torso_score(kps) >= self.s.min_torso_score:
-                self._update(tr, kps, angle, kps33, t)
+                self._update(tr, kps, angle, kps33, t, crop=Crop(crop.cx, crop.cy, crop.size, angle))
+            else:
+                tr.lost += 1
 
         # 2. The detector: when nobody was in view, and every detect_every frames for newcomers.
         self._since_detect += 1
@@ -185,12 +189,25 @@ class Tracker:
                 if torso_score(kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
                     box = keypoint_box(kps)
                     if box is not None and self._find_track(box) is None:
-                        self._new_track(kps, angle, kps33, box, t)
+                        self._new_track(kps, angle, kps33, box, t, crop_around_box(box, angle=angle))
 
         self._drop_duplicates()
         self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s]
         self._anyone_last_frame = any(tr.updated for tr in self.tracks)
         return [self._person(tr) for tr in self.tracks if tr.updated], st
+
+    @staticmethod
+    def _next_crop(tr: Track, fw: int, fh: int) -> Crop:
+        longest = float(max(fw, fh))
+        if tr.lost and tr.crop is not None:
+            # Lost: search a growing area around where the person was last found.
+            c = tr.crop
+            return Crop(c.cx, c.cy, min(c.size * 1.4 ** tr.lost, longest * 1.2), c.angle)
+        crop = crop_from_keypoints(tr.kps, tr.box, fw, fh, tr.angle)
+        if tr.crop is not None:
+            # People do not shrink fast: a crop that collapses onto part of the body loses the rest of it.
+            crop.size = min(max(crop.size, tr.crop.size * 0.85), longest * 1.2)
+        return crop
 
     def _merge_detections(self, frame: np.ndarray, dets: list[Detection], t: float, st: StepStats) -> None:
         fh, fw = frame.shape[:2]
@@ -202,9 +219,9 @@ class Tracker:
                 tr.detected = True
                 if not tr.updated:
                     # The smart crop lost the person but the detector has them: re-estimate on its box.
-                    kps, angle, kps33 = self._estimate_best(frame, crop_around_box(det.box, angle=tr.angle),
-                                                            det.box, st)
-                    self._update(tr, kps, angle, kps33, t, det.box)
+                    crop = crop_around_box(det.box, angle=tr.angle)
+                    kps, angle, kps33 = self._estimate_best(frame, crop, det.box, st)
+                    self._update(tr, kps, angle, kps33, t, det.box, Crop(crop.cx, crop.cy, crop.size, angle))
                 continue
             if sum(1 for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s) >= self.s.max_persons:
                 continue
@@ -212,7 +229,7 @@ class Tracker:
                 kps, angle, kps33 = det.keypoints, 0.0, None
             else:
                 kps, angle, kps33 = self._estimate_best(frame, crop_around_box(det.box), det.box, st)
-            tr = self._new_track(kps, angle, kps33, det.box, t)
+            tr = self._new_track(kps, angle, kps33, det.box, t, crop_around_box(det.box, angle=angle))
             tr.detected = True
             taken.add(tr.id)
 
@@ -224,6 +241,8 @@ class Tracker:
             if tr.id in exclude:
                 continue
             o = iou(box, tr.box)
+            if containment(box, tr.box) >= 0.7 or containment(tr.box, box) >= 0.7:
+                o = max(o, 0.3)  # a part of (or the whole around) a tracked person is that person
             hips = tr.kps[[L_HIP, R_HIP]]
             if o < 0.3 and (hips[:, 2] >= KP_THRESHOLD).all():
                 hx, hy = hips[:, 0].mean(), hips[:, 1].mean()
@@ -234,19 +253,22 @@ class Tracker:
         return best
 
     def _new_track(self, kps: np.ndarray, angle: float, kps33: Optional[np.ndarray],
-                   box: tuple[float, float, float, float], t: float) -> Track:
+                   box: tuple[float, float, float, float], t: float, crop: Optional[Crop] = None) -> Track:
         tr = Track(self._next_id, box, kps, t, angle)
         if self.s.smoothing:
             tr.filter = OneEuroFilter(self.s.min_cutoff, self.s.beta, self.s.d_cutoff)
         self._next_id += 1
         self.tracks.append(tr)
-        self._update(tr, kps, angle, kps33, t, box)
+        self._update(tr, kps, angle, kps33, t, box, crop)
         log.debug("new track %d at %s", tr.id, [round(v) for v in box])
         return tr
 
     def _update(self, tr: Track, kps: np.ndarray, angle: float, kps33: Optional[np.ndarray], t: float,
-                fallback_box: Optional[tuple[float, float, float, float]] = None) -> None:
+                fallback_box: Optional[tuple[float, float, float, float]] = None,
+                crop: Optional[Crop] = None) -> None:
         tr.kps, tr.angle, tr.kps33 = kps, angle, kps33
+        tr.crop = crop or tr.crop
+        tr.lost = 0
         tr.box = keypoint_box(kps) or fallback_box or tr.box
         tr.score = float(kps[:, 2].mean())
         tr.last_seen = t
@@ -266,7 +288,8 @@ class Tracker:
             if a.id in drop:
                 continue
             for b in live[i + 1:]:
-                if b.id not in drop and iou(a.box, b.box) > 0.5:
+                if b.id not in drop and (iou(a.box, b.box) > 0.5 or containment(b.box, a.box) > 0.7
+                                         or containment(a.box, b.box) > 0.7):
                     drop.add(b.id)
         if drop:
             self.tracks = [tr for tr in self.tracks if tr.id not in drop]
