@@ -1,0 +1,171 @@
+"""Scoring labelled clips: manifest in, per-clip results and one summary out.
+
+A manifest is ``{"clips": [{"path": relative to the manifest, "label": "fall" | "adl",
+"fall_start_s": s, "fall_end_s": s}]}``. A fall clip is caught when a ``fall`` event has ``t`` within
+[fall_start_s - 0.5, fall_end_s + 1.0]; a ``fall`` outside that span, or any ``fall`` on an ADL clip, is a false
+alarm. Running the clips is somebody else's job (a callable), so this module stays free of models and video.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Union
+
+from .base import RuleSettings
+from .events import Event
+from .recording import read_recording
+
+log = logging.getLogger(__name__)
+
+EARLY_S = 0.5
+LATE_S = 1.0
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file and the clip."""
+
+
+@dataclass
+class Clip:
+    path: Path
+    name: str
+    label: str
+    fall_start_s: Optional[float] = None
+    fall_end_s: Optional[float] = None
+
+
+@dataclass
+class ClipResult:
+    clip: Clip
+    result: str  # "caught", "missed", "ok" (ADL, no alarm), "false_alarm" (ADL), "error"
+    delay_s: Optional[float] = None
+    false_alarms: int = 0
+    duration_s: float = 0.0
+    events: list[Event] = field(default_factory=list)
+    error: str = ""
+
+
+# (clip path, settings) -> (events, footage seconds)
+ClipRunner = Callable[[Path, RuleSettings], tuple[list[Event], float]]
+
+
+def load_manifest(path: Union[str, Path]) -> list[Clip]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("clips"), list):
+        raise ManifestError(f"{path}: a manifest needs a \"clips\" list")
+    clips = []
+    for i, c in enumerate(data["clips"]):
+        where = f"{path}: clip {i}"
+        if not isinstance(c, dict) or "path" not in c:
+            raise ManifestError(f"{where}: needs a \"path\"")
+        label = c.get("label")
+        if label not in ("fall", "adl"):
+            raise ManifestError(f"{where} ({c['path']}): label must be \"fall\" or \"adl\", not {label!r}")
+        start, end = c.get("fall_start_s"), c.get("fall_end_s")
+        if label == "fall":
+            if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or end < start:
+                raise ManifestError(f"{where} ({c['path']}): a fall clip needs fall_start_s <= fall_end_s")
+        clips.append(Clip(path=path.parent / c["path"], name=str(c["path"]), label=label,
+                          fall_start_s=float(start) if start is not None else None,
+                          fall_end_s=float(end) if end is not None else None))
+    return clips
+
+
+def score_clip(clip: Clip, events: Iterable[Event], duration_s: float) -> ClipResult:
+    falls = [e for e in events if e.event == "fall"]
+    if clip.label == "adl":
+        return ClipResult(clip, "false_alarm" if falls else "ok", false_alarms=len(falls), duration_s=duration_s,
+                          events=falls)
+    lo, hi = clip.fall_start_s - EARLY_S, clip.fall_end_s + LATE_S
+    inside = [e for e in falls if lo <= e.t <= hi]
+    outside = len(falls) - len(inside)
+    if inside:
+        delay = min(e.t for e in inside) - clip.fall_start_s
+        return ClipResult(clip, "caught", delay_s=delay, false_alarms=outside, duration_s=duration_s, events=falls)
+    return ClipResult(clip, "missed", false_alarms=outside, duration_s=duration_s, events=falls)
+
+
+def summarize(results: list[ClipResult]) -> dict:
+    ok = [r for r in results if r.result != "error"]
+    falls = [r for r in ok if r.clip.label == "fall"]
+    adl = [r for r in ok if r.clip.label == "adl"]
+    caught = [r for r in falls if r.result == "caught"]
+    adl_alarmed = [r for r in adl if r.result == "false_alarm"]
+    false_alarms = sum(r.false_alarms for r in ok)
+    footage = sum(r.duration_s for r in ok)
+    delays = [r.delay_s for r in caught if r.delay_s is not None]
+    return {
+        "clips": len(results),
+        "falls": len(falls),
+        "caught": len(caught),
+        "sensitivity": round(len(caught) / len(falls), 4) if falls else None,
+        "adl": len(adl),
+        "adl_false_alarm_clips": len(adl_alarmed),
+        "specificity": round(1 - len(adl_alarmed) / len(adl), 4) if adl else None,
+        "false_alarms": false_alarms,
+        "footage_s": round(footage, 2),
+        "false_alarms_per_hour": round(false_alarms / footage * 3600, 2) if footage else None,
+        "median_delay_s": round(statistics.median(delays), 3) if delays else None,
+        "errors": len(results) - len(ok),
+    }
+
+
+def replay_clip(path: Path, settings: RuleSettings) -> tuple[list[Event], float]:
+    """Run only the rules over a pose recording. Returns the events and the footage duration."""
+    from . import make_rules
+    rules = make_rules(settings, source=path.stem)
+    events: list[Event] = []
+    first = last = None
+    for fr in read_recording(path):
+        first = fr.t if first is None else first
+        last = fr.t
+        events.extend(rules.update(fr.t, fr.frame, fr.people, fr.size))
+    return events, (last - first if first is not None else 0.0)
+
+
+def evaluate(manifests: Iterable[Union[str, Path]], settings: RuleSettings,
+             video_runner: Optional[ClipRunner] = None) -> list[ClipResult]:
+    """Score every clip of the manifests. JSONL clips are replayed here; anything else goes to video_runner."""
+    results = []
+    for manifest in manifests:
+        for clip in load_manifest(manifest):
+            runner = replay_clip if clip.path.suffix.lower() == ".jsonl" else video_runner
+            try:
+                if runner is None:
+                    raise ValueError(f"{clip.path}: not a .jsonl recording and no video runner given")
+                events, duration = runner(clip.path, settings)
+            except (OSError, ValueError) as exc:
+                log.error("%s", exc)
+                results.append(ClipResult(clip, "error", error=str(exc)))
+                continue
+            results.append(score_clip(clip, events, duration))
+    return results
+
+
+def format_table(results: list[ClipResult]) -> list[str]:
+    width = max([len(r.clip.name) for r in results] + [4])
+    lines = [f"{'clip':<{width}}  {'label':<5}  {'result':<11}  delay_s  false_alarms"]
+    for r in results:
+        delay = f"{r.delay_s:7.2f}" if r.delay_s is not None else "      -"
+        lines.append(f"{r.clip.name:<{width}}  {r.clip.label:<5}  {r.result:<11}  {delay}  {r.false_alarms}")
+    return lines
+
+
+def format_summary(summary: dict) -> str:
+    sens = f"{summary['sensitivity']:.0%}" if summary["sensitivity"] is not None else "-"
+    spec = f"{summary['specificity']:.0%}" if summary["specificity"] is not None else "-"
+    delay = f"{summary['median_delay_s']:.2f} s" if summary["median_delay_s"] is not None else "-"
+    fah = summary["false_alarms_per_hour"]
+    return (f"clips {summary['clips']}: falls caught {summary['caught']}/{summary['falls']} ({sens}), "
+            f"ADL alarmed {summary['adl_false_alarm_clips']}/{summary['adl']} (specificity {spec}), "
+            f"false alarms {summary['false_alarms']} ({fah if fah is not None else '-'}/h over "
+            f"{summary['footage_s']:.0f} s), median delay {delay}")

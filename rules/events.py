@@ -1,0 +1,56 @@
+"""The event object that leaves the rules: the same dict goes to MQTT, the debug page and stdout."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+EVENT_TYPES = ("fall", "person_down", "recovered")
+
+
+def utc_now_iso() -> str:
+    """Wall-clock time as ISO-8601 UTC with milliseconds and a trailing Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Event:
+    """One fall / person_down / recovered event.
+
+    ``t`` and ``frame`` are media (or capture) time and frame number: the rules decide on those only.
+    ``ts`` is wall-clock time for humans and brokers; it is stamped when the event is created, or passed in.
+    """
+
+    event: str
+    source: str
+    t: float
+    frame: int
+    track: int
+    confidence: float
+    spine_angle_deg: float
+    angle_change_deg: float
+    descent_rate: float
+    box: list[float]
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ts: str = field(default_factory=utc_now_iso)
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.event!r} (expected one of {', '.join(EVENT_TYPES)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "id": self.id,
+            "source": self.source,
+            "t": round(float(self.t), 3),
+            "frame": int(self.frame),
+            "ts": self.ts,
+            "track": int(self.track),
+            "confidence": round(float(self.confidence), 3),
+            "spine_angle_deg": round(float(self.spine_angle_deg), 1),
+            "angle_change_deg": round(float(self.angle_change_deg), 1),
+            "descent_rate": round(float(self.descent_rate), 3),
+            "box": [round(float(v), 1) for v in self.box],
+        }

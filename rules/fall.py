@@ -1,0 +1,287 @@
+"""The fallwatch rule: a per-person window state machine over spine angle and hip height.
+
+upright --(fast, large hip drop vs. a robust "before" pose, weighed with the spine's turn)--> falling
+falling --(body stays down for settle_s)--> down, emits `fall`     (else back to upright, nothing emitted)
+down --(still down down_alert_s after the fall)--> emits `person_down` once
+down --(upright for recover_s)--> upright, emits `recovered`
+
+Decisions use frame timestamps only, never the wall clock, so a replay gives the same events every time.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .base import PersonPose, RuleSettings, Rules, keypoint_box
+from .events import Event
+from .geometry import BodyGeometry, measure
+
+log = logging.getLogger(__name__)
+
+HISTORY_S = 4.0  # seconds of samples kept per person: window_max_s plus the reference span, with room
+MIN_REFERENCE_SAMPLES = 3  # a median of fewer poses is not robust against one garbage pose
+ADOPT_DISTANCE = 1.5  # a new track this many body heights from a lost fallen person is taken to be them
+
+
+@dataclass
+class _Ref:
+    """The robust "before" pose: medians over reference_s ending at some sample."""
+
+    centre_y: float
+    angle: float
+    height: float
+
+
+@dataclass
+class _Sample:
+    t: float
+    frame: int
+    g: BodyGeometry
+    box: list[float]
+    ref: Optional[_Ref]
+    speed: float = 0.0  # downward torso speed (pixels/s) over the last window_min_s; negative when rising
+
+
+@dataclass
+class _Fall:
+    """What triggered the current incident (kept for the settle check, recovery and the event)."""
+
+    t: float
+    ref: _Ref
+    drop: float
+    turn: float
+    rate: float
+    angle: float
+    need: float
+    score: float
+    down: int = 0
+    measured: int = 0
+    event_t: Optional[float] = None
+    person_down_sent: bool = False
+    upright_since: Optional[float] = None
+
+
+@dataclass
+class _Track:
+    track: int
+    samples: deque = field(default_factory=deque)
+    last_seen: float = float("-inf")
+    last_box: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    state: str = "upright"
+    fall: Optional[_Fall] = None
+    last_fall_t: float = float("-inf")
+
+
+def _centre(g: BodyGeometry) -> float:
+    """Image y of the torso's midpoint. Falls are measured on it rather than on the hips alone: a fall to
+    the side drops the hips only ~0.2-0.4 body heights in the image but the shoulders twice that (measured on
+    the URFD falls), while a fall along the line of sight drops both."""
+    return (g.hip_y + g.shoulder_y) / 2.0
+
+
+class FallRules(Rules):
+    def __init__(self, settings: RuleSettings, source: str = "") -> None:
+        self.s = settings
+        self.source = source
+        self._tracks: dict[int, _Track] = {}
+
+    # -- public --------------------------------------------------------------------------------------------
+    def person_states(self) -> dict[int, str]:
+        return {k: tr.state for k, tr in self._tracks.items()}
+
+    def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
+        events: list[Event] = []
+        seen: set[int] = set()
+        for person in people:
+            if person.track in seen:
+                log.debug("frame %d: track %s appears twice; keeping the first", frame, person.track)
+                continue
+            seen.add(person.track)
+            tr = self._tracks.get(person.track)
+            if tr is None:
+                tr = self._new_track(person, t, seen)
+            events.extend(self._observe(tr, t, frame, person, size))
+        # People not seen in this frame still age: a fallen person the model lost is still down.
+        for key, tr in list(self._tracks.items()):
+            if key not in seen:
+                events.extend(self._tick(tr, t, frame))
+                if self._forgettable(tr, t):
+                    del self._tracks[key]
+        return events
+
+    # -- tracks --------------------------------------------------------------------------------------------
+    def _new_track(self, person: PersonPose, t: float, seen: set[int]) -> _Track:
+        """A new id may be a fallen person the pose engine lost and found again: take over their state."""
+        g = measure(person.keypoints, self.s.min_keypoint_score)
+        if g is not None:
+            for key, old in list(self._tracks.items()):
+                if key in seen or old.state == "upright" or old.fall is None or not old.samples:
+                    continue
+                last = old.samples[-1].g
+                scale = old.fall.ref.height
+                if abs(_centre(last) - _centre(g)) <= ADOPT_DISTANCE * scale:
+                    log.info("track %s continues fallen track %s", person.track, key)
+                    del self._tracks[key]
+                    old.track = person.track
+                    self._tracks[person.track] = old
+                    return old
+        tr = _Track(track=person.track)
+        self._tracks[person.track] = tr
+        return tr
+
+    def _forgettable(self, tr: _Track, t: float) -> bool:
+        absent = t - tr.last_seen
+        if tr.state == "upright":
+            return absent > self.s.track_forget_s
+        # A fallen person stays on record until the long-lie alert has had its chance.
+        return absent > max(self.s.track_forget_s, self.s.down_alert_s) + self.s.track_forget_s
+
+    # -- per frame -----------------------------------------------------------------------------------------
+    def _observe(self, tr: _Track, t: float, frame: int, person: PersonPose, size: tuple[int, int]) -> list[Event]:
+        kps = np.asarray(person.keypoints, dtype=float)
+        if person.box is not None and len(person.box) == 4:
+            tr.last_box = [float(v) for v in person.box]
+        elif kps.shape == (17, 3):
+            tr.last_box = keypoint_box(kps, self.s.min_keypoint_score)
+        if t <= tr.last_seen:  # repeated or out-of-order frame: nothing new to learn
+            return []
+        tr.last_seen = t
+        g = measure(kps, self.s.min_keypoint_score)
+        if g is None:
+            return self._tick(tr, t, frame)
+        sample = _Sample(t, frame, g, tr.last_box, None)
+        while tr.samples and tr.samples[0].t < t - HISTORY_S:
+            tr.samples.popleft()
+        sample.speed = self._speed(tr, sample)
+        tr.samples.append(sample)
+        sample.ref = self._reference(tr, t, size)
+
+        if tr.state == "upright":
+            if t - tr.last_fall_t >= self.s.cooldown_s:
+                self._try_trigger(tr, sample)
+        elif tr.state == "falling":
+            f = tr.fall
+            f.measured += 1
+            f.down += self._is_down(g, f.ref)
+        elif tr.state == "down":
+            f = tr.fall
+            if self._is_upright(g, f.ref):
+                if f.upright_since is None:
+                    f.upright_since = t
+            else:
+                f.upright_since = None
+        return self._tick(tr, t, frame)
+
+    def _tick(self, tr: _Track, t: float, frame: int) -> list[Event]:
+        """Time-driven transitions; runs whether or not the person was measured in this frame."""
+        f = tr.fall
+        if tr.state == "falling" and t - f.t >= self.s.settle_s:
+            if f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2:
+                tr.state = "down"
+                f.event_t = t
+                tr.last_fall_t = t
+                return [self._event("fall", tr, t, frame, confidence=self._confidence(f))]
+            log.debug("track %s: drop at t=%.2f did not stay down (%d/%d)", tr.track, f.t, f.down, f.measured)
+            tr.state, tr.fall = "upright", None
+        elif tr.state == "down":
+            if f.upright_since is not None and t - f.upright_since >= self.s.recover_s:
+                tr.state, tr.fall = "upright", None
+                return [self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f)]
+            if not f.person_down_sent and t - f.event_t >= self.s.down_alert_s:
+                f.person_down_sent = True
+                return [self._event("person_down", tr, t, frame, confidence=self._confidence(f))]
+        return []
+
+    # -- the rule ------------------------------------------------------------------------------------------
+    def _reference(self, tr: _Track, t: float, size: tuple[int, int]) -> Optional[_Ref]:
+        span = [s.g for s in tr.samples if s.t >= t - self.s.reference_s]
+        if len(span) < MIN_REFERENCE_SAMPLES:
+            return None
+        ref = _Ref(centre_y=statistics.median(_centre(g) for g in span),
+                   angle=statistics.median(g.spine_angle_deg for g in span),
+                   height=statistics.median(g.height_px for g in span))
+        frame_h = float(size[1]) if size and size[1] else 0.0
+        if ref.height <= 0 or (frame_h and ref.height < self.s.min_body_frac * frame_h):
+            return None
+        return ref
+
+    def _speed(self, tr: _Track, now: _Sample) -> float:
+        """Downward torso speed measured against the newest sample at least window_min_s older (a shorter base
+        would turn keypoint jitter into speed)."""
+        for old in reversed(tr.samples):
+            dt = now.t - old.t
+            if dt >= self.s.window_min_s:
+                return (_centre(now.g) - _centre(old.g)) / dt if dt <= 2 * self.s.window_min_s + 0.2 else 0.0
+        return 0.0
+
+    def _needed_drop(self, turn: float) -> float:
+        """Hip drop (body heights) needed for a fall, given how far the spine turned away from vertical:
+        min_drop with a full topple, drop_without_turn with none, linear in between."""
+        k = min(max(turn / self.s.fall_angle_deg, 0.0), 1.0)
+        return self.s.drop_without_turn - (self.s.drop_without_turn - self.s.min_drop) * k
+
+    def _try_trigger(self, tr: _Track, now: _Sample) -> None:
+        best: Optional[_Fall] = None
+        peak_speed = 0.0  # fastest torso descent between the candidate "before" and now (pixels/s)
+        for s in reversed(tr.samples):
+            dt = now.t - s.t
+            if dt > self.s.window_max_s:
+                break
+            peak_speed = max(peak_speed, s.speed)
+            if dt < self.s.window_min_s or s.ref is None:
+                continue
+            drop = (_centre(now.g) - s.ref.centre_y) / s.ref.height
+            turn = now.g.spine_angle_deg - s.ref.angle  # signed: standing up / lying back turns it back
+            rate = peak_speed / s.ref.height
+            need = self._needed_drop(turn)
+            if drop < need or rate < self.s.min_descent_rate:
+                continue
+            score = drop / need + max(turn, 0.0) / 90.0
+            if best is None or score > best.score:
+                best = _Fall(t=now.t, ref=s.ref, drop=drop, turn=turn, rate=rate, angle=now.g.spine_angle_deg,
+                             need=need, score=score)
+        if best is not None:
+            best.measured, best.down = 1, int(self._is_down(now.g, best.ref))
+            tr.state, tr.fall = "falling", best
+            log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, best.drop, best.turn,
+                      best.rate, now.t)
+
+    def _is_down(self, g: BodyGeometry, ref: _Ref) -> bool:
+        """Near horizontal, or the torso still as low as a fall needs (relative to the same "before")."""
+        drop = (_centre(g) - ref.centre_y) / ref.height
+        return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(g.spine_angle_deg - ref.angle)
+
+    def _is_upright(self, g: BodyGeometry, ref: _Ref) -> bool:
+        """Spine near vertical and the torso back above fall level (standing, or sitting on a chair)."""
+        return (g.spine_angle_deg <= self.s.upright_angle_deg
+                and (_centre(g) - ref.centre_y) / ref.height < self.s.min_drop)
+
+    # -- events --------------------------------------------------------------------------------------------
+    def _confidence(self, f: _Fall) -> float:
+        """0.5 at the thresholds, towards 1 with more evidence, scaled by how consistently the body looked down."""
+        strength = (0.6 * min(1.0, 0.5 * f.drop / f.need)
+                    + 0.4 * min(1.0, 0.5 * f.rate / max(self.s.min_descent_rate, 1e-6)))
+        consistency = f.down / f.measured if f.measured else 0.0
+        return max(0.0, min(1.0, strength * (0.5 + 0.5 * consistency)))
+
+    @staticmethod
+    def _last_score(tr: _Track) -> float:
+        return float(tr.samples[-1].g.score) if tr.samples else 0.0
+
+    def _event(self, kind: str, tr: _Track, t: float, frame: int, confidence: float,
+               fall: Optional[_Fall] = None) -> Event:
+        f = fall or tr.fall
+        last = tr.samples[-1].g if tr.samples else None
+        angle = last.spine_angle_deg if last is not None else f.angle
+        if kind == "fall":
+            angle = f.angle
+        log.info("%s: %s track %s at t=%.2f (drop %.2f, turn %.0f, rate %.2f)", self.source or "-", kind,
+                 tr.track, t, f.drop, f.turn, f.rate)
+        return Event(event=kind, source=self.source, t=t, frame=frame, track=tr.track, confidence=confidence,
+                     spine_angle_deg=angle, angle_change_deg=angle - f.ref.angle,
+                     descent_rate=f.rate if kind != "recovered" else 0.0, box=list(tr.last_box))
