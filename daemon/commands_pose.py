@@ -1,0 +1,276 @@
+"""`fallwatch pose IMAGE...` (detector + estimator on still images) and `fallwatch bench --source VIDEO`.
+
+Exit codes: 0 fine; 1 an image could not be read or a clip could not be decoded; 2 bad configuration, a missing
+model or an unusable backend.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from fallwatch.config.loader import ConfigError, load_config
+from fallwatch.pose.engine import BackendError, PoseEngine, PoseSettings
+from fallwatch.pose.models import ModelError, resolve_model_dir
+from fallwatch.pose.types import KEYPOINT_NAMES, PoseResult
+
+log = logging.getLogger(__name__)
+
+
+def _engine(args: argparse.Namespace) -> tuple[Optional[PoseEngine], int, Any]:
+    """(engine, 0, config) as the configuration says, or (None, 2, None) after printing one line per problem."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return None, 2, None
+    model_dir = resolve_model_dir(getattr(args, "model_dir", None), config.models.dir)
+    try:
+        return PoseEngine(PoseSettings.from_dict(config.pose.model_dump()), model_dir), 0, config
+    except (ModelError, BackendError) as exc:
+        print(f"fallwatch: {exc}", file=sys.stderr)
+        return None, 2, None
+
+
+def read_image_rgb(path: str) -> np.ndarray:
+    """An image file as RGB uint8, or ValueError with one line naming the file and the problem."""
+    import cv2
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{path}: no such file")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ValueError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def person_json(p: Any) -> dict[str, Any]:
+    return {
+        "track_id": p.track_id,
+        "box": [round(float(v), 1) for v in p.box],
+        "score": round(float(p.score), 4),
+        "keypoints": {name: [round(float(p.keypoints[i, 0]), 1), round(float(p.keypoints[i, 1]), 1),
+                             round(float(p.keypoints[i, 2]), 4)] for i, name in enumerate(KEYPOINT_NAMES)},
+    }
+
+
+def cmd_pose(args: argparse.Namespace) -> int:
+    engine, rc, _ = _engine(args)
+    if engine is None:
+        return rc
+    status = 0
+    for path in args.images:
+        try:
+            rgb = read_image_rgb(path)
+        except ValueError as exc:
+            print(f"fallwatch pose: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        engine.reset()  # every image stands alone: no tracks carried over
+        result = engine.process(rgb, 0.0)
+        if args.json:
+            print(json.dumps({"image": path, "backend": result.backend,
+                              "people": [person_json(p) for p in result.persons]}), flush=True)
+        else:
+            _print_people(path, rgb.shape, result)
+    return status
+
+
+def _print_people(path: str, shape: tuple[int, ...], result: PoseResult) -> None:
+    n = len(result.persons)
+    print(f"{path}: {shape[1]}x{shape[0]}, {n} {'person' if n == 1 else 'people'} ({result.backend})")
+    for p in result.persons:
+        x0, y0, x1, y1 = p.box
+        print(f"  person {p.track_id}: box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}] score {p.score:.2f}"
+              f"{' (detector)' if p.detected else ''}")
+        for i, name in enumerate(KEYPOINT_NAMES):
+            x, y, s = p.keypoints[i]
+            print(f"    {name:<15} {x:7.1f} {y:7.1f}  {s:.2f}")
+
+
+# -- bench ---------------------------------------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": 0.0, "p95": 0.0, "mean": 0.0}
+    a = np.asarray(values, dtype=np.float64)
+    return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "mean": round(float(a.mean()), 3)}
+
+
+class _RulesStage:
+    """The rules floor fed like the daemon feeds it (persons -> PersonPose -> FallRules.update)."""
+
+    def __init__(self, rules: Any, person_pose: Any):
+        self.rules, self.person_pose, self.frame = rules, person_pose, 0
+
+    def update(self, persons: list[Any], t: float, size: tuple[int, int]) -> None:
+        people = [self.person_pose(p.track_id, p.box, p.keypoints) for p in persons]
+        self.rules.update(t, self.frame, people, size)
+        self.frame += 1
+
+
+def _rules_stage(config: Any = None) -> Optional[_RulesStage]:
+    """The rules stage when the rules floor offers one (optional: the bench works without it)."""
+    try:
+        from fallwatch.rules import FallRules, PersonPose, RuleSettings
+
+        settings = RuleSettings.from_mapping(config.rules.model_dump()) if config is not None else RuleSettings()
+        return _RulesStage(FallRules(settings), PersonPose)
+    except Exception as exc:  # noqa: BLE001 - no usable rules floor just means: bench without the rules stage
+        log.info("bench without the rules stage (%s)", exc)
+        return None
+
+
+def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[Any] = None) -> dict[str, Any]:
+    """Decode ``source`` ``loops`` times as fast as possible through the engine; figures as a dict."""
+    import cv2
+
+    stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "estimate", "track", "pose", "rules",
+                                                      "pipeline")}
+    det_invokes: list[float] = []
+    est_invokes: list[float] = []
+    det_frame: list[float] = []
+    est_frame: list[float] = []
+    est_calls = 0
+    det_runs = 0
+    frames = 0
+    rss_after_first: Optional[float] = None
+    rss_end = 0.0
+    buf: Optional[np.ndarray] = None
+    t_start = time.perf_counter()
+    for loop in range(max(1, loops)):
+        cap = cv2.VideoCapture(source)
+        if not cap.isOpened():
+            raise ValueError(f"{source}: cannot open video")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        n_loop = 0
+        while True:
+            t0 = time.perf_counter()
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if buf is None or buf.shape != bgr.shape:
+                buf = np.empty_like(bgr)
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=buf)
+            t1 = time.perf_counter()
+            est_before = engine.estimator_model.invoke_count
+            det_before = engine.detector_model.invoke_count
+            result = engine.process(buf, frames / fps)
+            t2 = time.perf_counter()
+            if rules is not None:
+                rules.update(result.persons, frames / fps, (buf.shape[1], buf.shape[0]))
+            t3 = time.perf_counter()
+            sm = result.stage_ms
+            stages["decode"].append((t1 - t0) * 1000)
+            stages["detect"].append(sm["detect"])
+            stages["estimate"].append(sm["estimate"])
+            stages["track"].append(sm["track"])
+            stages["pose"].append((t2 - t1) * 1000)
+            stages["rules"].append((t3 - t2) * 1000)
+            stages["pipeline"].append((t3 - t0) * 1000)
+            det_frame.append(sm["detect_invoke"])
+            est_frame.append(sm["estimate_invoke"])
+            if engine.detector_model.invoke_count > det_before:
+                det_invokes.append(engine.detector_model.last_invoke_ms)
+                det_runs += 1
+            n_est = engine.estimator_model.invoke_count - est_before
+            est_calls += n_est
+            if n_est == 1:
+                est_invokes.append(engine.estimator_model.last_invoke_ms)
+            frames += 1
+            n_loop += 1
+        cap.release()
+        if n_loop == 0:
+            raise ValueError(f"{source}: no frames could be decoded")
+        if loop == 0:
+            rss_after_first = _rss_mb()
+        rss_end = _rss_mb()
+    wall = time.perf_counter() - t_start
+    invoke_per_frame = float(np.mean(det_frame) + np.mean(est_frame))
+    est_invoke = float(np.median(est_invokes)) if est_invokes else float("nan")
+    pose_mean = float(np.mean(stages["pose"])) + float(np.mean(stages["rules"]))
+    pipeline_mean = float(np.mean(stages["pipeline"]))
+    if rules is None:
+        stages.pop("rules")
+    return {
+        "source": source,
+        "loops": max(1, loops),
+        "frames": frames,
+        "fps": round(frames / wall, 2),
+        "backend": engine.backend,
+        "backend_reason": engine.backend_reason,
+        "stage_ms": {k: _stats(v) for k, v in stages.items()},
+        "invoke_ms": {"detector": {**_stats(det_invokes), "count": len(det_invokes)},
+                      "estimator": {**_stats(est_invokes), "count": len(est_invokes)}},
+        "model_invoke_ms_per_frame": round(invoke_per_frame, 3),
+        # our per-frame work (crops, tracking, smoothing, rules) over the models' own invoke time
+        "overhead_ratio": round(pose_mean / invoke_per_frame, 3),
+        # the same with video decoding counted as our work too
+        "overhead_ratio_with_decode": round(pipeline_mean / invoke_per_frame, 3),
+        # detector + estimator invoke time per frame over one estimator invoke (crop tracking saves the detector)
+        "model_cost_ratio": round(invoke_per_frame / est_invoke, 3),
+        "detector_run_fraction": round(det_runs / frames, 4),
+        "estimator_calls_per_frame": round(est_calls / frames, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "rss_after_first_loop_mb": round(rss_after_first or 0.0, 1),
+        "rss_end_mb": round(rss_end, 1),
+        "rss_growth_pct": round(100.0 * (rss_end - (rss_after_first or rss_end)) / (rss_after_first or 1.0), 2),
+        "rules": rules is not None,
+    }
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if not Path(args.source).is_file():
+        print(f"fallwatch bench: {args.source}: no such file", file=sys.stderr)
+        return 1
+    engine, rc, config = _engine(args)
+    if engine is None:
+        return rc
+    try:
+        report = run_bench(engine, args.source, args.loops, _rules_stage(config))
+    except ValueError as exc:
+        print(f"fallwatch bench: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"source {report['source']} x{report['loops']}: {report['frames']} frames, {report['fps']} fps, "
+          f"backend {report['backend']} ({report['backend_reason']})")
+    print("stage            median ms   p95 ms")
+    for name, st in report["stage_ms"].items():
+        print(f"  {name:<14} {st['median']:9.2f} {st['p95']:8.2f}")
+    for name, st in report["invoke_ms"].items():
+        print(f"  {name + ' invoke':<14} {st['median']:9.2f} {st['p95']:8.2f}  ({st['count']} single invokes)")
+    print(f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
+          f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_with_decode']:.3f} with decoding); "
+          f"detector+estimator / estimator invoke {report['model_cost_ratio']:.3f}")
+    print(f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
+          f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame")
+    print(f"peak RSS {report['peak_rss_mb']:.1f} MB; RSS growth {report['rss_growth_pct']:+.2f}% "
+          f"({report['rss_after_first_loop_mb']:.1f} -> {report['rss_end_mb']:.1f} MB)"
+          + ("; rules included" if report["rules"] else ""))
+    return 0
