@@ -99,6 +99,9 @@ def fetch_model(name: str, model_dir: Path, base_url: Optional[str] = None, time
         if spec.sha256 is not None and digest != spec.sha256:
             raise ModelError(f"{name}: sha256 mismatch for {url}: expected {spec.sha256}, got {digest}; "
                              f"the download was discarded")
+        # mkstemp makes 0600 files; the daemon may run as another user (systemd DynamicUser) than whoever
+        # fetched, and a model is no secret.
+        os.chmod(payload, 0o644)
         os.replace(payload, target)  # atomic: same directory, same file system
         temps.remove(payload)
     finally:

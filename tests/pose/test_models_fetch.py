@@ -69,6 +69,7 @@ def test_fetch_installs_a_real_model_and_verifies_it(serve, model_dir: Path, tmp
     assert result.path == dest / spec.file and result.pinned
     assert result.sha256 == spec.sha256 == hashlib.sha256(result.path.read_bytes()).hexdigest()
     assert fetch.model_status(spec, dest) == fetch.OK
+    assert result.path.stat().st_mode & 0o777 == 0o644  # readable by the daemon's own user
     assert _leftovers(dest) == []
     assert "movenet_lightning:" in progress.getvalue() and "(100%)" in progress.getvalue()
 
