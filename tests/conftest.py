@@ -76,7 +76,9 @@ class Mosquitto:
         conf = self.extra_conf or "allow_anonymous true\n"
         if "listener" not in conf:
             conf = f"listener {self.port} 127.0.0.1\n" + conf
-        self.conf.write_text(conf + "\npersistence false\n")
+        if "persistence " not in conf:   # outage tests may ask for persistence (queued messages survive)
+            conf += "\npersistence false\n"
+        self.conf.write_text(conf + "\n")
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         wait_for_port(self.port)

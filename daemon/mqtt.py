@@ -1,0 +1,571 @@
+"""MQTT output: fall events (never lost), heartbeats, availability, state, commands, Home Assistant discovery.
+
+Topics under ``<prefix>`` (``mqtt.topic_prefix``, default ``fallwatch/<device_id>``):
+``availability`` (``online``/``offline``, retained; Last Will ``offline``), ``event`` (JSON, QoS ``mqtt.qos``),
+``event/snapshot`` (JPEG, only with ``mqtt.snapshots``), ``heartbeat`` (JSON every ``mqtt.heartbeat_s``),
+``state`` (retained JSON, on change), ``set`` (commands: ``{"alerts": bool}``, ``{"test": true}``) and
+``alerts`` (retained ``ON``/``OFF``).
+
+Delivery of events: ``publish_event`` commits the event to the SQLite outbox first, then wakes the sender
+thread, the only code that hands events to paho. The sender keeps at most ``WINDOW`` events in flight, in outbox
+order, and deletes a row once paho reports it published (PUBACK for QoS 1, PUBCOMP for QoS 2). After a reconnect
+paho itself re-sends the unacknowledged in-flight events first; the sender waits for those before sending newer
+rows, so the order holds across outages. After a restart everything still in the outbox is sent, in order, with
+its original ``id`` and ``ts`` (at-least-once; consumers dedupe by ``id``).
+
+Decisions:
+- While alerts are paused (``{"alerts": false}``) events are logged and counted (``events_suppressed``) but not
+  queued in the outbox: queueing them would page the family with stale falls the moment alerts resume.
+  ``<prefix>/state`` still tells the truth. A ``{"test": true}`` command is published even while paused: it is
+  an explicit request by the household.
+- Snapshots are best effort: kept in memory (the last few) and published right after their event, never written
+  to disk, so no image of the home is stored by fallwatch.
+- The alerts switch survives restarts (kept in the outbox database).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from fallwatch.config.loader import read_secret
+from fallwatch.config.schema import MqttConfig
+
+from . import homeassistant as ha
+from .outbox import Outbox, default_state_dir
+
+log = logging.getLogger(__name__)
+
+WINDOW = 20               # events in flight at once (also paho's max_inflight_messages)
+MAX_SNAPSHOTS = 8         # JPEGs held in memory waiting for their event to be sent
+RESEND_WAIT_S = 10.0      # after a reconnect, how long paho's own re-sends may take before we re-send ourselves
+CPU_TEMP = Path("/sys/class/thermal/thermal_zone0/temp")
+_CONNECTION_KEYS = ("enabled", "host", "port", "protocol", "device_id", "client_id", "keepalive", "username",
+                    "password", "password_file", "tls", "topic_prefix", "reconnect_max_s")
+
+
+class MqttError(Exception):
+    """A configuration problem that stops MQTT from ever working (unreadable password file, bad TLS files)."""
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sanitize_id(raw: str) -> str:
+    """Topic- and Home-Assistant-safe: letters, digits, '_' and '-' only (no '/', '+', '#', '.')."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", raw.strip()) or "fallwatch"
+
+
+def device_id_of(cfg: MqttConfig) -> str:
+    return sanitize_id(cfg.device_id or socket.gethostname())
+
+
+def prefix_of(cfg: MqttConfig) -> str:
+    return (cfg.topic_prefix or f"fallwatch/{device_id_of(cfg)}").rstrip("/")
+
+
+def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
+    """The SoC temperature in °C where the system exposes it (Raspberry Pi does), else None."""
+    try:
+        return round(int(path.read_text().strip()) / 1000.0, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays from the rules serialise as plain numbers and lists.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def to_json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=_json_default).encode("utf-8")
+
+
+class MqttPublisher:
+    def __init__(self, cfg: MqttConfig, *, camera: str, version: str, status: Callable[[], dict],
+                 on_alerts_changed: Optional[Callable[[bool], None]] = None):
+        self.cfg = cfg
+        self.camera = camera
+        self.version = version
+        self._status = status
+        self._on_alerts_changed = on_alerts_changed
+        self.device_id = device_id_of(cfg)
+        self.prefix = prefix_of(cfg)
+        self.outbox_path = default_state_dir(cfg.state_dir) / "outbox.sqlite3"
+        self._outbox = Outbox(self.outbox_path, cfg.outbox_max)
+        self._alerts = self._outbox.get_meta("alerts") != ha.ALERTS_OFF
+
+        self._client: Optional[mqtt.Client] = None
+        self._client_lock = threading.RLock()     # swaps of the client vs. the sender using it
+        self._connected = False
+        self._wake = threading.Event()            # sender: new event, ack, (re)connect
+        self._hb_wake = threading.Event()         # heartbeat: connect, reconfigure
+        self._stop_evt = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._started_at = time.monotonic()
+
+        # Sender state, touched only under _client_lock.
+        self._inflight: list[tuple[int, mqtt.MQTTMessageInfo]] = []
+        self._last_handed = 0          # highest outbox seq handed to the current client
+        self._reconnected = False
+        self._resend_deadline: Optional[float] = None
+        self._snapshots: OrderedDict[int, bytes] = OrderedDict()
+        self._snap_lock = threading.Lock()
+
+        self._state: Optional[dict] = None
+        self._state_lock = threading.Lock()
+        self._last_error: Optional[str] = None   # log each distinct connection problem once
+        self._ha_published: Optional[list[str]] = None
+        self._count_lock = threading.Lock()
+        self._events_sent = 0
+        self._events_suppressed = 0
+
+    # ----------------------------------------------------------------------------------------------- public API
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def alerts_enabled(self) -> bool:
+        return self._alerts
+
+    def stats(self) -> dict:
+        return {"connected": self._connected, "events_sent": self._events_sent,
+                "events_queued": len(self._outbox), "events_dropped": self._outbox.dropped,
+                "events_suppressed": self._events_suppressed}
+
+    def start(self) -> None:
+        """Non-blocking: a broker that is down now is retried in the background with capped backoff."""
+        if self._started:
+            return
+        self._started = True
+        self._stop_evt.clear()
+        if self.cfg.enabled:
+            self._connect()
+        else:
+            log.info("mqtt.enabled is false: events are not published")
+        for name, target in (("mqtt-sender", self._sender_loop), ("mqtt-heartbeat", self._heartbeat_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        queued = len(self._outbox)
+        if queued:
+            log.info("outbox %s holds %d undelivered event(s); they go first, in order", self.outbox_path, queued)
+
+    def stop(self) -> None:
+        """Flush what the broker takes within ~1 s, publish availability offline, disconnect."""
+        if not self._started:
+            self._outbox.close()
+            return
+        deadline = time.monotonic() + 1.0
+        while self._connected and len(self._outbox) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop_evt.set()
+        self._wake.set()
+        self._hb_wake.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._threads = []
+        with self._client_lock:
+            self._disconnect(max(0.2, deadline - time.monotonic()))
+        self._started = False
+        left = len(self._outbox)
+        if left:
+            log.info("stopping with %d event(s) in the outbox; they are sent on the next start", left)
+        self._outbox.close()
+
+    def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None) -> None:
+        """Queue one event durably (it is on disk when this returns) and have it sent."""
+        payload = dict(event)
+        payload.setdefault("id", str(uuid.uuid4()))
+        payload.setdefault("ts", utc_now_iso())
+        payload["device"] = self.device_id
+        payload["camera"] = self.camera
+        payload["backend"] = self._safe_status().get("backend")
+        kind = payload.get("event")
+        if not self.cfg.enabled:
+            log.info("event %s %s not published: mqtt.enabled is false", kind, payload["id"])
+            return
+        if not self._alerts and kind != "test":
+            with self._count_lock:
+                self._events_suppressed += 1
+            log.info("alerts paused: %s event %s logged, not published", kind, payload["id"])
+            return
+        seq, dropped = self._outbox.put(str(payload["id"]), to_json(payload))
+        if dropped:
+            log.warning("outbox full (mqtt.outbox_max=%d): dropped the %d oldest undelivered event(s)",
+                        self._outbox.max_items, dropped)
+        if seq is None:
+            log.info("event %s is already queued; not queued twice", payload["id"])
+            return
+        if snapshot_jpeg and self.cfg.snapshots:
+            with self._snap_lock:
+                self._snapshots[seq] = bytes(snapshot_jpeg)
+                while len(self._snapshots) > MAX_SNAPSHOTS:
+                    self._snapshots.popitem(last=False)
+        log.debug("queued %s event %s as #%d", kind, payload["id"], seq)
+        self._wake.set()
+
+    def publish_test_event(self) -> None:
+        """The ``{"test": true}`` command: a ``test`` event end to end, so a household can check its alerts."""
+        st = self._safe_status()
+        self.publish_event({"event": "test", "id": str(uuid.uuid4()), "source": self.camera, "t": None,
+                            "frame": None, "ts": utc_now_iso(), "track": None, "confidence": None,
+                            "spine_angle_deg": None, "angle_change_deg": None, "descent_rate": None,
+                            "box": None, "test": True, "persons": st.get("persons")})
+        log.info("test event queued")
+
+    def set_state(self, state: dict) -> None:
+        """Retained ``<prefix>/state``; published only when it differs from the last one."""
+        with self._state_lock:
+            if state == self._state:
+                return
+            self._state = dict(state)
+            payload = to_json(self._state)
+        client = self._client
+        if client is not None and self._connected:
+            client.publish(f"{self.prefix}/state", payload, qos=1, retain=True)
+
+    def reconfigure(self, cfg: MqttConfig) -> None:
+        """SIGHUP: apply a new ``mqtt:`` section; reconnect only when connection settings changed."""
+        old = self.cfg
+        if cfg.state_dir != old.state_dir:
+            log.warning("mqtt.state_dir changed: takes effect after a restart")
+        reconnect = any(getattr(cfg, k) != getattr(old, k) for k in _CONNECTION_KEYS)
+        with self._client_lock:
+            if reconnect and self._started:
+                log.info("mqtt connection settings changed: reconnecting")
+                self._disconnect(1.0)
+            self.cfg = cfg
+            self.device_id = device_id_of(cfg)
+            self.prefix = prefix_of(cfg)
+            if cfg.outbox_max != old.outbox_max:
+                dropped = self._outbox.set_max(cfg.outbox_max)
+                if dropped:
+                    log.warning("mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
+                                cfg.outbox_max, dropped)
+            if reconnect and self._started and cfg.enabled:
+                self._connect()
+            elif not reconnect and self._connected and (cfg.homeassistant != old.homeassistant
+                                                        or cfg.heartbeat_s != old.heartbeat_s):
+                self._publish_discovery(self._client)
+        self._hb_wake.set()
+        self._wake.set()
+
+    # ----------------------------------------------------------------------------------------------- connection
+    def _connect(self) -> None:
+        cfg = self.cfg
+        protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+        client_id = cfg.client_id or f"fallwatch-{self.device_id}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        if cfg.username:
+            try:
+                password = read_secret(cfg.password, cfg.password_file)
+            except OSError as exc:
+                raise MqttError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls.enabled:
+            try:
+                client.tls_set(ca_certs=cfg.tls.ca_certs, certfile=cfg.tls.certfile, keyfile=cfg.tls.keyfile,
+                               cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise MqttError(f"mqtt.tls: cannot load the certificates ({exc})") from None
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.will_set(f"{self.prefix}/availability", ha.NOT_AVAILABLE, qos=1, retain=True)
+        client.reconnect_delay_set(1, max(1, int(math.ceil(cfg.reconnect_max_s))))
+        client.max_inflight_messages_set(WINDOW)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._inflight = []
+        self._last_handed = 0
+        self._reconnected = False
+        self._last_error = None
+        self._client = client
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
+        client.loop_start()
+        log.info("MQTT: connecting to %s:%d (MQTT %s%s) as %s, topics %s/...", cfg.host, cfg.port, cfg.protocol,
+                 ", TLS" if cfg.tls.enabled else "", client_id, self.prefix)
+
+    def _disconnect(self, timeout: float) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if self._connected:
+            info = client.publish(f"{self.prefix}/availability", ha.NOT_AVAILABLE, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass
+        self._connected = False
+        client.disconnect()
+        client.loop_stop()
+        self._inflight = []
+        self._last_handed = 0
+
+    def _where(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    def _log_problem(self, message: str) -> None:
+        """One clear line per distinct problem; repeats while retrying go to DEBUG."""
+        if message != self._last_error:
+            log.error("%s; retrying with backoff up to %gs", message, self.cfg.reconnect_max_s)
+            self._last_error = message
+        else:
+            log.debug("%s (still)", message)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if client is not self._client:
+            return
+        if reason_code.is_failure:
+            hint = ""
+            if str(reason_code) in ("Not authorized", "Bad user name or password"):
+                hint = " (check mqtt.username and mqtt.password / password_file)"
+            self._log_problem(f"MQTT broker {self._where()} refused the connection: {reason_code}{hint}")
+            return
+        self._last_error = None
+        log.info("MQTT connected to %s", self._where())
+        client.publish(f"{self.prefix}/availability", ha.AVAILABLE, qos=1, retain=True)
+        client.subscribe(f"{self.prefix}/set", qos=1)
+        if self.cfg.homeassistant.enabled:
+            client.subscribe(f"{self.cfg.homeassistant.discovery_prefix}/status", qos=1)
+        self._publish_retained(client)
+        self._reconnected = True
+        self._connected = True
+        self._wake.set()
+        self._hb_wake.set()
+
+    def _publish_retained(self, client: mqtt.Client) -> None:
+        """What a late subscriber must find: discovery, the alerts switch and the current state."""
+        self._publish_discovery(client)
+        client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if self._alerts else ha.ALERTS_OFF, qos=1, retain=True)
+        with self._state_lock:
+            state = self._state
+        if state is not None:
+            client.publish(f"{self.prefix}/state", to_json(state), qos=1, retain=True)
+
+    def _publish_discovery(self, client: Optional[mqtt.Client]) -> None:
+        if client is None:
+            return
+        hac = self.cfg.homeassistant
+        if hac.enabled:
+            messages = ha.discovery_messages(discovery_prefix=hac.discovery_prefix, prefix=self.prefix,
+                                             device_id=self.device_id, version=self.version,
+                                             heartbeat_s=self.cfg.heartbeat_s)
+            for topic, payload in messages:
+                client.publish(topic, to_json(payload), qos=1, retain=True)
+            self._ha_published = [topic for topic, _ in messages]
+        elif self._ha_published:
+            # Discovery switched off: an empty retained config removes the entities from Home Assistant.
+            for topic in self._ha_published:
+                client.publish(topic, b"", qos=1, retain=True)
+            self._ha_published = None
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if client is not self._client:
+            return
+        exc = sys.exc_info()[1]   # paho calls this from inside its `except OSError`
+        detail = f": {exc}" if exc else ""
+        if isinstance(exc, ssl.SSLError):
+            self._log_problem(f"MQTT TLS handshake with {self._where()} failed{detail} (check mqtt.tls)")
+        else:
+            self._log_problem(f"MQTT broker {self._where()} unreachable{detail}")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        if client is not self._client:
+            return
+        was = self._connected
+        self._connected = False
+        if was:
+            log.warning("MQTT disconnected from %s (%s); events are kept in the outbox until it is back",
+                        self._where(), reason_code)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        # Called under paho's message lock: only wake the sender, never take our locks here.
+        if getattr(reason_code, "is_failure", False):
+            log.error("MQTT broker refused message %d: %s", mid, reason_code)
+        self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if client is not self._client:
+            return
+        try:
+            if msg.topic == f"{self.prefix}/set":
+                self._handle_command(msg)
+            elif msg.topic == f"{self.cfg.homeassistant.discovery_prefix}/status":
+                if msg.payload.strip() == b"online":
+                    log.info("Home Assistant is back online: publishing discovery again")
+                    self._publish_retained(client)
+        except Exception:  # a bad command must never kill the network thread
+            log.exception("MQTT: failed to handle a message on %s", msg.topic)
+
+    def _handle_command(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            log.warning("ignored a retained command on %s (commands must not be retained)", msg.topic)
+            return
+        try:
+            command = json.loads(msg.payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("ignored command on %s: not JSON (%s): %.80r", msg.topic, exc, msg.payload)
+            return
+        if not isinstance(command, dict):
+            log.warning("ignored command on %s: expected a JSON object such as {\"alerts\": false}, got %.80s",
+                        msg.topic, msg.payload.decode("utf-8", "replace"))
+            return
+        unknown = sorted(set(command) - {"alerts", "test"})
+        if unknown:
+            log.warning("ignored unknown command key(s) on %s: %s (known: alerts, test)", msg.topic, ", ".join(unknown))
+        if "alerts" in command:
+            if isinstance(command["alerts"], bool):
+                self._set_alerts(command["alerts"])
+            else:
+                log.warning("ignored command on %s: \"alerts\" must be true or false, got %r", msg.topic,
+                            command["alerts"])
+        if command.get("test") is True:
+            self.publish_test_event()
+
+    def _set_alerts(self, enabled: bool) -> None:
+        changed = enabled != self._alerts
+        self._alerts = enabled
+        self._outbox.set_meta("alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF)
+        client = self._client
+        if client is not None:
+            client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF, qos=1, retain=True)
+        if changed:
+            log.warning("alerts %s by MQTT command", "resumed" if enabled else "PAUSED (events are only logged)")
+            if self._on_alerts_changed is not None:
+                try:
+                    self._on_alerts_changed(enabled)
+                except Exception:
+                    log.exception("on_alerts_changed callback failed")
+
+    # ----------------------------------------------------------------------------------------------- threads
+    def _sender_loop(self) -> None:
+        while not self._stop_evt.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                with self._client_lock:
+                    self._pump()
+            except Exception:
+                log.exception("MQTT sender failed; retrying")
+                time.sleep(0.5)
+
+    def _pump(self) -> None:
+        """Under _client_lock: reap acknowledged events, then hand the next ones to paho, in outbox order."""
+        still = []
+        for seq, info in self._inflight:
+            if info.is_published():
+                self._outbox.remove(seq)
+                with self._count_lock:
+                    self._events_sent += 1
+            else:
+                still.append((seq, info))
+        self._inflight = still
+        client = self._client
+        if client is None or not self._connected:
+            return
+        now = time.monotonic()
+        if self._reconnected:
+            self._reconnected = False
+            if self._inflight and self.cfg.qos == 0:
+                self._resend_from_outbox()   # QoS 0 is not re-sent by paho
+            elif self._inflight:
+                self._resend_deadline = now + RESEND_WAIT_S
+        if self._resend_deadline is not None:
+            if self._inflight and now < self._resend_deadline:
+                return          # paho is re-sending the older in-flight events; newer ones wait behind them
+            if self._inflight:
+                log.warning("MQTT: %d event(s) unacknowledged %gs after reconnecting; sending them again",
+                            len(self._inflight), RESEND_WAIT_S)
+                self._resend_from_outbox()
+            self._resend_deadline = None
+        room = WINDOW - len(self._inflight)
+        if room <= 0:
+            return
+        topic = f"{self.prefix}/event"
+        for seq, event_id, payload in self._outbox.after(self._last_handed, room):
+            info = client.publish(topic, payload, qos=self.cfg.qos, retain=False)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
+                                                                  and self.cfg.qos > 0):
+                log.debug("MQTT publish of event %s deferred: %s", event_id, mqtt.error_string(info.rc))
+                break   # not taken by paho: stays in the outbox for the next connection
+            self._inflight.append((seq, info))
+            self._last_handed = seq
+            log.debug("handed event %s (#%d) to MQTT", event_id, seq)
+            with self._snap_lock:
+                jpeg = self._snapshots.pop(seq, None)
+            if jpeg is not None and self.cfg.snapshots:
+                props = None
+                if self.cfg.protocol == "5":
+                    props = Properties(PacketTypes.PUBLISH)
+                    props.ContentType = "image/jpeg"
+                    props.UserProperty = ("id", event_id)
+                client.publish(f"{self.prefix}/event/snapshot", jpeg, qos=self.cfg.qos, retain=False,
+                               properties=props)
+
+    def _resend_from_outbox(self) -> None:
+        self._last_handed = min(seq for seq, _ in self._inflight) - 1
+        self._inflight = []
+
+    def _heartbeat_loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop_evt.is_set():
+            timeout = max(0.0, next_at - time.monotonic())
+            if self._hb_wake.wait(timeout):
+                self._hb_wake.clear()
+                if self._stop_evt.is_set():
+                    return
+            client = self._client
+            if client is not None and self._connected:
+                try:
+                    client.publish(f"{self.prefix}/heartbeat", to_json(self.heartbeat()), qos=0, retain=False)
+                except Exception:
+                    log.exception("MQTT heartbeat failed")
+            next_at = time.monotonic() + self.cfg.heartbeat_s
+
+    def heartbeat(self) -> dict:
+        st = self._safe_status()
+        stats = self.stats()
+        return {"ts": utc_now_iso(), "uptime_s": round(time.monotonic() - self._started_at, 1),
+                "version": self.version, "device": self.device_id, "backend": st.get("backend"),
+                "camera": st.get("camera"), "fps": st.get("fps"), "persons": st.get("persons"),
+                "state": st.get("state"), "events_sent": stats["events_sent"],
+                "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
+                "events_suppressed": stats["events_suppressed"], "dropped_frames": st.get("dropped_frames"),
+                "cpu_temp_c": cpu_temp_c(), "alerts": self._alerts}
+
+    def _safe_status(self) -> dict:
+        try:
+            st = self._status()
+            return st if isinstance(st, dict) else {}
+        except Exception as exc:  # the daemon's figures must not stop an alert going out
+            log.debug("status() failed: %s", exc)
+            return {}

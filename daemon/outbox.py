@@ -1,0 +1,178 @@
+"""A durable, bounded, ordered event outbox: SQLite in WAL mode.
+
+An event is committed here *before* it is handed to the MQTT client and deleted only once the broker has
+acknowledged it, so a broker outage, a daemon restart (or a power cut) loses nothing. Rows keep their insertion
+order (``seq``), so delivery after an outage is in the order the events happened. The table is bounded: when it
+is full the oldest rows are dropped and counted (the count survives restarts, it is reported in heartbeats).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      TEXT NOT NULL UNIQUE,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def default_state_dir(state_dir: Optional[str] = None) -> Path:
+    """``state_dir`` if given, else systemd's $STATE_DIRECTORY (first entry), else ~/.local/state/fallwatch."""
+    if state_dir:
+        return Path(state_dir).expanduser()
+    env = os.environ.get("STATE_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0])
+    return Path.home() / ".local" / "state" / "fallwatch"
+
+
+class Outbox:
+    """Thread-safe; every method is one short transaction."""
+
+    def __init__(self, path: Union[str, Path], max_items: int):
+        if max_items < 1:
+            raise ValueError(f"outbox max_items must be at least 1, got {max_items}")
+        self.max_items = max_items
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = self._open(self.path)
+
+    @staticmethod
+    def _connect(path: str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        if path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed event survives a power cut, not just a crash; events are rare, the cost is nothing.
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        db.execute("SELECT count(*) FROM outbox").fetchone()  # reads the file: a corrupt one fails here
+        return db
+
+    def _open(self, path: str) -> sqlite3.Connection:
+        if path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.error("outbox: cannot create %s (%s); queued events will not survive a restart",
+                          Path(path).parent, exc)
+                return self._connect(":memory:")
+        try:
+            return self._connect(path)
+        except sqlite3.DatabaseError as exc:
+            if path == ":memory:" or not Path(path).exists():
+                log.error("outbox: cannot open %s (%s); queued events will not survive a restart", path, exc)
+                return self._connect(":memory:")
+            # A damaged file must not stop fall alerts: keep it aside for inspection and start afresh.
+            aside = f"{path}.corrupt-{int(time.time())}"
+            log.error("outbox: %s is not a usable SQLite database (%s); moved it to %s and started a new one",
+                      path, exc, aside)
+            os.replace(path, aside)
+            for suffix in ("-wal", "-shm"):
+                if Path(path + suffix).exists():
+                    os.replace(path + suffix, aside + suffix)
+            try:
+                return self._connect(path)
+            except sqlite3.DatabaseError as exc2:
+                log.error("outbox: cannot create %s (%s); queued events will not survive a restart", path, exc2)
+                return self._connect(":memory:")
+
+    def put(self, event_id: str, payload: bytes) -> tuple[Optional[int], int]:
+        """Store one event; returns (seq, number of oldest rows dropped to stay within the bound).
+
+        seq is None when an event with this id is already queued (a retry by the caller is not a second event).
+        """
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute("INSERT OR IGNORE INTO outbox (id, payload, created) VALUES (?, ?, ?)",
+                                 (event_id, payload, time.time()))
+                seq = cur.lastrowid if cur.rowcount else None
+                dropped = 0
+                excess = db.execute("SELECT count(*) FROM outbox").fetchone()[0] - self.max_items
+                if excess > 0:
+                    dropped = self._drop_oldest(excess)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return seq, dropped
+
+    def _drop_oldest(self, n: int) -> int:
+        """Inside a transaction: delete the n oldest rows and add them to the persistent drop count."""
+        db = self._db
+        db.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (n,))
+        total = int(self._get_meta("dropped") or 0) + n
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dropped', ?)", (str(total),))
+        return n
+
+    def after(self, seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` rows with seq greater than ``seq``, oldest first: (seq, id, payload)."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, id, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (seq, limit)).fetchall()
+        return [(s, i, bytes(p)) for s, i, p in rows]
+
+    def remove(self, seq: int) -> bool:
+        """Delete an acknowledged row; False when it was already gone (e.g. dropped by the bound)."""
+        with self._lock:
+            return self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount > 0
+
+    def set_max(self, max_items: int) -> int:
+        """Change the bound (SIGHUP); returns the number of oldest rows dropped to fit."""
+        if max_items < 1:
+            raise ValueError(f"outbox max_items must be at least 1, got {max_items}")
+        with self._lock:
+            self.max_items = max_items
+            excess = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0] - max_items
+            if excess <= 0:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = self._drop_oldest(excess)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return dropped
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    @property
+    def dropped(self) -> int:
+        """Events ever dropped because the outbox was full (persists across restarts)."""
+        with self._lock:
+            return int(self._get_meta("dropped") or 0)
+
+    def _get_meta(self, key: str) -> Optional[str]:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def get_meta(self, key: str) -> Optional[str]:
+        with self._lock:
+            return self._get_meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

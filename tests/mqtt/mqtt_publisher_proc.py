@@ -1,0 +1,49 @@
+"""A stand-in daemon process for the MQTT tests: builds MqttPublisher from a config file and runs until killed.
+
+    python mqtt_publisher_proc.py CONFIG.yaml
+
+Reads commands on stdin, one per line: ``event [KIND]`` raises an event (prints ``queued <id>`` once it is in
+the outbox), ``stats`` prints the stats as JSON, ``quit`` stops cleanly (as does SIGTERM). Prints ``ready``
+once started. Logs go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+
+from fallwatch.config.loader import load_config
+from fallwatch.daemon.mqtt import MqttPublisher
+from mqtt_testlib import STATUS, make_event  # beside this script
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.DEBUG if "-v" in sys.argv else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(sys.argv[1]).mqtt
+    pub = MqttPublisher(cfg, camera="test-cam", version="0.0-test",
+                        status=lambda: dict(STATUS))
+    signal.signal(signal.SIGTERM, lambda *_: (pub.stop(), sys.exit(0)))
+    pub.start()
+    print("ready", flush=True)
+    n = 0
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "event":
+            event = make_event(words[1] if len(words) > 1 else "fall", n)
+            n += 1
+            pub.publish_event(event)
+            print("queued", event["id"], flush=True)
+        elif words[0] == "stats":
+            print(json.dumps(pub.stats()), flush=True)
+        elif words[0] == "quit":
+            break
+    pub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

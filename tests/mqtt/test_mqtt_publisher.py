@@ -1,0 +1,202 @@
+"""MqttPublisher against a real mosquitto: events, heartbeats, availability, state, commands, outages."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+import pytest
+from mqtt_testlib import PREFIX, STATUS, make_event, wait_until
+
+EVENT_KEYS = {"event", "id", "source", "t", "frame", "ts", "track", "confidence", "spine_angle_deg",
+              "angle_change_deg", "descent_rate", "box", "device", "camera", "backend"}
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_mqtt_events_arrive_with_schema(mosquitto, subscriber, mqtt_cfg, publisher, protocol):
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
+    pub = publisher(mqtt_cfg(mosquitto.port, protocol=protocol))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5), "publisher did not connect"
+    sent = [make_event("fall", 0), make_event("person_down", 1), make_event("recovered", 2)]
+    for event in sent:
+        pub.publish_event(event)
+    got = [json.loads(p) for p in sub.wait_count(f"{PREFIX}/event", 3)]
+    assert [e["id"] for e in got] == [e["id"] for e in sent]
+    for orig, event in zip(sent, got):
+        assert set(event) >= EVENT_KEYS, f"missing keys: {EVENT_KEYS - set(event)}"
+        assert event["ts"] == orig["ts"] and event["event"] == orig["event"] and event["box"] == orig["box"]
+        assert (event["device"], event["camera"], event["backend"]) == ("testdev", "test-cam", "cpu")
+    assert not any(m[2] for m in sub.messages if m[0] == f"{PREFIX}/event"), "events must not be retained"
+    assert wait_until(lambda: pub.stats()["events_sent"] == 3 and pub.stats()["events_queued"] == 0, 3), pub.stats()
+    # availability: online and retained (a late subscriber sees it)
+    late = subscriber(mosquitto.port, [f"{PREFIX}/availability"])
+    assert late.wait_count(f"{PREFIX}/availability", 1) == [b"online"]
+    assert late.messages[0][2] is True
+    pub.stop()
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/availability")[-1:] == [b"offline"], 3)
+
+
+def test_mqtt_heartbeat_cadence_and_fields(mosquitto, subscriber, mqtt_cfg, publisher):
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/heartbeat"])
+    pub = publisher(mqtt_cfg(mosquitto.port, heartbeat_s=1))
+    pub.start()
+    beats = sub.wait_count(f"{PREFIX}/heartbeat", 4, timeout=6)
+    assert len(beats) >= 4
+    times = [m[3] for m in sub.messages if m[0] == f"{PREFIX}/heartbeat"]
+    gaps = [b - a for a, b in zip(times[1:], times[2:])]   # the first one goes out on connect
+    assert all(0.7 < g < 1.5 for g in gaps), f"heartbeat gaps {gaps}"
+    hb = json.loads(beats[-1])
+    for key in ("ts", "uptime_s", "version", "backend", "camera", "fps", "persons", "events_sent", "events_queued",
+                "events_dropped", "dropped_frames", "cpu_temp_c"):
+        assert key in hb, f"heartbeat lacks {key}"
+    assert (hb["backend"], hb["camera"], hb["fps"], hb["persons"], hb["dropped_frames"]) == (
+        STATUS["backend"], STATUS["camera"], STATUS["fps"], STATUS["persons"], STATUS["dropped_frames"])
+    assert hb["version"] == "0.0-test" and hb["uptime_s"] >= 2
+    assert hb["cpu_temp_c"] is None or 0 < hb["cpu_temp_c"] < 130
+
+
+def test_mqtt_state_retained_and_only_on_change(mosquitto, subscriber, mqtt_cfg, publisher):
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/state"])
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    pub.set_state({"state": "ok", "persons": 1})
+    pub.set_state({"state": "ok", "persons": 1})
+    pub.set_state({"state": "fall", "persons": 1})
+    states = [json.loads(p) for p in sub.wait_count(f"{PREFIX}/state", 2)]
+    time.sleep(0.3)
+    assert [s["state"] for s in sub.json_on(f"{PREFIX}/state")] == ["ok", "fall"], "unchanged state re-published"
+    late = subscriber(mosquitto.port, [f"{PREFIX}/state"])
+    assert json.loads(late.wait_count(f"{PREFIX}/state", 1)[0]) == {"state": "fall", "persons": 1}
+    assert states[0] == {"state": "ok", "persons": 1}
+
+
+def test_mqtt_set_commands(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
+    changes: list[bool] = []
+    pub = publisher(mqtt_cfg(mosquitto.port), on_alerts_changed=changes.append)
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 3)
+
+    sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts")[-1:] == [b"OFF"], 3)
+    assert wait_until(lambda: changes == [False], 2) and pub.alerts_enabled is False
+    pub.publish_event(make_event("fall"))          # paused: logged, not published
+    # a test event is an explicit request: it goes out even while paused
+    sub.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1)
+    events = sub.wait_count(f"{PREFIX}/event", 1)
+    time.sleep(0.3)
+    assert [json.loads(e)["event"] for e in sub.on(f"{PREFIX}/event")] == ["test"]
+    test_event = json.loads(events[0])
+    uuid.UUID(test_event["id"])
+    assert test_event["device"] == "testdev" and test_event["ts"].endswith("Z")
+    assert pub.stats()["events_suppressed"] == 1
+
+    sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": True}), qos=1)
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts")[-1:] == [b"ON"], 3)
+    assert wait_until(lambda: changes == [False, True], 2)
+    pub.publish_event(make_event("fall"))
+    assert sub.wait_for(lambda s: [json.loads(e)["event"] for e in s.on(f"{PREFIX}/event")] == ["test", "fall"], 3)
+    # the alerts retained topic is what a late Home Assistant sees
+    late = subscriber(mosquitto.port, [f"{PREFIX}/alerts"])
+    assert late.wait_count(f"{PREFIX}/alerts", 1) == [b"ON"]
+
+    # bad commands: one clear warning each, nothing changes, the client keeps working
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        sub.client.publish(f"{PREFIX}/set", b"not json", qos=1)
+        sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": "maybe"}), qos=1)
+        assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), \
+            [r.getMessage() for r in caplog.records]
+    assert pub.alerts_enabled is True and pub.connected
+
+
+def test_mqtt_alerts_switch_survives_restart(mosquitto, subscriber, mqtt_cfg, publisher):
+    cfg = mqtt_cfg(mosquitto.port)
+    pub = publisher(cfg)
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/alerts"])
+    sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
+    assert wait_until(lambda: not pub.alerts_enabled, 3)
+    pub.stop()
+    again = publisher(cfg)
+    assert again.alerts_enabled is False
+
+
+def test_mqtt_snapshots_only_when_enabled(mosquitto, subscriber, mqtt_cfg, publisher):
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event", f"{PREFIX}/event/snapshot"])
+    pub = publisher(mqtt_cfg(mosquitto.port))           # default: snapshots off
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    pub.publish_event(make_event("fall"), snapshot_jpeg=jpeg)
+    sub.wait_count(f"{PREFIX}/event", 1)
+    time.sleep(0.3)
+    assert sub.on(f"{PREFIX}/event/snapshot") == [], "a snapshot left the house without mqtt.snapshots"
+    pub.stop()
+
+    pub2 = publisher(mqtt_cfg(mosquitto.port, snapshots=True))
+    pub2.start()
+    pub2.publish_event(make_event("fall"), snapshot_jpeg=jpeg)
+    assert sub.wait_count(f"{PREFIX}/event/snapshot", 1) == [jpeg]
+    assert len(sub.on(f"{PREFIX}/event")) == 2
+
+
+def test_mqtt_broker_down_at_start_then_outage_keeps_order(mosquitto_factory, tmp_path, subscriber, mqtt_cfg,
+                                                            publisher):
+    persist = tmp_path / "broker-db"
+    persist.mkdir()
+    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n")
+    broker.start()
+    # a persistent QoS 1 session: the broker queues events for it while it is away or the broker restarts
+    sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
+    broker.stop()
+    pub = publisher(mqtt_cfg(broker.port))
+    pub.start()                                           # broker down: start must not block or fail
+    first = [make_event("fall", i) for i in range(2)]
+    for event in first:
+        pub.publish_event(event)
+    assert pub.stats()["events_queued"] == 2 and not pub.connected
+    broker.start()
+    assert wait_until(lambda: pub.connected, 8), "no reconnect after the broker came up"
+    assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 2, 8)
+    broker.stop()                                        # outage while running
+    assert wait_until(lambda: not pub.connected, 5)
+    second = [make_event("person_down", i) for i in range(3)]
+    for event in second:
+        pub.publish_event(event)
+    broker.start()
+    want = [e["id"] for e in first + second]
+    assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 5, 10), sub.on(f"{PREFIX}/event")
+    time.sleep(0.3)
+    got = [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")]
+    assert got == want, "events lost, duplicated or out of order"
+    assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
+
+
+def test_mqtt_outbox_bound_drops_oldest(mosquitto_factory, tmp_path, subscriber, mqtt_cfg, publisher, caplog):
+    persist = tmp_path / "broker-db"
+    persist.mkdir()
+    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n")
+    broker.start()
+    sub = subscriber(broker.port, [f"{PREFIX}/event", f"{PREFIX}/heartbeat"], client_id="family-phone",
+                     clean=False)
+    broker.stop()
+    pub = publisher(mqtt_cfg(broker.port, outbox_max=10))
+    pub.start()
+    events = [make_event("fall", i) for i in range(13)]
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        for event in events:
+            pub.publish_event(event)
+    assert sum("outbox full" in r.getMessage() for r in caplog.records) == 3
+    assert pub.stats()["events_dropped"] == 3 and pub.stats()["events_queued"] == 10
+    broker.start()
+    assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 10, 10), len(sub.on(f"{PREFIX}/event"))
+    time.sleep(0.3)
+    got = [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")]
+    assert got == [e["id"] for e in events[3:]], "not the newest 10, in order"
+    assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
+    assert sub.wait_for(lambda s: any(h["events_dropped"] == 3 for h in s.json_on(f"{PREFIX}/heartbeat")), 5)
