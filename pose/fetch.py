@@ -88,7 +88,7 @@ def fetch_model(name: str, model_dir: Path, base_url: Optional[str] = None, time
     temps: list[Path] = []
     try:
         download = _temp_file(model_dir, spec.file, temps)
-        _download(url, download, name, timeout, progress)
+        _download(url, download, name, timeout, progress, target)
         if spec.archive_member:
             payload = _temp_file(model_dir, spec.file, temps)
             _extract_member(download, spec.archive_member, payload, url)
@@ -122,7 +122,7 @@ def _temp_file(model_dir: Path, file: str, temps: list[Path]) -> Path:
     return Path(tmp)
 
 
-def _download(url: str, dest: Path, name: str, timeout: float, progress: Optional[TextIO]) -> None:
+def _download(url: str, dest: Path, name: str, timeout: float, progress: Optional[TextIO], target: Path) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "fallwatch-models/1"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
@@ -146,8 +146,8 @@ def _download(url: str, dest: Path, name: str, timeout: float, progress: Optiona
         raise ModelError(f"cannot download {name} from {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
-        raise ModelError(f"cannot download {name} from {url}: {reason} (is this machine offline? fetch the "
-                         f"file elsewhere and copy it into the model directory)") from None
+        raise ModelError(f"cannot download {name} from {url}: {reason} (is this machine offline? fetch it "
+                         f"elsewhere and copy it to {target})") from None
     except (socket.timeout, TimeoutError):
         raise ModelError(f"cannot download {name} from {url}: no answer within {timeout:g} s") from None
     except OSError as exc:
