@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from fallwatch.config.loader import ConfigError, load_config
 from fallwatch.pose.fetch import MISMATCH, MISSING, OK, UNPINNED, fetch_model, model_status, required_models
-from fallwatch.pose.models import MODELS, ModelError, resolve_model_dir
+from fallwatch.pose.models import MODELS, ModelError, resolve_model_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def verify_models(model_dir: Path, required: Sequence[str], names: Optional[Sequ
         if status == OK:
             print(f"{name}: ok ({path})")
         elif status == UNPINNED:
-            print(f"{name}: unpinned - no published sha256 to check {path} against")
+            print(f"{name}: unpinned - no published sha256 to check {path} against; "
+                  f"its sha256 is {sha256_of(path)}")
         elif status == MISMATCH:
             bad += 1
             print(f"{name}: {path} fails its sha256 check (expected {spec.sha256}); "

@@ -142,6 +142,7 @@ def test_verify_reports_unpinned_models_without_failing(model_dir: Path, tmp_pat
     result = run("models", "verify", "--model-dir", str(models))
     assert result.returncode == 0, result.stderr
     assert "movenet_thunder: unpinned - no published sha256" in result.stdout
+    assert f"its sha256 is {sha256_of(models / MODELS['movenet_thunder'].file)}" in result.stdout
     listing = table(run("models", "list", "--model-dir", str(models)).stdout)
     assert listing["movenet_thunder"][4:] == ["yes", "unpinned"]
 
