@@ -29,7 +29,8 @@ class CameraConfig(Section):
 class SmoothingConfig(Section):
     enabled: bool = Field(True, description="One Euro filter on keypoints (jitter out, little lag)")
     min_cutoff: float = Field(1.0, gt=0, le=100, description="Hz; lower smooths a still person more")
-    beta: float = Field(0.05, ge=0, le=100, description="speed coefficient; higher follows fast motion sooner")
+    beta: float = Field(5.0, ge=0, le=100, description="Hz added per person-height-per-second of speed; "
+                                                       "higher follows fast motion sooner")
     d_cutoff: float = Field(1.0, gt=0, le=100, description="Hz; cutoff for the speed estimate")
 
 

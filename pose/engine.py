@@ -35,7 +35,7 @@ class FrameError(ValueError):
 class SmoothingSettings:
     enabled: bool = True
     min_cutoff: float = 1.0  # Hz: cutoff when still (lower = smoother)
-    beta: float = 20.0  # cutoff rise per (person sizes per second) of speed (higher = less lag)
+    beta: float = 5.0  # cutoff rise (Hz) per person-size-per-second of speed (higher = less lag)
     d_cutoff: float = 1.0  # Hz: cutoff of the speed estimate
 
 

@@ -44,7 +44,7 @@ class TrackerSettings:
     new_track_torso_score: float = 0.35  # a whole-frame find must be at least this sure to start a track
     smoothing: bool = True
     min_cutoff: float = 1.0
-    beta: float = 20.0
+    beta: float = 5.0
     d_cutoff: float = 1.0
 
 
