@@ -91,8 +91,9 @@ class VideoFileSource(Source):
         self.name = f"file:{path}"
         self.fallback_fps = fallback_fps
         self.cap: Any = None
-        self.index = 0  # frames read since the start, across loops
-        self.loop_base = 0
+        self.index = 0  # frames read in this pass
+        self.loop_offset = 0.0  # media time at the start of this pass (loop: true)
+        self.last_t = -1.0
 
     def open(self) -> None:
         cv2 = _cv2()
@@ -110,13 +111,22 @@ class VideoFileSource(Source):
         ok, image = self.cap.read()
         if not ok:
             raise EndOfStream()
-        t = self.index / self.fps
+        # The container's time stamp when there is one (as `fallwatch detect` uses, so both agree), else
+        # index / fps; always increasing, and continuing across loops.
+        ms = self.cap.get(_cv2().CAP_PROP_POS_MSEC)
+        t = ms / 1000.0 if ms and ms > 0 else self.index / self.fps
+        t = self.loop_offset + t
+        if t <= self.last_t:
+            t = max(self.loop_offset + self.index / self.fps, self.last_t + 1e-3)
+        self.last_t = t
         self.index += 1
         return image, t
 
     def rewind(self) -> None:
         self.cap.release()
         self.open()
+        self.loop_offset = self.last_t + 1.0 / (self.fps or self.fallback_fps)
+        self.index = 0
 
     def close(self) -> None:
         if self.cap is not None:
@@ -447,8 +457,8 @@ class Capture:
                         self.reopens += 1
                         self.error = f"{exc}"
                         self.state = "reopening"
-                        log.warning("camera %s unavailable: %s; retrying in %.1fs (attempt %d)",
-                                    self.source.name, exc, backoff, self.reopens)
+                        log.warning("camera %s unavailable: %s; retrying in %gs (attempt %d)",
+                                    self.source.name, exc, round(backoff, 3), self.reopens)
                         self._sleep(backoff)
                         backoff = min(backoff * 2, self.reopen_max_s)
                         continue
@@ -484,8 +494,8 @@ class Capture:
                         self.reopens += 1
                         self.state = "reopening"
                         self.error = "no frames"
-                        log.warning("camera %s stopped delivering frames; reopening in %.1fs",
-                                    self.source.name, backoff)
+                        log.warning("camera %s stopped delivering frames; reopening in %gs",
+                                    self.source.name, round(backoff, 3))
                         self._close()
                         self._sleep(backoff)
                         backoff = min(backoff * 2, self.reopen_max_s)

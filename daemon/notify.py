@@ -32,10 +32,12 @@ class Notifier:
     """Sends sd_notify messages to the socket named by NOTIFY_SOCKET, if any."""
 
     def __init__(self, env: Optional[Mapping[str, str]] = None, use_systemd_python: bool = True):
+        # systemd-python reads os.environ itself, so it only speaks for the process environment.
+        use_lib = use_systemd_python and env is None
         env = os.environ if env is None else env
         self.socket_path = env.get("NOTIFY_SOCKET") or None
         self.watchdog_s = _watchdog_seconds(env)
-        self._lib = _systemd_notify() if (use_systemd_python and self.socket_path) else None
+        self._lib = _systemd_notify() if (use_lib and self.socket_path) else None
         self._sock: Optional[socket.socket] = None
         self._lock = threading.Lock()
         self._warned = False

@@ -1,0 +1,476 @@
+"""`fallwatch run`: capture -> pose -> rules -> outputs (MQTT, debug stream, log), under systemd or not.
+
+One main thread runs the pipeline: it takes the newest frame from the capture thread, runs pose and rules on
+it, and hands the result to the outputs (the status hub is cheap; MQTT publishing and HTTP serving live in their
+own threads). Signals only set flags the loop checks between frames: SIGTERM/SIGINT stop (within 2 s, exit 0),
+SIGHUP reloads the configuration file.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.metadata
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from fallwatch.config.loader import ConfigError, default_config_path, load_config
+from fallwatch.config.schema import Config
+
+from .capture import Capture, SourceError, make_source
+from .logsetup import set_level, setup_logging
+from .notify import Notifier, Watchdog
+
+log = logging.getLogger(__name__)
+
+STOP_DEADLINE_S = 1.9  # SIGTERM to exit, whatever a blocked driver or broker does
+GET_TIMEOUT_S = 0.25  # the loop wakes at least this often to look at signals and the source
+STATUS_EVERY_S = 1.0  # status hub figures
+SD_STATUS_EVERY_S = 5.0  # systemd STATUS= line
+# Sections a reload applies at once; the others need a restart (they hold the camera, the models, the socket).
+LIVE_SECTIONS = ("rules", "mqtt", "log")
+
+
+def fallwatch_version() -> str:
+    try:
+        return importlib.metadata.version("fallwatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{"rules": {"fall_angle_deg": 45}} -> {"rules.fall_angle_deg": 45}"""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Changed keys (dotted) -> (old, new); secrets appear masked, as pydantic dumps SecretStr."""
+    a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+class Shutdown(Exception):
+    """Raised by the signal handler while the daemon is still starting (loading models can take a while)."""
+
+
+class Daemon:
+    """The running service. Collaborators can be injected (tests use a fake engine behind the real pipeline)."""
+
+    def __init__(self, cfg: Config, config_path: Optional[Path] = None, source: Optional[str] = None,
+                 model_dir: Optional[str] = None, engine: Any = None, capture: Optional[Capture] = None,
+                 notifier: Optional[Notifier] = None, stall_s: Optional[float] = None):
+        self.cfg = cfg
+        self.config_path = config_path
+        self.source_override = source
+        self.model_dir_arg = model_dir
+        self.engine = engine
+        self.capture = capture
+        self.notifier = notifier or Notifier()
+        self.version = fallwatch_version()
+        self.pipeline: Any = None
+        self.hub: Any = None
+        self.debug_server: Any = None
+        self.publisher: Any = None
+        self.watchdog: Optional[Watchdog] = None
+        # A pipeline making no progress for this long is hung: the watchdog pings stop.
+        self.stall_s = stall_s or max(self.notifier.watchdog_s or 30.0, 4 * GET_TIMEOUT_S)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._started = False
+        self._ready = False
+        self._progress = time.monotonic()
+        self._done = threading.Event()
+        # figures
+        self.frames = 0
+        self.corrupt = 0  # frames the engine refused (FrameError); the capture counts its own
+        self.events = 0
+        self._times: collections.deque = collections.deque(maxlen=64)
+        self.fps = 0.0
+        self.persons = 0
+        self.stage_ms: dict[str, float] = {}
+        self._down: dict[int, str] = {}  # track -> "fall" | "person_down", until it recovers
+        self.state = "ok"
+        self._published_state: Optional[dict] = None
+        self._last_status = 0.0
+        self._last_sd_status = 0.0
+        self.exit_code = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def install_signals(self) -> None:
+        def on_stop(signum: int, _frame: Any) -> None:
+            log.info("%s received; stopping", signal.Signals(signum).name)
+            self._stop.set()
+            self._arm_deadline()
+            if not self._started:
+                raise Shutdown()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+
+    def _arm_deadline(self) -> None:
+        """Whatever blocks (a camera driver, a broker), the process is gone within STOP_DEADLINE_S."""
+        def expire() -> None:
+            if not self._done.wait(STOP_DEADLINE_S):
+                log.warning("shutdown did not finish in %.1fs; exiting now", STOP_DEADLINE_S)
+                logging.shutdown()
+                os._exit(self.exit_code)
+
+        threading.Thread(target=expire, name="stop-deadline", daemon=True).start()
+
+    def run(self) -> int:
+        """Start everything, loop until stopped or the source ends, shut down. Returns the exit code."""
+        try:
+            try:
+                self._start()
+            except Shutdown:
+                return 0
+            self._started = True
+            if self._stop.is_set():
+                return 0
+            self._loop()
+            return self.exit_code
+        finally:
+            self._shutdown()
+            self._done.set()
+
+    def _start(self) -> None:
+        from fallwatch.rules import make_rules
+
+        from .pipeline import Pipeline
+        from .settings import pose_settings, rule_settings
+        from .status import StatusHub
+
+        cfg = self.cfg
+        if self.capture is None:
+            source = make_source(cfg.camera, self.source_override)  # SourceError: no camera, no such file
+        if self.engine is None:
+            from fallwatch.pose.engine import PoseEngine
+            from fallwatch.pose.models import resolve_model_dir
+
+            model_dir = resolve_model_dir(self.model_dir_arg, cfg.models.dir)
+            self.engine = PoseEngine(pose_settings(cfg), model_dir)
+            log.info("backend %s: %s", self.engine.backend, getattr(self.engine, "backend_reason", ""))
+        self.pipeline = Pipeline(self.engine, make_rules(rule_settings(cfg), source=cfg.camera.name))
+        self.hub = StatusHub(self.version, cfg.camera.name)
+        self.hub.update(backend=self.engine.backend, camera="starting", rules=cfg.rules.model_dump(mode="json"))
+        if cfg.debug.enabled:
+            self._start_debug_server()
+        if cfg.mqtt.enabled:
+            self._start_mqtt(cfg)
+        if self.capture is None:
+            c = cfg.camera
+            self.capture = Capture(source, rotate=c.rotate, flip=c.flip, realtime=c.realtime, loop=c.loop,
+                                   reopen_max_s=c.reopen_max_s)
+        self.capture.start()  # SourceError for an unreadable file
+        self._progress = time.monotonic()
+        log.info("fallwatch %s running: %s -> pose (%s) -> rules (%s) -> %s", self.version,
+                 self.capture.source.describe(), self.engine.backend, cfg.rules.strategy,
+                 ", ".join(o for o, on in (("mqtt", cfg.mqtt.enabled), ("debug", cfg.debug.enabled), ("log", True))
+                           if on))
+
+    def _start_debug_server(self) -> None:
+        from .web import DebugServer
+
+        try:
+            server = DebugServer(self.cfg.debug, self.hub)
+            server.start()
+        except OSError as exc:
+            # The debug page helps tuning; fall detection must not depend on it.
+            log.error("debug server cannot listen on %s (%s); continuing without it", self.cfg.debug.bind, exc)
+            return
+        self.debug_server = server
+        log.info("debug page on http://%s/", self.cfg.debug.bind)
+
+    def _start_mqtt(self, cfg: Config) -> None:
+        from .mqtt import MqttPublisher
+
+        self.publisher = MqttPublisher(cfg.mqtt, camera=cfg.camera.name, version=self.version,
+                                       status=self.heartbeat_status, on_alerts_changed=self._alerts_changed)
+        self.publisher.start()
+
+    def _stop_mqtt(self) -> None:
+        if self.publisher is not None:
+            publisher, self.publisher = self.publisher, None
+            try:
+                publisher.stop()
+            except Exception:
+                log.exception("stopping the MQTT client failed")
+
+    def _alerts_changed(self, enabled: bool) -> None:
+        log.warning("alerts %s over MQTT", "resumed" if enabled else "paused (events are still logged)")
+        if self.hub is not None:
+            self.hub.update(alerts=bool(enabled))
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.capture is not None:
+            self.capture.stop(timeout=0.5)
+        if self.hub is not None:
+            self.hub.mark_source_stopped()
+            self.hub.update(camera=self.capture.state if self.capture else "stopped")
+        self._stop_mqtt()  # publishes `offline` and flushes what the broker will take
+        if self.debug_server is not None:
+            try:
+                self.debug_server.stop()
+            except Exception:
+                log.exception("stopping the debug server failed")
+        self.notifier.close()
+        log.info("stopped after %d frames, %d events", self.frames, self.events)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        capture = self.capture
+        assert capture is not None
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            frame = capture.get(GET_TIMEOUT_S)
+            now = time.monotonic()
+            if frame is None:
+                if capture.finished:
+                    if capture.state == "failed":
+                        log.error("source failed: %s", capture.error)
+                        self.exit_code = 1
+                    else:
+                        log.info("source ended; stopping")
+                    break
+                # Waiting on the camera is not a hang: the pipeline is idle, not stuck.
+                self._progress = now
+                if capture.state != "running" and self.hub is not None:
+                    self.hub.mark_source_stopped()
+                self._report(now)
+                continue
+            self._process(frame)
+            self._report(time.monotonic())
+
+    def _process(self, frame: Any) -> None:
+        from fallwatch.pose.engine import FrameError
+
+        try:
+            result = self.pipeline.process(frame.image, frame.t, frame.frame_no)
+        except FrameError as exc:
+            self.corrupt += 1
+            log.debug("frame %d skipped: %s", frame.frame_no, exc)
+            self._progress = time.monotonic()
+            return
+        done = time.monotonic()
+        self._progress = done
+        self.frames += 1
+        self._times.append(done)
+        if len(self._times) >= 2 and self._times[-1] > self._times[0]:
+            self.fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
+        pose = result.pose
+        self.persons = len(pose.persons)
+        self.stage_ms = dict(pose.stage_ms)
+        self.hub.publish_frame(frame.image, pose.persons, result.states,
+                               extra={"t": frame.t, "frame": frame.frame_no})
+        for event in result.events:
+            self._emit(event, frame, pose, result.states)
+        self._update_state()
+        if not self._ready:
+            self._ready = True
+            latency = (done - frame.captured) * 1000
+            log.info("first frame through the pipeline (%.0f ms from capture); ready", latency)
+            self.notifier.ready(self.sd_status())
+            self._last_sd_status = done
+            self.watchdog = Watchdog(self.notifier, self.is_alive).start()
+
+    def _emit(self, event: Any, frame: Any, pose: Any, states: dict) -> None:
+        self.events += 1
+        data = event.to_dict()
+        data.setdefault("camera", self.cfg.camera.name)
+        data.setdefault("backend", self.engine.backend)
+        level = logging.INFO if data["event"] == "recovered" else logging.WARNING
+        log.log(level, "event %s: %s", data["event"], json.dumps(data, sort_keys=False))
+        self.hub.add_event(data)
+        if data["event"] == "recovered":
+            self._down.pop(int(data["track"]), None)
+        else:
+            self._down[int(data["track"])] = data["event"]
+        if self.publisher is not None:
+            snapshot = None
+            if self.cfg.mqtt.snapshots:
+                try:
+                    from .overlay import draw_overlay, encode_jpeg
+
+                    snapshot = encode_jpeg(draw_overlay(frame.image, pose.persons, states))
+                except Exception:
+                    log.exception("snapshot encoding failed; publishing the event without it")
+            try:
+                self.publisher.publish_event(data, snapshot)
+            except Exception:
+                log.exception("queueing event %s for MQTT failed", data.get("id"))
+
+    def _update_state(self) -> None:
+        values = set(self._down.values())
+        self.state = "person_down" if "person_down" in values else "fall" if "fall" in values else "ok"
+        state = {"state": self.state, "persons": self.persons}
+        if state != self._published_state:
+            self._published_state = state
+            if self.publisher is not None:
+                try:
+                    self.publisher.set_state(dict(state))
+                except Exception:
+                    log.exception("publishing the state failed")
+
+    def _report(self, now: float) -> None:
+        if now - self._last_status >= STATUS_EVERY_S:
+            self._last_status = now
+            self._update_hub()
+        if self._ready and now - self._last_sd_status >= SD_STATUS_EVERY_S:
+            self._last_sd_status = now
+            self.notifier.status(self.sd_status())
+
+    def _update_hub(self) -> None:
+        if self.hub is None or self.capture is None:
+            return
+        fields: dict[str, Any] = dict(
+            backend=self.engine.backend, fps=round(self.fps, 2), stage_ms=self.stage_ms,
+            dropped_frames=self.capture.dropped, corrupt_frames=self.capture.corrupt + self.corrupt,
+            persons=self.persons, state=self.state, camera=self.capture.state, source=self.capture.source.name,
+            reopens=self.capture.reopens)
+        if self.publisher is not None:
+            try:
+                stats = dict(self.publisher.stats())
+            except Exception:
+                stats = {}
+            stats.setdefault("connected", bool(getattr(self.publisher, "connected", False)))
+            fields.update(mqtt=stats, events_sent=stats.get("events_sent", stats.get("sent", 0)),
+                          events_queued=stats.get("events_queued", stats.get("queued", 0)))
+        self.hub.update(**fields)
+
+    def sd_status(self) -> str:
+        return (f"{self.fps:.1f} fps on {self.engine.backend}, {self.persons} in view, state {self.state}, "
+                f"camera {self.capture.state if self.capture else 'none'}")
+
+    def heartbeat_status(self) -> dict[str, Any]:
+        """Figures for MQTT heartbeats (called from the MQTT thread; plain reads only)."""
+        capture = self.capture
+        return {"backend": self.engine.backend if self.engine else None,
+                "camera": capture.state if capture else "starting", "fps": round(self.fps, 2),
+                "persons": self.persons, "state": self.state,
+                "dropped_frames": capture.dropped if capture else 0,
+                "corrupt_frames": (capture.corrupt if capture else 0) + self.corrupt}
+
+    def is_alive(self) -> bool:
+        """For the watchdog: inference completed (or the loop idled waiting on the camera) recently, and the
+        capture thread is not stuck inside a driver."""
+        now = time.monotonic()
+        if now - self._progress > self.stall_s:
+            return False
+        capture = self.capture
+        return capture is None or capture.ended or now - capture.last_progress <= self.stall_s
+
+    # -- reload ----------------------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the configuration file; apply rules, MQTT and log level; keep the camera running."""
+        from fallwatch.rules import make_rules
+
+        from .settings import rule_settings
+
+        self.notifier.reloading()
+        try:
+            path = self.config_path or default_config_path()
+            log.info("SIGHUP: reloading %s", path)
+            try:
+                new = load_config(path)
+                if self.source_override:
+                    new.camera.source = self.source_override
+                rules = make_rules(rule_settings(new), source=self.cfg.camera.name)
+            except (ConfigError, ValueError) as exc:
+                for line in getattr(exc, "errors", None) or str(exc).splitlines():
+                    log.error("%s", line)
+                log.error("configuration reload rejected; keeping the running configuration")
+                return False
+            old = self.cfg
+            changes = config_changes(old, new)
+            if not changes:
+                log.info("configuration reloaded: no changes")
+                return True
+            for key, (before, after) in changes.items():
+                section = key.split(".", 1)[0]
+                if section in LIVE_SECTIONS:
+                    log.info("configuration reloaded: %s %s -> %s", key, before, after)
+                else:
+                    log.warning("configuration: %s %s -> %s needs a restart to apply "
+                                "(systemctl restart fallwatch); keeping %s", key, before, after, before)
+            if any(k.startswith("rules.") for k in changes):
+                self.pipeline.set_rules(rules)
+                if self.hub is not None:
+                    self.hub.update(rules=new.rules.model_dump(mode="json"))
+            if any(k.startswith("mqtt.") for k in changes):
+                self._reload_mqtt(old, new)
+            if old.log.level != new.log.level:
+                set_level(new.log.level)
+            # Keep what was not applied, so the next reload reports it again and the status stays truthful.
+            self.cfg = new.model_copy(update={s: getattr(old, s) for s in type(old).model_fields
+                                              if s not in LIVE_SECTIONS})
+            return True
+        finally:
+            self.notifier.ready()
+
+    def _reload_mqtt(self, old: Config, new: Config) -> None:
+        if not new.mqtt.enabled:
+            log.info("mqtt disabled by the new configuration")
+            self._stop_mqtt()
+        elif self.publisher is None:
+            log.info("mqtt enabled by the new configuration")
+            self._start_mqtt(new)
+        else:
+            self.publisher.reconfigure(new.mqtt)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config_arg = getattr(args, "config", None)
+    try:
+        cfg = load_config(config_arg)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 2
+    config_path = Path(config_arg) if config_arg else default_config_path()
+    target = setup_logging(getattr(args, "log_level", None) or cfg.log.level)
+    log.debug("logging to %s", target)
+    source = getattr(args, "source", None)
+    if source:
+        try:
+            cfg.camera.source = source
+        except ValueError as exc:
+            print(f"fallwatch: --source {source}: {exc}", file=sys.stderr)
+            return 2
+    daemon = Daemon(cfg, config_path=config_path, source=source, model_dir=getattr(args, "model_dir", None))
+    if threading.current_thread() is threading.main_thread():
+        daemon.install_signals()
+    try:
+        return daemon.run()
+    except SourceError as exc:
+        print(f"fallwatch: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from fallwatch.pose.models import ModelError
+
+        if isinstance(exc, ModelError) or type(exc).__name__ == "BackendError":
+            print(f"fallwatch: {exc}", file=sys.stderr)
+            return 1
+        raise

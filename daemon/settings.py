@@ -1,0 +1,37 @@
+"""From the validated configuration (config.schema.Config) to the plain settings objects pose and rules take.
+
+pose/ and rules/ know no configuration file format; this is the one place that translates, so `run`, `detect`,
+`bench` and `eval` build their engines and rules the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from fallwatch.pose.engine import PoseSettings, SmoothingSettings
+from fallwatch.rules import RuleSettings
+
+# rules.ambianic.<key> in the YAML -> RuleSettings field (flat there).
+_AMBIANIC_KEYS = {"confidence": "ambianic_confidence", "angle_deg": "ambianic_angle_deg",
+                  "min_gap_s": "ambianic_min_interval_s", "max_gap_s": "ambianic_max_interval_s"}
+
+
+def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def pose_settings(cfg: Any) -> PoseSettings:
+    data = cfg.pose.model_dump()
+    smoothing = data.pop("smoothing", None) or {}
+    return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)))
+
+
+def rule_settings(cfg: Any) -> RuleSettings:
+    """RuleSettings from ``cfg.rules``; raises ValueError on a combination the rules refuse."""
+    data = cfg.rules.model_dump()
+    ambianic = data.pop("ambianic", None)
+    if isinstance(ambianic, dict):
+        for key, value in ambianic.items():
+            data.setdefault(_AMBIANIC_KEYS.get(key, f"ambianic_{key}"), value)
+    return RuleSettings.from_mapping(data)

@@ -1,0 +1,338 @@
+"""Capture: real video decoding and pacing, the newest-frame slot, reopen with backoff, bad frames skipped."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+import pytest
+
+from fallwatch.config.schema import CameraConfig
+from fallwatch.daemon import capture as capmod
+from fallwatch.daemon.capture import (Capture, ImageFolderSource, OpenCVCameraSource, Source, SourceError,
+                                      make_source, open_capture, to_rgb, transform)
+
+CLIP_30FPS = "Subject 1/Fall/15.mp4"  # 640x480, 30 fps, 178 frames
+CLIP_15FPS = "Subject 2/ADL/23.mp4"  # 640x480, 14.985 fps
+
+
+@pytest.fixture(scope="module")
+def clips(data_dir: Path) -> Path:
+    return data_dir / "gmdcsa24-dev"
+
+
+def file_fps(path: Path) -> float:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drain(capture: Capture, seconds: float, per_frame_s: float = 0.0) -> list:
+    frames = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not capture.finished:
+        frame = capture.get(0.1)
+        if frame is not None:
+            frames.append(frame)
+            if per_frame_s:
+                time.sleep(per_frame_s)
+    return frames
+
+
+@pytest.mark.parametrize("clip", [CLIP_30FPS, CLIP_15FPS])
+def test_realtime_file_runs_at_its_own_fps(clips: Path, clip: str) -> None:
+    path = clips / clip
+    fps = file_fps(path)
+    capture = open_capture(CameraConfig(source=str(path), realtime=True))
+    try:
+        t0 = time.monotonic()
+        frames = drain(capture, 2.0)
+        wall = time.monotonic() - t0
+        produced = capture.delivered  # taken + overwritten
+    finally:
+        capture.stop()
+    rate = produced / wall
+    assert abs(rate - fps) / fps < 0.25, f"{produced} frames in {wall:.2f}s = {rate:.1f} fps, file says {fps:.2f}"
+    # Media time advances like the wall clock, and starts at 0.
+    assert frames[0].t == pytest.approx(0.0, abs=1 / fps)
+    assert frames[-1].t == pytest.approx(wall, abs=0.5)
+    assert capture.source.fps == pytest.approx(fps)
+
+
+def test_file_as_fast_as_possible_delivers_every_frame_in_order(clips: Path) -> None:
+    path = clips / CLIP_30FPS
+    capture = open_capture(CameraConfig(source=str(path), realtime=False))
+    try:
+        t0 = time.monotonic()
+        frames = drain(capture, 30.0, per_frame_s=0.001)
+        wall = time.monotonic() - t0
+    finally:
+        capture.stop()
+    assert capture.state == "eof" and capture.finished
+    n = len(frames)
+    assert n == 178 and capture.dropped == 0 and capture.corrupt == 0
+    assert [f.frame_no for f in frames] == list(range(n))
+    fps = capture.source.fps
+    assert frames[-1].t == pytest.approx((n - 1) / fps, abs=0.5 / fps)  # container time stamps
+    assert wall < n / fps, "realtime: false must not be paced"
+    assert frames[0].image.shape == (480, 640, 3) and frames[0].image.dtype == np.uint8
+
+
+def test_frames_are_rgb(clips: Path) -> None:
+    path = clips / CLIP_30FPS
+    cap = cv2.VideoCapture(str(path))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    capture = open_capture(CameraConfig(source=str(path), realtime=False))
+    try:
+        frame = capture.get(5)
+    finally:
+        capture.stop()
+    assert frame is not None
+    assert np.array_equal(frame.image, bgr[:, :, ::-1])
+
+
+def test_loop_restarts_with_increasing_time(clips: Path) -> None:
+    capture = open_capture(CameraConfig(source=str(clips / CLIP_30FPS), realtime=False, loop=True))
+    try:
+        frames = [f for f in (capture.get(1) for _ in range(400)) if f is not None]
+    finally:
+        capture.stop()
+    assert len(frames) == 400 and capture.state == "stopped"
+    ts = [f.t for f in frames]
+    assert all(b > a for a, b in zip(ts, ts[1:])), "media time must keep increasing across loops"
+    assert [f.frame_no for f in frames] == list(range(400))
+
+
+def test_slow_consumer_gets_newest_frame_and_drops_are_counted(clips: Path) -> None:
+    capture = open_capture(CameraConfig(source=str(clips / CLIP_30FPS), realtime=True))
+    try:
+        frames = drain(capture, 2.0, per_frame_s=0.2)  # "inference" at 5 fps against a 30 fps camera
+        taken_at_latency = []
+        for _ in range(3):
+            time.sleep(0.2)
+            frame = capture.get(1)
+            assert frame is not None
+            taken_at_latency.append(time.monotonic() - frame.captured)
+    finally:
+        capture.stop()
+    assert capture.dropped > 20
+    assert capture.delivered == capture.taken + capture.dropped + (1 if capture._slot is not None else 0)
+    gaps = [b.frame_no - a.frame_no for a, b in zip(frames, frames[1:])]
+    assert min(gaps) >= 3, f"old frames were queued instead of dropped: {gaps}"
+    # The frame handed out is at most one camera frame old, never a backlog.
+    assert max(taken_at_latency) < 0.1, taken_at_latency
+
+
+def _write_rgb(path: Path, rgb: np.ndarray) -> None:
+    assert cv2.imwrite(str(path), rgb[:, :, ::-1])
+
+
+def test_image_folder_skips_and_counts_corrupt_images(tmp_path: Path, images_dir: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, name in enumerate(["person.jpg", "fall_img_1.png", "squat.bmp"]):
+        (folder / f"{i * 2:02d}_{name}").symlink_to(images_dir / name)
+    (folder / "01_broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    (folder / "03_empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("ignored: not an image")
+    capture = open_capture(CameraConfig(source=str(folder), realtime=False, fps=10))
+    try:
+        frames = drain(capture, 10)
+    finally:
+        capture.stop()
+    assert capture.state == "eof"
+    assert len(frames) == 3 and capture.corrupt == 2
+    assert [f.frame_no for f in frames] == [0, 2, 4]
+    assert [f.t for f in frames] == pytest.approx([0.0, 0.2, 0.4])
+    squat = cv2.imread(str(images_dir / "squat.bmp"))[:, :, ::-1]
+    assert np.array_equal(frames[-1].image, squat)
+
+
+class ScriptedSource(Source):
+    """A camera-like source returning the given frames (None = failed read), then repeating the last one."""
+
+    name = "scripted"
+
+    def __init__(self, frames: list, fail_open: int = 0):
+        self.frames = list(frames)
+        self.fail_open = fail_open
+        self.opens = 0
+        self.bgr = False
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.fail_open:
+            raise OSError(f"device busy (open #{self.opens})")
+
+    def read(self) -> Optional[tuple[np.ndarray, float]]:
+        time.sleep(0.005)
+        item = self.frames.pop(0) if len(self.frames) > 1 else self.frames[0]
+        return None if item is None else (item, time.monotonic())
+
+
+def test_malformed_frames_are_skipped_and_counted() -> None:
+    good = np.full((48, 64, 3), 7, np.uint8)
+    bad = [np.zeros((48, 64, 3), np.float32), np.zeros((48, 64, 2), np.uint8), np.zeros((0, 64, 3), np.uint8),
+           np.zeros((4, 4, 3), np.uint8), "not an array"]
+    source = ScriptedSource(bad + [good])
+    capture = Capture(source, realtime=True).start()
+    try:
+        frame = capture.get(2)
+    finally:
+        capture.stop()
+    assert frame is not None and np.array_equal(frame.image, good)
+    assert capture.corrupt == len(bad)
+    assert frame.frame_no >= len(bad)
+
+
+def test_camera_that_fails_to_open_is_retried_with_capped_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    good = np.full((48, 64, 3), 9, np.uint8)
+    source = ScriptedSource([good], fail_open=4)
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    capture = Capture(source, reopen_min_s=0.05, reopen_max_s=0.2).start()
+    try:
+        frame = capture.get(5)
+    finally:
+        capture.stop()
+    assert frame is not None and source.opens == 5 and capture.reopens == 4
+    delays = [float(r.getMessage().split("retrying in ")[1].split("s")[0]) for r in caplog.records
+              if "retrying in" in r.getMessage()]
+    assert delays == [0.05, 0.1, 0.2, 0.2], "backoff doubles up to reopen_max_s"
+
+
+def test_camera_that_stops_delivering_is_reopened(caplog: pytest.LogCaptureFixture) -> None:
+    good = np.full((48, 64, 3), 9, np.uint8)
+    source = ScriptedSource([good, None, None, None, None, good])
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    capture = Capture(source, reopen_min_s=0.05, reopen_max_s=0.1).start()
+    try:
+        frames = drain(capture, 1.0)
+    finally:
+        capture.stop()
+    assert len(frames) >= 2 and source.opens >= 2 and capture.reopens >= 1
+    assert any("stopped delivering frames" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_v4l2_device_is_retried_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    source = make_source(CameraConfig(), "v4l2:/dev/video-fallwatch-missing")
+    capture = Capture(source, reopen_min_s=0.1, reopen_max_s=0.4).start()
+    try:
+        assert capture.get(1.0) is None
+        time.sleep(0.3)
+        assert capture.state == "reopening" and not capture.ended
+    finally:
+        capture.stop()
+    assert capture.reopens >= 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("/dev/video-fallwatch-missing does not exist" in m and "retrying in" in m for m in messages)
+
+
+def test_unreachable_rtsp_stream_is_retried(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    url = f"rtsp://user:secret@127.0.0.1:{closed_port()}/stream"
+    capture = Capture(make_source(CameraConfig(), url), reopen_min_s=0.1, reopen_max_s=0.2).start()
+    try:
+        deadline = time.monotonic() + 10
+        while capture.reopens < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert capture.state == "reopening"
+    finally:
+        capture.stop()
+    assert capture.reopens >= 2
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "retrying in" in messages and "secret" not in messages, "passwords must not reach the log"
+
+
+def test_transform_rotates_clockwise_after_flipping() -> None:
+    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    assert np.array_equal(transform(img, 0, "none"), img)
+    assert np.array_equal(transform(img, 90, "none"), cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE))
+    assert np.array_equal(transform(img, 180, "none"), cv2.rotate(img, cv2.ROTATE_180))
+    assert np.array_equal(transform(img, 270, "none"), cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE))
+    assert np.array_equal(transform(img, 0, "horizontal"), cv2.flip(img, 1))
+    assert np.array_equal(transform(img, 0, "vertical"), cv2.flip(img, 0))
+    assert np.array_equal(transform(img, 90, "both"), cv2.rotate(cv2.flip(img, -1), cv2.ROTATE_90_CLOCKWISE))
+
+
+def test_rotation_applies_to_delivered_frames(clips: Path) -> None:
+    capture = open_capture(CameraConfig(source=str(clips / CLIP_30FPS), realtime=False, rotate=90,
+                                        flip="horizontal"))
+    try:
+        frame = capture.get(5)
+    finally:
+        capture.stop()
+    assert frame is not None and frame.image.shape == (640, 480, 3) and frame.image.flags.c_contiguous
+
+
+def test_to_rgb_converts_grey_and_drops_alpha() -> None:
+    grey = np.full((20, 30), 5, np.uint8)
+    assert to_rgb(grey, bgr=True).shape == (20, 30, 3)
+    bgra = np.zeros((20, 30, 4), np.uint8)
+    bgra[..., 0] = 255  # blue
+    rgb = to_rgb(bgra, bgr=True)
+    assert rgb.shape == (20, 30, 3) and rgb[0, 0, 2] == 255 and rgb[0, 0, 0] == 0
+
+
+def test_source_errors_are_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SourceError, match="no such file or folder"):
+        make_source(CameraConfig(), str(tmp_path / "missing.mp4"))
+    bogus = tmp_path / "clip.mp4"
+    bogus.write_text("not a video")
+    with pytest.raises(SourceError, match="cannot decode this file as video"):
+        open_capture(CameraConfig(source=str(bogus)))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SourceError, match="holds no images"):
+        open_capture(CameraConfig(source=str(empty)))
+    monkeypatch.setattr(capmod, "picamera2_available", lambda: False)
+    monkeypatch.setattr(capmod, "v4l2_cameras", lambda: [])
+    with pytest.raises(SourceError) as info:
+        make_source(CameraConfig(source="auto"))
+    assert str(info.value).startswith("no camera found") and "\n" not in str(info.value)
+
+
+def test_auto_falls_back_to_v4l2_when_picamera2_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capmod, "picamera2_available", lambda: False)
+    monkeypatch.setattr(capmod, "v4l2_cameras", lambda: ["/dev/video3"])
+    source = make_source(CameraConfig(source="auto"))
+    assert isinstance(source, OpenCVCameraSource) and source.target == "/dev/video3"
+
+
+def test_picamera2_absent_is_a_clear_error_not_a_crash() -> None:
+    try:
+        import picamera2  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("picamera2 is installed here")
+    with pytest.raises(SourceError, match="python3-picamera2"):
+        make_source(CameraConfig(source="picamera2"))
+    assert capmod.picamera2_available() is False
+
+
+def test_auto_finds_no_camera_on_this_machine() -> None:
+    if capmod.v4l2_cameras() or capmod.picamera2_available():
+        pytest.skip("this machine has a camera")
+    with pytest.raises(SourceError, match="no camera found"):
+        make_source(CameraConfig(source="auto"))
+
+
+def test_image_folder_source_is_a_folder(images_dir: Path) -> None:
+    assert isinstance(make_source(CameraConfig(), str(images_dir)), ImageFolderSource)
+    assert os.path.isdir(images_dir)
