@@ -67,8 +67,8 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         raise ConfigError([f"{name}:1: the configuration must be a mapping of sections (camera, pose, ...)"])
 
     lines: dict[tuple, int] = {}
-    _record_lines(node, (), lines)
     errors: list[str] = []
+    _record_lines(node, (), lines, name, errors)
     data = _substitute_env(data, (), lines, name, errors)
     if not errors:
         try:
@@ -82,17 +82,22 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     return config
 
 
-def _record_lines(node: Any, path: tuple, lines: dict[tuple, int]) -> None:
-    """Map each key path to the 1-based line where its key stands."""
+def _record_lines(node: Any, path: tuple, lines: dict[tuple, int], name: str, errors: list[str]) -> None:
+    """Map each key path to the 1-based line where its key stands; a key given twice is an error
+    (YAML would silently keep the last one)."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key_path = path + (str(key_node.value),)
-            lines[key_path] = key_node.start_mark.line + 1
-            _record_lines(value_node, key_path, lines)
+            line = key_node.start_mark.line + 1
+            if key_path in lines:
+                errors.append(f"{name}:{line}: {_dotted(key_path)}: duplicate key (first given on line "
+                              f"{lines[key_path]})")
+            lines[key_path] = line
+            _record_lines(value_node, key_path, lines, name, errors)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
-            _record_lines(item, path + (i,), lines)
+            _record_lines(item, path + (i,), lines, name, errors)
 
 
 def _line_of(path: tuple, lines: dict[tuple, int]) -> int:

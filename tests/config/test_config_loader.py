@@ -170,3 +170,8 @@ def test_secrets_are_masked_in_the_effective_config() -> None:
     # the masked dump is still YAML of the same shape
     import yaml
     assert set(yaml.safe_load(text)) == set(Config.model_fields)
+
+
+def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, "mqtt:\n  host: a\n  port: 1883\n  host: b\n")
+    assert errors == ["fallwatch.yaml:4: mqtt.host: duplicate key (first given on line 2)"]
