@@ -1,0 +1,53 @@
+"""`fallwatch bench` on a real clip: the report has every figure, consistent with itself (not a timing test)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from fallwatch.daemon.cli import main as cli_main
+
+
+def test_bench_json_report(data_dir: Path, model_dir: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
+    clip = data_dir / "gmdcsa24-dev" / "Subject 2" / "ADL" / "23.mp4"
+    cap = cv2.VideoCapture(str(clip))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--json", "--loops", "2"])
+    assert rc == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    report = json.loads(out[0])
+    assert report["frames"] == 2 * n and report["loops"] == 2
+    assert report["backend"] == "cpu" and "CPU" in report["backend_reason"]
+    assert report["fps"] > 0
+    for stage in ("decode", "detect", "estimate", "track", "pose", "pipeline"):
+        st = report["stage_ms"][stage]
+        assert 0 <= st["median"] <= st["p95"]
+    est, det = report["invoke_ms"]["estimator"], report["invoke_ms"]["detector"]
+    assert est["count"] > 0.9 * report["frames"] and est["median"] > 0
+    assert det["count"] >= 1 and det["median"] > 0
+    # the detector ran about once per detect_every (10) frames, not on every frame
+    assert 0 < report["detector_run_fraction"] <= 0.15
+    assert report["overhead_ratio"] >= 1.0  # the pose stage includes the invokes themselves
+    assert report["overhead_ratio_with_decode"] >= report["overhead_ratio"]
+    assert report["model_cost_ratio"] >= 1.0
+    assert 20 < report["peak_rss_mb"] < 2000
+    assert isinstance(report["rss_growth_pct"], float)
+
+
+def test_bench_text_and_bad_source(data_dir: Path, model_dir: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
+    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(tmp_path / "nope.mp4")])
+    assert rc == 1
+    assert capsys.readouterr().err.strip() == f"fallwatch bench: {tmp_path / 'nope.mp4'}: no such file"
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(junk)])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fallwatch bench: ") and "junk.mp4" in err[-1]
