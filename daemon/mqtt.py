@@ -331,10 +331,10 @@ class MqttPublisher:
     def _where(self) -> str:
         return f"{self.cfg.host}:{self.cfg.port}"
 
-    def _log_problem(self, message: str) -> None:
+    def _log_problem(self, message: str, level: int = logging.ERROR) -> None:
         """One clear line per distinct problem; repeats while retrying go to DEBUG."""
         if message != self._last_error:
-            log.error("%s; retrying with backoff up to %gs", message, self.cfg.reconnect_max_s)
+            log.log(level, "%s; retrying with backoff up to %gs", message, self.cfg.reconnect_max_s)
             self._last_error = message
         else:
             log.debug("%s (still)", message)
@@ -395,7 +395,7 @@ class MqttPublisher:
         if isinstance(exc, ssl.SSLError):
             self._log_problem(f"MQTT TLS handshake with {self._where()} failed{detail} (check mqtt.tls)")
         else:
-            self._log_problem(f"MQTT broker {self._where()} unreachable{detail}")
+            self._log_problem(f"MQTT broker {self._where()} unreachable{detail}", logging.WARNING)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:

@@ -76,6 +76,9 @@ class Mosquitto:
         conf = self.extra_conf or "allow_anonymous true\n"
         if "listener" not in conf:
             conf = f"listener {self.port} 127.0.0.1\n" + conf
+        if os.geteuid() == 0 and "\nuser " not in "\n" + conf:
+            # as root mosquitto switches to the `mosquitto` user, who cannot read the test's files in tmp
+            conf = "user root\n" + conf
         if "persistence " not in conf:   # outage tests may ask for persistence (queued messages survive)
             conf += "\npersistence false\n"
         self.conf.write_text(conf + "\n")

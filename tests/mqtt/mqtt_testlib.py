@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ class Sub:
     """A real paho subscriber that records every message: (topic, payload, retain, monotonic time)."""
 
     def __init__(self, port: int, topics: list[str], *, client_id: Optional[str] = None, clean: bool = True,
-                 tls_ca: Optional[str] = None, host: str = "127.0.0.1"):
+                 tls_ca: Optional[str] = None, host: str = "127.0.0.1", auth: Optional[tuple[str, str]] = None):
         self.messages: list[tuple[str, bytes, bool, float]] = []
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
@@ -34,6 +35,8 @@ class Sub:
                                   clean_session=clean)
         if tls_ca:
             self.client.tls_set(ca_certs=tls_ca)
+        if auth:
+            self.client.username_pw_set(*auth)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
@@ -78,6 +81,12 @@ class Sub:
 
 
 STATUS = {"backend": "cpu", "camera": "ok", "fps": 14.5, "persons": 1, "dropped_frames": 3, "state": "ok"}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_event(kind: str = "fall", n: int = 0) -> dict:

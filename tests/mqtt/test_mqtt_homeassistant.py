@@ -1,0 +1,98 @@
+"""Home Assistant discovery: valid JSON with the keys HA requires, retained, tied to availability and one device."""
+from __future__ import annotations
+
+import json
+import re
+
+from mqtt_testlib import PREFIX, wait_until
+
+from fallwatch.daemon.homeassistant import discovery_messages
+
+# Required per component in HA's MQTT platform schemas (plus what we promise for every entity).
+REQUIRED = {
+    "binary_sensor": {"state_topic"},
+    "sensor": {"state_topic"},
+    "switch": {"command_topic", "state_topic", "payload_on", "payload_off", "state_on", "state_off"},
+}
+COMMON = {"name", "unique_id", "availability_topic", "payload_available", "payload_not_available", "device"}
+DEVICE_KEYS = {"identifiers", "name", "model", "manufacturer", "sw_version"}
+# the keys each source topic really carries
+STATE_KEYS = {"state", "persons"}
+HEARTBEAT_KEYS = {"fps", "backend"}
+
+
+def _check_entity(topic: str, config: dict, prefix: str) -> None:
+    m = re.fullmatch(r"homeassistant/(binary_sensor|sensor|switch)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config", topic)
+    assert m, f"bad discovery topic {topic}"
+    component = m.group(1)
+    missing = (REQUIRED[component] | COMMON) - set(config)
+    assert not missing, f"{topic} lacks {missing}"
+    assert set(config["device"]) >= DEVICE_KEYS
+    assert config["availability_topic"] == f"{prefix}/availability"
+    assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+    assert config["default_entity_id"] == f"{component}.{config['object_id']}"
+    template = config.get("value_template", "")
+    used = set(re.findall(r"value_json\.(\w+)", template))
+    if config.get("state_topic") == f"{prefix}/state":
+        assert used <= STATE_KEYS, f"{topic}: template uses {used - STATE_KEYS}, not in the state payload"
+    elif config.get("state_topic") == f"{prefix}/heartbeat":
+        assert used <= HEARTBEAT_KEYS and used, f"{topic}: template uses {used}"
+    if component == "switch":
+        assert json.loads(config["payload_on"]) == {"alerts": True}
+        assert json.loads(config["payload_off"]) == {"alerts": False}
+        assert config["command_topic"] == f"{prefix}/set" and config["state_topic"] == f"{prefix}/alerts"
+
+
+def test_mqtt_discovery_payloads_pure():
+    messages = discovery_messages(discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi",
+                                  version="1.2.3", heartbeat_s=30)
+    keys = {topic.split("/")[3] for topic, _ in messages}
+    assert keys == {"fall", "person_down", "persons", "fps", "backend", "alerts"}
+    for topic, config in messages:
+        _check_entity(topic, json.loads(json.dumps(config)), "fallwatch/pi")
+    unique = [c["unique_id"] for _, c in messages]
+    assert len(set(unique)) == len(unique)
+    assert len({json.dumps(c["device"], sort_keys=True) for _, c in messages}) == 1, "one device entry"
+    diag = {t.split("/")[3] for t, c in messages if c.get("entity_category") == "diagnostic"}
+    assert diag == {"fps", "backend"}
+
+
+def test_mqtt_discovery_published_retained_on_connect(mosquitto, subscriber, mqtt_cfg, publisher):
+    pub = publisher(mqtt_cfg(mosquitto.port, heartbeat_s=1))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    pub.set_state({"state": "person_down", "persons": 1})
+    # a Home Assistant that connects later finds everything retained
+    sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
+    assert sub.wait_for(lambda s: len([m for m in s.messages if m[0].startswith("homeassistant/")]) >= 6, 5)
+    configs = {m[0]: m for m in sub.messages if m[0].startswith("homeassistant/")}
+    assert len(configs) == 6
+    for topic, (_, payload, retained, _) in configs.items():
+        assert retained, f"{topic} not retained"
+        config = json.loads(payload)
+        _check_entity(topic, config, PREFIX)
+        assert config["device"]["sw_version"] == "0.0-test"
+        assert config["device"]["identifiers"] == ["fallwatch_testdev"]
+    # the topics the entities read carry the keys their templates use
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/heartbeat") and s.on(f"{PREFIX}/state"), 3)
+    assert set(json.loads(sub.on(f"{PREFIX}/state")[-1])) >= STATE_KEYS
+    assert set(json.loads(sub.on(f"{PREFIX}/heartbeat")[-1])) >= HEARTBEAT_KEYS
+
+    # Home Assistant restarted: it announces itself and gets discovery again
+    n = len(sub.on(f"homeassistant/switch/fallwatch_testdev/alerts/config"))
+    sub.client.publish("homeassistant/status", b"online", qos=1)
+    assert sub.wait_for(lambda s: len(s.on("homeassistant/switch/fallwatch_testdev/alerts/config")) > n, 3)
+
+    # discovery switched off by SIGHUP: the entities are removed (empty retained configs)
+    pub.reconfigure(mqtt_cfg(mosquitto.port, heartbeat_s=1, homeassistant={"enabled": False}))
+    assert sub.wait_for(lambda s: s.on("homeassistant/binary_sensor/fallwatch_testdev/fall/config")[-1:] == [b""], 3)
+    late = subscriber(mosquitto.port, ["homeassistant/#"])
+    assert not wait_until(lambda: late.messages, 0.5), "entities still discoverable after disabling"
+
+
+def test_mqtt_discovery_disabled_publishes_nothing(mosquitto, subscriber, mqtt_cfg, publisher):
+    sub = subscriber(mosquitto.port, ["homeassistant/#"])
+    pub = publisher(mqtt_cfg(mosquitto.port, homeassistant={"enabled": False}))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    assert not wait_until(lambda: sub.messages, 0.5)

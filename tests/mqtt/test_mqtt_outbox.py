@@ -1,0 +1,68 @@
+"""The SQLite outbox on its own: order, bound, durability, duplicates, a damaged file."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+import pytest
+
+from fallwatch.daemon.outbox import Outbox, default_state_dir
+
+
+def test_mqtt_outbox_order_remove_and_reopen(tmp_path):
+    path = tmp_path / "state" / "outbox.sqlite3"
+    box = Outbox(path, 100)
+    seqs = [box.put(f"id-{i}", f"payload {i}".encode())[0] for i in range(5)]
+    assert seqs == sorted(seqs) and len(box) == 5
+    assert box.remove(seqs[1]) and not box.remove(seqs[1])
+    assert [i for _, i, _ in box.after(0, 10)] == ["id-0", "id-2", "id-3", "id-4"]
+    assert [i for _, i, _ in box.after(seqs[2], 10)] == ["id-3", "id-4"]
+    assert [i for _, i, _ in box.after(0, 2)] == ["id-0", "id-2"]
+    box.close()
+    again = Outbox(path, 100)     # a restart: same rows, same order, same payloads
+    assert [(i, p) for _, i, p in again.after(0, 10)] == [(f"id-{n}", f"payload {n}".encode()) for n in (0, 2, 3, 4)]
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # new rows always sort after the old ones, even after the newest was deleted
+    last = again.after(0, 10)[-1][0]
+    again.remove(last)
+    assert again.put("id-5", b"5")[0] > last
+
+
+def test_mqtt_outbox_bound_drops_oldest_and_counts_persistently(tmp_path):
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path, 3)
+    dropped = [box.put(f"id-{i}", b"x")[1] for i in range(5)]
+    assert dropped == [0, 0, 0, 1, 1]
+    assert [i for _, i, _ in box.after(0, 10)] == ["id-2", "id-3", "id-4"] and box.dropped == 2
+    box.close()
+    box = Outbox(path, 3)
+    assert box.dropped == 2
+    assert box.set_max(1) == 2 and [i for _, i, _ in box.after(0, 10)] == ["id-4"] and box.dropped == 4
+
+
+def test_mqtt_outbox_same_id_is_not_queued_twice(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 10)
+    assert box.put("same", b"a")[0] is not None
+    assert box.put("same", b"b") == (None, 0)
+    assert len(box) == 1
+
+
+def test_mqtt_outbox_damaged_file_is_set_aside(tmp_path, caplog):
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.outbox"):
+        box = Outbox(path, 10)
+    assert any("not a usable SQLite database" in r.getMessage() for r in caplog.records)
+    assert list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    box.put("a", b"1")
+    assert len(box) == 1 and path.exists()
+
+
+def test_mqtt_outbox_bad_bound_and_state_dir(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="max_items"):
+        Outbox(tmp_path / "o.sqlite3", 0)
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/fallwatch:/other")
+    assert str(default_state_dir(None)) == "/var/lib/fallwatch"
+    assert default_state_dir(str(tmp_path)) == tmp_path
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert default_state_dir(None).parts[-3:] == (".local", "state", "fallwatch")

@@ -1,0 +1,116 @@
+"""A password-protected broker and a TLS broker with a CA made here with openssl."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mqtt_testlib import PREFIX, free_port, make_event, wait_until
+
+from fallwatch.daemon.mqtt import MqttError
+
+AUTH_REASONS = ("Not authorized", "Bad user name or password")
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path, mosquitto_factory):
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    pwfile = tmp_path / "mosquitto.passwd"
+    subprocess.run([passwd, "-b", "-c", str(pwfile), "fallwatch", "s3cret"], check=True, capture_output=True)
+    pwfile.chmod(0o600)
+    return mosquitto_factory(f"allow_anonymous false\npassword_file {pwfile}\n").start()
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_mqtt_wrong_password_one_clear_line_then_right_one_connects(password_broker, tmp_path, subscriber_auth,
+                                                                     mqtt_cfg, publisher, caplog, protocol):
+    pub = publisher(mqtt_cfg(password_broker.port, protocol=protocol, username="fallwatch", password="wrong"))
+    with caplog.at_level(logging.DEBUG, logger="fallwatch.daemon.mqtt"):
+        pub.start()
+        # retried with backoff (1 s here): the refusal is seen again, but said clearly only once
+        assert wait_until(lambda: any("(still)" in r.getMessage() for r in caplog.records), 5), \
+            [r.getMessage() for r in caplog.records]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert any(reason in errors[0] for reason in AUTH_REASONS) and f"127.0.0.1:{password_broker.port}" in errors[0]
+    assert "mqtt.username" in errors[0] and "s3cret" not in errors[0] and "wrong" not in errors[0]
+    assert not pub.connected
+
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("s3cret\n")
+    sub = subscriber_auth(password_broker.port)
+    pub.reconfigure(mqtt_cfg(password_broker.port, protocol=protocol, username="fallwatch",
+                             password_file=str(secret)))
+    assert wait_until(lambda: pub.connected, 5), "right credentials (password_file) did not connect"
+    event = make_event("fall")
+    pub.publish_event(event)
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
+
+
+@pytest.fixture
+def subscriber_auth(subscriber):
+    return lambda port: subscriber(port, [f"{PREFIX}/#"], auth=("fallwatch", "s3cret"))
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"openssl {' '.join(args)}: {result.stderr}"
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict:
+    """A throwaway CA and a server certificate for localhost / 127.0.0.1 signed by it."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
+             "/CN=fallwatch test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                               "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    return {name: str(d / name) for name in ("ca.crt", "server.crt", "server.key")}
+
+
+@pytest.fixture
+def tls_broker(tls_files, mosquitto_factory):
+    port = free_port()
+    conf = (f"listener {port} 127.0.0.1\ncafile {tls_files['ca.crt']}\ncertfile {tls_files['server.crt']}\n"
+            f"keyfile {tls_files['server.key']}\nallow_anonymous true\n")
+    return mosquitto_factory(conf, port).start()
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_mqtt_tls_with_self_signed_ca(tls_broker, tls_files, subscriber, mqtt_cfg, publisher, host):
+    sub = subscriber(tls_broker.port, [f"{PREFIX}/#"], tls_ca=tls_files["ca.crt"], host="localhost")
+    pub = publisher(mqtt_cfg(tls_broker.port, host=host, tls={"enabled": True, "ca_certs": tls_files["ca.crt"]}))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5), "no TLS connection"
+    event = make_event("fall")
+    pub.publish_event(event)
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
+    assert sub.wait_for(lambda s: b"online" in s.on(f"{PREFIX}/availability"), 3)
+
+
+def test_mqtt_tls_unknown_ca_is_refused_with_clear_line(tls_broker, mqtt_cfg, publisher, caplog):
+    # the system store does not know our throwaway CA: the broker must not be trusted
+    pub = publisher(mqtt_cfg(tls_broker.port, host="localhost", tls={"enabled": True}))
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        pub.start()
+        assert wait_until(lambda: any("TLS" in r.getMessage() for r in caplog.records), 5)
+        time.sleep(1.5)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(lines) == 1 and "CERTIFICATE_VERIFY_FAILED" in lines[0] and "mqtt.tls" in lines[0], lines
+    assert not pub.connected
+
+
+def test_mqtt_tls_missing_ca_file_is_a_clear_error(tmp_path, mqtt_cfg, publisher):
+    pub = publisher(mqtt_cfg(1, tls={"enabled": True, "ca_certs": str(tmp_path / "nope.crt")}))
+    with pytest.raises(MqttError, match=r"mqtt\.tls"):
+        pub.start()
