@@ -23,15 +23,19 @@ class RuleSettings:
     window_max_s: float = 2.0  # ... and at most this long: a real fall takes well under 2 s from balance to floor
     reference_s: float = 0.5  # the "before" pose is a median over this span, so one garbage pose cannot be it
     fall_angle_deg: float = 60.0  # spine turning this far away from vertical counts as fully "toppling"
-    min_drop: float = 0.3  # torso midpoint must drop at least this many body heights when the spine topples
-    drop_without_turn: float = 0.55  # ... and this many when the spine does not turn (line-of-sight fall)
+    min_drop: float = 0.25  # torso midpoint (between hips and shoulders) must drop this many body heights
+                            # when the spine fully topples (a fall to the side)
+    drop_without_turn: float = 0.5  # ... and this many when the spine does not turn (a fall along the line of
+                                    # sight); sitting down fast drops it ~1/3 with the spine upright
+    min_hip_drop: float = 0.1  # the hips themselves must come down this much (~17 cm) before `fall`: bending
+                               # from the waist turns the spine and drops the shoulders, not the hips
     min_descent_rate: float = 0.5  # body heights/s (~0.85 m/s): slower descents are deliberate (kneeling, lying down)
     down_angle_deg: float = 60.0  # spine this far from vertical counts as lying, wherever the hips are
     settle_s: float = 0.25  # the body must stay down this long after the drop before `fall` is emitted
     settle_fraction: float = 0.6  # share of the measured frames in the settle span that must look down
-    cooldown_s: float = 30.0  # at most one `fall` per person in this span (one incident, one alarm)
-    down_alert_s: float = 30.0  # still down this long after a fall: `person_down` (a "long lie")
-    recover_s: float = 2.0  # upright again this long after a fall: `recovered`
+    cooldown_s: float = 10.0  # at most one `fall` per person in this span (one incident, one alarm)
+    down_alert_s: float = 60.0  # still down this long after a fall: `person_down` (a "long lie")
+    recover_s: float = 3.0  # upright again this long after a fall: `recovered`
     upright_angle_deg: float = 35.0  # spine within this of vertical, hips back up, counts as upright
     min_keypoint_score: float = 0.2  # keypoints below this score are ignored
     min_body_frac: float = 0.08  # a "before" body shorter than this fraction of the frame height is implausible

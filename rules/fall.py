@@ -33,6 +33,7 @@ class _Ref:
     """The robust "before" pose: medians over reference_s ending at some sample."""
 
     centre_y: float
+    hip_y: float
     angle: float
     height: float
 
@@ -59,6 +60,7 @@ class _Fall:
     angle: float
     need: float
     score: float
+    hip_drop: float = 0.0
     down: int = 0
     measured: int = 0
     event_t: Optional[float] = None
@@ -163,11 +165,16 @@ class FallRules(Rules):
 
         if tr.state == "upright":
             if t - tr.last_fall_t >= self.s.cooldown_s:
-                self._try_trigger(tr, sample)
+                self._start_falling(tr, self._candidate(tr, sample), sample)
         elif tr.state == "falling":
             f = tr.fall
             f.measured += 1
             f.down += self._is_down(g, f.ref)
+            f.hip_drop = max(f.hip_drop, (g.hip_y - f.ref.hip_y) / f.ref.height)
+            if f.down < f.measured:
+                # The pending drop has a frame that did not look down (one bad pose can start a candidate):
+                # a fresh, fully consistent candidate from this frame replaces it.
+                self._start_falling(tr, self._candidate(tr, sample), sample)
         elif tr.state == "down":
             f = tr.fall
             if self._is_upright(g, f.ref):
@@ -181,13 +188,18 @@ class FallRules(Rules):
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
         f = tr.fall
         if tr.state == "falling" and t - f.t >= self.s.settle_s:
-            if f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2:
+            stayed_down = f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2
+            if stayed_down and f.hip_drop >= self.s.min_hip_drop:
                 tr.state = "down"
                 f.event_t = t
                 tr.last_fall_t = t
                 return [self._event("fall", tr, t, frame, confidence=self._confidence(f))]
-            log.debug("track %s: drop at t=%.2f did not stay down (%d/%d)", tr.track, f.t, f.down, f.measured)
-            tr.state, tr.fall = "upright", None
+            # Still down but the hips have not come down yet (a side fall lands hips last): wait, within the
+            # window; a bend keeps its hips up and runs out of time here.
+            if not stayed_down or t - f.t > self.s.window_max_s:
+                log.debug("track %s: drop at t=%.2f did not end down (%d/%d, hips %.2f)", tr.track, f.t, f.down,
+                          f.measured, f.hip_drop)
+                tr.state, tr.fall = "upright", None
         elif tr.state == "down":
             if f.upright_since is not None and t - f.upright_since >= self.s.recover_s:
                 tr.state, tr.fall = "upright", None
@@ -203,6 +215,7 @@ class FallRules(Rules):
         if len(span) < MIN_REFERENCE_SAMPLES:
             return None
         ref = _Ref(centre_y=statistics.median(_centre(g) for g in span),
+                   hip_y=statistics.median(g.hip_y for g in span),
                    angle=statistics.median(g.spine_angle_deg for g in span),
                    height=statistics.median(g.height_px for g in span))
         frame_h = float(size[1]) if size and size[1] else 0.0
@@ -225,7 +238,9 @@ class FallRules(Rules):
         k = min(max(turn / self.s.fall_angle_deg, 0.0), 1.0)
         return self.s.drop_without_turn - (self.s.drop_without_turn - self.s.min_drop) * k
 
-    def _try_trigger(self, tr: _Track, now: _Sample) -> None:
+    def _candidate(self, tr: _Track, now: _Sample) -> Optional[_Fall]:
+        """The strongest fall candidate ending at ``now``: against each robust "before" in the window, the
+        torso drop must reach what the spine's turn calls for, and the descent must have been fast somewhere."""
         best: Optional[_Fall] = None
         peak_speed = 0.0  # fastest torso descent between the candidate "before" and now (pixels/s)
         for s in reversed(tr.samples):
@@ -244,15 +259,19 @@ class FallRules(Rules):
             score = drop / need + max(turn, 0.0) / 90.0
             if best is None or score > best.score:
                 best = _Fall(t=now.t, ref=s.ref, drop=drop, turn=turn, rate=rate, angle=now.g.spine_angle_deg,
-                             need=need, score=score)
-        if best is not None:
-            best.measured, best.down = 1, int(self._is_down(now.g, best.ref))
-            tr.state, tr.fall = "falling", best
-            log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, best.drop, best.turn,
-                      best.rate, now.t)
+                             need=need, score=score, hip_drop=(now.g.hip_y - s.ref.hip_y) / s.ref.height)
+        return best
+
+    def _start_falling(self, tr: _Track, cand: Optional[_Fall], now: _Sample) -> None:
+        if cand is None:
+            return
+        cand.measured, cand.down = 1, int(self._is_down(now.g, cand.ref))
+        tr.state, tr.fall = "falling", cand
+        log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, cand.drop, cand.turn, cand.rate,
+                  now.t)
 
     def _is_down(self, g: BodyGeometry, ref: _Ref) -> bool:
-        """Near horizontal, or the torso still as low as a fall needs (relative to the same "before")."""
+        """Near horizontal, or the torso still as low (for its turn) as a fall needs, against the same "before"."""
         drop = (_centre(g) - ref.centre_y) / ref.height
         return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(g.spine_angle_deg - ref.angle)
 

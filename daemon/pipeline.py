@@ -1,0 +1,148 @@
+"""The one frame -> events code path, shared by the daemon, `detect`, `eval` on videos and `bench`.
+
+Pipeline.process: pose engine on the frame, persons -> PersonPose, rules.update, optional pose recording.
+iter_video_frames: decode a video file with OpenCV as fast as possible, with media time stamps.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+
+import numpy as np
+
+from fallwatch.pose.types import PoseResult
+from fallwatch.rules import Event, PersonPose, Rules
+
+if TYPE_CHECKING:  # the engine is only called, never constructed, here
+    from fallwatch.pose.engine import PoseEngine
+    from fallwatch.rules.recording import RecordingWriter
+
+log = logging.getLogger(__name__)
+
+# A decoder that keeps failing this many times in a row has reached the real end of a damaged file.
+MAX_CONSECUTIVE_BAD_FRAMES = 25
+
+
+@dataclass
+class FrameResult:
+    t: float
+    frame_no: int
+    pose: PoseResult
+    events: list[Event] = field(default_factory=list)
+    states: dict[int, str] = field(default_factory=dict)
+
+
+def person_poses(persons: list[Any]) -> list[PersonPose]:
+    """The pose engine's Person objects as the plain values the rules take."""
+    return [PersonPose(track=int(p.track_id), box=tuple(float(v) for v in p.box), keypoints=p.keypoints)
+            for p in persons]
+
+
+class Pipeline:
+    def __init__(self, engine: "PoseEngine", rules: Rules, recorder: Optional["RecordingWriter"] = None) -> None:
+        self.engine = engine
+        self._rules = rules
+        self.recorder = recorder
+        self._lock = threading.Lock()  # set_rules may come from a SIGHUP handler thread
+        self.frames = 0
+
+    @property
+    def rules(self) -> Rules:
+        return self._rules
+
+    def set_rules(self, rules: Rules) -> None:
+        """Swap the rules (configuration reload) without touching the camera or the models."""
+        with self._lock:
+            self._rules = rules
+
+    def process(self, frame_rgb: np.ndarray, t: float, frame_no: int) -> FrameResult:
+        """Pose + rules for one RGB frame. A malformed frame raises the engine's FrameError (callers skip it)."""
+        pose = self.engine.process(frame_rgb, t)
+        size = (int(frame_rgb.shape[1]), int(frame_rgb.shape[0]))
+        people = person_poses(pose.persons)
+        with self._lock:
+            rules = self._rules
+        events = rules.update(t, frame_no, people, size)
+        if self.recorder is not None:
+            self.recorder.write(t, frame_no, size, people)
+        self.frames += 1
+        return FrameResult(t=t, frame_no=frame_no, pose=pose, events=events, states=rules.person_states())
+
+
+class VideoFrames:
+    """Iterate (rgb, t, frame_no) over a video file; t is media time in seconds.
+
+    t comes from the container's time stamps (CAP_PROP_POS_MSEC) when the backend gives them, else
+    frame_no / fps. Frames that fail to decode are skipped and counted in ``corrupt``."""
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self.path = str(path)
+        self.corrupt = 0
+        self.frames = 0
+        self.fps = 0.0
+        self.first_t: Optional[float] = None
+        self.last_t: Optional[float] = None
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float, int]]:
+        import cv2
+
+        if not Path(self.path).is_file():
+            raise ValueError(f"{self.path}: no such video file")
+        cap = cv2.VideoCapture(self.path)
+        if not cap.isOpened():
+            raise ValueError(f"{self.path}: cannot open video (unsupported or corrupt)")
+        try:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if fps and np.isfinite(fps) and 0 < fps < 1000 else 30.0
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            frame_no = -1
+            bad_run = 0
+            last_t = -1.0
+            while True:
+                frame_no += 1
+                if not cap.grab():
+                    # End of stream, or a damaged packet before the end: skip on while frames remain.
+                    if total and frame_no < total and bad_run < MAX_CONSECUTIVE_BAD_FRAMES:
+                        self.corrupt += 1
+                        bad_run += 1
+                        continue
+                    break
+                ok, bgr = cap.retrieve()
+                if not ok or bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+                    self.corrupt += 1
+                    bad_run += 1
+                    if bad_run >= MAX_CONSECUTIVE_BAD_FRAMES:
+                        break
+                    continue
+                bad_run = 0
+                ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                t = ms / 1000.0 if ms and ms > 0 else frame_no / self.fps
+                if t <= last_t:  # some backends report 0 or repeat a stamp: keep time moving forward
+                    t = max(frame_no / self.fps, last_t + 1e-3)
+                last_t = t
+                self.frames += 1
+                if self.first_t is None:
+                    self.first_t = t
+                self.last_t = t
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t, frame_no
+        finally:
+            cap.release()
+        if self.corrupt:
+            log.warning("%s: %d corrupt frame(s) skipped", self.path, self.corrupt)
+        if self.frames == 0:
+            raise ValueError(f"{self.path}: no frame could be decoded")
+
+    @property
+    def duration_s(self) -> float:
+        """Footage length: first to last time stamp plus one frame."""
+        if self.first_t is None or self.last_t is None:
+            return 0.0
+        return self.last_t - self.first_t + 1.0 / self.fps
+
+
+def iter_video_frames(path: Union[str, Path]) -> Iterator[tuple[np.ndarray, float, int]]:
+    """(rgb, t, frame_no) for each decodable frame of a video file (see VideoFrames)."""
+    return iter(VideoFrames(path))
