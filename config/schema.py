@@ -54,31 +54,52 @@ class PoseConfig(Section):
 
 
 class AmbianicConfig(Section):
-    confidence: float = Field(0.6, ge=0, le=1, description="keypoint confidence threshold of Ambianic's rule")
+    confidence: float = Field(0.6, ge=0, le=1, description="Ambianic's spinal-vector score threshold (its default "
+                                                          "0.6; its MoveNet tests used 0.11)")
     min_gap_s: float = Field(1.0, gt=0, le=10, description="compare with a frame at least this much earlier")
-    angle_deg: float = Field(60, gt=0, lt=180, description="leaning angle that counts as a fall")
+    max_gap_s: float = Field(10.0, gt=0, le=60, description="a previous frame older than this is not compared")
+    angle_deg: float = Field(60, gt=0, lt=180, description="leaning angle between the two frames' shoulder-hip "
+                                                           "lines that counts as a fall")
 
 
 class RulesConfig(Section):
-    # Placeholder keys; the rules helper mirrors RuleSettings here.
+    # Mirrors fallwatch.rules.RuleSettings field for field (rules.ambianic.* -> ambianic_*). Lengths are in body
+    # heights (the person's standing height in the image), times in seconds of media/capture time.
     strategy: Literal["fallwatch", "ambianic"] = Field("fallwatch", description="fallwatch (default) or "
                                                                                 "ambianic (baseline)")
-    window_min_s: float = Field(0.3, gt=0, le=10, description="shortest span a fall may take")
-    window_max_s: float = Field(2.0, gt=0, le=10, description="longest span a fall may take")
-    fall_angle_deg: float = Field(45, ge=10, le=90, description="spine turn away from vertical that counts")
-    min_drop: float = Field(0.4, gt=0, le=3, description="hip drop in body heights")
-    min_descent_rate: float = Field(0.5, gt=0, le=20, description="hip drop speed in body heights per second")
-    settle_s: float = Field(0.5, ge=0, le=10, description="the body stays down this long")
-    cooldown_s: float = Field(10, ge=0, le=3600, description="one fall event per incident")
-    down_alert_s: float = Field(60, gt=0, le=3600, description="still down this long: person_down")
+    window_min_s: float = Field(0.25, gt=0, le=10, description="changes are measured over at least this long "
+                                                               "(one-frame jitter is not motion)")
+    window_max_s: float = Field(2.0, gt=0, le=10, description="and at most this long: a fall goes from balance to "
+                                                              "floor well within it")
+    reference_s: float = Field(0.5, gt=0, le=5, description="the 'before' pose is the median over this span")
+    fall_angle_deg: float = Field(60, ge=10, le=90, description="spine turn away from vertical that counts as a "
+                                                                 "full topple")
+    min_drop: float = Field(0.25, gt=0, le=3, description="torso-midpoint drop (body heights) a fall needs when "
+                                                          "the spine fully topples")
+    drop_without_turn: float = Field(0.5, gt=0, le=3, description="torso-midpoint drop a fall needs when the spine "
+                                                                  "does not turn (line-of-sight fall)")
+    min_hip_drop: float = Field(0.1, ge=0, le=3, description="the hips themselves must come down this much")
+    min_descent_rate: float = Field(0.5, ge=0, le=20, description="fastest torso descent a fall reaches, body "
+                                                                  "heights per second")
+    down_angle_deg: float = Field(60, ge=10, le=180, description="spine this far from vertical counts as lying")
+    settle_s: float = Field(0.25, ge=0, le=10, description="the body stays down this long before 'fall'")
+    settle_fraction: float = Field(0.6, gt=0, le=1, description="share of settle frames that must look down")
+    cooldown_s: float = Field(10, ge=0, le=3600, description="at most one fall event per person in this span")
+    down_alert_s: float = Field(60, gt=0, le=3600, description="still down this long after a fall: person_down")
     recover_s: float = Field(3, gt=0, le=600, description="upright again this long: recovered")
+    upright_angle_deg: float = Field(35, ge=0, le=90, description="spine within this of vertical counts as upright")
     min_keypoint_score: float = Field(0.2, ge=0, le=1, description="keypoints below this are ignored")
+    min_body_frac: float = Field(0.08, ge=0, le=1, description="a 'before' body shorter than this fraction of the "
+                                                               "frame height is implausible")
+    track_forget_s: float = Field(10, gt=0, le=3600, description="forget an upright person unseen this long")
     ambianic: AmbianicConfig = Field(default_factory=AmbianicConfig)
 
     @model_validator(mode="after")
     def _window_order(self) -> "RulesConfig":
         if self.window_min_s >= self.window_max_s:
             raise ValueError("window_min_s must be less than window_max_s")
+        if self.drop_without_turn < self.min_drop:
+            raise ValueError("drop_without_turn must be at least min_drop")
         return self
 
 
