@@ -301,7 +301,7 @@ def picamera2_available() -> bool:
         Picamera2 = import_picamera2()
         return bool(Picamera2.global_camera_info())
     except Exception as exc:
-        log.info("no Pi camera through picamera2 (%s)", exc)
+        log.debug("no Pi camera through picamera2 (%s)", exc)
         return False
 
 

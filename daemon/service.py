@@ -235,7 +235,11 @@ class Daemon:
             except Exception:
                 log.exception("stopping the debug server failed")
         self.notifier.close()
-        log.info("stopped after %d frames, %d events", self.frames, self.events)
+        capture = self.capture
+        if not self._started:
+            return
+        log.info("stopped after %d frames, %d events, %d dropped, %d corrupt frames", self.frames, self.events,
+                 capture.dropped if capture else 0, (capture.corrupt if capture else 0) + self.corrupt)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _loop(self) -> None:

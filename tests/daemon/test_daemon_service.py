@@ -1,0 +1,264 @@
+"""`fallwatch run` as a real process on real clips: signals, reload, failing sources, clean ends, clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+FALL_CLIP = "Subject 1/Fall/15.mp4"  # 640x480 30 fps, a side fall from a chair
+ADL_CLIP = "Subject 2/ADL/23.mp4"
+
+
+class Run:
+    """One `fallwatch run` subprocess with stderr in a file and a NOTIFY_SOCKET to learn when it is ready."""
+
+    def __init__(self, tmp_path: Path, config: dict, model_dir: Path, args: tuple = (), notify: bool = True):
+        self.tmp = tmp_path
+        self.config_file = tmp_path / "fallwatch.yaml"
+        self.write_config(config)
+        self.log_file = tmp_path / "stderr.log"
+        self.out_file = tmp_path / "stdout.log"
+        env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir), PYTHONUNBUFFERED="1")
+        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "FALLWATCH_CONFIG"):
+            env.pop(var, None)
+        self.sock: Optional[socket.socket] = None
+        if notify:
+            path = str(tmp_path / "notify.sock")
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.bind(path)
+            env["NOTIFY_SOCKET"] = path
+        self.messages: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(self.config_file), *args],
+            stdout=open(self.out_file, "wb"), stderr=open(self.log_file, "wb"), env=env)
+
+    def write_config(self, config: dict | str) -> None:
+        text = config if isinstance(config, str) else yaml.safe_dump(config)
+        tmp = self.config_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.config_file)
+
+    @property
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = 30.0, count: int = 1) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(pattern, self.log)
+            if len(found) >= count:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"log has not {count}x {pattern!r} (rc={self.proc.poll()}):\n{self.log[-3000:]}")
+
+    def wait_notify(self, text: str, timeout: float = 60.0) -> str:
+        assert self.sock is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self.messages:
+                if text in msg:
+                    return msg
+            self.sock.settimeout(0.2)
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                if self.proc.poll() is not None:
+                    break
+        raise AssertionError(f"no {text!r} from the daemon (rc={self.proc.poll()}):\n{self.log[-3000:]}")
+
+    def signal_and_wait(self, sig: int, timeout: float = 10.0) -> tuple[int, float]:
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout)
+        return rc, time.monotonic() - t0
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.sock is not None:
+            self.sock.close()
+
+
+@pytest.fixture
+def run_daemon(tmp_path: Path, model_dir: Path):
+    runs: list[Run] = []
+
+    def start(config: dict, *args: str, notify: bool = True) -> Run:
+        r = Run(tmp_path, config, model_dir, args, notify)
+        runs.append(r)
+        return r
+
+    yield start
+    for r in runs:
+        r.close()
+
+
+def base_config(source: str, tmp_path: Path, **camera) -> dict:
+    return {"camera": {"source": source, **camera}, "mqtt": {"enabled": False},
+            "debug": {"enabled": True, "bind": f"127.0.0.1:{free_port()}"}, "log": {"level": "INFO"}}
+
+
+def get_json(bind: str, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://{bind}{path}", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_within_2s_with_exit_0(run_daemon, data_dir: Path, tmp_path: Path, sig: int) -> None:
+    cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
+    run = run_daemon(cfg)
+    ready = run.wait_notify("READY=1")
+    assert "fps on cpu" in ready or "fps on edgetpu" in ready
+    run.wait_notify("STATUS=")
+    time.sleep(1.0)  # running steady, a viewer-less debug server up
+    rc, took = run.signal_and_wait(sig)
+    assert rc == 0, run.log[-2000:]
+    assert took < 2.0, f"took {took:.2f}s to stop"
+    print(f"{signal.Signals(sig).name}: stopped in {took:.2f}s")
+    run.wait_notify("STOPPING=1", timeout=1)
+    assert "stopped after" in run.log
+
+
+def test_sigterm_with_mqtt_connected_stops_within_2s(run_daemon, data_dir: Path, tmp_path: Path,
+                                                     mosquitto) -> None:
+    cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
+    cfg["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": mosquitto.port, "device_id": "daemontest",
+                   "state_dir": str(tmp_path / "state"), "heartbeat_s": 1}
+    run = run_daemon(cfg)
+    run.wait_notify("READY=1")
+    bind = cfg["debug"]["bind"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not get_json(bind, "/api/stats")[1].get("mqtt", {}).get("connected"):
+        time.sleep(0.1)
+    assert get_json(bind, "/api/stats")[1]["mqtt"]["connected"] is True
+    rc, took = run.signal_and_wait(signal.SIGTERM)
+    assert rc == 0 and took < 2.0, (rc, took, run.log[-2000:])
+
+
+def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_dir: Path, tmp_path: Path) -> None:
+    cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
+    run = run_daemon(cfg)
+    run.wait_notify("READY=1")
+    bind = cfg["debug"]["bind"]
+    status, stats = get_json(bind, "/api/stats")
+    assert status == 200 and stats["rules"]["fall_angle_deg"] == 45
+    opened_before = run.log.count("opened") + run.log.count("source: video file")
+
+    cfg["rules"] = {"fall_angle_deg": 50}
+    cfg["pose"] = {"detect_every": 5}  # needs a restart: reported, not applied
+    run.write_config(cfg)
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"configuration reloaded: rules\.fall_angle_deg 45\.0 -> 50\.0")
+    run.wait_log(r"pose\.detect_every 10 -> 5 needs a restart")
+    assert get_json(bind, "/api/stats")[1]["rules"]["fall_angle_deg"] == 50
+    frames_before = get_json(bind, "/api/stats")[1]["frames"]
+
+    # An invalid file: every error logged with its line, the running configuration kept.
+    run.write_config("rules:\n  fall_angle_deg: 500\n  no_such_key: 1\n")
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"reload rejected")
+    assert re.search(r"fallwatch\.yaml:2: rules\.fall_angle_deg: must be between 10 and 90", run.log)
+    assert re.search(r"fallwatch\.yaml:3: rules\.no_such_key: unknown key", run.log)
+    time.sleep(0.5)
+    assert run.proc.poll() is None
+    status, stats = get_json(bind, "/api/stats")
+    assert stats["rules"]["fall_angle_deg"] == 50
+    assert stats["frames"] > frames_before, "the camera kept running through the reloads"
+    assert run.log.count("opened") + run.log.count("source: video file") == opened_before, "camera was reopened"
+    assert get_json(bind, "/healthz")[0] == 200
+
+    rc, took = run.signal_and_wait(signal.SIGTERM)
+    assert rc == 0 and took < 2.0
+
+
+def test_failing_source_is_retried_and_daemon_keeps_running(run_daemon, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    cfg = base_config("auto", tmp_path, reopen_max_s=1)
+    run = run_daemon(cfg, "--source", f"rtsp://127.0.0.1:{port}/live")
+    found = run.wait_log(r"retrying in ([\d.]+)s", count=3)
+    assert [float(x) for x in found[:3]] == [0.5, 1.0, 1.0], "capped exponential backoff"
+    assert run.proc.poll() is None
+    status, stats = get_json(cfg["debug"]["bind"], "/api/stats")
+    assert stats["camera"] == "reopening"
+    assert get_json(cfg["debug"]["bind"], "/healthz")[0] == 503
+    rc, took = run.signal_and_wait(signal.SIGTERM)
+    assert rc == 0 and took < 2.0
+
+
+def test_image_folder_runs_to_the_end_counting_corrupt_frames(run_daemon, tmp_path: Path,
+                                                              images_dir: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, name in enumerate(["person.jpg", "fall_img_1.png", "squat.bmp"]):
+        (folder / f"{i}a_{name}").symlink_to(images_dir / name)
+    (folder / "1b_corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    run = run_daemon(base_config(str(folder), tmp_path, realtime=False))
+    assert run.proc.wait(60) == 0, run.log[-2000:]
+    assert re.search(r"stopped after 3 frames, \d+ events, 0 dropped, 1 corrupt frames", run.log), run.log[-2000:]
+    assert "READY=1" in run.wait_notify("READY=1")
+
+
+def test_fall_clip_logs_the_event(run_daemon, data_dir: Path, tmp_path: Path) -> None:
+    run = run_daemon(base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path, realtime=False,
+                                 name="livingroom"))
+    assert run.proc.wait(120) == 0, run.log[-2000:]
+    lines = [line for line in run.log.splitlines() if "event fall: " in line]
+    assert lines, run.log[-3000:]
+    event = json.loads(lines[0].split("event fall: ", 1)[1])
+    assert event["camera"] == "livingroom" and event["backend"] == "cpu"
+    assert 1.5 < event["t"] < 6.5  # the dataset labels the fall at 1.8 - 6.0 s
+
+
+def test_no_camera_is_one_clear_line(run_daemon, tmp_path: Path) -> None:
+    from fallwatch.daemon.capture import picamera2_available, v4l2_cameras
+
+    if v4l2_cameras() or picamera2_available():
+        pytest.skip("this machine has a camera")
+    run = run_daemon(base_config("auto", tmp_path), notify=False)
+    rc = run.proc.wait(30)
+    lines = run.log.strip().splitlines()
+    assert rc != 0 and lines == ["fallwatch: no camera found (no Pi camera, no /dev/video*); set camera.source or "
+                                 "use --source FILE"], run.log
+
+
+def test_missing_model_names_the_file_and_the_fetch_command(run_daemon, data_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    run = run_daemon(base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path), "--model-dir", str(empty),
+                     notify=False)
+    rc = run.proc.wait(30)
+    lines = run.log.strip().splitlines()
+    assert rc != 0 and len(lines) == 1, run.log
+    assert lines[0].startswith("fallwatch: model file ") and str(empty) in lines[0]
+    assert "fallwatch models fetch " in lines[0]
+
+
+def test_invalid_config_exits_2_with_every_error(run_daemon, tmp_path: Path) -> None:
+    run = run_daemon({"camera": {"rotate": 45}, "rules": {"fall_angle_deg": 5}}, notify=False)
+    assert run.proc.wait(30) == 2
+    lines = run.log.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("fallwatch.yaml:") for line in lines), run.log
