@@ -33,6 +33,8 @@ STOP_DEADLINE_S = 1.9  # SIGTERM to exit, whatever a blocked driver or broker do
 GET_TIMEOUT_S = 0.25  # the loop wakes at least this often to look at signals and the source
 STATUS_EVERY_S = 1.0  # status hub figures
 SD_STATUS_EVERY_S = 5.0  # systemd STATUS= line
+FPS_STALE_S = 2.0  # no inference for this long: fps reads 0
+MAX_CONSECUTIVE_ERRORS = 25  # unexpected pipeline errors in a row: exit 1 and let systemd restart us
 # Sections a reload applies at once; the others need a restart (they hold the camera, the models, the socket).
 LIVE_SECTIONS = ("rules", "mqtt", "log")
 
@@ -69,11 +71,13 @@ class Daemon:
 
     def __init__(self, cfg: Config, config_path: Optional[Path] = None, source: Optional[str] = None,
                  model_dir: Optional[str] = None, engine: Any = None, capture: Optional[Capture] = None,
-                 notifier: Optional[Notifier] = None, stall_s: Optional[float] = None):
+                 notifier: Optional[Notifier] = None, stall_s: Optional[float] = None,
+                 log_level_override: Optional[str] = None):
         self.cfg = cfg
         self.config_path = config_path
         self.source_override = source
         self.model_dir_arg = model_dir
+        self.log_level_override = log_level_override  # --log-level wins over log.level, also after a reload
         self.engine = engine
         self.capture = capture
         self.notifier = notifier or Notifier()
@@ -88,12 +92,15 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._started = False
+        self._shutting_down = False
         self._ready = False
         self._progress = time.monotonic()
         self._done = threading.Event()
         # figures
         self.frames = 0
         self.corrupt = 0  # frames the engine refused (FrameError); the capture counts its own
+        self.errors = 0  # unexpected exceptions in the pipeline
+        self._error_run = 0
         self.events = 0
         self._times: collections.deque = collections.deque(maxlen=64)
         self.fps = 0.0
@@ -118,7 +125,7 @@ class Daemon:
             log.info("%s received; stopping", signal.Signals(signum).name)
             self._stop.set()
             self._arm_deadline()
-            if not self._started:
+            if not self._started and not self._shutting_down:
                 raise Shutdown()
 
         signal.signal(signal.SIGTERM, on_stop)
@@ -159,6 +166,7 @@ class Daemon:
         from .status import StatusHub
 
         cfg = self.cfg
+        self.notifier.status("starting: loading models")
         if self.capture is None:
             source = make_source(cfg.camera, self.source_override)  # SourceError: no camera, no such file
         if self.engine is None:
@@ -220,6 +228,7 @@ class Daemon:
             self.hub.update(alerts=bool(enabled))
 
     def _shutdown(self) -> None:
+        self._shutting_down = True
         self.notifier.stopping()
         if self.watchdog is not None:
             self.watchdog.stop()
@@ -278,6 +287,18 @@ class Daemon:
             log.debug("frame %d skipped: %s", frame.frame_no, exc)
             self._progress = time.monotonic()
             return
+        except Exception:
+            # One odd frame must not end the watch; a pipeline that keeps failing is restarted by systemd.
+            self.errors += 1
+            self._error_run += 1
+            if self._error_run == 1 or self._error_run == MAX_CONSECUTIVE_ERRORS:
+                log.exception("pipeline failed on frame %d", frame.frame_no)
+            if self._error_run >= MAX_CONSECUTIVE_ERRORS:
+                log.error("pipeline failed on %d frames in a row; exiting", self._error_run)
+                self.exit_code = 1
+                self._stop.set()
+            return
+        self._error_run = 0
         done = time.monotonic()
         self._progress = done
         self.frames += 1
@@ -339,12 +360,18 @@ class Daemon:
                     log.exception("publishing the state failed")
 
     def _report(self, now: float) -> None:
+        if self._times and now - self._times[-1] > FPS_STALE_S:
+            self.fps = 0.0
         if now - self._last_status >= STATUS_EVERY_S:
             self._last_status = now
             self._update_hub()
-        if self._ready and now - self._last_sd_status >= SD_STATUS_EVERY_S:
+        if now - self._last_sd_status >= SD_STATUS_EVERY_S:
             self._last_sd_status = now
-            self.notifier.status(self.sd_status())
+            if self._ready:
+                self.notifier.status(self.sd_status())
+            elif self.capture is not None:  # `systemctl status` says what it waits for
+                self.notifier.status(f"waiting for {self.capture.source.name}: {self.capture.state}"
+                                     + (f" ({self.capture.error})" if self.capture.error else ""))
 
     def _update_hub(self) -> None:
         if self.hub is None or self.capture is None:
@@ -393,7 +420,8 @@ class Daemon:
 
         from .settings import rule_settings
 
-        self.notifier.reloading()
+        if self._ready:
+            self.notifier.reloading()
         try:
             path = self.config_path or default_config_path()
             log.info("SIGHUP: reloading %s", path)
@@ -425,14 +453,15 @@ class Daemon:
                     self.hub.update(rules=new.rules.model_dump(mode="json"))
             if any(k.startswith("mqtt.") for k in changes):
                 self._reload_mqtt(old, new)
-            if old.log.level != new.log.level:
+            if old.log.level != new.log.level and not self.log_level_override:
                 set_level(new.log.level)
             # Keep what was not applied, so the next reload reports it again and the status stays truthful.
             self.cfg = new.model_copy(update={s: getattr(old, s) for s in type(old).model_fields
                                               if s not in LIVE_SECTIONS})
             return True
         finally:
-            self.notifier.ready()
+            if self._ready:  # READY=1 ends the RELOADING=1 state; before the first frame it would lie
+                self.notifier.ready()
 
     def _reload_mqtt(self, old: Config, new: Config) -> None:
         if not new.mqtt.enabled:
@@ -463,11 +492,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"fallwatch: --source {source}: {exc}", file=sys.stderr)
             return 2
-    daemon = Daemon(cfg, config_path=config_path, source=source, model_dir=getattr(args, "model_dir", None))
+    daemon = Daemon(cfg, config_path=config_path, source=source, model_dir=getattr(args, "model_dir", None),
+                    log_level_override=getattr(args, "log_level", None))
     if threading.current_thread() is threading.main_thread():
         daemon.install_signals()
     try:
         return daemon.run()
+    except Shutdown:
+        return 0
     except SourceError as exc:
         print(f"fallwatch: {exc}", file=sys.stderr)
         return 1
