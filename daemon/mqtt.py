@@ -250,11 +250,17 @@ class MqttPublisher:
             client.publish(f"{self.prefix}/state", payload, qos=1, retain=True)
 
     def reconfigure(self, cfg: MqttConfig) -> None:
-        """SIGHUP: apply a new ``mqtt:`` section; reconnect only when connection settings changed."""
+        """SIGHUP: apply a new ``mqtt:`` section; reconnect only when connection settings changed.
+
+        Raises MqttError (and keeps the current connection) when the new settings cannot work at all.
+        """
         old = self.cfg
         if cfg.state_dir != old.state_dir:
             log.warning("mqtt.state_dir changed: takes effect after a restart")
         reconnect = any(getattr(cfg, k) != getattr(old, k) for k in _CONNECTION_KEYS)
+        client = None
+        if reconnect and self._started and cfg.enabled:
+            client = self._build_client(cfg)     # fails before we let go of the working connection
         with self._client_lock:
             if reconnect and self._started:
                 log.info("mqtt connection settings changed: reconnecting")
@@ -267,8 +273,8 @@ class MqttPublisher:
                 if dropped:
                     log.warning("mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
                                 cfg.outbox_max, dropped)
-            if reconnect and self._started and cfg.enabled:
-                self._connect()
+            if client is not None:
+                self._start_client(client)
             elif not reconnect and self._connected and (cfg.homeassistant != old.homeassistant
                                                         or cfg.heartbeat_s != old.heartbeat_s):
                 self._publish_discovery(self._client)
@@ -277,9 +283,12 @@ class MqttPublisher:
 
     # ----------------------------------------------------------------------------------------------- connection
     def _connect(self) -> None:
-        cfg = self.cfg
+        self._start_client(self._build_client(self.cfg))
+
+    def _build_client(self, cfg: MqttConfig) -> mqtt.Client:
+        """A configured paho client for ``cfg``; MqttError names the setting when it cannot work."""
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-        client_id = cfg.client_id or f"fallwatch-{self.device_id}"
+        client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         if cfg.username:
             try:
@@ -294,7 +303,7 @@ class MqttPublisher:
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise MqttError(f"mqtt.tls: cannot load the certificates ({exc})") from None
             client.tls_insecure_set(cfg.tls.insecure)
-        client.will_set(f"{self.prefix}/availability", ha.NOT_AVAILABLE, qos=1, retain=True)
+        client.will_set(f"{prefix_of(cfg)}/availability", ha.NOT_AVAILABLE, qos=1, retain=True)
         client.reconnect_delay_set(1, max(1, int(math.ceil(cfg.reconnect_max_s))))
         client.max_inflight_messages_set(WINDOW)
         client.on_connect = self._on_connect
@@ -302,6 +311,10 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        return client
+
+    def _start_client(self, client: mqtt.Client) -> None:
+        cfg = self.cfg
         self._inflight = []
         self._last_handed = 0
         self._reconnected = False
@@ -310,7 +323,7 @@ class MqttPublisher:
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
         client.loop_start()
         log.info("MQTT: connecting to %s:%d (MQTT %s%s) as %s, topics %s/...", cfg.host, cfg.port, cfg.protocol,
-                 ", TLS" if cfg.tls.enabled else "", client_id, self.prefix)
+                 ", TLS" if cfg.tls.enabled else "", cfg.client_id or f"fallwatch-{self.device_id}", self.prefix)
 
     def _disconnect(self, timeout: float) -> None:
         client, self._client = self._client, None
@@ -355,9 +368,9 @@ class MqttPublisher:
         client.subscribe(f"{self.prefix}/set", qos=1)
         if self.cfg.homeassistant.enabled:
             client.subscribe(f"{self.cfg.homeassistant.discovery_prefix}/status", qos=1)
-        self._publish_retained(client)
         self._reconnected = True
-        self._connected = True
+        self._connected = True     # before the retained state: a set_state() racing with us then publishes too
+        self._publish_retained(client)
         self._wake.set()
         self._hb_wake.set()
 
@@ -469,7 +482,8 @@ class MqttPublisher:
     # ----------------------------------------------------------------------------------------------- threads
     def _sender_loop(self) -> None:
         while not self._stop_evt.is_set():
-            self._wake.wait(0.5)
+            # paho marks a message published just after on_publish wakes us: poll briefly while any are in flight
+            self._wake.wait(0.05 if self._inflight else 0.5)
             self._wake.clear()
             try:
                 with self._client_lock:

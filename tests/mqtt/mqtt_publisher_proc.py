@@ -24,24 +24,27 @@ def main() -> int:
     cfg = load_config(sys.argv[1]).mqtt
     pub = MqttPublisher(cfg, camera="test-cam", version="0.0-test",
                         status=lambda: dict(STATUS))
-    signal.signal(signal.SIGTERM, lambda *_: (pub.stop(), sys.exit(0)))
+    # SIGTERM only unwinds the main thread; stop() runs below, never inside the signal handler
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     pub.start()
     print("ready", flush=True)
     n = 0
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        if words[0] == "event":
-            event = make_event(words[1] if len(words) > 1 else "fall", n)
-            n += 1
-            pub.publish_event(event)
-            print("queued", event["id"], flush=True)
-        elif words[0] == "stats":
-            print(json.dumps(pub.stats()), flush=True)
-        elif words[0] == "quit":
-            break
-    pub.stop()
+    try:
+        for line in sys.stdin:
+            words = line.split()
+            if not words:
+                continue
+            if words[0] == "event":
+                event = make_event(words[1] if len(words) > 1 else "fall", n)
+                n += 1
+                pub.publish_event(event)
+                print("queued", event["id"], flush=True)
+            elif words[0] == "stats":
+                print(json.dumps(pub.stats()), flush=True)
+            elif words[0] == "quit":
+                break
+    finally:
+        pub.stop()
     return 0
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 import uuid
 
@@ -200,3 +202,38 @@ def test_mqtt_outbox_bound_drops_oldest(mosquitto_factory, tmp_path, subscriber,
     assert got == [e["id"] for e in events[3:]], "not the newest 10, in order"
     assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
     assert sub.wait_for(lambda s: any(h["events_dropped"] == 3 for h in s.json_on(f"{PREFIX}/heartbeat")), 5)
+
+
+def test_mqtt_unacknowledged_events_resent_in_order_once(mosquitto_factory, tmp_path, subscriber, mqtt_cfg,
+                                                         publisher):
+    """Events handed to the broker but never acknowledged (it froze, then died) are re-sent, before newer ones."""
+    persist = tmp_path / "broker-db"
+    persist.mkdir()
+    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n"
+                               "autosave_interval 1\n")
+    broker.start()
+    sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
+    pub = publisher(mqtt_cfg(broker.port))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    events = [make_event("fall", i) for i in range(7)]
+    for event in events[:2]:
+        pub.publish_event(event)
+    assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) == 2, 5)
+    time.sleep(1.2)                                     # the broker has saved the phone's session
+    os.kill(broker.proc.pid, signal.SIGSTOP)            # frozen: takes the bytes, never acknowledges
+    for event in events[2:5]:
+        pub.publish_event(event)
+    assert wait_until(lambda: len(pub._inflight) == 3, 3), "events were not handed to the frozen broker"
+    os.kill(broker.proc.pid, signal.SIGKILL)
+    broker.proc.wait(5)
+    broker.proc = None
+    assert wait_until(lambda: not pub.connected, 5)
+    for event in events[5:]:
+        pub.publish_event(event)                        # queued behind the unacknowledged three
+    broker.start()
+    assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 7, 10), sub.on(f"{PREFIX}/event")
+    time.sleep(0.5)
+    got = [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")]
+    assert got == [e["id"] for e in events], "lost, duplicated or reordered after an unacknowledged outage"
+    assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
