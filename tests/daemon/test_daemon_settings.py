@@ -1,0 +1,37 @@
+"""Every key of the pose: and rules: sections reaches the settings objects pose and rules take."""
+from __future__ import annotations
+
+from fallwatch.config.loader import parse_config
+from fallwatch.daemon.settings import pose_settings, rule_settings
+
+YAML = """
+pose:
+  backend: cpu
+  num_threads: 3
+  detect_every: 7
+  smoothing: {enabled: false, min_cutoff: 2.5}
+rules:
+  strategy: ambianic
+  fall_angle_deg: 52
+  settle_s: 0.8
+  ambianic: {confidence: 0.3, angle_deg: 40, min_gap_s: 0.7}
+"""
+
+
+def test_non_default_values_reach_the_settings() -> None:
+    cfg = parse_config(YAML, "t.yaml")
+    pose = pose_settings(cfg)
+    assert (pose.backend, pose.num_threads, pose.detect_every) == ("cpu", 3, 7)
+    assert pose.smoothing.enabled is False and pose.smoothing.min_cutoff == 2.5
+    rules = rule_settings(cfg)
+    assert (rules.strategy, rules.fall_angle_deg, rules.settle_s) == ("ambianic", 52, 0.8)
+    assert (rules.ambianic_confidence, rules.ambianic_angle_deg, rules.ambianic_min_interval_s) == (0.3, 40, 0.7)
+
+
+def test_every_config_key_has_a_home() -> None:
+    cfg = parse_config("", "t.yaml")
+    pose, rules = pose_settings(cfg), rule_settings(cfg)
+    for key, value in cfg.pose.model_dump(exclude={"smoothing"}).items():
+        assert getattr(pose, key) == value, key
+    for key, value in cfg.rules.model_dump(exclude={"ambianic"}).items():
+        assert getattr(rules, key) == value, key
