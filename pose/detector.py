@@ -1,4 +1,4 @@
-"""Person detectors: SSD MobileNet COCO (int8, TFLite detection post-process) and MoveNet MultiPose.
+"""Person detectors: SSD MobileNet COCO (int8, TFLite detection post-process), MoveNet MultiPose and BlazePose's.
 
 Each adapter is prepare input -> invoke -> decode, returning :class:`Detection` boxes in frame pixels. The SSD's
 built-in suppression is per class only and lets overlapping person boxes through, so we suppress them ourselves.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -22,6 +22,7 @@ class Detection:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
     score: float
     keypoints: Optional[np.ndarray] = None  # (17, 3) x, y, score in frame pixels, when the detector has them
+    crop: Optional[Any] = None  # a rotated region of interest (estimator.Crop), when the detector gives one
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
@@ -122,3 +123,78 @@ class MultiPoseDetector:
             if box[2] > box[0] and box[3] > box[1]:
                 dets.append(Detection(tuple(float(v) for v in box), s, k))
         return nms(dets, self.iou_threshold)
+
+
+def blazepose_anchors(input_size: int = 224, strides: tuple[int, ...] = (8, 16, 32, 32, 32)) -> np.ndarray:
+    """MediaPipe's SSD anchor centres for the pose detector ((2254, 2) x, y normalised; fixed size 1).
+
+    Layers of the same stride share one grid, with two anchors per layer per cell (aspect 1 + interpolated
+    scale): 28²·2 + 14²·2 + 7²·6 = 2254.
+    """
+    centres = []
+    i = 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        per_cell = 2 * (j - i)
+        n = int(np.ceil(input_size / strides[i]))
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(grid, per_cell, axis=0))
+        i = j
+    return np.concatenate(centres).astype(np.float32)
+
+
+class BlazePoseDetector:
+    """MediaPipe's pose detector: letterboxed 224² input in [-1, 1]; boxes plus the alignment keypoints that give
+    BlazePose's rotated region of interest (centre on the hips, size and angle from the hips->head vector)."""
+
+    def __init__(self, model: Model, threshold: float = 0.5, iou_threshold: float = 0.3):
+        self.model = model
+        self.threshold = threshold
+        self.iou_threshold = iou_threshold
+        _, h, w, _ = model.input_shape
+        self.size = int(w)
+        self.anchors = blazepose_anchors(self.size)
+        self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
+        self._input = np.zeros((1, h, w, 3), dtype=np.float32)
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        from .estimator import alignment_crop
+
+        fh, fw = frame.shape[:2]
+        scale = self.size / float(max(fw, fh))
+        ox, oy = (self.size - fw * scale) / 2, (self.size - fh * scale) / 2
+        m = np.array([[scale, 0, ox], [0, scale, oy]])
+        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb, flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT)
+        np.multiply(self._rgb, 2.0 / 255.0, out=self._input[0], casting="unsafe")
+        self._input -= 1.0
+        outputs = self.model.run(self._input)
+        raw = next(o for o in outputs if o.shape[-1] == 12)[0]
+        logits = next(o for o in outputs if o.shape[-1] == 1)[0, :, 0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+        idx = np.nonzero(scores >= self.threshold)[0]
+        dets = []
+        for i in idx:
+            a = self.anchors[i]
+            r = raw[i] / self.size
+            cx, cy, w, h = r[0] + a[0], r[1] + a[1], r[2], r[3]
+            kp = r[4:12].reshape(4, 2) + a  # normalised in the letterboxed input
+            # back to frame pixels
+            face = ((cx - w / 2) * self.size, (cy - h / 2) * self.size, (cx + w / 2) * self.size,
+                    (cy + h / 2) * self.size)
+            face = tuple(float(v) for v in ((face[0] - ox) / scale, (face[1] - oy) / scale,
+                                            (face[2] - ox) / scale, (face[3] - oy) / scale))
+            kpx = (kp[:, 0] * self.size - ox) / scale
+            kpy = (kp[:, 1] * self.size - oy) / scale
+            # keypoint 0: hip centre; 1: a point above the head that gives the body's size and direction
+            crop = alignment_crop(np.array([kpx[0], kpy[0]]), np.array([kpx[1], kpy[1]]))
+            dets.append(Detection(face, float(scores[i]), crop=crop))
+        # Suppress on the face boxes the model predicts, then hand on the body's region.
+        kept = nms(dets, self.iou_threshold)
+        for d in kept:
+            x0, y0, x1, y1 = d.crop.box()
+            d.box = (max(0.0, x0), max(0.0, y0), min(float(fw), x1), min(float(fh), y1))
+        return kept

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import runtime
-from .detector import MultiPoseDetector, SsdDetector
+from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
 from .estimator import BlazePoseEstimator, MoveNetEstimator
 from .models import MODELS, ModelError, ModelSpec, model_path
 from .runtime import BackendError, Model
@@ -100,7 +100,7 @@ class PoseEngine:
             raise BackendError(f"pose.backend must be auto, edgetpu or cpu, not {settings.backend!r}")
         self.settings = settings
         self.model_dir = Path(model_dir)
-        self._det_spec = _spec(settings.detector, ("detector", "multipose"), "detector")
+        self._det_spec = _spec(settings.detector, ("detector", "multipose", "blazepose_detector"), "detector")
         self._est_spec = _spec(settings.estimator, ("estimator", "blazepose_landmark"), "estimator")
         # Fail early on missing CPU models: they are the fallback whatever the backend.
         self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
@@ -172,7 +172,10 @@ class PoseEngine:
         self.detector_model = models[self._det_spec.name]
         self.estimator_model = models[self._est_spec.name]
         if self._det_spec.kind == "multipose":
+            # MultiPose scores people lower than the SSD does; 0.3 is where its demos draw the line.
             self.detector: Any = MultiPoseDetector(self.detector_model, threshold=min(s.detect_threshold, 0.3))
+        elif self._det_spec.kind == "blazepose_detector":
+            self.detector = BlazePoseDetector(self.detector_model, threshold=s.detect_threshold)
         else:
             self.detector = SsdDetector(self.detector_model, threshold=s.detect_threshold)
         if self._est_spec.kind == "blazepose_landmark":

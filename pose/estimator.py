@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -96,7 +97,8 @@ class MoveNetEstimator:
 
 
 class BlazePoseEstimator:
-    """BlazePose GHUM full landmark model (fp32 input 0..1, 39 landmarks in input pixels; 33 are the body)."""
+    """BlazePose GHUM full landmark model (fp32 input 0..1, 39 landmarks in input pixels; 33 are the body, 33 and
+    34 are the alignment points that give the next frame's region of interest, as MediaPipe tracks it)."""
 
     keypoint_count = 33
 
@@ -106,8 +108,9 @@ class BlazePoseEstimator:
         self.size = int(w)
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
-        self._uv1 = np.ones((33, 3), dtype=np.float64)
-        self.last33: np.ndarray | None = None
+        self._uv1 = np.ones((35, 3), dtype=np.float64)
+        self.last33: Optional[np.ndarray] = None
+        self.last_roi: Optional[Crop] = None
 
     def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray:
         m = crop.matrix(self.size)
@@ -115,16 +118,25 @@ class BlazePoseEstimator:
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         np.multiply(self._rgb, 1.0 / 255.0, out=self._input[0], casting="unsafe")
         outputs = self.model.run(self._input)
-        landmarks = next(o for o in outputs if o.shape[-1] == 195).reshape(39, 5)[:33]
+        landmarks = next(o for o in outputs if o.shape[-1] == 195).reshape(39, 5)
         flag = next(o for o in outputs if o.size == 1)
-        presence = float(1.0 / (1.0 + np.exp(-float(flag.reshape(-1)[0])))) if flag.max() > 1.0 or flag.min() < 0 \
-            else float(flag.reshape(-1)[0])
+        presence = min(max(float(flag.reshape(-1)[0]), 0.0), 1.0)  # the pose flag is a probability already
         uv1 = self._uv1
-        uv1[:, 0] = landmarks[:, 0]
-        uv1[:, 1] = landmarks[:, 1]
+        uv1[:, 0] = landmarks[:35, 0]
+        uv1[:, 1] = landmarks[:35, 1]
+        xy = uv1 @ m.T
         kps33 = np.empty((33, 3), dtype=np.float32)
-        kps33[:, :2] = uv1 @ m.T
-        # visibility is a logit; the whole-pose flag scales it so an empty crop has no confident keypoints.
-        kps33[:, 2] = presence / (1.0 + np.exp(-landmarks[:, 3]))
+        kps33[:, :2] = xy[:33]
+        # visibility is a logit; the pose flag scales it so an empty crop has no confident keypoints.
+        kps33[:, 2] = presence / (1.0 + np.exp(-np.clip(landmarks[:33, 3], -80, 80)))
         self.last33 = kps33
+        self.last_roi = alignment_crop(xy[33], xy[34]) if presence >= 0.5 else None
         return kps33[BLAZEPOSE_TO_COCO].copy()
+
+
+def alignment_crop(centre: np.ndarray, top: np.ndarray, scale: float = 1.25) -> Crop:
+    """BlazePose's region of interest from two alignment points (hip centre, a point above the head): centred on
+    the first, twice their distance (times ``scale``) wide, turned so the body points up in the crop."""
+    ux, uy = float(top[0] - centre[0]), float(top[1] - centre[1])
+    side = max(2.0 * float(np.hypot(ux, uy)) * scale, 16.0)
+    return Crop(float(centre[0]), float(centre[1]), side, float(np.degrees(np.arctan2(ux, -uy))))

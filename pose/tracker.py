@@ -60,6 +60,7 @@ class Track:
     smoothed: Optional[np.ndarray] = None
     filter: Optional[OneEuroFilter] = None
     crop: Optional[Crop] = None  # the crop that last found this person
+    roi: Optional[Crop] = None  # BlazePose: the next region of interest its landmarks give (rotated)
     lost: int = 0  # frames since the estimator last found a torso
     updated: bool = False  # seen in the current frame
     detected: bool = False  # confirmed by the detector in the current frame
@@ -105,6 +106,14 @@ def crop_from_keypoints(kps: np.ndarray, fallback_box: tuple[float, float, float
     return Crop(cx, cy, 2.0 * half, angle)
 
 
+@dataclass
+class Estimate:
+    kps: np.ndarray  # (17, 3) frame pixels
+    crop: Crop  # the crop it came from (with the angle that won)
+    kps33: Optional[np.ndarray] = None
+    roi: Optional[Crop] = None
+
+
 def _quality(kps: np.ndarray) -> float:
     return 0.5 * torso_score(kps) + 0.5 * float(kps[:, 2].mean())
 
@@ -125,33 +134,32 @@ class Tracker:
         self._anyone_last_frame = False
 
     # -- estimation ------------------------------------------------------------------------------------------
-    def _estimate(self, frame: np.ndarray, crop: Crop, st: StepStats) -> np.ndarray:
+    def _estimate(self, frame: np.ndarray, crop: Crop, st: StepStats) -> Estimate:
         t0 = time.perf_counter()
         kps = self.estimator.estimate(frame, crop)
         st.estimate_ms += (time.perf_counter() - t0) * 1000.0
         st.estimator_calls += 1
-        return kps
+        return Estimate(kps, crop, getattr(self.estimator, "last33", None), getattr(self.estimator, "last_roi", None))
 
     def _estimate_best(self, frame: np.ndarray, crop: Crop, box: tuple[float, float, float, float],
-                       st: StepStats) -> tuple[np.ndarray, float, Optional[np.ndarray]]:
-        """Estimate on the crop at its angle; retry rotated by ±90° when the person may be lying."""
-        kps = self._estimate(frame, crop, st)
-        kps33 = getattr(self.estimator, "last33", None)
-        best = (kps, crop.angle, kps33)
-        if not self.s.rotation_retry:
+                       st: StepStats, aligned: bool = False) -> Estimate:
+        """Estimate on the crop at its angle; retry rotated by ±90° when the person may be lying (not when the
+        crop is already aligned with the body, as BlazePose's regions of interest are)."""
+        best = self._estimate(frame, crop, st)
+        if not self.s.rotation_retry or aligned:
             return best
         wide = (box[2] - box[0]) > (box[3] - box[1])
-        weak = torso_score(kps) < self.s.retry_torso_score
+        weak = torso_score(best.kps) < self.s.retry_torso_score
         if not (weak or (crop.angle == 0 and wide) or (crop.angle != 0 and not wide)):
             return best
-        best_q = _quality(kps)
+        best_q = _quality(best.kps)
         for angle in (0.0, 90.0, -90.0):
             if angle == crop.angle:
                 continue
-            k = self._estimate(frame, Crop(crop.cx, crop.cy, crop.size, angle), st)
-            q = _quality(k)
+            e = self._estimate(frame, Crop(crop.cx, crop.cy, crop.size, angle), st)
+            q = _quality(e.kps)
             if q > best_q:
-                best_q, best = q, (k, angle, getattr(self.estimator, "last33", None))
+                best_q, best = q, e
         return best
 
     # -- one frame -------------------------------------------------------------------------------------------
@@ -163,10 +171,10 @@ class Tracker:
 
         # 1. Follow every track from its previous keypoints.
         for tr in self.tracks:
-            crop = self._next_crop(tr, fw, fh)
-            kps, angle, kps33 = self._estimate_best(frame, crop, tr.box, st)
-            if torso_score(kps) >= self.s.min_torso_score:
-                self._update(tr, kps, angle, kps33, t, crop=Crop(crop.cx, crop.cy, crop.size, angle))
+            crop, aligned = self._next_crop(tr, fw, fh)
+            e = self._estimate_best(frame, crop, tr.box, st, aligned)
+            if torso_score(e.kps) >= self.s.min_torso_score:
+                self._update(tr, e, t)
             else:
                 tr.lost += 1
 
@@ -179,17 +187,16 @@ class Tracker:
             t0 = time.perf_counter()
             dets = self.detector.detect(frame)
             st.detect_ms = (time.perf_counter() - t0) * 1000.0
-            self._merge_detections(frame, dets, t, st)
+            found = self._merge_detections(frame, dets, t, st)
 
             # 3. Nobody tracked and nobody detected: look at the whole frame before giving up.
-            if not dets and not any(tr.updated for tr in self.tracks):
+            if not found and not any(tr.updated for tr in self.tracks):
                 st.whole_frame = True
-                crop = whole_frame_crop(fw, fh)
-                kps, angle, kps33 = self._estimate_best(frame, crop, (0.0, 0.0, float(fw), float(fh)), st)
-                if torso_score(kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
-                    box = keypoint_box(kps)
+                e = self._estimate_best(frame, whole_frame_crop(fw, fh), (0.0, 0.0, float(fw), float(fh)), st)
+                if torso_score(e.kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
+                    box = keypoint_box(e.kps)
                     if box is not None and self._find_track(box) is None:
-                        self._new_track(kps, angle, kps33, box, t, crop_around_box(box, angle=angle))
+                        self._new_track(e, box, t)
 
         self._drop_duplicates()
         self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s]
@@ -197,45 +204,55 @@ class Tracker:
         return [self._person(tr) for tr in self.tracks if tr.updated], st
 
     @staticmethod
-    def _next_crop(tr: Track, fw: int, fh: int) -> Crop:
+    def _next_crop(tr: Track, fw: int, fh: int) -> tuple[Crop, bool]:
+        """The crop to look for this track in, and whether it is aligned with the body already."""
         longest = float(max(fw, fh))
         if tr.lost and tr.crop is not None:
             # Lost: search a growing area around where the person was last found.
             c = tr.crop
-            return Crop(c.cx, c.cy, min(c.size * 1.4 ** tr.lost, longest * 1.2), c.angle)
+            return Crop(c.cx, c.cy, min(c.size * 1.4 ** tr.lost, longest * 1.2), c.angle), False
+        if tr.roi is not None:
+            return tr.roi, True
         crop = crop_from_keypoints(tr.kps, tr.box, fw, fh, tr.angle)
         if tr.crop is not None:
             # People do not shrink fast: a crop that collapses onto part of the body loses the rest of it.
             crop.size = min(max(crop.size, tr.crop.size * 0.85), longest * 1.2)
-        return crop
+        return crop, False
 
-    def _merge_detections(self, frame: np.ndarray, dets: list[Detection], t: float, st: StepStats) -> None:
-        fh, fw = frame.shape[:2]
+    def _merge_detections(self, frame: np.ndarray, dets: list[Detection], t: float, st: StepStats) -> int:
+        """Match detections to tracks, re-find lost tracks, start new ones; returns how many people they gave."""
         taken: set[int] = set()
+        found = 0
         for det in dets:
             tr = self._find_track(det.box, exclude=taken)
             if tr is not None:
                 taken.add(tr.id)
                 tr.detected = True
+                found += 1
                 if not tr.updated:
-                    # The smart crop lost the person but the detector has them: re-estimate on its box.
-                    crop = crop_around_box(det.box, angle=tr.angle)
-                    kps, angle, kps33 = self._estimate_best(frame, crop, det.box, st)
-                    self._update(tr, kps, angle, kps33, t, det.box, Crop(crop.cx, crop.cy, crop.size, angle))
+                    # The crop lost the person but the detector has them: estimate on its box (or region).
+                    crop = det.crop or crop_around_box(det.box, angle=tr.angle)
+                    e = self._estimate_best(frame, crop, det.box, st, aligned=det.crop is not None)
+                    self._update(tr, e, t, det.box)
                 continue
             if sum(1 for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s) >= self.s.max_persons:
                 continue
             if det.keypoints is not None and torso_score(det.keypoints) >= self.s.retry_torso_score:
-                kps, angle, kps33 = det.keypoints, 0.0, None
+                e = Estimate(det.keypoints, crop_around_box(det.box))
             else:
-                kps, angle, kps33 = self._estimate_best(frame, crop_around_box(det.box), det.box, st)
-            tr = self._new_track(kps, angle, kps33, det.box, t, crop_around_box(det.box, angle=angle))
+                crop = det.crop or crop_around_box(det.box)
+                e = self._estimate_best(frame, crop, det.box, st, aligned=det.crop is not None)
+            if torso_score(e.kps) < self.s.min_torso_score:
+                continue  # the estimator sees no body where the detector saw a person: a false detection
+            tr = self._new_track(e, det.box, t)
             tr.detected = True
             taken.add(tr.id)
+            found += 1
+        return found
 
     def _find_track(self, box: tuple[float, float, float, float], exclude: set[int] = frozenset()
                     ) -> Optional[Track]:
-        """The track best overlapping ``box`` (IoU ≥ 0.3, or its hip centre inside the box)."""
+        """The track best overlapping ``box`` (IoU ≥ 0.3, one inside the other, or its hip centre inside)."""
         best, best_iou = None, 0.0
         for tr in self.tracks:
             if tr.id in exclude:
@@ -252,33 +269,30 @@ class Tracker:
                 best, best_iou = tr, o
         return best
 
-    def _new_track(self, kps: np.ndarray, angle: float, kps33: Optional[np.ndarray],
-                   box: tuple[float, float, float, float], t: float, crop: Optional[Crop] = None) -> Track:
-        tr = Track(self._next_id, box, kps, t, angle)
+    def _new_track(self, e: Estimate, box: tuple[float, float, float, float], t: float) -> Track:
+        tr = Track(self._next_id, box, e.kps, t, e.crop.angle)
         if self.s.smoothing:
             tr.filter = OneEuroFilter(self.s.min_cutoff, self.s.beta, self.s.d_cutoff)
         self._next_id += 1
         self.tracks.append(tr)
-        self._update(tr, kps, angle, kps33, t, box, crop)
+        self._update(tr, e, t, box)
         log.debug("new track %d at %s", tr.id, [round(v) for v in box])
         return tr
 
-    def _update(self, tr: Track, kps: np.ndarray, angle: float, kps33: Optional[np.ndarray], t: float,
-                fallback_box: Optional[tuple[float, float, float, float]] = None,
-                crop: Optional[Crop] = None) -> None:
-        tr.kps, tr.angle, tr.kps33 = kps, angle, kps33
-        tr.crop = crop or tr.crop
+    def _update(self, tr: Track, e: Estimate, t: float,
+                fallback_box: Optional[tuple[float, float, float, float]] = None) -> None:
+        tr.kps, tr.angle, tr.kps33, tr.roi, tr.crop = e.kps, e.crop.angle, e.kps33, e.roi, e.crop
         tr.lost = 0
-        tr.box = keypoint_box(kps) or fallback_box or tr.box
-        tr.score = float(kps[:, 2].mean())
+        tr.box = keypoint_box(e.kps) or fallback_box or tr.box
+        tr.score = float(e.kps[:, 2].mean())
         tr.last_seen = t
         tr.updated = True
         tr.hits += 1
         if tr.filter is not None:
             side = max(tr.box[2] - tr.box[0], tr.box[3] - tr.box[1])
-            tr.smoothed = tr.filter(kps, t, side)
+            tr.smoothed = tr.filter(e.kps, t, side)
         else:
-            tr.smoothed = kps
+            tr.smoothed = e.kps
 
     def _drop_duplicates(self) -> None:
         """Two tracks that converged on one person: keep the older id."""
