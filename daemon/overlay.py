@@ -127,3 +127,14 @@ def encode_jpeg(bgr: np.ndarray, height: Optional[int] = None, quality: int = 80
     if not ok:
         raise RuntimeError("encode_jpeg: cv2.imencode failed")
     return buf.tobytes()
+
+
+def placeholder_bgr(text: str, width: int = 640, height: int = 480) -> np.ndarray:
+    """A dark card with a message, shown on the stream before the first frame arrives."""
+    img = np.full((height, width, 3), 32, np.uint8)
+    scale = max(0.5, height / 600)
+    thick = max(1, int(round(scale * 2)))
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.putText(img, text, ((width - w) // 2, (height + h) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (200, 200, 200), thick, cv2.LINE_AA)
+    return img

@@ -46,7 +46,7 @@ class StatusHub:
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
         self._fields: dict[str, Any] = {
             "backend": None, "fps": 0.0, "stage_ms": {}, "dropped_frames": 0, "corrupt_frames": 0, "persons": 0,
-            "state": "ok", "camera": "running", "mqtt": {}, "events_sent": 0, "events_queued": 0,
+            "state": "ok", "camera": "starting", "mqtt": {}, "events_sent": 0, "events_queued": 0,
         }
         # JPEG cache: (seq, height) -> bytes; only the newest seq is kept.
         self._jpeg_lock = threading.Lock()

@@ -1,0 +1,420 @@
+"""The local debug web server: live annotated MJPEG stream, health, stats, events and Prometheus metrics.
+
+Standard library only (ThreadingHTTPServer). Routes are a fixed table; nothing is ever resolved against the file
+system, so no request path can escape to it. Frames are JPEG-encoded only while a client asks for them.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qs, urlsplit
+
+from fallwatch.config.loader import read_secret
+from fallwatch.config.schema import DebugConfig
+
+from .status import StatusHub
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "fallwatchframe"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_STREAM_FPS = 30.0
+MAX_HEIGHT = 2160
+KEEPALIVE_S = 1.0  # while no new frame comes, the last part is repeated this often
+WRITE_TIMEOUT_S = 10.0  # a client that stops reading is dropped instead of holding a thread forever
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; connect-src 'self'; "
+                               "style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+}
+
+
+class BadRequest(ValueError):
+    """A query parameter is out of range; answered with 400 and the message."""
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """'host:port' (IPv6 as '[::1]:8080') -> (host, port)."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"debug.bind must be host:port, got {bind!r}")
+    return host.strip("[]"), int(port)
+
+
+def _query_float(query: dict[str, list[str]], name: str, default: float, lo: float, hi: float) -> float:
+    if name not in query:
+        return default
+    try:
+        value = float(query[name][-1])
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, got {query[name][-1]!r}") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo:g} and {hi:g}, got {query[name][-1]!r}")
+    return value
+
+
+def _query_height(query: dict[str, list[str]]) -> Optional[int]:
+    if "height" not in query or query["height"][-1] == "":
+        return None
+    raw = query["height"][-1]
+    if not raw.isdigit() or not 16 <= int(raw) <= MAX_HEIGHT:
+        raise BadRequest(f"height must be an integer between 16 and {MAX_HEIGHT}, got {raw!r}")
+    return int(raw)
+
+
+# ---- Prometheus text format ------------------------------------------------------------------------------------
+def _label_value(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: Any) -> str:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return "NaN"
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    return repr(int(f)) if f.is_integer() and abs(f) < 2**53 else repr(f)
+
+
+def render_metrics(stats: dict) -> str:
+    """The stats dict as Prometheus exposition text (version 0.0.4)."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, Any], Any]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lab = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
+
+    events = stats.get("events") or {}
+    mqtt = stats.get("mqtt") or {}
+    metric("fallwatch_uptime_seconds", "gauge", "Seconds since the daemon started.", [({}, stats.get("uptime_s"))])
+    metric("fallwatch_fps", "gauge", "Frames per second through inference.", [({}, stats.get("fps") or 0)])
+    metric("fallwatch_stage_ms", "gauge", "Milliseconds per pipeline stage for the latest frames.",
+           [({"stage": k}, v) for k, v in sorted((stats.get("stage_ms") or {}).items())])
+    metric("fallwatch_frames_total", "counter", "Frames processed through inference.", [({}, stats.get("frames", 0))])
+    metric("fallwatch_dropped_frames_total", "counter", "Camera frames dropped because inference was busy.",
+           [({}, stats.get("dropped_frames") or 0)])
+    metric("fallwatch_corrupt_frames_total", "counter", "Frames the source delivered unreadable.",
+           [({}, stats.get("corrupt_frames") or 0)])
+    metric("fallwatch_persons", "gauge", "Persons in view.", [({}, stats.get("persons") or 0)])
+    metric("fallwatch_events_sent_total", "counter", "Events delivered to the MQTT broker.",
+           [({}, events.get("sent") or 0)])
+    metric("fallwatch_events_queued", "gauge", "Events waiting in the outbox.", [({}, events.get("queued") or 0)])
+    metric("fallwatch_mqtt_connected", "gauge", "1 while connected to the MQTT broker.",
+           [({}, 1 if mqtt.get("connected") else 0)])
+    age = stats.get("last_frame_age_s")
+    metric("fallwatch_last_frame_age_seconds", "gauge", "Seconds since the last frame went through inference.",
+           [({}, float("nan") if age is None else age)])
+    metric("fallwatch_healthy", "gauge", "1 while frames flow through inference.",
+           [({}, 1 if stats.get("healthy") else 0)])
+    metric("fallwatch_viewers", "gauge", "Clients watching the MJPEG stream.", [({}, stats.get("viewers") or 0)])
+    metric("fallwatch_backend_info", "gauge", "The inference backend in use.",
+           [({"backend": stats.get("backend") or "none"}, 1)])
+    metric("fallwatch_state_info", "gauge", "The current room state.", [({"state": stats.get("state") or "ok"}, 1)])
+    metric("fallwatch_camera_info", "gauge", "The camera source state.",
+           [({"camera": stats.get("camera") or "unknown"}, 1)])
+    metric("fallwatch_build_info", "gauge", "The fallwatch version.", [({"version": stats.get("version", "")}, 1)])
+    return "\n".join(lines) + "\n"
+
+
+# ---- the handler -----------------------------------------------------------------------------------------------
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "fallwatch"
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    # Route table: exact paths only (no prefixes, no file-system lookups).
+    ROUTES: dict[str, str] = {
+        "/": "page", "/index.html": "page", "/stream.mjpg": "stream", "/latest.jpg": "latest",
+        "/healthz": "healthz", "/api/stats": "stats", "/api/events": "events", "/metrics": "metrics",
+    }
+
+    def version_string(self) -> str:  # no Python version in the Server header
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_HEAD(self) -> None:
+        self._dispatch(head=True)
+
+    def do_GET(self) -> None:
+        self._dispatch(head=False)
+
+    def _dispatch(self, head: bool) -> None:
+        debug = self.server.debug
+        if not debug.authorized(self.headers.get("Authorization")):
+            self._send(HTTPStatus.UNAUTHORIZED, b"authentication required\n", "text/plain; charset=utf-8", head,
+                       {"WWW-Authenticate": 'Basic realm="fallwatch", charset="UTF-8"'})
+            return
+        split = urlsplit(self.path)
+        route = self.ROUTES.get(split.path)
+        if route is None:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
+            return
+        query = parse_qs(split.query, keep_blank_values=True)
+        try:
+            getattr(self, "_r_" + route)(query, head)
+        except BadRequest as e:
+            self._send(HTTPStatus.BAD_REQUEST, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True
+
+    def _send(self, status: int, body: bytes, ctype: str, head: bool = False,
+              headers: Optional[dict[str, str]] = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in {**_SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any, head: bool) -> None:
+        body = json.dumps(obj, default=str, allow_nan=False).encode()
+        self._send(status, body, "application/json", head)
+
+    # ---- routes ----
+    def _r_page(self, query: dict, head: bool) -> None:
+        self._send(HTTPStatus.OK, self.server.debug.page, "text/html; charset=utf-8", head)
+
+    def _r_healthz(self, query: dict, head: bool) -> None:
+        ok, body = self.server.debug.health()
+        self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body, head)
+
+    def _r_stats(self, query: dict, head: bool) -> None:
+        self._json(HTTPStatus.OK, _finite(self.server.debug.stats()), head)
+
+    def _r_events(self, query: dict, head: bool) -> None:
+        self._json(HTTPStatus.OK, _finite({"events": self.server.debug.hub.recent_events()}), head)
+
+    def _r_metrics(self, query: dict, head: bool) -> None:
+        self._send(HTTPStatus.OK, render_metrics(self.server.debug.stats()).encode(),
+                   "text/plain; version=0.0.4; charset=utf-8", head)
+
+    def _r_latest(self, query: dict, head: bool) -> None:
+        height = _query_height(query)
+        jpeg = self.server.debug.hub.latest_jpeg(height)
+        if jpeg is None:
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet\n", "text/plain; charset=utf-8", head)
+        else:
+            self._send(HTTPStatus.OK, jpeg, "image/jpeg", head)
+
+    def _r_stream(self, query: dict, head: bool) -> None:
+        debug = self.server.debug
+        fps = _query_float(query, "fps", debug.cfg.stream_fps, 0.1, MAX_STREAM_FPS)
+        height = _query_height(query)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        for k, v in _SECURITY_HEADERS.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.close_connection = True
+        if head:
+            return
+        self.connection.settimeout(WRITE_TIMEOUT_S)
+        self.wfile.write(f"--{BOUNDARY}\r\n".encode())
+        period = 1.0 / fps
+        last_seq, last_jpeg, last_write = 0, debug.placeholder(height), 0.0
+        debug.viewer_joined()
+        try:
+            while not debug.stopping.is_set():
+                snap = debug.hub.wait_frame(last_seq, timeout=KEEPALIVE_S / 2)
+                if debug.stopping.is_set():
+                    break
+                if snap is None:
+                    # No new frame (none yet, or the source stopped): repeat the last part now and then. The
+                    # bytes are cached, so this costs no encoding, and a client that went away is noticed.
+                    if time.monotonic() - last_write >= KEEPALIVE_S or last_seq == 0:
+                        self._write_part(last_jpeg)
+                        last_write = time.monotonic()
+                    continue
+                sent_at = time.monotonic()
+                last_seq = snap[0]
+                last_jpeg = debug.hub.jpeg_for(snap, height)
+                self._write_part(last_jpeg)
+                last_write = time.monotonic()
+                # pace to the requested fps; frames published meanwhile are skipped, not queued
+                debug.stopping.wait(max(0.0, period - (time.monotonic() - sent_at)))
+        finally:
+            debug.viewer_left()
+
+    def _write_part(self, jpeg: bytes) -> None:
+        # Each part is followed at once by the next boundary: browsers show a part only when they see the
+        # boundary after it, so a trailing one avoids lagging a frame behind (or never showing a lone frame).
+        self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                         + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
+        self.wfile.flush()
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/Infinity: turn them into null so strict parsers (browsers) accept the answer."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # stream handlers end on their own once `stopping` is set; never block shutdown
+    allow_reuse_address = True
+    debug: "DebugServer"
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class DebugServer:
+    """The debug HTTP server in a background thread. ``port`` is the bound port (bind to port 0 in tests)."""
+
+    def __init__(self, cfg: DebugConfig, hub: StatusHub, health_max_age_s: float = 5.0):
+        self.cfg = cfg
+        self.hub = hub
+        self.health_max_age_s = health_max_age_s
+        self.stopping = threading.Event()
+        self._host, self._port = parse_bind(cfg.bind)
+        self._httpd: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+        self._viewers = 0
+        self._viewers_lock = threading.Lock()
+        self._credentials: Optional[bytes] = None
+        self._placeholders: dict[Optional[int], bytes] = {}
+        self.page = b""
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        if self._httpd is not None:
+            raise RuntimeError("DebugServer already started")
+        if self.cfg.username:
+            password = read_secret(self.cfg.password, self.cfg.password_file)
+            if not password:
+                raise ValueError("debug.username is set but no password (debug.password or debug.password_file)")
+            self._credentials = f"{self.cfg.username}:{password}".encode("utf-8")
+        index = STATIC_DIR / "index.html"
+        try:
+            self.page = index.read_bytes()
+        except OSError as e:
+            raise RuntimeError(f"debug page missing from the installed package: {index}: {e}") from None
+        cls = _Server6 if ":" in self._host else _Server
+        try:
+            httpd = cls((self._host, self._port), _Handler)
+        except OSError as e:
+            raise OSError(f"debug server cannot bind {self.cfg.bind}: {e.strerror or e}") from None
+        httpd.debug = self
+        self._httpd = httpd
+        self.stopping.clear()
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.25},
+                                        name="debug-web", daemon=True)
+        self._thread.start()
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        log.info("debug stream on http://%s:%d/%s", host, self.port,
+                 " (basic auth)" if self._credentials else "")
+
+    def stop(self) -> None:
+        httpd = self._httpd
+        if httpd is None:
+            return
+        self.stopping.set()
+        self.hub.wake_all()  # stream handlers waiting for a frame notice at once
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._httpd = None
+        log.info("debug stream stopped")
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            return self._port
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}/"
+
+    # ---- used by the handler ----
+    def authorized(self, header: Optional[str]) -> bool:
+        if self._credentials is None:
+            return True
+        if not header:
+            return False
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self._credentials)
+
+    def viewer_joined(self) -> None:
+        with self._viewers_lock:
+            self._viewers += 1
+
+    def viewer_left(self) -> None:
+        with self._viewers_lock:
+            self._viewers -= 1
+
+    @property
+    def viewers(self) -> int:
+        with self._viewers_lock:
+            return self._viewers
+
+    def placeholder(self, height: Optional[int]) -> bytes:
+        """The 'waiting for frames' card as JPEG, made once per height."""
+        from .overlay import encode_jpeg, placeholder_bgr
+
+        with self._viewers_lock:
+            if height not in self._placeholders:
+                h = height or 480
+                self._placeholders[height] = encode_jpeg(placeholder_bgr("waiting for frames...", h * 4 // 3, h))
+            return self._placeholders[height]
+
+    def health(self) -> tuple[bool, dict]:
+        age = self.hub.last_frame_age_s()
+        ok = self.hub.healthy(self.health_max_age_s)
+        body: dict[str, Any] = {"status": "ok" if ok else "unhealthy",
+                                "last_frame_age_s": None if age is None else round(age, 3)}
+        if not ok:
+            if self.hub.source_stopped:
+                body["reason"] = "source stopped"
+            elif age is None:
+                body["reason"] = "no frame yet"
+            else:
+                body["reason"] = f"no frame through inference for {age:.1f} s"
+        return ok, body
+
+    def stats(self) -> dict:
+        stats = self.hub.stats()
+        stats["healthy"] = self.hub.healthy(self.health_max_age_s)
+        stats["viewers"] = self.viewers
+        return stats

@@ -1,0 +1,182 @@
+"""Fixtures for the debug web tests: real decoded frames from a shared clip, a feeder thread playing the pipeline's
+part, and a DebugServer on a free loopback port."""
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+import pytest
+
+from fallwatch.config.schema import DebugConfig
+from fallwatch.daemon.status import StatusHub
+from fallwatch.daemon.web import DebugServer
+from fallwatch.pose.types import Person
+
+CLIP = "Subject 1/Fall/13.mp4"  # a fall clip from the GMDCSA24 excerpt in ../shared/data
+
+
+@pytest.fixture(scope="session")
+def clip_path(data_dir: Path) -> Path:
+    path = data_dir / "gmdcsa24-dev" / CLIP
+    if not path.is_file():
+        pytest.fail(f"test clip missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_frames(clip_path: Path) -> list[np.ndarray]:
+    """The first 40 frames of the clip, decoded by OpenCV, as RGB (what the pipeline hands the hub)."""
+    cap = cv2.VideoCapture(str(clip_path))
+    frames = []
+    while len(frames) < 40:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    assert len(frames) >= 20, f"could not decode {clip_path}"
+    return frames
+
+
+def make_person(track: int, width: int, height: int, lean_deg: float = 0.0) -> Person:
+    """A plausible standing (or leaning) skeleton near the frame centre, keypoints in pixels."""
+    cx, top, scale = width / 2, height * 0.15, height / 600
+    # offsets (dx, dy) from the neck for COCO-17, a person ~450 px tall at 600 px frame height
+    offsets = [(0, -40), (-8, -50), (8, -50), (-18, -45), (18, -45), (-45, 20), (45, 20), (-60, 110), (60, 110),
+               (-65, 190), (65, 190), (-30, 190), (30, 190), (-32, 300), (32, 300), (-34, 400), (34, 400)]
+    rot = np.deg2rad(lean_deg)
+    kps = np.zeros((17, 3), np.float32)
+    for i, (dx, dy) in enumerate(offsets):
+        x = dx * np.cos(rot) - dy * np.sin(rot)
+        y = dx * np.sin(rot) + dy * np.cos(rot)
+        kps[i] = (cx + x * scale, top + 50 * scale + y * scale, 0.8)
+    x0, y0 = kps[:, 0].min() - 10, kps[:, 1].min() - 10
+    x1, y1 = kps[:, 0].max() + 10, kps[:, 1].max() + 10
+    return Person(track_id=track, box=(float(x0), float(y0), float(x1), float(y1)), score=0.9, keypoints=kps,
+                  detected=True)
+
+
+class Feeder:
+    """Plays the pipeline thread: publishes frames to the hub at `fps` until stopped."""
+
+    def __init__(self, hub: StatusHub, frames: list[np.ndarray], fps: float = 15.0, persons: bool = True):
+        self.hub, self.frames, self.fps, self.with_persons = hub, frames, fps, persons
+        self.published = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            frame = self.frames[i % len(self.frames)]
+            h, w = frame.shape[:2]
+            persons = [make_person(1, w, h), make_person(2, w, h, lean_deg=50)] if self.with_persons else []
+            states = {1: "upright", 2: "falling"} if self.with_persons else {}
+            self.hub.publish_frame(frame, persons, states)
+            self.hub.update(fps=self.fps, backend="cpu", persons=len(persons), stage_ms={"detect": 4.5, "pose": 7.25})
+            self.published += 1
+            i += 1
+            self._stop.wait(1.0 / self.fps)
+
+    def start(self) -> "Feeder":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Running:
+    """A hub, its DebugServer on a free loopback port, and helpers to talk HTTP to it."""
+
+    def __init__(self, hub: StatusHub, server: DebugServer):
+        self.hub, self.server = hub, server
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def request(self, path: str, method: str = "GET", headers: Optional[dict] = None,
+                timeout: float = 10) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """Sends `path` byte for byte (no client-side normalisation), returns status, headers, body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.headers, resp.read()
+        finally:
+            conn.close()
+
+    def json(self, path: str, headers: Optional[dict] = None) -> tuple[int, dict]:
+        status, _, body = self.request(path, headers=headers)
+        return status, json.loads(body)
+
+
+@pytest.fixture
+def start_server() -> Callable[..., Running]:
+    servers: list[DebugServer] = []
+
+    def start(health_max_age_s: float = 5.0, **cfg) -> Running:
+        cfg.setdefault("bind", "127.0.0.1:0")
+        hub = StatusHub(version="9.8.7", camera="test-cam")
+        server = DebugServer(DebugConfig(**cfg), hub, health_max_age_s=health_max_age_s)
+        server.start()
+        servers.append(server)
+        return Running(hub, server)
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def feeders() -> Callable[..., Feeder]:
+    made: list[Feeder] = []
+
+    def make(hub: StatusHub, frames: list[np.ndarray], **kw) -> Feeder:
+        f = Feeder(hub, frames, **kw).start()
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.stop()
+
+
+def read_mjpeg_parts(resp: http.client.HTTPResponse, boundary: str, count: int) -> list[tuple[dict, bytes]]:
+    """Reads `count` parts of a multipart/x-mixed-replace body: [(part headers, payload)]."""
+    parts = []
+    while len(parts) < count:
+        line = resp.readline()
+        if not line:
+            raise AssertionError(f"stream ended after {len(parts)} parts")
+        if line.strip() == b"":
+            continue
+        assert line.rstrip(b"\r\n") == f"--{boundary}".encode(), f"expected boundary, got {line[:80]!r}"
+        headers = {}
+        while True:
+            h = resp.readline().rstrip(b"\r\n")
+            if not h:
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        payload = resp.read(int(headers["content-length"]))
+        parts.append((headers, payload))
+    return parts
+
+
+@pytest.fixture
+def mjpeg_parts() -> Callable[..., list[tuple[dict, bytes]]]:
+    return read_mjpeg_parts
+
+
+@pytest.fixture
+def person_factory() -> Callable[..., Person]:
+    return make_person

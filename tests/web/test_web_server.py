@@ -1,0 +1,305 @@
+"""The debug web server over real HTTP on loopback, fed with real decoded video frames."""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import re
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+
+def _open_stream(port: int, path: str = "/stream.mjpg", headers: dict | None = None, timeout: float = 10):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", path, headers=headers or {})
+    return conn, conn.getresponse()
+
+
+def _wait(cond, timeout: float = 5.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def test_mjpeg_first_parts_are_jpegs_behind_the_declared_boundary(start_server, feeders, clip_frames, mjpeg_parts):
+    run = start_server()
+    feeders(run.hub, clip_frames, fps=15)
+    conn, resp = _open_stream(run.port)
+    try:
+        assert resp.status == 200
+        assert resp.headers.get_content_type() == "multipart/x-mixed-replace"
+        boundary = resp.headers.get_param("boundary")
+        assert boundary and re.fullmatch(r"[0-9A-Za-z'()+_,./:=?-]{1,70}", boundary)
+        parts = mjpeg_parts(resp, boundary, 3)
+    finally:
+        conn.close()
+    h, w = clip_frames[0].shape[:2]
+    for headers, payload in parts:
+        assert headers["content-type"] == "image/jpeg"
+        assert payload[:2] == b"\xff\xd8" and payload[-2:] == b"\xff\xd9"
+        img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape[:2] == (h, w)
+    # the stream shows the video (plus overlays), not a blank or synthetic picture
+    img = cv2.cvtColor(cv2.imdecode(np.frombuffer(parts[0][1], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    best = min(float(np.abs(img.astype(np.int16) - f.astype(np.int16)).mean()) for f in clip_frames)
+    assert best < 12, f"stream frame differs from every clip frame by >= {best:.1f} grey levels"
+
+
+def test_stream_height_and_fps_options(start_server, feeders, clip_frames, mjpeg_parts):
+    run = start_server()
+    feeders(run.hub, clip_frames, fps=20)
+    conn, resp = _open_stream(run.port, "/stream.mjpg?fps=2&height=240")
+    try:
+        boundary = resp.headers.get_param("boundary")
+        t0 = time.monotonic()
+        parts = mjpeg_parts(resp, boundary, 4)
+        elapsed = time.monotonic() - t0
+    finally:
+        conn.close()
+    img = cv2.imdecode(np.frombuffer(parts[-1][1], np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[:2] == (240, 320)
+    # 4 parts at 2 fps: the first at once, then one every 0.5 s (the feeder runs at 20 fps)
+    assert 1.2 <= elapsed <= 4.0, elapsed
+
+    for bad in ("/stream.mjpg?fps=abc", "/stream.mjpg?fps=0", "/stream.mjpg?fps=1000", "/stream.mjpg?height=5",
+                "/stream.mjpg?height=-3", "/latest.jpg?height=99999"):
+        status, _, body = run.request(bad)
+        assert status == 400, bad
+        assert body.strip() and b"\n" not in body.strip(), body  # a one-line reason
+
+
+def test_no_jpeg_encoding_without_a_viewer(start_server, feeders, clip_frames, mjpeg_parts):
+    run = start_server()
+    feeder = feeders(run.hub, clip_frames, fps=20)
+    assert _wait(lambda: feeder.published >= 20)
+    assert run.hub.encode_count == 0  # frames flowed, nobody watched: nothing encoded
+    status, stats = run.json("/api/stats")
+    assert stats["frames"] >= 20 and stats["viewers"] == 0
+    assert run.hub.encode_count == 0  # stats calls do not encode either
+
+    conn, resp = _open_stream(run.port, "/stream.mjpg?fps=10")
+    boundary = resp.headers.get_param("boundary")
+    mjpeg_parts(resp, boundary, 3)
+    assert run.json("/api/stats")[1]["viewers"] == 1
+    assert 3 <= run.hub.encode_count <= 6
+    resp.close()  # the response holds its own reference to the socket
+    conn.close()
+    # the handler notices the client left, stops encoding and frees its thread
+    assert _wait(lambda: run.json("/api/stats")[1]["viewers"] == 0), "stream handler did not notice the client left"
+    settled = run.hub.encode_count
+    time.sleep(0.6)
+    assert run.hub.encode_count == settled
+
+
+def test_two_viewers_share_encodings(start_server, feeders, clip_frames, mjpeg_parts):
+    run = start_server()
+    feeder = feeders(run.hub, clip_frames, fps=4)
+    c1, r1 = _open_stream(run.port, "/stream.mjpg?fps=30")
+    c2, r2 = _open_stream(run.port, "/stream.mjpg?fps=30")
+    try:
+        b = r1.headers.get_param("boundary")
+        start_seq = run.hub.seq
+        mjpeg_parts(r1, b, 4)
+        mjpeg_parts(r2, b, 4)
+        frames_seen = run.hub.seq - start_seq + 2
+        # each published frame is encoded once however many clients watch it
+        assert run.hub.encode_count <= frames_seen, (run.hub.encode_count, frames_seen)
+    finally:
+        c1.close()
+        c2.close()
+    assert feeder.published > 0
+
+
+def test_latest_jpg(start_server, feeders, clip_frames):
+    run = start_server()
+    status, headers, body = run.request("/latest.jpg")
+    assert status == 503 and b"no frame" in body
+    feeders(run.hub, clip_frames, fps=15)
+    assert _wait(lambda: run.hub.seq > 0)
+    status, headers, body = run.request("/latest.jpg?height=120")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[:2] == (120, 160)
+
+
+def test_healthz_flips_to_503_when_feeding_stops_and_when_source_stops(start_server, feeders, clip_frames):
+    run = start_server(health_max_age_s=1.0)
+    status, body = run.json("/healthz")
+    assert status == 503 and body["reason"] == "no frame yet"
+
+    feeder = feeders(run.hub, clip_frames, fps=15)
+    assert _wait(lambda: run.request("/healthz")[0] == 200)
+    status, body = run.json("/healthz")
+    assert status == 200 and body["status"] == "ok" and body["last_frame_age_s"] < 1.0
+
+    feeder.stop()  # inference stalls: no new frames
+    t0 = time.monotonic()
+    assert _wait(lambda: run.request("/healthz")[0] == 503, timeout=4)
+    assert 0.5 <= time.monotonic() - t0 <= 3.0
+    status, body = run.json("/healthz")
+    assert body["status"] == "unhealthy" and "no frame" in body["reason"]
+
+    feeder = feeders(run.hub, clip_frames, fps=15)  # frames flow again
+    assert _wait(lambda: run.request("/healthz")[0] == 200)
+    feeder.stop()
+    run.hub.mark_source_stopped()  # e.g. the video file ended
+    status, body = run.json("/healthz")
+    assert status == 503 and body["reason"] == "source stopped"
+
+
+def test_stats_events_and_metrics(start_server, feeders, clip_frames):
+    run = start_server()
+    feeders(run.hub, clip_frames, fps=15)
+    assert _wait(lambda: run.hub.seq >= 3)
+    run.hub.update(dropped_frames=7, events_sent=3, events_queued=2, state="fall",
+                   mqtt={"connected": True, "broker": "127.0.0.1:1883"})
+    ev = {"event": "fall", "id": "abc", "t": 1.5, "ts": "2026-11-23T18:00:00Z", "track": 2, "confidence": 0.9}
+    run.hub.add_event(ev)
+
+    status, stats = run.json("/api/stats")
+    assert status == 200
+    assert stats["version"] == "9.8.7" and stats["backend"] == "cpu" and stats["fps"] == 15
+    assert stats["stage_ms"] == {"detect": 4.5, "pose": 7.25}
+    assert stats["dropped_frames"] == 7 and stats["persons"] == 2 and stats["state"] == "fall"
+    assert stats["events"]["sent"] == 3 and stats["events"]["queued"] == 2
+    assert stats["mqtt"]["connected"] is True
+    assert stats["uptime_s"] >= 0 and stats["healthy"] is True
+
+    status, events = run.json("/api/events")
+    assert status == 200 and events["events"][-1]["id"] == "abc" and events["events"][-1]["event"] == "fall"
+    for i in range(70):
+        run.hub.add_event({"event": "recovered", "id": str(i)})
+    assert len(run.json("/api/events")[1]["events"]) == 50  # only the recent ones are kept
+
+    status, headers, body = run.request("/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    sample_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? '
+                           r'(-?[0-9.e+-]+|NaN|[+-]Inf)$')
+    for line in body.decode().splitlines():
+        if line.startswith("# "):
+            assert re.match(r"^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* \S", line), line
+            continue
+        m = sample_re.match(line)
+        assert m, f"not Prometheus text format: {line!r}"
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    assert samples["fallwatch_fps"] == 15
+    assert samples['fallwatch_stage_ms{stage="pose"}'] == 7.25
+    assert samples["fallwatch_dropped_frames_total"] == 7
+    assert samples["fallwatch_persons"] == 2
+    assert samples["fallwatch_events_sent_total"] == 3 and samples["fallwatch_events_queued"] == 2
+    assert samples["fallwatch_mqtt_connected"] == 1
+    assert samples['fallwatch_backend_info{backend="cpu"}'] == 1
+    assert samples["fallwatch_uptime_seconds"] >= 0
+
+
+def test_page_is_self_contained(start_server):
+    run = start_server()
+    status, headers, body = run.request("/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    for needed in ("stream.mjpg", "api/stats", "api/events"):
+        assert needed in page
+    # no CDN, no external resources: every URL the page names is relative to the daemon
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
+    status, _, head_body = run.request("/", method="HEAD")
+    assert status == 200 and head_body == b""
+
+
+@pytest.mark.parametrize("path", [
+    "/nope", "/static/index.html", "/daemon/web.py", "/../../etc/passwd", "/static/../../pyproject.toml",
+    "/%2e%2e/%2e%2e/etc/passwd", "/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/..%2f..%2fpyproject.toml",
+    "//etc/passwd", "/index.html/../../../pyproject.toml", "/./pyproject.toml", "/api/", "/api/stats/",
+    "/metrics/../../../etc/passwd", "/stream.mjpg/../../etc/passwd", "/%00", "/static/%2e%2e/web.py",
+])
+def test_unknown_and_traversal_paths_404_without_file_content(start_server, path):
+    run = start_server()
+    status, _, body = run.request(path)
+    assert status == 404, (path, status)
+    assert b"root:" not in body and b"[project]" not in body and b"import" not in body
+    assert len(body) < 100
+
+
+def test_basic_auth_enforced(start_server, tmp_path, feeders, clip_frames, mjpeg_parts):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-from-file\n")
+    run = start_server(username="alice", password_file=str(secret))
+    feeders(run.hub, clip_frames, fps=15)
+    good = {"Authorization": "Basic " + base64.b64encode(b"alice:s3cret-from-file").decode()}
+    bad_headers = [
+        {},
+        {"Authorization": "Basic " + base64.b64encode(b"alice:wrong").decode()},
+        {"Authorization": "Basic " + base64.b64encode(b"bob:s3cret-from-file").decode()},
+        {"Authorization": "Basic !!!notbase64"},
+        {"Authorization": "Bearer s3cret-from-file"},
+    ]
+    for path in ("/", "/api/stats", "/metrics", "/healthz", "/latest.jpg", "/stream.mjpg", "/nope"):
+        for headers in bad_headers:
+            status, resp_headers, body = run.request(path, headers=headers)
+            assert status == 401, (path, headers)
+            assert resp_headers["WWW-Authenticate"].startswith("Basic realm=")
+            assert b"\xff\xd8" not in body and b"fallwatch_" not in body
+    assert _wait(lambda: run.request("/healthz", headers=good)[0] == 200)
+    assert run.request("/", headers=good)[0] == 200
+    assert run.request("/api/stats", headers=good)[0] == 200
+    assert run.request("/nope", headers=good)[0] == 404
+    conn, resp = _open_stream(run.port, headers=good)
+    try:
+        assert resp.status == 200
+        (headers, payload), = mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
+        assert payload[:2] == b"\xff\xd8"
+    finally:
+        conn.close()
+
+
+def test_inline_password_and_missing_password(start_server):
+    run = start_server(username="bob", password="pw:with:colons")
+    ok = {"Authorization": "Basic " + base64.b64encode(b"bob:pw:with:colons").decode()}
+    assert run.request("/api/stats")[0] == 401
+    assert run.request("/api/stats", headers=ok)[0] == 200
+    with pytest.raises(ValueError, match="password"):
+        start_server(username="bob")
+
+
+def test_stop_ends_open_streams_promptly(start_server, feeders, clip_frames, mjpeg_parts):
+    run = start_server()
+    feeders(run.hub, clip_frames, fps=15)
+    conn, resp = _open_stream(run.port, "/stream.mjpg?fps=1")
+    mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
+    t0 = time.monotonic()
+    run.server.stop()
+    assert time.monotonic() - t0 < 2.0
+    # the client sees the end of the stream (EOF), not a hang
+    rest = resp.read()
+    assert time.monotonic() - t0 < 3.0
+    assert len(rest) < 200_000
+    conn.close()
+    with pytest.raises(OSError):
+        http.client.HTTPConnection("127.0.0.1", run.port, timeout=2).request("GET", "/healthz")
+
+
+def test_bind_errors_are_one_clear_line(start_server):
+    run = start_server()
+    from fallwatch.config.schema import DebugConfig
+    from fallwatch.daemon.status import StatusHub
+    from fallwatch.daemon.web import DebugServer
+    clash = DebugServer(DebugConfig(bind=f"127.0.0.1:{run.port}"), StatusHub("x"))
+    with pytest.raises(OSError, match=rf"debug server cannot bind 127.0.0.1:{run.port}"):
+        clash.start()
+
+
+def test_json_is_strict_even_with_odd_figures(start_server):
+    run = start_server()
+    run.hub.update(fps=float("nan"), stage_ms={"detect": float("inf")})
+    status, _, body = run.request("/api/stats")
+    stats = json.loads(body, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert stats["fps"] is None and stats["stage_ms"]["detect"] is None
+    status, _, body = run.request("/metrics")
+    assert b"fallwatch_fps NaN" in body
