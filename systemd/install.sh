@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install fallwatch as a systemd service on Raspberry Pi OS bookworm (64-bit).
 #
-#   sudo ./systemd/install.sh [--with-mosquitto] [--no-models] [--no-start] [--source PATH]
+#   sudo ./systemd/install.sh [--with-mosquitto] [--with-coral] [--no-models] [--no-start] [--source PATH]
 #
 # Idempotent: run it again after `git pull` to upgrade. It never overwrites an edited
 # /etc/fallwatch/fallwatch.yaml (a newer default goes beside it as fallwatch.yaml.dist).
+# --with-coral adds Coral's apt repository and installs the Edge TPU runtime (libedgetpu1-std).
 set -euo pipefail
 
 PREFIX=/opt/fallwatch
@@ -16,6 +17,7 @@ UNIT=/etc/systemd/system/fallwatch.service
 SERVICE_USER=fallwatch
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WITH_MOSQUITTO=0
+WITH_CORAL=0
 FETCH_MODELS=1
 START=1
 
@@ -24,6 +26,7 @@ usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-mosquitto) WITH_MOSQUITTO=1 ;;
+    --with-coral) WITH_CORAL=1 ;;
     --no-models) FETCH_MODELS=0 ;;
     --no-start) START=0 ;;
     --source) shift; SRC="$(cd "${1:?--source needs a path}" && pwd)" ;;
@@ -33,6 +36,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+cd /  # the service user may not be able to enter the caller's directory (runuser below)
+
 say() { printf 'fallwatch install: %s\n' "$*"; }
 die() { printf 'fallwatch install: error: %s\n' "$*" >&2; exit 1; }
 
@@ -40,6 +45,7 @@ die() { printf 'fallwatch install: error: %s\n' "$*" >&2; exit 1; }
 [ -f "$SRC/pyproject.toml" ] || die "$SRC does not look like the fallwatch source tree (no pyproject.toml)"
 command -v systemctl >/dev/null || die "systemd is required"
 if [ -r /etc/os-release ]; then
+  # shellcheck source=/dev/null
   . /etc/os-release
   [ "${VERSION_CODENAME:-}" = bookworm ] || say "warning: tested on bookworm, this is ${PRETTY_NAME:-unknown}"
 fi
@@ -70,6 +76,24 @@ else
 fi
 if [ "$WITH_MOSQUITTO" -eq 1 ]; then
   systemctl enable --now mosquitto.service >/dev/null && say "mosquitto enabled and running"
+fi
+if [ "$WITH_CORAL" -eq 1 ]; then
+  if dpkg-query -W -f='${Status}' libedgetpu1-std 2>/dev/null | grep -q "ok installed" ||
+     dpkg-query -W -f='${Status}' libedgetpu1-max 2>/dev/null | grep -q "ok installed"; then
+    say "Edge TPU runtime already installed"
+  else
+    CORAL_KEY=/etc/apt/keyrings/coral-edgetpu.gpg
+    install -d -m 0755 /etc/apt/keyrings
+    if [ ! -s "$CORAL_KEY" ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl gnupg ca-certificates
+      curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | gpg --dearmor --yes -o "$CORAL_KEY"
+    fi
+    echo "deb [signed-by=$CORAL_KEY] https://packages.cloud.google.com/apt coral-edgetpu-stable main" \
+      >/etc/apt/sources.list.d/coral-edgetpu.list
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y libedgetpu1-std
+    say "installed the Edge TPU runtime libedgetpu1-std; replug the Coral USB accelerator once"
+  fi
 fi
 
 # 2. The service user, in the groups that own the camera (video) and the Coral USB accelerator (plugdev).
@@ -103,7 +127,7 @@ trap 'rm -f "$CONSTRAINTS"' EXIT
 if "$VENV/bin/python" -c 'import picamera2' >/dev/null 2>&1; then
   echo 'numpy<2' >"$CONSTRAINTS"
 fi
-if ! "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "$SRC[systemd]"; then
+if ! "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "${SRC}[systemd]"; then
   # systemd-python builds from source and needs libsystemd-dev and pkg-config; fall back to the plain package,
   # which speaks the sd_notify protocol itself and logs to stderr (which journald captures).
   say "warning: installing with the systemd extra failed; installing without it"
@@ -156,3 +180,5 @@ fi
 say "done. Status: systemctl status fallwatch; logs: journalctl -u fallwatch -f;"
 say "reload the configuration after editing it: sudo systemctl reload fallwatch"
 say "debug page (on the Pi): http://127.0.0.1:8080/ (ssh -L 8080:127.0.0.1:8080 pi@<host> from elsewhere)"
+say "is the Coral used? journalctl -u fallwatch -b | grep 'pose engine on' (edgetpu or cpu, and why);"
+say "  or: curl -s http://127.0.0.1:8080/api/stats | grep backend"
