@@ -303,3 +303,41 @@ def test_json_is_strict_even_with_odd_figures(start_server):
     assert stats["fps"] is None and stats["stage_ms"]["detect"] is None
     status, _, body = run.request("/metrics")
     assert b"fallwatch_fps NaN" in body
+
+
+def test_idle_stream_repeats_the_last_frame_and_notices_a_client_leaving(start_server, feeders, clip_frames,
+                                                                          mjpeg_parts):
+    run = start_server()
+    feeder = feeders(run.hub, clip_frames, fps=15)
+    assert _wait(lambda: run.hub.seq > 0)
+    feeder.stop()
+    run.hub.mark_source_stopped()  # the source ended: no new frames will come
+    conn, resp = _open_stream(run.port, "/stream.mjpg?fps=5")
+    parts = mjpeg_parts(resp, resp.headers.get_param("boundary"), 3)  # the last frame, then keep-alive repeats
+    assert parts[0][1] == parts[1][1] == parts[2][1]
+    encodes = run.hub.encode_count
+    assert encodes == 1  # repeats reuse the bytes
+    resp.close()
+    conn.close()
+    assert _wait(lambda: run.server.viewers == 0, timeout=5), "idle stream never noticed the client left"
+
+
+def test_waiting_card_before_the_first_frame_then_the_video(start_server, feeders, clip_frames, mjpeg_parts):
+    run = start_server()
+    conn, resp = _open_stream(run.port, "/stream.mjpg?fps=10")
+    try:
+        boundary = resp.headers.get_param("boundary")
+        (_, card), = mjpeg_parts(resp, boundary, 1)
+        img = cv2.imdecode(np.frombuffer(card, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and float(np.median(img)) < 50  # the dark 'waiting for frames' card
+        assert run.hub.encode_count == 0
+        feeders(run.hub, clip_frames, fps=15)
+        for _ in range(10):  # a few more cards may be in flight, then the video arrives
+            (_, payload), = mjpeg_parts(resp, boundary, 1)
+            if payload != card:
+                break
+        frame = cv2.cvtColor(cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        assert min(float(np.abs(frame.astype(np.int16) - f.astype(np.int16)).mean()) for f in clip_frames) < 12
+    finally:
+        resp.close()
+        conn.close()

@@ -1,0 +1,116 @@
+"""Overlay drawing, JPEG encoding and the StatusHub, on real decoded frames."""
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from fallwatch.daemon.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, spine
+from fallwatch.daemon.status import StatusHub
+
+
+def test_spine_angle_from_vertical(person_factory):
+    upright = person_factory(1, 640, 480)
+    mid_sh, mid_hip, angle = spine(upright.keypoints)
+    assert mid_sh[1] < mid_hip[1] and angle == pytest.approx(0, abs=0.5)
+    for lean in (30, 60, 90, -45, 135):
+        _, _, angle = spine(person_factory(1, 640, 480, lean_deg=lean).keypoints)
+        assert angle == pytest.approx(abs(lean), abs=0.5)
+    kps = upright.keypoints.copy()
+    kps[11, 2] = 0.05  # left hip unseen: no spine rather than a guess
+    assert spine(kps) is None
+    assert spine(np.zeros((5, 3))) is None
+
+
+def test_overlay_draws_state_colours_and_leaves_the_frame_alone(clip_frames, person_factory):
+    frame = clip_frames[0]
+    original = frame.copy()
+    h, w = frame.shape[:2]
+    people = [person_factory(1, w, h), person_factory(2, w, h, lean_deg=70)]
+    plain = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    for state in ("upright", "falling", "down"):
+        out = draw_overlay(frame, people[:1], {1: state})
+        assert out.shape == plain.shape and out.dtype == np.uint8
+        colour = np.array(STATE_COLOURS[state])
+        x0, y0, x1, y1 = (int(round(v)) for v in people[0].box)
+        # the box edge carries the state's colour
+        edge = out[y0 + 5:y1 - 5, x0]
+        assert np.abs(edge.astype(int) - colour).max(axis=1).min() <= 10, state
+    assert np.array_equal(frame, original)  # the pipeline's frame is never drawn on
+    out = draw_overlay(frame, people, {1: "upright", 2: "down"}, extra={2: {"spine_angle_deg": 71.0}})
+    changed = np.any(out != plain, axis=2)
+    assert 0.005 < changed.mean() < 0.3  # overlays drawn, picture still visible
+    assert np.array_equal(draw_overlay(frame, [], {}), plain)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        draw_overlay(frame[:, :, 0], [], {})
+
+
+def test_encode_jpeg(clip_frames):
+    bgr = cv2.cvtColor(clip_frames[3], cv2.COLOR_RGB2BGR)
+    data = encode_jpeg(bgr)
+    assert data[:2] == b"\xff\xd8"
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == bgr.shape
+    small = cv2.imdecode(np.frombuffer(encode_jpeg(bgr, height=120), np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape == (120, 160, 3)
+    assert len(encode_jpeg(bgr, quality=30)) < len(encode_jpeg(bgr, quality=95))
+    for bad in ({"height": 0}, {"height": 100000}, {"quality": 0}):
+        with pytest.raises(ValueError):
+            encode_jpeg(bgr, **bad)
+
+
+def test_hub_publish_is_cheap_and_encodes_nothing(clip_frames, person_factory):
+    hub = StatusHub("1.2.3", camera="hall")
+    people = [person_factory(1, 640, 480)]
+    t0 = time.perf_counter()
+    for i in range(2000):
+        hub.publish_frame(clip_frames[i % len(clip_frames)], people, {1: "upright"})
+    per_call = (time.perf_counter() - t0) / 2000
+    assert per_call < 0.001, f"publish_frame takes {per_call * 1e3:.2f} ms"
+    assert hub.encode_count == 0 and hub.seq == 2000
+    jpeg = hub.latest_jpeg()
+    assert jpeg[:2] == b"\xff\xd8" and hub.encode_count == 1
+    assert hub.latest_jpeg() is jpeg and hub.encode_count == 1  # cached per seq
+    hub.latest_jpeg(height=240)
+    assert hub.encode_count == 2
+    hub.publish_frame(clip_frames[0], [], {})
+    hub.latest_jpeg()
+    assert hub.encode_count == 3
+
+
+def test_hub_wait_frame_and_health():
+    hub = StatusHub("1.2.3")
+    assert hub.latest_jpeg() is None and not hub.healthy() and hub.wait_frame(0, 0.05) is None
+    frame = np.zeros((48, 64, 3), np.uint8)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(hub.wait_frame(0, 5)))
+    waiter.start()
+    time.sleep(0.1)
+    hub.publish_frame(frame, [], {}, extra={7: {"spine_angle_deg": 3}})
+    waiter.join(2)
+    seq, f, persons, states, extra = got[0]
+    assert seq == 1 and f is frame and extra == {7: {"spine_angle_deg": 3}}
+    assert hub.wait_frame(1, 0.05) is None  # nothing newer
+    assert hub.healthy(max_age_s=1.0)
+    time.sleep(0.3)
+    assert not hub.healthy(max_age_s=0.2)
+    hub.publish_frame(frame, [], {})
+    hub.mark_source_stopped()
+    assert not hub.healthy() and hub.stats()["source_stopped"]
+
+
+def test_hub_stats_and_events():
+    hub = StatusHub("1.2.3", camera="hall")
+    hub.update(backend="edgetpu", fps=9.5, stage_ms={"pose": 3.0}, mqtt={"connected": True}, events_sent=4,
+               model="movenet")
+    s = hub.stats()
+    assert s["version"] == "1.2.3" and s["backend"] == "edgetpu" and s["fps"] == 9.5
+    assert s["mqtt"]["connected"] is True and s["events"]["sent"] == 4 and s["model"] == "movenet"
+    assert s["last_frame_age_s"] is None and s["frames"] == 0
+    for i in range(60):
+        hub.add_event({"event": "fall", "id": str(i)})
+    events = hub.recent_events()
+    assert len(events) == 50 and events[0]["id"] == "10" and events[-1]["id"] == "59"
+    assert all("received_at" in e for e in events)
