@@ -1,0 +1,431 @@
+"""The fallwatch rule on synthetic keypoint sequences: each event type, each activity that fools simple rules,
+and the awkward inputs (missing frames, weak keypoints, head out of view, leaving, two people, 15/30 fps).
+
+Bodies are built from adult proportions (fractions of standing height H): hips 0.49 H above the ankles, a
+shoulder-to-hip torso of 0.29 H, the head 0.1 H past the shoulders. Motions use realistic durations: a fall
+takes ~0.7 s from balance to floor; deliberate movements (kneeling, lying down) take a second or more.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+
+from fallwatch.rules import PersonPose, RuleSettings, make_rules
+from fallwatch.rules.events import Event
+
+H = 300.0  # standing body height in pixels
+FLOOR = 420.0  # image y of the ankles when standing
+SIZE = (640, 480)
+
+
+@dataclass(frozen=True)
+class Body:
+    """Posture at one instant. hip_up: hips above the floor line (body heights); spine: degrees from vertical,
+    positive leaning to +x; legs: "down" (ankles on the floor below) or "along" (continuing the spine line,
+    lying); floor: image y of the floor under the person (moves down when they come toward the camera)."""
+
+    x: float = 320.0
+    hip_up: float = 0.49
+    spine: float = 0.0
+    legs: str = "down"
+    floor: float = FLOOR
+    score: float = 0.9
+    head: bool = True
+
+
+def keypoints(b: Body, h: float = H) -> np.ndarray:
+    kp = np.zeros((17, 3), dtype=np.float32)
+    hip = np.array([b.x, b.floor - b.hip_up * h])
+    up = np.array([math.sin(math.radians(b.spine)), -math.cos(math.radians(b.spine))])
+    side = np.array([-up[1], up[0]])  # perpendicular: spreads left/right joints
+    shoulder = hip + 0.29 * h * up
+    nose = shoulder + 0.10 * h * up
+    if b.legs == "down":
+        ankle = np.array([b.x, b.floor])
+    else:
+        ankle = hip - 0.49 * h * up
+    knee = (hip + ankle) / 2
+    pts = {0: nose, 1: nose + 0.02 * h * side, 2: nose - 0.02 * h * side, 3: nose + 0.04 * h * side,
+           4: nose - 0.04 * h * side, 5: shoulder + 0.1 * h * side, 6: shoulder - 0.1 * h * side,
+           7: shoulder + 0.12 * h * side + 0.15 * h * -up, 8: shoulder - 0.12 * h * side + 0.15 * h * -up,
+           9: shoulder + 0.12 * h * side + 0.3 * h * -up, 10: shoulder - 0.12 * h * side + 0.3 * h * -up,
+           11: hip + 0.07 * h * side, 12: hip - 0.07 * h * side, 13: knee + 0.06 * h * side,
+           14: knee - 0.06 * h * side, 15: ankle + 0.06 * h * side, 16: ankle - 0.06 * h * side}
+    for i, p in pts.items():
+        kp[i, :2] = p
+        kp[i, 2] = b.score
+    if not b.head:
+        kp[0:5] = 0.0  # out of view: nothing found
+    return kp
+
+
+def _smooth(u: float) -> float:
+    """Ease in/out: motions start and stop gently (peak speed ~1.6x the mean)."""
+    u = min(max(u, 0.0), 1.0)
+    return u * u * (3 - 2 * u)
+
+
+def _fall_profile(u: float) -> float:
+    """Accelerating like a topple (slow loss of balance, fast end), peak speed ~2x the mean."""
+    u = min(max(u, 0.0), 1.0)
+    return u * u
+
+
+NUMERIC = ("x", "hip_up", "spine", "floor", "score")
+
+
+def timeline(keys: list[tuple[float, Body]], profile: Callable[[float], float] = _smooth) -> Callable[[float], Body]:
+    """Interpolate postures between (time, Body) keyframes."""
+
+    def at(t: float) -> Body:
+        if t <= keys[0][0]:
+            return keys[0][1]
+        for (t0, b0), (t1, b1) in zip(keys, keys[1:]):
+            if t <= t1:
+                u = profile((t - t0) / (t1 - t0)) if t1 > t0 else 1.0
+                vals = {k: getattr(b0, k) + (getattr(b1, k) - getattr(b0, k)) * u for k in NUMERIC}
+                legs = b1.legs if u >= 0.5 else b0.legs
+                return replace(b0, legs=legs, head=b1.head, **vals)
+        return keys[-1][1]
+
+    return at
+
+
+def run(tracks: dict[int, Callable[[float], Optional[Body]]], duration: float, fps: float = 30.0,
+        settings: Optional[RuleSettings] = None, drop: float = 0.0, seed: int = 0,
+        mutate: Optional[Callable[[int, float, np.ndarray], np.ndarray]] = None,
+        rules=None) -> list[Event]:
+    """Feed the rules frame by frame; ``drop`` is the share of frames lost entirely."""
+    rules = rules or make_rules(settings or RuleSettings(), source="synthetic")
+    rng = random.Random(seed)
+    events: list[Event] = []
+    n = int(duration * fps)
+    for frame in range(n):
+        t = frame / fps
+        if drop and rng.random() < drop:
+            continue
+        people = []
+        for track, body_at in tracks.items():
+            b = body_at(t)
+            if b is None:
+                continue
+            kp = keypoints(b)
+            if mutate is not None:
+                kp = mutate(track, t, kp)
+            people.append(PersonPose(track=track, box=None, keypoints=kp))
+        events.extend(rules.update(t, frame, people, SIZE))
+    return events
+
+
+def kinds(events: list[Event]) -> list[str]:
+    return [e.event for e in events]
+
+
+STAND = Body()
+LYING = Body(hip_up=0.08, spine=90.0, legs="along")
+
+
+def side_fall(start: float = 2.0, took: float = 0.7, then: Optional[list[tuple[float, Body]]] = None):
+    keys = [(0.0, STAND), (start, STAND), (start + took, LYING)] + (then or [])
+    fall = timeline(keys[:3], _fall_profile)
+    rest = timeline(keys[2:]) if then else None
+    return lambda t: fall(t) if rest is None or t <= start + took else rest(t)
+
+
+# -- falls and the three event types ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("fps", [15.0, 30.0])
+def test_side_fall_emits_one_fall_soon_after_landing(fps: float) -> None:
+    events = run({1: side_fall(start=2.0, took=0.7)}, duration=8.0, fps=fps)
+    assert kinds(events) == ["fall"]
+    e = events[0]
+    assert 2.0 < e.t <= 2.0 + 0.7 + 0.8, e.t  # within settle time of landing
+    assert e.track == 1 and e.source == "synthetic"
+    assert e.spine_angle_deg > 45 and e.angle_change_deg > 45 and e.descent_rate >= 0.5
+    assert 0.0 < e.confidence <= 1.0
+
+
+@pytest.mark.parametrize("fps", [15.0, 30.0])
+def test_fall_along_line_of_sight_barely_turns_spine_but_is_caught(fps: float) -> None:
+    # Falling toward the camera: the spine stays within 20 deg of vertical in the image while the body
+    # drops and comes closer (lower in the frame).
+    down = Body(hip_up=0.1, spine=15.0, floor=FLOOR + 0.45 * H * 0.5, legs="down")
+    body = timeline([(0.0, STAND), (2.0, STAND), (2.7, down)], _fall_profile)
+    events = run({1: body}, duration=6.0, fps=fps)
+    assert kinds(events) == ["fall"]
+    assert abs(events[0].spine_angle_deg) < 30
+
+
+def test_person_down_after_a_long_lie_and_not_before() -> None:
+    s = RuleSettings(down_alert_s=10.0)
+    events = run({1: side_fall(start=1.0)}, duration=14.0, settings=s)
+    assert kinds(events) == ["fall", "person_down"]
+    fall, down = events
+    assert down.t - fall.t == pytest.approx(10.0, abs=0.1)
+    events = run({1: side_fall(start=1.0)}, duration=9.0, settings=s)
+    assert kinds(events) == ["fall"]
+
+
+def test_recovered_when_upright_again_and_no_person_down_after() -> None:
+    s = RuleSettings(down_alert_s=10.0, recover_s=3.0)
+    body = side_fall(start=1.0, then=[(4.0, LYING), (6.0, STAND)])
+    events = run({1: body}, duration=16.0, settings=s)
+    assert kinds(events) == ["fall", "recovered"]
+    # Upright (spine within 35 deg, torso back up) from about 5.2 s of the 4-6 s rise, plus recover_s.
+    assert 5.0 + 3.0 <= events[1].t <= 6.0 + 3.0
+
+
+def test_sitting_up_on_the_floor_is_not_recovery() -> None:
+    sit_on_floor = Body(hip_up=0.05, spine=10.0, legs="along")
+    s = RuleSettings(down_alert_s=8.0)
+    events = run({1: side_fall(start=1.0, then=[(4.0, LYING), (5.5, sit_on_floor)])}, duration=12.0, settings=s)
+    assert kinds(events) == ["fall", "person_down"]
+
+
+def test_one_fall_per_incident_and_states_for_the_overlay() -> None:
+    rules = make_rules(RuleSettings(), source="s")
+    body = side_fall(start=1.0)
+    states = []
+    for frame in range(int(6 * 30)):
+        t = frame / 30
+        rules.update(t, frame, [PersonPose(1, None, keypoints(body(t)))], SIZE)
+        states.append(rules.person_states()[1])
+    assert states[0] == "upright" and states[-1] == "down"
+    assert "falling" in states  # between the drop and the settle check
+    # Lying still for minutes does not re-trigger.
+    events = run({1: side_fall(start=1.0)}, duration=40.0, settings=RuleSettings(down_alert_s=1000))
+    assert kinds(events) == ["fall"]
+
+
+def test_replay_is_deterministic() -> None:
+    a = run({1: side_fall()}, duration=6.0, drop=0.2, seed=3)
+    b = run({1: side_fall()}, duration=6.0, drop=0.2, seed=3)
+    strip = lambda es: [(e.event, e.t, e.frame, e.track, e.confidence, e.spine_angle_deg) for e in es]  # noqa: E731
+    assert strip(a) == strip(b) and a
+    assert a[0].id != b[0].id  # a fresh uuid per event
+
+
+def test_event_dict_has_the_schema() -> None:
+    (e,) = run({1: side_fall()}, duration=5.0)
+    d = e.to_dict()
+    assert set(d) == {"event", "id", "source", "t", "frame", "ts", "track", "confidence", "spine_angle_deg",
+                      "angle_change_deg", "descent_rate", "box"}
+    assert d["event"] == "fall" and len(d["id"]) == 36 and d["ts"].endswith("Z")
+    assert isinstance(d["frame"], int) and isinstance(d["t"], float) and len(d["box"]) == 4
+    x0, y0, x1, y1 = d["box"]
+    assert x0 < x1 and y0 < y1  # from the keypoints when the person has no box
+
+
+# -- activities that fool simple rules ---------------------------------------------------------------------
+
+def _no_events(body, duration: float = 8.0, **kw) -> None:
+    for fps in (15.0, 30.0):
+        events = run({1: body}, duration=duration, fps=fps, **kw)
+        assert events == [], (fps, [(e.event, e.t) for e in events])
+
+
+def test_sitting_down_fast() -> None:
+    # Onto a low sofa in 0.5 s: hips drop 0.3 H (a third of a body height), torso leans 25 deg on the way.
+    seated = Body(hip_up=0.19, spine=5.0)
+    _no_events(timeline([(0.0, STAND), (2.0, STAND), (2.25, Body(hip_up=0.33, spine=25.0)), (2.5, seated)]))
+
+
+def test_bending_to_pick_something_up_fast() -> None:
+    # In 0.5 s: the spine goes well past horizontal, knees bent a little (hips down 0.07 H): the torso midpoint
+    # drops as far as in a side fall, but the hips stay up.
+    bent = Body(hip_up=0.42, spine=110.0)
+    _no_events(timeline([(0.0, STAND), (2.0, STAND), (2.5, bent), (4.0, bent), (4.8, STAND)]))
+
+
+def test_tying_shoes() -> None:
+    # Down on one knee over 1.2 s and leaning over the foot for a few seconds.
+    kneel = Body(hip_up=0.28, spine=60.0)
+    _no_events(timeline([(0.0, STAND), (1.5, STAND), (2.7, kneel), (6.0, kneel), (7.2, STAND)]), duration=9.0)
+
+
+def test_squatting() -> None:
+    squat = Body(hip_up=0.2, spine=30.0)
+    _no_events(timeline([(0.0, STAND), (1.5, STAND), (2.3, squat), (5.0, squat), (6.0, STAND)]))
+
+
+def test_lying_down_on_a_bed_slowly() -> None:
+    sit_on_bed = Body(hip_up=0.3, spine=5.0)
+    on_bed = Body(hip_up=0.3, spine=90.0, legs="along")
+    _no_events(timeline([(0.0, STAND), (1.0, STAND), (2.5, sit_on_bed), (3.5, sit_on_bed), (5.5, on_bed)]),
+               duration=10.0)
+
+
+def test_exercising_on_the_floor() -> None:
+    # Getting down slowly (kneel, then lie), then sit-ups: the spine swings 90 -> 20 -> 90 every 2 s.
+    kneel = Body(hip_up=0.25, spine=10.0)
+    floor = Body(hip_up=0.06, spine=90.0, legs="along")
+    sit_up = Body(hip_up=0.06, spine=20.0, legs="along")
+    keys = [(0.0, STAND), (1.0, STAND), (3.0, kneel), (5.0, floor)]
+    t = 5.0
+    for _ in range(6):
+        keys += [(t + 1.0, sit_up), (t + 2.0, floor)]
+        t += 2.0
+    _no_events(timeline(keys), duration=t + 1.0)
+
+
+def test_walking_around_and_standing() -> None:
+    walk = timeline([(0.0, Body(x=100.0)), (5.0, Body(x=540.0)), (8.0, Body(x=300.0))])
+    jitter = np.random.default_rng(1)
+
+    def noisy(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        kp = kp.copy()
+        kp[:, :2] += jitter.normal(0.0, 3.0, size=(17, 2))  # keypoint jitter of a few pixels
+        return kp
+
+    _no_events(walk, mutate=noisy)
+
+
+# -- awkward inputs ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("drop", [0.3, 0.5])
+def test_missing_frames(drop: float) -> None:
+    for seed in range(3):
+        events = run({1: side_fall()}, duration=6.0, drop=drop, seed=seed)
+        assert kinds(events) == ["fall"], (drop, seed)
+
+
+def test_low_confidence_keypoints() -> None:
+    # Lying torso scored low (MoveNet does this), limbs and head garbage with scores under the threshold.
+    rng = np.random.default_rng(2)
+
+    def weak(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        kp = kp.copy()
+        if t > 2.7:
+            kp[5:7, 2] = kp[11:13, 2] = 0.3
+        for i in (0, 1, 2, 3, 4, 7, 8, 9, 10):
+            kp[i, :2] = rng.uniform(0, 480, size=2)
+            kp[i, 2] = 0.05
+        return kp
+
+    assert kinds(run({1: side_fall()}, duration=6.0, mutate=weak)) == ["fall"]
+    # With the whole torso under the threshold there is nothing to judge: no event, no crash.
+    def gone(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        kp = kp.copy()
+        kp[:, 2] = 0.1
+        return kp
+
+    assert run({1: side_fall()}, duration=6.0, mutate=gone) == []
+
+
+def test_one_garbage_pose_does_not_make_a_bend_a_fall() -> None:
+    # A single wildly wrong pose while standing (hips reported high up) must not become the "before".
+    bent = Body(hip_up=0.45, spine=100.0)
+    body = timeline([(0.0, STAND), (2.0, STAND), (2.5, bent), (4.0, bent), (4.8, STAND)])
+
+    def garbage(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        if abs(t - 1.8) < 1e-6:
+            kp = kp.copy()
+            kp[:, 1] -= 150.0
+        return kp
+
+    assert run({1: body}, duration=7.0, mutate=garbage) == []
+
+
+def test_a_single_garbage_pose_is_not_a_fall() -> None:
+    def glitch(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        if abs(t - 3.0) < 1e-6:
+            return keypoints(LYING)  # one frame of "lying"
+        return kp
+
+    assert run({1: lambda t: STAND}, duration=6.0, mutate=glitch) == []
+
+
+def test_head_out_of_view() -> None:
+    no_head = lambda body: (lambda t: replace(body(t), head=False))  # noqa: E731
+    assert kinds(run({1: no_head(side_fall())}, duration=6.0)) == ["fall"]
+    assert run({1: no_head(lambda t: STAND)}, duration=6.0) == []
+
+
+def test_person_leaving_the_frame() -> None:
+    walk_out = timeline([(0.0, Body(x=320.0)), (3.0, Body(x=700.0))])
+    rules = make_rules(RuleSettings(track_forget_s=2.0), source="s")
+    events = run({1: lambda t: walk_out(t) if t < 3.0 else None}, duration=8.0, rules=rules)
+    assert events == []
+    assert rules.person_states() == {}  # forgotten after track_forget_s
+
+
+def test_fallen_person_lost_by_the_detector_still_gets_person_down() -> None:
+    s = RuleSettings(down_alert_s=5.0)
+    body = side_fall(start=1.0)
+    events = run({1: lambda t: body(t) if t < 3.5 else None}, duration=10.0, settings=s)
+    assert kinds(events) == ["fall", "person_down"]
+
+
+def test_fallen_person_found_again_under_a_new_track_id_is_the_same_incident() -> None:
+    s = RuleSettings(down_alert_s=6.0)
+    body = side_fall(start=1.0)
+    events = run({1: lambda t: body(t) if t < 4.0 else None, 2: lambda t: body(t) if t >= 5.0 else None},
+                 duration=12.0, settings=s)
+    assert kinds(events) == ["fall", "person_down"]  # not a second fall for track 2
+
+
+def test_two_people_one_falls() -> None:
+    rules = make_rules(RuleSettings(), source="s")
+    walker = timeline([(0.0, Body(x=500.0)), (6.0, Body(x=560.0))])
+    events = run({1: side_fall(), 2: walker}, duration=6.0, rules=rules)
+    assert kinds(events) == ["fall"] and events[0].track == 1
+    assert rules.person_states() == {1: "down", 2: "upright"}
+
+
+def test_two_people_both_fall() -> None:
+    events = run({1: side_fall(start=1.5), 2: side_fall(start=3.0)}, duration=7.0)
+    assert sorted((e.event, e.track) for e in events) == [("fall", 1), ("fall", 2)]
+
+
+def test_bad_keypoint_arrays_are_ignored() -> None:
+    rules = make_rules(RuleSettings(), source="s")
+    for frame in range(30):
+        t = frame / 30
+        people = [PersonPose(1, None, np.zeros((5, 3))), PersonPose(2, None, np.full((17, 3), np.nan))]
+        assert rules.update(t, frame, people, SIZE) == []
+
+
+def test_repeated_and_out_of_order_timestamps() -> None:
+    rules = make_rules(RuleSettings(), source="s")
+    body = side_fall(start=1.0)
+    events = []
+    for frame in range(int(5 * 30)):
+        t = frame / 30
+        for tt in (t, t, t - 0.5):  # a duplicate and a late frame
+            events += rules.update(tt, frame, [PersonPose(1, None, keypoints(body(max(tt, 0))))], SIZE)
+    assert kinds(events) == ["fall"]
+
+
+def test_settings_refuse_nonsense() -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        RuleSettings(strategy="magic")
+    with pytest.raises(ValueError, match="window"):
+        RuleSettings(window_min_s=3.0, window_max_s=2.0)
+
+
+# -- the Ambianic baseline on the same sequences ---------------------------------------------------------------
+
+def test_ambianic_baseline_flags_a_side_fall_and_is_fooled_by_a_bend() -> None:
+    s = RuleSettings(strategy="ambianic")
+    events = run({1: side_fall(start=2.0)}, duration=6.0, settings=s)
+    assert kinds(events) == ["fall"] and 2.0 < events[0].t < 4.0
+    bent = Body(hip_up=0.42, spine=110.0)
+    bend = timeline([(0.0, STAND), (2.0, STAND), (2.5, bent), (4.0, bent), (4.8, STAND)])
+    assert kinds(run({1: bend}, duration=7.0, settings=s)) == ["fall"]  # what fallwatch exists to avoid
+    assert run({1: bend}, duration=7.0) == []
+
+
+def test_ambianic_baseline_confidence_threshold() -> None:
+    def weak(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        kp = kp.copy()
+        kp[:, 2] = 0.4
+        return kp
+
+    assert run({1: side_fall()}, duration=6.0, settings=RuleSettings(strategy="ambianic"), mutate=weak) == []
+    low = RuleSettings(strategy="ambianic", ambianic_confidence=0.11)
+    assert kinds(run({1: side_fall()}, duration=6.0, settings=low, mutate=weak)) == ["fall"]
