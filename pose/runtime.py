@@ -5,12 +5,15 @@ interpreter: :func:`make_cpu_interpreter` refuses it.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -52,8 +55,9 @@ def make_cpu_interpreter(path: Path, num_threads: Optional[int] = None) -> Any:
                            "use its CPU twin")
     interpreter_cls, _, _ = _import_runtime()
     try:
-        interp = interpreter_cls(model_path=str(path), num_threads=default_threads(num_threads))
-        interp.allocate_tensors()
+        with _native_stderr_filtered():
+            interp = interpreter_cls(model_path=str(path), num_threads=default_threads(num_threads))
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise BackendError(f"cannot load model {path}: {str(e).splitlines()[0] if str(e) else e!r}") from e
     return interp
@@ -87,6 +91,32 @@ def make_edgetpu_interpreter(path: Path, delegate: Any, num_threads: Optional[in
     except (ValueError, RuntimeError) as e:
         raise BackendError(f"cannot load {Path(path).name} on the Edge TPU ({_first_line(e)})") from e
     return interp
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered() -> Iterator[None]:
+    """Hold back the runtime's native "INFO: Created TensorFlow Lite XNNPACK delegate" line (it cannot be turned
+    off and is noise in every command's output); anything else written to fd 2 meanwhile is passed on."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield  # no real stderr (e.g. captured by a test runner): nothing to filter
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if line.startswith("INFO: Created TensorFlow Lite"):
+                    log.debug("%s", line)
+                elif line.strip():
+                    print(line, file=sys.stderr)
 
 
 def _first_line(e: BaseException) -> str:
