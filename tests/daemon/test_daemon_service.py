@@ -264,3 +264,39 @@ def test_invalid_config_exits_2_with_every_error(run_daemon, tmp_path: Path) -> 
     assert run.proc.wait(30) == 2
     lines = run.log.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("fallwatch.yaml:") for line in lines), run.log
+
+
+def test_fall_clip_reaches_the_broker_with_snapshot_and_state(run_daemon, data_dir: Path, tmp_path: Path,
+                                                              mosquitto) -> None:
+    """The whole path on a real clip: capture -> pose -> rules -> outbox -> a real mosquitto."""
+    import paho.mqtt.client as mqtt
+
+    received: list[tuple[str, bytes, bool]] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="daemon-test-sub")
+    client.on_message = lambda c, u, msg: received.append((msg.topic, msg.payload, msg.retain))
+    client.connect("127.0.0.1", mosquitto.port)
+    client.subscribe("fallwatch/daemontest/#", qos=1)
+    client.loop_start()
+    try:
+        cfg = base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path, realtime=False, name="hall")
+        cfg["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": mosquitto.port, "device_id": "daemontest",
+                       "state_dir": str(tmp_path / "state"), "snapshots": True,
+                       "homeassistant": {"enabled": False}}
+        run = run_daemon(cfg)
+        assert run.proc.wait(120) == 0, run.log[-2000:]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(t.endswith("/event/snapshot") for t, _, _ in received):
+            time.sleep(0.05)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    events = [json.loads(p) for t, p, _ in received if t == "fallwatch/daemontest/event"]
+    falls = [e for e in events if e["event"] == "fall"]
+    assert falls, f"{[t for t, _, _ in received]}\n{run.log[-2000:]}"
+    assert falls[0]["camera"] == "hall" and falls[0]["device"] == "daemontest" and falls[0]["backend"] == "cpu"
+    snapshots = [p for t, p, _ in received if t == "fallwatch/daemontest/event/snapshot"]
+    assert snapshots and snapshots[0][:2] == b"\xff\xd8" and snapshots[0][-2:] == b"\xff\xd9"
+    states = [json.loads(p) for t, p, _ in received if t == "fallwatch/daemontest/state"]
+    assert any(s["state"] == "fall" for s in states), states
+    availability = [p for t, p, _ in received if t == "fallwatch/daemontest/availability"]
+    assert availability[-1] == b"offline", "a clean stop says offline"
