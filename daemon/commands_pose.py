@@ -17,9 +17,11 @@ from typing import Any, Optional
 import numpy as np
 
 from fallwatch.config.loader import ConfigError, load_config
-from fallwatch.pose.engine import BackendError, PoseEngine, PoseSettings
+from fallwatch.pose.engine import BackendError, PoseEngine
 from fallwatch.pose.models import ModelError, resolve_model_dir
 from fallwatch.pose.types import KEYPOINT_NAMES, PoseResult
+
+from .settings import pose_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ def _engine(args: argparse.Namespace) -> tuple[Optional[PoseEngine], int, Any]:
         return None, 2, None
     model_dir = resolve_model_dir(getattr(args, "model_dir", None), config.models.dir)
     try:
-        return PoseEngine(PoseSettings.from_dict(config.pose.model_dump()), model_dir), 0, config
+        return PoseEngine(pose_settings(config), model_dir), 0, config
     except (ModelError, BackendError) as exc:
         print(f"fallwatch: {exc}", file=sys.stderr)
         return None, 2, None
@@ -121,33 +123,22 @@ def _stats(values: list[float]) -> dict[str, float]:
             "mean": round(float(a.mean()), 3)}
 
 
-class _RulesStage:
-    """The rules floor fed like the daemon feeds it (persons -> PersonPose -> FallRules.update)."""
-
-    def __init__(self, rules: Any, person_pose: Any):
-        self.rules, self.person_pose, self.frame = rules, person_pose, 0
-
-    def update(self, persons: list[Any], t: float, size: tuple[int, int]) -> None:
-        people = [self.person_pose(p.track_id, p.box, p.keypoints) for p in persons]
-        self.rules.update(t, self.frame, people, size)
-        self.frame += 1
-
-
-def _rules_stage(config: Any = None) -> Optional[_RulesStage]:
-    """The rules stage when the rules floor offers one (optional: the bench works without it)."""
+def _rules(config: Any) -> Optional[Any]:
+    """The configured rules, or None when the rules floor cannot be built (the bench then measures pose only)."""
     try:
-        from fallwatch.rules import FallRules, PersonPose, RuleSettings
+        from fallwatch.rules import make_rules
 
-        settings = RuleSettings.from_mapping(config.rules.model_dump()) if config is not None else RuleSettings()
-        return _RulesStage(FallRules(settings), PersonPose)
+        from .settings import rule_settings
+
+        return make_rules(rule_settings(config), source="bench")
     except Exception as exc:  # noqa: BLE001 - no usable rules floor just means: bench without the rules stage
-        log.info("bench without the rules stage (%s)", exc)
+        log.warning("bench without the rules stage (%s)", exc)
         return None
 
 
 def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[Any] = None) -> dict[str, Any]:
-    """Decode ``source`` ``loops`` times as fast as possible through the engine; figures as a dict."""
-    import cv2
+    """The daemon's pipeline (decode -> pose -> rules) over ``source``, ``loops`` times, as fast as possible."""
+    from .pipeline import Pipeline, VideoFrames, person_poses
 
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "estimate", "track", "pose", "rules",
                                                       "pipeline")}
@@ -155,47 +146,40 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
     est_invokes: list[float] = []
     det_frame: list[float] = []
     est_frame: list[float] = []
-    est_calls = 0
-    det_runs = 0
-    frames = 0
+    est_calls = det_runs = frames = 0
     rss_after_first: Optional[float] = None
     rss_end = 0.0
-    buf: Optional[np.ndarray] = None
+    pipeline = Pipeline(engine, rules) if rules is not None else None
+    t_offset = 0.0
+    engine.reset()
     t_start = time.perf_counter()
     for loop in range(max(1, loops)):
-        cap = cv2.VideoCapture(source)
-        if not cap.isOpened():
-            raise ValueError(f"{source}: cannot open video")
-        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-        n_loop = 0
+        video = VideoFrames(source)
+        it = iter(video)
         while True:
             t0 = time.perf_counter()
-            ok, bgr = cap.read()
-            if not ok:
+            try:
+                rgb, t, frame_no = next(it)
+            except StopIteration:
                 break
-            if buf is None or buf.shape != bgr.shape:
-                buf = np.empty_like(bgr)
-            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=buf)
             t1 = time.perf_counter()
             est_before = engine.estimator_model.invoke_count
             det_before = engine.detector_model.invoke_count
-            result = engine.process(buf, frames / fps)
+            # media time keeps running across loops, as the daemon's capture does for a looping file
+            if pipeline is not None:
+                pose = pipeline.process(rgb, t + t_offset, frames).pose
+            else:
+                pose = engine.process(rgb, t + t_offset)
+                person_poses(pose.persons)
             t2 = time.perf_counter()
-            if rules is not None:
-                try:
-                    rules.update(result.persons, frames / fps, (buf.shape[1], buf.shape[0]))
-                except Exception as exc:  # noqa: BLE001 - the rules floor is optional here; pose figures still count
-                    log.warning("rules stage failed (%s); benchmarking without it", exc)
-                    rules = None
-            t3 = time.perf_counter()
-            sm = result.stage_ms
+            sm = pose.stage_ms
             stages["decode"].append((t1 - t0) * 1000)
             stages["detect"].append(sm["detect"])
             stages["estimate"].append(sm["estimate"])
             stages["track"].append(sm["track"])
-            stages["pose"].append((t2 - t1) * 1000)
-            stages["rules"].append((t3 - t2) * 1000)
-            stages["pipeline"].append((t3 - t0) * 1000)
+            stages["pose"].append(sm["total"])
+            stages["rules"].append(max(0.0, (t2 - t1) * 1000 - sm["total"]))
+            stages["pipeline"].append((t2 - t0) * 1000)
             det_frame.append(sm["detect_invoke"])
             est_frame.append(sm["estimate_invoke"])
             if engine.detector_model.invoke_count > det_before:
@@ -206,10 +190,7 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
             if n_est == 1:
                 est_invokes.append(engine.estimator_model.last_invoke_ms)
             frames += 1
-            n_loop += 1
-        cap.release()
-        if n_loop == 0:
-            raise ValueError(f"{source}: no frames could be decoded")
+        t_offset += video.duration_s
         if loop == 0:
             rss_after_first = _rss_mb()
         rss_end = _rss_mb()
@@ -219,9 +200,9 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
     det_invoke = float(np.median(det_invokes)) if det_invokes else 0.0
     # Medians per invoke times how often each model ran: robust to the scheduling spikes of a busy machine.
     model_cost = (est_calls / frames * est_invoke + det_runs / frames * det_invoke) / est_invoke
-    pose_mean = float(np.mean(stages["pose"])) + float(np.mean(stages["rules"]))
+    ours_mean = float(np.mean(stages["pose"])) + float(np.mean(stages["rules"]))
     pipeline_mean = float(np.mean(stages["pipeline"]))
-    if rules is None:
+    if pipeline is None:
         stages.pop("rules")
     return {
         "source": source,
@@ -235,8 +216,8 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
                       "estimator": {**_stats(est_invokes), "count": len(est_invokes)}},
         "model_invoke_ms_per_frame": round(invoke_per_frame, 3),
         # our per-frame work (crops, tracking, smoothing, rules) over the models' own invoke time
-        "overhead_ratio": round(pose_mean / invoke_per_frame, 3),
-        # the same with video decoding counted as our work too
+        "overhead_ratio": round(ours_mean / invoke_per_frame, 3),
+        # the same with video decoding (OpenCV/FFmpeg) counted in too
         "overhead_ratio_with_decode": round(pipeline_mean / invoke_per_frame, 3),
         # detector + estimator invoke time per frame over one estimator invoke (crop tracking saves the detector)
         "model_cost_ratio": round(model_cost, 3),
@@ -247,7 +228,7 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         "rss_after_first_loop_mb": round(rss_after_first or 0.0, 1),
         "rss_end_mb": round(rss_end, 1),
         "rss_growth_pct": round(100.0 * (rss_end - (rss_after_first or rss_end)) / (rss_after_first or 1.0), 2),
-        "rules": rules is not None,
+        "rules": pipeline is not None,
     }
 
 
@@ -259,7 +240,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if engine is None:
         return rc
     try:
-        report = run_bench(engine, args.source, args.loops, _rules_stage(config))
+        report = run_bench(engine, args.source, args.loops, _rules(config))
     except ValueError as exc:
         print(f"fallwatch bench: {exc}", file=sys.stderr)
         return 1
