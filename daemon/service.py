@@ -106,6 +106,7 @@ class Daemon:
         self.fps = 0.0
         self.persons = 0
         self.stage_ms: dict[str, float] = {}
+        self.latency_ms = 0.0  # capture -> rules done, for the newest frame
         self._down: dict[int, str] = {}  # track -> "fall" | "person_down", until it recovers
         self.state = "ok"
         self._published_state: Optional[dict] = None
@@ -301,6 +302,7 @@ class Daemon:
         self._error_run = 0
         done = time.monotonic()
         self._progress = done
+        self.latency_ms = (done - frame.captured) * 1000.0
         self.frames += 1
         self._times.append(done)
         if len(self._times) >= 2 and self._times[-1] > self._times[0]:
@@ -380,7 +382,7 @@ class Daemon:
             backend=self.engine.backend, fps=round(self.fps, 2), stage_ms=self.stage_ms,
             dropped_frames=self.capture.dropped, corrupt_frames=self.capture.corrupt + self.corrupt,
             persons=self.persons, state=self.state, camera=self.capture.state, source=self.capture.source.name,
-            reopens=self.capture.reopens)
+            reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors)
         if self.publisher is not None:
             try:
                 stats = dict(self.publisher.stats())
