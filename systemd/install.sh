@@ -100,7 +100,7 @@ fi
 if id "$SERVICE_USER" >/dev/null 2>&1; then
   say "user $SERVICE_USER exists"
 else
-  useradd --system --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+  useradd --system --user-group --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
   say "created system user $SERVICE_USER"
 fi
 for g in video plugdev; do
