@@ -43,7 +43,7 @@ class PoseConfig(Section):
     estimator: str = Field("movenet_lightning", description="pose estimator model")
     detect_threshold: float = Field(0.5, gt=0, lt=1, description="person detector score threshold "
                                                                  "(an empty room scores ~0.33)")
-    detect_every: int = Field(10, ge=1, le=1000, description="run the detector every N frames to find "
+    detect_every: int = Field(15, ge=1, le=1000, description="run the detector every N frames to find "
                                                              "newcomers")
     track_timeout_s: float = Field(2.0, gt=0, le=60, description="forget a person unseen this long")
     max_persons: int = Field(4, ge=1, le=10, description="most people tracked at once")

@@ -35,7 +35,7 @@ class Detector(Protocol):
 
 @dataclass
 class TrackerSettings:
-    detect_every: int = 10
+    detect_every: int = 15
     track_timeout_s: float = 2.0
     max_persons: int = 4
     min_torso_score: float = 0.2

@@ -30,8 +30,8 @@ def test_bench_json_report(data_dir: Path, model_dir: Path, capsys: pytest.Captu
     est, det = report["invoke_ms"]["estimator"], report["invoke_ms"]["detector"]
     assert est["count"] > 0.9 * report["frames"] and est["median"] > 0
     assert det["count"] >= 1 and det["median"] > 0
-    # the detector ran about once per detect_every (10) frames, not on every frame
-    assert 0 < report["detector_run_fraction"] <= 0.15
+    # the detector ran about once per detect_every (15) frames, not on every frame
+    assert 0 < report["detector_run_fraction"] <= 0.1
     assert report["overhead_ratio"] >= 1.0  # the pose stage includes the invokes themselves
     assert report["overhead_ratio_with_decode"] >= report["overhead_ratio"]
     assert report["model_cost_ratio"] >= 1.0
