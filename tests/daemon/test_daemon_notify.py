@@ -268,3 +268,17 @@ def test_stderr_logging_outside_systemd(monkeypatch: pytest.MonkeyPatch, capfd: 
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
     assert " DEBUG fallwatch.test: details" in capfd.readouterr().err
+
+
+def test_journal_handler_when_systemd_python_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = pytest.importorskip("systemd.journal")
+    st = os.fstat(2)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        assert setup_logging("INFO") == "journal"
+        assert isinstance(root.handlers[0], journal.JournalHandler) and len(root.handlers) == 1
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
