@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import shutil
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -180,3 +184,38 @@ def mjpeg_parts() -> Callable[..., list[tuple[dict, bytes]]]:
 @pytest.fixture
 def person_factory() -> Callable[..., Person]:
     return make_person
+
+
+def find_chromium() -> str:
+    found = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                  if p and os.access(p, os.X_OK)), None)
+    if not found:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does this)")
+    return found
+
+
+def _screenshot(url: str, tmp_path: Path, budget_ms: int = 4000) -> np.ndarray:
+    shot = tmp_path / "shot.png"
+    cmd = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1024,768", f"--virtual-time-budget={budget_ms}", url]
+    # its own session, so a hung chromium and all its helper processes can be killed together
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("chromium did not finish its screenshot within 120 s")
+    assert shot.is_file(), f"chromium wrote no screenshot (rc {proc.returncode}): {stderr[-2000:]}"
+    img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
+    assert img is not None
+    return img
+
+
+@pytest.fixture
+def chromium_screenshot() -> Callable[..., np.ndarray]:
+    """screenshot(url, tmp_path, budget_ms=4000) -> BGR image of the page at 1024x768 (skips without chromium)."""
+    find_chromium()
+    return _screenshot
