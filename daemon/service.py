@@ -177,7 +177,11 @@ class Daemon:
             model_dir = resolve_model_dir(self.model_dir_arg, cfg.models.dir)
             self.engine = PoseEngine(pose_settings(cfg), model_dir)
             log.info("backend %s: %s", self.engine.backend, getattr(self.engine, "backend_reason", ""))
-        self.pipeline = Pipeline(self.engine, make_rules(rule_settings(cfg), source=cfg.camera.name))
+        try:
+            rules = make_rules(rule_settings(cfg), source=cfg.camera.name)
+        except ValueError as exc:  # a combination of rules: values the rules refuse
+            raise ConfigError([str(exc)]) from None
+        self.pipeline = Pipeline(self.engine, rules)
         self.hub = StatusHub(self.version, cfg.camera.name)
         self.hub.update(backend=self.engine.backend, camera="starting", rules=cfg.rules.model_dump(mode="json"))
         if cfg.debug.enabled:
@@ -442,6 +446,14 @@ class Daemon:
             if not changes:
                 log.info("configuration reloaded: no changes")
                 return True
+            if any(k.startswith("mqtt.") for k in changes):
+                # First, as it is the one step that can still fail (unusable TLS files): all or nothing.
+                try:
+                    self._reload_mqtt(old, new)
+                except Exception as exc:
+                    log.error("mqtt: %s", exc)
+                    log.error("configuration reload rejected; keeping the running configuration")
+                    return False
             for key, (before, after) in changes.items():
                 section = key.split(".", 1)[0]
                 if section in LIVE_SECTIONS:
@@ -451,10 +463,14 @@ class Daemon:
                                 "(systemctl restart fallwatch); keeping %s", key, before, after, before)
             if any(k.startswith("rules.") for k in changes):
                 self.pipeline.set_rules(rules)
+                if self._down:
+                    # The new rules start without history, so they could never report these people recovered.
+                    log.warning("new rules start afresh; clearing the %s state of track(s) %s", self.state,
+                                ", ".join(str(t) for t in sorted(self._down)))
+                    self._down.clear()
+                    self._update_state()
                 if self.hub is not None:
                     self.hub.update(rules=new.rules.model_dump(mode="json"))
-            if any(k.startswith("mqtt.") for k in changes):
-                self._reload_mqtt(old, new)
             if old.log.level != new.log.level and not self.log_level_override:
                 set_level(new.log.level)
             # Keep what was not applied, so the next reload reports it again and the status stays truthful.
@@ -471,7 +487,11 @@ class Daemon:
             self._stop_mqtt()
         elif self.publisher is None:
             log.info("mqtt enabled by the new configuration")
-            self._start_mqtt(new)
+            try:
+                self._start_mqtt(new)
+            except Exception:
+                self._stop_mqtt()
+                raise
         else:
             self.publisher.reconfigure(new.mqtt)
 
@@ -502,13 +522,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return daemon.run()
     except Shutdown:
         return 0
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"fallwatch: {line}", file=sys.stderr)
+        return 2
     except SourceError as exc:
         print(f"fallwatch: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from fallwatch.pose.models import ModelError
-
-        if isinstance(exc, ModelError) or type(exc).__name__ == "BackendError":
+        # The few errors that mean "this setup cannot work", each one line naming what to fix.
+        if type(exc).__name__ in ("ModelError", "BackendError", "MqttError"):
             print(f"fallwatch: {exc}", file=sys.stderr)
             return 1
         raise

@@ -300,3 +300,38 @@ def test_fall_clip_reaches_the_broker_with_snapshot_and_state(run_daemon, data_d
     assert any(s["state"] == "fall" for s in states), states
     availability = [p for t, p, _ in received if t == "fallwatch/daemontest/availability"]
     assert availability[-1] == b"offline", "a clean stop says offline"
+
+
+def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(run_daemon, data_dir: Path, tmp_path: Path,
+                                                              mosquitto) -> None:
+    cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
+    run = run_daemon(cfg)
+    run.wait_notify("READY=1")
+    bind = cfg["debug"]["bind"]
+    assert get_json(bind, "/api/stats")[1]["mqtt"]["connected"] is False
+
+    cfg["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": mosquitto.port, "device_id": "reloadtest",
+                   "state_dir": str(tmp_path / "state"), "homeassistant": {"enabled": False}}
+    run.write_config(cfg)
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"mqtt enabled by the new configuration")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not get_json(bind, "/api/stats")[1]["mqtt"]["connected"]:
+        time.sleep(0.1)
+    assert get_json(bind, "/api/stats")[1]["mqtt"]["connected"] is True
+    angle = get_json(bind, "/api/stats")[1]["rules"]["fall_angle_deg"]
+
+    # TLS with a CA file that is no certificate: the loader cannot know, the MQTT client can. Nothing applies.
+    bad_ca = tmp_path / "ca.pem"
+    bad_ca.write_text("not a certificate\n")
+    cfg["mqtt"]["tls"] = {"enabled": True, "ca_certs": str(bad_ca)}
+    cfg["rules"] = {"fall_angle_deg": angle - 5}
+    run.write_config(cfg)
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"reload rejected")
+    assert "mqtt.tls" in run.log
+    time.sleep(0.5)
+    stats = get_json(bind, "/api/stats")[1]
+    assert stats["rules"]["fall_angle_deg"] == angle and stats["mqtt"]["connected"] is True
+    rc, took = run.signal_and_wait(signal.SIGTERM)
+    assert rc == 0 and took < 2.0
