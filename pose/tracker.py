@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 KP_THRESHOLD = 0.2  # a keypoint at least this confident shapes the next crop and the box
 TORSO = (L_SHOULDER, R_SHOULDER, L_HIP, R_HIP)
+RETRY_COOLDOWN_FRAMES = 5
 
 
 class Estimator(Protocol):
@@ -62,6 +63,8 @@ class Track:
     crop: Optional[Crop] = None  # the crop that last found this person
     roi: Optional[Crop] = None  # BlazePose: the next region of interest its landmarks give (rotated)
     lost: int = 0  # frames since the estimator last found a torso
+    retry_cooldown: int = 0  # frames to skip shape-triggered rotation retries
+    size_peak: float = 0.0  # the largest recent crop side (decays slowly): a floor for the next crops
     updated: bool = False  # seen in the current frame
     detected: bool = False  # confirmed by the detector in the current frame
     hits: int = 0
@@ -142,7 +145,7 @@ class Tracker:
         return Estimate(kps, crop, getattr(self.estimator, "last33", None), getattr(self.estimator, "last_roi", None))
 
     def _estimate_best(self, frame: np.ndarray, crop: Crop, box: tuple[float, float, float, float],
-                       st: StepStats, aligned: bool = False) -> Estimate:
+                       st: StepStats, aligned: bool = False, track: Optional[Track] = None) -> Estimate:
         """Estimate on the crop at its angle; retry rotated by ±90° when the person may be lying (not when the
         crop is already aligned with the body, as BlazePose's regions of interest are)."""
         best = self._estimate(frame, crop, st)
@@ -152,7 +155,13 @@ class Tracker:
         weak = torso_score(best.kps) < self.s.retry_torso_score
         if not (weak or (crop.angle == 0 and wide) or (crop.angle != 0 and not wide)):
             return best
+        if track is not None and track.retry_cooldown > 0 and not weak:
+            # The shape alone asked for a retry and the last one kept this angle: a person sitting with
+            # legs stretched out is wide every frame; do not pay three invokes for it every frame.
+            track.retry_cooldown -= 1
+            return best
         best_q = _quality(best.kps)
+        first = best
         for angle in (0.0, 90.0, -90.0):
             if angle == crop.angle:
                 continue
@@ -160,6 +169,8 @@ class Tracker:
             q = _quality(e.kps)
             if q > best_q:
                 best_q, best = q, e
+        if track is not None:
+            track.retry_cooldown = RETRY_COOLDOWN_FRAMES if best is first else 0
         return best
 
     # -- one frame -------------------------------------------------------------------------------------------
@@ -172,7 +183,7 @@ class Tracker:
         # 1. Follow every track from its previous keypoints.
         for tr in self.tracks:
             crop, aligned = self._next_crop(tr, fw, fh)
-            e = self._estimate_best(frame, crop, tr.box, st, aligned)
+            e = self._estimate_best(frame, crop, tr.box, st, aligned, tr)
             if torso_score(e.kps) >= self.s.min_torso_score:
                 self._update(tr, e, t)
             else:
@@ -215,8 +226,9 @@ class Tracker:
             return tr.roi, True
         crop = crop_from_keypoints(tr.kps, tr.box, fw, fh, tr.angle)
         if tr.crop is not None:
-            # People do not shrink fast: a crop that collapses onto part of the body loses the rest of it.
-            crop.size = min(max(crop.size, tr.crop.size * 0.85), longest * 1.2)
+            # People do not shrink fast: a crop that collapses onto the few keypoints it is sure of (a person
+            # lying on a bed, half hidden) loses the rest of the body, and then the person.
+            crop.size = min(max(crop.size, tr.crop.size * 0.85, tr.size_peak * 0.7), longest * 1.2)
         return crop, False
 
     def _merge_detections(self, frame: np.ndarray, dets: list[Detection], t: float, st: StepStats) -> int:
@@ -283,6 +295,7 @@ class Tracker:
                 fallback_box: Optional[tuple[float, float, float, float]] = None) -> None:
         tr.kps, tr.angle, tr.kps33, tr.roi, tr.crop = e.kps, e.crop.angle, e.kps33, e.roi, e.crop
         tr.lost = 0
+        tr.size_peak = max(e.crop.size, tr.size_peak * 0.99)
         tr.box = keypoint_box(e.kps) or fallback_box or tr.box
         tr.score = float(e.kps[:, 2].mean())
         tr.last_seen = t
