@@ -1,7 +1,9 @@
-"""The fallwatch rule: a per-person window state machine over spine angle and hip height.
+"""The fallwatch rule: a per-person window state machine over the spine's angle and the torso's height.
 
-upright --(fast, large hip drop vs. a robust "before" pose, weighed with the spine's turn)--> falling
-falling --(body stays down for settle_s)--> down, emits `fall`     (else back to upright, nothing emitted)
+upright --(torso midpoint drops fast and far against a robust "before" pose; how far depends on how much the
+           spine turned: a full topple needs min_drop, no turn at all drop_without_turn)--> falling
+falling --(body stays down for settle_s and the hips came down min_hip_drop)--> down, emits `fall`
+           (else back to upright, nothing emitted)
 down --(still down down_alert_s after the fall)--> emits `person_down` once
 down --(upright for recover_s)--> upright, emits `recovered`
 
@@ -19,13 +21,14 @@ import numpy as np
 
 from .base import PersonPose, RuleSettings, Rules, keypoint_box
 from .events import Event
-from .geometry import BodyGeometry, measure
+from .geometry import LEG_FRACTION, BodyGeometry, measure
 
 log = logging.getLogger(__name__)
 
 HISTORY_S = 4.0  # seconds of samples kept per person: window_max_s plus the reference span, with room
 MIN_REFERENCE_SAMPLES = 3  # a median of fewer poses is not robust against one garbage pose
 ADOPT_DISTANCE = 1.5  # a new track this many body heights from a lost fallen person is taken to be them
+STANDING_LEGS = 0.8  # legs under the body at this share of the standing height's leg length: standing
 
 
 @dataclass
@@ -86,6 +89,10 @@ def _centre(g: BodyGeometry) -> float:
     return (g.hip_y + g.shoulder_y) / 2.0
 
 
+def _centre_x(g: BodyGeometry) -> float:
+    return (g.hip_x + g.shoulder_x) / 2.0
+
+
 class FallRules(Rules):
     def __init__(self, settings: RuleSettings, source: str = "") -> None:
         self.s = settings
@@ -98,6 +105,7 @@ class FallRules(Rules):
 
     def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
         events: list[Event] = []
+        present = {p.track for p in people}
         seen: set[int] = set()
         for person in people:
             if person.track in seen:
@@ -106,7 +114,7 @@ class FallRules(Rules):
             seen.add(person.track)
             tr = self._tracks.get(person.track)
             if tr is None:
-                tr = self._new_track(person, t, seen)
+                tr = self._new_track(person, present)
             events.extend(self._observe(tr, t, frame, person, size))
         # People not seen in this frame still age: a fallen person the model lost is still down.
         for key, tr in list(self._tracks.items()):
@@ -117,16 +125,20 @@ class FallRules(Rules):
         return events
 
     # -- tracks --------------------------------------------------------------------------------------------
-    def _new_track(self, person: PersonPose, t: float, seen: set[int]) -> _Track:
-        """A new id may be a fallen person the pose engine lost and found again: take over their state."""
+    def _new_track(self, person: PersonPose, present: set[int]) -> _Track:
+        """A new id may be a fallen person the pose engine lost and found again: a new track that looks down,
+        near where a fallen person not in this frame was last seen, takes over their incident (so no second
+        `fall`, and `person_down` / `recovered` stay with it). Someone upright walking in never does."""
         g = measure(person.keypoints, self.s.min_keypoint_score)
         if g is not None:
             for key, old in list(self._tracks.items()):
-                if key in seen or old.state == "upright" or old.fall is None or not old.samples:
+                if key in present or old.state == "upright" or old.fall is None or not old.samples:
+                    continue
+                if self._is_upright(g, old.fall.ref):
                     continue
                 last = old.samples[-1].g
                 scale = old.fall.ref.height
-                if abs(_centre(last) - _centre(g)) <= ADOPT_DISTANCE * scale:
+                if np.hypot(_centre(last) - _centre(g), _centre_x(last) - _centre_x(g)) <= ADOPT_DISTANCE * scale:
                     log.info("track %s continues fallen track %s", person.track, key)
                     del self._tracks[key]
                     old.track = person.track
@@ -225,7 +237,7 @@ class FallRules(Rules):
 
     def _speed(self, tr: _Track, now: _Sample) -> float:
         """Downward torso speed measured against the newest sample at least window_min_s older (a shorter base
-        would turn keypoint jitter into speed)."""
+        would turn keypoint jitter into speed); 0 across a gap of missing frames too long to say."""
         for old in reversed(tr.samples):
             dt = now.t - old.t
             if dt >= self.s.window_min_s:
@@ -233,7 +245,7 @@ class FallRules(Rules):
         return 0.0
 
     def _needed_drop(self, turn: float) -> float:
-        """Hip drop (body heights) needed for a fall, given how far the spine turned away from vertical:
+        """Torso-midpoint drop (body heights) a fall needs, given how far the spine turned from vertical:
         min_drop with a full topple, drop_without_turn with none, linear in between."""
         k = min(max(turn / self.s.fall_angle_deg, 0.0), 1.0)
         return self.s.drop_without_turn - (self.s.drop_without_turn - self.s.min_drop) * k
@@ -276,9 +288,14 @@ class FallRules(Rules):
         return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(g.spine_angle_deg - ref.angle)
 
     def _is_upright(self, g: BodyGeometry, ref: _Ref) -> bool:
-        """Spine near vertical and the torso back above fall level (standing, or sitting on a chair)."""
-        return (g.spine_angle_deg <= self.s.upright_angle_deg
-                and (_centre(g) - ref.centre_y) / ref.height < self.s.min_drop)
+        """Spine near vertical, and either the torso back above fall level (standing, or sitting on a chair)
+        or the legs upright under the body at nearly full length (standing up somewhere nearer the camera,
+        which puts the whole body lower in the image). Sitting up on the floor is neither."""
+        if g.spine_angle_deg > self.s.upright_angle_deg:
+            return False
+        if (_centre(g) - ref.centre_y) / ref.height < self.s.min_drop:
+            return True
+        return g.legs_px is not None and g.legs_px / LEG_FRACTION >= STANDING_LEGS * ref.height
 
     # -- events --------------------------------------------------------------------------------------------
     def _confidence(self, f: _Fall) -> float:

@@ -34,7 +34,10 @@ class BodyGeometry:
     spine_angle_deg: float  # angle of hip->shoulder from straight up: 0 upright, 90 horizontal, 180 upside down
     hip_y: float  # image y of the hip point the spine starts at (pixels, down is larger)
     shoulder_y: float
-    height_px: float  # estimated standing body height from segment lengths (pixels)
+    hip_x: float
+    shoulder_x: float
+    height_px: float  # estimated standing body height (pixels), see body_height
+    legs_px: Optional[float]  # hips' height above the ankles when the legs are under the body, else None
     box_w: float  # width of the confident keypoints' bounding box
     box_h: float  # height of the same
     score: float  # mean score of the torso keypoints used
@@ -75,6 +78,17 @@ def angle_from_vertical(top: np.ndarray, bottom: np.ndarray) -> float:
     return math.degrees(math.atan2(abs(dx), dy))
 
 
+def legs_under_body(kps: np.ndarray, top: np.ndarray, bottom: np.ndarray, min_score: float) -> Optional[float]:
+    """The hips' height above the confident ankles (pixels) when the legs stand under the body, else None."""
+    torso = float(np.hypot(*(top - bottom)))
+    ankles = [kps[i, 1] for i in (L_ANKLE, R_ANKLE) if kps[i, 2] >= min_score]
+    if ankles and torso > 0:
+        leg = float(np.mean(ankles)) - float(bottom[1])
+        if leg >= LEGS_UNDER_BODY * torso:
+            return leg
+    return None
+
+
 def body_height(kps: np.ndarray, top: np.ndarray, bottom: np.ndarray, min_score: float) -> float:
     """Standing body height estimate (pixels).
 
@@ -83,13 +97,10 @@ def body_height(kps: np.ndarray, top: np.ndarray, bottom: np.ndarray, min_score:
     exactly as a hip drop towards the floor is, so drops measured in these units mean the same from a
     ceiling-high camera and a shelf-high one. Otherwise (seated, lying, ankles out of view) the torso length
     stands in."""
-    torso = float(np.hypot(*(top - bottom)))
-    ankles = [kps[i, 1] for i in (L_ANKLE, R_ANKLE) if kps[i, 2] >= min_score]
-    if ankles and torso > 0:
-        leg = float(np.mean(ankles)) - float(bottom[1])
-        if leg >= LEGS_UNDER_BODY * torso:
-            return leg / LEG_FRACTION
-    return torso / TORSO_FRACTION
+    leg = legs_under_body(kps, top, bottom, min_score)
+    if leg is not None:
+        return leg / LEG_FRACTION
+    return float(np.hypot(*(top - bottom))) / TORSO_FRACTION
 
 
 def measure(kps: np.ndarray, min_score: float) -> Optional[BodyGeometry]:
@@ -108,7 +119,10 @@ def measure(kps: np.ndarray, min_score: float) -> Optional[BodyGeometry]:
         spine_angle_deg=angle_from_vertical(top, bottom),
         hip_y=float(bottom[1]),
         shoulder_y=float(top[1]),
+        hip_x=float(bottom[0]),
+        shoulder_x=float(top[0]),
         height_px=body_height(kps, top, bottom, min_score),
+        legs_px=legs_under_body(kps, top, bottom, min_score),
         box_w=box_w,
         box_h=box_h,
         score=score,

@@ -26,8 +26,8 @@ SIZE = (640, 480)
 @dataclass(frozen=True)
 class Body:
     """Posture at one instant. hip_up: hips above the floor line (body heights); spine: degrees from vertical,
-    positive leaning to +x; legs: "down" (ankles on the floor below) or "along" (continuing the spine line,
-    lying); floor: image y of the floor under the person (moves down when they come toward the camera)."""
+    positive leaning to +x; legs: "down" (ankles on the floor below), "along" (continuing the spine line,
+    lying) or "front" (stretched out sideways, seated on the floor); floor: image y of the floor under the person (moves down when they come toward the camera)."""
 
     x: float = 320.0
     hip_up: float = 0.49
@@ -47,6 +47,8 @@ def keypoints(b: Body, h: float = H) -> np.ndarray:
     nose = shoulder + 0.10 * h * up
     if b.legs == "down":
         ankle = np.array([b.x, b.floor])
+    elif b.legs == "front":  # seated on the floor, legs stretched out sideways in the image
+        ankle = hip + np.array([0.49 * h, 0.0])
     else:
         ankle = hip - 0.49 * h * up
     knee = (hip + ankle) / 2
@@ -181,10 +183,23 @@ def test_recovered_when_upright_again_and_no_person_down_after() -> None:
 
 
 def test_sitting_up_on_the_floor_is_not_recovery() -> None:
-    sit_on_floor = Body(hip_up=0.05, spine=10.0, legs="along")
+    sit_on_floor = Body(hip_up=0.05, spine=10.0, legs="front")
     s = RuleSettings(down_alert_s=8.0)
     events = run({1: side_fall(start=1.0, then=[(4.0, LYING), (5.5, sit_on_floor)])}, duration=12.0, settings=s)
     assert kinds(events) == ["fall", "person_down"]
+
+
+def test_recovered_standing_up_nearer_the_camera() -> None:
+    # Fell toward the camera and stood up where they landed: the whole body is lower in the image than
+    # before, but upright with the legs under it at full length.
+    near = FLOOR + 0.3 * H
+    fallen = Body(hip_up=0.08, spine=80.0, floor=near, legs="along")
+    keys = [(0.0, STAND), (1.0, STAND), (1.7, fallen)]
+    fall = timeline(keys, _fall_profile)
+    rise = timeline([(1.7, fallen), (4.0, fallen), (5.5, Body(floor=near))])
+    events = run({1: lambda t: fall(t) if t <= 1.7 else rise(t)}, duration=12.0,
+                 settings=RuleSettings(recover_s=3.0))
+    assert kinds(events) == ["fall", "recovered"]
 
 
 def test_one_fall_per_incident_and_states_for_the_overlay() -> None:
@@ -367,6 +382,29 @@ def test_fallen_person_found_again_under_a_new_track_id_is_the_same_incident() -
     events = run({1: lambda t: body(t) if t < 4.0 else None, 2: lambda t: body(t) if t >= 5.0 else None},
                  duration=12.0, settings=s)
     assert kinds(events) == ["fall", "person_down"]  # not a second fall for track 2
+
+
+def test_someone_walking_in_does_not_take_over_a_lost_fallen_person() -> None:
+    s = RuleSettings(down_alert_s=6.0, recover_s=2.0)
+    body = side_fall(start=1.0)
+    helper = timeline([(4.0, Body(x=600.0)), (6.0, Body(x=360.0))])
+    events = run({1: lambda t: body(t) if t < 3.5 else None, 2: lambda t: helper(t) if t >= 4.0 else None},
+                 duration=12.0, settings=s)
+    assert [(e.event, e.track) for e in events] == [("fall", 1), ("person_down", 1)]
+
+
+def test_new_person_listed_before_a_fallen_one_stays_separate() -> None:
+    rules = make_rules(RuleSettings(), source="s")
+    body = side_fall(start=1.0)
+    events = []
+    for frame in range(int(8 * 30)):
+        t = frame / 30
+        people = [PersonPose(1, None, keypoints(body(t)))]
+        if t > 5.0:  # a newcomer lying right beside the fallen person, listed first
+            people.insert(0, PersonPose(2, None, keypoints(replace(LYING, x=340.0))))
+        events += rules.update(t, frame, people, SIZE)
+    assert kinds(events) == ["fall"]
+    assert rules.person_states() == {1: "down", 2: "upright"}
 
 
 def test_two_people_one_falls() -> None:
