@@ -336,3 +336,87 @@ def test_auto_finds_no_camera_on_this_machine() -> None:
 def test_image_folder_source_is_a_folder(images_dir: Path) -> None:
     assert isinstance(make_source(CameraConfig(), str(images_dir)), ImageFolderSource)
     assert os.path.isdir(images_dir)
+
+
+class FakePicamera2:
+    """The slice of picamera2's API fallwatch uses, to exercise PiCamera2Source's code path without a Pi."""
+
+    cameras = [{"Model": "imx708", "Num": 0}]
+    instances: list["FakePicamera2"] = []
+
+    @classmethod
+    def global_camera_info(cls) -> list:
+        return cls.cameras
+
+    def __init__(self) -> None:
+        self.config = None
+        self.started = self.closed = False
+        FakePicamera2.instances.append(self)
+
+    def create_video_configuration(self, main: dict, controls: dict, buffer_count: int) -> dict:
+        return {"main": main, "controls": controls, "buffer_count": buffer_count}
+
+    def configure(self, config: dict) -> None:
+        self.config = config
+
+    def start(self) -> None:
+        self.started = True
+
+    def capture_array(self, stream: str) -> np.ndarray:
+        assert stream == "main" and self.started
+        w, h = self.config["main"]["size"]
+        img = np.zeros((h, w, 3), np.uint8)
+        img[..., 0] = 200  # "RGB888" is B, G, R in memory: blue
+        time.sleep(0.01)
+        return img
+
+    def stop(self) -> None:
+        self.started = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_picamera2_code_path_with_a_stand_in_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    FakePicamera2.instances.clear()
+    cam = CameraConfig(source="auto", width=320, height=240, fps=12, rotate=180)
+    source = make_source(cam)
+    assert isinstance(source, capmod.PiCamera2Source), "auto prefers the Pi camera when picamera2 sees one"
+    capture = open_capture(cam)
+    try:
+        frame = capture.get(5)
+    finally:
+        capture.stop()
+    picam = FakePicamera2.instances[-1]
+    assert picam.config == {"main": {"size": (320, 240), "format": "RGB888"}, "controls": {"FrameRate": 12.0},
+                            "buffer_count": 4}
+    assert frame is not None and frame.image.shape == (240, 320, 3)
+    assert frame.image[0, 0].tolist() == [0, 0, 200], "BGR from picamera2 becomes RGB"
+    assert picam.closed and not picam.started
+
+
+def test_picamera2_without_a_camera_is_retried(monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    import sys
+    import types
+
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = type("NoCam", (FakePicamera2,), {"cameras": []})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    monkeypatch.setattr(capmod, "v4l2_cameras", lambda: [])
+    with pytest.raises(SourceError, match="no camera found"):
+        make_source(CameraConfig(source="auto"))
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    capture = Capture(make_source(CameraConfig(source="picamera2")), reopen_min_s=0.05, reopen_max_s=0.1).start()
+    try:
+        time.sleep(0.4)
+        assert capture.state == "reopening" and capture.reopens >= 2
+    finally:
+        capture.stop()
+    assert any("picamera2 sees no camera attached" in r.getMessage() for r in caplog.records)
