@@ -37,8 +37,8 @@ class FrameResult:
 
 def person_poses(persons: list[Any]) -> list[PersonPose]:
     """The pose engine's Person objects as the plain values the rules take."""
-    return [PersonPose(track=int(p.track_id), box=tuple(float(v) for v in p.box), keypoints=p.keypoints)
-            for p in persons]
+    return [PersonPose(track=int(p.track_id), box=tuple(float(v) for v in p.box), keypoints=p.keypoints,
+                       keypoints_raw=getattr(p, "keypoints_raw", None)) for p in persons]
 
 
 class Pipeline:

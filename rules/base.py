@@ -70,7 +70,8 @@ class PersonPose:
 
     track: int
     box: Optional[tuple]  # x0, y0, x1, y1 pixels, or None
-    keypoints: np.ndarray  # (17, 3): x, y pixels, score; COCO-17 order
+    keypoints: np.ndarray  # (17, 3): x, y pixels, score; COCO-17 order (smoothed: what the rules judge)
+    keypoints_raw: Optional[np.ndarray] = None  # the same before smoothing, kept in recordings
 
 
 class Rules:

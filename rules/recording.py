@@ -2,6 +2,7 @@
 
 ``{"t": s, "frame": n, "size": [w, h], "people": [{"track": id, "box": [x0,y0,x1,y1],
 "keypoints": [[x, y, score] x 17]}]}`` (COCO-17 order, pixels; ``track`` and ``box`` optional).
+Written recordings also carry ``keypoints_raw`` (before smoothing) when the pose engine provides them.
 """
 from __future__ import annotations
 
@@ -39,8 +40,13 @@ def _person(obj: dict, index: int, where: str) -> PersonPose:
         if len(box) != 4:
             raise RecordingError(f"{where}: person {index} box must be [x0, y0, x1, y1]")
         box = tuple(float(v) for v in box)
+    raw = obj.get("keypoints_raw")
+    if raw is not None:
+        raw = np.asarray(raw, dtype=np.float32)
+        if raw.shape != (17, 3):
+            raise RecordingError(f"{where}: person {index} has keypoints_raw of shape {raw.shape}, expected 17 x 3")
     track = obj.get("track")
-    return PersonPose(track=int(track) if track is not None else index, box=box, keypoints=kps)
+    return PersonPose(track=int(track) if track is not None else index, box=box, keypoints=kps, keypoints_raw=raw)
 
 
 def parse_line(line: str, where: str = "recording") -> RecordedFrame:
@@ -77,14 +83,19 @@ def read_recording(path: Union[str, Path]) -> Iterator[RecordedFrame]:
                 yield parse_line(line, f"{path}:{n}")
 
 
+def _points(kps: np.ndarray) -> list[list[float]]:
+    return [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in np.asarray(kps)]
+
+
 def frame_to_dict(t: float, frame: int, size: tuple[int, int], people: list[PersonPose]) -> dict:
     out = []
     for p in people:
         d: dict = {"track": int(p.track)}
         if p.box is not None:
             d["box"] = [round(float(v), 2) for v in p.box]
-        d["keypoints"] = [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in
-                          np.asarray(p.keypoints)]
+        d["keypoints"] = _points(p.keypoints)
+        if p.keypoints_raw is not None:
+            d["keypoints_raw"] = _points(p.keypoints_raw)
         out.append(d)
     return {"t": round(float(t), 4), "frame": int(frame), "size": [int(size[0]), int(size[1])], "people": out}
 

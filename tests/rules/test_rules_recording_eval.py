@@ -25,13 +25,14 @@ def test_recording_round_trip(tmp_path: Path) -> None:
     kp = np.arange(51, dtype=np.float32).reshape(17, 3) / 100
     path = tmp_path / "rec.jsonl"
     with RecordingWriter(path) as w:
-        w.write(0.5, 7, (640, 480), [PersonPose(3, (1.0, 2.0, 3.0, 4.0), kp)])
+        w.write(0.5, 7, (640, 480), [PersonPose(3, (1.0, 2.0, 3.0, 4.0), kp, keypoints_raw=kp + 1)])
         w.write(0.6, 8, (640, 480), [])
     frames = list(read_recording(path))
     assert [(f.t, f.frame, f.size) for f in frames] == [(0.5, 7, (640, 480)), (0.6, 8, (640, 480))]
     p = frames[0].people[0]
     assert p.track == 3 and p.box == (1.0, 2.0, 3.0, 4.0)
     np.testing.assert_allclose(p.keypoints, kp, atol=1e-4)
+    np.testing.assert_allclose(p.keypoints_raw, kp + 1, atol=1e-4)
     assert frames[1].people == []
 
 
