@@ -36,9 +36,11 @@ class Body:
     floor: float = FLOOR
     score: float = 0.9
     head: bool = True
+    scale: float = 1.0  # apparent size (grows as the person comes toward the camera)
 
 
 def keypoints(b: Body, h: float = H) -> np.ndarray:
+    h = h * b.scale
     kp = np.zeros((17, 3), dtype=np.float32)
     hip = np.array([b.x, b.floor - b.hip_up * h])
     up = np.array([math.sin(math.radians(b.spine)), -math.cos(math.radians(b.spine))])
@@ -78,7 +80,7 @@ def _fall_profile(u: float) -> float:
     return u * u
 
 
-NUMERIC = ("x", "hip_up", "spine", "floor", "score")
+NUMERIC = ("x", "hip_up", "spine", "floor", "score", "scale")
 
 
 def timeline(keys: list[tuple[float, Body]], profile: Callable[[float], float] = _smooth) -> Callable[[float], Body]:
@@ -367,6 +369,20 @@ def test_person_leaving_the_frame() -> None:
     events = run({1: lambda t: walk_out(t) if t < 3.0 else None}, duration=8.0, rules=rules)
     assert events == []
     assert rules.person_states() == {}  # forgotten after track_forget_s
+
+
+def test_walking_toward_the_camera_and_out_at_the_bottom() -> None:
+    # The body grows and slides down the image until the legs, then the hips, leave the frame (joints outside
+    # it come back weak, as MoveNet scores them), then the track ends.
+    come = timeline([(0.0, Body()), (1.0, Body()), (3.0, Body(floor=600.0, scale=1.8))])
+
+    def clipped(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        kp = kp.copy()
+        kp[kp[:, 1] > SIZE[1], 2] = 0.05
+        return kp
+
+    for fps in (15.0, 30.0):
+        assert run({1: lambda t: come(t) if t < 3.0 else None}, duration=6.0, fps=fps, mutate=clipped) == []
 
 
 def test_fallen_person_lost_by_the_detector_still_gets_person_down() -> None:
