@@ -161,6 +161,8 @@ class DebugConfig(Section):
         loopback = host in ("localhost", "::1") or host.startswith("127.")
         if self.enabled and not loopback and not (self.username and (self.password or self.password_file)):
             raise ValueError(f"binding to {host} beyond loopback requires username and password")
+        if self.username and not (self.password or self.password_file):
+            raise ValueError("username is set but neither password nor password_file")
         return self
 
 

@@ -33,6 +33,8 @@ MAX_STREAM_FPS = 30.0
 MAX_HEIGHT = 2160
 KEEPALIVE_S = 1.0  # while no new frame comes, the last part is repeated this often
 WRITE_TIMEOUT_S = 10.0  # a client that stops reading is dropped instead of holding a thread forever
+IDLE_TIMEOUT_S = 30.0
+MAX_VIEWERS = 8  # streams at once; each costs a thread and, at its own height, encodings on a small CPU
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -140,6 +142,7 @@ def render_metrics(stats: dict) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fallwatch"
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S  # idle keep-alive connections are closed instead of holding a thread
     server: "_Server"
 
     # Route table: exact paths only (no prefixes, no file-system lookups).
@@ -225,6 +228,17 @@ class _Handler(BaseHTTPRequestHandler):
         debug = self.server.debug
         fps = _query_float(query, "fps", debug.cfg.stream_fps, 0.1, MAX_STREAM_FPS)
         height = _query_height(query)
+        if not debug.viewer_joined():
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, f"too many viewers (at most {MAX_VIEWERS})\n".encode(),
+                       "text/plain; charset=utf-8", head)
+            return
+        try:
+            self._stream(fps, height, head)
+        finally:
+            debug.viewer_left()
+
+    def _stream(self, fps: float, height: Optional[int], head: bool) -> None:
+        debug = self.server.debug
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
@@ -239,28 +253,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"--{BOUNDARY}\r\n".encode())
         period = 1.0 / fps
         last_seq, last_jpeg, last_write = 0, debug.placeholder(height), 0.0
-        debug.viewer_joined()
-        try:
-            while not debug.stopping.is_set():
-                snap = debug.hub.wait_frame(last_seq, timeout=KEEPALIVE_S / 2)
-                if debug.stopping.is_set():
-                    break
-                if snap is None:
-                    # No new frame (none yet, or the source stopped): repeat the last part now and then. The
-                    # bytes are cached, so this costs no encoding, and a client that went away is noticed.
-                    if time.monotonic() - last_write >= KEEPALIVE_S or last_seq == 0:
-                        self._write_part(last_jpeg)
-                        last_write = time.monotonic()
-                    continue
-                sent_at = time.monotonic()
-                last_seq = snap[0]
-                last_jpeg = debug.hub.jpeg_for(snap, height)
-                self._write_part(last_jpeg)
-                last_write = time.monotonic()
-                # pace to the requested fps; frames published meanwhile are skipped, not queued
-                debug.stopping.wait(max(0.0, period - (time.monotonic() - sent_at)))
-        finally:
-            debug.viewer_left()
+        while not debug.stopping.is_set():
+            snap = debug.hub.wait_frame(last_seq, timeout=KEEPALIVE_S / 2)
+            if debug.stopping.is_set():
+                break
+            if snap is None:
+                # No new frame (none yet, or the source stopped): repeat the last part now and then. The
+                # bytes are cached, so this costs no encoding, and a client that went away is noticed.
+                if time.monotonic() - last_write >= KEEPALIVE_S or last_seq == 0:
+                    self._write_part(last_jpeg)
+                    last_write = time.monotonic()
+                continue
+            sent_at = time.monotonic()
+            last_seq = snap[0]
+            last_jpeg = debug.hub.jpeg_for(snap, height)
+            self._write_part(last_jpeg)
+            last_write = time.monotonic()
+            # pace to the requested fps; frames published meanwhile are skipped, not queued
+            debug.stopping.wait(max(0.0, period - (time.monotonic() - sent_at)))
 
     def _write_part(self, jpeg: bytes) -> None:
         # Each part is followed at once by the next boundary: browsers show a part only when they see the
@@ -313,7 +323,10 @@ class DebugServer:
         if self._httpd is not None:
             raise RuntimeError("DebugServer already started")
         if self.cfg.username:
-            password = read_secret(self.cfg.password, self.cfg.password_file)
+            try:
+                password = read_secret(self.cfg.password, self.cfg.password_file)
+            except OSError as e:
+                raise OSError(f"debug.password_file {self.cfg.password_file}: {e.strerror or e}") from None
             if not password:
                 raise ValueError("debug.username is set but no password (debug.password or debug.password_file)")
             self._credentials = f"{self.cfg.username}:{password}".encode("utf-8")
@@ -376,9 +389,13 @@ class DebugServer:
             return False
         return hmac.compare_digest(given, self._credentials)
 
-    def viewer_joined(self) -> None:
+    def viewer_joined(self) -> bool:
+        """Count a new stream viewer; False when there are already MAX_VIEWERS."""
         with self._viewers_lock:
+            if self._viewers >= MAX_VIEWERS:
+                return False
             self._viewers += 1
+            return True
 
     def viewer_left(self) -> None:
         with self._viewers_lock:

@@ -341,3 +341,47 @@ def test_waiting_card_before_the_first_frame_then_the_video(start_server, feeder
     finally:
         resp.close()
         conn.close()
+
+
+def test_viewer_cap(start_server, feeders, clip_frames, mjpeg_parts):
+    from fallwatch.daemon.web import MAX_VIEWERS
+    run = start_server()
+    feeders(run.hub, clip_frames, fps=10)
+    open_ = [_open_stream(run.port, "/stream.mjpg?fps=1&height=120") for _ in range(MAX_VIEWERS)]
+    try:
+        for _, resp in open_:
+            mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
+        status, _, body = run.request("/stream.mjpg")
+        assert status == 503 and b"too many viewers" in body
+        assert run.request("/healthz")[0] == 200  # the rest of the server still answers
+    finally:
+        for conn, resp in open_:
+            resp.close()
+            conn.close()
+    assert _wait(lambda: run.server.viewers == 0)
+    conn, resp = _open_stream(run.port)
+    assert resp.status == 200
+    resp.close()
+    conn.close()
+
+
+def test_ipv6_loopback(start_server, feeders, clip_frames):
+    import socket
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    run = start_server(bind="[::1]:0")
+    feeders(run.hub, clip_frames, fps=10)
+    assert run.server.url.startswith("http://[::1]:")
+    assert _wait(lambda: run.hub.seq > 0)
+    conn = http.client.HTTPConnection("::1", run.port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+    finally:
+        conn.close()
