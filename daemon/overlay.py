@@ -105,6 +105,14 @@ def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
         if angle is not None:
             text += f" {float(angle):.0f}deg"
         _label(img, text, _pt(x0, y0 - 4), colour, max(0.5, 0.8 * scale))
+    # frame number and media time, so a moment seen on the stream can be found again in a recording
+    meta = []
+    if isinstance(extra.get("frame"), (int, np.integer)):
+        meta.append(f"frame {int(extra['frame'])}")
+    if isinstance(extra.get("t"), (int, float, np.floating)):
+        meta.append(f"t {float(extra['t']):.2f}s")
+    if meta:
+        _label(img, "  ".join(meta), (4, h - 6), (230, 230, 230), max(0.45, 0.6 * scale))
     return img
 
 

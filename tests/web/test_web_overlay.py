@@ -44,6 +44,9 @@ def test_overlay_draws_state_colours_and_leaves_the_frame_alone(clip_frames, per
     changed = np.any(out != plain, axis=2)
     assert 0.005 < changed.mean() < 0.3  # overlays drawn, picture still visible
     assert np.array_equal(draw_overlay(frame, [], {}), plain)
+    stamped = draw_overlay(frame, [], {}, extra={"t": 1.5, "frame": 12})  # the daemon's frame number and time
+    changed = np.any(stamped != plain, axis=2)
+    assert changed[h - 40:, :200].any() and not changed[: h // 2].any()
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         draw_overlay(frame[:, :, 0], [], {})
 
