@@ -420,3 +420,53 @@ def test_picamera2_without_a_camera_is_retried(monkeypatch: pytest.MonkeyPatch,
     finally:
         capture.stop()
     assert any("picamera2 sees no camera attached" in r.getMessage() for r in caplog.records)
+
+
+def test_network_stream_that_goes_away_is_reopened_when_it_returns(tmp_path: Path, clips: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A real HTTP stream through OpenCV's FFmpeg: frames, then the server vanishes, then it is back."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "cam.mp4").symlink_to(clips / CLIP_15FPS)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+
+    def serve(port: int = 0) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    server = serve()
+    port = server.server_address[1]
+    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture")
+    capture = Capture(make_source(CameraConfig(), f"http://127.0.0.1:{port}/cam.mp4"), reopen_min_s=0.1,
+                      reopen_max_s=0.3).start()
+    try:
+        # (Served as a file, the stream ends every ~170 frames and is reopened: a camera that keeps dropping out.)
+        first = drain(capture, 1.5)
+        assert len(first) > 10
+        assert abs(first[-1].t - first[-1].captured) < 0.01, "a camera's t is its capture time"
+        server.shutdown()
+        server.server_close()
+
+        def open_failures() -> int:
+            return sum("unavailable" in r.getMessage() for r in caplog.records)
+
+        deadline = time.monotonic() + 15
+        while open_failures() < 2 and time.monotonic() < deadline:
+            capture.get(0.1)
+        assert open_failures() >= 2 and capture.state == "reopening"
+        capture.get(0.05)
+        assert capture.get(0.5) is None, "no frames while the server is gone"
+        server = serve(port)
+        frames = drain(capture, 3.0)
+        assert len(frames) > 10, "frames flow again once the stream is back"
+    finally:
+        capture.stop()
+        server.shutdown()
+        server.server_close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("retrying in" in m for m in messages)
