@@ -64,7 +64,6 @@ class Track:
     roi: Optional[Crop] = None  # BlazePose: the next region of interest its landmarks give (rotated)
     lost: int = 0  # frames since the estimator last found a torso
     retry_cooldown: int = 0  # frames to skip shape-triggered rotation retries
-    size_peak: float = 0.0  # the largest recent crop side (decays slowly): a floor for the next crops
     updated: bool = False  # seen in the current frame
     detected: bool = False  # confirmed by the detector in the current frame
     hits: int = 0
@@ -155,9 +154,10 @@ class Tracker:
         weak = torso_score(best.kps) < self.s.retry_torso_score
         if not (weak or (crop.angle == 0 and wide) or (crop.angle != 0 and not wide)):
             return best
-        if track is not None and track.retry_cooldown > 0 and not weak:
-            # The shape alone asked for a retry and the last one kept this angle: a person sitting with
-            # legs stretched out is wide every frame; do not pay three invokes for it every frame.
+        w, h = box[2] - box[0], box[3] - box[1]
+        if track is not None and track.retry_cooldown > 0 and not weak and h < w < 1.5 * h:
+            # The shape alone asked for a retry, the box is only a little wider than tall (a person sitting
+            # with legs stretched out) and the last retry kept this angle: skip it for a few frames.
             track.retry_cooldown -= 1
             return best
         best_q = _quality(best.kps)
@@ -228,7 +228,7 @@ class Tracker:
         if tr.crop is not None:
             # People do not shrink fast: a crop that collapses onto the few keypoints it is sure of (a person
             # lying on a bed, half hidden) loses the rest of the body, and then the person.
-            crop.size = min(max(crop.size, tr.crop.size * 0.85, tr.size_peak * 0.7), longest * 1.2)
+            crop.size = min(max(crop.size, tr.crop.size * 0.85), longest * 1.2)
         return crop, False
 
     def _merge_detections(self, frame: np.ndarray, dets: list[Detection], t: float, st: StepStats) -> int:
@@ -295,7 +295,6 @@ class Tracker:
                 fallback_box: Optional[tuple[float, float, float, float]] = None) -> None:
         tr.kps, tr.angle, tr.kps33, tr.roi, tr.crop = e.kps, e.crop.angle, e.kps33, e.roi, e.crop
         tr.lost = 0
-        tr.size_peak = max(e.crop.size, tr.size_peak * 0.99)
         tr.box = keypoint_box(e.kps) or fallback_box or tr.box
         tr.score = float(e.kps[:, 2].mean())
         tr.last_seen = t

@@ -88,6 +88,11 @@ def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) 
     person = next((p for p in at_check.persons if p.track_id == faller_id), None)
     assert person is not None, f"track {faller_id} lost by t={t:.2f}s (have {[p.track_id for p in at_check.persons]})"
     assert torso_score(person.keypoints_raw) >= CONFIDENT_TORSO
+    # through the whole second before the check, with a torso the estimator is sure of
+    window = [max((torso_score(p.keypoints_raw) for p in r.persons if p.track_id == faller_id), default=0.0)
+              for t, r in results if t_check - 1.0 <= t <= t_check]
+    assert min(window) >= engine.settings.min_torso_score
+    assert float(np.median(window)) >= 0.4
     # and it was tracked, with its torso, through most of the time on the floor
     after = [r for t, r in results if entry["fall_start_s"] <= t <= t_check]
     tracked = sum(any(p.track_id == faller_id for p in r.persons) for r in after)
