@@ -160,12 +160,12 @@ class MqttPublisher:
         """Non-blocking: a broker that is down now is retried in the background with capped backoff."""
         if self._started:
             return
-        self._started = True
         self._stop_evt.clear()
         if self.cfg.enabled:
-            self._connect()
+            self._connect()        # raises MqttError on settings that can never work
         else:
             log.info("mqtt.enabled is false: events are not published")
+        self._started = True
         for name, target in (("mqtt-sender", self._sender_loop), ("mqtt-heartbeat", self._heartbeat_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -203,8 +203,9 @@ class MqttPublisher:
         payload.setdefault("id", str(uuid.uuid4()))
         payload.setdefault("ts", utc_now_iso())
         payload["device"] = self.device_id
-        payload["camera"] = self.camera
-        payload["backend"] = self._safe_status().get("backend")
+        payload.setdefault("camera", self.camera)
+        if payload.get("backend") is None:
+            payload["backend"] = self._safe_status().get("backend")
         kind = payload.get("event")
         if not self.cfg.enabled:
             log.info("event %s %s not published: mqtt.enabled is false", kind, payload["id"])
@@ -472,7 +473,7 @@ class MqttPublisher:
         if client is not None:
             client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF, qos=1, retain=True)
         if changed:
-            log.warning("alerts %s by MQTT command", "resumed" if enabled else "PAUSED (events are only logged)")
+            log.info("alerts %s by MQTT command", "resumed" if enabled else "paused (events are only logged)")
             if self._on_alerts_changed is not None:
                 try:
                     self._on_alerts_changed(enabled)
@@ -557,13 +558,17 @@ class MqttPublisher:
                 self._hb_wake.clear()
                 if self._stop_evt.is_set():
                     return
+                next_at = time.monotonic()   # (re)connected or reconfigured: one now, then the cadence
             client = self._client
             if client is not None and self._connected:
                 try:
                     client.publish(f"{self.prefix}/heartbeat", to_json(self.heartbeat()), qos=0, retain=False)
                 except Exception:
                     log.exception("MQTT heartbeat failed")
-            next_at = time.monotonic() + self.cfg.heartbeat_s
+            # a steady cadence (no drift by the time a heartbeat takes); after a stall or a wake-up, start afresh
+            now = time.monotonic()
+            next_at = next_at + self.cfg.heartbeat_s if next_at + self.cfg.heartbeat_s > now else \
+                now + self.cfg.heartbeat_s
 
     def heartbeat(self) -> dict:
         st = self._safe_status()

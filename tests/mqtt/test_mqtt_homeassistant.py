@@ -62,6 +62,8 @@ def test_mqtt_discovery_published_retained_on_connect(mosquitto, subscriber, mqt
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
     pub.set_state({"state": "person_down", "persons": 1})
+    first = subscriber(mosquitto.port, ["homeassistant/#"])
+    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 6, 5)
     # a Home Assistant that connects later finds everything retained
     sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
     assert sub.wait_for(lambda s: len([m for m in s.messages if m[0].startswith("homeassistant/")]) >= 6, 5)

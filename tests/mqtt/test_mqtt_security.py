@@ -114,3 +114,13 @@ def test_mqtt_tls_missing_ca_file_is_a_clear_error(tmp_path, mqtt_cfg, publisher
     pub = publisher(mqtt_cfg(1, tls={"enabled": True, "ca_certs": str(tmp_path / "nope.crt")}))
     with pytest.raises(MqttError, match=r"mqtt\.tls"):
         pub.start()
+
+
+def test_mqtt_reconfigure_to_unusable_tls_keeps_the_connection(mosquitto, tmp_path, mqtt_cfg, publisher):
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    bad = mqtt_cfg(mosquitto.port, tls={"enabled": True, "ca_certs": str(tmp_path / "missing-ca.crt")})
+    with pytest.raises(MqttError, match="mqtt.tls"):
+        pub.reconfigure(bad)
+    assert pub.connected and pub.cfg.tls.enabled is False
