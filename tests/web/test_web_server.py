@@ -65,7 +65,7 @@ def test_stream_height_and_fps_options(start_server, feeders, clip_frames, mjpeg
     img = cv2.imdecode(np.frombuffer(parts[-1][1], np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[:2] == (240, 320)
     # 4 parts at 2 fps: the first at once, then one every 0.5 s (the feeder runs at 20 fps)
-    assert 1.2 <= elapsed <= 4.0, elapsed
+    assert 1.2 <= elapsed <= 6.0, elapsed
 
     for bad in ("/stream.mjpg?fps=abc", "/stream.mjpg?fps=0", "/stream.mjpg?fps=1000", "/stream.mjpg?height=5",
                 "/stream.mjpg?height=-3", "/latest.jpg?height=99999"):
@@ -140,8 +140,8 @@ def test_healthz_flips_to_503_when_feeding_stops_and_when_source_stops(start_ser
 
     feeder.stop()  # inference stalls: no new frames
     t0 = time.monotonic()
-    assert _wait(lambda: run.request("/healthz")[0] == 503, timeout=4)
-    assert 0.5 <= time.monotonic() - t0 <= 3.0
+    assert _wait(lambda: run.request("/healthz")[0] == 503, timeout=6)
+    assert 0.5 <= time.monotonic() - t0 <= 5.0
     status, body = run.json("/healthz")
     assert body["status"] == "unhealthy" and "no frame" in body["reason"]
 
