@@ -223,9 +223,9 @@ class PoseEngine:
             "total": total,
             "detect_invoke": self.detector_model.total_invoke_ms - det_ms0,
             "estimate_invoke": self.estimator_model.total_invoke_ms - est_ms0,
-            "estimator_calls": float(st.estimator_calls),
         }
-        return PoseResult(persons=persons, backend=self._backend, stage_ms=stage, detector_ran=st.detector_ran)
+        return PoseResult(persons=persons, backend=self._backend, stage_ms=stage, detector_ran=st.detector_ran,
+                          estimator_calls=st.estimator_calls)
 
     def _check(self, frame: Any) -> np.ndarray:
         if not isinstance(frame, np.ndarray):

@@ -50,3 +50,4 @@ class PoseResult:
     backend: str = "cpu"  # "cpu" or "edgetpu": the backend that ran this frame
     stage_ms: dict[str, float] = field(default_factory=dict)  # e.g. {"detect": 4.1, "estimate": 3.2}
     detector_ran: bool = False
+    estimator_calls: int = 0  # estimator invokes this frame (one per person, more with rotation retries)
