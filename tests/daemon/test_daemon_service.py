@@ -335,3 +335,25 @@ def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(run_daemon, data_di
     assert stats["rules"]["fall_angle_deg"] == angle and stats["mqtt"]["connected"] is True
     rc, took = run.signal_and_wait(signal.SIGTERM)
     assert rc == 0 and took < 2.0
+
+
+@pytest.mark.parametrize("clip", [FALL_CLIP, "Subject 2/Fall/12.mp4"])
+def test_daemon_and_detect_agree_to_the_last_event(run_daemon, data_dir: Path, tmp_path: Path, model_dir: Path,
+                                                   clip: str) -> None:
+    """`fallwatch run` on a file (realtime: false) and `fallwatch detect` see the same frames at the same times."""
+    path = data_dir / "gmdcsa24-dev" / clip
+    env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
+    detect = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "detect", "--json", str(path)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert detect.returncode == 0, detect.stderr[-2000:]
+    run = run_daemon(base_config(str(path), tmp_path, realtime=False))
+    assert run.proc.wait(120) == 0, run.log[-2000:]
+
+    def key(e: dict) -> tuple:
+        return e["event"], e["t"], e["frame"], e["track"], e["spine_angle_deg"]
+
+    expected = [key(json.loads(line)) for line in detect.stdout.splitlines() if line.strip()]
+    got = [key(json.loads(line.split(": ", 1)[1].split(": ", 1)[1])) for line in run.log.splitlines()
+           if re.search(r"fallwatch\.daemon\.service: event \w+: ", line)]
+    assert expected, "the clip is a fall"
+    assert got == expected
