@@ -110,7 +110,14 @@ def _record_paths(videos: list[str], record: Optional[str]) -> Optional[list[Opt
         print(f"fallwatch detect: --record {record}: with several videos, give an existing directory",
               file=sys.stderr)
         return None
-    return [out / (Path(v).stem + ".jsonl") for v in videos]
+    paths: list[Optional[Path]] = []
+    for v in videos:  # videos of the same name from different folders must not overwrite each other
+        name, n = Path(v).stem, 1
+        while out / f"{name}.jsonl" in paths:
+            n += 1
+            name = f"{Path(v).stem}-{n}"
+        paths.append(out / f"{name}.jsonl")
+    return paths
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

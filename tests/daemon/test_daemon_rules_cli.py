@@ -119,3 +119,12 @@ def test_video_frames_use_media_time_and_skip_corrupt_data(gmdcsa: Path, tmp_pat
         assert 0 < n < len(ts)
     with pytest.raises(ValueError, match="no such video file"):
         list(iter_video_frames(tmp_path / "missing.mp4"))
+
+
+def test_record_paths_for_several_videos(tmp_path: Path) -> None:
+    from fallwatch.daemon.commands_rules import _record_paths
+
+    assert _record_paths(["a/13.mp4"], str(tmp_path / "r.jsonl")) == [tmp_path / "r.jsonl"]
+    assert _record_paths(["a/13.mp4", "b/13.mp4", "c.mp4"], str(tmp_path)) == [
+        tmp_path / "13.jsonl", tmp_path / "13-2.jsonl", tmp_path / "c.jsonl"]
+    assert _record_paths(["a.mp4", "b.mp4"], str(tmp_path / "not-a-dir.jsonl")) is None
