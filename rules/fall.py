@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import PersonPose, RuleSettings, Rules, keypoint_box
+from .base import STRATEGIES, PersonPose, RuleSettings, Rules, keypoint_box
 from .events import Event
 from .geometry import LEG_FRACTION, BodyGeometry, measure
 
@@ -321,3 +321,13 @@ class FallRules(Rules):
         return Event(event=kind, source=self.source, t=t, frame=frame, track=tr.track, confidence=confidence,
                      spine_angle_deg=angle, angle_change_deg=angle - f.ref.angle,
                      descent_rate=f.rate if kind != "recovered" else 0.0, box=list(tr.last_box))
+
+
+def make_rules(settings: RuleSettings, source: str = "") -> Rules:
+    """The rule strategy ``settings.strategy`` names, for one video source."""
+    if settings.strategy == "fallwatch":
+        return FallRules(settings, source)
+    if settings.strategy == "ambianic":
+        from .ambianic import AmbianicRules
+        return AmbianicRules(settings, source)
+    raise ValueError(f"unknown rules.strategy {settings.strategy!r} (expected one of {', '.join(STRATEGIES)})")
