@@ -27,7 +27,8 @@ SIZE = (640, 480)
 class Body:
     """Posture at one instant. hip_up: hips above the floor line (body heights); spine: degrees from vertical,
     positive leaning to +x; legs: "down" (ankles on the floor below), "along" (continuing the spine line,
-    lying) or "front" (stretched out sideways, seated on the floor); floor: image y of the floor under the person (moves down when they come toward the camera)."""
+    lying) or "front" (stretched out sideways, seated on the floor); floor: image y of the floor under the
+    person (moves down when they come toward the camera)."""
 
     x: float = 320.0
     hip_up: float = 0.49
