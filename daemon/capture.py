@@ -277,11 +277,12 @@ def _redact(url: str) -> str:
     return url
 
 
-def v4l2_cameras() -> list[str]:
+def v4l2_cameras(dev_dir: str = "/dev", sysfs_dir: str = "/sys/class/video4linux") -> list[str]:
     """/dev/video* nodes that look like cameras: capture nodes (index 0), not Pi codecs or ISPs."""
     found = []
-    for dev in sorted(glob.glob("/dev/video*"), key=lambda d: int("0" + "".join(c for c in d if c.isdigit()))):
-        sysfs = Path("/sys/class/video4linux") / os.path.basename(dev)
+    devices = glob.glob(os.path.join(dev_dir, "video*"))
+    for dev in sorted(devices, key=lambda d: int("0" + "".join(c for c in os.path.basename(d) if c.isdigit()))):
+        sysfs = Path(sysfs_dir) / os.path.basename(dev)
         try:
             name = (sysfs / "name").read_text().strip().lower()
         except OSError:

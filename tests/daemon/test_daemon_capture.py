@@ -470,3 +470,21 @@ def test_network_stream_that_goes_away_is_reopened_when_it_returns(tmp_path: Pat
         server.server_close()
     messages = [r.getMessage() for r in caplog.records]
     assert any("retrying in" in m for m in messages)
+
+
+def test_v4l2_discovery_skips_pi_codecs_isps_and_metadata_nodes(tmp_path: Path) -> None:
+    dev, sysfs = tmp_path / "dev", tmp_path / "sys"
+    nodes = {  # a Pi 4 with a USB webcam: its capture node, its metadata node, and the VideoCore's helpers
+        "video10": ("bcm2835-codec-decode", 0), "video11": ("bcm2835-codec-encode", 0),
+        "video13": ("bcm2835-isp", 0), "video19": ("rpivid", 0), "video2": ("HD Pro Webcam C920", 0),
+        "video3": ("HD Pro Webcam C920", 1),
+    }
+    dev.mkdir()
+    for node, (name, index) in nodes.items():
+        (dev / node).touch()
+        (sysfs / node).mkdir(parents=True)
+        (sysfs / node / "name").write_text(name + "\n")
+        (sysfs / node / "index").write_text(f"{index}\n")
+    assert capmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video2")]
+    (dev / "video0").touch()  # no sysfs entry (e.g. v4l2loopback in a container): taken, and first
+    assert capmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video0"), str(dev / "video2")]
