@@ -184,7 +184,13 @@ class Tracker:
         for tr in self.tracks:
             crop, aligned = self._next_crop(tr, fw, fh)
             e = self._estimate_best(frame, crop, tr.box, st, aligned, tr)
-            if torso_score(e.kps) >= self.s.min_torso_score:
+            # A lost track re-found by a search grown to about the whole frame needs the evidence a new track
+            # needs (as the whole-frame pass does): over an empty room such a search otherwise meets some patch
+            # of background that passes for a weak torso, and a ghost lives on.
+            wide_search = tr.lost > 0 and crop.size >= 0.8 * max(fw, fh)
+            need = max(self.s.new_track_torso_score, self.s.min_torso_score) if wide_search \
+                else self.s.min_torso_score
+            if torso_score(e.kps) >= need:
                 self._update(tr, e, t)
             else:
                 tr.lost += 1

@@ -97,3 +97,29 @@ def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) 
     after = [r for t, r in results if entry["fall_start_s"] <= t <= t_check]
     tracked = sum(any(p.track_id == faller_id for p in r.persons) for r in after)
     assert tracked >= 0.9 * len(after)
+
+
+def test_track_times_out_and_a_returning_person_gets_a_new_id(model_dir: Path, data_dir: Path,
+                                                              images_dir: Path) -> None:
+    engine = PoseEngine(PoseSettings(backend="cpu", track_timeout_s=1.0), model_dir)
+    clip = data_dir / "gmdcsa24-dev" / "Subject 2" / "ADL" / "23.mp4"
+    video = [rgb for _, rgb in zip(range(20), (f for _, f in frames(clip)))]
+    h, w = video[0].shape[:2]
+    empty = cv2.resize(cv2.cvtColor(cv2.imread(str(images_dir / "background.jpg")), cv2.COLOR_BGR2RGB), (w, h))
+    t = 0.0
+    for rgb in video[:10]:
+        first = engine.process(rgb, t)
+        t += 1 / 15
+    assert len(first.persons) == 1
+    first_id = first.persons[0].track_id
+    # the person is gone: no one is reported, and the track is forgotten once the timeout has passed
+    gone_at = t
+    while t < gone_at + 1.5:
+        assert engine.process(empty, t).persons == []
+        t += 1 / 15
+    assert engine.tracker.tracks == []
+    back = engine.process(video[10], t)
+    assert len(back.persons) == 1 and back.persons[0].track_id != first_id
+    # reset() forgets everyone at once
+    engine.reset()
+    assert engine.tracker.tracks == []
