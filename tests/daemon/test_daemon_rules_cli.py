@@ -46,6 +46,16 @@ def test_eval_gmdcsa24_videos_meets_the_targets(model_dir: Path, gmdcsa: Path) -
         assert key in summary
 
 
+def test_eval_gmdcsa24_ambianic_baseline_side_by_side(model_dir: Path, gmdcsa: Path) -> None:
+    """The baseline runs on the same clips through the same pipeline (figures printed for the report)."""
+    r = fallwatch(model_dir, "eval", str(gmdcsa / "manifest.json"), "--json", "--strategy", "ambianic")
+    assert r.returncode == 0, r.stderr
+    theirs = json.loads(r.stdout.splitlines()[-1])
+    print("ambianic (confidence 0.6):", theirs)
+    assert theirs["strategy"] == "ambianic" and (theirs["falls"], theirs["adl"]) == (6, 5)
+    assert theirs["errors"] == 0 and theirs["footage_s"] > 60
+
+
 def test_detect_json_prints_only_json_events_and_record_replays_to_the_same(model_dir: Path, gmdcsa: Path,
                                                                             tmp_path: Path) -> None:
     clip = gmdcsa / "Subject 2" / "Fall" / "13.mp4"
