@@ -115,6 +115,16 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
+def _growth_pct(rss: list[float]) -> float:
+    """RSS growth from the start to the end of the run: the median of the last three loops over the median of
+    the first three (decoder and allocator buffers swing a few MB from one loop to the next)."""
+    if len(rss) < 2:
+        return 0.0
+    k = min(3, len(rss) // 2)
+    first, last = float(np.median(rss[:k])), float(np.median(rss[-k:]))
+    return 100.0 * (last - first) / first if first > 0 else 0.0
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {"median": 0.0, "p95": 0.0, "mean": 0.0}
@@ -147,8 +157,7 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
     det_frame: list[float] = []
     est_frame: list[float] = []
     est_calls = det_runs = frames = 0
-    rss_after_first: Optional[float] = None
-    rss_end = 0.0
+    rss_per_loop: list[float] = []
     pipeline = Pipeline(engine, rules) if rules is not None else None
     t_offset = 0.0
     engine.reset()
@@ -191,9 +200,7 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
                 est_invokes.append(engine.estimator_model.last_invoke_ms)
             frames += 1
         t_offset += video.duration_s
-        if loop == 0:
-            rss_after_first = _rss_mb()
-        rss_end = _rss_mb()
+        rss_per_loop.append(_rss_mb())
     wall = time.perf_counter() - t_start
     invoke_per_frame = float(np.mean(det_frame) + np.mean(est_frame))
     est_invoke = float(np.median(est_invokes)) if est_invokes else float("nan")
@@ -225,9 +232,8 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         "detector_run_fraction": round(det_runs / frames, 4),
         "estimator_calls_per_frame": round(est_calls / frames, 3),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "rss_after_first_loop_mb": round(rss_after_first or 0.0, 1),
-        "rss_end_mb": round(rss_end, 1),
-        "rss_growth_pct": round(100.0 * (rss_end - (rss_after_first or rss_end)) / (rss_after_first or 1.0), 2),
+        "rss_per_loop_mb": [round(v, 1) for v in rss_per_loop],
+        "rss_growth_pct": round(_growth_pct(rss_per_loop), 2),
         "rules": pipeline is not None,
     }
 
@@ -259,7 +265,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"detector+estimator / estimator invoke {report['model_cost_ratio']:.3f}")
     print(f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
           f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame")
-    print(f"peak RSS {report['peak_rss_mb']:.1f} MB; RSS growth {report['rss_growth_pct']:+.2f}% "
-          f"({report['rss_after_first_loop_mb']:.1f} -> {report['rss_end_mb']:.1f} MB)"
+    loops_mb = report["rss_per_loop_mb"]
+    print(f"peak RSS {report['peak_rss_mb']:.1f} MB; RSS growth {report['rss_growth_pct']:+.2f}% over "
+          f"{len(loops_mb)} loop(s) ({loops_mb[0]:.1f} -> {loops_mb[-1]:.1f} MB after the first/last)"
           + ("; rules included" if report["rules"] else ""))
     return 0
