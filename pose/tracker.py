@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import numpy as np
@@ -42,7 +42,8 @@ class TrackerSettings:
     min_torso_score: float = 0.2
     rotation_retry: bool = True
     retry_torso_score: float = 0.4  # below this torso score, also try the crop rotated by ±90°
-    new_track_torso_score: float = 0.35  # a whole-frame find must be at least this sure to start a track
+    # a find on (about) the whole frame must be this sure: to start a track, or to re-find a lost one
+    new_track_torso_score: float = 0.35
     smoothing: bool = True
     min_cutoff: float = 1.0
     beta: float = 5.0
@@ -76,7 +77,6 @@ class StepStats:
     estimate_ms: float = 0.0
     estimator_calls: int = 0
     whole_frame: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def keypoint_box(kps: np.ndarray, pad: float = 0.1) -> Optional[tuple[float, float, float, float]]:

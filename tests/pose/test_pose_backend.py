@@ -5,7 +5,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fallwatch.pose import runtime
