@@ -89,17 +89,24 @@ def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
         return None
 
 
-def _json_default(obj: Any) -> Any:
-    # numpy scalars and arrays from the rules serialise as plain numbers and lists.
+def _plain(obj: Any) -> Any:
+    """JSON-safe: numpy scalars/arrays from the rules become numbers/lists, NaN and infinities become null
+    (json.dumps would write NaN, which is not JSON and breaks Home Assistant's parser)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
     if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
+        return _plain(obj.tolist())
     return str(obj)
 
 
 def to_json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=_json_default).encode("utf-8")
+    return json.dumps(_plain(obj), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 class MqttPublisher:
@@ -175,9 +182,10 @@ class MqttPublisher:
             log.info("outbox %s holds %d undelivered event(s); they go first, in order", self.outbox_path, queued)
 
     def stop(self) -> None:
-        """Flush what the broker takes within ~1 s, publish availability offline, disconnect."""
+        """Flush what the broker takes within ~1 s, publish availability offline, disconnect.
+
+        Call it from a normal thread, not from inside a signal handler (it takes the outbox lock)."""
         if not self._started:
-            self._outbox.close()
             return
         deadline = time.monotonic() + 1.0
         while self._connected and len(self._outbox) and time.monotonic() < deadline:
@@ -195,7 +203,7 @@ class MqttPublisher:
         left = len(self._outbox)
         if left:
             log.info("stopping with %d event(s) in the outbox; they are sent on the next start", left)
-        self._outbox.close()
+        # The outbox stays open: an event raised while the daemon shuts down is still stored for the next start.
 
     def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None) -> None:
         """Queue one event durably (it is on disk when this returns) and have it sent."""

@@ -87,7 +87,7 @@ def test_mqtt_discovery_published_retained_on_connect(mosquitto, subscriber, mqt
 
     # discovery switched off by SIGHUP: the entities are removed (empty retained configs)
     pub.reconfigure(mqtt_cfg(mosquitto.port, heartbeat_s=1, homeassistant={"enabled": False}))
-    assert sub.wait_for(lambda s: s.on("homeassistant/binary_sensor/fallwatch_testdev/fall/config")[-1:] == [b""], 3)
+    assert sub.wait_for(lambda s: all(s.on(t)[-1:] == [b""] for t in configs), 3), "entities not removed"
     late = subscriber(mosquitto.port, ["homeassistant/#"])
     assert not wait_until(lambda: late.messages, 0.5), "entities still discoverable after disabling"
 
