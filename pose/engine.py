@@ -54,18 +54,6 @@ class PoseSettings:
     rotation_retry: bool = True
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PoseSettings":
-        """From plain values, e.g. ``PoseSettings.from_dict(config.pose.model_dump())``; unknown keys are refused."""
-        values = dict(values)
-        smoothing = values.pop("smoothing", None)
-        settings = cls(**values)
-        if isinstance(smoothing, SmoothingSettings):
-            settings.smoothing = smoothing
-        elif smoothing is not None:
-            settings.smoothing = SmoothingSettings(**dict(smoothing))
-        return settings
-
 
 # The TF model zoo's SSD MobileNet v1 quant (our default CPU detector) is the network Coral compiled for the TPU.
 _EDGETPU_ALIASES = {"ssd_mobilenet_v1": "ssd_mobilenet_v1_edgetpu"}
