@@ -123,3 +123,24 @@ def test_track_times_out_and_a_returning_person_gets_a_new_id(model_dir: Path, d
     # reset() forgets everyone at once
     engine.reset()
     assert engine.tracker.tracks == []
+
+
+def test_two_people_keep_their_own_ids(engine: PoseEngine, data_dir: Path) -> None:
+    """Two real clips side by side: two people, two ids, and neither id jumps to the other person."""
+    root = data_dir / "gmdcsa24-dev"
+    left = frames(root / "Subject 1" / "ADL" / "10.mp4")
+    right = frames(root / "Subject 2" / "ADL" / "24.mp4")
+    engine.reset()
+    sides: dict[int, set[str]] = {}
+    both = n = 0
+    for (t, a), (_, b) in zip(left, right):
+        frame = np.hstack([cv2.resize(a, (640, 480)), cv2.resize(b, (640, 480))])
+        result = engine.process(frame, t)
+        n += 1
+        both += len(result.persons) == 2
+        for p in result.persons:
+            sides.setdefault(p.track_id, set()).add("L" if (p.box[0] + p.box[2]) / 2 < 640 else "R")
+    assert n > 100
+    assert both >= 0.8 * n
+    assert len(sides) == 2 and sorted(next(iter(s)) for s in sides.values()) == ["L", "R"]
+    assert all(len(s) == 1 for s in sides.values())
