@@ -7,6 +7,7 @@ CPU twins and carries on.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,10 +194,17 @@ class PoseEngine:
     def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
         """Tracked persons in one HxWx3 uint8 RGB frame taken at time ``t`` (seconds)."""
         frame = self._check(frame_rgb)
+        try:
+            t = float(t)
+        except (TypeError, ValueError):
+            t = float("nan")
+        if not math.isfinite(t):
+            self.bad_frames += 1
+            raise FrameError(f"frame time must be a finite number of seconds, got {t!r}")
         det_ms0, est_ms0 = self.detector_model.total_invoke_ms, self.estimator_model.total_invoke_ms
         t0 = time.perf_counter()
         try:
-            persons, st = self.tracker.step(frame, float(t))
+            persons, st = self.tracker.step(frame, t)
         except (RuntimeError, ValueError) as e:
             if self._backend != "edgetpu":
                 raise

@@ -126,6 +126,12 @@ def test_wrong_frame_is_frame_error(engine: PoseEngine, bad) -> None:
     assert engine.bad_frames == before + 1
 
 
+@pytest.mark.parametrize("t", [float("nan"), float("inf"), None, "soon"])
+def test_bad_time_stamp_is_frame_error(engine: PoseEngine, t) -> None:
+    with pytest.raises(FrameError, match="finite number"):
+        engine.process(np.zeros((48, 64, 3), dtype=np.uint8), t)
+
+
 def test_non_contiguous_frame_is_fine(engine: PoseEngine, images_dir: Path) -> None:
     img = load_rgb(images_dir / "fall_img_1.png")
     engine.reset()
