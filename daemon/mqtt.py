@@ -144,6 +144,7 @@ class MqttPublisher:
         self._state: Optional[dict] = None
         self._state_lock = threading.Lock()
         self._last_error: Optional[str] = None   # log each distinct connection problem once
+        self._refused = False                    # the last CONNACK was a refusal (its disconnect is expected)
         self._ha_published: Optional[list[str]] = None
         self._count_lock = threading.Lock()
         self._events_sent = 0
@@ -370,6 +371,7 @@ class MqttPublisher:
             if str(reason_code) in ("Not authorized", "Bad user name or password"):
                 hint = " (check mqtt.username and mqtt.password / password_file)"
             self._log_problem(f"MQTT broker {self._where()} refused the connection: {reason_code}{hint}")
+            self._refused = True
             return
         self._last_error = None
         log.info("MQTT connected to %s", self._where())
@@ -423,11 +425,15 @@ class MqttPublisher:
                        properties: Any) -> None:
         if client is not self._client:
             return
-        was = self._connected
-        self._connected = False
+        was, refused = self._connected, self._refused
+        self._connected = self._refused = False
         if was:
             log.warning("MQTT disconnected from %s (%s); events are kept in the outbox until it is back",
                         self._where(), reason_code)
+        elif not refused:   # dropped before any CONNACK: typically a TLS client certificate the broker rejects
+            hint = "mqtt.tls certfile/keyfile and the broker's log" if self.cfg.tls.enabled else "the broker's log"
+            self._log_problem(f"MQTT broker {self._where()} closed the connection before accepting it "
+                              f"({reason_code}; check {hint})")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # Called under paho's message lock: only wake the sender, never take our locks here.

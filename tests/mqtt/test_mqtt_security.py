@@ -70,20 +70,29 @@ def tls_files(tmp_path: Path) -> dict:
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
              "/CN=fallwatch test CA", "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                               "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=d)
-    return {name: str(d / name) for name in ("ca.crt", "server.crt", "server.key")}
+    def issue(name: str, cn: str, ext: str) -> None:
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
+        (d / f"{name}.cnf").write_text("basicConstraints=CA:FALSE\n"
+                                       "keyUsage=critical,digitalSignature,keyEncipherment\n" + ext)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.cnf", cwd=d)
+
+    issue("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    issue("othername", "broker.example", "subjectAltName=DNS:broker.example\nextendedKeyUsage=serverAuth\n")
+    issue("client", "fallwatch", "extendedKeyUsage=clientAuth\n")
+    return {p.name: str(p) for p in d.iterdir()}
+
+
+def _tls_broker(mosquitto_factory, files: dict, server: str = "server", extra: str = ""):
+    port = free_port()
+    conf = (f"listener {port} 127.0.0.1\ncafile {files['ca.crt']}\ncertfile {files[server + '.crt']}\n"
+            f"keyfile {files[server + '.key']}\nallow_anonymous true\n{extra}")
+    return mosquitto_factory(conf, port).start()
 
 
 @pytest.fixture
 def tls_broker(tls_files, mosquitto_factory):
-    port = free_port()
-    conf = (f"listener {port} 127.0.0.1\ncafile {tls_files['ca.crt']}\ncertfile {tls_files['server.crt']}\n"
-            f"keyfile {tls_files['server.key']}\nallow_anonymous true\n")
-    return mosquitto_factory(conf, port).start()
+    return _tls_broker(mosquitto_factory, tls_files)
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
@@ -124,3 +133,36 @@ def test_mqtt_reconfigure_to_unusable_tls_keeps_the_connection(mosquitto, tmp_pa
     with pytest.raises(MqttError, match="mqtt.tls"):
         pub.reconfigure(bad)
     assert pub.connected and pub.cfg.tls.enabled is False
+
+
+def test_mqtt_tls_host_name_check_and_insecure(tls_files, mosquitto_factory, mqtt_cfg, publisher, caplog):
+    """A certificate for another name is refused; `insecure: true` skips only the name check (CA still checked)."""
+    broker = _tls_broker(mosquitto_factory, tls_files, server="othername")
+    strict = publisher(mqtt_cfg(broker.port, tls={"enabled": True, "ca_certs": tls_files["ca.crt"]}))
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        strict.start()
+        assert wait_until(lambda: any("TLS" in r.getMessage() for r in caplog.records), 5)
+    assert not strict.connected
+    assert any("127.0.0.1" in r.getMessage() and ("mismatch" in r.getMessage() or "not valid" in r.getMessage())
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    strict.stop()
+    loose = publisher(mqtt_cfg(broker.port, client_id="loose",
+                               tls={"enabled": True, "ca_certs": tls_files["ca.crt"], "insecure": True}))
+    loose.start()
+    assert wait_until(lambda: loose.connected, 5)
+
+
+def test_mqtt_tls_client_certificate(tls_files, mosquitto_factory, mqtt_cfg, publisher, caplog):
+    broker = _tls_broker(mosquitto_factory, tls_files, extra="require_certificate true\n")
+    without = publisher(mqtt_cfg(broker.port, client_id="nocert",
+                                 tls={"enabled": True, "ca_certs": tls_files["ca.crt"]}))
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        without.start()
+        assert wait_until(lambda: any("certfile" in r.getMessage() for r in caplog.records), 5), \
+            [r.getMessage() for r in caplog.records]
+    withcert = publisher(mqtt_cfg(broker.port, client_id="withcert",
+                                  tls={"enabled": True, "ca_certs": tls_files["ca.crt"],
+                                       "certfile": tls_files["client.crt"], "keyfile": tls_files["client.key"]}))
+    withcert.start()
+    assert wait_until(lambda: withcert.connected, 5)
+    assert not without.connected
