@@ -57,13 +57,16 @@ def read_image_rgb(path: str) -> np.ndarray:
 
 
 def person_json(p: Any) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "track_id": p.track_id,
         "box": [round(float(v), 1) for v in p.box],
         "score": round(float(p.score), 4),
         "keypoints": {name: [round(float(p.keypoints[i, 0]), 1), round(float(p.keypoints[i, 1]), 1),
                              round(float(p.keypoints[i, 2]), 4)] for i, name in enumerate(KEYPOINT_NAMES)},
     }
+    if p.keypoints33 is not None:  # BlazePose: all 33 landmarks too, in its own order
+        out["keypoints33"] = [[round(float(x), 1), round(float(y), 1), round(float(s), 4)] for x, y, s in p.keypoints33]
+    return out
 
 
 def cmd_pose(args: argparse.Namespace) -> int:

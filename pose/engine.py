@@ -125,9 +125,10 @@ class PoseEngine:
             reason = "pose.backend is cpu"
         models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
                   for name, path in self._cpu_paths.items()}
+        tpu_wanted = s.backend == "auto" and reason != "pose.backend is cpu" and not reason.startswith("no Edge TPU build")
         reason = f"{reason}; using CPU (XNNPACK, {threads} threads)"
-        if s.backend == "auto":
-            log.warning("%s", reason)
+        # A missing or silent TPU is worth a warning; CPU-only models on the CPU are just information.
+        log.log(logging.WARNING if tpu_wanted else logging.INFO, "%s", reason)
         return "cpu", reason, models
 
     def _open_edgetpu(self, tpu_names: dict[str, Optional[str]], threads: int) -> tuple[str, str, dict[str, Model]]:

@@ -86,3 +86,21 @@ def test_blazepose_tracks_through_a_fall(blazepose: PoseEngine, data_dir: Path) 
     assert n > 100 and len(ids) == 1
     assert last is not None and len(last.persons) == 1
     assert spine_from_vertical(last.persons[0].keypoints_raw) >= 60  # lying on the floor at the end
+
+
+def test_cli_pose_json_has_33_landmarks_with_blazepose(model_dir: Path, images_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from fallwatch.daemon.cli import main as cli_main
+
+    config = tmp_path / "fallwatch.yaml"
+    config.write_text("pose:\n  detector: blazepose_detector\n  estimator: blazepose_full\n")
+    rc = cli_main(["pose", "-c", str(config), "--model-dir", str(model_dir), "--json",
+                   str(images_dir / "fall_img_9.png")])
+    assert rc == 0
+    people = json.loads(capsys.readouterr().out)["people"]
+    assert len(people) == 1
+    assert len(people[0]["keypoints33"]) == 33 and len(people[0]["keypoints"]) == 17
+    # COCO's left hip is BlazePose's landmark 23
+    assert people[0]["keypoints"]["left_hip"][:2] == people[0]["keypoints33"][23][:2]
