@@ -498,7 +498,7 @@ class MqttPublisher:
     def _sender_loop(self) -> None:
         while not self._stop_evt.is_set():
             # paho marks a message published just after on_publish wakes us: poll briefly while any are in flight
-            self._wake.wait(0.05 if self._inflight else 0.5)
+            self._wake.wait(0.05 if self._inflight and self._connected else 0.5)
             self._wake.clear()
             try:
                 with self._client_lock:
