@@ -157,6 +157,11 @@ class BlazePoseDetector:
         _, h, w, _ = model.input_shape
         self.size = int(w)
         self.anchors = blazepose_anchors(self.size)
+        self._which = [model.output_where(lambda s: s[-1] == 12), model.output_where(lambda s: s[-1] == 1)]
+        boxes = int(model.outputs[self._which[0]]["shape"][1])
+        if boxes != len(self.anchors):
+            raise ValueError(f"{model.path.name}: {boxes} boxes, but the pose detector's anchors are "
+                             f"{len(self.anchors)}")
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
 
@@ -171,9 +176,8 @@ class BlazePoseDetector:
                        borderMode=cv2.BORDER_CONSTANT)
         np.multiply(self._rgb, 2.0 / 255.0, out=self._input[0], casting="unsafe")
         self._input -= 1.0
-        outputs = self.model.run(self._input)
-        raw = next(o for o in outputs if o.shape[-1] == 12)[0]
-        logits = next(o for o in outputs if o.shape[-1] == 1)[0, :, 0]
+        raw, logits = self.model.run(self._input, self._which)
+        raw, logits = raw[0], logits[0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
         idx = np.nonzero(scores >= self.threshold)[0]
         dets = []

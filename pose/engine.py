@@ -94,7 +94,10 @@ class PoseEngine:
         # Fail early on missing CPU models: they are the fallback whatever the backend.
         self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
         self._backend, self.backend_reason, models = self._open_models()
-        self._build(models)
+        try:
+            self._build(models)
+        except ValueError as e:  # a model file whose inputs/outputs are not what its registry entry says
+            raise ModelError(str(e)) from e
         self.frames = 0
         self.bad_frames = 0
         log.info("pose engine on %s: detector %s, estimator %s", self._backend,

@@ -111,15 +111,15 @@ class BlazePoseEstimator:
         self._uv1 = np.ones((35, 3), dtype=np.float64)
         self.last33: Optional[np.ndarray] = None
         self.last_roi: Optional[Crop] = None
+        self._which = [model.output_where(lambda s: s[-1] == 195), model.output_where(lambda s: s == (1, 1))]
 
     def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray:
         m = crop.matrix(self.size)
         cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb,
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         np.multiply(self._rgb, 1.0 / 255.0, out=self._input[0], casting="unsafe")
-        outputs = self.model.run(self._input)
-        landmarks = next(o for o in outputs if o.shape[-1] == 195).reshape(39, 5)
-        flag = next(o for o in outputs if o.size == 1)
+        landmarks, flag = self.model.run(self._input, self._which)
+        landmarks = landmarks.reshape(39, 5)
         presence = min(max(float(flag.reshape(-1)[0]), 0.0), 1.0)  # the pose flag is a probability already
         uv1 = self._uv1
         uv1[:, 0] = landmarks[:35, 0]

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -150,12 +150,22 @@ class Model:
             self.input_shape = tuple(shape)
             self.outputs = sorted(self.interpreter.get_output_details(), key=lambda d: d["name"])
 
-    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """Set the input, invoke, return the outputs (copies, in name order)."""
+    def output_where(self, test: Callable[[tuple[int, ...]], bool]) -> int:
+        """The position (in name order) of the first output whose shape passes ``test``."""
+        for i, d in enumerate(self.outputs):
+            if test(tuple(int(v) for v in d["shape"])):
+                return i
+        raise ValueError(f"{self.path.name}: no output of the expected shape "
+                         f"(have {[tuple(d['shape']) for d in self.outputs]})")
+
+    def run(self, tensor: np.ndarray, which: Optional[Sequence[int]] = None) -> list[np.ndarray]:
+        """Set the input, invoke, return the outputs (copies, in name order), or only those in ``which``
+        (BlazePose also returns a segmentation mask and heat maps nobody here reads)."""
         self.interpreter.set_tensor(self.input_index, tensor)
         t0 = time.perf_counter()
         self.interpreter.invoke()
         self.last_invoke_ms = (time.perf_counter() - t0) * 1000.0
         self.total_invoke_ms += self.last_invoke_ms
         self.invoke_count += 1
-        return [self.interpreter.get_tensor(d["index"]) for d in self.outputs]
+        outputs = self.outputs if which is None else [self.outputs[i] for i in which]
+        return [self.interpreter.get_tensor(d["index"]) for d in outputs]
