@@ -42,14 +42,21 @@ def spine_from_vertical(kps: np.ndarray) -> float:
     return math.degrees(math.atan2(abs(dx), abs(dy)))
 
 
-def test_squat_matches_coral_reference(engine: PoseEngine, model_dir: Path, images_dir: Path) -> None:
-    ref_file = model_dir / "movenet_single_pose_lightning_ptq_reference.csv"
-    rows = list(csv.DictReader(ref_file.open()))
+@pytest.mark.parametrize("estimator, reference", [
+    ("movenet_lightning", "movenet_single_pose_lightning_ptq_reference.csv"),
+    ("movenet_thunder", "movenet_single_pose_thunder_ptq_reference.csv"),
+])
+def test_squat_matches_coral_reference(model_dir: Path, images_dir: Path, estimator: str, reference: str) -> None:
+    from fallwatch.pose.models import MODELS
+
+    if not (model_dir / MODELS[estimator].file).is_file():
+        pytest.skip(f"{MODELS[estimator].file} is not in {model_dir} (fallwatch models fetch {estimator})")
+    engine = PoseEngine(PoseSettings(backend="cpu", estimator=estimator), model_dir)
+    rows = list(csv.DictReader((model_dir / reference).open()))
     ref = np.array([[float(r["keypoint_x"]), float(r["keypoint_y"])] for r in rows])
     assert ref.shape == (17, 2)
     img = load_rgb(images_dir / "squat.bmp")
     h, w = img.shape[:2]
-    engine.reset()
     # the first frame (detector crop) and the next ones (crops from the previous keypoints) all agree
     for i in range(3):
         result = engine.process(img, i / 30)
