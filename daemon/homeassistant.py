@@ -5,6 +5,7 @@ Entities (all tied to ``<prefix>/availability`` and one device entry):
 - binary_sensor ``person_down``: on while someone has stayed down (a "long lie")
 - sensor ``persons``: persons in view (from ``<prefix>/state``)
 - diagnostic sensors ``fps`` and ``backend`` (from ``<prefix>/heartbeat``; unavailable after 3 missed heartbeats)
+- event ``alert``: fires on each event on ``<prefix>/event`` (event types fall, person_down, recovered, test)
 - switch ``alerts``: commands ``{"alerts": true|false}`` on ``<prefix>/set``, state ``ON``/``OFF`` on
   ``<prefix>/alerts`` (HA's default switch payloads)
 
@@ -17,6 +18,7 @@ from typing import Any
 
 ALERTS_ON = "ON"
 ALERTS_OFF = "OFF"
+EVENT_TYPES = ("fall", "person_down", "recovered", "test")
 AVAILABLE = "online"
 NOT_AVAILABLE = "offline"
 
@@ -68,6 +70,12 @@ def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, ve
         entity("sensor", "backend", "Inference backend", state_topic=heartbeat_topic,
                value_template="{{ value_json.backend }}", entity_category="diagnostic",
                expire_after=max(1, int(round(3 * heartbeat_s))), icon="mdi:chip"),
+        # An event entity fires on every event, so an automation triggers on each fall, even a second one while
+        # the "fall" binary sensor is still on. HA takes event_type from the rendered JSON.
+        entity("event", "alert", "Fall alert", state_topic=f"{prefix}/event", event_types=list(EVENT_TYPES),
+               value_template='{"event_type": "{{ value_json.event }}", "id": "{{ value_json.id }}", '
+                              '"ts": "{{ value_json.ts }}"}',
+               icon="mdi:human-handsdown"),
         entity("switch", "alerts", "Alerts", command_topic=f"{prefix}/set", state_topic=f"{prefix}/alerts",
                payload_on=json.dumps({"alerts": True}), payload_off=json.dumps({"alerts": False}),
                state_on=ALERTS_ON, state_off=ALERTS_OFF, icon="mdi:bell-ring"),

@@ -12,6 +12,7 @@ from fallwatch.daemon.homeassistant import discovery_messages
 REQUIRED = {
     "binary_sensor": {"state_topic"},
     "sensor": {"state_topic"},
+    "event": {"state_topic", "event_types"},
     "switch": {"command_topic", "state_topic", "payload_on", "payload_off", "state_on", "state_off"},
 }
 COMMON = {"name", "unique_id", "availability_topic", "payload_available", "payload_not_available", "device"}
@@ -19,10 +20,11 @@ DEVICE_KEYS = {"identifiers", "name", "model", "manufacturer", "sw_version"}
 # the keys each source topic really carries
 STATE_KEYS = {"state", "persons"}
 HEARTBEAT_KEYS = {"fps", "backend"}
+EVENT_KEYS = {"event", "id", "ts"}
 
 
 def _check_entity(topic: str, config: dict, prefix: str) -> None:
-    m = re.fullmatch(r"homeassistant/(binary_sensor|sensor|switch)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config", topic)
+    m = re.fullmatch(r"homeassistant/(binary_sensor|sensor|switch|event)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config", topic)
     assert m, f"bad discovery topic {topic}"
     component = m.group(1)
     missing = (REQUIRED[component] | COMMON) - set(config)
@@ -37,6 +39,9 @@ def _check_entity(topic: str, config: dict, prefix: str) -> None:
         assert used <= STATE_KEYS, f"{topic}: template uses {used - STATE_KEYS}, not in the state payload"
     elif config.get("state_topic") == f"{prefix}/heartbeat":
         assert used <= HEARTBEAT_KEYS and used, f"{topic}: template uses {used}"
+    elif config.get("state_topic") == f"{prefix}/event":
+        assert used <= EVENT_KEYS and "event" in used, f"{topic}: template uses {used}"
+        assert set(config["event_types"]) == {"fall", "person_down", "recovered", "test"}
     if component == "switch":
         assert json.loads(config["payload_on"]) == {"alerts": True}
         assert json.loads(config["payload_off"]) == {"alerts": False}
@@ -47,7 +52,7 @@ def test_mqtt_discovery_payloads_pure():
     messages = discovery_messages(discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi",
                                   version="1.2.3", heartbeat_s=30)
     keys = {topic.split("/")[3] for topic, _ in messages}
-    assert keys == {"fall", "person_down", "persons", "fps", "backend", "alerts"}
+    assert keys == {"fall", "person_down", "persons", "fps", "backend", "alert", "alerts"}
     for topic, config in messages:
         _check_entity(topic, json.loads(json.dumps(config)), "fallwatch/pi")
     unique = [c["unique_id"] for _, c in messages]
@@ -63,12 +68,12 @@ def test_mqtt_discovery_published_retained_on_connect(mosquitto, subscriber, mqt
     assert wait_until(lambda: pub.connected, 5)
     pub.set_state({"state": "person_down", "persons": 1})
     first = subscriber(mosquitto.port, ["homeassistant/#"])
-    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 6, 5)
+    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
     # a Home Assistant that connects later finds everything retained
     sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
-    assert sub.wait_for(lambda s: len([m for m in s.messages if m[0].startswith("homeassistant/")]) >= 6, 5)
+    assert sub.wait_for(lambda s: len([m for m in s.messages if m[0].startswith("homeassistant/")]) >= 7, 5)
     configs = {m[0]: m for m in sub.messages if m[0].startswith("homeassistant/")}
-    assert len(configs) == 6
+    assert len(configs) == 7
     for topic, (_, payload, retained, _) in configs.items():
         assert retained, f"{topic} not retained"
         config = json.loads(payload)
@@ -98,3 +103,37 @@ def test_mqtt_discovery_disabled_publishes_nothing(mosquitto, subscriber, mqtt_c
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
     assert not wait_until(lambda: sub.messages, 0.5)
+
+
+def test_mqtt_discovery_templates_render_on_real_payloads(mosquitto, subscriber, mqtt_cfg, publisher):
+    """Render each entity's template with Jinja2 (what Home Assistant uses) on the payloads really published."""
+    import jinja2
+
+    from mqtt_testlib import make_event
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)   # a key missing from the payload fails here
+
+    def render(config: dict, payload: bytes) -> str:
+        return env.from_string(config["value_template"]).render(value_json=json.loads(payload)).strip()
+
+    sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
+    pub = publisher(mqtt_cfg(mosquitto.port, heartbeat_s=1))
+    pub.start()
+    assert sub.wait_for(lambda s: len({m[0] for m in s.messages if m[0].startswith("homeassistant/")}) >= 7, 5)
+    cfg = {m[0].split("/")[3]: json.loads(m[1]) for m in sub.messages if m[0].startswith("homeassistant/")}
+    expect = {"ok": ("OFF", "OFF"), "fall": ("ON", "OFF"), "person_down": ("ON", "ON")}
+    for state, (fall, down) in expect.items():
+        pub.set_state({"state": state, "persons": 2})
+        assert sub.wait_for(lambda s: s.on(f"{PREFIX}/state") and json.loads(s.on(f"{PREFIX}/state")[-1])["state"]
+                            == state, 3)
+        payload = sub.on(f"{PREFIX}/state")[-1]
+        assert render(cfg["fall"], payload) == fall and render(cfg["person_down"], payload) == down, state
+        assert render(cfg["persons"], payload) == "2"
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/heartbeat"), 3)
+    heartbeat = sub.on(f"{PREFIX}/heartbeat")[-1]
+    assert float(render(cfg["fps"], heartbeat)) == 14.5 and render(cfg["backend"], heartbeat) == "cpu"
+    event = make_event("person_down")
+    pub.publish_event(event)
+    rendered = json.loads(render(cfg["alert"], sub.wait_count(f"{PREFIX}/event", 1)[0]))
+    assert rendered["event_type"] == "person_down" and rendered["event_type"] in cfg["alert"]["event_types"]
+    assert rendered["id"] == event["id"]
