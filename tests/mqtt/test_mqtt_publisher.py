@@ -241,3 +241,16 @@ def test_mqtt_unacknowledged_events_resent_in_order_once(mosquitto_factory, tmp_
     want = [e["id"] for e in events]
     assert got == want, f"lost, duplicated or reordered: got events {[want.index(i) for i in got]}"
     assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
+
+
+@pytest.mark.parametrize("qos", [0, 2])
+def test_mqtt_event_qos_setting(mosquitto, subscriber, mqtt_cfg, publisher, qos):
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
+    pub = publisher(mqtt_cfg(mosquitto.port, qos=qos))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    events = [make_event("fall", i) for i in range(5)]
+    for event in events:
+        pub.publish_event(event)
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 5)] == [e["id"] for e in events]
+    assert wait_until(lambda: pub.stats()["events_queued"] == 0 and pub.stats()["events_sent"] == 5, 3), pub.stats()
