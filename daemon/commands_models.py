@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from fallwatch.config.loader import ConfigError, load_config
-from fallwatch.pose.fetch import MISMATCH, MISSING, OK, UNPINNED, fetch_model, model_status, required_models
+from fallwatch.pose.fetch import MISMATCH, MISSING, OK, UNPINNED, configured_models, fetch_model, model_status
 from fallwatch.pose.models import MODELS, ModelError, resolve_model_dir, sha256_of
 
 log = logging.getLogger(__name__)
@@ -28,17 +28,17 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return 2
     model_dir = resolve_model_dir(args.model_dir, config.models.dir)
-    required = required_models(config.pose.detector, config.pose.estimator, config.pose.backend)
+    required, tpu = configured_models(config.pose.detector, config.pose.estimator, config.pose.backend)
     names = list(args.names or [])
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         print(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}", file=sys.stderr)
         return 2
     if args.action == "list":
-        return list_models(model_dir, required, names or None)
+        return list_models(model_dir, required + tpu, names or None)
     if args.action == "fetch":
-        return fetch_models(model_dir, names or required)
-    return verify_models(model_dir, required, names or None)
+        return fetch_models(model_dir, names or required + tpu)
+    return verify_models(model_dir, required, tpu, names or None)
 
 
 def list_models(model_dir: Path, required: Sequence[str], names: Optional[Sequence[str]] = None) -> int:
@@ -85,13 +85,16 @@ def fetch_models(model_dir: Path, names: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
-def verify_models(model_dir: Path, required: Sequence[str], names: Optional[Sequence[str]] = None) -> int:
-    """Check every present model (or ``names``) and that the required ones exist; exit 1 on any problem."""
+def verify_models(model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (),
+                  names: Optional[Sequence[str]] = None) -> int:
+    """Check every present model (or ``names``) and that the required ones exist; exit 1 on any problem.
+    A missing Edge TPU build is only noted: with backend auto the CPU models run instead."""
     if names:
         checked, must_exist = list(names), set(names)
     else:
         present = [n for n, s in MODELS.items() if (model_dir / s.file).is_file()]
-        checked, must_exist = present + [n for n in required if n not in present], set(required)
+        checked = present + [n for n in [*required, *tpu] if n not in present]
+        must_exist = set(required)
     bad = 0
     print(f"model directory: {model_dir}")
     for name in checked:
@@ -110,4 +113,6 @@ def verify_models(model_dir: Path, required: Sequence[str], names: Optional[Sequ
         elif name in must_exist:
             bad += 1
             print(f"{name}: {path} is missing; run: fallwatch models fetch {name}", file=sys.stderr)
+        else:
+            print(f"{name}: not present - an Edge TPU would not be used; run: fallwatch models fetch {name}")
     return 1 if bad else 0

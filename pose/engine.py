@@ -18,7 +18,7 @@ import numpy as np
 from . import runtime
 from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
 from .estimator import BlazePoseEstimator, MoveNetEstimator
-from .models import MODELS, ModelError, ModelSpec, model_path
+from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .runtime import BackendError, Model
 from .tracker import Tracker, TrackerSettings
 from .types import PoseResult
@@ -54,20 +54,6 @@ class PoseSettings:
     min_torso_score: float = 0.2
     rotation_retry: bool = True
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-
-
-# The TF model zoo's SSD MobileNet v1 quant (our default CPU detector) is the network Coral compiled for the TPU.
-_EDGETPU_ALIASES = {"ssd_mobilenet_v1": "ssd_mobilenet_v1_edgetpu"}
-
-
-def edgetpu_build(name: str) -> Optional[str]:
-    """The registry name of the Edge TPU build whose CPU twin is ``name``, if any."""
-    if name in _EDGETPU_ALIASES and _EDGETPU_ALIASES[name] in MODELS:
-        return _EDGETPU_ALIASES[name]
-    for spec in MODELS.values():
-        if spec.edgetpu and spec.cpu_twin == name:
-            return spec.name
-    return None
 
 
 def _spec(name: str, kinds: tuple[str, ...], role: str) -> ModelSpec:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-from .models import MODELS, ModelError, ModelSpec, sha256_of
+from .models import MODELS, ModelError, ModelSpec, edgetpu_build, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -207,23 +207,12 @@ def _check_tflite(path: Path, spec: ModelSpec, url: str) -> None:
                          f"starting {head[:8]!r}); the download was discarded")
 
 
-def required_models(detector: str, estimator: str, backend: str = "auto") -> list[str]:
-    """The models a configuration needs: its CPU detector and estimator, and (unless backend is cpu) the
-    Edge TPU builds whose CPU twin they are, because backend auto/edgetpu prefers those."""
-    names: list[str] = []
-
-    def add(name: str) -> None:
-        if name not in names:
-            names.append(name)
-
-    for name in (detector, estimator):
-        spec = MODELS.get(name)
-        if spec is not None and spec.cpu_twin:  # an Edge TPU build was configured: its CPU twin is the fallback
-            add(spec.cpu_twin)
-        if backend != "cpu" or spec is None or not spec.edgetpu:
-            add(name)
-        if backend != "cpu":
-            for m in MODELS.values():
-                if m.cpu_twin == name:
-                    add(m.name)
-    return names
+def configured_models(detector: str, estimator: str, backend: str = "auto") -> tuple[list[str], list[str]]:
+    """(required, tpu): the models a configuration cannot run without, and the Edge TPU builds the engine prefers
+    when a TPU answers. The CPU models are always required (they are the fallback); the TPU builds are required
+    only with backend edgetpu, and not wanted at all with backend cpu."""
+    required = [detector, estimator]
+    tpu = [b for b in map(edgetpu_build, required) if b] if backend != "cpu" else []
+    if backend == "edgetpu":
+        return required + tpu, []
+    return required, tpu

@@ -98,6 +98,20 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# The TF model zoo's SSD MobileNet v1 quant (the default CPU detector) is the network Coral compiled for the TPU.
+_EDGETPU_ALIASES = {"ssd_mobilenet_v1": "ssd_mobilenet_v1_edgetpu"}
+
+
+def edgetpu_build(name: str) -> Optional[str]:
+    """The registry name of the Edge TPU build that replaces CPU model ``name`` on a TPU, if any."""
+    if name in _EDGETPU_ALIASES and _EDGETPU_ALIASES[name] in MODELS:
+        return _EDGETPU_ALIASES[name]
+    for spec in MODELS.values():
+        if spec.edgetpu and spec.cpu_twin == name:
+            return spec.name
+    return None
+
+
 class ModelError(Exception):
     """A model is unknown, missing or fails its checksum. The message is one line for the user."""
 

@@ -16,6 +16,8 @@ import pytest
 from fallwatch.config.loader import DEFAULT_CONFIG
 from fallwatch.pose.models import MODELS, sha256_of
 
+# What the default configuration fetches and ../shared holds: the CPU models and Lightning's Edge TPU build.
+# Coral's SSD v1 Edge TPU build is wanted too but is not in ../shared (so the test upstream answers 404).
 DEFAULT_NEEDS = ["ssd_mobilenet_v1", "movenet_lightning", "movenet_lightning_edgetpu"]
 
 
@@ -125,15 +127,20 @@ def test_verify_fails_on_a_corrupted_model(model_dir: Path, tmp_path: Path) -> N
 
 
 def test_verify_names_the_fetch_command_for_a_missing_required_model(model_dir: Path, tmp_path: Path) -> None:
-    models = mirror(model_dir, tmp_path / "models", skip=("movenet_lightning_edgetpu", "movenet_multipose"))
+    models = mirror(model_dir, tmp_path / "models", skip=("movenet_lightning", "movenet_multipose"))
     result = run("models", "verify", "--model-dir", str(models))
     assert result.returncode == 1
-    assert "movenet_lightning_edgetpu: " in result.stderr
-    assert "is missing; run: fallwatch models fetch movenet_lightning_edgetpu" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"movenet_lightning: {models / MODELS['movenet_lightning'].file} is missing; "
+        "run: fallwatch models fetch movenet_lightning"]
     assert "movenet_multipose" not in result.stdout + result.stderr  # not needed, not present: not an error
-    cpu_only = tmp_path / "cpu.yaml"
-    cpu_only.write_text("pose:\n  backend: cpu  # the Edge TPU build is then not required\n")
-    assert run("models", "verify", "--model-dir", str(models), config=cpu_only).returncode == 0
+    # with backend edgetpu the Edge TPU builds are required too
+    tpu_only = mirror(model_dir, tmp_path / "tpu", skip=("movenet_lightning_edgetpu",))
+    forced = tmp_path / "edgetpu.yaml"
+    forced.write_text("pose:\n  backend: edgetpu\n")
+    result = run("models", "verify", "--model-dir", str(tpu_only), config=forced)
+    assert result.returncode == 1
+    assert "movenet_lightning_edgetpu: " in result.stderr and "is missing" in result.stderr
 
 
 def test_verify_reports_unpinned_models_without_failing(model_dir: Path, tmp_path: Path) -> None:
@@ -151,19 +158,24 @@ def test_fetch_defaults_to_what_the_configuration_needs(upstream, tmp_path: Path
     models = tmp_path / "models"
     env = {"FALLWATCH_MODEL_BASE_URL": upstream.base_url}
     result = run("models", "fetch", "--model-dir", str(models), env_extra=env)
-    assert result.returncode == 0, result.stderr
+    # the one the upstream lacks fails with one clear line; the others are installed regardless
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "ssd_mobilenet_v1_edgetpu" in errors[0] and "404" in errors[0], errors
     assert sorted(p.name for p in models.iterdir()) == sorted(MODELS[n].file for n in DEFAULT_NEEDS)
     for name in DEFAULT_NEEDS:
         assert sha256_of(models / MODELS[name].file) == MODELS[name].sha256
         assert f"{name}: installed and verified" in result.stdout
     assert "(100%)" in result.stderr  # progress goes to stderr
     asked = len(upstream.requests)
-    assert asked == 3
+    assert asked == 4
     again = run("models", "fetch", "--model-dir", str(models), env_extra=env)
-    assert again.returncode == 0
     assert again.stdout.count("present and verified") == 3
-    assert len(upstream.requests) == asked  # nothing downloaded twice
-    assert run("models", "verify", "--model-dir", str(models)).returncode == 0
+    assert len(upstream.requests) == asked + 1  # only the missing one is asked for again
+    # a missing Edge TPU build is not fatal with backend auto: the CPU models run instead
+    verify = run("models", "verify", "--model-dir", str(models))
+    assert verify.returncode == 0, verify.stderr
+    assert "ssd_mobilenet_v1_edgetpu: not present - an Edge TPU would not be used" in verify.stdout
 
 
 def test_fetch_replaces_a_corrupted_model(upstream, model_dir: Path, tmp_path: Path) -> None:

@@ -197,11 +197,15 @@ def test_unknown_model_and_unwritable_directory(tmp_path: Path) -> None:
         fetch.fetch_model("movenet_lightning", blocker / "models")
 
 
-def test_required_models_follow_the_configuration() -> None:
-    assert fetch.required_models("ssd_mobilenet_v1", "movenet_lightning") == \
-        ["ssd_mobilenet_v1", "movenet_lightning", "movenet_lightning_edgetpu"]
-    assert fetch.required_models("ssd_mobilenet_v1", "movenet_lightning", "cpu") == \
-        ["ssd_mobilenet_v1", "movenet_lightning"]
-    # an Edge TPU build configured directly still needs its CPU twin for the fallback
-    assert fetch.required_models("ssd_mobilenet_v2_edgetpu", "movenet_thunder", "edgetpu") == \
-        ["ssd_mobilenet_v2", "ssd_mobilenet_v2_edgetpu", "movenet_thunder", "movenet_thunder_edgetpu"]
+def test_configured_models_follow_the_configuration() -> None:
+    # backend auto: the CPU models are required (the fallback); the TPU builds are wanted. The default detector's
+    # TPU build is Coral's compilation of the same network.
+    assert fetch.configured_models("ssd_mobilenet_v1", "movenet_lightning") == \
+        (["ssd_mobilenet_v1", "movenet_lightning"], ["ssd_mobilenet_v1_edgetpu", "movenet_lightning_edgetpu"])
+    assert fetch.configured_models("ssd_mobilenet_v1", "movenet_lightning", "cpu") == \
+        (["ssd_mobilenet_v1", "movenet_lightning"], [])
+    assert fetch.configured_models("ssd_mobilenet_v2", "movenet_thunder", "edgetpu") == \
+        (["ssd_mobilenet_v2", "movenet_thunder", "ssd_mobilenet_v2_edgetpu", "movenet_thunder_edgetpu"], [])
+    # BlazePose has no Edge TPU build
+    assert fetch.configured_models("blazepose_detector", "blazepose_full") == \
+        (["blazepose_detector", "blazepose_full"], [])
