@@ -35,19 +35,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"unknown model {unknown[0]!r}; known: {', '.join(sorted(MODELS))}", file=sys.stderr)
         return 2
     if args.action == "list":
-        return list_models(model_dir, required + tpu, names or None)
+        return list_models(model_dir, required, tpu, names or None)
     if args.action == "fetch":
         return fetch_models(model_dir, names or required + tpu)
     return verify_models(model_dir, required, tpu, names or None)
 
 
-def list_models(model_dir: Path, required: Sequence[str], names: Optional[Sequence[str]] = None) -> int:
+def list_models(model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (),
+                names: Optional[Sequence[str]] = None) -> int:
     rows = [("NAME", "FILE", "KIND", "RUNS ON", "PRESENT", "VERIFIED", "CONFIG")]
     for spec in (MODELS[n] for n in (names or MODELS)):
         status = model_status(spec, model_dir)
         rows.append((spec.name, spec.file, spec.kind, "edgetpu" if spec.edgetpu else "cpu",
                      "no" if status == MISSING else "yes", _VERIFIED_TEXT[status],
-                     "needed" if spec.name in required else ""))
+                     "needed" if spec.name in required else "tpu" if spec.name in tpu else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"model directory: {model_dir}")
     for row in rows:

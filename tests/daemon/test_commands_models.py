@@ -89,7 +89,8 @@ def test_list_shows_presence_and_verification(model_dir: Path) -> None:
     assert set(rows) == set(MODELS)
     name, file, kind, runs_on, present = rows["movenet_lightning_edgetpu"][:5]
     assert (file, kind, runs_on, present) == (MODELS[name].file, "estimator", "edgetpu", "yes")
-    assert rows["movenet_lightning_edgetpu"][5:] == ["sha256", "ok", "needed"]
+    assert rows["movenet_lightning_edgetpu"][5:] == ["sha256", "ok", "tpu"]  # wanted when a TPU answers
+    assert rows["movenet_lightning"][5:] == ["sha256", "ok", "needed"]
     assert rows["blazepose_full"][4:] == ["yes", "sha256", "ok"]
     assert rows["movenet_thunder"][3:] == ["cpu", "no", "-"]
 
