@@ -81,10 +81,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.log_level:
         logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fallwatch.config.loader import ConfigError
+
     module_name, func_name = HANDLERS[args.command].split(":")
     handler = getattr(importlib.import_module(module_name), func_name)
     try:
         return int(handler(args) or 0)
+    except ConfigError as exc:  # every command refuses a bad configuration the same way: each error, one line
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from fallwatch.config.loader import ConfigError, default_config_path, effective_config_yaml, load_config
+from fallwatch.config.loader import default_config_path, effective_config_yaml, load_config
 from fallwatch.config.schema import Config
 
 log = logging.getLogger(__name__)
@@ -18,12 +18,7 @@ log = logging.getLogger(__name__)
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.file or default_config_path()
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 2
+    config = load_config(path)  # a ConfigError is reported by the CLI: one line per error, exit 2
     sys.stdout.write(f"# effective configuration of {path} (secrets masked)\n")
     sys.stdout.write(effective_config_yaml(config))
     return 0

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fallwatch.config.loader import ConfigError, load_config
+from fallwatch.config.loader import load_config
 from fallwatch.pose.fetch import MISMATCH, MISSING, OK, UNPINNED, configured_models, fetch_model, model_status
 from fallwatch.pose.models import MODELS, ModelError, resolve_model_dir, sha256_of
 
@@ -21,12 +21,7 @@ _VERIFIED_TEXT = {OK: "sha256 ok", MISMATCH: "MISMATCH", UNPINNED: "unpinned", M
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 2
+    config = load_config(args.config)
     model_dir = resolve_model_dir(args.model_dir, config.models.dir)
     required, tpu = configured_models(config.pose.detector, config.pose.estimator, config.pose.backend)
     names = list(args.names or [])

@@ -16,27 +16,21 @@ from typing import Any, Optional
 
 import numpy as np
 
-from fallwatch.config.loader import ConfigError, load_config
+from fallwatch.config.loader import load_config
 from fallwatch.pose.engine import BackendError, PoseEngine
-from fallwatch.pose.models import ModelError, resolve_model_dir
+from fallwatch.pose.models import ModelError
 from fallwatch.pose.types import KEYPOINT_NAMES, PoseResult
 
-from .settings import pose_settings
+from .settings import make_engine
 
 log = logging.getLogger(__name__)
 
 
 def _engine(args: argparse.Namespace) -> tuple[Optional[PoseEngine], int, Any]:
     """(engine, 0, config) as the configuration says, or (None, 2, None) after printing one line per problem."""
+    config = load_config(args.config)
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return None, 2, None
-    model_dir = resolve_model_dir(getattr(args, "model_dir", None), config.models.dir)
-    try:
-        return PoseEngine(pose_settings(config), model_dir), 0, config
+        return make_engine(config, getattr(args, "model_dir", None)), 0, config
     except (ModelError, BackendError) as exc:
         print(f"fallwatch: {exc}", file=sys.stderr)
         return None, 2, None

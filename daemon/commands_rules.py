@@ -23,15 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def _config(args: argparse.Namespace) -> Any:
-    """The configuration, or None after printing its problems (one line each) to stderr."""
-    from fallwatch.config.loader import ConfigError, load_config
+    """The configuration (a ConfigError is reported by the CLI: one line per error, exit 2)."""
+    from fallwatch.config.loader import load_config
 
-    try:
-        return load_config(getattr(args, "config", None))
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return None
+    return load_config(getattr(args, "config", None))
 
 
 def _rule_settings(config: Any, strategy: Optional[str] = None) -> RuleSettings:
@@ -45,13 +40,9 @@ def _rule_settings(config: Any, strategy: Optional[str] = None) -> RuleSettings:
 
 def _make_engine(args: argparse.Namespace, config: Any) -> Any:
     """The pose engine as configured; raises ModelError/BackendError with a one-line message."""
-    from fallwatch.pose.engine import PoseEngine
-    from fallwatch.pose.models import resolve_model_dir
+    from .settings import make_engine
 
-    from .settings import pose_settings
-
-    model_dir = resolve_model_dir(getattr(args, "model_dir", None), config.models.dir)
-    engine = PoseEngine(pose_settings(config), model_dir)
+    engine = make_engine(config, getattr(args, "model_dir", None))
     log.info("pose backend %s", engine.backend)
     return engine
 
@@ -125,8 +116,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from fallwatch.pose.models import ModelError
 
     config = _config(args)
-    if config is None:
-        return 2
     records = _record_paths(args.videos, args.record)
     if records is None:
         return 2
@@ -148,8 +137,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     config = _config(args)
-    if config is None:
-        return 2
     try:
         settings = _rule_settings(config)
     except ValueError as exc:
@@ -185,8 +172,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fallwatch.pose.models import ModelError
 
     config = _config(args)
-    if config is None:
-        return 2
     try:
         settings = _rule_settings(config, getattr(args, "strategy", None))
         results = evaluate(args.manifests, settings, video_runner=_LazyVideoRunner(args, config))

@@ -163,7 +163,7 @@ class Daemon:
         from fallwatch.rules import make_rules
 
         from .pipeline import Pipeline
-        from .settings import pose_settings, rule_settings
+        from .settings import make_engine, rule_settings
         from .status import StatusHub
 
         cfg = self.cfg
@@ -171,11 +171,7 @@ class Daemon:
         if self.capture is None:
             source = make_source(cfg.camera, self.source_override)  # SourceError: no camera, no such file
         if self.engine is None:
-            from fallwatch.pose.engine import PoseEngine
-            from fallwatch.pose.models import resolve_model_dir
-
-            model_dir = resolve_model_dir(self.model_dir_arg, cfg.models.dir)
-            self.engine = PoseEngine(pose_settings(cfg), model_dir)
+            self.engine = make_engine(cfg, self.model_dir_arg)
             log.info("backend %s: %s", self.engine.backend, getattr(self.engine, "backend_reason", ""))
         try:
             rules = make_rules(rule_settings(cfg), source=cfg.camera.name)
@@ -498,12 +494,7 @@ class Daemon:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config_arg = getattr(args, "config", None)
-    try:
-        cfg = load_config(config_arg)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 2
+    cfg = load_config(config_arg)  # a ConfigError is reported by the CLI: one line per error, exit 2
     config_path = Path(config_arg) if config_arg else default_config_path()
     target = setup_logging(getattr(args, "log_level", None) or cfg.log.level)
     log.debug("logging to %s", target)
@@ -522,10 +513,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return daemon.run()
     except Shutdown:
         return 0
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"fallwatch: {line}", file=sys.stderr)
-        return 2
     except SourceError as exc:
         print(f"fallwatch: {exc}", file=sys.stderr)
         return 1

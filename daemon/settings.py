@@ -6,9 +6,10 @@ pose/ and rules/ know no configuration file format; this is the one place that t
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import Any, Optional
 
-from fallwatch.pose.engine import PoseSettings, SmoothingSettings
+from fallwatch.pose.engine import PoseEngine, PoseSettings, SmoothingSettings
+from fallwatch.pose.models import resolve_model_dir
 from fallwatch.rules import RuleSettings
 
 # rules.ambianic.<key> in the YAML -> RuleSettings field (flat there).
@@ -35,3 +36,9 @@ def rule_settings(cfg: Any) -> RuleSettings:
         for key, value in ambianic.items():
             data.setdefault(_AMBIANIC_KEYS.get(key, f"ambianic_{key}"), value)
     return RuleSettings.from_mapping(data)
+
+
+def make_engine(cfg: Any, model_dir_arg: Optional[str] = None) -> PoseEngine:
+    """The pose engine as configured, its models looked up in --model-dir, $FALLWATCH_MODEL_DIR or models.dir;
+    raises ModelError / BackendError with a one-line message."""
+    return PoseEngine(pose_settings(cfg), resolve_model_dir(model_dir_arg, cfg.models.dir))

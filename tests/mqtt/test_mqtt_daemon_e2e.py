@@ -6,10 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
-from mqtt_testlib import wait_until
 
 EVENT_KEYS = {"event", "id", "source", "t", "frame", "ts", "track", "confidence", "spine_angle_deg",
               "angle_change_deg", "descent_rate", "box", "device", "camera", "backend"}

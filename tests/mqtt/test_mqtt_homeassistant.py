@@ -86,7 +86,7 @@ def test_mqtt_discovery_published_retained_on_connect(mosquitto, subscriber, mqt
     assert set(json.loads(sub.on(f"{PREFIX}/heartbeat")[-1])) >= HEARTBEAT_KEYS
 
     # Home Assistant restarted: it announces itself and gets discovery again
-    n = len(sub.on(f"homeassistant/switch/fallwatch_testdev/alerts/config"))
+    n = len(sub.on("homeassistant/switch/fallwatch_testdev/alerts/config"))
     sub.client.publish("homeassistant/status", b"online", qos=1)
     assert sub.wait_for(lambda s: len(s.on("homeassistant/switch/fallwatch_testdev/alerts/config")) > n, 3)
 

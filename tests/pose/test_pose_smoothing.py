@@ -30,7 +30,7 @@ def test_still_person_jitter_is_reduced() -> None:
 
 def test_fast_fall_follows_with_little_lag() -> None:
     f = OneEuroFilter()  # the defaults, as the engine uses them
-    t, y = 0.0, 100.0
+    y = 100.0
     for i in range(30):  # standing still
         f(kps_at(320, y), i / 30, 300.0)
     # hips drop 250 px in 0.5 s, then lie still
