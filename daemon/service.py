@@ -172,7 +172,6 @@ class Daemon:
             source = make_source(cfg.camera, self.source_override)  # SourceError: no camera, no such file
         if self.engine is None:
             self.engine = make_engine(cfg, self.model_dir_arg)
-            log.info("backend %s: %s", self.engine.backend, getattr(self.engine, "backend_reason", ""))
         try:
             rules = make_rules(rule_settings(cfg), source=cfg.camera.name)
         except ValueError as exc:  # a combination of rules: values the rules refuse
@@ -206,7 +205,6 @@ class Daemon:
             log.error("debug server cannot listen on %s (%s); continuing without it", self.cfg.debug.bind, exc)
             return
         self.debug_server = server
-        log.info("debug page on http://%s/", self.cfg.debug.bind)
 
     def _start_mqtt(self, cfg: Config) -> None:
         from .mqtt import MqttPublisher
