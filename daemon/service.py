@@ -381,12 +381,14 @@ class Daemon:
             dropped_frames=self.capture.dropped, corrupt_frames=self.capture.corrupt + self.corrupt,
             persons=self.persons, state=self.state, camera=self.capture.state, source=self.capture.source.name,
             reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors)
+        fields["mqtt"] = {"enabled": False}
         if self.publisher is not None:
             try:
                 stats = dict(self.publisher.stats())
             except Exception:
                 stats = {}
             stats.setdefault("connected", bool(getattr(self.publisher, "connected", False)))
+            stats["enabled"] = True
             fields.update(mqtt=stats, events_sent=stats.get("events_sent", stats.get("sent", 0)),
                           events_queued=stats.get("events_queued", stats.get("queued", 0)))
         self.hub.update(**fields)
