@@ -73,7 +73,7 @@ def _query_height(query: dict[str, list[str]]) -> Optional[int]:
     if "height" not in query or query["height"][-1] == "":
         return None
     raw = query["height"][-1]
-    if not raw.isdigit() or not 16 <= int(raw) <= MAX_HEIGHT:
+    if not (raw.isascii() and raw.isdigit()) or not 16 <= int(raw) <= MAX_HEIGHT:  # isdigit() alone takes '²'
         raise BadRequest(f"height must be an integer between 16 and {MAX_HEIGHT}, got {raw!r}")
     return int(raw)
 
@@ -163,11 +163,26 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch(head=False)
 
+    def _not_allowed(self) -> None:
+        """Every other method: 405 (after auth), never the base class's 501 HTML page."""
+        self.close_connection = True  # a request body, if any, is not read
+        if self._authorized(head=False):
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain; charset=utf-8",
+                       headers={"Allow": "GET, HEAD", "Connection": "close"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+    def _authorized(self, head: bool) -> bool:
+        if self.server.debug.authorized(self.headers.get("Authorization")):
+            return True
+        extra = {"WWW-Authenticate": 'Basic realm="fallwatch", charset="UTF-8"'}
+        if self.close_connection:
+            extra["Connection"] = "close"
+        self._send(HTTPStatus.UNAUTHORIZED, b"authentication required\n", "text/plain; charset=utf-8", head, extra)
+        return False
+
     def _dispatch(self, head: bool) -> None:
-        debug = self.server.debug
-        if not debug.authorized(self.headers.get("Authorization")):
-            self._send(HTTPStatus.UNAUTHORIZED, b"authentication required\n", "text/plain; charset=utf-8", head,
-                       {"WWW-Authenticate": 'Basic realm="fallwatch", charset="UTF-8"'})
+        if not self._authorized(head):
             return
         split = urlsplit(self.path)
         route = self.ROUTES.get(split.path)

@@ -385,3 +385,31 @@ def test_ipv6_loopback(start_server, feeders, clip_frames):
         assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("query", ["height=%C2%B2", "height=%D9%A3%D9%A0%D9%A0", "height=-20", "height=1e3",
+                                   "fps=%C2%B2", "fps=nan", "fps=inf", "fps=0"])
+def test_bad_query_values_are_400_on_every_image_route(start_server, feeders, clip_frames, query):
+    # '²' passes str.isdigit() but not int(): that used to kill the handler (no response, a traceback).
+    run = start_server()
+    feeders(run.hub, clip_frames, fps=15)
+    assert _wait(lambda: run.request("/latest.jpg")[0] == 200)
+    for path in ("/latest.jpg", "/stream.mjpg"):
+        if path == "/latest.jpg" and query.startswith("fps"):
+            continue
+        status, _, body = run.request(f"{path}?{query}")
+        assert status == 400, (path, query, status)
+        assert body.count(b"\n") == 1 and (b"height" in body or b"fps" in body)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"])
+def test_other_methods_are_405_with_allow_and_auth_first(start_server, method):
+    run = start_server(username="alice", password="pw")
+    ok = {"Authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    status, headers, _ = run.request("/api/stats", method=method)
+    assert status == 401
+    status, headers, body = run.request("/api/stats", method=method, headers=ok)
+    assert status == 405, (method, status)
+    assert headers["Allow"] == "GET, HEAD"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert len(body) < 100
