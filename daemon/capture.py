@@ -17,6 +17,7 @@ import glob
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -137,6 +138,12 @@ class VideoFileSource(Source):
         return f"video file {self.path} ({self.fps or 0:.2f} fps)"
 
 
+def natural_key(path: str) -> list:
+    """Sort key putting frame_2 before frame_10 (exported frames are often not zero-padded)."""
+    return [(0, int(part), part) if part.isdecimal() else (1, 0, part)
+            for part in re.split(r"(\d+)", os.path.basename(path)) if part]
+
+
 class ImageFolderSource(Source):
     is_file = True
 
@@ -149,8 +156,8 @@ class ImageFolderSource(Source):
         self.index = 0
 
     def open(self) -> None:
-        self.files = sorted(str(p) for p in Path(self.path).iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = sorted((str(p) for p in Path(self.path).iterdir()
+                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         if not self.files:
             raise SourceError(f"camera.source {self.path}: the folder holds no images "
                               f"({', '.join(IMAGE_SUFFIXES)})")

@@ -488,3 +488,22 @@ def test_v4l2_discovery_skips_pi_codecs_isps_and_metadata_nodes(tmp_path: Path) 
     assert capmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video2")]
     (dev / "video0").touch()  # no sysfs entry (e.g. v4l2loopback in a container): taken, and first
     assert capmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video0"), str(dev / "video2")]
+
+
+def test_image_folder_plays_numbered_frames_in_numeric_order(tmp_path: Path, images_dir: Path) -> None:
+    # Frames exported as frame_1, frame_2, ..., frame_10 (no zero padding) must play in that order, not
+    # frame_1, frame_10, frame_2 as a plain string sort has it (a fall would play scrambled).
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = ["person.jpg", "fall_img_1.png", "squat.bmp", "person-couch.jpg"]
+    numbers = [1, 2, 10, 11]
+    for n, name in zip(numbers, names):
+        (folder / f"frame_{n}{Path(name).suffix}").symlink_to(images_dir / name)
+    capture = open_capture(CameraConfig(source=str(folder), realtime=False, fps=10))
+    try:
+        frames = drain(capture, 10)
+    finally:
+        capture.stop()
+    assert len(frames) == len(names)
+    for frame, name in zip(frames, names):
+        assert np.array_equal(frame.image, cv2.imread(str(images_dir / name))[:, :, ::-1]), name
