@@ -15,9 +15,9 @@ from typing import Optional
 
 import numpy as np
 
-from .base import PersonPose, RuleSettings, Rules, keypoint_box
+from .base import PersonPose, RuleSettings, Rules, finite_box, keypoint_box
 from .events import Event
-from .geometry import L_HIP, L_SHOULDER, R_HIP, R_SHOULDER, angle_from_vertical
+from .geometry import L_HIP, L_SHOULDER, R_HIP, R_SHOULDER, angle_from_vertical, finite_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,11 @@ class AmbianicRules(Rules):
             self._states.setdefault(tr, "upright")
             self._last_seen[tr] = t
             prev = self._prev.setdefault(tr, [])
+            if prev and prev[-1].t - t > self.s.ambianic_max_interval_s:
+                prev.clear()  # time went back (a restarted source): the old frames are not "before" any more
             if prev and t - prev[-1].t < self.s.ambianic_min_interval_s:
                 continue  # too soon after the last compared frame
-            kps = np.asarray(person.keypoints, dtype=float)
+            kps = finite_keypoints(person.keypoints)
             if kps.shape != (17, 3):
                 continue
             cur = self._frame(t, kps)
@@ -104,7 +106,8 @@ class AmbianicRules(Rules):
                 if score >= self.s.ambianic_confidence and score > 0:
                     if t - self._last_fall.get(tr, float("-inf")) >= self.s.cooldown_s:
                         self._last_fall[tr] = t
-                        box = list(person.box) if person.box is not None else keypoint_box(kps, 0.0)
+                        box = finite_box(person.box) if person.box is not None else None
+                        box = box or keypoint_box(kps, 0.0)
                         events.append(Event(event="fall", source=self.source, t=t, frame=frame, track=tr,
                                             confidence=score, spine_angle_deg=cur.spine_angle,
                                             angle_change_deg=cur.spine_angle - old.spine_angle,
@@ -112,7 +115,11 @@ class AmbianicRules(Rules):
                     break
             prev.append(cur)
             del prev[:-2]
-        for tr in [k for k, seen in self._last_seen.items() if t - seen > self.s.track_forget_s]:
+        for tr in [k for k, seen in self._last_seen.items() if abs(t - seen) > self.s.track_forget_s]:
             for d in (self._prev, self._states, self._last_seen):
                 d.pop(tr, None)
+        # A track's cooldown outlives the track only as long as the cooldown itself: no growth over a long run.
+        for tr in [k for k, when in self._last_fall.items()
+                   if k not in self._last_seen and abs(t - when) >= self.s.cooldown_s]:
+            del self._last_fall[tr]
         return events

@@ -64,6 +64,15 @@ class RuleSettings:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
+def finite_box(box: Any) -> Optional[list[float]]:
+    """``box`` as four finite floats, or None when it is missing or not usable."""
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == 4 and all(np.isfinite(values)) else None
+
+
 @dataclass
 class PersonPose:
     """One person in one frame, as the rules see it (no model objects)."""
@@ -86,8 +95,10 @@ class Rules:
 
 
 def keypoint_box(kps: np.ndarray, min_score: float) -> list[float]:
-    """Bounding box of the confident keypoints (fallback when the person has no box)."""
-    ok = kps[kps[:, 2] >= min_score]
+    """Bounding box of the confident keypoints (fallback when the person has no box); non-finite ones are
+    ignored, so the box is always four finite numbers."""
+    kps = np.asarray(kps, dtype=float)
+    ok = kps[np.isfinite(kps).all(axis=1) & (kps[:, 2] >= min_score)]
     if len(ok) == 0:
         return [0.0, 0.0, 0.0, 0.0]
     return [float(ok[:, 0].min()), float(ok[:, 1].min()), float(ok[:, 0].max()), float(ok[:, 1].max())]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 EARLY_S = 0.5
 LATE_S = 1.0
+EDGE_S = 1e-6  # an event exactly on the span's edge counts inside, whatever the float rounding of start - 0.5
 
 
 class ManifestError(ValueError):
@@ -52,6 +54,10 @@ class ClipResult:
 ClipRunner = Callable[[Path, RuleSettings], tuple[list[Event], float]]
 
 
+def _seconds(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def load_manifest(path: Union[str, Path]) -> list[Clip]:
     path = Path(path)
     try:
@@ -65,14 +71,14 @@ def load_manifest(path: Union[str, Path]) -> list[Clip]:
     clips = []
     for i, c in enumerate(data["clips"]):
         where = f"{path}: clip {i}"
-        if not isinstance(c, dict) or "path" not in c:
-            raise ManifestError(f"{where}: needs a \"path\"")
+        if not isinstance(c, dict) or not isinstance(c.get("path"), str) or not c["path"]:
+            raise ManifestError(f"{where}: needs a \"path\" (a file name relative to the manifest)")
         label = c.get("label")
         if label not in ("fall", "adl"):
             raise ManifestError(f"{where} ({c['path']}): label must be \"fall\" or \"adl\", not {label!r}")
         start, end = c.get("fall_start_s"), c.get("fall_end_s")
         if label == "fall":
-            if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or end < start:
+            if not (_seconds(start) and _seconds(end)) or end < start:
                 raise ManifestError(f"{where} ({c['path']}): a fall clip needs fall_start_s <= fall_end_s")
         clips.append(Clip(path=path.parent / c["path"], name=str(c["path"]), label=label,
                           fall_start_s=float(start) if start is not None else None,
@@ -85,7 +91,7 @@ def score_clip(clip: Clip, events: Iterable[Event], duration_s: float) -> ClipRe
     if clip.label == "adl":
         return ClipResult(clip, "false_alarm" if falls else "ok", false_alarms=len(falls), duration_s=duration_s,
                           events=falls)
-    lo, hi = clip.fall_start_s - EARLY_S, clip.fall_end_s + LATE_S
+    lo, hi = clip.fall_start_s - EARLY_S - EDGE_S, clip.fall_end_s + LATE_S + EDGE_S
     inside = [e for e in falls if lo <= e.t <= hi]
     outside = len(falls) - len(inside)
     if inside:

@@ -1,6 +1,7 @@
 """The event object that leaves the rules: the same dict goes to MQTT, the debug page and stdout."""
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +39,9 @@ class Event:
     def __post_init__(self) -> None:
         if self.event not in EVENT_TYPES:
             raise ValueError(f"unknown event type {self.event!r} (expected one of {', '.join(EVENT_TYPES)})")
+        # The schema promises a 0..1 confidence (keypoint scores from a foreign recording can be anything).
+        c = float(self.confidence)
+        self.confidence = min(max(c, 0.0), 1.0) if math.isfinite(c) else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import STRATEGIES, PersonPose, RuleSettings, Rules, keypoint_box
+from .base import STRATEGIES, PersonPose, RuleSettings, Rules, finite_box, keypoint_box
 from .events import Event
 from .geometry import LEG_FRACTION, BodyGeometry, measure
 
@@ -105,6 +105,13 @@ class FallRules(Rules):
 
     def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
         events: list[Event] = []
+        stale = [k for k, tr in self._tracks.items() if tr.last_seen - t > HISTORY_S]
+        if stale:
+            # Time went back further than any history reaches (a restarted source): start afresh rather than
+            # ignore these people until the clock catches up with their old time stamps.
+            log.info("time went back to %.2f s; forgetting tracks %s", t, stale)
+            for k in stale:
+                del self._tracks[k]
         present = {p.track for p in people}
         seen: set[int] = set()
         for person in people:
@@ -158,11 +165,12 @@ class FallRules(Rules):
     # -- per frame -----------------------------------------------------------------------------------------
     def _observe(self, tr: _Track, t: float, frame: int, person: PersonPose, size: tuple[int, int]) -> list[Event]:
         kps = np.asarray(person.keypoints, dtype=float)
-        if person.box is not None and len(person.box) == 4:
-            tr.last_box = [float(v) for v in person.box]
+        box = finite_box(person.box) if person.box is not None else None
+        if box is not None:
+            tr.last_box = box
         elif kps.shape == (17, 3):
             tr.last_box = keypoint_box(kps, self.s.min_keypoint_score)
-        if t <= tr.last_seen:  # repeated or out-of-order frame: nothing new to learn
+        if t <= tr.last_seen:  # repeated or late frame: nothing new to learn
             return []
         tr.last_seen = t
         g = measure(kps, self.s.min_keypoint_score)

@@ -103,10 +103,20 @@ def body_height(kps: np.ndarray, top: np.ndarray, bottom: np.ndarray, min_score:
     return float(np.hypot(*(top - bottom))) / TORSO_FRACTION
 
 
+def finite_keypoints(kps: np.ndarray) -> np.ndarray:
+    """A float copy where a keypoint with a non-finite x, y or score counts as missing (score 0): one NaN
+    joint (a recording's null, a model glitch) must not take the whole pose with it."""
+    kps = np.array(kps, dtype=float)
+    if kps.ndim == 2 and kps.shape[1] == 3:
+        bad = ~np.isfinite(kps).all(axis=1)
+        kps[bad] = 0.0
+    return kps
+
+
 def measure(kps: np.ndarray, min_score: float) -> Optional[BodyGeometry]:
     """Geometry of one pose, or None when no confident shoulder->hip line exists."""
-    kps = np.asarray(kps, dtype=float)
-    if kps.shape != (17, 3) or not np.all(np.isfinite(kps)):
+    kps = finite_keypoints(kps)
+    if kps.shape != (17, 3):
         return None
     spine = spine_points(kps, min_score)
     if spine is None:

@@ -32,6 +32,8 @@ class RecordedFrame:
 
 
 def _person(obj: dict, index: int, where: str) -> PersonPose:
+    if not isinstance(obj, dict):
+        raise RecordingError(f"{where}: person {index} must be an object with \"keypoints\"")
     kps = np.asarray(obj.get("keypoints"), dtype=np.float32)
     if kps.shape != (17, 3):
         raise RecordingError(f"{where}: person {index} has keypoints of shape {kps.shape}, expected 17 x [x, y, score]")
@@ -40,6 +42,8 @@ def _person(obj: dict, index: int, where: str) -> PersonPose:
         if len(box) != 4:
             raise RecordingError(f"{where}: person {index} box must be [x0, y0, x1, y1]")
         box = tuple(float(v) for v in box)
+        if not all(np.isfinite(box)):
+            raise RecordingError(f"{where}: person {index} box must be four finite numbers")
     raw = obj.get("keypoints_raw")
     if raw is not None:
         raw = np.asarray(raw, dtype=np.float32)
@@ -56,15 +60,20 @@ def parse_line(line: str, where: str = "recording") -> RecordedFrame:
         raise RecordingError(f"{where}: not JSON ({exc.msg})") from None
     if not isinstance(obj, dict) or "t" not in obj:
         raise RecordingError(f"{where}: a frame needs at least \"t\" (seconds)")
+    people_in = obj.get("people") or []
+    if not isinstance(people_in, list):
+        raise RecordingError(f"{where}: \"people\" must be a list")
     try:
         t = float(obj["t"])
         frame = int(obj.get("frame", 0))
         size = tuple(int(v) for v in obj.get("size", (0, 0)))
-        people = [_person(p, i, where) for i, p in enumerate(obj.get("people") or [])]
+        people = [_person(p, i, where) for i, p in enumerate(people_in)]
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RecordingError):
             raise
         raise RecordingError(f"{where}: bad value ({exc})") from None
+    if not np.isfinite(t):
+        raise RecordingError(f"{where}: \"t\" must be a finite number of seconds, not {obj['t']!r}")
     if len(size) != 2:
         raise RecordingError(f"{where}: size must be [width, height]")
     return RecordedFrame(t=t, frame=frame, size=size, people=people)
@@ -74,11 +83,23 @@ def read_recording(path: Union[str, Path]) -> Iterator[RecordedFrame]:
     """Yield the frames of a recording; a bad line raises RecordingError naming file and line."""
     path = Path(path)
     try:
-        fh = path.open("r", encoding="utf-8")
+        fh = path.open("rb")
     except OSError as exc:
         raise RecordingError(f"{path}: cannot open recording ({exc.strerror})") from None
     with fh:
-        for n, line in enumerate(fh, 1):
+        n = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except OSError as exc:
+                raise RecordingError(f"{path}:{n + 1}: cannot read recording ({exc.strerror})") from None
+            if not raw:
+                return
+            n += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RecordingError(f"{path}:{n}: not UTF-8 text (is this a JSONL pose recording?)") from None
             if line.strip():
                 yield parse_line(line, f"{path}:{n}")
 

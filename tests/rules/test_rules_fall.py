@@ -484,3 +484,66 @@ def test_ambianic_baseline_confidence_threshold() -> None:
     assert run({1: side_fall()}, duration=6.0, settings=RuleSettings(strategy="ambianic"), mutate=weak) == []
     low = RuleSettings(strategy="ambianic", ambianic_confidence=0.11)
     assert kinds(run({1: side_fall()}, duration=6.0, settings=low, mutate=weak)) == ["fall"]
+
+
+# -- numeric robustness ----------------------------------------------------------------------------------------
+
+def test_a_non_finite_keypoint_counts_as_missing_not_the_whole_pose() -> None:
+    # A recording's null (read as NaN) or a model glitch in one joint nobody needs for the spine.
+    def nan_nose(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        kp = kp.copy()
+        kp[0] = [np.nan, np.nan, 0.0]
+        kp[9, 0] = np.inf
+        return kp
+
+    for strategy in ("fallwatch", "ambianic"):
+        events = run({1: side_fall()}, duration=6.0, settings=RuleSettings(strategy=strategy), mutate=nan_nose)
+        assert kinds(events) == ["fall"], strategy
+        assert all(np.isfinite(events[0].to_dict()["box"]))
+
+
+def test_event_box_and_confidence_stay_in_the_schema_with_bad_inputs() -> None:
+    import json
+
+    body = side_fall()
+    for strategy in ("fallwatch", "ambianic"):
+        rules = make_rules(RuleSettings(strategy=strategy), source="s")
+        events = []
+        for frame in range(int(6 * 30)):
+            t = frame / 30
+            kp = keypoints(body(t))
+            kp[:, 2] = 3.0  # a foreign recording's scores that are not probabilities
+            events += rules.update(t, frame, [PersonPose(1, (float("nan"), 0.0, 1.0, 1.0), kp)], SIZE)
+        assert kinds(events) == ["fall"], strategy
+        d = json.loads(json.dumps(events[0].to_dict(), allow_nan=False))  # strict JSON: no NaN anywhere
+        assert 0.0 <= d["confidence"] <= 1.0
+        assert len(d["box"]) == 4 and all(isinstance(v, float) for v in d["box"])
+        assert d["box"][0] < d["box"][2] and d["box"][1] < d["box"][3]  # the keypoints' box stands in
+
+
+def test_time_going_back_to_zero_starts_afresh() -> None:
+    """A restarted source (a clip played again, a recording appended to another): the same track id comes back
+    with time stamps far behind the old ones, and a fall then is still caught."""
+    for strategy in ("fallwatch", "ambianic"):
+        rules = make_rules(RuleSettings(strategy=strategy), source="s")
+        for frame in range(300):  # ten seconds standing at t = 100..110
+            rules.update(100.0 + frame / 30, frame, [PersonPose(1, None, keypoints(STAND))], SIZE)
+        assert kinds(run({1: side_fall()}, duration=6.0, rules=rules)) == ["fall"], strategy
+
+
+def test_per_track_state_stays_bounded_with_many_people_coming_and_going() -> None:
+    for strategy in ("fallwatch", "ambianic"):
+        rules = make_rules(RuleSettings(strategy=strategy, track_forget_s=2.0, cooldown_s=2.0, down_alert_s=4.0),
+                           source="s")
+        fall = side_fall(start=0.5, took=0.7)
+        t = 0.0
+        for person in range(1, 41):  # forty people, each falls and is then gone
+            for _ in range(int(3.0 * 15)):
+                rules.update(t, 0, [PersonPose(person, None, keypoints(fall((t % 3.0))))], SIZE)
+                t += 1 / 15
+        for _ in range(int(12 * 15)):  # an empty room for a while
+            rules.update(t, 0, [], SIZE)
+            t += 1 / 15
+        assert rules.person_states() == {}
+        held = {k: len(v) for k, v in vars(rules).items() if isinstance(v, dict)}
+        assert all(n <= 1 for n in held.values()), (strategy, held)

@@ -142,3 +142,76 @@ def test_urfd_replay_ambianic_baseline_runs_and_is_weaker(data_dir: Path) -> Non
     print("ambianic on URFD: 0.6 ->", theirs["caught"], "; 0.11 ->", low["caught"])
     assert theirs["falls"] == 30 and low["caught"] >= theirs["caught"]  # a lower threshold admits more
     assert ours["caught"] > low["caught"]
+
+
+# -- edge cases ------------------------------------------------------------------------------------------------
+
+def test_events_exactly_on_the_span_edges_count_inside() -> None:
+    # 0.36 + 1.0 is 1.3599999999999999 in floating point, 0.16 - 0.5 is -0.33999999999999997: an event at the
+    # edge (1.36 s is frame 34 at 25 fps) is inside the span the issue defines.
+    clip = Clip(path=Path("f.mp4"), name="f.mp4", label="fall", fall_start_s=0.16, fall_end_s=0.36)
+    late = score_clip(clip, [_event(34 / 25)], 10)
+    assert late.result == "caught" and late.false_alarms == 0
+    early = score_clip(clip, [_event(-0.34)], 10)
+    assert early.result == "caught" and early.false_alarms == 0
+    assert score_clip(clip, [_event(1.361)], 10).result == "missed"
+
+
+def test_zero_and_several_events() -> None:
+    assert score_clip(FALL, [], 10).result == "missed" and score_clip(ADL, [], 10).result == "ok"
+    r = score_clip(FALL, [_event(2.5), _event(3.0), _event(9.0), _event(4.0, "recovered")], 10)
+    assert (r.result, r.delay_s, r.false_alarms) == ("caught", pytest.approx(0.5), 1)
+    s = summarize([score_clip(ADL, [], 10)])
+    assert s["sensitivity"] is None and s["median_delay_s"] is None and s["specificity"] == 1.0
+    assert "-" in format_summary(s)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"t": 0, "people": {"track": 1}}', '"people" must be a list'),
+    ('{"t": 0, "people": [5]}', "person 0 must be an object"),
+    ('{"t": NaN, "people": []}', "finite"),
+    ('{"t": Infinity}', "finite"),
+    ('{"t": 0, "people": [{"keypoints": [[1, 2, 0.5]], "box": [1, 2, NaN, 4]}]}', "shape"),
+    ('{"t": 0, "people": [{"keypoints": ' + json.dumps([[1, 2, 0.5]] * 17) + ', "box": [1, 2, NaN, 4]}]}',
+     "finite"),
+])
+def test_malformed_frames_are_one_line_naming_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"t": 0, "people": []}\n\n' + line + "\n")
+    with pytest.raises(RecordingError) as err:
+        list(read_recording(path))
+    assert str(err.value).startswith(f"{path}:3: ") and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_binary_file_as_recording_is_a_recording_error(tmp_path: Path) -> None:
+    path = tmp_path / "video.jsonl"
+    path.write_bytes(b'{"t": 0}\n\x00\x00\x00\x18ftypmp42\xff\xfe\n')
+    with pytest.raises(RecordingError) as err:
+        list(read_recording(path))
+    assert str(err.value).startswith(f"{path}:2: ") and "UTF-8" in str(err.value)
+
+
+def test_null_keypoints_in_a_recording_are_missing_joints(tmp_path: Path) -> None:
+    # Strict JSON writers (the MQTT side) turn NaN into null; such a joint is simply not there.
+    kp = [[100.0, 100.0 + 10 * i, 0.9] for i in range(17)]
+    kp[3] = [None, None, 0.0]
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"t": 0.0, "people": [{"keypoints": kp}]}) + "\n")
+    (frame,) = read_recording(path)
+    assert np.isnan(frame.people[0].keypoints[3, 0])
+    from fallwatch.rules.geometry import measure
+    assert measure(frame.people[0].keypoints, 0.2) is not None
+
+
+@pytest.mark.parametrize("clip, message", [
+    ({"path": 5, "label": "adl"}, "path"),
+    ({"label": "adl"}, "path"),
+    ({"path": "a.jsonl", "label": "fall", "fall_start_s": float("nan"), "fall_end_s": 3}, "fall_start_s"),
+    ({"path": "a.jsonl", "label": "fall", "fall_start_s": True, "fall_end_s": 3}, "fall_start_s"),
+])
+def test_bad_manifest_clip_is_a_manifest_error(tmp_path: Path, clip: dict, message: str) -> None:
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"clips": [clip]}))
+    with pytest.raises(ManifestError, match=message) as err:
+        load_manifest(m)
+    assert str(err.value).startswith(f"{m}: clip 0") and "\n" not in str(err.value)
