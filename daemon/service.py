@@ -200,9 +200,9 @@ class Daemon:
         try:
             server = DebugServer(self.cfg.debug, self.hub)
             server.start()
-        except OSError as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # bind, password file, packaging: each one line
             # The debug page helps tuning; fall detection must not depend on it.
-            log.error("debug server cannot listen on %s (%s); continuing without it", self.cfg.debug.bind, exc)
+            log.error("debug server not started (%s); continuing without it", exc)
             return
         self.debug_server = server
 

@@ -357,3 +357,24 @@ def test_daemon_and_detect_agree_to_the_last_event(run_daemon, data_dir: Path, t
            if re.search(r"fallwatch\.daemon\.service: event \w+: ", line)]
     assert expected, "the clip is a fall"
     assert got == expected
+
+
+@pytest.mark.parametrize("secret", ["", "\n"])
+def test_unusable_debug_password_file_leaves_detection_running(run_daemon, tmp_path: Path, images_dir: Path,
+                                                               secret: str) -> None:
+    # An empty password file made DebugServer.start raise ValueError, which the daemon did not expect: it died
+    # with a traceback. The debug page is optional; fall detection must carry on without it.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, name in enumerate(["person.jpg", "squat.bmp"]):
+        (folder / f"{i}_{name}").symlink_to(images_dir / name)
+    pw = tmp_path / "debug_pw"
+    pw.write_text(secret)
+    cfg = base_config(str(folder), tmp_path, realtime=False)
+    cfg["debug"].update(username="alice", password_file=str(pw))
+    run = run_daemon(cfg)
+    assert run.proc.wait(60) == 0, run.log[-2000:]
+    assert "Traceback" not in run.log, run.log[-3000:]
+    lines = [line for line in run.log.splitlines() if "debug server" in line]
+    assert len(lines) == 1 and "ERROR" in lines[0] and "no password" in lines[0], run.log[-2000:]
+    assert re.search(r"stopped after 2 frames", run.log), run.log[-2000:]
