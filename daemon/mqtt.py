@@ -142,7 +142,9 @@ class MqttPublisher:
         self._snap_lock = threading.Lock()
 
         self._state: Optional[dict] = None
-        self._state_lock = threading.Lock()
+        self._state_lock = threading.Lock()       # the state, and its publishing, so they go out in order
+        self._state_info: Optional[mqtt.MQTTMessageInfo] = None   # the last state handed to the current client
+        self._state_deferred = False             # publish the state once _state_info is acknowledged
         self._last_error: Optional[str] = None   # log each distinct connection problem once
         self._refused = False                    # the last CONNACK was a refusal (its disconnect is expected)
         self._ha_published: Optional[list[str]] = None
@@ -254,10 +256,9 @@ class MqttPublisher:
             if state == self._state:
                 return
             self._state = dict(state)
-            payload = to_json(self._state)
-        client = self._client
-        if client is not None and self._connected:
-            client.publish(f"{self.prefix}/state", payload, qos=1, retain=True)
+            client = self._client
+            if client is not None and self._connected and not self._state_deferred:
+                self._publish_state(client)
 
     def reconfigure(self, cfg: MqttConfig) -> None:
         """SIGHUP: apply a new ``mqtt:`` section; reconnect only when connection settings changed.
@@ -329,6 +330,8 @@ class MqttPublisher:
         self._last_handed = 0
         self._reconnected = False
         self._last_error = None
+        with self._state_lock:
+            self._state_info, self._state_deferred = None, False    # the old client's messages are gone
         self._client = client
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
         client.loop_start()
@@ -380,19 +383,32 @@ class MqttPublisher:
         if self.cfg.homeassistant.enabled:
             client.subscribe(f"{self.cfg.homeassistant.discovery_prefix}/status", qos=1)
         self._reconnected = True
-        self._connected = True     # before the retained state: a set_state() racing with us then publishes too
-        self._publish_retained(client)
+        with self._state_lock:
+            self._connected = True     # under the lock: a set_state() racing with us publishes after this, in order
+            if self._state_info is not None and not self._state_info.is_published():
+                # A state sent on the old connection was never acknowledged: paho re-sends it *after* this
+                # callback, so the current one published now would be overwritten by it. The sender publishes
+                # the current state once the old one is in.
+                self._state_deferred = True
+            elif self._state is not None:
+                self._publish_state(client)
+        self._publish_retained(client, state=False)
         self._wake.set()
         self._hb_wake.set()
 
-    def _publish_retained(self, client: mqtt.Client) -> None:
+    def _publish_retained(self, client: mqtt.Client, state: bool = True) -> None:
         """What a late subscriber must find: discovery, the alerts switch and the current state."""
         self._publish_discovery(client)
         client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if self._alerts else ha.ALERTS_OFF, qos=1, retain=True)
-        with self._state_lock:
-            state = self._state
-        if state is not None:
-            client.publish(f"{self.prefix}/state", to_json(state), qos=1, retain=True)
+        if state:
+            with self._state_lock:
+                if self._state is not None and not self._state_deferred:
+                    self._publish_state(client)
+
+    def _publish_state(self, client: mqtt.Client) -> None:
+        """Under _state_lock."""
+        self._state_info = client.publish(f"{self.prefix}/state", to_json(self._state), qos=1, retain=True)
+        self._state_deferred = False
 
     def _publish_discovery(self, client: Optional[mqtt.Client]) -> None:
         if client is None:
@@ -521,6 +537,9 @@ class MqttPublisher:
         client = self._client
         if client is None or not self._connected:
             return
+        with self._state_lock:
+            if self._state_deferred and (self._state_info is None or self._state_info.is_published()):
+                self._publish_state(client)
         now = time.monotonic()
         if self._reconnected:
             self._reconnected = False

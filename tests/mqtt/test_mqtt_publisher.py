@@ -254,3 +254,28 @@ def test_mqtt_event_qos_setting(mosquitto, subscriber, mqtt_cfg, publisher, qos)
         pub.publish_event(event)
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 5)] == [e["id"] for e in events]
     assert wait_until(lambda: pub.stats()["events_queued"] == 0 and pub.stats()["events_sent"] == 5, 3), pub.stats()
+
+
+def test_mqtt_retained_state_is_current_after_an_outage(mosquitto, subscriber, mqtt_cfg, publisher):
+    """A state published into a dead connection (never acknowledged) must not overwrite, after the reconnect,
+    the newer state that changed during the outage: a late dashboard must see the truth."""
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    pub.set_state({"state": "ok", "persons": 1})
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/state"])
+    assert sub.wait_for(lambda s: s.json_on(f"{PREFIX}/state")[-1:] == [{"state": "ok", "persons": 1}], 3)
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)          # takes the bytes, never acknowledges
+    pub.set_state({"state": "person_down", "persons": 1})
+    time.sleep(0.3)
+    os.kill(mosquitto.proc.pid, signal.SIGKILL)
+    mosquitto.proc.wait(5)
+    mosquitto.proc = None
+    assert wait_until(lambda: not pub.connected, 5)
+    pub.set_state({"state": "ok", "persons": 0})        # the person got up while the broker was away
+    mosquitto.start()
+    assert wait_until(lambda: pub.connected, 8), "no reconnect"
+    time.sleep(1.0)                                      # paho's re-sends of the old connection are done
+    late = subscriber(mosquitto.port, [f"{PREFIX}/state"])
+    assert late.wait_count(f"{PREFIX}/state", 1)
+    assert late.json_on(f"{PREFIX}/state") == [{"state": "ok", "persons": 0}], "a stale state is retained"
