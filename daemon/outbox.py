@@ -74,17 +74,24 @@ class Outbox:
         try:
             return self._connect(path)
         except sqlite3.DatabaseError as exc:
-            if path == ":memory:" or not Path(path).exists():
+            damaged = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+            if path == ":memory:" or not damaged or not Path(path).is_file():
+                # permissions, a full disk, I/O: the file (and the events queued in it) stays where it is
                 log.error("outbox: cannot open %s (%s); queued events will not survive a restart", path, exc)
                 return self._connect(":memory:")
             # A damaged file must not stop fall alerts: keep it aside for inspection and start afresh.
             aside = f"{path}.corrupt-{int(time.time())}"
+            try:
+                os.replace(path, aside)
+                for suffix in ("-wal", "-shm"):
+                    if Path(path + suffix).exists():
+                        os.replace(path + suffix, aside + suffix)
+            except OSError as move_exc:
+                log.error("outbox: %s is not a usable SQLite database (%s) and cannot be moved aside (%s); "
+                          "queued events will not survive a restart", path, exc, move_exc)
+                return self._connect(":memory:")
             log.error("outbox: %s is not a usable SQLite database (%s); moved it to %s and started a new one",
                       path, exc, aside)
-            os.replace(path, aside)
-            for suffix in ("-wal", "-shm"):
-                if Path(path + suffix).exists():
-                    os.replace(path + suffix, aside + suffix)
             try:
                 return self._connect(path)
             except sqlite3.DatabaseError as exc2:

@@ -66,3 +66,17 @@ def test_mqtt_outbox_bad_bound_and_state_dir(tmp_path, monkeypatch):
     assert default_state_dir(str(tmp_path)) == tmp_path
     monkeypatch.delenv("STATE_DIRECTORY")
     assert default_state_dir(None).parts[-3:] == (".local", "state", "fallwatch")
+
+
+def test_mqtt_outbox_unopenable_path_is_left_alone(tmp_path, caplog):
+    """Only a damaged database is set aside; a path SQLite cannot open (here a directory; in the field a file
+    the daemon may not write, or a full disk) is not moved away with whatever it holds."""
+    path = tmp_path / "outbox.sqlite3"
+    path.mkdir()
+    (path / "keep").write_text("x")
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.outbox"):
+        box = Outbox(path, 10)
+    assert (path / "keep").exists() and not list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "cannot open" in messages[0] and "not survive a restart" in messages[0], messages
+    assert box.put("a", b"1")[0] is not None and len(box) == 1     # still works, in memory
