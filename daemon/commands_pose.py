@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from fallwatch.config.loader import load_config
-from fallwatch.pose.engine import BackendError, PoseEngine
+from fallwatch.pose.engine import BackendError, FrameError, PoseEngine
 from fallwatch.pose.models import ModelError
 from fallwatch.pose.types import KEYPOINT_NAMES, PoseResult
 
@@ -76,7 +76,12 @@ def cmd_pose(args: argparse.Namespace) -> int:
             status = 1
             continue
         engine.reset()  # every image stands alone: no tracks carried over
-        result = engine.process(rgb, 0.0)
+        try:
+            result = engine.process(rgb, 0.0)
+        except FrameError as exc:  # decodable but unusable (e.g. a few pixels)
+            print(f"fallwatch pose: {path}: {exc}", file=sys.stderr)
+            status = 1
+            continue
         if args.json:
             print(json.dumps({"image": path, "backend": result.backend,
                               "people": [person_json(p) for p in result.persons]}), flush=True)
@@ -128,6 +133,11 @@ def _stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3),
             "mean": round(float(a.mean()), 3)}
+
+
+def _finite(value: float, digits: int = 3) -> Optional[float]:
+    """Rounded, or None (JSON null) when there was nothing to measure."""
+    return round(value, digits) if np.isfinite(value) else None
 
 
 def _rules(config: Any) -> Optional[Any]:
@@ -200,7 +210,11 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         rss_per_loop.append(_rss_mb())
     wall = time.perf_counter() - t_start
     invoke_per_frame = float(np.mean(det_frame) + np.mean(est_frame))
-    est_invoke = float(np.median(est_invokes)) if est_invokes else float("nan")
+    # One estimator invoke: the median over frames with exactly one; with none such (an empty room, a person
+    # lying: every frame also tries the rotations) the mean over all of them, so the report stays valid JSON.
+    per_call = float(np.sum(est_frame)) / est_calls if est_calls else float("nan")
+    est_invoke = float(np.median(est_invokes)) if est_invokes else per_call
+    est_mean = float(np.mean(est_invokes)) if est_invokes else per_call
     det_invoke = float(np.median(det_invokes)) if det_invokes else 0.0
     # Medians per invoke times how often each model ran: robust to the scheduling spikes of a busy machine.
     model_cost = (est_calls / frames * est_invoke + det_runs / frames * det_invoke) / est_invoke
@@ -224,8 +238,8 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         # the same with video decoding (OpenCV/FFmpeg) counted in too
         "overhead_ratio_with_decode": round(pipeline_mean / invoke_per_frame, 3),
         # detector + estimator invoke time per frame over one estimator invoke (crop tracking saves the detector)
-        "model_cost_ratio": round(model_cost, 3),
-        "model_cost_ratio_mean": round(invoke_per_frame / float(np.mean(est_invokes or [float("nan")])), 3),
+        "model_cost_ratio": _finite(model_cost),
+        "model_cost_ratio_mean": _finite(invoke_per_frame / est_mean),
         "detector_run_fraction": round(det_runs / frames, 4),
         "estimator_calls_per_frame": round(est_calls / frames, 3),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
@@ -259,7 +273,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  {name + ' invoke':<14} {st['median']:9.2f} {st['p95']:8.2f}  ({st['count']} single invokes)")
     print(f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
           f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_with_decode']:.3f} with decoding); "
-          f"detector+estimator / estimator invoke {report['model_cost_ratio']:.3f}")
+          f"detector+estimator / estimator invoke "
+          f"{'-' if report['model_cost_ratio'] is None else format(report['model_cost_ratio'], '.3f')}")
     print(f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
           f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame")
     loops_mb = report["rss_per_loop_mb"]

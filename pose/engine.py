@@ -168,8 +168,8 @@ class PoseEngine:
                              beta=sm.beta, d_cutoff=sm.d_cutoff)
         old = getattr(self, "tracker", None)
         self.tracker = Tracker(self.estimator, self.detector, ts)
-        if old is not None:  # keep ids across a backend switch
-            self.tracker.tracks, self.tracker._next_id = old.tracks, old._next_id
+        if old is not None:  # keep tracks, ids and the detector's schedule across a backend switch
+            self.tracker.restore(old.snapshot())
 
     def _fall_back_to_cpu(self, error: Exception) -> None:
         log.error("Edge TPU failed while running (%s); switching to the CPU twins", runtime._first_line(error))
@@ -192,12 +192,16 @@ class PoseEngine:
             self.bad_frames += 1
             raise FrameError(f"frame time must be a finite number of seconds, got {t!r}")
         det_ms0, est_ms0 = self.detector_model.total_invoke_ms, self.estimator_model.total_invoke_ms
+        # On the TPU, keep the tracker's state: an invoke that fails half-way through a step leaves some tracks
+        # already moved on to this frame, and the CPU retry of the frame must start from where it started.
+        before = self.tracker.snapshot() if self._backend == "edgetpu" else None
         t0 = time.perf_counter()
         try:
             persons, st = self.tracker.step(frame, t)
         except (RuntimeError, ValueError) as e:
-            if self._backend != "edgetpu":
+            if before is None:
                 raise
+            self.tracker.restore(before)
             self._fall_back_to_cpu(e)
             return self.process(frame, t)
         total = (time.perf_counter() - t0) * 1000.0
@@ -219,7 +223,8 @@ class PoseEngine:
             raise FrameError(f"frame must be a numpy array, not {type(frame).__name__}")
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 8:
             self.bad_frames += 1
-            raise FrameError(f"frame must be HxWx3 uint8 RGB, got shape {frame.shape} dtype {frame.dtype}")
+            raise FrameError(f"frame must be HxWx3 uint8 RGB of at least 8x8 pixels, got shape {frame.shape} "
+                             f"dtype {frame.dtype}")
         return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
 
     def reset(self) -> None:

@@ -7,6 +7,7 @@ tracked and the detector finds nobody, the estimator looks at the whole frame (l
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -135,6 +136,21 @@ class Tracker:
         self._since_detect = 0
         self._anyone_last_frame = False
 
+    def snapshot(self) -> tuple:
+        """The tracker's state, to put back with :meth:`restore` when a step fails half-way (a step reassigns
+        track fields and filter arrays rather than changing them in place, so shallow copies suffice)."""
+        tracks = []
+        for tr in self.tracks:
+            c = copy.copy(tr)
+            if tr.filter is not None:
+                c.filter = copy.copy(tr.filter)
+            tracks.append(c)
+        return tracks, self._next_id, self._since_detect, self._anyone_last_frame
+
+    def restore(self, snapshot: tuple) -> None:
+        tracks, self._next_id, self._since_detect, self._anyone_last_frame = snapshot
+        self.tracks = list(tracks)
+
     # -- estimation ------------------------------------------------------------------------------------------
     def _estimate(self, frame: np.ndarray, crop: Crop, st: StepStats) -> Estimate:
         t0 = time.perf_counter()
@@ -216,9 +232,14 @@ class Tracker:
                         self._new_track(e, box, t)
 
         self._drop_duplicates()
-        self.tracks = [tr for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s]
+        self.tracks = [tr for tr in self.tracks if self._alive(tr, t)]
         self._anyone_last_frame = any(tr.updated for tr in self.tracks)
         return [self._person(tr) for tr in self.tracks if tr.updated], st
+
+    def _alive(self, tr: Track, t: float) -> bool:
+        """Seen within track_timeout_s of ``t``, either way: when time jumps back (a restarted source) a track
+        last seen "in the future" is as stale as one not seen for that long, not immortal until time catches up."""
+        return abs(t - tr.last_seen) <= self.s.track_timeout_s
 
     @staticmethod
     def _next_crop(tr: Track, fw: int, fh: int) -> tuple[Crop, bool]:
@@ -253,7 +274,7 @@ class Tracker:
                     e = self._estimate_best(frame, crop, det.box, st, aligned=det.crop is not None)
                     self._update(tr, e, t, det.box)
                 continue
-            if sum(1 for tr in self.tracks if t - tr.last_seen <= self.s.track_timeout_s) >= self.s.max_persons:
+            if sum(1 for tr in self.tracks if self._alive(tr, t)) >= self.s.max_persons:
                 continue
             if det.keypoints is not None and torso_score(det.keypoints) >= self.s.retry_torso_score:
                 e = Estimate(det.keypoints, crop_around_box(det.box))

@@ -1,0 +1,167 @@
+"""Awkward inputs and failures on real images and clips: rotated people, time going back, tiny and odd frames,
+and an Edge TPU that fails in the middle of a run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fallwatch.pose.engine import FrameError, PoseEngine, PoseSettings, SmoothingSettings
+from fallwatch.pose.estimator import torso_score
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path))
+    assert img is not None, path
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def clip_frames(data_dir: Path, n: int) -> list[tuple[float, np.ndarray]]:
+    cap = cv2.VideoCapture(str(data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4"))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    out = []
+    while len(out) < n:
+        ok, bgr = cap.read()
+        assert ok
+        out.append((len(out) / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir: Path) -> PoseEngine:
+    return PoseEngine(PoseSettings(backend="cpu", smoothing=SmoothingSettings(enabled=False)), model_dir)
+
+
+@pytest.mark.parametrize("k", [1, -1])
+def test_person_rotated_by_90_maps_back_onto_the_upright_result(engine: PoseEngine, images_dir: Path,
+                                                                k: int) -> None:
+    """A standing person turned by np.rot90 lies along the frame; the rotation retry finds them and its
+    keypoints, mapped back through np.rot90's own index mapping, land on the upright run's keypoints (same
+    joint, same side: a mirrored or transposed mapping would swap left and right)."""
+    img = load_rgb(images_dir / "fall_img_1.png")
+    h, w = img.shape[:2]
+    engine.reset()
+    (upright,) = engine.process(img, 0.0).persons
+    engine.reset()
+    result = engine.process(np.rot90(img, k), 0.0)
+    assert len(result.persons) == 1 and result.estimator_calls >= 3  # the ±90° retry ran
+    kp = result.persons[0].keypoints_raw
+    assert torso_score(kp) >= 0.5
+    back = kp.copy()
+    if k == 1:  # rot90 counter-clockwise: rotated[i, j] = img[j, w - 1 - i]
+        back[:, 0], back[:, 1] = w - 1 - kp[:, 1], kp[:, 0]
+    else:  # clockwise: rotated[i, j] = img[h - 1 - j, i]
+        back[:, 0], back[:, 1] = kp[:, 1], h - 1 - kp[:, 0]
+    ref = upright.keypoints_raw
+    both = (ref[:, 2] >= 0.3) & (back[:, 2] >= 0.3)
+    assert both.sum() >= 12
+    height = upright.box[3] - upright.box[1]
+    err = np.hypot(*(back[both, :2] - ref[both, :2]).T) / height
+    assert np.median(err) < 0.04 and err.max() < 0.08, err
+
+
+def test_time_going_back_leaves_no_immortal_ghost(engine: PoseEngine, images_dir: Path) -> None:
+    """A track last seen at t=100 must not haunt a source that restarted at t=0 until t passes 100."""
+    engine.reset()
+    assert len(engine.process(load_rgb(images_dir / "fall_img_1.png"), 100.0).persons) == 1
+    empty = np.zeros((480, 640, 3), dtype=np.uint8)
+    for t in (0.0, 0.5, 1.0, 2.5, 3.0):
+        result = engine.process(empty, t)
+    assert result.persons == [] and engine.tracker.tracks == []
+    assert result.estimator_calls <= 3  # only the whole-frame look, no lost track searching on
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 3), (8, 2000, 3), (3000, 9, 3)])
+def test_tiny_and_extreme_frames_run(engine: PoseEngine, shape: tuple[int, int, int]) -> None:
+    engine.reset()
+    result = engine.process(np.full(shape, 128, dtype=np.uint8), 0.0)
+    assert result.persons == []
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((7, 640, 3), dtype=np.uint8),
+    np.zeros((1, 48, 64, 3), dtype=np.uint8),
+    np.zeros((48, 64, 3), dtype=np.int16),
+    np.zeros((48, 64, 3), dtype=bool),
+    np.zeros((48, 64, 3), dtype=object),
+])
+def test_more_wrong_frames_are_frame_errors(engine: PoseEngine, bad: np.ndarray) -> None:
+    with pytest.raises(FrameError):
+        engine.process(bad, 0.0)
+
+
+class _FailingInterpreter:
+    """An Edge TPU interpreter whose device went away: every invoke raises."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def invoke(self) -> None:
+        raise RuntimeError("Failed to invoke: USB transfer error (device unplugged)")
+
+
+def test_tpu_failing_mid_run_keeps_tracks_and_output(model_dir: Path, data_dir: Path) -> None:
+    """The detector's TPU dies on a frame where the estimator (on the CPU) already followed the person: the
+    switch to the CPU twins must give exactly what an engine that never failed gives, for that frame and after
+    (same id, same smoothed keypoints, same detector schedule)."""
+    frames = clip_frames(data_dir, 40)
+    steady = PoseEngine(PoseSettings(backend="cpu"), model_dir)
+    failing = PoseEngine(PoseSettings(backend="cpu"), model_dir)
+    fail_at = 20
+    for i, (t, rgb) in enumerate(frames):
+        if i == fail_at:
+            failing._backend = "edgetpu"
+            failing.tracker._since_detect = failing.settings.detect_every - 1  # the detector is due now
+            steady.tracker._since_detect = steady.settings.detect_every - 1
+            failing.detector_model.interpreter = _FailingInterpreter(failing.detector_model.interpreter)
+        a, b = steady.process(rgb, t), failing.process(rgb, t)
+        assert [p.track_id for p in a.persons] == [p.track_id for p in b.persons], i
+        assert a.detector_ran == b.detector_ran, i
+        for pa, pb in zip(a.persons, b.persons):
+            np.testing.assert_allclose(pa.keypoints, pb.keypoints, atol=1e-3, err_msg=f"frame {i}")
+    assert failing.backend == "cpu" and len(b.persons) == 1
+
+
+# -- the command line on unusable but readable input -------------------------------------------------------------
+
+def test_cli_pose_image_too_small_is_one_line(images_dir: Path, model_dir: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    from fallwatch.daemon.cli import main as cli_main
+
+    monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((4, 4, 3), dtype=np.uint8))
+    rc = cli_main(["pose", "--model-dir", str(model_dir), "--json", str(tiny), str(images_dir / "fall_img_1.png")])
+    assert rc == 1
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 and "fall_img_1.png" in out  # the next image still runs
+    lines = [line for line in err.splitlines() if line.startswith("fallwatch pose:")]
+    assert len(lines) == 1 and "tiny.png" in lines[0] and "8x8" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_bench_on_an_empty_room_is_valid_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch) -> None:
+    """Nobody in view: every frame runs the whole-frame look with its rotations (never a single estimator
+    invoke), and the report must still be JSON (no NaN) with a usable per-invoke figure."""
+    import json
+
+    from fallwatch.daemon.cli import main as cli_main
+
+    monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
+    clip = tmp_path / "empty.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 15, (320, 240))
+    for _ in range(10):
+        out.write(np.zeros((240, 320, 3), dtype=np.uint8))
+    out.release()
+    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the report"))
+    assert report["frames"] == 10 and report["estimator_calls_per_frame"] >= 2
+    assert report["model_cost_ratio"] >= 1.0 and report["model_cost_ratio_mean"] >= 1.0
