@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -96,6 +97,7 @@ class Daemon:
         self._ready = False
         self._progress = time.monotonic()
         self._done = threading.Event()
+        self._wakeup: Optional[tuple[socket.socket, socket.socket]] = None  # signal wake-up socket pair
         # figures
         self.frames = 0
         self.corrupt = 0  # frames the engine refused (FrameError); the capture counts its own
@@ -122,26 +124,46 @@ class Daemon:
         self._reload.set()
 
     def install_signals(self) -> None:
-        def on_stop(signum: int, _frame: Any) -> None:
-            log.info("%s received; stopping", signal.Signals(signum).name)
+        """SIGTERM/SIGINT stop, SIGHUP reloads. Call from the main thread."""
+        def on_stop(_signum: int, _frame: Any) -> None:
+            # Flags only: a handler runs between any two bytecodes of the main thread, which may be holding a lock
+            # that logging or starting a thread would need again (a deadlock). The stop-deadline thread, running
+            # already, logs the signal and bounds the exit.
             self._stop.set()
-            self._arm_deadline()
             if not self._started and not self._shutting_down:
                 raise Shutdown()
 
+        # Python's C-level handler writes each signal's number here at once, even while the main thread is
+        # inside a long C call (loading a model) and cannot run the Python handler yet.
+        wake_r, wake_w = socket.socketpair()
+        wake_w.setblocking(False)
+        wake_r.settimeout(0.25)
+        self._wakeup = (wake_r, wake_w)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        threading.Thread(target=self._stop_deadline, args=(wake_r,), name="stop-deadline", daemon=True).start()
 
-    def _arm_deadline(self) -> None:
-        """Whatever blocks (a camera driver, a broker), the process is gone within STOP_DEADLINE_S."""
-        def expire() -> None:
-            if not self._done.wait(STOP_DEADLINE_S):
-                log.warning("shutdown did not finish in %.1fs; exiting now", STOP_DEADLINE_S)
-                logging.shutdown()
-                os._exit(self.exit_code)
-
-        threading.Thread(target=expire, name="stop-deadline", daemon=True).start()
+    def _stop_deadline(self, wake: socket.socket) -> None:
+        """After SIGTERM/SIGINT the process is gone within STOP_DEADLINE_S, whatever blocks (a camera driver, a
+        broker, a model load)."""
+        stops = {int(signal.SIGTERM), int(signal.SIGINT)}
+        signum = 0
+        while not signum:
+            try:
+                signum = next((b for b in wake.recv(64) if b in stops), 0)
+            except (socket.timeout, BlockingIOError):
+                pass
+            except OSError:
+                return
+            if self._done.is_set():
+                return
+        log.info("%s received; stopping", signal.Signals(signum).name)
+        if not self._done.wait(STOP_DEADLINE_S):
+            log.warning("shutdown did not finish in %.1fs; exiting now", STOP_DEADLINE_S)
+            logging.shutdown()
+            os._exit(self.exit_code)
 
     def run(self) -> int:
         """Start everything, loop until stopped or the source ends, shut down. Returns the exit code."""
@@ -158,6 +180,18 @@ class Daemon:
         finally:
             self._shutdown()
             self._done.set()
+            self._close_wakeup()
+
+    def _close_wakeup(self) -> None:
+        if self._wakeup is None:
+            return
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # not the main thread
+            pass
+        for sock in self._wakeup:
+            sock.close()
+        self._wakeup = None
 
     def _start(self) -> None:
         from fallwatch.rules import make_rules

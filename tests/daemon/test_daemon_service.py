@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -378,3 +379,72 @@ def test_unusable_debug_password_file_leaves_detection_running(run_daemon, tmp_p
     lines = [line for line in run.log.splitlines() if "debug server" in line]
     assert len(lines) == 1 and "ERROR" in lines[0] and "no password" in lines[0], run.log[-2000:]
     assert re.search(r"stopped after 2 frames", run.log), run.log[-2000:]
+
+
+def test_signal_handler_only_sets_flags(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The handler runs between two bytecodes of the main thread. Starting a thread there (threading's limbo lock)
+    # or logging could deadlock against the very lock the interrupted code holds; the deadline thread exists
+    # before any signal and does both.
+    from fallwatch.config.schema import Config
+    from fallwatch.daemon.service import Daemon
+
+    daemon = Daemon(Config())
+    daemon._started = True  # running: no Shutdown exception out of the handler
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    started: list[str] = []
+    real_start = __import__("threading").Thread.start
+    try:
+        daemon.install_signals()
+        monkeypatch.setattr("threading.Thread.start", lambda self: (started.append(self.name), real_start(self)))
+        with caplog.at_level(logging.INFO, logger="fallwatch.daemon.service"):
+            signal.raise_signal(signal.SIGTERM)
+            assert daemon._stop.is_set()
+            assert started == [], started
+            deadline = time.monotonic() + 1.0  # the deadline thread logs it
+            while time.monotonic() < deadline and "SIGTERM received; stopping" not in caplog.text:
+                time.sleep(0.01)
+            said = [r for r in caplog.records if "SIGTERM received" in r.getMessage()]
+            assert len(said) == 1 and said[0].threadName == "stop-deadline", [r.threadName for r in said]
+            signal.raise_signal(signal.SIGHUP)
+            assert daemon._reload.is_set()
+    finally:
+        daemon._done.set()  # disarm the deadline (it would end this very process)
+        daemon._close_wakeup()
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+STUCK_IN_C = """
+import ctypes, signal, sys, time
+from fallwatch.config.schema import Config
+from fallwatch.daemon.service import Daemon
+d = Daemon(Config())
+d._started = True
+d.install_signals()
+# The main thread goes into C code that releases the GIL and does not return on a signal (libusb and camera
+# drivers retry on EINTR): with SIGTERM blocked in this thread the kernel hands it to another thread.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("ready", flush=True)
+ctypes.CDLL(None).sleep(8)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+time.sleep(30)
+"""
+
+
+def test_sigterm_while_the_main_thread_is_stuck_in_c_code_still_exits_in_time(tmp_path: Path) -> None:
+    # Python runs a signal handler only when the main thread gets back to bytecode; the stop deadline used to be
+    # armed by that handler, so a C call of 8 s meant ~10 s to exit. The wake-up fd arms it at once.
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_IN_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(15)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert rc == 0 and took < 2.5, (rc, took)
