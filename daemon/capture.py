@@ -449,6 +449,7 @@ class Capture:
     def _run(self) -> None:
         backoff = self.reopen_min_s
         failed_reads = 0
+        bad_run = False  # the last frame read was malformed
         pace_start: Optional[tuple[float, float]] = None  # (monotonic, t) of the first paced frame
         try:
             while not self._stop.is_set():
@@ -516,9 +517,16 @@ class Capture:
                 rgb = to_rgb(image, self.source.bgr)
                 if rgb is None:
                     self.corrupt += 1
-                    log.debug("%s: frame %d is malformed (%s); skipped", self.source.name, frame_no,
-                              getattr(image, "shape", type(image).__name__))
+                    what = getattr(image, "shape", type(image).__name__)
+                    self.error = f"malformed frames ({what})"
+                    if not bad_run:  # once per run of bad frames: a camera in a wrong mode sends only these
+                        log.warning("%s: frame %d is malformed (%s); skipping such frames", self.source.name,
+                                    frame_no, what)
+                        bad_run = True
                     continue
+                if bad_run:
+                    bad_run = False
+                    self.error = None
                 rgb = transform(rgb, self.rotate, self.flip)
                 if self.source.is_file and self.realtime:
                     now = time.monotonic()

@@ -507,3 +507,25 @@ def test_image_folder_plays_numbered_frames_in_numeric_order(tmp_path: Path, ima
     assert len(frames) == len(names)
     for frame, name in zip(frames, names):
         assert np.array_equal(frame.image, cv2.imread(str(images_dir / name))[:, :, ::-1]), name
+
+
+def test_camera_delivering_only_malformed_frames_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    # A camera stuck in a wrong format delivers frames that are all skipped. That used to be logged at debug
+    # only: the daemon idled silently. It is a warning (once per bad run, not per frame) and the capture's error.
+    bad = np.zeros((48, 64, 2), np.uint8)
+    good = np.full((48, 64, 3), 5, np.uint8)
+    source = ScriptedSource([bad] * 30 + [good] + [bad] * 30)
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    capture = Capture(source, realtime=True).start()
+    try:
+        deadline = time.monotonic() + 5
+        while capture.corrupt < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert capture.error is not None and "malformed" in capture.error and "(48, 64, 2)" in capture.error
+        frames = drain(capture, 1.5)
+    finally:
+        capture.stop()
+    assert frames and np.array_equal(frames[0].image, good)
+    warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(warnings) == 2, warnings  # the first bad run, and the one after the good frame
+    assert "scripted" in warnings[0] and "(48, 64, 2)" in warnings[0]
