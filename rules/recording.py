@@ -68,7 +68,7 @@ def parse_line(line: str, where: str = "recording") -> RecordedFrame:
         frame = int(obj.get("frame", 0))
         size = tuple(int(v) for v in obj.get("size", (0, 0)))
         people = [_person(p, i, where) for i, p in enumerate(people_in)]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # int(Infinity) overflows
         if isinstance(exc, RecordingError):
             raise
         raise RecordingError(f"{where}: bad value ({exc})") from None

@@ -171,6 +171,8 @@ def test_zero_and_several_events() -> None:
     ('{"t": 0, "people": [5]}', "person 0 must be an object"),
     ('{"t": NaN, "people": []}', "finite"),
     ('{"t": Infinity}', "finite"),
+    ('{"t": 0, "frame": Infinity}', "bad value"),
+    ('{"t": 0, "size": [Infinity, 480]}', "bad value"),
     ('{"t": 0, "people": [{"keypoints": [[1, 2, 0.5]], "box": [1, 2, NaN, 4]}]}', "shape"),
     ('{"t": 0, "people": [{"keypoints": ' + json.dumps([[1, 2, 0.5]] * 17) + ', "box": [1, 2, NaN, 4]}]}',
      "finite"),
