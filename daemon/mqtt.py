@@ -29,6 +29,7 @@ import logging
 import math
 import re
 import socket
+import sqlite3
 import ssl
 import sys
 import threading
@@ -226,7 +227,12 @@ class MqttPublisher:
                 self._events_suppressed += 1
             log.info("alerts paused: %s event %s logged, not published", kind, payload["id"])
             return
-        seq, dropped = self._outbox.put(str(payload["id"]), to_json(payload))
+        data = to_json(payload)
+        try:
+            seq, dropped = self._outbox.put(str(payload["id"]), data)
+        except sqlite3.Error as exc:
+            self._publish_without_outbox(kind, str(payload["id"]), data, exc)
+            return
         if dropped:
             log.warning("outbox full (mqtt.outbox_max=%d): dropped the %d oldest undelivered event(s)",
                         self._outbox.max_items, dropped)
@@ -240,6 +246,19 @@ class MqttPublisher:
                     self._snapshots.popitem(last=False)
         log.debug("queued %s event %s as #%d", kind, payload["id"], seq)
         self._wake.set()
+
+    def _publish_without_outbox(self, kind: Any, event_id: str, data: bytes, exc: Exception) -> None:
+        """The outbox cannot store the event (a full disk, an I/O error): the alert must still go out, so hand
+        it to paho directly; paho keeps a QoS 1/2 message in memory until the broker has it, not across a restart."""
+        client = self._client
+        info = client.publish(f"{self.prefix}/event", data, qos=self.cfg.qos, retain=False) if client else None
+        if info is not None and (info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+                                 or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.cfg.qos > 0)):
+            log.error("outbox %s cannot store %s event %s (%s): sent without it, lost if the daemon restarts "
+                      "before the broker has it", self.outbox_path, kind, event_id, exc)
+        else:
+            log.error("outbox %s cannot store %s event %s (%s) and MQTT cannot take it now: event lost",
+                      self.outbox_path, kind, event_id, exc)
 
     def publish_test_event(self) -> None:
         """The ``{"test": true}`` command: a ``test`` event end to end, so a household can check its alerts."""

@@ -116,7 +116,8 @@ class Outbox:
                     dropped = self._drop_oldest(excess)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:    # SQLite has already rolled back after e.g. SQLITE_FULL
+                    db.execute("ROLLBACK")
                 raise
         return seq, dropped
 
@@ -154,7 +155,8 @@ class Outbox:
                 dropped = self._drop_oldest(excess)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             return dropped
 

@@ -80,3 +80,17 @@ def test_mqtt_outbox_unopenable_path_is_left_alone(tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "cannot open" in messages[0] and "not survive a restart" in messages[0], messages
     assert box.put("a", b"1")[0] is not None and len(box) == 1     # still works, in memory
+
+
+def test_mqtt_outbox_full_disk_error_is_reported_as_such(tmp_path):
+    """SQLite rolls a transaction back itself on SQLITE_FULL; the error the caller sees must say the disk is full,
+    not 'cannot rollback'."""
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    box.put("a", b"1")
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count={pages}")      # the disk is full: no page more
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        box.put("big", b"x" * 50_000)
+    assert [i for _, i, _ in box.after(0, 10)] == ["a"]
+    box._db.execute("PRAGMA max_page_count=1000000")
+    assert box.put("again", b"x" * 50_000)[0] is not None     # usable again once there is room

@@ -279,3 +279,19 @@ def test_mqtt_retained_state_is_current_after_an_outage(mosquitto, subscriber, m
     late = subscriber(mosquitto.port, [f"{PREFIX}/state"])
     assert late.wait_count(f"{PREFIX}/state", 1)
     assert late.json_on(f"{PREFIX}/state") == [{"state": "ok", "persons": 0}], "a stale state is retained"
+
+
+def test_mqtt_event_still_sent_when_the_outbox_cannot_store_it(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
+    """A full SD card must not silence a fall alert: the event goes out without the outbox, with one clear line."""
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pages = pub._outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    pub._outbox._db.execute(f"PRAGMA max_page_count={pages}")    # the disk is full
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    event = dict(make_event("fall"), note="x" * 50_000)          # needs new pages
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
+        pub.publish_event(event)
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(lines) == 1 and "cannot store" in lines[0] and "full" in lines[0], lines
