@@ -25,7 +25,7 @@ from .geometry import LEG_FRACTION, BodyGeometry, measure
 
 log = logging.getLogger(__name__)
 
-HISTORY_S = 4.0  # seconds of samples kept per person: window_max_s plus the reference span, with room
+HISTORY_S = 4.0  # seconds of samples kept per person at least: window_max_s plus the reference span, with room
 MIN_REFERENCE_SAMPLES = 3  # a median of fewer poses is not robust against one garbage pose
 ADOPT_DISTANCE = 1.5  # a new track this many body heights from a lost fallen person is taken to be them
 STANDING_LEGS = 0.8  # legs under the body at this share of the standing height's leg length: standing
@@ -98,6 +98,8 @@ class FallRules(Rules):
         self.s = settings
         self.source = source
         self._tracks: dict[int, _Track] = {}
+        # A longer configured window needs a longer history, or its far end silently never has a sample.
+        self._history_s = max(HISTORY_S, settings.window_max_s + settings.reference_s + 0.5)
 
     # -- public --------------------------------------------------------------------------------------------
     def person_states(self) -> dict[int, str]:
@@ -105,7 +107,7 @@ class FallRules(Rules):
 
     def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
         events: list[Event] = []
-        stale = [k for k, tr in self._tracks.items() if tr.last_seen - t > HISTORY_S]
+        stale = [k for k, tr in self._tracks.items() if tr.last_seen - t > self._history_s]
         if stale:
             # Time went back further than any history reaches (a restarted source): start afresh rather than
             # ignore these people until the clock catches up with their old time stamps.
@@ -177,7 +179,7 @@ class FallRules(Rules):
         if g is None:
             return self._tick(tr, t, frame)
         sample = _Sample(t, frame, g, tr.last_box, None)
-        while tr.samples and tr.samples[0].t < t - HISTORY_S:
+        while tr.samples and tr.samples[0].t < t - self._history_s:
             tr.samples.popleft()
         sample.speed = self._speed(tr, sample)
         tr.samples.append(sample)

@@ -547,3 +547,12 @@ def test_per_track_state_stays_bounded_with_many_people_coming_and_going() -> No
         assert rules.person_states() == {}
         held = {k: len(v) for k, v in vars(rules).items() if isinstance(v, dict)}
         assert all(n <= 1 for n in held.values()), (strategy, held)
+
+
+def test_a_longer_configured_window_keeps_the_history_it_needs() -> None:
+    # rules.window_max_s may be set up to 10 s: the "before" poses it reaches back to must still be held.
+    s = RuleSettings(window_max_s=8.0)
+    rules = make_rules(s, source="s")
+    run({1: lambda t: STAND}, duration=12.0, rules=rules)
+    samples = rules._tracks[1].samples
+    assert samples[-1].t - samples[0].t >= s.window_max_s + s.reference_s
