@@ -100,6 +100,9 @@ class VideoFileSource(Source):
         cv2 = _cv2()
         self.cap = cv2.VideoCapture(self.path)
         if not self.cap.isOpened():
+            self.cap.release()
+            if not os.path.isfile(self.path):
+                raise SourceError(f"camera.source {self.path}: no such file")
             raise SourceError(f"camera.source {self.path}: cannot decode this file as video")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
@@ -484,6 +487,11 @@ class Capture:
                             self.source.rewind()
                         except EndOfStream:
                             self.state = "eof"
+                            break
+                        except SourceError as exc:  # the file went away or changed under us
+                            self.error = str(exc)
+                            self.state = "failed"
+                            log.error("%s", exc)
                             break
                         log.info("%s: end of file, looping", self.source.name)
                         continue

@@ -529,3 +529,24 @@ def test_camera_delivering_only_malformed_frames_is_reported(caplog: pytest.LogC
     warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert len(warnings) == 2, warnings  # the first bad run, and the one after the good frame
     assert "scripted" in warnings[0] and "(48, 64, 2)" in warnings[0]
+
+
+def test_looping_file_that_disappears_fails_with_one_clear_line(tmp_path: Path, clips: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    # Rewinding reopens the file by name; when it has gone (replaced, unmounted) that used to escape as a
+    # "capture thread failed" traceback. It is the source's one-line error and a failed capture.
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes((clips / CLIP_15FPS).read_bytes())
+    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture")
+    capture = open_capture(CameraConfig(source=str(clip), realtime=False, loop=True))
+    try:
+        assert capture.get(5) is not None
+        clip.unlink()
+        frames = drain(capture, 30)
+    finally:
+        capture.stop()
+    assert capture.state == "failed" and capture.finished
+    assert capture.error == f"camera.source {clip}: no such file"
+    assert 0 < len(frames) < 400
+    assert not any(r.exc_info for r in caplog.records), "no traceback"
+    assert "capture thread failed" not in caplog.text
