@@ -495,7 +495,7 @@ class MqttPublisher:
             return
         try:
             command = json.loads(msg.payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:   # bad UTF-8, bad JSON, JSON nested too deep
             log.warning("ignored command on %s: not JSON (%s): %.80r", msg.topic, exc, msg.payload)
             return
         if not isinstance(command, dict):
@@ -509,10 +509,13 @@ class MqttPublisher:
             if isinstance(command["alerts"], bool):
                 self._set_alerts(command["alerts"])
             else:
-                log.warning("ignored command on %s: \"alerts\" must be true or false, got %r", msg.topic,
+                log.warning("ignored command on %s: \"alerts\" must be true or false, got %.80r", msg.topic,
                             command["alerts"])
-        if command.get("test") is True:
-            self.publish_test_event()
+        if "test" in command:
+            if command["test"] is True:
+                self.publish_test_event()
+            elif command["test"] is not False:
+                log.warning("ignored command on %s: \"test\" must be true, got %.80r", msg.topic, command["test"])
 
     def _set_alerts(self, enabled: bool) -> None:
         changed = enabled != self._alerts

@@ -295,3 +295,19 @@ def test_mqtt_event_still_sent_when_the_outbox_cannot_store_it(mosquitto, subscr
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(lines) == 1 and "cannot store" in lines[0] and "full" in lines[0], lines
+
+
+def test_mqtt_set_command_wrong_types_get_one_clear_warning(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        sub.client.publish(f"{PREFIX}/set", json.dumps({"test": "yes"}), qos=1)
+        sub.client.publish(f"{PREFIX}/set", b"[" * 100_000, qos=1)     # JSON nested too deep to parse
+        assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), \
+            [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a bad command logged a traceback"
+    assert any('"test" must be true' in r.getMessage() for r in caplog.records)
+    time.sleep(0.3)
+    assert sub.on(f"{PREFIX}/event") == [] and pub.connected
