@@ -75,7 +75,8 @@ else
   say "apt packages already installed: ${packages[*]}"
 fi
 if [ "$WITH_MOSQUITTO" -eq 1 ]; then
-  systemctl enable --now mosquitto.service >/dev/null && say "mosquitto enabled and running"
+  systemctl enable --now mosquitto.service >/dev/null || die "could not enable and start mosquitto.service"
+  say "mosquitto enabled and running"
 fi
 if [ "$WITH_CORAL" -eq 1 ]; then
   if dpkg-query -W -f='${Status}' libedgetpu1-std 2>/dev/null | grep -q "ok installed" ||
@@ -136,15 +137,16 @@ fi
 say "installed fallwatch $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("fallwatch"))') into $VENV"
 
 # 4. Configuration: install the default once; afterwards never overwrite the administrator's file.
+#    Readable by the service's group only: it may come to hold the MQTT or debug password.
 install -d -m 0755 "$ETC"
 DEFAULT_CONFIG="$("$VENV/bin/python" -c 'import fallwatch.config.loader as l; print(l.DEFAULT_CONFIG)')"
 if [ ! -e "$ETC/fallwatch.yaml" ]; then
-  install -m 0644 "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml"
+  install -m 0640 -o root -g "$SERVICE_USER" "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml"
   say "installed the default configuration to $ETC/fallwatch.yaml (edit it: camera, mqtt host, ...)"
 elif cmp -s "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml"; then
   say "configuration $ETC/fallwatch.yaml is the default; left as is"
 else
-  install -m 0644 "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml.dist"
+  install -m 0640 -o root -g "$SERVICE_USER" "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml.dist"
   say "kept your edited $ETC/fallwatch.yaml; the current default is in $ETC/fallwatch.yaml.dist"
 fi
 if ! "$VENV/bin/fallwatch" check-config "$ETC/fallwatch.yaml" >/dev/null; then
@@ -158,8 +160,12 @@ if [ "$FETCH_MODELS" -eq 1 ]; then
   say "fetching the models named in the configuration into $MODELS"
   runuser -u "$SERVICE_USER" -- "$VENV/bin/fallwatch" models fetch --config "$ETC/fallwatch.yaml" \
     --model-dir "$MODELS"
-  runuser -u "$SERVICE_USER" -- "$VENV/bin/fallwatch" models verify --config "$ETC/fallwatch.yaml" \
-    --model-dir "$MODELS" && say "models verified"
+  if runuser -u "$SERVICE_USER" -- "$VENV/bin/fallwatch" models verify --config "$ETC/fallwatch.yaml" \
+      --model-dir "$MODELS"; then
+    say "models verified"
+  else
+    say "warning: the models in $MODELS did not verify (see above); the service will not start without them"
+  fi
 else
   say "skipped fetching models (--no-models); run: sudo -u $SERVICE_USER $VENV/bin/fallwatch models fetch --model-dir $MODELS"
 fi
@@ -172,9 +178,14 @@ else
   say "installed unit $UNIT"
 fi
 systemctl daemon-reload
-systemctl enable fallwatch.service >/dev/null 2>&1 && say "enabled fallwatch.service (starts at boot)"
+# (`cmd && say` would not do: under set -e a failure on the left of && is silently ignored.)
+systemctl enable fallwatch.service >/dev/null 2>&1 || die "systemctl enable fallwatch.service failed"
+say "enabled fallwatch.service (starts at boot)"
 if [ "$START" -eq 1 ]; then
-  systemctl restart fallwatch.service && say "started fallwatch.service"
+  # Type=notify: this returns once the first frame went through the pipeline, or fails.
+  systemctl restart fallwatch.service ||
+    die "fallwatch.service did not start; see: journalctl -u fallwatch -b --no-pager | tail -n 30"
+  say "started fallwatch.service"
 fi
 
 say "done. Status: systemctl status fallwatch; logs: journalctl -u fallwatch -f;"

@@ -111,3 +111,22 @@ def test_install_script_shellcheck_clean() -> None:
         pytest.skip("shellcheck is not installed")
     result = subprocess.run([tool, "-S", "warning", str(INSTALL)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_install_script_reports_failures_instead_of_skipping_them() -> None:
+    # Under `set -e` a failure on the left of `&&` is ignored: `systemctl restart fallwatch && say started`
+    # went on to print "done" (exit 0) after a service that did not start. Shown here, then checked in the text.
+    demo = subprocess.run(["bash", "-c", "set -euo pipefail; false && echo started; echo done"],
+                          capture_output=True, text=True)
+    assert demo.returncode == 0 and demo.stdout == "done\n"
+    for n, line in enumerate(INSTALL.read_text().splitlines(), 1):
+        if not line.lstrip().startswith("#"):
+            assert "&& say" not in line, f"install.sh:{n}: a failure here would pass unnoticed: {line.strip()}"
+
+
+def test_install_script_keeps_the_config_from_other_users() -> None:
+    # The configuration may hold the MQTT or debug password: group fallwatch may read it, other users not.
+    installs = [line for line in INSTALL.read_text().splitlines() if '"$DEFAULT_CONFIG"' in line and "install " in line]
+    assert len(installs) == 2
+    for line in installs:
+        assert "-m 0640" in line and '-g "$SERVICE_USER"' in line, line
