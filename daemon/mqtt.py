@@ -307,7 +307,14 @@ class MqttPublisher:
                 self._start_client(client)
             elif not reconnect and self._connected and (cfg.homeassistant != old.homeassistant
                                                         or cfg.heartbeat_s != old.heartbeat_s):
-                self._publish_discovery(self._client)
+                current = self._client
+                if current is not None and cfg.homeassistant != old.homeassistant:
+                    # listen for Home Assistant's restarts where it now is
+                    if old.homeassistant.enabled:
+                        current.unsubscribe(f"{old.homeassistant.discovery_prefix}/status")
+                    if cfg.homeassistant.enabled:
+                        current.subscribe(f"{cfg.homeassistant.discovery_prefix}/status", qos=1)
+                self._publish_discovery(current)
         self._hb_wake.set()
         self._wake.set()
 
@@ -433,18 +440,20 @@ class MqttPublisher:
         if client is None:
             return
         hac = self.cfg.homeassistant
+        topics: list[str] = []
         if hac.enabled:
             messages = ha.discovery_messages(discovery_prefix=hac.discovery_prefix, prefix=self.prefix,
                                              device_id=self.device_id, version=self.version,
                                              heartbeat_s=self.cfg.heartbeat_s)
             for topic, payload in messages:
                 client.publish(topic, to_json(payload), qos=1, retain=True)
-            self._ha_published = [topic for topic, _ in messages]
-        elif self._ha_published:
-            # Discovery switched off: an empty retained config removes the entities from Home Assistant.
-            for topic in self._ha_published:
+            topics = [topic for topic, _ in messages]
+        # Entities published under an earlier configuration (discovery switched off, another device id or
+        # discovery prefix): an empty retained config removes them from Home Assistant.
+        for topic in self._ha_published or ():
+            if topic not in topics:
                 client.publish(topic, b"", qos=1, retain=True)
-            self._ha_published = None
+        self._ha_published = topics or None
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if client is not self._client:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from mqtt_testlib import PREFIX, wait_until
 
@@ -137,3 +138,30 @@ def test_mqtt_discovery_templates_render_on_real_payloads(mosquitto, subscriber,
     rendered = json.loads(render(cfg["alert"], sub.wait_count(f"{PREFIX}/event", 1)[0]))
     assert rendered["event_type"] == "person_down" and rendered["event_type"] in cfg["alert"]["event_types"]
     assert rendered["id"] == event["id"]
+
+
+def test_mqtt_discovery_follows_a_new_device_id_and_prefix(mosquitto, subscriber, mqtt_cfg, publisher):
+    """SIGHUP with a new device id or discovery prefix: the old entities are removed, not left behind as a second,
+    forever unavailable device; Home Assistant's status on the new prefix is listened to."""
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pub.start()
+    first = subscriber(mosquitto.port, ["homeassistant/#"])
+    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
+    pub.reconfigure(mqtt_cfg(mosquitto.port, device_id="kitchen"))
+    assert wait_until(lambda: pub.connected, 5)
+    sub = subscriber(mosquitto.port, ["homeassistant/#"])
+    assert sub.wait_for(lambda s: any("fallwatch_kitchen" in m[0] for m in s.messages), 5)
+    time.sleep(0.5)
+    nodes = {m[0].split("/")[2] for m in sub.messages if m[1]}
+    assert nodes == {"fallwatch_kitchen"}, f"retained discovery for {nodes}"
+
+    pub.reconfigure(mqtt_cfg(mosquitto.port, device_id="kitchen", homeassistant={"discovery_prefix": "ha2"}))
+    assert first.wait_for(lambda s: all(s.on(t)[-1:] == [b""] for t in {m[0] for m in s.messages
+                                                                        if "kitchen" in m[0]}), 3)
+    ha2 = subscriber(mosquitto.port, ["ha2/#"])
+    assert ha2.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
+    n = len(ha2.messages)
+    ha2.client.publish("ha2/status", b"online", qos=1)          # Home Assistant on the new prefix restarted
+    assert ha2.wait_for(lambda s: len(s.messages) >= n + 7, 3), "discovery not re-sent on ha2/status"
+    late = subscriber(mosquitto.port, ["homeassistant/#"])
+    assert not wait_until(lambda: [m for m in late.messages if m[1]], 0.5), "entities left under the old prefix"
