@@ -48,8 +48,13 @@ def spine(keypoints: np.ndarray, min_score: float = KEYPOINT_MIN_SCORE
     return (float(sh[0]), float(sh[1])), (float(hip[0]), float(hip[1])), angle
 
 
+_COORD_LIMIT = 1 << 20  # cv2 takes int32 points; far-off ones are clipped to the image by cv2 itself
+
+
 def _pt(x: float, y: float) -> tuple[int, int]:
-    return int(round(x)), int(round(y))
+    """Pixel point for cv2; callers pass finite values only (NaN has no place to be drawn)."""
+    return (int(round(min(max(float(x), -_COORD_LIMIT), _COORD_LIMIT))),
+            int(round(min(max(float(y), -_COORD_LIMIT), _COORD_LIMIT))))
 
 
 def _label(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int], scale: float) -> None:
@@ -82,7 +87,9 @@ def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
         state = states.get(tid, "")
         colour = STATE_COLOURS.get(state, UNKNOWN_COLOUR)
         x0, y0, x1, y1 = (float(v) for v in person.box)
-        cv2.rectangle(img, _pt(x0, y0), _pt(x1, y1), colour, line)
+        box_ok = all(math.isfinite(v) for v in (x0, y0, x1, y1))  # a bad box must not cost the whole frame
+        if box_ok:
+            cv2.rectangle(img, _pt(x0, y0), _pt(x1, y1), colour, line)
 
         kp = np.asarray(person.keypoints, dtype=np.float32)
         if kp.ndim == 2 and kp.shape[0] >= 17 and kp.shape[1] >= 3:
@@ -104,7 +111,8 @@ def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
         text = f"#{tid} {state or '?'}"
         if angle is not None:
             text += f" {float(angle):.0f}deg"
-        _label(img, text, _pt(x0, y0 - 4), colour, max(0.5, 0.8 * scale))
+        at = _pt(x0, y0 - 4) if box_ok else (_pt(*sp[0]) if sp is not None else (4, 20))
+        _label(img, text, at, colour, max(0.5, 0.8 * scale))
     # frame number and media time, so a moment seen on the stream can be found again in a recording
     meta = []
     if isinstance(extra.get("frame"), (int, np.integer)):

@@ -117,3 +117,21 @@ def test_hub_stats_and_events():
     events = hub.recent_events()
     assert len(events) == 50 and events[0]["id"] == "10" and events[-1]["id"] == "59"
     assert all("received_at" in e for e in events)
+
+
+@pytest.mark.parametrize("box", [(float("nan"), 0.0, 10.0, 10.0), (0.0, 0.0, float("inf"), 10.0),
+                                 (-5e9, 0.0, 1e12, 1e12)])
+def test_overlay_survives_non_finite_and_far_off_coordinates(clip_frames, person_factory, box):
+    # A box of NaN/inf or beyond int32 raised inside cv2 (ValueError, OverflowError, cv2.error): every MJPEG
+    # viewer's handler died on that frame and the MQTT snapshot was lost. The person's valid parts still show.
+    frame = clip_frames[0]
+    h, w = frame.shape[:2]
+    person = person_factory(3, w, h)
+    person.box = box
+    far = person_factory(4, w, h)
+    far.keypoints = far.keypoints.copy()
+    far.keypoints[0, :2] = (1e12, -1e12)  # a wild keypoint, above the score threshold
+    out = draw_overlay(frame, [person, far], {3: "down", 4: "upright"})
+    assert out.shape == (h, w, 3)
+    assert not np.array_equal(out, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)), "the skeletons are drawn"
+    assert encode_jpeg(out)[:2] == b"\xff\xd8"
