@@ -193,6 +193,9 @@ class Tracker:
     def step(self, frame: np.ndarray, t: float) -> tuple[list[Person], StepStats]:
         st = StepStats()
         fh, fw = frame.shape[:2]
+        # Expire first: after a gap in the frames (a stalled camera) a track not seen for track_timeout_s is
+        # over, even if someone now stands where it was.
+        self.tracks = [tr for tr in self.tracks if self._alive(tr, t)]
         for tr in self.tracks:
             tr.updated = tr.detected = False
 

@@ -165,3 +165,12 @@ def test_bench_on_an_empty_room_is_valid_json(model_dir: Path, tmp_path: Path, c
     report = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the report"))
     assert report["frames"] == 10 and report["estimator_calls_per_frame"] >= 2
     assert report["model_cost_ratio"] >= 1.0 and report["model_cost_ratio_mean"] >= 1.0
+
+
+def test_time_stamps_repeated_slightly_late_or_far_apart(engine: PoseEngine, images_dir: Path) -> None:
+    img = load_rgb(images_dir / "fall_img_1.png")
+    engine.reset()
+    ids = [p.track_id for t in (0.0, 0.1, 0.1, 0.05, 0.2) for p in engine.process(img, t).persons]
+    assert len(ids) == 5 and len(set(ids)) == 1  # repeated and a little late: the same person, the same id
+    (later,) = engine.process(img, 1e6).persons  # a huge gap: the old track timed out, a new one starts
+    assert later.track_id != ids[0] and len(engine.tracker.tracks) == 1

@@ -556,3 +556,16 @@ def test_a_longer_configured_window_keeps_the_history_it_needs() -> None:
     run({1: lambda t: STAND}, duration=12.0, rules=rules)
     samples = rules._tracks[1].samples
     assert samples[-1].t - samples[0].t >= s.window_max_s + s.reference_s
+
+
+def test_huge_time_gap_is_no_motion_and_a_later_fall_is_caught() -> None:
+    for strategy in ("fallwatch", "ambianic"):
+        rules = make_rules(RuleSettings(strategy=strategy), source="s")
+        events = []
+        for frame in range(90):  # standing at 0..3 s, then an hour of nothing, then standing again
+            events += rules.update(frame / 30, frame, [PersonPose(1, None, keypoints(STAND))], SIZE)
+        fall = side_fall(start=2.0)
+        for frame in range(int(8 * 30)):
+            t = 3600.0 + frame / 30
+            events += rules.update(t, frame, [PersonPose(1, None, keypoints(fall(t - 3600.0)))], SIZE)
+        assert kinds(events) == ["fall"] and events[0].t > 3602.0, strategy

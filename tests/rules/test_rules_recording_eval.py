@@ -217,3 +217,11 @@ def test_bad_manifest_clip_is_a_manifest_error(tmp_path: Path, clip: dict, messa
     with pytest.raises(ManifestError, match=message) as err:
         load_manifest(m)
     assert str(err.value).startswith(f"{m}: clip 0") and "\n" not in str(err.value)
+
+
+def test_replaying_the_same_recordings_twice_gives_the_same_events(data_dir: Path) -> None:
+    manifest = data_dir / "urfd-falls-keypoints" / "manifest.json"
+    strip = lambda results: [[{k: v for k, v in e.to_dict().items() if k not in ("id", "ts")} for e in r.events]  # noqa: E731
+                             for r in results]
+    first, second = evaluate([manifest], RuleSettings()), evaluate([manifest], RuleSettings())
+    assert strip(first) == strip(second) and any(r.events for r in first)
