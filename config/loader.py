@@ -69,17 +69,24 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     lines: dict[tuple, int] = {}
     errors: list[str] = []
     _record_lines(node, (), lines, name, errors)
-    data = _substitute_env(data, (), lines, name, errors)
-    if not errors:
-        try:
-            config = Config.model_validate(data)
-        except ValidationError as exc:
-            errors.extend(_format_validation_error(exc, lines, name))
-        else:
-            errors.extend(_check_secret_files(config, lines, name))
+    unset: set[tuple] = set()
+    data = _substitute_env(data, (), lines, name, errors, unset)
+    # Validate whatever else is wrong too, so one run lists every error (a key whose ${VAR} is unset is
+    # reported once, for the variable).
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(e for loc, e in _format_validation_error(exc, lines, name) if loc not in unset)
+    else:
+        errors.extend(_check_secret_files(config, lines, name))
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(sorted(errors, key=_error_line))  # in file order
     return config
+
+
+def _error_line(error: str) -> int:
+    match = re.match(r"^[^\n]*?:(\d+): ", error)
+    return int(match.group(1)) if match else 0
 
 
 def _record_lines(node: Any, path: tuple, lines: dict[tuple, int], name: str, errors: list[str]) -> None:
@@ -112,18 +119,20 @@ def _dotted(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _substitute_env(value: Any, path: tuple, lines: dict, name: str, errors: list[str]) -> Any:
-    """Replace ${VAR} in string values from the environment; an unset variable is an error."""
+def _substitute_env(value: Any, path: tuple, lines: dict, name: str, errors: list[str], unset: set[tuple]) -> Any:
+    """Replace ${VAR} in string values from the environment; an unset variable is an error (its key goes into
+    ``unset``)."""
     if isinstance(value, dict):
-        return {k: _substitute_env(v, path + (str(k),), lines, name, errors) for k, v in value.items()}
+        return {k: _substitute_env(v, path + (str(k),), lines, name, errors, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute_env(v, path + (i,), lines, name, errors) for i, v in enumerate(value)]
+        return [_substitute_env(v, path + (i,), lines, name, errors, unset) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
         def replace(match: re.Match) -> str:
             var = match.group(1)
             if var not in os.environ:
                 errors.append(f"{name}:{_line_of(path, lines)}: {_dotted(path)}: "
                               f"environment variable {var} is not set")
+                unset.add(path)
                 return ""
             return os.environ[var]
         return _ENV_REF.sub(replace, value)
@@ -156,12 +165,18 @@ def _constraint_text(model: type[BaseModel], loc: tuple) -> Optional[str]:
     return None
 
 
-def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> list[str]:
+def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> list[tuple[tuple, str]]:
+    """(key path, one-line error) for each problem pydantic found."""
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         kind = err["type"]
-        if kind == "extra_forbidden":
+        blamed = re.match(r"^Value error, (\w+): (.*)$", err["msg"])
+        section = _model_at(loc)
+        if blamed and section is not None and blamed.group(1) in section.model_fields:
+            # a cross-field check of a section that names the key to blame (see schema.Section)
+            loc, msg = loc + (blamed.group(1),), blamed.group(2)
+        elif kind == "extra_forbidden":
             parent = _model_at(loc[:-1])
             known = ", ".join(parent.model_fields) if parent else ""
             msg = f"unknown key (known keys: {known})" if known else "unknown key"
@@ -170,7 +185,7 @@ def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> li
         else:
             msg = _plain(err["msg"])
         where = _dotted(loc) if loc else "(top level)"
-        out.append(f"{name}:{_line_of(loc, lines)}: {where}: {msg}")
+        out.append((loc, f"{name}:{_line_of(loc, lines)}: {where}: {msg}"))
     return out
 
 
@@ -210,6 +225,20 @@ def read_secret(password: Any, password_file: Optional[str]) -> Optional[str]:
     return password.get_secret_value() if hasattr(password, "get_secret_value") else str(password)
 
 
+def redact_url(text: str) -> str:
+    """rtsp://user:secret@host/x -> rtsp://user:***@host/x, so passwords in URLs stay out of output and logs."""
+    return re.sub(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]*@", r"\1:***@", text, flags=re.IGNORECASE)
+
+
+def masked_dump(config: Config) -> dict:
+    """The configuration as plain data with its secrets masked: SecretStr values and passwords inside URLs."""
+    def mask(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: mask(v) for k, v in value.items()}
+        return redact_url(value) if isinstance(value, str) else value
+    return mask(config.model_dump(mode="json"))
+
+
 def effective_config_yaml(config: Config) -> str:
     """The effective configuration as YAML, secrets masked."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(masked_dump(config), sort_keys=False)

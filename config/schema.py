@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class Section(BaseModel):
+    """A cross-field check names the key it blames by starting its message with ``key: ``; the loader then
+    reports that key's own line."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -97,9 +100,9 @@ class RulesConfig(Section):
     @model_validator(mode="after")
     def _window_order(self) -> "RulesConfig":
         if self.window_min_s >= self.window_max_s:
-            raise ValueError("window_min_s must be less than window_max_s")
+            raise ValueError("window_max_s: must be more than window_min_s")
         if self.drop_without_turn < self.min_drop:
-            raise ValueError("drop_without_turn must be at least min_drop")
+            raise ValueError("drop_without_turn: must be at least min_drop")
         return self
 
 
@@ -143,7 +146,7 @@ class MqttConfig(Section):
     @model_validator(mode="after")
     def _one_password(self) -> "MqttConfig":
         if self.password is not None and self.password_file:
-            raise ValueError("set password or password_file, not both")
+            raise ValueError("password_file: set password or password_file, not both")
         return self
 
 
@@ -160,9 +163,9 @@ class DebugConfig(Section):
         host = self.bind.rsplit(":", 1)[0].strip("[]")
         loopback = host in ("localhost", "::1") or host.startswith("127.")
         if self.enabled and not loopback and not (self.username and (self.password or self.password_file)):
-            raise ValueError(f"binding to {host} beyond loopback requires username and password")
+            raise ValueError(f"bind: binding to {host} beyond loopback requires username and password")
         if self.username and not (self.password or self.password_file):
-            raise ValueError("username is set but neither password nor password_file")
+            raise ValueError("username: is set but neither password nor password_file")
         return self
 
 

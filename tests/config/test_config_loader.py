@@ -146,14 +146,15 @@ def test_password_and_password_file_together(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("x")
     errors = errors_of(tmp_path, f"mqtt:\n  password: a\n  password_file: {secret}\n")
-    assert errors == ["fallwatch.yaml:1: mqtt: set password or password_file, not both"]
+    assert errors == ["fallwatch.yaml:3: mqtt.password_file: set password or password_file, not both"]
 
 
 def test_cross_field_rules(tmp_path: Path) -> None:
+    # a cross-field check names the key it blames, on that key's own line
     assert errors_of(tmp_path, "rules:\n  window_min_s: 3\n  window_max_s: 2\n") == [
-        "fallwatch.yaml:1: rules: window_min_s must be less than window_max_s"]
+        "fallwatch.yaml:3: rules.window_max_s: must be more than window_min_s"]
     assert errors_of(tmp_path, "debug:\n  bind: 0.0.0.0:8080\n") == [
-        "fallwatch.yaml:1: debug: binding to 0.0.0.0 beyond loopback requires username and password"]
+        "fallwatch.yaml:2: debug.bind: binding to 0.0.0.0 beyond loopback requires username and password"]
 
 
 def test_error_names_the_file_it_came_from(tmp_path: Path) -> None:
@@ -175,3 +176,19 @@ def test_secrets_are_masked_in_the_effective_config() -> None:
 def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, "mqtt:\n  host: a\n  port: 1883\n  host: b\n")
     assert errors == ["fallwatch.yaml:4: mqtt.host: duplicate key (first given on line 2)"]
+
+
+def test_an_unset_variable_does_not_hide_the_other_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FW_UNSET_PORT", raising=False)
+    errors = errors_of(tmp_path, "mqtt:\n  port: ${FW_UNSET_PORT}\nrules:\n  fall_angle_deg: 5\n  foo: 1\n")
+    assert errors[0] == "fallwatch.yaml:2: mqtt.port: environment variable FW_UNSET_PORT is not set"
+    assert errors[1] == "fallwatch.yaml:4: rules.fall_angle_deg: must be between 10 and 90"
+    assert errors[2].startswith("fallwatch.yaml:5: rules.foo: unknown key")
+    assert len(errors) == 3  # the port is reported once, for its variable, not again as "not an integer"
+
+
+def test_passwords_inside_urls_are_masked_in_the_effective_config() -> None:
+    config = parse_config("camera:\n  source: rtsp://admin:hunter2@192.0.2.7:554/stream\n")
+    text = effective_config_yaml(config)
+    assert "hunter2" not in text and "rtsp://admin:***@192.0.2.7:554/stream" in text
+    assert config.camera.source == "rtsp://admin:hunter2@192.0.2.7:554/stream"  # the daemon still gets it
