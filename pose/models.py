@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-CORAL = "https://raw.githubusercontent.com/google-coral/test_data/master/"
+# Pinned to the commit the published sha256 values were taken at, so an upstream change cannot break them.
+CORAL = "https://raw.githubusercontent.com/google-coral/test_data/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
 MEDIAPIPE = "https://storage.googleapis.com/mediapipe-assets/"
 
 
