@@ -65,6 +65,8 @@ def run_video(engine: Any, path: Path, settings: RuleSettings, record: Optional[
 
     from .pipeline import Pipeline, VideoFrames
 
+    if not Path(path).is_file():  # before the recorder: no empty recording left behind for a missing video
+        raise ValueError(f"{path}: no such video file")
     engine.reset()  # every clip starts with no tracks
     recorder = RecordingWriter(record) if record is not None else None
     pipeline = Pipeline(engine, make_rules(settings, source=path.name), recorder=recorder)

@@ -138,3 +138,10 @@ def test_record_paths_for_several_videos(tmp_path: Path) -> None:
     assert _record_paths(["a/13.mp4", "b/13.mp4", "c.mp4"], str(tmp_path)) == [
         tmp_path / "13.jsonl", tmp_path / "13-2.jsonl", tmp_path / "c.jsonl"]
     assert _record_paths(["a.mp4", "b.mp4"], str(tmp_path / "not-a-dir.jsonl")) is None
+
+
+def test_detect_record_of_a_missing_video_leaves_no_empty_recording(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rec.jsonl"
+    r = fallwatch(model_dir, "detect", str(tmp_path / "none.mp4"), "--record", str(out))
+    assert r.returncode == 1 and "none.mp4: no such video file" in r.stderr
+    assert not out.exists()
