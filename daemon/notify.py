@@ -19,6 +19,8 @@ from typing import Callable, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
+SEND_TIMEOUT_S = 1.0  # longest wait for room in the notify socket's queue
+
 
 def _systemd_notify() -> Optional[Callable[[str], bool]]:
     try:
@@ -66,6 +68,8 @@ class Notifier:
         address = "\0" + path[1:] if path.startswith("@") else path
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # A full receive queue (PID 1 busy) must not stall the pipeline thread for good: give up instead.
+            self._sock.settimeout(SEND_TIMEOUT_S)
         self._sock.sendto(data, address)
         return True
 

@@ -115,6 +115,32 @@ def test_send_failure_is_logged_once_not_raised(tmp_path: Path, caplog: pytest.L
     assert sum("sd_notify" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_receiver_that_does_not_read_cannot_block_the_pipeline(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # A unix datagram socket queues only net.unix.max_dgram_qlen messages (10 by default); past that a blocking
+    # sendto waits until the receiver reads. The pipeline thread sends STATUS=, so a busy or wedged PID 1 used
+    # to freeze detection itself. Sends now give up after a bounded wait.
+    path = str(tmp_path / "unread.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    notifier = Notifier(env={"NOTIFY_SOCKET": path})
+    results: list[bool] = []
+    sender = threading.Thread(target=lambda: results.extend(notifier.status(f"n {i}") for i in range(14)),
+                              daemon=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.notify"):
+            sender.start()
+            sender.join(20)
+            assert not sender.is_alive(), f"sd_notify blocked after {len(results)} messages"
+        assert len(results) == 14 and results[0] is True and results[-1] is False
+        assert sum("sd_notify" in r.getMessage() for r in caplog.records) == 1
+        receiver.setblocking(False)
+        assert receiver.recv(100) == b"STATUS=n 0"
+    finally:
+        receiver.close()
+        notifier.close()
+
+
 def test_systemd_python_path_when_installed(notify_socket: NotifySocket, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("systemd.daemon")
