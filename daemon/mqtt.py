@@ -139,6 +139,7 @@ class MqttPublisher:
         self._last_handed = 0          # highest outbox seq handed to the current client
         self._reconnected = False
         self._resend_deadline: Optional[float] = None
+        self._remove_failed = False    # the outbox refuses deletes (read-only file system): said once
         self._snapshots: OrderedDict[int, bytes] = OrderedDict()
         self._snap_lock = threading.Lock()
 
@@ -543,6 +544,7 @@ class MqttPublisher:
 
     # ----------------------------------------------------------------------------------------------- threads
     def _sender_loop(self) -> None:
+        last_failure = None
         while not self._stop_evt.is_set():
             # paho marks a message published just after on_publish wakes us: poll briefly while any are in flight
             self._wake.wait(0.05 if self._inflight and self._connected else 0.5)
@@ -550,8 +552,13 @@ class MqttPublisher:
             try:
                 with self._client_lock:
                     self._pump()
-            except Exception:
-                log.exception("MQTT sender failed; retrying")
+                last_failure = None
+            except Exception as exc:
+                if repr(exc) != last_failure:    # a lasting failure is logged once, not twice a second
+                    log.exception("MQTT sender failed (%s); retrying", exc)
+                    last_failure = repr(exc)
+                else:
+                    log.debug("MQTT sender failed again: %s", exc)
                 time.sleep(0.5)
 
     def _pump(self) -> None:
@@ -559,7 +566,15 @@ class MqttPublisher:
         still = []
         for seq, info in self._inflight:
             if info.is_published():
-                self._outbox.remove(seq)
+                try:
+                    self._outbox.remove(seq)
+                except sqlite3.Error as exc:   # delivered all the same; a restart sends it again (at-least-once)
+                    if not self._remove_failed:
+                        log.error("outbox %s: cannot delete delivered events (%s); they are sent again after a "
+                                  "restart", self.outbox_path, exc)
+                    self._remove_failed = True
+                else:
+                    self._remove_failed = False
                 with self._count_lock:
                     self._events_sent += 1
             else:

@@ -311,3 +311,26 @@ def test_mqtt_set_command_wrong_types_get_one_clear_warning(mosquitto, subscribe
     assert any('"test" must be true' in r.getMessage() for r in caplog.records)
     time.sleep(0.3)
     assert sub.on(f"{PREFIX}/event") == [] and pub.connected
+
+
+def test_mqtt_read_only_outbox_keeps_sending_without_flooding_the_log(mosquitto, subscriber, mqtt_cfg, publisher,
+                                                                      caplog):
+    """The SD card's file system remounted read-only (what ext4 does on I/O errors): queued events and new ones
+    still go out, and the log gets one line per problem, not one every half second."""
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    old = make_event("fall", 0)
+    pub.publish_event(old)                               # queued before the start
+    pub._outbox._db.execute("PRAGMA query_only=ON")      # every write now fails: "attempt to write a readonly db"
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        pub.start()
+        assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 1, 5)
+        new = make_event("person_down", 1)
+        pub.publish_event(new)
+        assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 2, 5)
+        time.sleep(2.0)
+    got = [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")]
+    assert got == [old["id"], new["id"]], got
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) <= 3, f"{len(errors)} error lines: {errors[:5]}"
+    assert any("readonly" in e for e in errors), errors
