@@ -251,7 +251,9 @@ class Tracker:
         if tr.lost and tr.crop is not None:
             # Lost: search a growing area around where the person was last found.
             c = tr.crop
-            return Crop(c.cx, c.cy, min(c.size * 1.4 ** tr.lost, longest * 1.2), c.angle), False
+            # (the exponent capped: 1.4 ** 30 outgrows any frame, and 1.4 ** 2110 overflows a float, which a
+            # 60 s track_timeout_s at 60 fps would reach)
+            return Crop(c.cx, c.cy, min(c.size * 1.4 ** min(tr.lost, 30), longest * 1.2), c.angle), False
         if tr.roi is not None:
             return tr.roi, True
         crop = crop_from_keypoints(tr.kps, tr.box, fw, fh, tr.angle)

@@ -174,3 +174,13 @@ def test_time_stamps_repeated_slightly_late_or_far_apart(engine: PoseEngine, ima
     assert len(ids) == 5 and len(set(ids)) == 1  # repeated and a little late: the same person, the same id
     (later,) = engine.process(img, 1e6).persons  # a huge gap: the old track timed out, a new one starts
     assert later.track_id != ids[0] and len(engine.tracker.tracks) == 1
+
+
+def test_a_long_lost_track_does_not_overflow_its_search(model_dir: Path, images_dir: Path) -> None:
+    """pose.track_timeout_s may be 60 s, and at 60 fps a lost track is lost for up to 3600 frames: the growing
+    search area must not compute 1.4 ** 3600 (a float overflow). Jump straight to that many lost frames."""
+    engine = PoseEngine(PoseSettings(backend="cpu", track_timeout_s=60.0), model_dir)
+    assert len(engine.process(load_rgb(images_dir / "fall_img_1.png"), 0.0).persons) == 1
+    engine.tracker.tracks[0].lost = 3000
+    result = engine.process(np.zeros((480, 640, 3), dtype=np.uint8), 50.0)
+    assert result.persons == [] and len(engine.tracker.tracks) == 1  # still searching, within its timeout
