@@ -182,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _dispatch(self, head: bool) -> None:
+        self._responded = False
         if not self._authorized(head):
             return
         split = urlsplit(self.path)
@@ -196,6 +197,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.BAD_REQUEST, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
+        except Exception:
+            log.exception("debug server: %s %s failed", self.command, split.path)
+            self.close_connection = True
+            if not self._responded:  # else the client sees the response end early
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n", "text/plain; charset=utf-8", head)
+
+    def send_response(self, code: int, message: Optional[str] = None) -> None:
+        self._responded = True
+        super().send_response(code, message)
 
     def _send(self, status: int, body: bytes, ctype: str, head: bool = False,
               headers: Optional[dict[str, str]] = None) -> None:
@@ -310,6 +320,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # stream handlers end on their own once `stopping` is set; never block shutdown
     allow_reuse_address = True
     debug: "DebugServer"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Through logging (the journal, with a priority), not socketserver's traceback on stderr.
+        log.exception("debug server: request from %s failed", client_address[0] if client_address else "?")
 
 
 class _Server6(_Server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import re
 import time
 
@@ -413,3 +414,18 @@ def test_other_methods_are_405_with_allow_and_auth_first(start_server, method):
     assert headers["Allow"] == "GET, HEAD"
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert len(body) < 100
+
+
+def test_an_unexpected_handler_error_is_a_500_and_one_log_record(start_server, caplog, capfd):
+    # Anything a route did not expect (here a frame the overlay refuses) used to drop the connection without an
+    # answer and print a traceback straight to stderr, bypassing logging (and the journal's priorities).
+    run = start_server()
+    run.hub.publish_frame(np.zeros((48, 64), np.uint8), [], {})  # greyscale: draw_overlay raises ValueError
+    capfd.readouterr()
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.web"):
+        status, _, body = run.request("/latest.jpg")
+    assert status == 500 and body == b"internal error\n"
+    records = [r for r in caplog.records if r.name == "fallwatch.daemon.web" and r.levelno == logging.ERROR]
+    assert len(records) == 1 and "/latest.jpg" in records[0].getMessage() and records[0].exc_info
+    assert "Traceback" not in capfd.readouterr().err
+    assert run.request("/healthz")[0] in (200, 503), "the server still answers"
