@@ -328,6 +328,9 @@ class MqttPublisher:
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        if not cfg.username and (cfg.password is not None or cfg.password_file):
+            which = "mqtt.password_file" if cfg.password_file else "mqtt.password"
+            raise MqttError(f"{which} is set but mqtt.username is not (MQTT sends a password only with a user name)")
         if cfg.username:
             try:
                 password = read_secret(cfg.password, cfg.password_file)
@@ -335,6 +338,15 @@ class MqttPublisher:
                 raise MqttError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
             client.username_pw_set(cfg.username, password)
         if cfg.tls.enabled:
+            if cfg.tls.keyfile and not cfg.tls.certfile:
+                raise MqttError("mqtt.tls.keyfile is set without mqtt.tls.certfile (the client certificate)")
+            for name in ("ca_certs", "certfile", "keyfile"):
+                path = getattr(cfg.tls, name)
+                try:
+                    if path:
+                        Path(path).open("rb").close()
+                except OSError as exc:
+                    raise MqttError(f"mqtt.tls.{name}: cannot read {path}: {exc.strerror}") from None
             try:
                 client.tls_set(ca_certs=cfg.tls.ca_certs, certfile=cfg.tls.certfile, keyfile=cfg.tls.keyfile,
                                cert_reqs=ssl.CERT_REQUIRED)

@@ -166,3 +166,23 @@ def test_mqtt_tls_client_certificate(tls_files, mosquitto_factory, mqtt_cfg, pub
     withcert.start()
     assert wait_until(lambda: withcert.connected, 5)
     assert not without.connected
+
+
+def test_mqtt_credential_settings_that_cannot_work_are_named(tmp_path, mqtt_cfg, publisher):
+    """Each unusable setting gives one line naming the setting and the file, instead of a nameless errno or
+    being silently ignored (a key without its certificate, a password without a user name are never sent)."""
+    missing = tmp_path / "client.key"
+    cert = tmp_path / "client.crt"
+    cert.write_text("not used")
+    cases = [
+        ({"tls": {"enabled": True, "certfile": str(cert), "keyfile": str(missing)}},
+         rf"mqtt\.tls\.keyfile: cannot read {missing}: No such file"),
+        ({"tls": {"enabled": True, "keyfile": str(cert)}}, r"mqtt\.tls\.keyfile is set without mqtt\.tls\.certfile"),
+        ({"password": "s3cret"}, r"mqtt\.password.* mqtt\.username is not"),
+        ({"password_file": str(cert)}, r"mqtt\.password_file.* mqtt\.username is not"),
+    ]
+    for overrides, message in cases:
+        pub = publisher(mqtt_cfg(1, **overrides))
+        with pytest.raises(MqttError, match=message) as info:
+            pub.start()
+        assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
