@@ -413,7 +413,8 @@ class Daemon:
         fields: dict[str, Any] = dict(
             backend=self.engine.backend, fps=round(self.fps, 2), stage_ms=self.stage_ms,
             dropped_frames=self.capture.dropped, corrupt_frames=self.capture.corrupt + self.corrupt,
-            persons=self.persons, state=self.state, camera=self.capture.state, source=self.capture.source.name,
+            persons=self.persons, state=self.state, camera=self.capture.state, camera_error=self.capture.error,
+            source=self.capture.source.name,
             reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors)
         fields["mqtt"] = {"enabled": False}
         if self.publisher is not None:
@@ -428,8 +429,9 @@ class Daemon:
         self.hub.update(**fields)
 
     def sd_status(self) -> str:
+        error = self.capture.error if self.capture else None
         return (f"{self.fps:.1f} fps on {self.engine.backend}, {self.persons} in view, state {self.state}, "
-                f"camera {self.capture.state if self.capture else 'none'}")
+                f"camera {self.capture.state if self.capture else 'none'}" + (f" ({error})" if error else ""))
 
     def heartbeat_status(self) -> dict[str, Any]:
         """Figures for MQTT heartbeats (called from the MQTT thread; plain reads only)."""

@@ -207,6 +207,7 @@ def test_failing_source_is_retried_and_daemon_keeps_running(run_daemon, tmp_path
     assert run.proc.poll() is None
     status, stats = get_json(cfg["debug"]["bind"], "/api/stats")
     assert stats["camera"] == "reopening"
+    assert stats["camera_error"] == f"cannot open rtsp://127.0.0.1:{port}/live", "why, not only what"
     assert get_json(cfg["debug"]["bind"], "/healthz")[0] == 503
     rc, took = run.signal_and_wait(signal.SIGTERM)
     assert rc == 0 and took < 2.0
