@@ -11,7 +11,8 @@ thread, the only code that hands events to paho. The sender keeps at most ``WIND
 order, and deletes a row once paho reports it published (PUBACK for QoS 1, PUBCOMP for QoS 2). After a reconnect
 paho itself re-sends the unacknowledged in-flight events first; the sender waits for those before sending newer
 rows, so the order holds across outages. After a restart everything still in the outbox is sent, in order, with
-its original ``id`` and ``ts`` (at-least-once; consumers dedupe by ``id``).
+its original ``id`` and ``ts`` (at-least-once; consumers dedupe by ``id``). An event the outbox cannot store
+(full or read-only disk) still goes out, straight through paho, without surviving a restart.
 
 Decisions:
 - While alerts are paused (``{"alerts": false}``) events are logged and counted (``events_suppressed``) but not
@@ -211,7 +212,8 @@ class MqttPublisher:
         # The outbox stays open: an event raised while the daemon shuts down is still stored for the next start.
 
     def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None) -> None:
-        """Queue one event durably (it is on disk when this returns) and have it sent."""
+        """Queue one event durably (it is on disk when this returns) and have it sent. Should the outbox fail
+        (a full or read-only disk), the event is handed to paho directly rather than dropped, and that is logged."""
         payload = dict(event)
         payload.setdefault("id", str(uuid.uuid4()))
         payload.setdefault("ts", utc_now_iso())
