@@ -35,6 +35,7 @@ KEEPALIVE_S = 1.0  # while no new frame comes, the last part is repeated this of
 WRITE_TIMEOUT_S = 10.0  # a client that stops reading is dropped instead of holding a thread forever
 IDLE_TIMEOUT_S = 30.0
 MAX_VIEWERS = 8  # streams at once; each costs a thread and, at its own height, encodings on a small CPU
+MAX_CONNECTIONS = 32  # connections at once (a thread each); more are closed at once rather than piling up
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -320,6 +321,30 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # stream handlers end on their own once `stopping` is set; never block shutdown
     allow_reuse_address = True
     debug: "DebugServer"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._full_logged = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            if not self._full_logged:
+                log.warning("debug server: %d connections open; refusing more until some close", MAX_CONNECTIONS)
+                self._full_logged = True
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Through logging (the journal, with a priority), not socketserver's traceback on stderr.

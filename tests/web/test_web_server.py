@@ -429,3 +429,25 @@ def test_an_unexpected_handler_error_is_a_500_and_one_log_record(start_server, c
     assert len(records) == 1 and "/latest.jpg" in records[0].getMessage() and records[0].exc_info
     assert "Traceback" not in capfd.readouterr().err
     assert run.request("/healthz")[0] in (200, 503), "the server still answers"
+
+
+def test_idle_connections_cannot_pile_up_threads(start_server):
+    # Every accepted connection got its own thread, held up to 30 s by a client that sends nothing: beyond
+    # loopback anyone (auth comes later, with the request) could pile up threads, and memory, on a small Pi.
+    import socket
+    import threading
+
+    from fallwatch.daemon.web import MAX_CONNECTIONS
+
+    run = start_server()
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 20):
+            idle.append(socket.create_connection(("127.0.0.1", run.port), timeout=5))
+        time.sleep(0.5)
+        assert threading.active_count() - before <= MAX_CONNECTIONS + 2
+    finally:
+        for s in idle:
+            s.close()
+    assert _wait(lambda: run.request("/healthz")[0] in (200, 503), timeout=10), "served again once they left"
