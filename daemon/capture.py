@@ -127,6 +127,8 @@ class VideoFileSource(Source):
         return image, t
 
     def rewind(self) -> None:
+        if self.index == 0:  # looping a file that yields nothing would spin for ever
+            raise SourceError(f"camera.source {self.path}: no frame could be decoded")
         self.cap.release()
         self.open()
         self.loop_offset = self.last_t + 1.0 / (self.fps or self.fallback_fps)
@@ -157,6 +159,7 @@ class ImageFolderSource(Source):
         self.files: list[str] = []
         self.pos = 0
         self.index = 0
+        self.decoded_in_pass = False
 
     def open(self) -> None:
         self.files = sorted((str(p) for p in Path(self.path).iterdir()
@@ -177,10 +180,14 @@ class ImageFolderSource(Source):
         if image is None:
             log.warning("%s: cannot decode this image; skipped", file)
             return None
+        self.decoded_in_pass = True
         return image, t
 
     def rewind(self) -> None:
+        if not self.decoded_in_pass:  # looping images that all fail to decode would spin for ever
+            raise SourceError(f"camera.source {self.path}: no image in the folder could be decoded")
         self.pos = 0
+        self.decoded_in_pass = False
 
     def describe(self) -> str:
         return f"image folder {self.path} ({len(self.files)} images at {self.fps:g} fps)"

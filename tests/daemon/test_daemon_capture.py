@@ -550,3 +550,23 @@ def test_looping_file_that_disappears_fails_with_one_clear_line(tmp_path: Path, 
     assert 0 < len(frames) < 400
     assert not any(r.exc_info for r in caplog.records), "no traceback"
     assert "capture thread failed" not in caplog.text
+
+
+def test_looping_folder_without_one_decodable_image_fails_instead_of_spinning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # With loop: true, a folder whose images all fail to decode was replayed forever at full speed, a warning
+    # per image per pass: a busy CPU and a flooded journal. A pass without a single frame ends the source.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    capture = open_capture(CameraConfig(source=str(folder), realtime=True, loop=True, fps=10))
+    try:
+        frames = drain(capture, 5)
+    finally:
+        capture.stop()
+    assert frames == []
+    assert capture.state == "failed" and capture.finished
+    assert capture.error == f"camera.source {folder}: no image in the folder could be decoded"
+    assert capture.corrupt == 3 and len(caplog.records) <= 4
