@@ -136,11 +136,13 @@ class MqttPublisher:
         self._started_at = time.monotonic()
 
         # Sender state, touched only under _client_lock.
-        self._inflight: list[tuple[int, mqtt.MQTTMessageInfo]] = []
+        self._inflight: list[tuple[int, mqtt.MQTTMessageInfo, str]] = []   # (outbox seq, paho's info, event id)
         self._last_handed = 0          # highest outbox seq handed to the current client
         self._reconnected = False
         self._resend_deadline: Optional[float] = None
         self._remove_failed = False    # the outbox refuses deletes (read-only file system): said once
+        self._refused_mids: dict[int, str] = {}   # MQTT 5 PUBACKs with a failure reason, by message id
+        self._refusals_said: set[str] = set()
         self._snapshots: OrderedDict[int, bytes] = OrderedDict()
         self._snap_lock = threading.Lock()
 
@@ -496,8 +498,14 @@ class MqttPublisher:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # Called under paho's message lock: only wake the sender, never take our locks here.
-        if getattr(reason_code, "is_failure", False):
-            log.error("MQTT broker refused message %d: %s", mid, reason_code)
+        if not getattr(reason_code, "is_failure", False):
+            self._refused_mids.pop(mid, None)          # message ids are reused: forget an older refusal
+        else:   # MQTT 5 only: 3.1.1 brokers drop refused messages silently
+            self._refused_mids[mid] = str(reason_code)   # before paho marks it published: the sender sees it
+            if str(reason_code) not in self._refusals_said:
+                self._refusals_said.add(str(reason_code))
+                log.error("MQTT broker %s refuses messages: %s (check its ACL for %s/#)", self._where(),
+                          reason_code, self.prefix)
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -578,8 +586,12 @@ class MqttPublisher:
     def _pump(self) -> None:
         """Under _client_lock: reap acknowledged events, then hand the next ones to paho, in outbox order."""
         still = []
-        for seq, info in self._inflight:
-            if info.is_published():
+        for seq, info, event_id in self._inflight:
+            refused = self._refused_mids.pop(info.mid, None) if info.is_published() else None
+            if refused is not None:
+                log.error("MQTT broker refused event %s (%s); it stays in the outbox %s and is sent again after a "
+                          "restart", event_id, refused, self.outbox_path)
+            elif info.is_published():
                 try:
                     self._outbox.remove(seq)
                 except sqlite3.Error as exc:   # delivered all the same; a restart sends it again (at-least-once)
@@ -592,7 +604,7 @@ class MqttPublisher:
                 with self._count_lock:
                     self._events_sent += 1
             else:
-                still.append((seq, info))
+                still.append((seq, info, event_id))
         self._inflight = still
         client = self._client
         if client is None or not self._connected:
@@ -625,7 +637,7 @@ class MqttPublisher:
                                                                   and self.cfg.qos > 0):
                 log.debug("MQTT publish of event %s deferred: %s", event_id, mqtt.error_string(info.rc))
                 break   # not taken by paho: stays in the outbox for the next connection
-            self._inflight.append((seq, info))
+            self._inflight.append((seq, info, event_id))
             self._last_handed = seq
             log.debug("handed event %s (#%d) to MQTT", event_id, seq)
             with self._snap_lock:
@@ -640,7 +652,7 @@ class MqttPublisher:
                                properties=props)
 
     def _resend_from_outbox(self) -> None:
-        self._last_handed = min(seq for seq, _ in self._inflight) - 1
+        self._last_handed = min(seq for seq, _, _ in self._inflight) - 1
         self._inflight = []
 
     def _heartbeat_loop(self) -> None:

@@ -186,3 +186,34 @@ def test_mqtt_credential_settings_that_cannot_work_are_named(tmp_path, mqtt_cfg,
         with pytest.raises(MqttError, match=message) as info:
             pub.start()
         assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_mqtt_event_refused_by_the_broker_acl_is_kept(tmp_path, mosquitto_factory, subscriber, mqtt_cfg, publisher,
+                                                      caplog):
+    """MQTT 5: a broker that refuses the event (its ACL) says so in the PUBACK. The event is not 'sent': it stays
+    in the outbox, one line names it, and once the broker is fixed a restart delivers it."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite #\ntopic deny fallwatch/testdev/event\n")
+    conf = f"allow_anonymous true\nacl_file {acl}\n"
+    broker = mosquitto_factory(conf).start()
+    cfg = mqtt_cfg(broker.port, protocol="5")
+    pub = publisher(cfg)
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    event = make_event("fall")
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
+        pub.publish_event(event)
+        assert wait_until(lambda: any(event["id"] in r.getMessage() for r in caplog.records), 5), \
+            [r.getMessage() for r in caplog.records]
+    line = next(r.getMessage() for r in caplog.records if event["id"] in r.getMessage())
+    assert "Not authorized" in line and "outbox" in line, line
+    assert pub.stats()["events_sent"] == 0 and pub.stats()["events_queued"] == 1, pub.stats()
+    pub.stop()
+
+    broker.stop()
+    acl.write_text("topic readwrite #\n")                # the broker's ACL is fixed
+    broker.start()
+    sub = subscriber(broker.port, [f"{PREFIX}/event"])
+    again = publisher(cfg)
+    again.start()
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
