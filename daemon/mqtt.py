@@ -83,6 +83,16 @@ def prefix_of(cfg: MqttConfig) -> str:
     return (cfg.topic_prefix or f"fallwatch/{device_id_of(cfg)}").rstrip("/")
 
 
+def _password_of(cfg: MqttConfig) -> Optional[str]:
+    """The broker password as it is now (a password_file is read afresh); None without a user name."""
+    if not cfg.username:
+        return None
+    try:
+        return read_secret(cfg.password, cfg.password_file)
+    except OSError as exc:
+        raise MqttError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+
+
 def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
     """The SoC temperature in °C where the system exposes it (Raspberry Pi does), else None."""
     try:
@@ -126,6 +136,7 @@ class MqttPublisher:
         self._alerts = self._outbox.get_meta("alerts") != ha.ALERTS_OFF
 
         self._client: Optional[mqtt.Client] = None
+        self._password_in_use: Optional[str] = None   # what the current client was given (a file may change)
         self._client_lock = threading.RLock()     # swaps of the client vs. the sender using it
         self._connected = False
         self._wake = threading.Event()            # sender: new event, ack, (re)connect
@@ -293,9 +304,12 @@ class MqttPublisher:
         if cfg.state_dir != old.state_dir:
             log.warning("mqtt.state_dir changed: takes effect after a restart")
         reconnect = any(getattr(cfg, k) != getattr(old, k) for k in _CONNECTION_KEYS)
+        password = _password_of(cfg) if cfg.enabled else None
+        if cfg.enabled and password != self._password_in_use:
+            reconnect = True                      # e.g. a rotated secret in the same password_file
         client = None
         if reconnect and self._started and cfg.enabled:
-            client = self._build_client(cfg)     # fails before we let go of the working connection
+            client = self._build_client(cfg, password)   # fails before we let go of the working connection
         with self._client_lock:
             if reconnect and self._started:
                 log.info("mqtt connection settings changed: reconnecting")
@@ -309,7 +323,7 @@ class MqttPublisher:
                     log.warning("mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
                                 cfg.outbox_max, dropped)
             if client is not None:
-                self._start_client(client)
+                self._start_client(client, password)
             elif not reconnect and self._connected and (cfg.homeassistant != old.homeassistant
                                                         or cfg.heartbeat_s != old.heartbeat_s):
                 current = self._client
@@ -325,9 +339,10 @@ class MqttPublisher:
 
     # ----------------------------------------------------------------------------------------------- connection
     def _connect(self) -> None:
-        self._start_client(self._build_client(self.cfg))
+        password = _password_of(self.cfg)
+        self._start_client(self._build_client(self.cfg, password), password)
 
-    def _build_client(self, cfg: MqttConfig) -> mqtt.Client:
+    def _build_client(self, cfg: MqttConfig, password: Optional[str]) -> mqtt.Client:
         """A configured paho client for ``cfg``; MqttError names the setting when it cannot work."""
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
@@ -336,10 +351,6 @@ class MqttPublisher:
             which = "mqtt.password_file" if cfg.password_file else "mqtt.password"
             raise MqttError(f"{which} is set but mqtt.username is not (MQTT sends a password only with a user name)")
         if cfg.username:
-            try:
-                password = read_secret(cfg.password, cfg.password_file)
-            except OSError as exc:
-                raise MqttError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
             client.username_pw_set(cfg.username, password)
         if cfg.tls.enabled:
             if cfg.tls.keyfile and not cfg.tls.certfile:
@@ -367,8 +378,9 @@ class MqttPublisher:
         client.on_message = self._on_message
         return client
 
-    def _start_client(self, client: mqtt.Client) -> None:
+    def _start_client(self, client: mqtt.Client, password: Optional[str]) -> None:
         cfg = self.cfg
+        self._password_in_use = password
         self._inflight = []
         self._last_handed = 0
         self._reconnected = False

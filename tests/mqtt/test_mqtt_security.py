@@ -217,3 +217,22 @@ def test_mqtt_event_refused_by_the_broker_acl_is_kept(tmp_path, mosquitto_factor
     again = publisher(cfg)
     again.start()
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
+
+
+def test_mqtt_sighup_rereads_a_changed_password_file(password_broker, tmp_path, subscriber_auth, mqtt_cfg,
+                                                     publisher):
+    """A rotated secret (same password_file path, new content, as with systemd credentials) is used after a
+    reload; the settings themselves did not change."""
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("old-secret\n")
+    cfg = mqtt_cfg(password_broker.port, username="fallwatch", password_file=str(secret))
+    pub = publisher(cfg)
+    pub.start()
+    assert not wait_until(lambda: pub.connected, 1.5), "connected with the wrong password"
+    secret.write_text("s3cret\n")
+    pub.reconfigure(mqtt_cfg(password_broker.port, username="fallwatch", password_file=str(secret)))
+    assert wait_until(lambda: pub.connected, 5), "the new password in the same file was not used"
+    sub = subscriber_auth(password_broker.port)
+    event = make_event("fall")
+    pub.publish_event(event)
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
