@@ -35,6 +35,7 @@ NON_CAMERA_V4L2 = ("codec", "isp", "rpivid", "pispbe", "hevc", "rp1-cfe", "unica
 OPEN_TIMEOUT_MS = 5000  # network streams: give up on an open or a read after this long (then back off)
 MIN_FRAME_SIDE = 16
 FAILED_READS_BEFORE_REOPEN = 3
+PACE_JUMP_S = 5.0  # realtime files: a frame due further ahead than this is a jump in the time stamps, not a wait
 
 
 class SourceError(Exception):
@@ -548,7 +549,9 @@ class Capture:
                     if pace_start is None:
                         pace_start = (now, t)
                     due = pace_start[0] + (t - pace_start[1])
-                    if due > now:
+                    if due - now > PACE_JUMP_S:
+                        pace_start = (now, t)  # the time stamps jump ahead (joined recordings): play on
+                    elif due > now:
                         self._sleep(due - now)
                     elif now - due > 1.0:
                         pace_start = (now, t)  # fell far behind (slow decode): do not race to catch up

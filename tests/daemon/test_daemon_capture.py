@@ -570,3 +570,29 @@ def test_looping_folder_without_one_decodable_image_fails_instead_of_spinning(
     assert capture.state == "failed" and capture.finished
     assert capture.error == f"camera.source {folder}: no image in the folder could be decoded"
     assert capture.corrupt == 3 and len(caplog.records) <= 4
+
+
+def test_realtime_file_with_a_time_stamp_jump_does_not_stall(tmp_path: Path) -> None:
+    # Recordings joined together (or a camera's clock reset) carry a jump in their time stamps. Pacing slept
+    # until the jumped time came (here 100 s), the daemon silently frozen; a jump now restarts the pacing.
+    import shutil
+    import subprocess
+
+    ffmpeg = shutil.which("ffmpeg")
+    if not ffmpeg:
+        pytest.skip("ffmpeg is not installed")
+    clip = tmp_path / "gap.mp4"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+                    "-frames:v", "20", "-vf", "setpts='PTS+if(gte(N,10),100/TB,0)'", "-fps_mode", "passthrough",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True, timeout=60)
+    capture = open_capture(CameraConfig(source=str(clip), realtime=True))
+    try:
+        t0 = time.monotonic()
+        frames = drain(capture, 10)
+        took = time.monotonic() - t0
+    finally:
+        capture.stop()
+    assert len(frames) == 20 and capture.state == "eof", (len(frames), capture.state)
+    assert took < 6, f"{took:.1f}s for 2 s of video"
+    assert frames[10].t - frames[9].t == pytest.approx(100.1, abs=0.05), "media time keeps the file's jump"
+    assert 0.6 < frames[9].captured - frames[0].captured < 3, "still paced at the file's rate"
