@@ -137,16 +137,15 @@ fi
 say "installed fallwatch $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("fallwatch"))') into $VENV"
 
 # 4. Configuration: install the default once; afterwards never overwrite the administrator's file.
-#    Readable by the service's group only: it may come to hold the MQTT or debug password.
 install -d -m 0755 "$ETC"
 DEFAULT_CONFIG="$("$VENV/bin/python" -c 'import fallwatch.config.loader as l; print(l.DEFAULT_CONFIG)')"
 if [ ! -e "$ETC/fallwatch.yaml" ]; then
-  install -m 0640 -o root -g "$SERVICE_USER" "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml"
+  install -m 0644 "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml"
   say "installed the default configuration to $ETC/fallwatch.yaml (edit it: camera, mqtt host, ...)"
 elif cmp -s "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml"; then
   say "configuration $ETC/fallwatch.yaml is the default; left as is"
 else
-  install -m 0640 -o root -g "$SERVICE_USER" "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml.dist"
+  install -m 0644 "$DEFAULT_CONFIG" "$ETC/fallwatch.yaml.dist"
   say "kept your edited $ETC/fallwatch.yaml; the current default is in $ETC/fallwatch.yaml.dist"
 fi
 if ! "$VENV/bin/fallwatch" check-config "$ETC/fallwatch.yaml" >/dev/null; then

@@ -123,10 +123,3 @@ def test_install_script_reports_failures_instead_of_skipping_them() -> None:
         if not line.lstrip().startswith("#"):
             assert "&& say" not in line, f"install.sh:{n}: a failure here would pass unnoticed: {line.strip()}"
 
-
-def test_install_script_keeps_the_config_from_other_users() -> None:
-    # The configuration may hold the MQTT or debug password: group fallwatch may read it, other users not.
-    installs = [line for line in INSTALL.read_text().splitlines() if '"$DEFAULT_CONFIG"' in line and "install " in line]
-    assert len(installs) == 2
-    for line in installs:
-        assert "-m 0640" in line and '-g "$SERVICE_USER"' in line, line
