@@ -35,6 +35,7 @@ KEEPALIVE_S = 1.0  # while no new frame comes, the last part is repeated this of
 WRITE_TIMEOUT_S = 10.0  # a client that stops reading is dropped instead of holding a thread forever
 IDLE_TIMEOUT_S = 30.0
 MAX_VIEWERS = 8  # streams at once; each costs a thread and, at its own height, encodings on a small CPU
+PLACEHOLDER_CACHE = 4  # 'waiting for frames' JPEGs kept, by height (any height a client asks for is made)
 MAX_CONNECTIONS = 32  # connections at once (a thread each); more are closed at once rather than piling up
 
 _SECURITY_HEADERS = {
@@ -465,10 +466,14 @@ class DebugServer:
         from .overlay import encode_jpeg, placeholder_bgr
 
         with self._viewers_lock:
-            if height not in self._placeholders:
+            jpeg = self._placeholders.get(height)
+            if jpeg is None:
                 h = height or 480
-                self._placeholders[height] = encode_jpeg(placeholder_bgr("waiting for frames...", h * 4 // 3, h))
-            return self._placeholders[height]
+                jpeg = encode_jpeg(placeholder_bgr("waiting for frames...", h * 4 // 3, h))
+                while len(self._placeholders) >= PLACEHOLDER_CACHE:  # the oldest made goes first
+                    del self._placeholders[next(iter(self._placeholders))]
+                self._placeholders[height] = jpeg
+            return jpeg
 
     def health(self) -> tuple[bool, dict]:
         age = self.hub.last_frame_age_s()

@@ -451,3 +451,19 @@ def test_idle_connections_cannot_pile_up_threads(start_server):
         for s in idle:
             s.close()
     assert _wait(lambda: run.request("/healthz")[0] in (200, 503), timeout=10), "served again once they left"
+
+
+def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjpeg_parts):
+    # Every new ?height= added a cached 'waiting' JPEG: walking 16..2160 grew the daemon by ~80 MB.
+    from fallwatch.daemon.web import PLACEHOLDER_CACHE
+
+    run = start_server()
+    for height in range(100, 100 + 3 * PLACEHOLDER_CACHE):
+        conn, resp = _open_stream(run.port, f"/stream.mjpg?height={height}")
+        try:
+            (headers, payload), = mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
+            img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+            assert img.shape[0] == height
+        finally:
+            conn.close()
+    assert len(run.server._placeholders) <= PLACEHOLDER_CACHE
