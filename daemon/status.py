@@ -16,6 +16,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 50
+JPEG_CACHE = 8  # encodings of the newest frame kept (one per height asked for); viewers share them
 
 # Figures with a fixed place in stats(); other update() fields are passed through to stats() as they are.
 _FIELDS = frozenset({
@@ -174,9 +175,11 @@ class StatusHub:
                 return cached
             data = encode_jpeg(draw_overlay(frame, persons, states, extra), height=height)
             self.encode_count += 1
-            # keep only the newest sequence number's encodings
+            # keep only the newest sequence number's encodings, and only a few heights of it
             for old in [k for k in self._jpeg_cache if k[0] < seq]:
                 del self._jpeg_cache[old]
+            while len(self._jpeg_cache) >= JPEG_CACHE:
+                del self._jpeg_cache[next(iter(self._jpeg_cache))]
             self._jpeg_cache[key] = data
             return data
 

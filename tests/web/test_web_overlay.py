@@ -135,3 +135,17 @@ def test_overlay_survives_non_finite_and_far_off_coordinates(clip_frames, person
     assert out.shape == (h, w, 3)
     assert not np.array_equal(out, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)), "the skeletons are drawn"
     assert encode_jpeg(out)[:2] == b"\xff\xd8"
+
+
+def test_jpeg_cache_is_bounded_when_frames_stop(clip_frames):
+    # Only older sequence numbers were evicted: while no new frame came (a camera down), every ?height= asked of
+    # /latest.jpg stayed cached, growing without bound. One frame's encodings are now capped as well.
+    from fallwatch.daemon.status import JPEG_CACHE
+
+    hub = StatusHub("1")
+    hub.publish_frame(clip_frames[0], [], {})
+    for height in range(100, 100 + 3 * JPEG_CACHE):
+        jpeg = hub.latest_jpeg(height)
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[0] == height
+    assert len(hub._jpeg_cache) <= JPEG_CACHE
+    assert hub.latest_jpeg(100 + 3 * JPEG_CACHE - 1) is hub.latest_jpeg(100 + 3 * JPEG_CACHE - 1), "still cached"
