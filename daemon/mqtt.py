@@ -163,7 +163,7 @@ class MqttPublisher:
         self._state_deferred = False             # publish the state once _state_info is acknowledged
         self._last_error: Optional[str] = None   # log each distinct connection problem once
         self._refused = False                    # the last CONNACK was a refusal (its disconnect is expected)
-        self._ha_published: Optional[list[str]] = None
+        self._ha_published: Optional[list[str]] = self._load_ha_published()
         self._count_lock = threading.Lock()
         self._events_sent = 0
         self._events_suppressed = 0
@@ -482,7 +482,22 @@ class MqttPublisher:
         for topic in self._ha_published or ():
             if topic not in topics:
                 client.publish(topic, b"", qos=1, retain=True)
+        if (self._ha_published or None) != (topics or None):
+            try:   # kept, so that a restart with other settings can remove them too
+                self._outbox.set_meta("ha_discovery", json.dumps(topics))
+            except sqlite3.Error as exc:
+                log.debug("cannot remember the discovery topics: %s", exc)
         self._ha_published = topics or None
+
+    def _load_ha_published(self) -> Optional[list[str]]:
+        """The discovery topics an earlier run published (retained on the broker until cleared)."""
+        try:
+            topics = json.loads(self._outbox.get_meta("ha_discovery") or "[]")
+        except (sqlite3.Error, ValueError):
+            return None
+        if not isinstance(topics, list):
+            return None
+        return [t for t in topics if isinstance(t, str)] or None
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if client is not self._client:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 from mqtt_testlib import PREFIX, wait_until
 
@@ -150,10 +149,12 @@ def test_mqtt_discovery_follows_a_new_device_id_and_prefix(mosquitto, subscriber
     pub.reconfigure(mqtt_cfg(mosquitto.port, device_id="kitchen"))
     assert wait_until(lambda: pub.connected, 5)
     sub = subscriber(mosquitto.port, ["homeassistant/#"])
-    assert sub.wait_for(lambda s: any("fallwatch_kitchen" in m[0] for m in s.messages), 5)
-    time.sleep(0.5)
-    nodes = {m[0].split("/")[2] for m in sub.messages if m[1]}
-    assert nodes == {"fallwatch_kitchen"}, f"retained discovery for {nodes}"
+
+    def nodes(s) -> set:   # devices whose latest config on each topic is not the empty (removing) one
+        latest = {m[0]: m[1] for m in s.messages}
+        return {topic.split("/")[2] for topic, payload in latest.items() if payload}
+
+    assert sub.wait_for(lambda s: nodes(s) == {"fallwatch_kitchen"}, 5), f"retained discovery for {nodes(sub)}"
 
     pub.reconfigure(mqtt_cfg(mosquitto.port, device_id="kitchen", homeassistant={"discovery_prefix": "ha2"}))
     assert first.wait_for(lambda s: all(s.on(t)[-1:] == [b""] for t in {m[0] for m in s.messages
@@ -165,3 +166,20 @@ def test_mqtt_discovery_follows_a_new_device_id_and_prefix(mosquitto, subscriber
     assert ha2.wait_for(lambda s: len(s.messages) >= n + 7, 3), "discovery not re-sent on ha2/status"
     late = subscriber(mosquitto.port, ["homeassistant/#"])
     assert not wait_until(lambda: [m for m in late.messages if m[1]], 0.5), "entities left under the old prefix"
+
+
+def test_mqtt_discovery_switched_off_across_a_restart_removes_the_entities(mosquitto, subscriber, mqtt_cfg,
+                                                                           publisher):
+    """Discovery turned off in the configuration file and the daemon restarted (not reloaded): the entities of
+    the previous run must not stay in Home Assistant as a forever unavailable device."""
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pub.start()
+    first = subscriber(mosquitto.port, ["homeassistant/#"])
+    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
+    pub.stop()
+    again = publisher(mqtt_cfg(mosquitto.port, homeassistant={"enabled": False}))
+    again.start()
+    assert wait_until(lambda: again.connected, 5)
+    assert first.wait_for(lambda s: all(s.on(t)[-1:] == [b""] for t in {m[0] for m in s.messages}), 3)
+    late = subscriber(mosquitto.port, ["homeassistant/#"])
+    assert not wait_until(lambda: late.messages, 0.5), "entities still discoverable after a restart without them"
