@@ -346,6 +346,7 @@ class Daemon:
                                extra={"t": frame.t, "frame": frame.frame_no})
         for event in result.events:
             self._emit(event, frame, pose, result.states)
+        self._follow_rules(result.states)
         self._update_state()
         if not self._ready:
             self._ready = True
@@ -380,6 +381,19 @@ class Daemon:
                 self.publisher.publish_event(data, snapshot)
             except Exception:
                 log.exception("queueing event %s for MQTT failed", data.get("id"))
+
+    def _follow_rules(self, states: dict) -> None:
+        """Events say which alarm a person raised; the rules' per-person states say who they still track. A
+        fallen person the rules forgot (out of view too long) no longer counts; one whose incident the rules
+        moved to a new track id in this frame (lost and found again) keeps the alarm under that id."""
+        orphans = [self._down.pop(track) for track in list(self._down) if track not in states]
+        for track, state in states.items():
+            if not orphans:
+                break
+            if state != "upright" and track not in self._down:
+                kind = "person_down" if "person_down" in orphans else orphans[0]
+                orphans.remove(kind)
+                self._down[track] = kind
 
     def _update_state(self) -> None:
         values = set(self._down.values())

@@ -449,3 +449,55 @@ def test_sigterm_while_the_main_thread_is_stuck_in_c_code_still_exits_in_time(tm
             proc.kill()
         proc.communicate()
     assert rc == 0 and took < 2.5, (rc, took)
+
+
+def test_room_state_returns_to_ok_when_the_rules_forget_a_fallen_person(data_dir: Path, images_dir: Path,
+                                                                        model_dir: Path) -> None:
+    # The room state came from events alone: a fallen person the rules later forgot (carried out of view, no
+    # `recovered`) or whose incident moved to a new track id stayed "down" in the daemon, and on MQTT, until
+    # a restart. It follows the rules' own per-person states now.
+    import cv2
+
+    from fallwatch.config.schema import Config
+    from fallwatch.daemon.capture import Capture, Source
+    from fallwatch.daemon.service import Daemon
+    from fallwatch.daemon.settings import make_engine
+
+    class FallThenEmptyRoom(Source):
+        """The fall clip at its own time stamps, then 4 s of an empty room at 10 fps."""
+
+        name = "fall-then-empty"
+        is_file = True
+        fps = 30.0
+
+        def open(self) -> None:
+            self.cap = cv2.VideoCapture(str(data_dir / "gmdcsa24-dev" / FALL_CLIP))
+            self.empty = cv2.resize(cv2.imread(str(images_dir / "background.jpg")), (640, 480))
+            self.i, self.t, self.empty_left = 0, 0.0, 40
+
+        def read(self) -> Optional[tuple]:
+            ok, bgr = self.cap.read() if self.cap is not None else (False, None)
+            if ok:
+                self.t = self.i / self.fps
+                self.i += 1
+                return bgr, self.t
+            if self.cap is not None:
+                self.cap.release()
+                self.cap = None
+            if self.empty_left == 0:
+                raise EndOfStream()
+            self.empty_left -= 1
+            self.t += 0.1
+            return self.empty.copy(), self.t
+
+    from fallwatch.daemon.capture import EndOfStream
+
+    cfg = Config.model_validate({"camera": {"realtime": False}, "mqtt": {"enabled": False},
+                                 "debug": {"enabled": False},
+                                 "rules": {"down_alert_s": 2, "track_forget_s": 1}})
+    daemon = Daemon(cfg, engine=make_engine(cfg, str(model_dir)),
+                    capture=Capture(FallThenEmptyRoom(), realtime=False))
+    assert daemon.run() == 0
+    assert daemon.events >= 1, "the clip's fall was seen"
+    assert daemon.pipeline.rules.person_states() == {}, "the rules forgot the person"
+    assert daemon.state == "ok" and daemon._published_state == {"state": "ok", "persons": 0}
