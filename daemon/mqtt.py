@@ -318,10 +318,15 @@ class MqttPublisher:
             self.device_id = device_id_of(cfg)
             self.prefix = prefix_of(cfg)
             if cfg.outbox_max != old.outbox_max:
-                dropped = self._outbox.set_max(cfg.outbox_max)
-                if dropped:
-                    log.warning("mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
-                                cfg.outbox_max, dropped)
+                try:
+                    dropped = self._outbox.set_max(cfg.outbox_max)
+                except sqlite3.Error as exc:   # the rest of the reload (and the new connection) still applies
+                    log.error("mqtt.outbox_max lowered to %d, but the outbox %s cannot drop events (%s); it keeps "
+                              "them", cfg.outbox_max, self.outbox_path, exc)
+                else:
+                    if dropped:
+                        log.warning("mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
+                                    cfg.outbox_max, dropped)
             if client is not None:
                 self._start_client(client, password)
             elif not reconnect and self._connected and (cfg.homeassistant != old.homeassistant

@@ -334,3 +334,23 @@ def test_mqtt_read_only_outbox_keeps_sending_without_flooding_the_log(mosquitto,
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) <= 3, f"{len(errors)} error lines: {errors[:5]}"
     assert any("readonly" in e for e in errors), errors
+
+
+def test_mqtt_reload_with_a_read_only_outbox_still_reconnects(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
+    """SIGHUP lowering mqtt.outbox_max and changing the broker while the outbox cannot be written: the outbox
+    keeps its events (said in one line) and the new connection is made all the same."""
+    from mqtt_testlib import free_port
+
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
+    pub = publisher(mqtt_cfg(free_port(), outbox_max=20))   # no broker there
+    pub.start()
+    events = [make_event("fall", i) for i in range(12)]
+    for event in events:
+        pub.publish_event(event)
+    pub._outbox._db.execute("PRAGMA query_only=ON")      # the file system went read-only
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
+        pub.reconfigure(mqtt_cfg(mosquitto.port, outbox_max=10))
+    assert any("outbox_max" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert wait_until(lambda: pub.connected, 8), "no connection after the reload"
+    assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 12, 8), len(sub.on(f"{PREFIX}/event"))
+    assert [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")] == [e["id"] for e in events]
