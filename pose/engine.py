@@ -86,7 +86,7 @@ class PoseEngine:
             raise ModelError(str(e)) from e
         self.frames = 0
         self.bad_frames = 0
-        log.info("pose engine on %s: detector %s, estimator %s", self._backend,
+        log.info("pose engine on %s (%s): detector %s, estimator %s", self._backend, self.backend_reason,
                  self.detector_model.path.name, self.estimator_model.path.name)
 
     # -- backend ---------------------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ from fallwatch.pose.models import MODELS, ModelError
 
 
 def test_auto_picks_cpu_and_says_why(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="fallwatch.pose.engine"):
+    with caplog.at_level(logging.INFO, logger="fallwatch.pose.engine"):
         engine = PoseEngine(PoseSettings(backend="auto"), model_dir)
     assert engine.backend == "cpu"
     assert "libedgetpu.so.1" in engine.backend_reason and "CPU" in engine.backend_reason
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "libedgetpu.so.1" in warnings[0]
+    # the line the README tells users to grep for names the backend and why
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pose engine on ")]
+    assert summary and summary[0].startswith(f"pose engine on cpu ({engine.backend_reason}): ")
     # The Edge TPU build of the estimator is present in the model directory, yet the CPU runs its twin.
     assert (model_dir / MODELS["movenet_lightning_edgetpu"].file).is_file()
     for model in (engine.estimator_model, engine.detector_model):
