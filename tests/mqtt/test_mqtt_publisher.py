@@ -298,10 +298,11 @@ def test_mqtt_event_still_sent_when_the_outbox_cannot_store_it(mosquitto, subscr
 
 
 def test_mqtt_set_command_wrong_types_get_one_clear_warning(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
-    sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event", f"{PREFIX}/alerts"])
     pub = publisher(mqtt_cfg(mosquitto.port))
     pub.start()
-    assert wait_until(lambda: pub.connected, 5)
+    # published after its subscription to <prefix>/set: once seen, the broker routes commands to it
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
     with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
         sub.client.publish(f"{PREFIX}/set", json.dumps({"test": "yes"}), qos=1)
         sub.client.publish(f"{PREFIX}/set", b"[" * 100_000, qos=1)     # JSON nested too deep to parse
