@@ -275,7 +275,13 @@ def test_mqtt_retained_state_is_current_after_an_outage(mosquitto, subscriber, m
     pub.set_state({"state": "ok", "persons": 0})        # the person got up while the broker was away
     mosquitto.start()
     assert wait_until(lambda: pub.connected, 8), "no reconnect"
-    time.sleep(1.0)                                      # paho's re-sends of the old connection are done
+
+    def settled() -> bool:   # the last state handed to paho is acknowledged and none waits behind it
+        info = getattr(pub, "_state_info", None)
+        return not getattr(pub, "_state_deferred", False) and (info is None or info.is_published())
+
+    assert wait_until(settled, 8)
+    time.sleep(0.5)                                      # paho's re-sends of the old connection are done
     late = subscriber(mosquitto.port, [f"{PREFIX}/state"])
     assert late.wait_count(f"{PREFIX}/state", 1)
     assert late.json_on(f"{PREFIX}/state") == [{"state": "ok", "persons": 0}], "a stale state is retained"
