@@ -619,11 +619,12 @@ class MqttPublisher:
         """Under _client_lock: reap acknowledged events, then hand the next ones to paho, in outbox order."""
         still = []
         for seq, info, event_id in self._inflight:
-            refused = self._refused_mids.pop(info.mid, None) if info.is_published() else None
+            published = info.is_published()     # once: paho's thread may set it between two reads
+            refused = self._refused_mids.pop(info.mid, None) if published else None
             if refused is not None:
                 log.error("MQTT broker refused event %s (%s); it stays in the outbox %s and is sent again after a "
                           "restart", event_id, refused, self.outbox_path)
-            elif info.is_published():
+            elif published:
                 try:
                     self._outbox.remove(seq)
                 except sqlite3.Error as exc:   # delivered all the same; a restart sends it again (at-least-once)
