@@ -41,6 +41,10 @@ def default_state_dir(state_dir: Optional[str] = None) -> Path:
     return Path.home() / ".local" / "state" / "fallwatch"
 
 
+class _Damaged(sqlite3.DatabaseError):
+    """PRAGMA quick_check found problems it reports as rows rather than raising."""
+
+
 class Outbox:
     """Thread-safe; every method is one short transaction."""
 
@@ -60,7 +64,11 @@ class Outbox:
         # FULL: a committed event survives a power cut, not just a crash; events are rare, the cost is nothing.
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
-        db.execute("SELECT count(*) FROM outbox").fetchone()  # reads the file: a corrupt one fails here
+        # Reads every page (milliseconds for a full outbox): damage is found now, not by the sender on every read.
+        problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            db.close()
+            raise _Damaged(f"quick_check: {problems[0]}")
         return db
 
     def _open(self, path: str) -> sqlite3.Connection:
@@ -74,7 +82,8 @@ class Outbox:
         try:
             return self._connect(path)
         except sqlite3.DatabaseError as exc:
-            damaged = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+            damaged = isinstance(exc, _Damaged) or getattr(exc, "sqlite_errorcode", None) in (
+                sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
             if path == ":memory:" or not damaged or not Path(path).is_file():
                 # permissions, a full disk, I/O: the file (and the events queued in it) stays where it is
                 log.error("outbox: cannot open %s (%s); queued events will not survive a restart", path, exc)

@@ -94,3 +94,26 @@ def test_mqtt_outbox_full_disk_error_is_reported_as_such(tmp_path):
     assert [i for _, i, _ in box.after(0, 10)] == ["a"]
     box._db.execute("PRAGMA max_page_count=1000000")
     assert box.put("again", b"x" * 50_000)[0] is not None     # usable again once there is room
+
+
+def test_mqtt_outbox_damage_inside_the_payloads_is_found_at_open(tmp_path, caplog):
+    """Damage past the table's first pages (an SD card) is found when the outbox opens, not later by the sender,
+    which would then fail on every read and never send another event."""
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path, 100)
+    for i in range(3):
+        box.put(f"id-{i}", bytes([65 + i]) * 20_000)      # overflow pages
+    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    box.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[6 * page:6 * page + 8] = b"\xff" * 8
+    data[7 * page:7 * page + 4] = b"\xff" * 4
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.outbox"):
+        box = Outbox(path, 100)
+    assert any("not a usable SQLite database" in r.getMessage() for r in caplog.records), \
+        [r.getMessage() for r in caplog.records]
+    assert list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
+    box.put("new", b"1")
+    assert [i for _, i, _ in box.after(0, 10)] == ["new"]
