@@ -352,6 +352,10 @@ class MqttPublisher:
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        for setting, value in (("mqtt.topic_prefix", prefix_of(cfg)),
+                               ("mqtt.homeassistant.discovery_prefix", cfg.homeassistant.discovery_prefix)):
+            if any(c in value for c in "+#\0"):
+                raise MqttError(f"{setting}: {value!r} contains an MQTT wildcard (+ or #) or NUL; topics cannot")
         if not cfg.username and (cfg.password is not None or cfg.password_file):
             which = "mqtt.password_file" if cfg.password_file else "mqtt.password"
             raise MqttError(f"{which} is set but mqtt.username is not (MQTT sends a password only with a user name)")

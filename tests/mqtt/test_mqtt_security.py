@@ -236,3 +236,15 @@ def test_mqtt_sighup_rereads_a_changed_password_file(password_broker, tmp_path, 
     event = make_event("fall")
     pub.publish_event(event)
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
+
+
+def test_mqtt_wildcards_in_the_topic_prefixes_are_named(mqtt_cfg, publisher):
+    """A '+' or '#' in a prefix makes every topic (the Last Will first) illegal: the broker drops the connection
+    and nothing is ever sent. Say which setting is wrong instead."""
+    cases = [({"topic_prefix": "home/+/fall"}, r"mqtt\.topic_prefix"),
+             ({"topic_prefix": "home/#"}, r"mqtt\.topic_prefix"),
+             ({"homeassistant": {"discovery_prefix": "ha/#"}}, r"mqtt\.homeassistant\.discovery_prefix")]
+    for overrides, setting in cases:
+        pub = publisher(mqtt_cfg(1, **overrides))
+        with pytest.raises(MqttError, match=setting + r".*wildcard"):
+            pub.start()
