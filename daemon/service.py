@@ -508,13 +508,16 @@ class Daemon:
                     log.warning("configuration: %s %s -> %s needs a restart to apply "
                                 "(systemctl restart fallwatch); keeping %s", key, before, after, before)
             if any(k.startswith("rules.") for k in changes):
-                self.pipeline.set_rules(rules)
-                if self._down:
-                    # The new rules start without history, so they could never report these people recovered.
-                    log.warning("new rules start afresh; clearing the %s state of track(s) %s", self.state,
-                                ", ".join(str(t) for t in sorted(self._down)))
-                    self._down.clear()
-                    self._update_state()
+                # Same strategy: new thresholds in place, so a person already on the floor stays on record.
+                if not self.pipeline.rules.reconfigure(rule_settings(new)):
+                    self.pipeline.set_rules(rules)
+                    if self._down:
+                        # Rules of another strategy start without history: they could never report these people
+                        # recovered.
+                        log.warning("rules.strategy changed; clearing the %s state of track(s) %s", self.state,
+                                    ", ".join(str(t) for t in sorted(self._down)))
+                        self._down.clear()
+                        self._update_state()
                 if self.hub is not None:
                     self.hub.update(rules=new.rules.model_dump(mode="json"))
             if old.log.level != new.log.level and not self.log_level_override:

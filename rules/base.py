@@ -93,6 +93,15 @@ class Rules:
         """track -> "upright" | "falling" | "down" (for the debug overlay)."""
         raise NotImplementedError
 
+    def reconfigure(self, settings: "RuleSettings") -> bool:
+        """Apply new thresholds in place, keeping each person's history and open incidents (a configuration
+        reload must not forget that someone is on the floor). False when ``settings`` need another strategy:
+        the caller then starts new rules."""
+        if settings.strategy != self.s.strategy:
+            return False
+        self.s = settings
+        return True
+
 
 def keypoint_box(kps: np.ndarray, min_score: float) -> list[float]:
     """Bounding box of the confident keypoints (fallback when the person has no box); non-finite ones are

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 HISTORY_S = 4.0  # seconds of samples kept per person at least: window_max_s plus the reference span, with room
 MIN_REFERENCE_SAMPLES = 3  # a median of fewer poses is not robust against one garbage pose
 ADOPT_DISTANCE = 1.5  # a new track this many body heights from a lost fallen person is taken to be them
+MAX_UNSEEN_FALLS = 8  # unresolved falls of people out of view kept on record; beyond, the oldest is dropped
 STANDING_LEGS = 0.8  # legs under the body at this share of the standing height's leg length: standing
 
 
@@ -80,6 +81,7 @@ class _Track:
     state: str = "upright"
     fall: Optional[_Fall] = None
     last_fall_t: float = float("-inf")
+    upright_since: Optional[float] = None  # spine near vertical continuously since then (any track state)
 
 
 def _centre(g: BodyGeometry) -> float:
@@ -98,8 +100,11 @@ class FallRules(Rules):
         self.s = settings
         self.source = source
         self._tracks: dict[int, _Track] = {}
+
+    @property
+    def _history_s(self) -> float:
         # A longer configured window needs a longer history, or its far end silently never has a sample.
-        self._history_s = max(HISTORY_S, settings.window_max_s + settings.reference_s + 0.5)
+        return max(HISTORY_S, self.s.window_max_s + self.s.reference_s + 0.5)
 
     # -- public --------------------------------------------------------------------------------------------
     def person_states(self) -> dict[int, str]:
@@ -131,6 +136,30 @@ class FallRules(Rules):
                 events.extend(self._tick(tr, t, frame))
                 if self._forgettable(tr, t):
                     del self._tracks[key]
+        events.extend(self._conclude_unseen_falls(t, frame, seen))
+        return events
+
+    def _conclude_unseen_falls(self, t: float, frame: int, seen: set[int]) -> list[Event]:
+        """A fallen person out of view cannot be seen getting up, and their alarm must not simply lapse. When
+        they have been gone track_forget_s while someone in view has stood upright for recover_s, that is taken
+        to be them, back on their feet (fallwatch watches the room of someone living alone; a visitor standing
+        there can look after them): their incident ends with `recovered`."""
+        unseen = sorted((tr.last_seen, key) for key, tr in self._tracks.items() if key not in seen and tr.state == "down")
+        for _, key in unseen[:-MAX_UNSEEN_FALLS]:  # bounded memory, however many come, fall and go
+            log.warning("%s: dropping the unresolved fall of track %s, out of view since t=%.1f (more than %d)",
+                        self.source or "-", key, self._tracks[key].last_seen, MAX_UNSEEN_FALLS)
+            del self._tracks[key]
+        standing = any(self._tracks[k].upright_since is not None and t - self._tracks[k].upright_since
+                       >= self.s.recover_s and self._tracks[k].state == "upright" for k in seen)
+        if not standing:
+            return []
+        events = []
+        for key, tr in list(self._tracks.items()):
+            if key not in seen and tr.state == "down" and t - tr.last_seen > self.s.track_forget_s:
+                f = tr.fall
+                tr.state, tr.fall = "upright", None
+                events.append(self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f))
+                del self._tracks[key]
         return events
 
     # -- tracks --------------------------------------------------------------------------------------------
@@ -158,11 +187,8 @@ class FallRules(Rules):
         return tr
 
     def _forgettable(self, tr: _Track, t: float) -> bool:
-        absent = t - tr.last_seen
-        if tr.state == "upright":
-            return absent > self.s.track_forget_s
-        # A fallen person stays on record until the long-lie alert has had its chance.
-        return absent > max(self.s.track_forget_s, self.s.down_alert_s) + self.s.track_forget_s
+        # A fallen person stays on record, out of view or not, until their incident ends with `recovered`.
+        return tr.state != "down" and t - tr.last_seen > self.s.track_forget_s
 
     # -- per frame -----------------------------------------------------------------------------------------
     def _observe(self, tr: _Track, t: float, frame: int, person: PersonPose, size: tuple[int, int]) -> list[Event]:
@@ -178,6 +204,10 @@ class FallRules(Rules):
         g = measure(kps, self.s.min_keypoint_score)
         if g is None:
             return self._tick(tr, t, frame)
+        if g.spine_angle_deg <= self.s.upright_angle_deg:
+            tr.upright_since = t if tr.upright_since is None else tr.upright_since
+        else:
+            tr.upright_since = None
         sample = _Sample(t, frame, g, tr.last_box, None)
         while tr.samples and tr.samples[0].t < t - self._history_s:
             tr.samples.popleft()

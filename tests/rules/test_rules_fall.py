@@ -17,6 +17,7 @@ import pytest
 
 from fallwatch.rules import PersonPose, RuleSettings, make_rules
 from fallwatch.rules.events import Event
+from fallwatch.rules.fall import MAX_UNSEEN_FALLS
 
 H = 300.0  # standing body height in pixels
 FLOOR = 420.0  # image y of the ankles when standing
@@ -410,6 +411,44 @@ def test_someone_walking_in_does_not_take_over_a_lost_fallen_person() -> None:
     assert [(e.event, e.track) for e in events] == [("fall", 1), ("person_down", 1)]
 
 
+def test_a_fallen_person_out_of_view_keeps_the_alarm_however_long() -> None:
+    # Lying behind the bed, out of the camera's view: the alarm must not lapse by itself.
+    s = RuleSettings(down_alert_s=5.0, track_forget_s=2.0)
+    body = side_fall(start=1.0)
+    rules = make_rules(s, source="synthetic")
+    events = run({1: lambda t: body(t) if t < 3.5 else None}, duration=120.0, settings=s, rules=rules)
+    assert kinds(events) == ["fall", "person_down"]
+    assert rules.person_states() == {1: "down"}
+
+
+def test_someone_standing_in_view_ends_the_incident_of_a_fallen_person_gone_from_view() -> None:
+    # The fallen person got up where the camera could not see, and walks back in under a new track id.
+    s = RuleSettings(down_alert_s=5.0, track_forget_s=2.0, recover_s=2.0)
+    body = side_fall(start=1.0)
+    rules = make_rules(s, source="synthetic")
+    events = run({1: lambda t: body(t) if t < 3.5 else None, 2: lambda t: STAND if t >= 12.0 else None},
+                 duration=16.0, settings=s, rules=rules)
+    assert [(e.event, e.track) for e in events] == [("fall", 1), ("person_down", 1), ("recovered", 1)]
+    assert 14.0 <= events[-1].t <= 14.5  # once track 2 has stood for recover_s
+    assert rules.person_states() == {2: "upright"}
+
+
+def test_reconfigured_thresholds_keep_an_open_incident() -> None:
+    # A configuration reload (SIGHUP) must not forget that someone is on the floor.
+    s = RuleSettings(down_alert_s=6.0)
+    body = side_fall(start=1.0)
+    rules = make_rules(s, source="synthetic")
+    events = run({1: body}, duration=4.0, settings=s, rules=rules)
+    assert kinds(events) == ["fall"]
+    assert rules.reconfigure(replace(s, fall_angle_deg=70.0, down_alert_s=5.0)) is True
+    for frame in range(int(4.0 * 30), int(10.0 * 30)):
+        t = frame / 30
+        events += rules.update(t, frame, [PersonPose(1, None, keypoints(body(t)))], SIZE)
+    assert kinds(events) == ["fall", "person_down"]
+    assert rules.s.fall_angle_deg == 70.0
+    assert rules.reconfigure(replace(s, strategy="ambianic")) is False  # another strategy: new rules
+
+
 def test_new_person_listed_before_a_fallen_one_stays_separate() -> None:
     rules = make_rules(RuleSettings(), source="s")
     body = side_fall(start=1.0)
@@ -544,9 +583,15 @@ def test_per_track_state_stays_bounded_with_many_people_coming_and_going() -> No
         for _ in range(int(12 * 15)):  # an empty room for a while
             rules.update(t, 0, [], SIZE)
             t += 1 / 15
-        assert rules.person_states() == {}
+        # Only unresolved falls (people who fell and were never seen up again) stay on record, and only so many.
+        states = rules.person_states()
+        assert set(states.values()) <= {"down"} and len(states) <= MAX_UNSEEN_FALLS, states
         held = {k: len(v) for k, v in vars(rules).items() if isinstance(v, dict)}
-        assert all(n <= 1 for n in held.values()), (strategy, held)
+        assert all(n <= MAX_UNSEEN_FALLS for n in held.values()), (strategy, held)
+        for _ in range(int(5 * 15)):  # someone stands in the room: the incident ends, nothing is left
+            rules.update(t, 0, [PersonPose(99, None, keypoints(STAND))], SIZE)
+            t += 1 / 15
+        assert rules.person_states() == {99: "upright"}
 
 
 def test_a_longer_configured_window_keeps_the_history_it_needs() -> None:
