@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from fallwatch.config.loader import redact_url
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -200,7 +202,7 @@ class OpenCVCameraSource(Source):
     def __init__(self, target: str, width: int, height: int, fps: float):
         self.target = target
         self.is_device = not target.startswith(STREAM_SCHEMES)
-        self.name = f"v4l2:{target}" if self.is_device else _redact(target)
+        self.name = f"v4l2:{target}" if self.is_device else redact_url(target)
         self.width, self.height, self.fps = width, height, fps
         self.cap: Any = None
 
@@ -284,15 +286,6 @@ def import_picamera2() -> Any:
                           f"run `apt install python3-picamera2` and create the venv with "
                           f"--system-site-packages") from None
     return Picamera2
-
-
-def _redact(url: str) -> str:
-    """rtsp://user:secret@host/x -> rtsp://user:***@host/x, so passwords stay out of logs."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.partition("@")
-    if at and ":" in creds:
-        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 def v4l2_cameras(dev_dir: str = "/dev", sysfs_dir: str = "/sys/class/video4linux") -> list[str]:

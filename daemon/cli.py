@@ -24,7 +24,8 @@ HANDLERS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fallwatch", description="Fall detection for one room, over MQTT.")
-    parser.add_argument("--log-level", default=None, help="override log.level (DEBUG, INFO, WARNING, ERROR)")
+    parser.add_argument("--log-level", default=None, type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="override log.level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, config: bool = True, model_dir: bool = False) -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from fallwatch.config.loader import ConfigError, default_config_path, load_config
+from fallwatch.config.loader import ConfigError, default_config_path, load_config, masked_dump
 from fallwatch.config.schema import Config
 
 from .capture import Capture, SourceError, make_source
@@ -58,9 +58,11 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
-    """Changed keys (dotted) -> (old, new); secrets appear masked, as pydantic dumps SecretStr."""
-    a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    """Changed keys (dotted) -> (old, new) as they may be logged: compared on the real values (a changed
+    password counts), shown masked (secrets, and passwords inside URLs such as an RTSP camera.source)."""
+    a, b = flatten(old.model_dump()), flatten(new.model_dump())
+    shown_a, shown_b = flatten(masked_dump(old)), flatten(masked_dump(new))
+    return {k: (shown_a.get(k), shown_b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 class Shutdown(Exception):

@@ -561,3 +561,15 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     kinds = [e["event"] for e in daemon.hub.recent_events()]
     assert kinds == ["fall", "person_down"], kinds  # ... and the incident went on through it
     assert daemon.state == "person_down"
+
+
+def test_reload_log_shows_changes_without_their_secrets() -> None:
+    from fallwatch.config.loader import parse_config
+    from fallwatch.daemon.service import config_changes
+
+    old = parse_config("camera:\n  source: rtsp://cam:old-secret@192.0.2.9/s\nmqtt:\n  password: p1\n")
+    new = parse_config("camera:\n  source: rtsp://cam:new-secret@192.0.2.9/s\nmqtt:\n  password: p2\n")
+    changes = config_changes(old, new)
+    assert set(changes) == {"camera.source", "mqtt.password"}  # a changed secret is still a change
+    assert "secret" not in repr(changes) and "p1" not in repr(changes) and "p2" not in repr(changes)
+    assert changes["camera.source"] == ("rtsp://cam:***@192.0.2.9/s", "rtsp://cam:***@192.0.2.9/s")
