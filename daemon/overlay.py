@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from fallwatch.pose.types import KEYPOINT_NAMES, SKELETON
+from fallwatch.rules.geometry import angle_from_vertical, finite_keypoints, spine_points
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +30,20 @@ MAX_HEIGHT = 4320
 
 def spine(keypoints: np.ndarray, min_score: float = KEYPOINT_MIN_SCORE
           ) -> Optional[tuple[tuple[float, float], tuple[float, float], float]]:
-    """(mid_shoulder, mid_hip, angle from vertical in degrees) or None when shoulders or hips are not seen.
+    """(shoulder point, hip point, angle from vertical in degrees) of the spine the rules judge, or None.
 
-    0 deg is upright (shoulders straight above hips), 90 deg lying flat, up to 180 deg head down.
+    Mid-shoulder -> mid-hip, or one side's shoulder -> hip when the other side is not seen (the rules'
+    own ``spine_points``, so the stream shows what they measure). 0 deg is upright, 90 lying flat, up to 180
+    head down.
     """
-    kp = np.asarray(keypoints, dtype=np.float32)
+    kp = np.asarray(keypoints, dtype=np.float64)
     if kp.ndim != 2 or kp.shape[0] < 17 or kp.shape[1] < 3:
         return None
-    idx = (_L_SHOULDER, _R_SHOULDER, _L_HIP, _R_HIP)
-    if any(not np.isfinite(kp[i, :3]).all() or kp[i, 2] < min_score for i in idx):
+    points = spine_points(finite_keypoints(kp[:17, :3]), min_score)
+    if points is None or np.array_equal(points[0], points[1]):
         return None
-    sh = ((kp[_L_SHOULDER, 0] + kp[_R_SHOULDER, 0]) / 2, (kp[_L_SHOULDER, 1] + kp[_R_SHOULDER, 1]) / 2)
-    hip = ((kp[_L_HIP, 0] + kp[_R_HIP, 0]) / 2, (kp[_L_HIP, 1] + kp[_R_HIP, 1]) / 2)
-    dx, dy = sh[0] - hip[0], sh[1] - hip[1]  # image y grows downwards, so upright means dy < 0
-    if dx == 0 and dy == 0:
-        return None
-    angle = math.degrees(math.atan2(abs(dx), -dy))
-    return (float(sh[0]), float(sh[1])), (float(hip[0]), float(hip[1])), angle
+    top, bottom, _ = points
+    return (float(top[0]), float(top[1])), (float(bottom[0]), float(bottom[1])), angle_from_vertical(top, bottom)
 
 
 _COORD_LIMIT = 1 << 20  # cv2 takes int32 points; far-off ones are clipped to the image by cv2 itself

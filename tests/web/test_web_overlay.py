@@ -20,7 +20,11 @@ def test_spine_angle_from_vertical(person_factory):
         _, _, angle = spine(person_factory(1, 640, 480, lean_deg=lean).keypoints)
         assert angle == pytest.approx(abs(lean), abs=0.5)
     kps = upright.keypoints.copy()
-    kps[11, 2] = 0.05  # left hip unseen: no spine rather than a guess
+    kps[11, 2] = 0.05  # left hip unseen: the right side's shoulder -> hip, as the rules measure it
+    top, bottom, angle = spine(kps)
+    assert top == (float(kps[6, 0]), float(kps[6, 1])) and bottom == (float(kps[12, 0]), float(kps[12, 1]))
+    assert angle < 10  # one side's line: upright, though shoulders are wider than hips
+    kps[12, 2] = 0.05  # both hips unseen: no spine rather than a guess
     assert spine(kps) is None
     assert spine(np.zeros((5, 3))) is None
 
