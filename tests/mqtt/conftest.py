@@ -29,6 +29,18 @@ def subscriber():
 
 
 @pytest.fixture
+def persistent_broker(mosquitto_factory, tmp_path: Path):
+    """A started broker that keeps sessions on disk (saved every second), so a subscriber's queued QoS 1
+    messages survive the broker's restart."""
+    persist = tmp_path / "broker-db"
+    persist.mkdir()
+    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n"
+                               "autosave_interval 1\n")
+    broker.start()
+    return broker
+
+
+@pytest.fixture
 def mqtt_cfg(tmp_path: Path):
     """MqttConfig for a loopback broker, with fast reconnects and the outbox in tmp_path."""
 

@@ -21,12 +21,9 @@ def test_mqtt_availability_online_then_offline_on_sigkill(mosquitto, subscriber,
     assert after.wait_count(f"{PREFIX}/availability", 1) == [b"offline"], "the Last Will must be retained"
 
 
-def test_mqtt_events_survive_broker_outage_and_restart(mosquitto_factory, tmp_path, subscriber, mqtt_cfg,
+def test_mqtt_events_survive_broker_outage_and_restart(persistent_broker, subscriber, mqtt_cfg,
                                                         publisher_proc):
-    persist = tmp_path / "broker-db"
-    persist.mkdir()
-    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n")
-    broker.start()
+    broker = persistent_broker
     # The family's phone: a persistent QoS 1 session that the broker keeps (and queues for) across its restart.
     sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
     cfg = mqtt_cfg(broker.port)

@@ -147,12 +147,9 @@ def test_mqtt_snapshots_only_when_enabled(mosquitto, subscriber, mqtt_cfg, publi
     assert len(sub.on(f"{PREFIX}/event")) == 2
 
 
-def test_mqtt_broker_down_at_start_then_outage_keeps_order(mosquitto_factory, tmp_path, subscriber, mqtt_cfg,
+def test_mqtt_broker_down_at_start_then_outage_keeps_order(persistent_broker, subscriber, mqtt_cfg,
                                                             publisher):
-    persist = tmp_path / "broker-db"
-    persist.mkdir()
-    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n")
-    broker.start()
+    broker = persistent_broker
     # a persistent QoS 1 session: the broker queues events for it while it is away or the broker restarts
     sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
     broker.stop()
@@ -181,11 +178,8 @@ def test_mqtt_broker_down_at_start_then_outage_keeps_order(mosquitto_factory, tm
     assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
 
 
-def test_mqtt_outbox_bound_drops_oldest(mosquitto_factory, tmp_path, subscriber, mqtt_cfg, publisher, caplog):
-    persist = tmp_path / "broker-db"
-    persist.mkdir()
-    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n")
-    broker.start()
+def test_mqtt_outbox_bound_drops_oldest(persistent_broker, subscriber, mqtt_cfg, publisher, caplog):
+    broker = persistent_broker
     sub = subscriber(broker.port, [f"{PREFIX}/event", f"{PREFIX}/heartbeat"], client_id="family-phone",
                      clean=False)
     broker.stop()
@@ -206,14 +200,10 @@ def test_mqtt_outbox_bound_drops_oldest(mosquitto_factory, tmp_path, subscriber,
     assert sub.wait_for(lambda s: any(h["events_dropped"] == 3 for h in s.json_on(f"{PREFIX}/heartbeat")), 5)
 
 
-def test_mqtt_unacknowledged_events_resent_in_order_once(mosquitto_factory, tmp_path, subscriber, mqtt_cfg,
+def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, tmp_path, subscriber, mqtt_cfg,
                                                          publisher):
     """Events handed to the broker but never acknowledged (it froze, then died) are re-sent, before newer ones."""
-    persist = tmp_path / "broker-db"
-    persist.mkdir()
-    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n"
-                               "autosave_interval 1\n")
-    broker.start()
+    broker = persistent_broker
     sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
     pub = publisher(mqtt_cfg(broker.port))
     pub.start()
@@ -223,7 +213,7 @@ def test_mqtt_unacknowledged_events_resent_in_order_once(mosquitto_factory, tmp_
         pub.publish_event(event)
     assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) == 2, 5)
     # the broker must have saved the phone's session to disk before it is killed
-    assert wait_until(lambda: (persist / "mosquitto.db").exists(), 5), "mosquitto did not autosave"
+    assert wait_until(lambda: (tmp_path / "broker-db" / "mosquitto.db").exists(), 5), "mosquitto did not autosave"
     os.kill(broker.proc.pid, signal.SIGSTOP)            # frozen: takes the bytes, never acknowledges
     for event in events[2:5]:
         pub.publish_event(event)

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -14,6 +13,7 @@ from fallwatch.daemon.cli import main as cli_main
 from fallwatch.pose.engine import FrameError, PoseEngine, PoseSettings
 from fallwatch.pose.estimator import torso_score
 from fallwatch.pose.types import KEYPOINT_NAMES, PoseResult
+from pose_testlib import load_rgb
 
 L_SH, R_SH, L_HIP, R_HIP = 5, 6, 11, 12
 
@@ -21,12 +21,6 @@ L_SH, R_SH, L_HIP, R_HIP = 5, 6, 11, 12
 @pytest.fixture(scope="module")
 def engine(model_dir: Path) -> PoseEngine:
     return PoseEngine(PoseSettings(backend="cpu"), model_dir)
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path))
-    assert img is not None, path
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def run(engine: PoseEngine, path: Path) -> PoseResult:

@@ -10,12 +10,7 @@ import pytest
 
 from fallwatch.pose.engine import FrameError, PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.estimator import torso_score
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path))
-    assert img is not None, path
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+from pose_testlib import FailingInterpreter, load_rgb
 
 
 def clip_frames(data_dir: Path, n: int) -> list[tuple[float, np.ndarray]]:
@@ -93,19 +88,6 @@ def test_more_wrong_frames_are_frame_errors(engine: PoseEngine, bad: np.ndarray)
         engine.process(bad, 0.0)
 
 
-class _FailingInterpreter:
-    """An Edge TPU interpreter whose device went away: every invoke raises."""
-
-    def __init__(self, real):
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def invoke(self) -> None:
-        raise RuntimeError("Failed to invoke: USB transfer error (device unplugged)")
-
-
 def test_tpu_failing_mid_run_keeps_tracks_and_output(model_dir: Path, data_dir: Path) -> None:
     """The detector's TPU dies on a frame where the estimator (on the CPU) already followed the person: the
     switch to the CPU twins must give exactly what an engine that never failed gives, for that frame and after
@@ -119,7 +101,7 @@ def test_tpu_failing_mid_run_keeps_tracks_and_output(model_dir: Path, data_dir: 
             failing._backend = "edgetpu"
             failing.tracker._since_detect = failing.settings.detect_every - 1  # the detector is due now
             steady.tracker._since_detect = steady.settings.detect_every - 1
-            failing.detector_model.interpreter = _FailingInterpreter(failing.detector_model.interpreter)
+            failing.detector_model.interpreter = FailingInterpreter(failing.detector_model.interpreter)
         a, b = steady.process(rgb, t), failing.process(rgb, t)
         assert [p.track_id for p in a.persons] == [p.track_id for p in b.persons], i
         assert a.detector_ran == b.detector_ran, i

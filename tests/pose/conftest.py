@@ -1,0 +1,5 @@
+"""The pose test modules import pose_testlib from this folder."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
