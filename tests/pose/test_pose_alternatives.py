@@ -4,17 +4,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from fallwatch.pose.detector import blazepose_anchors
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.estimator import BLAZEPOSE_TO_COCO, torso_score
-
-
-def rgb(path: Path) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+from pose_testlib import load_rgb, video_frames
 
 
 def spine_from_vertical(kps: np.ndarray) -> float:
@@ -37,7 +33,7 @@ def test_blazepose_anchor_count() -> None:
 def test_blazepose_standing_and_33_landmarks(blazepose: PoseEngine, images_dir: Path) -> None:
     assert blazepose.backend == "cpu"  # no Edge TPU build of either model
     blazepose.reset()
-    result = blazepose.process(rgb(images_dir / "fall_img_1.png"), 0.0)
+    result = blazepose.process(load_rgb(images_dir / "fall_img_1.png"), 0.0)
     assert len(result.persons) == 1
     p = result.persons[0]
     assert p.keypoints33 is not None and p.keypoints33.shape == (33, 3)
@@ -48,7 +44,7 @@ def test_blazepose_standing_and_33_landmarks(blazepose: PoseEngine, images_dir: 
 
 def test_blazepose_lying_from_its_rotated_region(blazepose: PoseEngine, images_dir: Path) -> None:
     blazepose.reset()
-    result = blazepose.process(rgb(images_dir / "fall_img_9.png"), 0.0)
+    result = blazepose.process(load_rgb(images_dir / "fall_img_9.png"), 0.0)
     assert len(result.persons) == 1
     kps = result.persons[0].keypoints_raw
     assert torso_score(kps) >= 0.5 and spine_from_vertical(kps) >= 60
@@ -58,29 +54,24 @@ def test_blazepose_lying_from_its_rotated_region(blazepose: PoseEngine, images_d
 def test_blazepose_background_nobody(blazepose: PoseEngine, images_dir: Path) -> None:
     blazepose.reset()
     for i in range(3):
-        assert blazepose.process(rgb(images_dir / "background.jpg"), i / 30).persons == []
+        assert blazepose.process(load_rgb(images_dir / "background.jpg"), i / 30).persons == []
 
 
 def test_multipose_detector_finds_the_couple(model_dir: Path, images_dir: Path) -> None:
     engine = PoseEngine(PoseSettings(backend="cpu", detector="movenet_multipose"), model_dir)
-    result = engine.process(rgb(images_dir / "test_couple.jpg"), 0.0)
+    result = engine.process(load_rgb(images_dir / "test_couple.jpg"), 0.0)
     assert len(result.persons) == 2 and result.detector_ran
     xs = sorted(float(p.keypoints_raw[[11, 12], 0].mean()) for p in result.persons)
     assert xs[1] - xs[0] > 150
     engine.reset()
-    assert engine.process(rgb(images_dir / "background.jpg"), 0.0).persons == []
+    assert engine.process(load_rgb(images_dir / "background.jpg"), 0.0).persons == []
 
 
 def test_blazepose_tracks_through_a_fall(blazepose: PoseEngine, data_dir: Path) -> None:
-    cap = cv2.VideoCapture(str(data_dir / "gmdcsa24-dev" / "Subject 2" / "Fall" / "13.mp4"))
-    fps = cap.get(cv2.CAP_PROP_FPS)
     blazepose.reset()
     ids, n, last = set(), 0, None
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        last = blazepose.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), n / fps)
+    for t, rgb in video_frames(data_dir / "gmdcsa24-dev" / "Subject 2" / "Fall" / "13.mp4"):
+        last = blazepose.process(rgb, t)
         ids.update(p.track_id for p in last.persons)
         n += 1
     assert n > 100 and len(ids) == 1

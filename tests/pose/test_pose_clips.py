@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.estimator import torso_score
 from fallwatch.pose.types import PoseResult
+from pose_testlib import first_frames, load_rgb, video_frames
 
 CONFIDENT_TORSO = 0.3
 
@@ -30,23 +30,6 @@ def fall_clips() -> list[str]:
     return [c["path"] for c in clips if c["label"] == "fall"]
 
 
-def frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), path
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    assert fps > 0
-    n = 0
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            yield n / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            n += 1
-    finally:
-        cap.release()
-
-
 @pytest.fixture(scope="module")
 def engine(model_dir: Path) -> PoseEngine:
     return PoseEngine(PoseSettings(backend="cpu"), model_dir)
@@ -57,7 +40,7 @@ def test_one_person_keeps_one_id(engine: PoseEngine, data_dir: Path) -> None:
     clip = data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4"  # reading while walking across the room
     ids: list[int] = []
     n = detector_runs = 0
-    for t, rgb in frames(clip):
+    for t, rgb in video_frames(clip):
         result = engine.process(rgb, t)
         n += 1
         detector_runs += result.detector_ran
@@ -75,7 +58,7 @@ def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) 
     entry = next(c for c in manifest(data_dir)["clips"] if c["path"] == clip)
     engine.reset()
     results: list[tuple[float, PoseResult]] = [(t, engine.process(rgb, t))
-                                               for t, rgb in frames(data_dir / "gmdcsa24-dev" / clip)]
+                                               for t, rgb in video_frames(data_dir / "gmdcsa24-dev" / clip)]
     t_last = results[-1][0]
     # One second after the fall ends; several annotated falls end at (or past) the end of the clip, so then
     # the last frame.
@@ -103,9 +86,9 @@ def test_track_times_out_and_a_returning_person_gets_a_new_id(model_dir: Path, d
                                                               images_dir: Path) -> None:
     engine = PoseEngine(PoseSettings(backend="cpu", track_timeout_s=1.0), model_dir)
     clip = data_dir / "gmdcsa24-dev" / "Subject 2" / "ADL" / "23.mp4"
-    video = [rgb for _, rgb in zip(range(20), (f for _, f in frames(clip)))]
+    video = [rgb for _, rgb in first_frames(clip, 20)]
     h, w = video[0].shape[:2]
-    empty = cv2.resize(cv2.cvtColor(cv2.imread(str(images_dir / "background.jpg")), cv2.COLOR_BGR2RGB), (w, h))
+    empty = cv2.resize(load_rgb(images_dir / "background.jpg"), (w, h))
     t = 0.0
     for rgb in video[:10]:
         first = engine.process(rgb, t)
@@ -128,8 +111,8 @@ def test_track_times_out_and_a_returning_person_gets_a_new_id(model_dir: Path, d
 def test_two_people_keep_their_own_ids(engine: PoseEngine, data_dir: Path) -> None:
     """Two real clips side by side: two people, two ids, and neither id jumps to the other person."""
     root = data_dir / "gmdcsa24-dev"
-    left = frames(root / "Subject 1" / "ADL" / "10.mp4")
-    right = frames(root / "Subject 2" / "ADL" / "24.mp4")
+    left = video_frames(root / "Subject 1" / "ADL" / "10.mp4")
+    right = video_frames(root / "Subject 2" / "ADL" / "24.mp4")
     engine.reset()
     sides: dict[int, set[str]] = {}
     both = n = 0

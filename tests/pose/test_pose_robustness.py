@@ -10,19 +10,7 @@ import pytest
 
 from fallwatch.pose.engine import FrameError, PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.estimator import torso_score
-from pose_testlib import FailingInterpreter, load_rgb
-
-
-def clip_frames(data_dir: Path, n: int) -> list[tuple[float, np.ndarray]]:
-    cap = cv2.VideoCapture(str(data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4"))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    out = []
-    while len(out) < n:
-        ok, bgr = cap.read()
-        assert ok
-        out.append((len(out) / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    cap.release()
-    return out
+from pose_testlib import FailingInterpreter, first_frames, load_rgb
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +80,7 @@ def test_tpu_failing_mid_run_keeps_tracks_and_output(model_dir: Path, data_dir: 
     """The detector's TPU dies on a frame where the estimator (on the CPU) already followed the person: the
     switch to the CPU twins must give exactly what an engine that never failed gives, for that frame and after
     (same id, same smoothed keypoints, same detector schedule)."""
-    frames = clip_frames(data_dir, 40)
+    frames = first_frames(data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4", 40)
     steady = PoseEngine(PoseSettings(backend="cpu"), model_dir)
     failing = PoseEngine(PoseSettings(backend="cpu"), model_dir)
     fail_at = 20

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from fallwatch.pose.engine import PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.smoothing import OneEuroFilter
+from pose_testlib import first_frames
 
 
 def kps_at(x: float, y: float, score: float = 0.9) -> np.ndarray:
@@ -54,18 +54,8 @@ def test_scores_pass_through_and_restart_on_time_going_back() -> None:
     assert np.allclose(out[:, :2], 10)
 
 
-def _clip_frames(data_dir: Path, n: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(data_dir / "gmdcsa24-dev" / "Subject 2" / "ADL" / "23.mp4"))
-    out = []
-    while len(out) < n:
-        ok, bgr = cap.read()
-        assert ok
-        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return out
-
-
 def test_engine_keeps_raw_and_smoothed(model_dir: Path, data_dir: Path) -> None:
-    frames = _clip_frames(data_dir, 40)
+    frames = [rgb for _, rgb in first_frames(data_dir / "gmdcsa24-dev" / "Subject 2" / "ADL" / "23.mp4", 40)]
     on = PoseEngine(PoseSettings(backend="cpu"), model_dir)
     off = PoseEngine(PoseSettings(backend="cpu", smoothing=SmoothingSettings(enabled=False)), model_dir)
     jitter_raw, jitter_smooth, differs = [], [], 0
