@@ -64,12 +64,15 @@ def mosquitto_binary() -> str:
 class Mosquitto:
     """A real mosquitto on a free loopback port; stop() and start() keep the same port (outage tests)."""
 
-    def __init__(self, workdir: Path, extra_conf: str = "", port: int | None = None):
+    def __init__(self, workdir: Path, extra_conf: str = "", port: int | None = None, persistent: bool = False):
         self.workdir = workdir
         self.port = port or free_port()
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.log = workdir / f"mosquitto-{self.port}.log"
         self.extra_conf = extra_conf
+        # persistent: sessions and their queued QoS 1 messages are saved here (every second, and on stop), so
+        # they survive the broker's restart, as the outage tests need.
+        self.db_dir = workdir / f"mosquitto-{self.port}-db" if persistent else None
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
@@ -79,7 +82,10 @@ class Mosquitto:
         if os.geteuid() == 0 and "\nuser " not in "\n" + conf:
             # as root mosquitto switches to the `mosquitto` user, who cannot read the test's files in tmp
             conf = "user root\n" + conf
-        if "persistence " not in conf:   # outage tests may ask for persistence (queued messages survive)
+        if self.db_dir:
+            self.db_dir.mkdir(exist_ok=True)
+            conf += f"\npersistence true\npersistence_location {self.db_dir}/\nautosave_interval 1\n"
+        else:
             conf += "\npersistence false\n"
         self.conf.write_text(conf + "\n")
         self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
@@ -111,8 +117,8 @@ def mosquitto_factory(tmp_path: Path):
     """Make brokers with their own configuration text (password files, TLS listeners)."""
     brokers: list[Mosquitto] = []
 
-    def make(extra_conf: str = "", port: int | None = None) -> Mosquitto:
-        broker = Mosquitto(tmp_path, extra_conf, port)
+    def make(extra_conf: str = "", port: int | None = None, persistent: bool = False) -> Mosquitto:
+        broker = Mosquitto(tmp_path, extra_conf, port, persistent)
         brokers.append(broker)
         return broker
 

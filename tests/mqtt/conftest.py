@@ -29,15 +29,9 @@ def subscriber():
 
 
 @pytest.fixture
-def persistent_broker(mosquitto_factory, tmp_path: Path):
-    """A started broker that keeps sessions on disk (saved every second), so a subscriber's queued QoS 1
-    messages survive the broker's restart."""
-    persist = tmp_path / "broker-db"
-    persist.mkdir()
-    broker = mosquitto_factory(f"allow_anonymous true\npersistence true\npersistence_location {persist}/\n"
-                               "autosave_interval 1\n")
-    broker.start()
-    return broker
+def persistent_broker(mosquitto_factory):
+    """A started broker that keeps sessions on disk, so a subscriber's queued QoS 1 messages survive its restart."""
+    return mosquitto_factory(persistent=True).start()
 
 
 @pytest.fixture

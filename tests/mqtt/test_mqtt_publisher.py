@@ -200,7 +200,7 @@ def test_mqtt_outbox_bound_drops_oldest(persistent_broker, subscriber, mqtt_cfg,
     assert sub.wait_for(lambda s: any(h["events_dropped"] == 3 for h in s.json_on(f"{PREFIX}/heartbeat")), 5)
 
 
-def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, tmp_path, subscriber, mqtt_cfg,
+def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, subscriber, mqtt_cfg,
                                                          publisher):
     """Events handed to the broker but never acknowledged (it froze, then died) are re-sent, before newer ones."""
     broker = persistent_broker
@@ -213,7 +213,7 @@ def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, tmp_
         pub.publish_event(event)
     assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) == 2, 5)
     # the broker must have saved the phone's session to disk before it is killed
-    assert wait_until(lambda: (tmp_path / "broker-db" / "mosquitto.db").exists(), 5), "mosquitto did not autosave"
+    assert wait_until(lambda: (broker.db_dir / "mosquitto.db").exists(), 5), "mosquitto did not autosave"
     os.kill(broker.proc.pid, signal.SIGSTOP)            # frozen: takes the bytes, never acknowledges
     for event in events[2:5]:
         pub.publish_event(event)
