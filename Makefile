@@ -21,7 +21,7 @@ endif
 # systemd-python compiles against libsystemd; install that extra only where the library's headers are present.
 EXTRAS := dev$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
 
-.PHONY: run test install install-dev models clean
+.PHONY: run test install install-dev models clean mqtt-load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ run: models
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The MQTT load test: N simulated devices (the real publisher and outbox) on one local mosquitto, restarted mid-run.
+N ?= 50
+mqtt-load: install-dev
+	$(BIN)/python bench/mqtt_load.py --devices $(N) $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
