@@ -721,7 +721,8 @@ class MqttPublisher:
                 "state": st.get("state"), "events_sent": stats["events_sent"],
                 "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
                 "events_suppressed": stats["events_suppressed"], "dropped_frames": st.get("dropped_frames"),
-                "cpu_temp_c": cpu_temp_c(), "alerts": self._alerts}
+                "cpu_temp_c": cpu_temp_c(), "alerts": self._alerts,
+                "heartbeat_s": self.cfg.heartbeat_s}   # lets a watcher tell a late heartbeat from a slow cadence
 
     def _safe_status(self) -> dict:
         try:

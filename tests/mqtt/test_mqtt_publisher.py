@@ -51,11 +51,11 @@ def test_mqtt_heartbeat_cadence_and_fields(mosquitto, subscriber, mqtt_cfg, publ
     assert all(0.7 < g < 1.5 for g in gaps), f"heartbeat gaps {gaps}"
     hb = json.loads(beats[-1])
     for key in ("ts", "uptime_s", "version", "backend", "camera", "fps", "persons", "events_sent", "events_queued",
-                "events_dropped", "dropped_frames", "cpu_temp_c"):
+                "events_dropped", "dropped_frames", "cpu_temp_c", "heartbeat_s"):
         assert key in hb, f"heartbeat lacks {key}"
     assert (hb["backend"], hb["camera"], hb["fps"], hb["persons"], hb["dropped_frames"]) == (
         STATUS["backend"], STATUS["camera"], STATUS["fps"], STATUS["persons"], STATUS["dropped_frames"])
-    assert hb["version"] == "0.0-test" and hb["uptime_s"] >= 2
+    assert hb["version"] == "0.0-test" and hb["uptime_s"] >= 2 and hb["heartbeat_s"] == 1
     assert hb["cpu_temp_c"] is None or 0 < hb["cpu_temp_c"] < 130
 
 
