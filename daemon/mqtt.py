@@ -674,6 +674,12 @@ class MqttPublisher:
                                                                   and self.cfg.qos > 0):
                 log.debug("MQTT publish of event %s deferred: %s", event_id, mqtt.error_string(info.rc))
                 break   # not taken by paho: stays in the outbox for the next connection
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                # The link dropped before on_disconnect told us: paho keeps this QoS 1/2 message, sends it on
+                # reconnecting and marks it published on its PUBACK, but its is_published() raises for any rc
+                # other than success, which would wedge this loop on the event for good (the load test's restart
+                # found it). The message *is* queued, so say so.
+                info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
             self._inflight.append((seq, info, event_id))
             self._last_handed = seq
             log.debug("handed event %s (#%d) to MQTT", event_id, seq)

@@ -233,6 +233,30 @@ def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, subs
     assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
 
 
+def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(persistent_broker, subscriber,
+                                                                              mqtt_cfg, publisher):
+    """The sender hands an event to paho in the moment between the link dropping and on_disconnect running:
+    paho keeps it (QoS 1) and sends it once reconnected; the sender must neither stall on it nor lose it."""
+    broker = persistent_broker
+    sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
+    pub = publisher(mqtt_cfg(broker.port))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    broker.stop()
+    assert wait_until(lambda: not pub.connected, 5)
+    pub._connected = True          # the window: paho has lost the link, the publisher does not know yet
+    events = [make_event("fall", i) for i in range(2)]
+    pub.publish_event(events[0])
+    assert wait_until(lambda: len(pub._inflight) == 1, 3), "the event was not handed to paho"
+    broker.start()
+    assert wait_until(lambda: pub.connected and not pub._inflight, 10), "the sender stalled on the event"
+    pub.publish_event(events[1])
+    want = [e["id"] for e in events]
+    assert sub.wait_for(lambda s: [json.loads(p)["id"] for p in s.on(f"{PREFIX}/event")] == want, 10), \
+        sub.on(f"{PREFIX}/event")
+    assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
+
+
 @pytest.mark.parametrize("qos", [0, 2])
 def test_mqtt_event_qos_setting(mosquitto, subscriber, mqtt_cfg, publisher, qos):
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
