@@ -189,9 +189,8 @@ def render_table(args: argparse.Namespace, devices: list[dict], connected: bool)
     title = (f"fallwatch on {args.host}:{args.port} ({link}) at {clock}: {len(devices)} device(s), "
              f"{alarms} with a fall, {down} down")
     table = Table(title=title, title_justify="left", expand=False)
-    for column in ("device", "camera", "availability", "state", "persons", "last event", "age", "heartbeat",
-                   "alerts"):
-        table.add_column(column)
+    for column in ("device", "camera", "status", "state", "persons", "event", "age", "beat", "alerts"):
+        table.add_column(column, no_wrap=column in ("device", "camera", "state"), overflow="fold")
     for device in devices:
         availability = device["down_reason"] or device["availability"] or "?"
         heartbeat = age_text(device["heartbeat_age_s"]) or "-"

@@ -129,7 +129,7 @@ def test_table_rows_follow_the_model_order():
     console = Console(record=True, width=160)
     console.print(render_table(args, m.snapshot(T0), connected=True))
     text = console.export_text()
-    assert "3 device(s), 1 with a fall, 1 down" in text
+    assert "3 device(s), 1 with a fall, 1 down" in " ".join(text.split())   # the title may wrap
     lines = [line for line in text.splitlines() if any(d in line for d in ("a-ok", "b-gone", "c-fall"))]
     assert [next(d for d in ("a-ok", "b-gone", "c-fall") if d in line) for line in lines] == \
         ["c-fall", "b-gone", "a-ok"]

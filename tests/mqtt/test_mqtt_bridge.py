@@ -25,7 +25,6 @@ def site_conf(central_port: int) -> str:
         "keepalive_interval 10\n"
         "restart_timeout 1\n"
         "notifications true\n"
-        "notifications_local_only true\n"
     )
 
 
