@@ -188,9 +188,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     processes = max(1, min(processes, args.devices))
 
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import Mosquitto   # the tests' real broker on a free loopback port
+    from conftest import Mosquitto, mosquitto_binary   # the tests' real broker on a free loopback port
 
-    raise_fd_limit(args.devices * FDS_PER_DEVICE // processes + args.devices + 256)
+    try:
+        mosquitto_binary()
+    except BaseException as exc:   # pytest's fail() outside pytest: say it in one line
+        sys.exit(f"mqtt_load: {exc}")
+    fd_limit = raise_fd_limit(args.devices * FDS_PER_DEVICE // processes + args.devices + 256)
     workdir = Path(tempfile.mkdtemp(prefix="fallwatch-mqtt-load-", dir=args.state_dir))
     broker = Mosquitto(workdir, persistent=True, extra_conf=(
         "allow_anonymous true\n"
@@ -207,7 +211,7 @@ def main(argv: Optional[list[str]] = None) -> int:
              for w in range(processes)]
     recorder = Recorder(broker.port)
     report: dict[str, Any] = {"devices": args.devices, "processes": processes, "duration_s": args.duration,
-                              "rate_per_device": args.rate, "heartbeat_s": 1}
+                              "rate_per_device": args.rate, "heartbeat_s": 1, "open_files_limit": fd_limit}
     try:
         t0 = time.monotonic()
         for proc in procs:
@@ -321,7 +325,7 @@ def _text(r: dict) -> str:
                      f"after {x['all_online_after_s']} s; backlog delivered {x['backlog_delivered_after_s']} s "
                      f"after the broker was back")
     lines.append(f"heartbeats received: {r['heartbeats_received']}; schedule lag max {r['max_schedule_lag_s']} s; "
-                 f"start-up {r['startup_s']} s")
+                 f"start-up {r['startup_s']} s; open files limit {r['open_files_limit']}")
     return "\n".join(lines)
 
 
