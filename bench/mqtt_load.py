@@ -285,13 +285,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if outage:
         steady = [first[i][0] - first[i][1] for i in delivered if first[i][1] < outage["stopped"] - 1.0]
         during = [i for i in delivered if outage["stopped"] <= first[i][1] < outage["started"]]
-        back = [t for t in online.values() if t >= outage["started"]]
+        back = [t for t in online.values() if t > outage["stopped"]]   # a device may beat wait_for_port
         report["latency_steady_ms"] = {"p50": _ms(percentile(steady, 50)), "p99": _ms(percentile(steady, 99))}
         report["restart"] = {
             "outage_s": round(outage["started"] - outage["stopped"], 2),
             "events_published_during_outage": len(during),
             "devices_back_online": len(back),
-            "all_online_after_s": round(max(back) - outage["started"], 2) if len(back) == args.devices else None,
+            "all_online_after_s": round(max(0.0, max(back) - outage["started"]), 2)
+            if len(back) == args.devices else None,
             "backlog_delivered_after_s": round(max((first[i][0] for i in during), default=outage["started"])
                                                - outage["started"], 2),
         }
