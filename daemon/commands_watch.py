@@ -38,6 +38,7 @@ class _Watcher:
         self.connack = threading.Event()
         self.suback = threading.Event()
         self.refused: Optional[str] = None
+        self.denied: list[str] = []       # topic filters the broker's ACL refused
         self.connected = False
         self.last_retained = 0.0          # monotonic time of the last retained message (or of the SUBACK)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fallwatch-watch-{uuid.uuid4().hex[:8]}",
@@ -74,6 +75,8 @@ class _Watcher:
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
+        filters = topic_filters(self.args.prefix)
+        self.denied = [topic for topic, code in zip(filters, reason_codes) if getattr(code, "is_failure", False)]
         self.last_retained = time.monotonic()
         self.suback.set()
 
@@ -98,6 +101,9 @@ class _Watcher:
             return f"the MQTT broker {self.where} refused the connection: {self.refused}{hint}"
         if not self.suback.wait(CONNECT_TIMEOUT_S):
             return f"the MQTT broker {self.where} did not acknowledge the subscription to {self.args.prefix}/..."
+        if self.denied:
+            return (f"the MQTT broker {self.where} refused the subscription to {', '.join(self.denied)} "
+                    f"(check its ACL: this user needs read access to {self.args.prefix}/#)")
         return None
 
     def settle(self, longest: float) -> None:

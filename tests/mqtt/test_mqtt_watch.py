@@ -3,9 +3,11 @@ active fall, one gone offline through its Last Will (SIGKILLed daemon stand-in);
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
+import paho.mqtt.publish as publish
 from mqtt_testlib import free_port, make_event
 
 
@@ -62,3 +64,31 @@ def test_watch_unreachable_broker_is_one_line_and_non_zero():
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         f"fallwatch watch: cannot reach the MQTT broker 127.0.0.1:{port}: [Errno 111] Connection refused"]
+
+
+def test_watch_read_only_user_and_bad_credentials(mosquitto_factory, tmp_path):
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    pwfile, acl = tmp_path / "mosquitto.passwd", tmp_path / "mosquitto.acl"
+    pwfile.touch()
+    for user, password in (("desk", "n1ght"), ("room-1", "pi")):
+        subprocess.run([passwd, "-b", str(pwfile), user, password], check=True, capture_output=True)
+    pwfile.chmod(0o600)
+    # read-only is enough for the desk: watch never publishes
+    acl.write_text("user desk\ntopic read fallwatch/#\n\nuser room-1\ntopic readwrite fallwatch/room-1/#\n")
+    broker = mosquitto_factory(f"allow_anonymous false\npassword_file {pwfile}\nacl_file {acl}\n").start()
+    publish.single("fallwatch/room-1/availability", "online", qos=1, retain=True, hostname="127.0.0.1",
+                   port=broker.port, auth={"username": "room-1", "password": "pi"})
+    where = ["--host", "127.0.0.1", "--port", str(broker.port), "--once", "--json"]
+    secret = tmp_path / "desk_password"
+    secret.write_text("n1ght\n")
+
+    done = run_watch(*where, "--username", "desk", "--password-file", str(secret))
+    assert done.returncode == 0, done.stderr
+    assert [(d["device"], d["availability"]) for d in json.loads(done.stdout)["devices"]] == [("room-1", "online")]
+
+    wrong = run_watch(*where, "--username", "desk", "--password", "day")
+    assert wrong.returncode == 1 and wrong.stdout == "" and len(wrong.stderr.strip().splitlines()) == 1
+    assert "refused the connection" in wrong.stderr and "--password" in wrong.stderr and "day" not in wrong.stderr
+
+    missing = run_watch(*where, "--username", "desk", "--password-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "--password-file: cannot read" in missing.stderr
