@@ -28,7 +28,7 @@ QUIET_S = 0.5          # --once: retained messages come in one burst after the S
 CONNECT_TIMEOUT_S = 5.0
 
 
-class _Watcher:
+class Watcher:
     """The MQTT side: one read-only client feeding a WatchModel under a lock."""
 
     def __init__(self, args: argparse.Namespace, password: Optional[str]):
@@ -133,7 +133,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         print(f"fallwatch watch: --password-file: cannot read {args.password_file}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        watcher = _Watcher(args, password)
+        watcher = Watcher(args, password)
     except (OSError, ssl.SSLError, ValueError) as exc:   # unreadable or bad certificate files
         print(f"fallwatch watch: TLS: cannot load the certificates ({exc})", file=sys.stderr)
         return 2
@@ -169,7 +169,7 @@ def _console() -> Any:
     return console if console.is_terminal else Console(width=160)
 
 
-def _live(args: argparse.Namespace, watcher: _Watcher) -> int:
+def _live(args: argparse.Namespace, watcher: Watcher) -> int:
     from rich.live import Live
 
     console = _console()

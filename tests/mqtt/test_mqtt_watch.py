@@ -1,14 +1,18 @@
-"""`fallwatch watch --once --json` against a real broker with three devices: one online and fine, one with an
-active fall, one gone offline through its Last Will (SIGKILLed daemon stand-in); and an unreachable broker."""
+"""`fallwatch watch` against a real broker: `--once --json` with three devices (one online and fine, one with an
+active fall, one gone offline through its Last Will: a SIGKILLed daemon stand-in), the live view's data as
+messages come, credentials, and an unreachable broker."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
 import sys
 
 import paho.mqtt.publish as publish
-from mqtt_testlib import free_port, make_event
+from mqtt_testlib import free_port, make_event, wait_until
+
+from fallwatch.daemon.commands_watch import Watcher
 
 
 def run_watch(*args: str) -> subprocess.CompletedProcess:
@@ -92,3 +96,43 @@ def test_watch_read_only_user_and_bad_credentials(mosquitto_factory, tmp_path):
 
     missing = run_watch(*where, "--username", "desk", "--password-file", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "--password-file: cannot read" in missing.stderr
+
+
+def test_watch_live_view_follows_events_heartbeats_and_a_per_camera_device(mosquitto, mqtt_cfg, publisher, tmp_path):
+    """What the live table shows, fed by MQTT as it happens: heartbeats, a fall event and its camera, and the
+    per-camera topics of a device that watches several rooms."""
+    args = argparse.Namespace(host="127.0.0.1", port=mosquitto.port, prefix="fallwatch", stale=90.0, username=None,
+                              tls=False, cafile=None, certfile=None, keyfile=None, insecure=False)
+    watcher = Watcher(args, None)
+    assert watcher.start() is None
+    try:
+        pub = publisher(mqtt_cfg(mosquitto.port, device_id="hall-pi", heartbeat_s=1,
+                                 state_dir=str(tmp_path / "hall")), camera="hall")
+        pub.start()
+        pub.set_state({"state": "fall", "persons": 1})
+        event = make_event("fall")
+        pub.publish_event(event)
+
+        def hall() -> dict:
+            return next((d for d in watcher.snapshot() if d["device"] == "hall-pi"), {})
+
+        assert wait_until(lambda: hall().get("heartbeat_s") == 1 and hall()["cameras"][0]["last_event"] == "fall",
+                          10), hall()
+        cam = hall()["cameras"][0]
+        assert (cam["camera"], cam["state"], cam["last_event_id"]) == ("hall", "fall", event["id"])
+        assert hall()["alarm"] and not hall()["down"] and hall()["heartbeat_age_s"] < 5
+
+        for topic, payload in (("fallwatch/ward-2/availability", "online"),
+                               ("fallwatch/ward-2/bath/state", json.dumps({"state": "person_down", "persons": 1})),
+                               ("fallwatch/ward-2/bed/state", json.dumps({"state": "ok", "persons": 0}))):
+            publish.single(topic, payload, qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port)
+        assert wait_until(lambda: [d["device"] for d in watcher.snapshot()] == ["hall-pi", "ward-2"]
+                          and len(watcher.snapshot()[1]["cameras"]) == 2, 5), watcher.snapshot()
+        ward = watcher.snapshot()[1]
+        assert [(c["camera"], c["state"], c["alarm"]) for c in ward["cameras"]] == [
+            ("bath", "person_down", True), ("bed", "ok", False)]
+        pub.stop()                  # a clean stop: offline, the fall state stays retained
+        assert wait_until(lambda: hall().get("availability") == "offline", 5)
+        assert hall()["down"] and hall()["alarm"]
+    finally:
+        watcher.stop()
