@@ -722,13 +722,13 @@ class MqttPublisher:
         st = self._safe_status()
         stats = self.stats()
         return {"ts": utc_now_iso(), "uptime_s": round(time.monotonic() - self._started_at, 1),
+                "heartbeat_s": self.cfg.heartbeat_s,   # so a watcher can tell a late heartbeat from a slow cadence
                 "version": self.version, "device": self.device_id, "backend": st.get("backend"),
                 "camera": st.get("camera"), "fps": st.get("fps"), "persons": st.get("persons"),
                 "state": st.get("state"), "events_sent": stats["events_sent"],
                 "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
                 "events_suppressed": stats["events_suppressed"], "dropped_frames": st.get("dropped_frames"),
-                "cpu_temp_c": cpu_temp_c(), "alerts": self._alerts,
-                "heartbeat_s": self.cfg.heartbeat_s}   # lets a watcher tell a late heartbeat from a slow cadence
+                "cpu_temp_c": cpu_temp_c(), "alerts": self._alerts}
 
     def _safe_status(self) -> dict:
         try:
