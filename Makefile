@@ -21,7 +21,7 @@ endif
 # systemd-python compiles against libsystemd; install that extra only where the library's headers are present.
 EXTRAS := dev$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
 
-.PHONY: run test install install-dev models clean mqtt-load
+.PHONY: run test install install-dev models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,13 +45,14 @@ models: install
 run: models
 	$(BIN)/fallwatch run --config "$(CONFIG)" $(if $(SOURCE),--source "$(SOURCE)")
 
-test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
 # The MQTT load test: N simulated devices (the real publisher and outbox) on one local mosquitto, restarted mid-run.
+.PHONY: mqtt-load
 N ?= 50
 mqtt-load: install-dev
 	$(BIN)/python bench/mqtt_load.py --devices $(N) $(LOAD_ARGS)
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
     "run": "fallwatch.daemon.service:cmd_run",
+    "watch": "fallwatch.daemon.commands_watch:cmd_watch",
     "check-config": "fallwatch.daemon.commands_config:cmd_check_config",
     "config": "fallwatch.daemon.commands_config:cmd_config_schema",
     "models": "fallwatch.daemon.commands_models:cmd_models",
@@ -19,7 +20,6 @@ HANDLERS = {
     "detect": "fallwatch.daemon.commands_rules:cmd_detect",
     "replay": "fallwatch.daemon.commands_rules:cmd_replay",
     "eval": "fallwatch.daemon.commands_rules:cmd_eval",
-    "watch": "fallwatch.daemon.commands_watch:cmd_watch",
 }
 
 
@@ -42,6 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", "run the daemon: capture -> pose -> rules -> MQTT, debug stream, log", model_dir=True)
     p.add_argument("--source", default=None, help="override camera.source (a video file, v4l2:/dev/video0, rtsp://...)")
+
+    p = sub.add_parser("watch", help="every device and camera on an MQTT broker at a glance (night shift view)",
+                       description="Shows every fallwatch device and camera on a broker: availability, state, "
+                                   "last event and its age; falls and down devices on top.")
+    p.add_argument("--host", default="localhost", help="broker host (default localhost)")
+    p.add_argument("--port", type=int, default=None, help="broker port (default 1883, 8883 with TLS)")
+    p.add_argument("--username", default=None, help="broker user name")
+    p.add_argument("--password", default=None, help="broker password (prefer --password-file)")
+    p.add_argument("--password-file", default=None, help="file holding the broker password")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--cafile", default=None, help="CA certificate(s) to verify the broker (implies --tls)")
+    p.add_argument("--certfile", default=None, help="client certificate (implies --tls)")
+    p.add_argument("--keyfile", default=None, help="the client certificate's key")
+    p.add_argument("--insecure", action="store_true", help="TLS: do not check the broker's host name")
+    p.add_argument("--prefix", default="fallwatch", help="topic prefix above the device ids (default fallwatch)")
+    p.add_argument("--stale", type=float, default=90.0,
+                   help="seconds without a heartbeat after which a device counts as down, for devices that do not "
+                        "state their heartbeat period (default 90)")
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--wait", type=float, default=2.0,
+                   help="with --once: longest wait for the broker's retained messages, in seconds (default 2)")
+    p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
 
     p = sub.add_parser("check-config", help="validate a configuration file and print the effective configuration")
     p.add_argument("file", nargs="?", default=None, help="configuration file (default as for run)")
@@ -75,28 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strategy", choices=["fallwatch", "ambianic"], default=None, help="override rules.strategy")
-
-    p = sub.add_parser("watch", help="every device and camera on an MQTT broker at a glance (night shift view)",
-                       description="Shows every fallwatch device and camera on a broker: availability, state, "
-                                   "last event and its age; falls and down devices on top.")
-    p.add_argument("--host", default="localhost", help="broker host (default localhost)")
-    p.add_argument("--port", type=int, default=None, help="broker port (default 1883, 8883 with TLS)")
-    p.add_argument("--username", default=None, help="broker user name")
-    p.add_argument("--password", default=None, help="broker password (prefer --password-file)")
-    p.add_argument("--password-file", default=None, help="file holding the broker password")
-    p.add_argument("--tls", action="store_true", help="connect with TLS")
-    p.add_argument("--cafile", default=None, help="CA certificate(s) to verify the broker (implies --tls)")
-    p.add_argument("--certfile", default=None, help="client certificate (implies --tls)")
-    p.add_argument("--keyfile", default=None, help="the client certificate's key")
-    p.add_argument("--insecure", action="store_true", help="TLS: do not check the broker's host name")
-    p.add_argument("--prefix", default="fallwatch", help="topic prefix above the device ids (default fallwatch)")
-    p.add_argument("--stale", type=float, default=90.0,
-                   help="seconds without a heartbeat after which a device counts as down, for devices that do not "
-                        "state their heartbeat period (default 90)")
-    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    p.add_argument("--wait", type=float, default=2.0,
-                   help="with --once: longest wait for the broker's retained messages, in seconds (default 2)")
-    p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
     return parser
 
 
