@@ -1,10 +1,13 @@
 """A care home's set-up: each device on the site's mosquitto, which bridges `fallwatch/#` to a central mosquitto
 (QoS 1, cleansession false; the README's configuration). Events reach a consumer on the central broker, and
 while the central broker is down (and the site broker restarts meanwhile) the site broker keeps the events it
-acknowledged and forwards them once the bridge is back: nothing QoS 1 promises is lost."""
+acknowledged and forwards them once the bridge is back: nothing QoS 1 promises is lost. `fallwatch watch` on the
+central broker sees the device through the bridge."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from mqtt_testlib import make_event, wait_until
 
@@ -42,6 +45,7 @@ def test_bridge_forwards_events_and_loses_none_while_central_is_down(mosquitto_f
     desk = subscriber(central.port, ["fallwatch/#"], client_id="night-desk", clean=False)
 
     device = publisher(mqtt_cfg(site.port))
+    device.set_state({"state": "ok", "persons": 1})
     device.start()
     before = [make_event("fall", n) for n in range(2)]
     for event in before:
@@ -70,6 +74,14 @@ def test_bridge_forwards_events_and_loses_none_while_central_is_down(mosquitto_f
         f"lost across the bridge outage: {every - set(event_ids(desk))}"
     received = [json.loads(p) for p in desk.on("fallwatch/testdev/event")]
     assert all(e["device"] == "testdev" for e in received)
+
+    # the night desk's view on the central broker: the retained availability and state came across the bridge
+    watch = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "watch", "--host", "127.0.0.1", "--port",
+                            str(central.port), "--once", "--json"], capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+    assert watch.returncode == 0, watch.stderr
+    (seen,) = json.loads(watch.stdout)["devices"]
+    assert (seen["device"], seen["availability"], seen["cameras"][0]["state"]) == ("testdev", "online", "ok")
 
     device.stop()     # a clean stop reaches the central desk too
     assert desk.wait_for(lambda s: s.on("fallwatch/testdev/availability")[-1:] == [b"offline"], 5)
