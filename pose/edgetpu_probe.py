@@ -73,6 +73,20 @@ class ProbeResult:
         return f"{self.stack}: {self.detail}; {self.fix}"
 
 
+def reference_model(tpu_name: str, fallback: Path, model_dir: Path) -> Path:
+    """The CPU model a TPU build is compared with: its registered twin if present and verified, else ``fallback``
+    (the CPU model the engine runs instead)."""
+    from .models import MODELS, ModelError, model_path
+
+    twin = MODELS[tpu_name].cpu_twin
+    if twin:
+        try:
+            return model_path(twin, model_dir)
+        except ModelError:
+            pass
+    return fallback
+
+
 def run_probe(models: list[ProbeModel], device: str = "usb", timeout_s: float = PROBE_TIMEOUT_S,
               package: Optional[tuple[str, str]] = None) -> ProbeResult:
     """Probe the Edge TPU in a child process; never raises for what the TPU does, never waits past timeout_s."""

@@ -20,7 +20,7 @@ from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
 from .estimator import BlazePoseEstimator, MoveNetEstimator
 from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
-from .edgetpu_probe import ProbeModel, ProbeResult, run_probe
+from .edgetpu_probe import ProbeModel, ProbeResult, reference_model, run_probe
 from .runtime import BackendError, Model
 from .tracker import Tracker, TrackerSettings
 from .types import PoseResult
@@ -168,7 +168,8 @@ class PoseEngine:
         left = leftover_marker(state_dir, stack) if state_dir else None
         if left:
             raise BackendError(f"{stack}: {describe_marker(*left)}; {edgetpu_stack.FIX} (a new stack clears it)")
-        probe = [ProbeModel(tpu_name, path, self._reference(cpu_name, tpu_name), MODELS[tpu_name].kind)
+        probe = [ProbeModel(tpu_name, path, reference_model(tpu_name, self._cpu_paths[cpu_name], self.model_dir),
+                            MODELS[tpu_name].kind)
                  for cpu_name, (tpu_name, path) in tpu_models.items()]
         self.probe = run_probe(probe, s.edgetpu_device, s.edgetpu_probe_timeout_s, package)
         if not self.probe.ok:
@@ -180,17 +181,6 @@ class PoseEngine:
             except OSError as e:
                 log.warning("cannot write the Edge TPU crash marker in %s (%s); a TPU crash mid-run would "
                             "restart on the TPU", state_dir, e)
-
-    def _reference(self, cpu_name: str, tpu_name: str) -> Path:
-        """The CPU model the probe compares a TPU build with: its registered twin if present, else the CPU
-        model the engine would run instead."""
-        twin = MODELS[tpu_name].cpu_twin
-        if twin and twin != cpu_name:
-            try:
-                return model_path(twin, self.model_dir)
-            except ModelError:
-                pass
-        return self._cpu_paths[cpu_name]
 
     def _drop_marker(self) -> None:
         if self._marker is not None:
