@@ -6,7 +6,6 @@ interpreter: :func:`make_cpu_interpreter` refuses it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import sys
@@ -77,18 +76,19 @@ def make_cpu_interpreter(path: Path, num_threads: Optional[int] = None) -> Any:
 
 def load_edgetpu_delegate(device: str = "usb") -> Any:
     """Load the Edge TPU delegate, or BackendError saying why not (library missing, or no TPU answering)."""
+    from .edgetpu_stack import find_library
+
     _, load_delegate, _ = _import_runtime(for_edgetpu=True)
     options = {"device": device} if device else {}
-    # Probe the library first: a failed load_delegate leaves a half-built Delegate whose __del__ prints a
-    # traceback on some LiteRT versions.
+    # Look for the library first (by the loader's search path, without loading it): a failed load_delegate
+    # leaves a half-built Delegate whose __del__ prints a traceback on some LiteRT versions.
+    library = find_library()
+    if library is None:
+        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not found")
     try:
-        ctypes.CDLL(EDGETPU_LIBRARY)
-    except OSError:
-        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not found") from None
-    try:
-        return load_delegate(EDGETPU_LIBRARY, options)
+        return load_delegate(str(library), options)
     except OSError as e:
-        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not loadable ({_first_line(e)})") from e
+        raise BackendError(f"Edge TPU library {library} not loadable ({_first_line(e)})") from e
     except ValueError as e:
         where = f" on device {device!r}" if device else ""
         raise BackendError(f"no Edge TPU answered{where} ({_first_line(e)})") from e

@@ -6,8 +6,10 @@
      ok              returns a working delegate that claims no nodes, so the interpreter runs the model on its CPU
                      kernels (the test's "_edgetpu" files are copies of CPU models)
    With FAKE_EDGETPU_CRASH_WHEN=<file>, an ok delegate starts a thread that raises SIGSEGV once that file exists:
-   a TPU that crashes the process mid-run, at a moment the test chooses. */
+   a TPU that crashes the process mid-run, at a moment the test chooses. With FAKE_EDGETPU_LOG=<file>, each call
+   appends "create <pid>" there, so a test can see that the runtime's real load_delegate reached the library. */
 #include <pthread.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,6 +38,11 @@ static void *crash_when(void *arg) {
 
 void *tflite_plugin_create_delegate(char **keys, char **values, size_t n, void (*report_error)(const char *)) {
   (void)keys; (void)values; (void)n;
+  const char *log = getenv("FAKE_EDGETPU_LOG");
+  if (log && *log) {
+    FILE *f = fopen(log, "a");
+    if (f) { fprintf(f, "create %d\n", (int)getpid()); fclose(f); }
+  }
   const char *mode = getenv("FAKE_EDGETPU");
   if (mode && strcmp(mode, "hang") == 0) { for (;;) pause(); }
   if (mode && strcmp(mode, "null") == 0) { if (report_error) report_error("fake: no Edge TPU"); return NULL; }
