@@ -106,6 +106,12 @@ def stack_matches(package: Optional[tuple[str, str]], module: str, version: Opti
     return module == "tflite_runtime" and bool(version) and _major_minor(tf) == _major_minor(str(version))
 
 
+def cpu_runtime() -> Optional[str]:
+    """The runtime module that runs CPU models: LiteRT if installed, else tflite_runtime."""
+    versions = runtime_versions()
+    return next((m for m in reversed(list(RUNTIMES)) if versions[m]), None)
+
+
 def tpu_runtime() -> Optional[str]:
     """The runtime module that runs Edge TPU models: the first of RUNTIMES that is installed."""
     versions = runtime_versions()

@@ -165,3 +165,27 @@ def test_probe_input_is_fixed() -> None:
     a = edgetpu_probe.probe_input((1, 192, 192, 3), np.uint8)
     assert a.shape == (1, 192, 192, 3) and a.dtype == np.uint8 and a.std() > 30
     assert np.array_equal(a, edgetpu_probe.probe_input((1, 192, 192, 3), np.uint8))
+
+
+def test_edgetpu_models_prefer_the_matched_runtime(fake_tpu, tpu_models: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # A tflite_runtime 2.17.1 as `install.sh --with-coral` installs it (here: LiteRT's classes under that name,
+    # with its package metadata), visible to this process and to the probe's child.
+    site = tmp_path / "site"
+    (site / "tflite_runtime").mkdir(parents=True)
+    (site / "tflite_runtime" / "__init__.py").write_text("")
+    (site / "tflite_runtime" / "interpreter.py").write_text(
+        "from ai_edge_litert.interpreter import Interpreter, load_delegate  # noqa: F401\n")
+    (site / "tflite_runtime-2.17.1.dist-info").mkdir()
+    (site / "tflite_runtime-2.17.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tflite-runtime\nVersion: 2.17.1\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    fake_tpu("ok")
+    engine = _engine(tpu_models, tmp_path / "state", caplog)
+    assert engine.backend == "edgetpu"
+    assert engine.detector_model.runtime == "tflite_runtime 2.17.1"  # the Edge TPU model: the matched runtime
+    assert engine.estimator_model.runtime.startswith("LiteRT ")  # the CPU model: LiteRT stays
+    assert engine.probe.stack == "libedgetpu (version unknown) with tflite_runtime 2.17.1"
+    engine.close()
