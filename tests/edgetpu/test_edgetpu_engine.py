@@ -38,7 +38,8 @@ def _one_warning(caplog: pytest.LogCaptureFixture) -> str:
 def test_failing_delegate_ends_on_the_cpu_with_the_reason(mode: str, cause: str, fix: str, fake_tpu, tpu_models: Path,
                                                          tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     calls = fake_tpu(mode)
-    engine = _engine(tpu_models, tmp_path / "state", caplog, edgetpu_probe_timeout_s=2)
+    # a short timeout only where the hang is the point: on a busy machine the child's imports alone take seconds
+    engine = _engine(tpu_models, tmp_path / "state", caplog, edgetpu_probe_timeout_s=2 if mode == "hang" else 60)
     assert engine.backend == "cpu"
     assert engine.detector_model.backend == engine.estimator_model.backend == "cpu"
     assert engine.probe is not None and engine.probe.outcome == {"segv": "crashed", "null": "failed",
@@ -50,7 +51,7 @@ def test_failing_delegate_ends_on_the_cpu_with_the_reason(mode: str, cause: str,
     # the real load_delegate reached the library, in the probe's child only
     pids = {int(line.split()[1]) for line in calls.read_text().splitlines()}
     assert pids and os.getpid() not in pids
-    assert not list((tmp_path / "state").glob("*")) if (tmp_path / "state").exists() else True
+    assert not list((tmp_path / "state").glob("*"))  # no marker: the TPU was never used
 
 
 def test_disagreeing_tpu_ends_on_the_cpu(fake_tpu, wrong_tpu_models: Path, tmp_path: Path,
