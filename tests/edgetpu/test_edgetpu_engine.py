@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -126,6 +127,7 @@ def test_cpu_paths_start_no_child(fake_tpu, tpu_models: Path, monkeypatch: pytes
         raise AssertionError("the probe ran")
 
     monkeypatch.setattr(engine_module, "run_probe", no_probe)
+    monkeypatch.setattr(subprocess, "Popen", no_probe)  # nor any other child process
     fake_tpu("ok")
     assert _engine(tpu_models, tmp_path, caplog, backend="cpu").probe is None
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))  # no libedgetpu.so.1 anywhere
