@@ -17,10 +17,10 @@ import numpy as np
 
 from . import edgetpu_stack, runtime
 from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
-from .estimator import BlazePoseEstimator, MoveNetEstimator
-from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
 from .edgetpu_probe import ProbeModel, ProbeResult, reference_model, run_probe
+from .estimator import BlazePoseEstimator, MoveNetEstimator
+from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .runtime import BackendError, Model
 from .tracker import Tracker, TrackerSettings
 from .types import PoseResult
@@ -159,8 +159,8 @@ class PoseEngine:
         return "edgetpu", f"Edge TPU ({self.settings.edgetpu_device or 'first found'}) runs {used}", models
 
     def _check_edgetpu(self, tpu_models: dict[str, tuple[str, Path]]) -> None:
-        """Before this process touches the TPU: is the library there, did the TPU take a run down before, and
-        does the isolated probe pass? BackendError with the one-line reason if not; else write the marker."""
+        """Before this process touches the TPU: did the TPU take a run down before, and does the isolated probe
+        pass? BackendError with the one-line reason if not; else write the crash marker."""
         s = self.settings
         package = edgetpu_stack.library_package()
         stack = edgetpu_stack.stack_label(runtime._import_runtime(for_edgetpu=True)[2], package)

@@ -192,3 +192,20 @@ def test_edgetpu_models_prefer_the_matched_runtime(fake_tpu, tpu_models: Path, t
     assert engine.estimator_model.runtime.startswith("LiteRT ")  # the CPU model: LiteRT stays
     assert engine.probe.stack == "libedgetpu (version unknown) with tflite_runtime 2.17.1"
     engine.close()
+
+
+def test_marker_of_a_running_process_is_not_a_crash_unless_from_before_a_reboot(tmp_path: Path) -> None:
+    from fallwatch.pose import edgetpu_marker
+
+    stack = "libedgetpu 16.0tf2.17.1-1 (TF 2.17.1) with tflite_runtime 2.17.1"
+    mine = edgetpu_marker.Marker(tmp_path, stack)
+    info = json.loads(mine.path.read_text())
+    assert edgetpu_marker.leftover(tmp_path, stack) is None  # this process's own marker
+    other = tmp_path / "edgetpu-in-use.1.json"
+    other.write_text(json.dumps({**info, "pid": os.getppid()}))  # a live process beside us (the daemon)
+    assert edgetpu_marker.leftover(tmp_path, stack) is None
+    other.write_text(json.dumps({**info, "pid": os.getppid(), "boot_id": "an-earlier-boot"}))
+    found = edgetpu_marker.leftover(tmp_path, stack)
+    assert found is not None and found[0] == other
+    mine.remove()
+    assert not mine.path.exists() and other.exists()
