@@ -204,8 +204,8 @@ def check_crash_marker(cfg: Config, package: Optional[tuple[str, str]]) -> Check
 
 def check_probe(cfg: Config, model_dir: Path, library: Optional[Path], package: Optional[tuple[str, str]],
                 must: bool) -> Check:
-    from fallwatch.pose.edgetpu_probe import ProbeModel, reference_model, run_probe
-    from fallwatch.pose.models import MODELS, ModelError, edgetpu_build, model_path
+    from fallwatch.pose.edgetpu_probe import probe_model, run_probe
+    from fallwatch.pose.models import ModelError, edgetpu_build, model_path
 
     if library is None or cfg.pose.backend == "cpu":
         return Check("ok", "edgetpu probe", "skipped (" + ("pose.backend is cpu" if library else
@@ -215,9 +215,8 @@ def check_probe(cfg: Config, model_dir: Path, library: Optional[Path], package: 
         tpu_name = edgetpu_build(cpu_name)
         try:
             if tpu_name:
-                models.append(ProbeModel(tpu_name, model_path(tpu_name, model_dir),
-                                         reference_model(tpu_name, model_path(cpu_name, model_dir), model_dir),
-                                         MODELS[tpu_name].kind))
+                models.append(probe_model(tpu_name, model_path(tpu_name, model_dir), model_path(cpu_name, model_dir),
+                                          model_dir))
         except ModelError:
             continue
     if not models:

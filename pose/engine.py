@@ -18,7 +18,7 @@ import numpy as np
 from . import edgetpu_stack, runtime
 from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
 from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
-from .edgetpu_probe import ProbeModel, ProbeResult, reference_model, run_probe
+from .edgetpu_probe import ProbeResult, probe_model, run_probe
 from .estimator import BlazePoseEstimator, MoveNetEstimator
 from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .runtime import BackendError, Model
@@ -168,8 +168,7 @@ class PoseEngine:
         left = leftover_marker(state_dir, stack) if state_dir else None
         if left:
             raise BackendError(f"{stack}: {describe_marker(*left)}; {edgetpu_stack.FIX} (a new stack clears it)")
-        probe = [ProbeModel(tpu_name, path, reference_model(tpu_name, self._cpu_paths[cpu_name], self.model_dir),
-                            MODELS[tpu_name].kind)
+        probe = [probe_model(tpu_name, path, self._cpu_paths[cpu_name], self.model_dir)
                  for cpu_name, (tpu_name, path) in tpu_models.items()]
         self.probe = run_probe(probe, s.edgetpu_device, s.edgetpu_probe_timeout_s, package)
         if not self.probe.ok:
