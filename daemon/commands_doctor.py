@@ -330,10 +330,13 @@ def check_mqtt(cfg: Config) -> Check:
                            cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(m.tls.insecure)
         client.connect_timeout = MQTT_TIMEOUT_S
-        client.connect(m.host, m.port, keepalive=10)  # TCP (and TLS handshake) bounded by connect_timeout
+        # TCP bounded by connect_timeout; the TLS handshake by the socket timeout paho sets from keepalive
+        client.connect(m.host, m.port, keepalive=int(MQTT_TIMEOUT_S))
         client.loop_start()
         answered = done.wait(MQTT_TIMEOUT_S)
-    except (MqttError, OSError, ValueError) as exc:
+    except MqttError as exc:
+        return Check("fail", "mqtt", str(exc), "correct the setting it names")
+    except (OSError, ValueError) as exc:
         return Check("fail", "mqtt", f"{where}: {exc}", "check mqtt.tls and the broker's certificate")
     finally:
         client.disconnect()
