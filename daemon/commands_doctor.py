@@ -78,7 +78,8 @@ def run_checks(config_file: Optional[str] = None, model_dir: Optional[str] = Non
     checks += check_runtimes()
     package = edgetpu_stack.library_package(env.dpkg_query)
     library = edgetpu_stack.find_library()
-    checks.append(check_library(library, package, must_tpu))
+    coral_plugged = wants_tpu and bool(coral_devices(env.sysfs))
+    checks.append(check_library(library, package, must_tpu, coral_plugged))
     checks.append(check_coral_usb(env.sysfs, wants_tpu and library is not None, must_tpu))
     checks.append(check_crash_marker(cfg, package))
     checks.append(check_probe(cfg, models_dir, library, package, must_tpu))
@@ -133,12 +134,14 @@ def check_runtimes() -> list[Check]:
     return out
 
 
-def check_library(library: Optional[Path], package: Optional[tuple[str, str]], must: bool) -> Check:
+def check_library(library: Optional[Path], package: Optional[tuple[str, str]], must: bool,
+                  coral_plugged: bool = False) -> Check:
     bad = "fail" if must else "warn"
     if library is None:
-        if must:
-            return Check("fail", "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not found but pose.backend "
-                                                    "is edgetpu", "sudo ./systemd/install.sh --with-coral")
+        if must or coral_plugged:
+            why = "pose.backend is edgetpu" if must else "a Coral is plugged in"
+            return Check(bad, "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not found but {why}",
+                         "sudo ./systemd/install.sh --with-coral")
         return Check("ok", "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not installed (CPU only)")
     module = edgetpu_stack.tpu_runtime()
     if module is None:

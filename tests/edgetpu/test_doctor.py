@@ -61,7 +61,8 @@ def _usb_tree(root: Path, vendor: str, product: str, speed: str) -> Path:
     return root
 
 
-def test_coral_on_usb2_warns_and_on_usb3_is_ok(tmp_path: Path) -> None:
+def test_coral_on_usb2_warns_and_on_usb3_is_ok(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tpu) -> None:
+    monkeypatch.setattr(doctor, "check_mqtt", lambda cfg: doctor.Check("ok", "mqtt", "not checked here"))
     usb2 = doctor.check_coral_usb(_usb_tree(tmp_path / "a", "1a6e", "089a", "480"), expected=True, must=False)
     assert usb2.status == "warn" and "not yet initialised" in usb2.detail and "480 Mb/s" in usb2.detail
     assert "USB 2" in usb2.detail and "USB 3" in usb2.fix
@@ -71,6 +72,10 @@ def test_coral_on_usb2_warns_and_on_usb3_is_ok(tmp_path: Path) -> None:
     assert none.status == "ok" and "none on the bus" in none.detail
     forced = doctor.check_coral_usb(tmp_path / "empty", expected=True, must=True)
     assert forced.status == "fail" and forced.fix
+    # a Coral on the bus without the Edge TPU library: worth a warning with the install command
+    checks = _by_name(run_checks(None, None, Environment(sysfs=tmp_path / "b")))
+    assert checks["edgetpu library"].status == "warn" and "a Coral is plugged in" in checks["edgetpu library"].detail
+    assert checks["coral usb"].status == "ok"
 
 
 def test_library_versions_and_whether_they_match(tmp_path: Path) -> None:
