@@ -41,6 +41,8 @@ class PoseConfig(Section):
     backend: Literal["auto", "edgetpu", "cpu"] = Field("auto", description="auto tries the Edge TPU, then "
                                                                            "falls back to the CPU")
     edgetpu_device: Literal["usb", "pci", ""] = Field("usb", description="Edge TPU device type; \"\" = any")
+    edgetpu_probe_timeout_s: float = Field(20, ge=1, le=300, description="longest wait for the isolated Edge "
+                                                                         "TPU probe before calling it hung")
     num_threads: Optional[int] = Field(None, ge=1, le=64, description="CPU threads (default: all cores)")
     detector: str = Field("ssd_mobilenet_v1", description="person detector model (see `fallwatch models list`)")
     estimator: str = Field("movenet_lightning", description="pose estimator model")

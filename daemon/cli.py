@@ -20,6 +20,7 @@ HANDLERS = {
     "detect": "fallwatch.daemon.commands_rules:cmd_detect",
     "replay": "fallwatch.daemon.commands_rules:cmd_replay",
     "eval": "fallwatch.daemon.commands_rules:cmd_eval",
+    "doctor": "fallwatch.daemon.commands_doctor:cmd_doctor",
 }
 
 
@@ -97,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strategy", choices=["fallwatch", "ambianic"], default=None, help="override rules.strategy")
+
+    p = add("doctor", "check the system, Edge TPU, cameras, models, configuration, broker and debug port",
+            model_dir=True)
+    p.add_argument("--json", action="store_true", help="the same checks as one JSON object")
     return parser
 
 

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from fallwatch.config.loader import load_config
 from fallwatch.pose.fetch import MISMATCH, MISSING, OK, UNPINNED, configured_models, fetch_model, model_status
+from fallwatch.pose.edgetpu_stack import cpu_runtime, runtime_versions, tpu_runtime
 from fallwatch.pose.models import MODELS, ModelError, resolve_model_dir, sha256_of
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def list_models(model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (),
                 names: Optional[Sequence[str]] = None) -> int:
-    rows = [("NAME", "FILE", "KIND", "RUNS ON", "PRESENT", "VERIFIED", "CONFIG")]
+    # RUNTIME: the TFLite runtime (module-version) that runs the model here; Edge TPU builds prefer tflite_runtime
+    versions = runtime_versions()
+    runtimes = {edgetpu: f"{module}-{versions[module]}" if module else "none"
+                for edgetpu, module in ((False, cpu_runtime()), (True, tpu_runtime()))}
+    rows = [("NAME", "FILE", "KIND", "RUNS ON", "PRESENT", "VERIFIED", "CONFIG", "RUNTIME")]
     for spec in (MODELS[n] for n in (names or MODELS)):
         status = model_status(spec, model_dir)
         rows.append((spec.name, spec.file, spec.kind, "edgetpu" if spec.edgetpu else "cpu",
                      "no" if status == MISSING else "yes", _VERIFIED_TEXT[status],
-                     "needed" if spec.name in required else "tpu" if spec.name in tpu else ""))
+                     "needed" if spec.name in required else "tpu" if spec.name in tpu else "",
+                     runtimes[spec.edgetpu]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"model directory: {model_dir}")
     for row in rows:

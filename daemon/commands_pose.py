@@ -229,6 +229,9 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         "fps": round(frames / wall, 2),
         "backend": engine.backend,
         "backend_reason": engine.backend_reason,
+        # which runtime (module and version) ran each model, on which backend
+        "models": {role: {"file": m.path.name, "backend": m.backend, "runtime": m.runtime}
+                   for role, m in (("detector", engine.detector_model), ("estimator", engine.estimator_model))},
         "stage_ms": {k: _stats(v) for k, v in stages.items()},
         "invoke_ms": {"detector": {**_stats(det_invokes), "count": len(det_invokes)},
                       "estimator": {**_stats(est_invokes), "count": len(est_invokes)}},
@@ -266,6 +269,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     print(f"source {report['source']} x{report['loops']}: {report['frames']} frames, {report['fps']} fps, "
           f"backend {report['backend']} ({report['backend_reason']})")
+    print("; ".join(f"{role} {m['file']} on {m['backend']} ({m['runtime']})" for role, m in report["models"].items()))
     print("stage            median ms   p95 ms")
     for name, st in report["stage_ms"].items():
         print(f"  {name:<14} {st['median']:9.2f} {st['p95']:8.2f}")

@@ -724,7 +724,7 @@ class MqttPublisher:
         return {"ts": utc_now_iso(), "uptime_s": round(time.monotonic() - self._started_at, 1),
                 "heartbeat_s": self.cfg.heartbeat_s,   # so a watcher can tell a late heartbeat from a slow cadence
                 "version": self.version, "device": self.device_id, "backend": st.get("backend"),
-                "camera": st.get("camera"), "fps": st.get("fps"), "persons": st.get("persons"),
+                "backend_reason": st.get("backend_reason"), "camera": st.get("camera"), "fps": st.get("fps"), "persons": st.get("persons"),
                 "state": st.get("state"), "events_sent": stats["events_sent"],
                 "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
                 "events_suppressed": stats["events_suppressed"], "dropped_frames": st.get("dropped_frames"),

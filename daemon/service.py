@@ -214,7 +214,8 @@ class Daemon:
             raise ConfigError([str(exc)]) from None
         self.pipeline = Pipeline(self.engine, rules)
         self.hub = StatusHub(self.version, cfg.camera.name)
-        self.hub.update(backend=self.engine.backend, camera="starting", rules=cfg.rules.model_dump(mode="json"))
+        self.hub.update(backend=self.engine.backend, backend_reason=getattr(self.engine, "backend_reason", None), camera="starting",
+                        rules=cfg.rules.model_dump(mode="json"))
         if cfg.debug.enabled:
             self._start_debug_server()
         if cfg.mqtt.enabled:
@@ -272,6 +273,9 @@ class Daemon:
         if self.hub is not None:
             self.hub.mark_source_stopped()
             self.hub.update(camera=self.capture.state if self.capture else "stopped")
+        close_engine = getattr(self.engine, "close", None)
+        if close_engine is not None:  # a clean exit: the Edge TPU crash marker goes
+            close_engine()
         self._stop_mqtt()  # publishes `offline` and flushes what the broker will take
         if self.debug_server is not None:
             try:
@@ -427,7 +431,8 @@ class Daemon:
         if self.hub is None or self.capture is None:
             return
         fields: dict[str, Any] = dict(
-            backend=self.engine.backend, fps=round(self.fps, 2), stage_ms=self.stage_ms,
+            backend=self.engine.backend, backend_reason=getattr(self.engine, "backend_reason", None), fps=round(self.fps, 2),
+            stage_ms=self.stage_ms,
             dropped_frames=self.capture.dropped, corrupt_frames=self.capture.corrupt + self.corrupt,
             persons=self.persons, state=self.state, camera=self.capture.state, camera_error=self.capture.error,
             source=self.capture.source.name,
@@ -453,6 +458,7 @@ class Daemon:
         """Figures for MQTT heartbeats (called from the MQTT thread; plain reads only)."""
         capture = self.capture
         return {"backend": self.engine.backend if self.engine else None,
+                "backend_reason": getattr(self.engine, "backend_reason", None),
                 "camera": capture.state if capture else "starting", "fps": round(self.fps, 2),
                 "persons": self.persons, "state": self.state,
                 "dropped_frames": capture.dropped if capture else 0,

@@ -12,6 +12,8 @@ from fallwatch.pose.engine import PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.models import resolve_model_dir
 from fallwatch.rules import RuleSettings
 
+from .outbox import default_state_dir
+
 # rules.ambianic.<key> in the YAML -> RuleSettings field (flat there).
 _AMBIANIC_KEYS = {"confidence": "ambianic_confidence", "angle_deg": "ambianic_angle_deg",
                   "min_gap_s": "ambianic_min_interval_s", "max_gap_s": "ambianic_max_interval_s"}
@@ -41,4 +43,6 @@ def rule_settings(cfg: Any) -> RuleSettings:
 def make_engine(cfg: Any, model_dir_arg: Optional[str] = None) -> PoseEngine:
     """The pose engine as configured, its models looked up in --model-dir, $FALLWATCH_MODEL_DIR or models.dir;
     raises ModelError / BackendError with a one-line message."""
-    return PoseEngine(pose_settings(cfg), resolve_model_dir(model_dir_arg, cfg.models.dir))
+    settings = pose_settings(cfg)
+    settings.state_dir = str(default_state_dir(cfg.mqtt.state_dir))  # the Edge TPU crash marker lives there
+    return PoseEngine(settings, resolve_model_dir(model_dir_arg, cfg.models.dir))

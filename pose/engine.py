@@ -15,8 +15,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import runtime
+from . import edgetpu_stack, runtime
 from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
+from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
+from .edgetpu_probe import ProbeResult, probe_model, run_probe
 from .estimator import BlazePoseEstimator, MoveNetEstimator
 from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .runtime import BackendError, Model
@@ -44,6 +46,8 @@ class SmoothingSettings:
 class PoseSettings:
     backend: str = "auto"  # auto | edgetpu | cpu
     edgetpu_device: str = "usb"  # usb | pci | "" (first found); "usb:0" etc. also work
+    edgetpu_probe_timeout_s: float = 20.0  # the isolated probe (a child process) counts as hung after this
+    state_dir: Optional[str] = None  # where the Edge TPU crash marker lives (None: no marker)
     num_threads: Optional[int] = None  # None = all cores
     detector: str = "ssd_mobilenet_v1"  # registry name of the CPU build
     estimator: str = "movenet_lightning"
@@ -79,6 +83,8 @@ class PoseEngine:
         self._est_spec = _spec(settings.estimator, ("estimator", "blazepose_landmark"), "estimator")
         # Fail early on missing CPU models: they are the fallback whatever the backend.
         self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
+        self.probe: Optional[ProbeResult] = None  # the isolated Edge TPU probe's result, if it ran
+        self._marker: Optional[Marker] = None
         self._backend, self.backend_reason, models = self._open_models()
         try:
             self._build(models)
@@ -121,30 +127,68 @@ class PoseEngine:
         return "cpu", reason, models
 
     def _open_edgetpu(self, tpu_names: dict[str, Optional[str]], threads: int) -> tuple[str, str, dict[str, Model]]:
-        models: dict[str, Model] = {}
-        used = []
-        delegate = runtime.load_edgetpu_delegate(self.settings.edgetpu_device)  # first: is there a TPU at all?
+        if edgetpu_stack.find_library() is None:  # the CPU-only machine: no child process, no cost
+            raise BackendError(f"Edge TPU library {edgetpu_stack.EDGETPU_LIBRARY} not found")
+        paths: dict[str, Path] = {}
         for cpu_name, tpu_name in tpu_names.items():
             if tpu_name is None:
-                path = self._cpu_paths[cpu_name]
-                models[cpu_name] = Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
                 continue
             try:
-                path = model_path(tpu_name, self.model_dir)
+                paths[cpu_name] = model_path(tpu_name, self.model_dir)
             except ModelError:
                 if self.settings.backend == "edgetpu":
                     raise
                 log.info("no Edge TPU build of %s present; it runs on the CPU", cpu_name)
-                path = self._cpu_paths[cpu_name]
-                models[cpu_name] = Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
-                continue
-            if used:  # one delegate per interpreter, as pycoral does
-                delegate = runtime.load_edgetpu_delegate(self.settings.edgetpu_device)
-            models[cpu_name] = Model(runtime.make_edgetpu_interpreter(path, delegate, threads), path, "edgetpu")
-            used.append(path.name)
-        if not used:
+        if not paths:
             raise BackendError("no Edge TPU model file present")
-        return "edgetpu", f"Edge TPU ({self.settings.edgetpu_device or 'first found'}) runs {', '.join(used)}", models
+        self._check_edgetpu({c: (str(tpu_names[c]), p) for c, p in paths.items()})
+        models: dict[str, Model] = {}
+        try:
+            for cpu_name in tpu_names:
+                if cpu_name in paths:  # one delegate per interpreter, as pycoral does
+                    delegate = runtime.load_edgetpu_delegate(self.settings.edgetpu_device)
+                    interp = runtime.make_edgetpu_interpreter(paths[cpu_name], delegate, threads)
+                    models[cpu_name] = Model(interp, paths[cpu_name], "edgetpu")
+                else:
+                    path = self._cpu_paths[cpu_name]
+                    models[cpu_name] = Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
+        except BackendError:
+            self._drop_marker()
+            raise
+        used = ", ".join(p.name for p in paths.values())
+        return "edgetpu", f"Edge TPU ({self.settings.edgetpu_device or 'first found'}) runs {used}", models
+
+    def _check_edgetpu(self, tpu_models: dict[str, tuple[str, Path]]) -> None:
+        """Before this process touches the TPU: did the TPU take a run down before, and does the isolated probe
+        pass? BackendError with the one-line reason if not; else write the crash marker."""
+        s = self.settings
+        package = edgetpu_stack.library_package()
+        stack = edgetpu_stack.stack_label(runtime._import_runtime(for_edgetpu=True)[2], package)
+        state_dir = Path(s.state_dir) if s.state_dir else None
+        left = leftover_marker(state_dir, stack) if state_dir else None
+        if left:
+            raise BackendError(f"{stack}: {describe_marker(*left)}; {edgetpu_stack.FIX} (a new stack clears it)")
+        probe = [probe_model(tpu_name, path, self._cpu_paths[cpu_name], self.model_dir)
+                 for cpu_name, (tpu_name, path) in tpu_models.items()]
+        self.probe = run_probe(probe, s.edgetpu_device, s.edgetpu_probe_timeout_s, package)
+        if not self.probe.ok:
+            raise BackendError(self.probe.reason)
+        log.info("%s", self.probe.reason)
+        if state_dir:
+            try:
+                self._marker = Marker(state_dir, stack)
+            except OSError as e:
+                log.warning("cannot write the Edge TPU crash marker in %s (%s); a TPU crash mid-run would "
+                            "restart on the TPU", state_dir, e)
+
+    def _drop_marker(self) -> None:
+        if self._marker is not None:
+            self._marker.remove()
+            self._marker = None
+
+    def close(self) -> None:
+        """Done with the TPU (a clean exit): the crash marker goes."""
+        self._drop_marker()
 
     def _build(self, models: dict[str, Model]) -> None:
         s = self.settings
@@ -177,6 +221,7 @@ class PoseEngine:
         models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
                   for name, path in self._cpu_paths.items()}
         self._backend = "cpu"
+        self._drop_marker()  # the TPU is no longer in use; this failure was caught, not a crash
         self.backend_reason = f"Edge TPU failed while running ({runtime._first_line(error)}); using CPU (XNNPACK)"
         self._build(models)
 

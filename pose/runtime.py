@@ -6,7 +6,6 @@ interpreter: :func:`make_cpu_interpreter` refuses it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import sys
@@ -17,27 +16,38 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from . import edgetpu_stack
+from .edgetpu_stack import EDGETPU_LIBRARY
 
-EDGETPU_LIBRARY = "libedgetpu.so.1"
+log = logging.getLogger(__name__)
 
 
 class BackendError(Exception):
     """The requested inference backend cannot be used. The message is one line for the user."""
 
 
-def _import_runtime() -> tuple[Any, Callable[..., Any], str]:
-    """(Interpreter class, load_delegate function, runtime name): LiteRT first, else tflite_runtime."""
+def _import_runtime(for_edgetpu: bool = False) -> tuple[Any, Callable[..., Any], str]:
+    """(Interpreter class, load_delegate function, runtime module name). The CPU prefers LiteRT; Edge TPU models
+    prefer tflite_runtime, the runtime `install.sh --with-coral` installs as the match of its libedgetpu."""
+    order = ("tflite_runtime", "ai_edge_litert") if for_edgetpu else ("ai_edge_litert", "tflite_runtime")
+    for module in order:
+        try:
+            if module == "ai_edge_litert":
+                from ai_edge_litert.interpreter import Interpreter, load_delegate
+            else:
+                from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore[no-redef]
+        except ImportError:
+            continue
+        return Interpreter, load_delegate, module
+    raise BackendError("no TFLite runtime: install ai-edge-litert (or tflite-runtime)")
+
+
+def runtime_label(for_edgetpu: bool = False) -> str:
+    """The runtime (module and version) that runs CPU or Edge TPU models here, e.g. "LiteRT 2.3.0"."""
     try:
-        from ai_edge_litert.interpreter import Interpreter, load_delegate
-        return Interpreter, load_delegate, "ai_edge_litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore[no-redef]
-        return Interpreter, load_delegate, "tflite_runtime"
-    except ImportError:
-        raise BackendError("no TFLite runtime: install ai-edge-litert (or tflite-runtime)") from None
+        return edgetpu_stack.runtime_label(_import_runtime(for_edgetpu)[2])
+    except BackendError:
+        return "no TFLite runtime"
 
 
 def is_edgetpu_model(path: Path) -> bool:
@@ -65,25 +75,24 @@ def make_cpu_interpreter(path: Path, num_threads: Optional[int] = None) -> Any:
 
 def load_edgetpu_delegate(device: str = "usb") -> Any:
     """Load the Edge TPU delegate, or BackendError saying why not (library missing, or no TPU answering)."""
-    _, load_delegate, _ = _import_runtime()
+    _, load_delegate, _ = _import_runtime(for_edgetpu=True)
     options = {"device": device} if device else {}
-    # Probe the library first: a failed load_delegate leaves a half-built Delegate whose __del__ prints a
-    # traceback on some LiteRT versions.
+    # Look for the library first (by the loader's search path, without loading it): a failed load_delegate
+    # leaves a half-built Delegate whose __del__ prints a traceback on some LiteRT versions.
+    library = edgetpu_stack.find_library()
+    if library is None:
+        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not found")
     try:
-        ctypes.CDLL(EDGETPU_LIBRARY)
-    except OSError:
-        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not found") from None
-    try:
-        return load_delegate(EDGETPU_LIBRARY, options)
+        return load_delegate(str(library), options)
     except OSError as e:
-        raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not loadable ({_first_line(e)})") from e
+        raise BackendError(f"Edge TPU library {library} not loadable ({_first_line(e)})") from e
     except ValueError as e:
         where = f" on device {device!r}" if device else ""
         raise BackendError(f"no Edge TPU answered{where} ({_first_line(e)})") from e
 
 
 def make_edgetpu_interpreter(path: Path, delegate: Any, num_threads: Optional[int] = None) -> Any:
-    interpreter_cls, _, _ = _import_runtime()
+    interpreter_cls, _, _ = _import_runtime(for_edgetpu=True)
     try:
         interp = interpreter_cls(model_path=str(path), experimental_delegates=[delegate],
                                  num_threads=default_threads(num_threads))
@@ -127,10 +136,11 @@ def _first_line(e: BaseException) -> str:
 class Model:
     """One interpreter with cached tensor indices and invoke timing: the small common part of every adapter."""
 
-    def __init__(self, interpreter: Any, path: Path, backend: str):
+    def __init__(self, interpreter: Any, path: Path, backend: str, runtime: str = ""):
         self.interpreter = interpreter
         self.path = Path(path)
         self.backend = backend
+        self.runtime = runtime or runtime_label(for_edgetpu=backend == "edgetpu")  # e.g. "LiteRT 2.3.0"
         inp = interpreter.get_input_details()[0]
         self.input_index: int = inp["index"]
         self.input_shape: tuple[int, ...] = tuple(int(v) for v in inp["shape"])

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import threading
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,7 @@ def table(stdout: str) -> dict[str, list[str]]:
     rows = {}
     for line in stdout.splitlines()[2:]:
         cells = line.split()
-        rows[cells[0]] = cells
+        rows[cells[0]] = cells[:-1]  # the last column, RUNTIME, is checked on its own
     return rows
 
 
@@ -93,6 +95,13 @@ def test_list_shows_presence_and_verification(model_dir: Path) -> None:
     assert rows["movenet_lightning"][5:] == ["sha256", "ok", "needed"]
     assert rows["blazepose_full"][4:] == ["yes", "sha256", "ok"]
     assert rows["movenet_thunder"][3:] == ["cpu", "no", "-"]
+    # each model names the runtime (module-version) that runs it here; without tflite_runtime, LiteRT runs both
+    runtime = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()[2:]}
+    litert = f"ai_edge_litert-{metadata.version('ai-edge-litert')}"
+    assert result.stdout.splitlines()[1].split()[-1] == "RUNTIME"
+    assert runtime["movenet_lightning"] == litert
+    if not importlib.util.find_spec("tflite_runtime"):
+        assert runtime["movenet_lightning_edgetpu"] == litert
 
 
 def test_list_follows_the_model_dir_search_order(model_dir: Path, tmp_path: Path) -> None:

@@ -23,6 +23,10 @@ def test_bench_json_report(data_dir: Path, model_dir: Path, capsys: pytest.Captu
     report = json.loads(out[0])
     assert report["frames"] == 2 * n and report["loops"] == 2
     assert report["backend"] == "cpu" and "CPU" in report["backend_reason"]
+    # which runtime ran which model
+    assert report["models"]["detector"]["backend"] == report["models"]["estimator"]["backend"] == "cpu"
+    assert report["models"]["estimator"]["file"] == "movenet_single_pose_lightning_ptq.tflite"
+    assert report["models"]["estimator"]["runtime"].startswith(("LiteRT ", "tflite_runtime "))
     assert report["fps"] > 0
     for stage in ("decode", "detect", "estimate", "track", "pose", "pipeline"):
         st = report["stage_ms"][stage]
