@@ -19,6 +19,8 @@ DEFAULT_CONFIG = Path(__file__).with_name("fallwatch.yaml")
 SYSTEM_CONFIG = Path("/etc/fallwatch/fallwatch.yaml")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_FILE_KEYS = ("password_file",)
+# A configuration is a few kilobytes; a bigger file is a mistake (or an attack on the parser's memory).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(Exception):
@@ -40,7 +42,11 @@ def default_config_path() -> Path:
 def load_config(path: Union[str, Path, None] = None) -> Config:
     path = Path(path) if path else default_config_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a fallwatch configuration"])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{path}: configuration file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -48,11 +54,34 @@ def load_config(path: Union[str, Path, None] = None) -> Config:
     return parse_config(text, path.name)
 
 
+class _AliasRefused(yaml.MarkedYAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML aliases (``*name``) are refused: a configuration needs none, and they are how a small file expands
+    into gigabytes (an "alias bomb") or refers to itself (``a: &a [*a]``, which never ends)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(None, None, f"YAML aliases (*{event.anchor}) are not supported in a fallwatch "
+                                            f"configuration; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def parse_config(text: str, name: str = "<config>") -> Config:
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{name}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a fallwatch configuration"])
+    loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else {}
+    except _AliasRefused as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise ConfigError([f"{name}:{line}: {exc.problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{name}: malformed YAML: nested too deeply"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0

@@ -94,6 +94,8 @@ class Daemon:
         self.stall_s = stall_s or max(self.notifier.watchdog_s or 30.0, 4 * GET_TIMEOUT_S)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reload_thread: Optional[threading.Thread] = None
+        self._reload_read: Optional[tuple[Config, Any]] = None  # what the reload thread read and checked
         self._started = False
         self._shutting_down = False
         self._ready = False
@@ -290,9 +292,18 @@ class Daemon:
         capture = self.capture
         assert capture is not None
         while not self._stop.is_set():
-            if self._reload.is_set():
+            if self._reload.is_set() and self._reload_thread is None:
+                # The file is read and checked in a thread of its own: a slow or hostile file must not stall
+                # detection. The result is applied here, between two frames.
                 self._reload.clear()
-                self.reload()
+                self._reload_thread = threading.Thread(target=self._read_for_reload, name="config-reload",
+                                                       daemon=True)
+                self._reload_thread.start()
+            if self._reload_thread is not None and not self._reload_thread.is_alive():
+                self._reload_thread = None
+                read, self._reload_read = self._reload_read, None
+                if read is not None:
+                    self._apply_reload(*read)
             frame = capture.get(GET_TIMEOUT_S)
             now = time.monotonic()
             if frame is None:
@@ -470,25 +481,42 @@ class Daemon:
     # -- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> bool:
         """Re-read the configuration file; apply rules, MQTT and log level; keep the camera running."""
+        read = self._read_config()
+        return read is not None and self._apply_reload(*read)
+
+    def _read_for_reload(self) -> None:
+        """The reload thread: read and check the file; the loop applies it."""
+        self._reload_read = self._read_config()
+
+    def _read_config(self) -> Optional[tuple[Config, Any]]:
+        """The new configuration and rules made from it, or None (logged) when the file is refused."""
         from fallwatch.rules import make_rules
 
         from .settings import rule_settings
 
         if self._ready:
             self.notifier.reloading()
+        path = self.config_path or default_config_path()
+        log.info("SIGHUP: reloading %s", path)
         try:
-            path = self.config_path or default_config_path()
-            log.info("SIGHUP: reloading %s", path)
-            try:
-                new = load_config(path)
-                if self.source_override:
-                    new.camera.source = self.source_override
-                rules = make_rules(rule_settings(new), source=self.cfg.camera.name)
-            except (ConfigError, ValueError) as exc:
-                for line in getattr(exc, "errors", None) or str(exc).splitlines():
-                    log.error("%s", line)
-                log.error("configuration reload rejected; keeping the running configuration")
-                return False
+            new = load_config(path)
+            if self.source_override:
+                new.camera.source = self.source_override
+            rules = make_rules(rule_settings(new), source=self.cfg.camera.name)
+        except Exception as exc:  # ConfigError, a value the rules refuse, or anything else: never the daemon's end
+            for line in getattr(exc, "errors", None) or str(exc).splitlines() or [repr(exc)]:
+                log.error("%s", line)
+            log.error("configuration reload rejected; keeping the running configuration")
+            if self._ready:
+                self.notifier.ready()  # ends RELOADING=1
+            return None
+        return new, rules
+
+    def _apply_reload(self, new: Config, rules: Any) -> bool:
+        """On the detection thread, between two frames."""
+        from .settings import rule_settings
+
+        try:
             old = self.cfg
             changes = config_changes(old, new)
             if not changes:

@@ -192,3 +192,25 @@ def test_passwords_inside_urls_are_masked_in_the_effective_config() -> None:
     text = effective_config_yaml(config)
     assert "hunter2" not in text and "rtsp://admin:***@192.0.2.7:554/stream" in text
     assert config.camera.source == "rtsp://admin:hunter2@192.0.2.7:554/stream"  # the daemon still gets it
+
+
+def test_a_self_referencing_alias_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    # Side door 1: `a: &a [*a]` used to raise RecursionError (a traceback at start, a dead daemon on SIGHUP).
+    assert errors_of(tmp_path, "camera:\n  name: hall\na: &a [*a]\n") == [
+        "fallwatch.yaml:3: YAML aliases (*a) are not supported in a fallwatch configuration; write the value out"]
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    # Side door 2: eight levels of ten aliases each took gigabytes; now the first alias is refused.
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    errors = errors_of(tmp_path, "\n".join(lines) + "\n")
+    assert errors == ["fallwatch.yaml:2: YAML aliases (*l0) are not supported in a fallwatch configuration; "
+                      "write the value out"]
+
+
+def test_an_oversized_or_too_deep_file_is_one_line(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, "camera:\n  name: '" + "x" * (1 << 20) + "'\n")
+    assert errors == [f"{tmp_path / 'fallwatch.yaml'}: larger than 1024 KiB; not a fallwatch configuration"]
+    errors = errors_of(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert errors == ["fallwatch.yaml: malformed YAML: nested too deeply"]

@@ -88,3 +88,15 @@ def test_config_schema_prints_the_json_schema() -> None:
     schema = json.loads(result.stdout)
     assert schema == json.loads(json.dumps(Config.model_json_schema()))
     assert list(schema["properties"]) == ["camera", "pose", "rules", "mqtt", "debug", "models", "log"]
+
+
+def test_check_config_refuses_an_alias_bomb_at_once_saying_why(tmp_path: Path) -> None:
+    # Side door 2: check-config ran past 30 s at 2.9 GB on this file.
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    result = fallwatch("check-config", str(path))
+    assert result.returncode == 2
+    assert result.stderr == ("bomb.yaml:2: YAML aliases (*l0) are not supported in a fallwatch configuration; "
+                             "write the value out\n")

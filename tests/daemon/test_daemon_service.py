@@ -194,6 +194,20 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     assert run.log.count("opened") + run.log.count("source: video file") == opened_before, "camera was reopened"
     assert get_json(bind, "/healthz")[0] == 200
 
+    # Side doors 1 and 2: a self-referencing alias (was: RecursionError, exit 1) and an alias bomb (was: gigabytes
+    # on the detection thread, /healthz 503) are refused in one line each; detection goes on.
+    run.write_config("a: &a [*a]\n")
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"fallwatch\.yaml:1: YAML aliases \(\*a\) are not supported")
+    bomb = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]"
+                                                         for i in range(1, 9)]
+    run.write_config("\n".join(bomb) + "\n")
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"fallwatch\.yaml:2: YAML aliases \(\*l0\) are not supported")
+    run.wait_log(r"reload rejected", count=3)
+    assert run.proc.poll() is None
+    assert get_json(bind, "/healthz")[0] == 200
+
     rc, took = run.signal_and_wait(signal.SIGTERM)
     assert rc == 0 and took < 2.0
 
