@@ -141,6 +141,8 @@ class MqttConfig(Section):
     state_dir: Optional[str] = Field(None, description="where the event outbox lives (default: "
                                                        "$STATE_DIRECTORY or ~/.local/state/fallwatch)")
     reconnect_max_s: float = Field(60, ge=1, le=3600, description="longest wait between reconnect attempts")
+    commands: bool = Field(True, description="accept commands on <prefix>/set (alerts on/off, test event); "
+                                             "protect that topic with broker ACLs, or set false")
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
     @model_validator(mode="after")
@@ -169,6 +171,11 @@ class DebugConfig(Section):
         return self
 
 
+class AlertsConfig(Section):
+    pause_max_s: float = Field(43200, ge=60, le=7 * 86400, description="alerts paused by an MQTT command resume "
+                                                                       "by themselves after this long (announced)")
+
+
 class ModelsConfig(Section):
     dir: Optional[str] = Field(None, description="model directory (default: /var/lib/fallwatch/models under "
                                                  "systemd, ~/.cache/fallwatch/models otherwise)")
@@ -184,5 +191,6 @@ class Config(Section):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     debug: DebugConfig = Field(default_factory=DebugConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     log: LogConfig = Field(default_factory=LogConfig)

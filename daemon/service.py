@@ -37,7 +37,7 @@ SD_STATUS_EVERY_S = 5.0  # systemd STATUS= line
 FPS_STALE_S = 2.0  # no inference for this long: fps reads 0
 MAX_CONSECUTIVE_ERRORS = 25  # unexpected pipeline errors in a row: exit 1 and let systemd restart us
 # Sections a reload applies at once; the others need a restart (they hold the camera, the models, the socket).
-LIVE_SECTIONS = ("rules", "mqtt", "log")
+LIVE_SECTIONS = ("rules", "mqtt", "alerts", "log")
 
 
 def fallwatch_version() -> str:
@@ -248,8 +248,10 @@ class Daemon:
         from .mqtt import MqttPublisher
 
         self.publisher = MqttPublisher(cfg.mqtt, camera=cfg.camera.name, version=self.version,
-                                       status=self.heartbeat_status, on_alerts_changed=self._alerts_changed)
+                                       status=self.heartbeat_status, on_alerts_changed=self._alerts_changed,
+                                       pause_max_s=cfg.alerts.pause_max_s)
         self.publisher.start()
+        self._alerts_changed(self.publisher.alerts_enabled)
 
     def _stop_mqtt(self) -> None:
         if self.publisher is not None:
@@ -260,9 +262,10 @@ class Daemon:
                 log.exception("stopping the MQTT client failed")
 
     def _alerts_changed(self, enabled: bool) -> None:
-        log.warning("alerts %s over MQTT", "resumed" if enabled else "paused (events are still logged)")
+        """The publisher logs the change; the page shows it."""
         if self.hub is not None:
-            self.hub.update(alerts=bool(enabled))
+            resume_at = self.publisher.alerts_resume_at() if self.publisher is not None else None
+            self.hub.update(alerts=bool(enabled), alerts_resume_at=resume_at)
 
     def _shutdown(self) -> None:
         self._shutting_down = True
@@ -550,6 +553,8 @@ class Daemon:
                         self._update_state()
                 if self.hub is not None:
                     self.hub.update(rules=new.rules.model_dump(mode="json"))
+            if old.alerts != new.alerts and self.publisher is not None:
+                self.publisher.set_pause_max(new.alerts.pause_max_s)
             if old.log.level != new.log.level and not self.log_level_override:
                 set_level(new.log.level)
             # Keep what was not applied, so the next reload reports it again and the status stays truthful.

@@ -248,3 +248,38 @@ def test_mqtt_wildcards_in_the_topic_prefixes_are_named(mqtt_cfg, publisher):
         pub = publisher(mqtt_cfg(1, **overrides))
         with pytest.raises(MqttError, match=setting + r".*wildcard"):
             pub.start()
+
+
+def test_the_readme_acl_keeps_other_users_from_pausing_alerts(tmp_path, mosquitto_factory, subscriber, mqtt_cfg,
+                                                              publisher):
+    # Side door 3: anyone who could publish to the broker could switch alerts off for good. The README's ACL,
+    # run here as it is printed, lets only Home Assistant (and the daemon) command fallwatch.
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    acl_text = re.search(r"```text\n(# mosquitto ACL for fallwatch\n.*?)```", readme, re.S).group(1)
+    acl = tmp_path / "acl"
+    acl.write_text(acl_text)
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    pwfile = tmp_path / "mosquitto.passwd"
+    for i, (user, password) in enumerate((("fallwatch", "s3cret"), ("homeassistant", "ha"), ("guest", "guest"))):
+        subprocess.run([passwd, "-b", *(["-c"] if i == 0 else []), str(pwfile), user, password], check=True,
+                       capture_output=True)
+    pwfile.chmod(0o600)
+    broker = mosquitto_factory(f"allow_anonymous false\npassword_file {pwfile}\nacl_file {acl}\n").start()
+    pub = publisher(mqtt_cfg(broker.port, username="fallwatch", password="s3cret"))
+    home = subscriber(broker.port, [f"{PREFIX}/#"], auth=("homeassistant", "ha"))
+    guest = subscriber(broker.port, [f"{PREFIX}/#"], auth=("guest", "guest"))
+    pub.start()
+    assert home.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
+    assert guest.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5), "other users may watch"
+
+    # the guest's pause is acknowledged by the broker (3.1.1 has no refusal) but goes nowhere ...
+    guest.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1).wait_for_publish(5)
+    # ... as a command sent after it by Home Assistant shows: it arrives, the pause before it did not
+    home.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1)
+    assert home.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) == 1, 5)
+    assert pub.alerts_enabled is True
+    # Home Assistant may pause them
+    home.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
+    assert wait_until(lambda: pub.alerts_enabled is False, 5)
