@@ -28,6 +28,8 @@ import numpy as np
 
 from fallwatch.config.loader import redact_url
 
+from .images import ImageError, read_image_bgr
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -179,9 +181,10 @@ class ImageFolderSource(Source):
         self.pos += 1
         t = self.index / self.fps
         self.index += 1
-        image = _cv2().imread(file, _cv2().IMREAD_COLOR)
-        if image is None:
-            log.warning("%s: cannot decode this image; skipped", file)
+        try:
+            image = read_image_bgr(file)  # refuses, or downscales, what is above the size limit
+        except ImageError as exc:
+            log.warning("%s", exc)
             return None
         self.decoded_in_pass = True
         return image, t
