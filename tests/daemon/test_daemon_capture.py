@@ -650,3 +650,47 @@ def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled
     # decoding the PNG alone would take 432 MB; the 6400x4800 JPEG 92 MB at full size
     if before < 300 * 1024:  # an earlier child may already have set the high-water mark
         assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
+
+
+def _damaged_copy(clips: Path, tmp_path: Path, start: float, end: float) -> Path:
+    """The 30 fps clip with the share [start, end) of its media data (mdat) overwritten with zeros."""
+    data = bytearray((clips / CLIP_30FPS).read_bytes())
+    mdat = data.find(b"mdat") + 4  # the clip's layout: ftyp, uuid, mdat, moov (checked below)
+    moov = data.find(b"moov") - 4
+    assert 0 < mdat < moov
+    a, b = mdat + int((moov - mdat) * start), mdat + int((moov - mdat) * end)
+    data[a:b] = bytes(b - a)
+    path = tmp_path / f"damaged-{start}-{end}.mp4"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_video_says_so_and_one_with_no_frame_fails(clips: Path, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # Side door 7: damage mid-file ended the source as a clean EOF (91 of 178 frames, no word), and a file with no
+    # decodable frame ended as "eof" after 0 frames (the daemon exited 0). Now the damage is skipped and said,
+    # and a file that gives no frame fails.
+    path = _damaged_copy(clips, tmp_path, 0.5, 0.75)
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.capture"):
+        capture = open_capture(CameraConfig(source=str(path), realtime=False))
+        try:
+            frames = drain(capture, 60)
+        finally:
+            capture.stop()
+    assert capture.state == "eof"
+    assert 91 < len(frames) < 178 and capture.corrupt == 178 - len(frames)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    import re
+
+    first = re.fullmatch(rf"{re.escape(str(path))}: frame (\d+) \(t=([\d.]+) s\) cannot be decoded .*", warnings[0])
+    assert first and 80 < int(first.group(1)) < 100, warnings  # the damage starts half way through the data
+    assert float(first.group(2)) == pytest.approx(int(first.group(1)) / 30, abs=0.1)  # container stamps
+    assert f"{178 - len(frames)} of 178 frames could not be decoded" in warnings[-1], warnings
+
+    nothing = _damaged_copy(clips, tmp_path, 0.0, 1.0)
+    capture = open_capture(CameraConfig(source=str(nothing), realtime=False))
+    try:
+        assert drain(capture, 30) == []
+    finally:
+        capture.stop()
+    assert capture.state == "failed" and "no frame could be decoded" in (capture.error or "")

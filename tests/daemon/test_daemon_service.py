@@ -587,3 +587,15 @@ def test_reload_log_shows_changes_without_their_secrets() -> None:
     assert set(changes) == {"camera.source", "mqtt.password"}  # a changed secret is still a change
     assert "secret" not in repr(changes) and "p1" not in repr(changes) and "p2" not in repr(changes)
     assert changes["camera.source"] == ("rtsp://cam:***@192.0.2.9/s", "rtsp://cam:***@192.0.2.9/s")
+
+
+def test_a_video_with_no_decodable_frame_exits_1_saying_so(run_daemon, data_dir: Path, tmp_path: Path) -> None:
+    # Side door 7: a file whose every frame is damaged ended as a clean finish: exit 0 after 0 frames.
+    data = bytearray((data_dir / "gmdcsa24-dev" / FALL_CLIP).read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+    data[start:end] = bytes(end - start)
+    video = tmp_path / "damaged.mp4"
+    video.write_bytes(bytes(data))
+    run = run_daemon(base_config(str(video), tmp_path, realtime=False), notify=False)
+    assert run.proc.wait(120) == 1, run.log[-2000:]
+    assert re.search(rf"source failed: camera.source {re.escape(str(video))}: no frame could be decoded", run.log)
