@@ -2,6 +2,7 @@
 errors) and field descriptions, so the schema doubles as documentation (`fallwatch config schema`)."""
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -163,7 +164,10 @@ class DebugConfig(Section):
     @model_validator(mode="after")
     def _auth_beyond_loopback(self) -> "DebugConfig":
         host = self.bind.rsplit(":", 1)[0].strip("[]")
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        try:  # a literal address only: a host name such as 127.0.0.1.example.com may resolve to anything
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
         if self.enabled and not loopback and not (self.username and (self.password or self.password_file)):
             raise ValueError(f"bind: binding to {host} beyond loopback requires username and password")
         if self.username and not (self.password or self.password_file):

@@ -229,8 +229,8 @@ class Daemon:
         self._progress = time.monotonic()
         log.info("fallwatch %s running: %s -> pose (%s) -> rules (%s) -> %s", self.version,
                  self.capture.source.describe(), self.engine.backend, cfg.rules.strategy,
-                 ", ".join(o for o, on in (("mqtt", cfg.mqtt.enabled), ("debug", cfg.debug.enabled), ("log", True))
-                           if on))
+                 ", ".join(o for o, on in (("mqtt", self.publisher is not None),
+                                           ("debug", self.debug_server is not None), ("log", True)) if on))
 
     def _start_debug_server(self) -> None:
         from .web import DebugServer

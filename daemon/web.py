@@ -608,7 +608,12 @@ class DebugServer:
                                 "last_frame_age_s": None if age is None else round(age, 3)}
         if not ok:
             if self.hub.source_stopped:
-                body["reason"] = "source stopped"
+                stats = self.hub.stats()
+                if stats.get("camera") == "reopening":  # the daemon is trying again: not stopped
+                    error = stats.get("camera_error")
+                    body["reason"] = "camera reopening" + (f" ({error})" if error else "")
+                else:
+                    body["reason"] = "source stopped"
             elif age is None:
                 body["reason"] = "no frame yet"
             else:

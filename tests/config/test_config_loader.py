@@ -214,3 +214,16 @@ def test_an_oversized_or_too_deep_file_is_one_line(tmp_path: Path) -> None:
     assert errors == [f"{tmp_path / 'fallwatch.yaml'}: larger than 1024 KiB; not a fallwatch configuration"]
     errors = errors_of(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
     assert errors == ["fallwatch.yaml: malformed YAML: nested too deeply"]
+
+
+def test_only_literal_loopback_addresses_bind_without_auth(tmp_path: Path) -> None:
+    # Side door 8: "127." at the start of a host name was taken for loopback, so 127.0.0.1.example.com (which
+    # may resolve to anything) served the debug page without a password.
+    for host in ("127.0.0.1.example.com", "127.attacker.net", "[::ffff:192.0.2.1]", "0.0.0.0"):
+        errors = errors_of(tmp_path, f"debug:\n  bind: '{host}:8080'\n")
+        assert errors == [f"fallwatch.yaml:2: debug.bind: binding to {host.strip('[]')} beyond loopback requires "
+                          f"username and password"], errors
+    for host in ("127.0.0.1", "127.1.2.3", "[::1]", "localhost"):
+        path = tmp_path / "ok.yaml"
+        path.write_text(f"debug:\n  bind: '{host}:8080'\n")
+        assert load_config(path).debug.bind == f"{host}:8080"

@@ -100,3 +100,13 @@ def test_check_config_refuses_an_alias_bomb_at_once_saying_why(tmp_path: Path) -
     assert result.returncode == 2
     assert result.stderr == ("bomb.yaml:2: YAML aliases (*l0) are not supported in a fallwatch configuration; "
                              "write the value out\n")
+
+
+def test_config_schema_into_a_closed_pipe_is_quiet() -> None:
+    # Side door 8: `fallwatch config schema | head` ended in a BrokenPipeError traceback.
+    env = {k: v for k, v in os.environ.items() if k != "FALLWATCH_CONFIG"}
+    proc = subprocess.Popen([sys.executable, "-m", "fallwatch.daemon.cli", "config", "schema"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write (Python takes far longer to start)
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(60) == 141 and stderr == "", stderr

@@ -394,6 +394,8 @@ def test_unusable_debug_password_file_leaves_detection_running(run_daemon, tmp_p
     lines = [line for line in run.log.splitlines() if "debug server" in line]
     assert len(lines) == 1 and "ERROR" in lines[0] and "no password" in lines[0], run.log[-2000:]
     assert re.search(r"stopped after 2 frames", run.log), run.log[-2000:]
+    # side door 8: the start-up line listed "debug" among the outputs all the same
+    assert re.search(r"running: .* -> rules \(fallwatch\) -> log\n", run.log), run.log
 
 
 def test_signal_handler_only_sets_flags(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

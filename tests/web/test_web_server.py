@@ -529,3 +529,27 @@ def test_a_get_body_is_read_not_parsed_as_the_next_request(start_server):
             data += chunk
     assert data.count(b"HTTP/1.1 ") == 2, data[:400]
     assert b"fallwatch_fps" not in data and b'"events"' in data
+
+
+def test_images_are_never_scaled_above_the_source_height(start_server, feeders, clip_frames):
+    # Side door 8: ?height=2160 upscaled a 480-line frame to 2160 lines (CPU and bandwidth for nothing).
+    run = start_server()
+    run.hub.publish_frame(clip_frames[0], [], {})
+    status, _, body = run.request("/latest.jpg?height=2160")
+    assert status == 200
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[:2] == clip_frames[0].shape[:2]
+    status, _, body = run.request("/latest.jpg?height=240")
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[0] == 240
+
+
+def test_healthz_says_the_camera_is_reopening(start_server, clip_frames):
+    # Side door 8: /healthz said "source stopped" while the daemon was reopening the camera.
+    run = start_server()
+    run.hub.publish_frame(clip_frames[0], [], {})
+    run.hub.update(camera="reopening", camera_error="no frames")
+    run.hub.mark_source_stopped()
+    status, body = run.json("/healthz")
+    assert status == 503 and body["reason"] == "camera reopening (no frames)"
+    run.hub.update(camera="eof", camera_error=None)
+    assert run.json("/healthz")[1]["reason"] == "source stopped"
