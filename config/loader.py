@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -105,9 +106,13 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        errors.extend(e for loc, e in _format_validation_error(exc, lines, name) if loc not in unset)
+        found = _format_validation_error(exc, lines, name)
+        # pydantic skips a section's cross-field checks when one of its keys is wrong: run them on the rest
+        found += _cross_field_errors(Config, data, (), {tuple(e["loc"]) for e in exc.errors()}, lines, name)
+        errors.extend(e for loc, e in found if loc not in unset)
     else:
         errors.extend(_check_secret_files(config, lines, name))
+        errors.extend(_check_tls_files(config, lines, name))
     if errors:
         raise ConfigError(sorted(errors, key=_error_line))  # in file order
     return config
@@ -194,10 +199,37 @@ def _constraint_text(model: type[BaseModel], loc: tuple) -> Optional[str]:
     return None
 
 
+def _cross_field_errors(model: type[BaseModel], data: Any, loc: tuple, bad: set[tuple], lines: dict,
+                        name: str) -> list[tuple[tuple, str]]:
+    """The cross-field errors of each section that also has a wrong key, checked with its wrong keys left out."""
+    if not isinstance(data, dict):
+        return []
+    out = []
+    for key, value in data.items():
+        sub = _model_at((key,), model)
+        if sub is not None:
+            out += _cross_field_errors(sub, value, loc + (key,), bad, lines, name)
+    wrong = {b[len(loc)] for b in bad if len(b) > len(loc) and b[:len(loc)] == loc}
+    if not wrong:
+        return out
+    rest = {k: v for k, v in data.items() if k in model.model_fields and k not in wrong}
+    try:
+        model.model_validate(rest)
+    except ValidationError as exc:
+        for err in exc.errors():
+            if not err["loc"]:  # the section's own (cross-field) check
+                out += _format_errors([dict(err, loc=loc)], lines, name)
+    return out
+
+
 def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> list[tuple[tuple, str]]:
     """(key path, one-line error) for each problem pydantic found."""
+    return _format_errors(exc.errors(), lines, name)
+
+
+def _format_errors(errors: Any, lines: dict, name: str) -> list[tuple[tuple, str]]:
     out = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err["loc"])
         kind = err["type"]
         blamed = re.match(r"^Value error, (\w+): (.*)$", err["msg"])
@@ -218,8 +250,8 @@ def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> li
     return out
 
 
-def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
-    model: Any = Config
+def _model_at(loc: tuple, root: type[BaseModel] = Config) -> Optional[type[BaseModel]]:
+    model: Any = root
     for part in loc:
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return None
@@ -239,9 +271,50 @@ def _check_secret_files(config: Config, lines: dict, name: str) -> list[str]:
         sub = getattr(config, section)
         for key in _SECRET_FILE_KEYS:
             file = getattr(sub, key, None)
-            if file and not os.access(file, os.R_OK):
-                errors.append(f"{name}:{_line_of((section, key), lines)}: {section}.{key}: "
-                              f"cannot read {file}")
+            if not file:
+                continue
+            where = f"{name}:{_line_of((section, key), lines)}: {section}.{key}"
+            try:
+                secret = Path(file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                errors.append(f"{where}: cannot read {file}")
+                continue
+            if not secret:
+                errors.append(f"{where}: {file} is empty")
+    return errors
+
+
+def _check_tls_files(config: Config, lines: dict, name: str) -> list[str]:
+    """mqtt.tls files that are unreadable, not PEM, or a key that does not belong to its certificate."""
+    tls = config.mqtt.tls
+    if not (config.mqtt.enabled and tls.enabled):
+        return []
+
+    def error(key: str, text: str) -> str:
+        return f"{name}:{_line_of(('mqtt', 'tls', key), lines)}: mqtt.tls.{key}: {text}"
+
+    errors = []
+    for key in ("ca_certs", "certfile", "keyfile"):
+        file = getattr(tls, key)
+        if file and not os.access(file, os.R_OK):
+            errors.append(error(key, f"cannot read {file}"))
+    if errors:
+        return errors
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_certs:
+        try:
+            context.load_verify_locations(cafile=tls.ca_certs)
+        except (ssl.SSLError, ValueError) as exc:
+            errors.append(error("ca_certs", f"{tls.ca_certs} holds no usable CA certificate ({exc})"))
+    if tls.certfile:
+        try:  # a key with a pass phrase is refused, not asked for: the daemon cannot type one
+            context.load_cert_chain(tls.certfile, tls.keyfile, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                errors.append(error("keyfile" if tls.keyfile else "certfile",
+                                    "the key does not belong to the certificate in certfile"))
+            else:
+                errors.append(error("certfile", f"cannot load the certificate and key ({exc})"))
     return errors
 
 

@@ -405,18 +405,11 @@ class MqttPublisher:
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        for setting, value in (("mqtt.topic_prefix", prefix_of(cfg)),
-                               ("mqtt.homeassistant.discovery_prefix", cfg.homeassistant.discovery_prefix)):
-            if any(c in value for c in "+#\0"):
-                raise MqttError(f"{setting}: {value!r} contains an MQTT wildcard (+ or #) or NUL; topics cannot")
-        if not cfg.username and (cfg.password is not None or cfg.password_file):
-            which = "mqtt.password_file" if cfg.password_file else "mqtt.password"
-            raise MqttError(f"{which} is set but mqtt.username is not (MQTT sends a password only with a user name)")
+        # Wildcards in the prefixes, a password without a user name, a key without its certificate: the
+        # configuration refuses those (config/schema.py). Files can still change after it was checked.
         if cfg.username:
             client.username_pw_set(cfg.username, password)
         if cfg.tls.enabled:
-            if cfg.tls.keyfile and not cfg.tls.certfile:
-                raise MqttError("mqtt.tls.keyfile is set without mqtt.tls.certfile (the client certificate)")
             for name in ("ca_certs", "certfile", "keyfile"):
                 path = getattr(cfg.tls, name)
                 try:
