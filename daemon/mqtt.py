@@ -51,8 +51,10 @@ from paho.mqtt.packettypes import PacketTypes
 
 from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import MqttConfig
+from fallwatch.rules.events import utc_now_iso
 
 from . import homeassistant as ha
+from .jsonsafe import to_json
 from .outbox import Outbox, default_state_dir
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,6 @@ DEFAULT_PAUSE_MAX_S = 12 * 3600.0
 
 class MqttError(Exception):
     """A configuration problem that stops MQTT from ever working (unreadable password file, bad TLS files)."""
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def sanitize_id(raw: str) -> str:
@@ -103,26 +101,6 @@ def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
         return round(int(path.read_text().strip()) / 1000.0, 1)
     except (OSError, ValueError):
         return None
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-safe: numpy scalars/arrays from the rules become numbers/lists, NaN and infinities become null
-    (json.dumps would write NaN, which is not JSON and breaks Home Assistant's parser)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int)):
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _plain(obj.tolist())
-    return str(obj)
-
-
-def to_json(obj: Any) -> bytes:
-    return json.dumps(_plain(obj), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 class MqttPublisher:

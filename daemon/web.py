@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import DebugConfig
 
+from .jsonsafe import plain
 from .status import StatusHub
 
 log = logging.getLogger(__name__)
@@ -332,10 +333,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body, head)
 
     def _r_stats(self, query: dict, head: bool) -> None:
-        self._json(HTTPStatus.OK, _finite(self.server.debug.stats()), head)
+        self._json(HTTPStatus.OK, plain(self.server.debug.stats()), head)
 
     def _r_events(self, query: dict, head: bool) -> None:
-        self._json(HTTPStatus.OK, _finite({"events": self.server.debug.hub.recent_events()}), head)
+        self._json(HTTPStatus.OK, plain({"events": self.server.debug.hub.recent_events()}), head)
 
     def _r_metrics(self, query: dict, head: bool) -> None:
         self._send(HTTPStatus.OK, render_metrics(self.server.debug.stats()).encode(),
@@ -403,17 +404,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
                          + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
         self.wfile.flush()
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/Infinity: turn them into null so strict parsers (browsers) accept the answer."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 class _Server(ThreadingHTTPServer):
