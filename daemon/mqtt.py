@@ -507,7 +507,7 @@ class MqttPublisher:
         if hac.enabled:
             messages = ha.discovery_messages(discovery_prefix=hac.discovery_prefix, prefix=self.prefix,
                                              device_id=self.device_id, version=self.version,
-                                             heartbeat_s=self.cfg.heartbeat_s)
+                                             heartbeat_s=self.cfg.heartbeat_s, commands=self.cfg.commands)
             for topic, payload in messages:
                 client.publish(topic, to_json(payload), qos=1, retain=True)
             topics = [topic for topic, _ in messages]
