@@ -583,8 +583,8 @@ def test_reload_log_shows_changes_without_their_secrets() -> None:
     from fallwatch.config.loader import parse_config
     from fallwatch.daemon.service import config_changes
 
-    old = parse_config("camera:\n  source: rtsp://cam:old-secret@192.0.2.9/s\nmqtt:\n  password: p1\n")
-    new = parse_config("camera:\n  source: rtsp://cam:new-secret@192.0.2.9/s\nmqtt:\n  password: p2\n")
+    old = parse_config("camera:\n  source: rtsp://cam:old-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p1\n")
+    new = parse_config("camera:\n  source: rtsp://cam:new-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p2\n")
     changes = config_changes(old, new)
     assert set(changes) == {"camera.source", "mqtt.password"}  # a changed secret is still a change
     assert "secret" not in repr(changes) and "p1" not in repr(changes) and "p2" not in repr(changes)
