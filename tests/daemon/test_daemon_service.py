@@ -208,6 +208,24 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     assert run.proc.poll() is None
     assert get_json(bind, "/healthz")[0] == 200
 
+    # The file is read off the detection thread: a configuration that takes its time to read (here a FIFO
+    # nobody writes yet) does not stall detection.
+    fifo = tmp_path / "slow.fifo"
+    os.mkfifo(fifo)
+    os.replace(fifo, run.config_file)
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"SIGHUP: reloading", count=5)
+    frames = get_json(bind, "/api/stats")[1]["frames"]
+    deadline = time.monotonic() + 10
+    while get_json(bind, "/api/stats")[1]["frames"] <= frames + 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert get_json(bind, "/api/stats")[1]["frames"] > frames + 10, "detection waited for the reload"
+    assert get_json(bind, "/healthz")[0] == 200
+    cfg["rules"] = {"fall_angle_deg": after + 5}
+    with open(run.config_file, "w") as writer:
+        writer.write(yaml.safe_dump(cfg))
+    run.wait_log(rf"configuration reloaded: rules\.fall_angle_deg {after} -> {after + 5}")
+
     rc, took = run.signal_and_wait(signal.SIGTERM)
     assert rc == 0 and took < 2.0
 
