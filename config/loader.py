@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -19,6 +20,8 @@ DEFAULT_CONFIG = Path(__file__).with_name("fallwatch.yaml")
 SYSTEM_CONFIG = Path("/etc/fallwatch/fallwatch.yaml")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_FILE_KEYS = ("password_file",)
+# A configuration is a few kilobytes; a bigger file is a mistake (or an attack on the parser's memory).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(Exception):
@@ -40,7 +43,11 @@ def default_config_path() -> Path:
 def load_config(path: Union[str, Path, None] = None) -> Config:
     path = Path(path) if path else default_config_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a fallwatch configuration"])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{path}: configuration file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -48,11 +55,34 @@ def load_config(path: Union[str, Path, None] = None) -> Config:
     return parse_config(text, path.name)
 
 
+class _AliasRefused(yaml.MarkedYAMLError):
+    pass
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML aliases (``*name``) are refused: a configuration needs none, and they are how a small file expands
+    into gigabytes (an "alias bomb") or refers to itself (``a: &a [*a]``, which never ends)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _AliasRefused(None, None, f"YAML aliases (*{event.anchor}) are not supported in a fallwatch "
+                                            f"configuration; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def parse_config(text: str, name: str = "<config>") -> Config:
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{name}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a fallwatch configuration"])
+    loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else {}
+    except _AliasRefused as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise ConfigError([f"{name}:{line}: {exc.problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{name}: malformed YAML: nested too deeply"]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -76,9 +106,13 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        errors.extend(e for loc, e in _format_validation_error(exc, lines, name) if loc not in unset)
+        found = _format_validation_error(exc, lines, name)
+        # pydantic skips a section's cross-field checks when one of its keys is wrong: run them on the rest
+        found += _cross_field_errors(Config, data, (), {tuple(e["loc"]) for e in exc.errors()}, lines, name)
+        errors.extend(e for loc, e in found if loc not in unset)
     else:
         errors.extend(_check_secret_files(config, lines, name))
+        errors.extend(_check_tls_files(config, lines, name))
     if errors:
         raise ConfigError(sorted(errors, key=_error_line))  # in file order
     return config
@@ -165,10 +199,37 @@ def _constraint_text(model: type[BaseModel], loc: tuple) -> Optional[str]:
     return None
 
 
+def _cross_field_errors(model: type[BaseModel], data: Any, loc: tuple, bad: set[tuple], lines: dict,
+                        name: str) -> list[tuple[tuple, str]]:
+    """The cross-field errors of each section that also has a wrong key, checked with its wrong keys left out."""
+    if not isinstance(data, dict):
+        return []
+    out = []
+    for key, value in data.items():
+        sub = _model_at((key,), model)
+        if sub is not None:
+            out += _cross_field_errors(sub, value, loc + (key,), bad, lines, name)
+    wrong = {b[len(loc)] for b in bad if len(b) > len(loc) and b[:len(loc)] == loc}
+    if not wrong:
+        return out
+    rest = {k: v for k, v in data.items() if k in model.model_fields and k not in wrong}
+    try:
+        model.model_validate(rest)
+    except ValidationError as exc:
+        for err in exc.errors():
+            if not err["loc"]:  # the section's own (cross-field) check
+                out += _format_errors([dict(err, loc=loc)], lines, name)
+    return out
+
+
 def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> list[tuple[tuple, str]]:
     """(key path, one-line error) for each problem pydantic found."""
+    return _format_errors(exc.errors(), lines, name)
+
+
+def _format_errors(errors: Any, lines: dict, name: str) -> list[tuple[tuple, str]]:
     out = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err["loc"])
         kind = err["type"]
         blamed = re.match(r"^Value error, (\w+): (.*)$", err["msg"])
@@ -189,8 +250,8 @@ def _format_validation_error(exc: ValidationError, lines: dict, name: str) -> li
     return out
 
 
-def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
-    model: Any = Config
+def _model_at(loc: tuple, root: type[BaseModel] = Config) -> Optional[type[BaseModel]]:
+    model: Any = root
     for part in loc:
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return None
@@ -210,9 +271,50 @@ def _check_secret_files(config: Config, lines: dict, name: str) -> list[str]:
         sub = getattr(config, section)
         for key in _SECRET_FILE_KEYS:
             file = getattr(sub, key, None)
-            if file and not os.access(file, os.R_OK):
-                errors.append(f"{name}:{_line_of((section, key), lines)}: {section}.{key}: "
-                              f"cannot read {file}")
+            if not file:
+                continue
+            where = f"{name}:{_line_of((section, key), lines)}: {section}.{key}"
+            try:
+                secret = Path(file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                errors.append(f"{where}: cannot read {file}")
+                continue
+            if not secret and section == "mqtt":  # (an empty debug one leaves only the debug page off, logged)
+                errors.append(f"{where}: {file} is empty")
+    return errors
+
+
+def _check_tls_files(config: Config, lines: dict, name: str) -> list[str]:
+    """mqtt.tls files that are unreadable, not PEM, or a key that does not belong to its certificate."""
+    tls = config.mqtt.tls
+    if not (config.mqtt.enabled and tls.enabled):
+        return []
+
+    def error(key: str, text: str) -> str:
+        return f"{name}:{_line_of(('mqtt', 'tls', key), lines)}: mqtt.tls.{key}: {text}"
+
+    errors = []
+    for key in ("ca_certs", "certfile", "keyfile"):
+        file = getattr(tls, key)
+        if file and not os.access(file, os.R_OK):
+            errors.append(error(key, f"cannot read {file}"))
+    if errors:
+        return errors
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_certs:
+        try:
+            context.load_verify_locations(cafile=tls.ca_certs)
+        except (ssl.SSLError, ValueError) as exc:
+            errors.append(error("ca_certs", f"{tls.ca_certs} holds no usable CA certificate ({exc})"))
+    if tls.certfile:
+        try:  # a key with a pass phrase is refused, not asked for: the daemon cannot type one
+            context.load_cert_chain(tls.certfile, tls.keyfile, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                errors.append(error("keyfile" if tls.keyfile else "certfile",
+                                    "the key does not belong to the certificate in certfile"))
+            else:
+                errors.append(error("certfile", f"cannot load the certificate and key ({exc})"))
     return errors
 
 

@@ -2,9 +2,19 @@
 errors) and field descriptions, so the schema doubles as documentation (`fallwatch config schema`)."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+import ipaddress
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+# The models each role can use, by registry name (fallwatch.pose.models; a test keeps the two in step, as config
+# imports nothing of the project). Edge TPU builds are not named: the engine picks them for the CPU model.
+DETECTOR_MODELS = ("blazepose_detector", "movenet_multipose", "ssd_mobilenet_v1", "ssd_mobilenet_v1_coral",
+                   "ssd_mobilenet_v2")
+ESTIMATOR_MODELS = ("blazepose_full", "blazepose_heavy", "blazepose_lite", "movenet_lightning", "movenet_thunder")
+EDGETPU_MODELS = {"movenet_lightning_edgetpu": "movenet_lightning", "movenet_thunder_edgetpu": "movenet_thunder",
+                  "ssd_mobilenet_v1_edgetpu": "ssd_mobilenet_v1_coral", "ssd_mobilenet_v2_edgetpu": "ssd_mobilenet_v2"}
+TOPIC_WILDCARDS = "+#\0"
 
 
 class Section(BaseModel):
@@ -56,6 +66,22 @@ class PoseConfig(Section):
                                                                 "hips reach this score")
     rotation_retry: bool = Field(True, description="also try the crop turned by 90 degrees for lying people")
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+
+    @field_validator("detector", "estimator")
+    @classmethod
+    def _known_model(cls, name: str, info: Any) -> str:
+        role = info.field_name
+        known, other = (DETECTOR_MODELS, ESTIMATOR_MODELS) if role == "detector" else (ESTIMATOR_MODELS,
+                                                                                       DETECTOR_MODELS)
+        if name in known:
+            return name
+        if name in EDGETPU_MODELS:
+            raise ValueError(f"name the CPU model ({EDGETPU_MODELS[name]}); the engine picks its Edge TPU build "
+                             f"itself")
+        if name in other:
+            raise ValueError(f"{name} is {'a pose estimator' if role == 'detector' else 'a person detector'}, "
+                             f"not a {role} (known {role}s: {', '.join(known)})")
+        raise ValueError(f"unknown {role} model {name!r} (known: {', '.join(known)})")
 
 
 class AmbianicConfig(Section):
@@ -115,10 +141,27 @@ class TlsConfig(Section):
     keyfile: Optional[str] = Field(None, description="client key (PEM)")
     insecure: bool = Field(False, description="skip the broker host name check (testing only)")
 
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> "TlsConfig":
+        if self.keyfile and not self.certfile:
+            raise ValueError("keyfile: is set without certfile (the client certificate it belongs to)")
+        return self
+
 
 class HomeAssistantConfig(Section):
     enabled: bool = Field(True, description="publish Home Assistant MQTT discovery")
     discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant discovery prefix")
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _no_wildcards(cls, value: str) -> str:
+        return _topic_without_wildcards(value)
+
+
+def _topic_without_wildcards(value: Optional[str]) -> Optional[str]:
+    if value is not None and any(c in value for c in TOPIC_WILDCARDS):
+        raise ValueError(f"{value!r} contains an MQTT wildcard (+ or #) or NUL; a topic to publish to cannot")
+    return value
 
 
 class MqttConfig(Section):
@@ -143,12 +186,22 @@ class MqttConfig(Section):
     state_dir: Optional[str] = Field(None, description="where the event outbox lives (default: "
                                                        "$STATE_DIRECTORY or ~/.local/state/fallwatch)")
     reconnect_max_s: float = Field(60, ge=1, le=3600, description="longest wait between reconnect attempts")
+    commands: bool = Field(True, description="accept commands on <prefix>/set (alerts on/off, test event); "
+                                             "protect that topic with broker ACLs, or set false")
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _no_wildcards(cls, value: Optional[str]) -> Optional[str]:
+        return _topic_without_wildcards(value)
 
     @model_validator(mode="after")
     def _one_password(self) -> "MqttConfig":
         if self.password is not None and self.password_file:
             raise ValueError("password_file: set password or password_file, not both")
+        if not self.username and (self.password is not None or self.password_file):
+            which = "password_file" if self.password_file else "password"
+            raise ValueError(f"{which}: is set but username is not (MQTT sends a password only with a user name)")
         return self
 
 
@@ -160,15 +213,30 @@ class DebugConfig(Section):
     password_file: Optional[str] = Field(None, description="file holding the basic-auth password")
     stream_fps: float = Field(5, gt=0, le=30, description="default MJPEG stream frame rate")
 
+    @field_validator("bind")
+    @classmethod
+    def _port_in_range(cls, bind: str) -> str:
+        if int(bind.rsplit(":", 1)[1]) > 65535:
+            raise ValueError("the port must be between 0 and 65535")
+        return bind
+
     @model_validator(mode="after")
     def _auth_beyond_loopback(self) -> "DebugConfig":
         host = self.bind.rsplit(":", 1)[0].strip("[]")
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        try:  # a literal address only: a host name such as 127.0.0.1.example.com may resolve to anything
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
         if self.enabled and not loopback and not (self.username and (self.password or self.password_file)):
             raise ValueError(f"bind: binding to {host} beyond loopback requires username and password")
         if self.username and not (self.password or self.password_file):
             raise ValueError("username: is set but neither password nor password_file")
         return self
+
+
+class AlertsConfig(Section):
+    pause_max_s: float = Field(43200, ge=60, le=7 * 86400, description="alerts paused by an MQTT command resume "
+                                                                       "by themselves after this long (announced)")
 
 
 class ModelsConfig(Section):
@@ -186,5 +254,6 @@ class Config(Section):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     debug: DebugConfig = Field(default_factory=DebugConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     log: LogConfig = Field(default_factory=LogConfig)

@@ -28,6 +28,8 @@ import numpy as np
 
 from fallwatch.config.loader import redact_url
 
+from .images import ImageError, read_image_bgr
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -96,6 +98,9 @@ class VideoFileSource(Source):
         self.fallback_fps = fallback_fps
         self.cap: Any = None
         self.index = 0  # frames read in this pass
+        self.attempts = 0  # reads tried in this pass, decoded or not
+        self.damaged = 0  # reads that failed before the end of the file, in this pass
+        self.frame_count = 0  # what the container says (0: unknown)
         self.loop_offset = 0.0  # media time at the start of this pass (loop: true)
         self.last_t = -1.0
 
@@ -113,10 +118,29 @@ class VideoFileSource(Source):
                         self.fallback_fps)
             fps = self.fallback_fps
         self.fps = float(fps)
+        count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if count and math.isfinite(count) and count > 0 else 0
 
     def read(self) -> Optional[tuple[np.ndarray, float]]:
         ok, image = self.cap.read()
+        self.attempts += 1
         if not ok:
+            # A failed read before the frame count the container states is damage, not the end: FFmpeg goes on
+            # with the frames after it. Only a file that ends early, or yields nothing, is the end.
+            where = f"frame {self.attempts - 1} (t={self.last_t + 1.0 / self.fps if self.index else 0.0:.2f} s)"
+            if self.attempts < self.frame_count:
+                if not self.damaged:
+                    log.warning("%s: %s cannot be decoded (damaged file?); skipping what cannot be", self.path, where)
+                self.damaged += 1
+                return None
+            if self.index == 0:
+                raise SourceError(f"camera.source {self.path}: no frame could be decoded (damaged file?)")
+            if self.damaged:
+                log.warning("%s: %d of %d frames could not be decoded (damaged file)", self.path, self.damaged,
+                            max(self.frame_count, self.attempts - 1))
+            elif self.frame_count and self.index < self.frame_count - 1:
+                log.warning("%s: ended at %s, before the %d frames it states (truncated?)", self.path, where,
+                            self.frame_count)
             raise EndOfStream()
         # The container's time stamp when there is one (as `fallwatch detect` uses, so both agree), else
         # index / fps; always increasing, and continuing across loops.
@@ -135,7 +159,7 @@ class VideoFileSource(Source):
         self.cap.release()
         self.open()
         self.loop_offset = self.last_t + 1.0 / (self.fps or self.fallback_fps)
-        self.index = 0
+        self.index = self.attempts = self.damaged = 0
 
     def close(self) -> None:
         if self.cap is not None:
@@ -179,9 +203,10 @@ class ImageFolderSource(Source):
         self.pos += 1
         t = self.index / self.fps
         self.index += 1
-        image = _cv2().imread(file, _cv2().IMREAD_COLOR)
-        if image is None:
-            log.warning("%s: cannot decode this image; skipped", file)
+        try:
+            image = read_image_bgr(file)  # refuses, or downscales, what is above the size limit
+        except ImageError as exc:
+            log.warning("%s", exc)
             return None
         self.decoded_in_pass = True
         return image, t
@@ -498,6 +523,11 @@ class Capture:
                         continue
                     self.state = "eof"
                     log.info("%s: end of source after %d frames", self.source.name, self._frame_no)
+                    break
+                except SourceError as exc:  # a file with no decodable frame
+                    self.error = str(exc)
+                    self.state = "failed"
+                    log.error("%s", exc)
                     break
                 except Exception as exc:  # a camera driver error: treat like a failed read
                     log.warning("camera %s read error: %s", self.source.name, exc)

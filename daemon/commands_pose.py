@@ -40,14 +40,11 @@ def read_image_rgb(path: str) -> np.ndarray:
     """An image file as RGB uint8, or ValueError with one line naming the file and the problem."""
     import cv2
 
-    p = Path(path)
-    if not p.is_file():
+    from .images import read_image_bgr
+
+    if not Path(path).is_file():
         raise ValueError(f"{path}: no such file")
-    data = np.fromfile(str(p), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise ValueError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(read_image_bgr(path), cv2.COLOR_BGR2RGB)  # ImageError is a ValueError
 
 
 def person_json(p: Any) -> dict[str, Any]:

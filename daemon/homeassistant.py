@@ -7,7 +7,7 @@ Entities (all tied to ``<prefix>/availability`` and one device entry):
 - diagnostic sensors ``fps`` and ``backend`` (from ``<prefix>/heartbeat``; unavailable after 3 missed heartbeats)
 - event ``alert``: fires on each event on ``<prefix>/event`` (event types fall, person_down, recovered, test)
 - switch ``alerts``: commands ``{"alerts": true|false}`` on ``<prefix>/set``, state ``ON``/``OFF`` on
-  ``<prefix>/alerts`` (HA's default switch payloads)
+  ``<prefix>/alerts`` (HA's default switch payloads); a read-only binary_sensor instead with ``mqtt.commands: false``
 
 Pure data: no MQTT here, so the payloads can be checked without a broker.
 """
@@ -24,7 +24,7 @@ NOT_AVAILABLE = "offline"
 
 
 def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, version: str,
-                       heartbeat_s: float) -> list[tuple[str, dict[str, Any]]]:
+                       heartbeat_s: float, commands: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """(config topic, payload) for every entity; publish each retained, as JSON."""
     node = f"fallwatch_{device_id}"
     device = {
@@ -78,5 +78,8 @@ def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, ve
                icon="mdi:human-handsdown"),
         entity("switch", "alerts", "Alerts", command_topic=f"{prefix}/set", state_topic=f"{prefix}/alerts",
                payload_on=json.dumps({"alerts": True}), payload_off=json.dumps({"alerts": False}),
-               state_on=ALERTS_ON, state_off=ALERTS_OFF, icon="mdi:bell-ring"),
+               state_on=ALERTS_ON, state_off=ALERTS_OFF, icon="mdi:bell-ring") if commands else
+        # fallwatch takes no commands: a switch would only pretend to work
+        entity("binary_sensor", "alerts", "Alerts", state_topic=f"{prefix}/alerts", payload_on=ALERTS_ON,
+               payload_off=ALERTS_OFF, icon="mdi:bell-ring"),
     ]

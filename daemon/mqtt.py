@@ -21,7 +21,10 @@ Decisions:
   an explicit request by the household.
 - Snapshots are best effort: kept in memory (the last few) and published right after their event, never written
   to disk, so no image of the home is stored by fallwatch.
-- The alerts switch survives restarts (kept in the outbox database).
+- The alerts switch survives restarts (kept in the outbox database), but a pause never lasts longer than
+  ``alerts.pause_max_s`` (default 12 h): then alerts resume by themselves, announced in the log and on
+  ``<prefix>/alerts``. Anyone who can publish to ``<prefix>/set`` can pause alerts: protect that topic with broker
+  ACLs (README), or set ``mqtt.commands: false`` to take no commands at all (a pause left from before is lifted).
 """
 from __future__ import annotations
 
@@ -48,8 +51,10 @@ from paho.mqtt.packettypes import PacketTypes
 
 from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import MqttConfig
+from fallwatch.rules.events import utc_now_iso
 
 from . import homeassistant as ha
+from .jsonsafe import to_json
 from .outbox import Outbox, default_state_dir
 
 log = logging.getLogger(__name__)
@@ -59,15 +64,12 @@ MAX_SNAPSHOTS = 8         # JPEGs held in memory waiting for their event to be s
 RESEND_WAIT_S = 10.0      # after a reconnect, how long paho's own re-sends may take before we re-send ourselves
 CPU_TEMP = Path("/sys/class/thermal/thermal_zone0/temp")
 _CONNECTION_KEYS = ("enabled", "host", "port", "protocol", "device_id", "client_id", "keepalive", "username",
-                    "password", "password_file", "tls", "topic_prefix", "reconnect_max_s")
+                    "password", "password_file", "tls", "topic_prefix", "reconnect_max_s", "commands")
+DEFAULT_PAUSE_MAX_S = 12 * 3600.0
 
 
 class MqttError(Exception):
     """A configuration problem that stops MQTT from ever working (unreadable password file, bad TLS files)."""
-
-
-def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def sanitize_id(raw: str) -> str:
@@ -101,29 +103,10 @@ def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
         return None
 
 
-def _plain(obj: Any) -> Any:
-    """JSON-safe: numpy scalars/arrays from the rules become numbers/lists, NaN and infinities become null
-    (json.dumps would write NaN, which is not JSON and breaks Home Assistant's parser)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int)):
-        return obj
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _plain(obj.tolist())
-    return str(obj)
-
-
-def to_json(obj: Any) -> bytes:
-    return json.dumps(_plain(obj), separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
 class MqttPublisher:
     def __init__(self, cfg: MqttConfig, *, camera: str, version: str, status: Callable[[], dict],
-                 on_alerts_changed: Optional[Callable[[bool], None]] = None):
+                 on_alerts_changed: Optional[Callable[[bool], None]] = None,
+                 pause_max_s: float = DEFAULT_PAUSE_MAX_S):
         self.cfg = cfg
         self.camera = camera
         self.version = version
@@ -133,7 +116,17 @@ class MqttPublisher:
         self.prefix = prefix_of(cfg)
         self.outbox_path = default_state_dir(cfg.state_dir) / "outbox.sqlite3"
         self._outbox = Outbox(self.outbox_path, cfg.outbox_max)
+        self._alerts_lock = threading.RLock()
+        self._pause_max_s = float(pause_max_s)
         self._alerts = self._outbox.get_meta("alerts") != ha.ALERTS_OFF
+        self._paused_at = time.time()            # wall clock, kept across restarts
+        if not self._alerts:
+            try:
+                self._paused_at = float(self._outbox.get_meta("alerts_paused_at") or "nan")
+            except ValueError:
+                self._paused_at = float("nan")
+            if not math.isfinite(self._paused_at):
+                self._paused_at = time.time()    # a pause from a version that did not record its start
 
         self._client: Optional[mqtt.Client] = None
         self._password_in_use: Optional[str] = None   # what the current client was given (a file may change)
@@ -175,12 +168,41 @@ class MqttPublisher:
 
     @property
     def alerts_enabled(self) -> bool:
+        self._end_expired_pause()
         return self._alerts
+
+    def alerts_resume_at(self) -> Optional[str]:
+        """While alerts are paused, when they resume by themselves (UTC, ISO 8601); else None."""
+        left = self._pause_left_s()
+        if left is None:
+            return None
+        return datetime.fromtimestamp(time.time() + left, timezone.utc).isoformat(timespec="seconds") \
+            .replace("+00:00", "Z")
+
+    def set_pause_max(self, pause_max_s: float) -> None:
+        """SIGHUP: a new ``alerts.pause_max_s`` (counted from when the pause began)."""
+        self._pause_max_s = float(pause_max_s)
+        self._end_expired_pause()
+        self._hb_wake.set()
 
     def stats(self) -> dict:
         return {"connected": self._connected, "events_sent": self._events_sent,
                 "events_queued": len(self._outbox), "events_dropped": self._outbox.dropped,
-                "events_suppressed": self._events_suppressed}
+                "events_suppressed": self._events_suppressed, "alerts": self.alerts_enabled,
+                "alerts_resume_at": self.alerts_resume_at()}
+
+    def _pause_left_s(self) -> Optional[float]:
+        """Seconds until a pause ends; None while alerts are on. Measured on the wall clock (the pause outlives
+        restarts) but never more than pause_max_s from now, should the clock have been set back."""
+        with self._alerts_lock:
+            if self._alerts:
+                return None
+            return min(max(0.0, self._paused_at + self._pause_max_s - time.time()), self._pause_max_s)
+
+    def _end_expired_pause(self) -> None:
+        left = self._pause_left_s()
+        if left is not None and left <= 0:
+            self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._pause_max_s:g} s)")
 
     def start(self) -> None:
         """Non-blocking: a broker that is down now is retried in the background with capped backoff."""
@@ -192,6 +214,14 @@ class MqttPublisher:
         else:
             log.info("mqtt.enabled is false: events are not published")
         self._started = True
+        if not self._alerts and not self.cfg.commands:
+            self._set_alerts(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
+        self._end_expired_pause()
+        if not self._alerts:
+            log.warning("alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "
+                        "until %s (alerts.pause_max_s), or until {\"alerts\": true} on %s/set",
+                        datetime.fromtimestamp(self._paused_at, timezone.utc).isoformat(timespec="seconds"),
+                        self.alerts_resume_at(), self.prefix)
         for name, target in (("mqtt-sender", self._sender_loop), ("mqtt-heartbeat", self._heartbeat_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -238,10 +268,11 @@ class MqttPublisher:
         if not self.cfg.enabled:
             log.info("event %s %s not published: mqtt.enabled is false", kind, payload["id"])
             return
-        if not self._alerts and kind != "test":
+        if not self.alerts_enabled and kind != "test":
             with self._count_lock:
                 self._events_suppressed += 1
-            log.info("alerts paused: %s event %s logged, not published", kind, payload["id"])
+            log.warning("alerts paused by MQTT command (until %s): %s event %s logged, not published",
+                        self.alerts_resume_at(), kind, payload["id"])
             return
         data = to_json(payload)
         try:
@@ -352,18 +383,11 @@ class MqttPublisher:
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        for setting, value in (("mqtt.topic_prefix", prefix_of(cfg)),
-                               ("mqtt.homeassistant.discovery_prefix", cfg.homeassistant.discovery_prefix)):
-            if any(c in value for c in "+#\0"):
-                raise MqttError(f"{setting}: {value!r} contains an MQTT wildcard (+ or #) or NUL; topics cannot")
-        if not cfg.username and (cfg.password is not None or cfg.password_file):
-            which = "mqtt.password_file" if cfg.password_file else "mqtt.password"
-            raise MqttError(f"{which} is set but mqtt.username is not (MQTT sends a password only with a user name)")
+        # Wildcards in the prefixes, a password without a user name, a key without its certificate: the
+        # configuration refuses those (config/schema.py). Files can still change after it was checked.
         if cfg.username:
             client.username_pw_set(cfg.username, password)
         if cfg.tls.enabled:
-            if cfg.tls.keyfile and not cfg.tls.certfile:
-                raise MqttError("mqtt.tls.keyfile is set without mqtt.tls.certfile (the client certificate)")
             for name in ("ca_certs", "certfile", "keyfile"):
                 path = getattr(cfg.tls, name)
                 try:
@@ -443,7 +467,8 @@ class MqttPublisher:
         self._last_error = None
         log.info("MQTT connected to %s", self._where())
         client.publish(f"{self.prefix}/availability", ha.AVAILABLE, qos=1, retain=True)
-        client.subscribe(f"{self.prefix}/set", qos=1)
+        if self.cfg.commands:
+            client.subscribe(f"{self.prefix}/set", qos=1)
         if self.cfg.homeassistant.enabled:
             client.subscribe(f"{self.cfg.homeassistant.discovery_prefix}/status", qos=1)
         self._reconnected = True
@@ -482,7 +507,7 @@ class MqttPublisher:
         if hac.enabled:
             messages = ha.discovery_messages(discovery_prefix=hac.discovery_prefix, prefix=self.prefix,
                                              device_id=self.device_id, version=self.version,
-                                             heartbeat_s=self.cfg.heartbeat_s)
+                                             heartbeat_s=self.cfg.heartbeat_s, commands=self.cfg.commands)
             for topic, payload in messages:
                 client.publish(topic, to_json(payload), qos=1, retain=True)
             topics = [topic for topic, _ in messages]
@@ -548,7 +573,7 @@ class MqttPublisher:
         if client is not self._client:
             return
         try:
-            if msg.topic == f"{self.prefix}/set":
+            if msg.topic == f"{self.prefix}/set" and self.cfg.commands:
                 self._handle_command(msg)
             elif msg.topic == f"{self.cfg.homeassistant.discovery_prefix}/status":
                 if msg.payload.strip() == b"online":
@@ -575,7 +600,7 @@ class MqttPublisher:
             log.warning("ignored unknown command key(s) on %s: %s (known: alerts, test)", msg.topic, ", ".join(unknown))
         if "alerts" in command:
             if isinstance(command["alerts"], bool):
-                self._set_alerts(command["alerts"])
+                self._set_alerts(command["alerts"], "by MQTT command")
             else:
                 log.warning("ignored command on %s: \"alerts\" must be true or false, got %.80r", msg.topic,
                             command["alerts"])
@@ -585,15 +610,29 @@ class MqttPublisher:
             elif command["test"] is not False:
                 log.warning("ignored command on %s: \"test\" must be true, got %.80r", msg.topic, command["test"])
 
-    def _set_alerts(self, enabled: bool) -> None:
-        changed = enabled != self._alerts
-        self._alerts = enabled
-        self._outbox.set_meta("alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF)
+    def _set_alerts(self, enabled: bool, why: str) -> None:
+        with self._alerts_lock:
+            changed = enabled != self._alerts
+            self._alerts = enabled
+            if changed and not enabled:
+                self._paused_at = time.time()
+            try:
+                if changed and not enabled:
+                    self._outbox.set_meta("alerts_paused_at", repr(self._paused_at))
+                self._outbox.set_meta("alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF)
+            except sqlite3.Error as exc:
+                log.error("outbox %s cannot remember the alerts switch (%s): it holds until a restart",
+                          self.outbox_path, exc)
         client = self._client
         if client is not None:
             client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF, qos=1, retain=True)
         if changed:
-            log.info("alerts %s by MQTT command", "resumed" if enabled else "paused (events are only logged)")
+            if enabled:
+                log.warning("alerts resumed: %s", why)
+            else:
+                log.warning("alerts PAUSED %s: fall events are only logged until %s (alerts.pause_max_s) or until "
+                            "resumed", why, self.alerts_resume_at())
+            self._hb_wake.set()   # the heartbeat says so at once
             if self._on_alerts_changed is not None:
                 try:
                     self._on_alerts_changed(enabled)
@@ -699,14 +738,21 @@ class MqttPublisher:
         self._inflight = []
 
     def _heartbeat_loop(self) -> None:
-        next_at = time.monotonic()
+        # The first heartbeat goes out when the connection is made (on_connect wakes us), not also at start.
+        next_at = time.monotonic() + self.cfg.heartbeat_s
         while not self._stop_evt.is_set():
             timeout = max(0.0, next_at - time.monotonic())
+            left = self._pause_left_s()
+            if left is not None and left < timeout:   # wake when a pause ends, to announce it
+                timeout = left + 0.01
             if self._hb_wake.wait(timeout):
                 self._hb_wake.clear()
                 if self._stop_evt.is_set():
                     return
                 next_at = time.monotonic()   # (re)connected or reconfigured: one now, then the cadence
+            self._end_expired_pause()
+            if time.monotonic() < next_at:
+                continue   # woken for the pause's end only
             client = self._client
             if client is not None and self._connected:
                 try:
@@ -728,7 +774,8 @@ class MqttPublisher:
                 "state": st.get("state"), "events_sent": stats["events_sent"],
                 "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
                 "events_suppressed": stats["events_suppressed"], "dropped_frames": st.get("dropped_frames"),
-                "cpu_temp_c": cpu_temp_c(), "alerts": self._alerts}
+                "cpu_temp_c": cpu_temp_c(), "alerts": stats["alerts"],
+                "alerts_resume_at": stats["alerts_resume_at"]}
 
     def _safe_status(self) -> dict:
         try:

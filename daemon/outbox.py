@@ -4,6 +4,10 @@ An event is committed here *before* it is handed to the MQTT client and deleted 
 acknowledged it, so a broker outage, a daemon restart (or a power cut) loses nothing. Rows keep their insertion
 order (``seq``), so delivery after an outage is in the order the events happened. The table is bounded: when it
 is full the oldest rows are dropped and counted (the count survives restarts, it is reported in heartbeats).
+
+A file that can only be read (the SD card's file system went read-only, a common failure) is opened read-only:
+the events it holds are still sent, but cannot be deleted once delivered, so they are sent again after the next
+restart (at-least-once; consumers dedupe by ``id``). New events then go out without being stored.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Optional, Union
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class Outbox:
             raise ValueError(f"outbox max_items must be at least 1, got {max_items}")
         self.max_items = max_items
         self.path = str(path)
+        self.read_only = False
         self._lock = threading.Lock()
         self._db = self._open(self.path)
 
@@ -85,7 +91,10 @@ class Outbox:
             damaged = isinstance(exc, _Damaged) or getattr(exc, "sqlite_errorcode", None) in (
                 sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
             if path == ":memory:" or not damaged or not Path(path).is_file():
-                # permissions, a full disk, I/O: the file (and the events queued in it) stays where it is
+                # permissions, a read-only or full disk, I/O: the file (and the events queued in it) stays where it is
+                readable = self._open_read_only(path, exc) if path != ":memory:" and Path(path).is_file() else None
+                if readable is not None:
+                    return readable
                 log.error("outbox: cannot open %s (%s); queued events will not survive a restart", path, exc)
                 return self._connect(":memory:")
             # A damaged file must not stop fall alerts: keep it aside for inspection and start afresh.
@@ -106,6 +115,23 @@ class Outbox:
             except sqlite3.DatabaseError as exc2:
                 log.error("outbox: cannot create %s (%s); queued events will not survive a restart", path, exc2)
                 return self._connect(":memory:")
+
+    def _open_read_only(self, path: str, exc: Exception) -> Optional[sqlite3.Connection]:
+        """The file as it is, read-only, so the events queued in it before a restart still go out."""
+        for mode in ("mode=ro", "immutable=1"):  # immutable: a WAL file whose -shm cannot be created
+            try:
+                db = sqlite3.connect(f"file:{quote(path)}?{mode}", uri=True, check_same_thread=False,
+                                     isolation_level=None, timeout=10)
+                queued = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+                db.execute("SELECT count(*) FROM meta").fetchone()
+            except sqlite3.Error:
+                continue
+            self.read_only = True
+            log.error("outbox: %s can only be read (%s): its %d queued event(s) are sent, but cannot be deleted "
+                      "once delivered, so they are sent again after the next restart (at-least-once); new events "
+                      "are sent without being stored", path, exc, queued)
+            return db
+        return None
 
     def put(self, event_id: str, payload: bytes) -> tuple[Optional[int], int]:
         """Store one event; returns (seq, number of oldest rows dropped to stay within the bound).

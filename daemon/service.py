@@ -37,7 +37,7 @@ SD_STATUS_EVERY_S = 5.0  # systemd STATUS= line
 FPS_STALE_S = 2.0  # no inference for this long: fps reads 0
 MAX_CONSECUTIVE_ERRORS = 25  # unexpected pipeline errors in a row: exit 1 and let systemd restart us
 # Sections a reload applies at once; the others need a restart (they hold the camera, the models, the socket).
-LIVE_SECTIONS = ("rules", "mqtt", "log")
+LIVE_SECTIONS = ("rules", "mqtt", "alerts", "log")
 
 
 def fallwatch_version() -> str:
@@ -94,6 +94,8 @@ class Daemon:
         self.stall_s = stall_s or max(self.notifier.watchdog_s or 30.0, 4 * GET_TIMEOUT_S)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reload_thread: Optional[threading.Thread] = None
+        self._reload_read: Optional[tuple[Config, Any]] = None  # what the reload thread read and checked
         self._started = False
         self._shutting_down = False
         self._ready = False
@@ -228,8 +230,8 @@ class Daemon:
         self._progress = time.monotonic()
         log.info("fallwatch %s running: %s -> pose (%s) -> rules (%s) -> %s", self.version,
                  self.capture.source.describe(), self.engine.backend, cfg.rules.strategy,
-                 ", ".join(o for o, on in (("mqtt", cfg.mqtt.enabled), ("debug", cfg.debug.enabled), ("log", True))
-                           if on))
+                 ", ".join(o for o, on in (("mqtt", self.publisher is not None),
+                                           ("debug", self.debug_server is not None), ("log", True)) if on))
 
     def _start_debug_server(self) -> None:
         from .web import DebugServer
@@ -247,8 +249,10 @@ class Daemon:
         from .mqtt import MqttPublisher
 
         self.publisher = MqttPublisher(cfg.mqtt, camera=cfg.camera.name, version=self.version,
-                                       status=self.heartbeat_status, on_alerts_changed=self._alerts_changed)
+                                       status=self.heartbeat_status, on_alerts_changed=self._alerts_changed,
+                                       pause_max_s=cfg.alerts.pause_max_s)
         self.publisher.start()
+        self._alerts_changed(self.publisher.alerts_enabled)
 
     def _stop_mqtt(self) -> None:
         if self.publisher is not None:
@@ -259,9 +263,10 @@ class Daemon:
                 log.exception("stopping the MQTT client failed")
 
     def _alerts_changed(self, enabled: bool) -> None:
-        log.warning("alerts %s over MQTT", "resumed" if enabled else "paused (events are still logged)")
+        """The publisher logs the change; the page shows it."""
         if self.hub is not None:
-            self.hub.update(alerts=bool(enabled))
+            resume_at = self.publisher.alerts_resume_at() if self.publisher is not None else None
+            self.hub.update(alerts=bool(enabled), alerts_resume_at=resume_at)
 
     def _shutdown(self) -> None:
         self._shutting_down = True
@@ -294,9 +299,18 @@ class Daemon:
         capture = self.capture
         assert capture is not None
         while not self._stop.is_set():
-            if self._reload.is_set():
+            if self._reload.is_set() and self._reload_thread is None:
+                # The file is read and checked in a thread of its own: a slow or hostile file must not stall
+                # detection. The result is applied here, between two frames.
                 self._reload.clear()
-                self.reload()
+                self._reload_thread = threading.Thread(target=self._read_for_reload, name="config-reload",
+                                                       daemon=True)
+                self._reload_thread.start()
+            if self._reload_thread is not None and not self._reload_thread.is_alive():
+                self._reload_thread = None
+                read, self._reload_read = self._reload_read, None
+                if read is not None:
+                    self._apply_reload(*read)
             frame = capture.get(GET_TIMEOUT_S)
             now = time.monotonic()
             if frame is None:
@@ -476,25 +490,42 @@ class Daemon:
     # -- reload ----------------------------------------------------------------------------------------------
     def reload(self) -> bool:
         """Re-read the configuration file; apply rules, MQTT and log level; keep the camera running."""
+        read = self._read_config()
+        return read is not None and self._apply_reload(*read)
+
+    def _read_for_reload(self) -> None:
+        """The reload thread: read and check the file; the loop applies it."""
+        self._reload_read = self._read_config()
+
+    def _read_config(self) -> Optional[tuple[Config, Any]]:
+        """The new configuration and rules made from it, or None (logged) when the file is refused."""
         from fallwatch.rules import make_rules
 
         from .settings import rule_settings
 
         if self._ready:
             self.notifier.reloading()
+        path = self.config_path or default_config_path()
+        log.info("SIGHUP: reloading %s", path)
         try:
-            path = self.config_path or default_config_path()
-            log.info("SIGHUP: reloading %s", path)
-            try:
-                new = load_config(path)
-                if self.source_override:
-                    new.camera.source = self.source_override
-                rules = make_rules(rule_settings(new), source=self.cfg.camera.name)
-            except (ConfigError, ValueError) as exc:
-                for line in getattr(exc, "errors", None) or str(exc).splitlines():
-                    log.error("%s", line)
-                log.error("configuration reload rejected; keeping the running configuration")
-                return False
+            new = load_config(path)
+            if self.source_override:
+                new.camera.source = self.source_override
+            rules = make_rules(rule_settings(new), source=self.cfg.camera.name)
+        except Exception as exc:  # ConfigError, a value the rules refuse, or anything else: never the daemon's end
+            for line in getattr(exc, "errors", None) or str(exc).splitlines() or [repr(exc)]:
+                log.error("%s", line)
+            log.error("configuration reload rejected; keeping the running configuration")
+            if self._ready:
+                self.notifier.ready()  # ends RELOADING=1
+            return None
+        return new, rules
+
+    def _apply_reload(self, new: Config, rules: Any) -> bool:
+        """On the detection thread, between two frames."""
+        from .settings import rule_settings
+
+        try:
             old = self.cfg
             changes = config_changes(old, new)
             if not changes:
@@ -528,6 +559,8 @@ class Daemon:
                         self._update_state()
                 if self.hub is not None:
                     self.hub.update(rules=new.rules.model_dump(mode="json"))
+            if old.alerts != new.alerts and self.publisher is not None:
+                self.publisher.set_pause_max(new.alerts.pause_max_s)
             if old.log.level != new.log.level and not self.log_level_override:
                 set_level(new.log.level)
             # Keep what was not applied, so the next reload reports it again and the status stays truthful.

@@ -168,6 +168,8 @@ class StatusHub:
         from .overlay import draw_overlay, encode_jpeg  # cv2 only when someone actually looks
 
         seq, frame, persons, states, extra = snap
+        if height is not None and height >= frame.shape[0]:
+            height = None  # never scaled up: that costs CPU and bandwidth and shows nothing more
         key = (seq, height)
         with self._jpeg_lock:
             cached = self._jpeg_cache.get(key)

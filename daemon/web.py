@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import io
 import json
 import logging
 import math
 import socket
 import threading
 import time
+from collections import OrderedDict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import DebugConfig
 
+from .jsonsafe import plain
 from .status import StatusHub
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,13 @@ WRITE_TIMEOUT_S = 10.0  # a client that stops reading is dropped instead of hold
 IDLE_TIMEOUT_S = 30.0
 MAX_VIEWERS = 8  # streams at once; each costs a thread and, at its own height, encodings on a small CPU
 PLACEHOLDER_CACHE = 4  # 'waiting for frames' JPEGs kept, by height (any height a client asks for is made)
-MAX_CONNECTIONS = 32  # connections at once (a thread each); more are closed at once rather than piling up
+MAX_CONNECTIONS = 32  # requests served at once (a thread each); more get 503 rather than piling up
+# A slot is taken only once a full request head is in. Until then a connection waits in a bounded pool: it has
+# HEAD_DEADLINE_S to send its whole head (request line and headers), and when the pool is full the oldest waiting
+# connection is dropped for the newcomer. So slow or idle clients cannot hold /healthz shut.
+MAX_WAITING = 64
+HEAD_DEADLINE_S = 5.0
+MAX_IGNORED_BODY = 64 * 1024  # a GET/HEAD body up to this size is read and ignored; a larger one closes the link
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -141,6 +150,31 @@ def render_metrics(stats: dict) -> str:
 
 
 # ---- the handler -----------------------------------------------------------------------------------------------
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads, bounded in total (not per recv) while ``deadline`` is set: a client dripping one
+    byte every few seconds still runs out of time."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.deadline: Optional[float] = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is None:
+            return self.sock.recv_into(buffer)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request head not complete within {HEAD_DEADLINE_S:g} s")
+        before = self.sock.gettimeout()
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(before)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fallwatch"
     protocol_version = "HTTP/1.1"
@@ -156,6 +190,71 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:  # no Python version in the Server header
         return self.server_version
 
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+        self._slot = False
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = time.monotonic() + HEAD_DEADLINE_S
+        self.server.waiting(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            if self._slot:
+                self._slot = False
+                self.server.release_slot()
+
+    def parse_request(self) -> bool:
+        """The head is in: leave the waiting pool, take a slot, read (and ignore) any body of a GET or HEAD
+        (left unread, it would be parsed as the next request)."""
+        ok = super().parse_request()
+        self.server.head_done(self.connection)
+        if ok:
+            self._skip_body()
+        self._reader.deadline = None
+        if not ok:
+            return False
+        if not self.server.take_slot():
+            self.close_connection = True
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"busy, try again\n", "text/plain; charset=utf-8",
+                       self.command == "HEAD", {"Connection": "close", "Retry-After": "1"})
+            return False
+        self._slot = True
+        return True
+
+    def _skip_body(self) -> None:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # not worth decoding chunks to throw them away: answer, then close
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_IGNORED_BODY:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 16384))
+            if not chunk:
+                self.close_connection = True
+                return
+            length -= len(chunk)
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """Errors the base class answers itself (a malformed request line, an unknown method) in plain text like
+        every other answer, never its HTML page."""
+        if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", ""):
+            self._not_allowed()  # a method nobody implements is answered like POST: 405 after auth
+            return
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") in ("HTTP/0.9", ""):
+            self.request_version = "HTTP/1.1"  # a status line and headers even for a garbled request line
+        text = message or HTTPStatus(code).phrase
+        self._send(code, f"{text}\n".encode("utf-8", "replace"), "text/plain; charset=utf-8",
+                   getattr(self, "command", "") == "HEAD", {"Connection": "close"})
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -167,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         """Every other method: 405 (after auth), never the base class's 501 HTML page."""
-        self.close_connection = True  # a request body, if any, is not read
+        self.close_connection = True
         if self._authorized(head=False):
             self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain; charset=utf-8",
                        headers={"Allow": "GET, HEAD", "Connection": "close"})
@@ -234,10 +333,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, body, head)
 
     def _r_stats(self, query: dict, head: bool) -> None:
-        self._json(HTTPStatus.OK, _finite(self.server.debug.stats()), head)
+        self._json(HTTPStatus.OK, plain(self.server.debug.stats()), head)
 
     def _r_events(self, query: dict, head: bool) -> None:
-        self._json(HTTPStatus.OK, _finite({"events": self.server.debug.hub.recent_events()}), head)
+        self._json(HTTPStatus.OK, plain({"events": self.server.debug.hub.recent_events()}), head)
 
     def _r_metrics(self, query: dict, head: bool) -> None:
         self._send(HTTPStatus.OK, render_metrics(self.server.debug.stats()).encode(),
@@ -307,45 +406,62 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN/Infinity: turn them into null so strict parsers (browsers) accept the answer."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # stream handlers end on their own once `stopping` is set; never block shutdown
     allow_reuse_address = True
+    request_queue_size = MAX_WAITING  # listen backlog (socketserver's 5 made a burst of clients wait 1 s each)
     debug: "DebugServer"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._waiting: OrderedDict[int, socket.socket] = OrderedDict()  # connections without a full head yet
+        self._waiting_lock = threading.Lock()
         self._full_logged = False
+        self._evict_logged = False
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            if not self._full_logged:
-                log.warning("debug server: %d connections open; refusing more until some close", MAX_CONNECTIONS)
-                self._full_logged = True
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+        self.waiting(request)
+        super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self.head_done(request)
+
+    def waiting(self, conn: socket.socket) -> None:
+        """``conn`` waits for its request head; the oldest waiting connection makes room when the pool is full."""
+        evicted = []
+        with self._waiting_lock:
+            self._waiting[id(conn)] = conn
+            self._waiting.move_to_end(id(conn))
+            while len(self._waiting) > MAX_WAITING:
+                evicted.append(self._waiting.popitem(last=False)[1])
+        for old in evicted:
+            try:
+                old.shutdown(socket.SHUT_RDWR)  # its thread reads EOF and ends
+            except OSError:
+                pass
+        if evicted and not self._evict_logged:
+            log.warning("debug server: more than %d connections without a complete request; dropping the oldest",
+                        MAX_WAITING)
+            self._evict_logged = True
+
+    def head_done(self, conn: socket.socket) -> None:
+        with self._waiting_lock:
+            self._waiting.pop(id(conn), None)
+
+    def take_slot(self) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        if not self._full_logged:
+            log.warning("debug server: %d requests in progress; answering 503 until some finish", MAX_CONNECTIONS)
+            self._full_logged = True
+        return False
+
+    def release_slot(self) -> None:
+        self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Through logging (the journal, with a priority), not socketserver's traceback on stderr.
@@ -482,7 +598,12 @@ class DebugServer:
                                 "last_frame_age_s": None if age is None else round(age, 3)}
         if not ok:
             if self.hub.source_stopped:
-                body["reason"] = "source stopped"
+                stats = self.hub.stats()
+                if stats.get("camera") == "reopening":  # the daemon is trying again: not stopped
+                    error = stats.get("camera_error")
+                    body["reason"] = "camera reopening" + (f" ({error})" if error else "")
+                else:
+                    body["reason"] = "source stopped"
             elif age is None:
                 body["reason"] = "no frame yet"
             else:

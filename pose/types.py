@@ -38,9 +38,6 @@ class Person:
     keypoints33: Optional[np.ndarray] = None
     detected: bool = False  # True when the detector confirmed this person in this frame
 
-    def named_keypoints(self) -> dict[str, list[float]]:
-        return {name: [float(v) for v in self.keypoints[i]] for i, name in enumerate(KEYPOINT_NAMES)}
-
 
 @dataclass
 class PoseResult:

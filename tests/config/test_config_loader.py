@@ -41,8 +41,8 @@ def test_unknown_key_names_file_line_key_and_the_known_keys(tmp_path: Path) -> N
 
 def test_unknown_section(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, "log:\n  level: INFO\n\ncameras:\n  name: hall\n")
-    assert errors == ["fallwatch.yaml:4: cameras: unknown key (known keys: camera, pose, rules, mqtt, debug, models, "
-                      "log)"]
+    assert errors == ["fallwatch.yaml:4: cameras: unknown key (known keys: camera, pose, rules, mqtt, debug, alerts, "
+                      "models, log)"]
 
 
 def test_wrong_type(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_environment_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FW_TEST_PASSWORD", "s3cret pass")
     path = tmp_path / "fallwatch.yaml"
     path.write_text("mqtt:\n  host: ${FW_TEST_HOST}\n  port: ${FW_TEST_PORT}\n"
-                    "  topic_prefix: home/${FW_TEST_ROOM}/fallwatch\n  password: ${FW_TEST_PASSWORD}\n")
+                    "  topic_prefix: home/${FW_TEST_ROOM}/fallwatch\n  username: cam\n  password: ${FW_TEST_PASSWORD}\n")
     config = load_config(path)
     assert config.mqtt.host == "broker.lan"
     assert config.mqtt.port == 8883
@@ -192,3 +192,120 @@ def test_passwords_inside_urls_are_masked_in_the_effective_config() -> None:
     text = effective_config_yaml(config)
     assert "hunter2" not in text and "rtsp://admin:***@192.0.2.7:554/stream" in text
     assert config.camera.source == "rtsp://admin:hunter2@192.0.2.7:554/stream"  # the daemon still gets it
+
+
+def test_a_self_referencing_alias_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    # Side door 1: `a: &a [*a]` used to raise RecursionError (a traceback at start, a dead daemon on SIGHUP).
+    assert errors_of(tmp_path, "camera:\n  name: hall\na: &a [*a]\n") == [
+        "fallwatch.yaml:3: YAML aliases (*a) are not supported in a fallwatch configuration; write the value out"]
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    # Side door 2: eight levels of ten aliases each took gigabytes; now the first alias is refused.
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    errors = errors_of(tmp_path, "\n".join(lines) + "\n")
+    assert errors == ["fallwatch.yaml:2: YAML aliases (*l0) are not supported in a fallwatch configuration; "
+                      "write the value out"]
+
+
+def test_an_oversized_or_too_deep_file_is_one_line(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, "camera:\n  name: '" + "x" * (1 << 20) + "'\n")
+    assert errors == [f"{tmp_path / 'fallwatch.yaml'}: larger than 1024 KiB; not a fallwatch configuration"]
+    errors = errors_of(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert errors == ["fallwatch.yaml: malformed YAML: nested too deeply"]
+
+
+def test_only_literal_loopback_addresses_bind_without_auth(tmp_path: Path) -> None:
+    # Side door 8: "127." at the start of a host name was taken for loopback, so 127.0.0.1.example.com (which
+    # may resolve to anything) served the debug page without a password.
+    for host in ("127.0.0.1.example.com", "127.attacker.net", "[::ffff:192.0.2.1]", "0.0.0.0"):
+        errors = errors_of(tmp_path, f"debug:\n  bind: '{host}:8080'\n")
+        assert errors == [f"fallwatch.yaml:2: debug.bind: binding to {host.strip('[]')} beyond loopback requires "
+                          f"username and password"], errors
+    for host in ("127.0.0.1", "127.1.2.3", "[::1]", "localhost"):
+        path = tmp_path / "ok.yaml"
+        path.write_text(f"debug:\n  bind: '{host}:8080'\n")
+        assert load_config(path).debug.bind == f"{host}:8080"
+
+
+def test_check_config_refuses_what_run_would(tmp_path: Path) -> None:
+    # check-config passed files that `run` then refused: every one of these is now a configuration error with
+    # file, line and key.
+    cases = {
+        "pose:\n  detector: yolo\n": "fallwatch.yaml:2: pose.detector: unknown detector model 'yolo' (known: "
+                                      "blazepose_detector, movenet_multipose, ssd_mobilenet_v1, "
+                                      "ssd_mobilenet_v1_coral, ssd_mobilenet_v2)",
+        "pose:\n  estimator: ssd_mobilenet_v1\n": "fallwatch.yaml:2: pose.estimator: ssd_mobilenet_v1 is a person "
+                                                  "detector, not a estimator (known estimators: blazepose_full, "
+                                                  "blazepose_heavy, blazepose_lite, movenet_lightning, "
+                                                  "movenet_thunder)",
+        "pose:\n  estimator: movenet_lightning_edgetpu\n": "fallwatch.yaml:2: pose.estimator: name the CPU model "
+                                                           "(movenet_lightning); the engine picks its Edge TPU "
+                                                           "build itself",
+        "debug:\n  bind: 127.0.0.1:99999\n": "fallwatch.yaml:2: debug.bind: the port must be between 0 and 65535",
+        "mqtt:\n  topic_prefix: home/+/fall\n": "fallwatch.yaml:2: mqtt.topic_prefix: 'home/+/fall' contains an "
+                                                "MQTT wildcard (+ or #) or NUL; a topic to publish to cannot",
+        "mqtt:\n  homeassistant:\n    discovery_prefix: 'ha/#'\n":
+            "fallwatch.yaml:3: mqtt.homeassistant.discovery_prefix: 'ha/#' contains an MQTT wildcard (+ or #) or "
+            "NUL; a topic to publish to cannot",
+        "mqtt:\n  host: broker\n  password: s3cret\n": "fallwatch.yaml:3: mqtt.password: is set but username is "
+                                                       "not (MQTT sends a password only with a user name)",
+        "mqtt:\n  tls:\n    enabled: true\n    keyfile: /k.pem\n": "fallwatch.yaml:4: mqtt.tls.keyfile: is set "
+                                                                   "without certfile (the client certificate it "
+                                                                   "belongs to)",
+        "mqtt:\n  tls:\n    enabled: true\n    ca_certs: /nonexistent/ca.pem\n":
+            "fallwatch.yaml:4: mqtt.tls.ca_certs: cannot read /nonexistent/ca.pem",
+    }
+    for text, error in cases.items():
+        assert errors_of(tmp_path, text) == [error], text
+    empty = tmp_path / "empty_secret"
+    empty.write_text("\n")
+    assert errors_of(tmp_path, f"mqtt:\n  username: fw\n  password_file: {empty}\n") == [
+        f"fallwatch.yaml:3: mqtt.password_file: {empty} is empty"]
+
+
+def test_tls_files_that_are_not_pem_or_do_not_match(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.fail("openssl is not installed (.ci/run installs it)")
+    for n in (1, 2):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=t",
+                        "-keyout", str(tmp_path / f"key{n}.pem"), "-out", str(tmp_path / f"cert{n}.pem")],
+                       check=True, capture_output=True)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    text = (f"mqtt:\n  tls:\n    enabled: true\n    ca_certs: {tmp_path / 'junk.pem'}\n"
+            f"    certfile: {tmp_path / 'cert1.pem'}\n    keyfile: {tmp_path / 'key2.pem'}\n")
+    errors = errors_of(tmp_path, text)
+    assert len(errors) == 2, errors
+    assert errors[0].startswith(f"fallwatch.yaml:4: mqtt.tls.ca_certs: {tmp_path / 'junk.pem'} holds no usable CA")
+    assert errors[1] == "fallwatch.yaml:6: mqtt.tls.keyfile: the key does not belong to the certificate in certfile"
+    good = tmp_path / "good.yaml"
+    good.write_text(f"mqtt:\n  tls:\n    enabled: true\n    ca_certs: {tmp_path / 'cert1.pem'}\n"
+                    f"    certfile: {tmp_path / 'cert1.pem'}\n    keyfile: {tmp_path / 'key1.pem'}\n")
+    assert load_config(good).mqtt.tls.enabled
+
+
+def test_cross_field_errors_are_reported_beside_the_other_errors_of_their_section(tmp_path: Path) -> None:
+    # pydantic skips a section's cross-field check when a key in it is wrong: one run showed only that key.
+    errors = errors_of(tmp_path, "rules:\n  fall_angle_deg: 500\n  window_min_s: 3\n  window_max_s: 2\n"
+                                 "mqtt:\n  port: 0\n  password: x\n")
+    assert errors == ["fallwatch.yaml:2: rules.fall_angle_deg: must be between 10 and 90",
+                      "fallwatch.yaml:4: rules.window_max_s: must be more than window_min_s",
+                      "fallwatch.yaml:6: mqtt.port: must be between 1 and 65535",
+                      "fallwatch.yaml:7: mqtt.password: is set but username is not (MQTT sends a password only "
+                      "with a user name)"]
+
+
+def test_the_schema_knows_the_models_the_registry_has() -> None:
+    # config imports nothing of the project, so it keeps its own list of model names by role: kept in step here.
+    from fallwatch.config import schema
+    from fallwatch.pose.models import MODELS
+
+    cpu = {n: s for n, s in MODELS.items() if not s.edgetpu}
+    assert set(schema.DETECTOR_MODELS) == {n for n, s in cpu.items()
+                                           if s.kind in ("detector", "multipose", "blazepose_detector")}
+    assert set(schema.ESTIMATOR_MODELS) == {n for n, s in cpu.items() if s.kind in ("estimator", "blazepose_landmark")}
+    assert schema.EDGETPU_MODELS == {n: s.cpu_twin for n, s in MODELS.items() if s.edgetpu}

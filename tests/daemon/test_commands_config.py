@@ -87,4 +87,26 @@ def test_config_schema_prints_the_json_schema() -> None:
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema == json.loads(json.dumps(Config.model_json_schema()))
-    assert list(schema["properties"]) == ["camera", "pose", "rules", "mqtt", "debug", "models", "log"]
+    assert list(schema["properties"]) == ["camera", "pose", "rules", "mqtt", "debug", "alerts", "models", "log"]
+
+
+def test_check_config_refuses_an_alias_bomb_at_once_saying_why(tmp_path: Path) -> None:
+    # Side door 2: check-config ran past 30 s at 2.9 GB on this file.
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    result = fallwatch("check-config", str(path))
+    assert result.returncode == 2
+    assert result.stderr == ("bomb.yaml:2: YAML aliases (*l0) are not supported in a fallwatch configuration; "
+                             "write the value out\n")
+
+
+def test_config_schema_into_a_closed_pipe_is_quiet() -> None:
+    # Side door 8: `fallwatch config schema | head` ended in a BrokenPipeError traceback.
+    env = {k: v for k, v in os.environ.items() if k != "FALLWATCH_CONFIG"}
+    proc = subprocess.Popen([sys.executable, "-m", "fallwatch.daemon.cli", "config", "schema"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first write (Python takes far longer to start)
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(60) == 141 and stderr == "", stderr

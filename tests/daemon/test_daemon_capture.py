@@ -596,3 +596,101 @@ def test_realtime_file_with_a_time_stamp_jump_does_not_stall(tmp_path: Path) -> 
     assert took < 6, f"{took:.1f}s for 2 s of video"
     assert frames[10].t - frames[9].t == pytest.approx(100.1, abs=0.05), "media time keeps the file's jump"
     assert 0.6 < frames[9].captured - frames[0].captured < 3, "still paced at the file's rate"
+
+
+def _huge_png(path: Path, side: int) -> None:
+    """A valid side x side black PNG written row by row (its decoded size would be side * side * 3 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" + bytes(side * 3)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled(tmp_path: Path,
+                                                                                 images_dir: Path) -> None:
+    # Side door 6: one 12000x12000 PNG in an image folder took the daemon to 990 MB. Now its header is read first
+    # and it is skipped with one warning; a too-large JPEG is decoded at a reduced scale instead. The folder is
+    # read in a child process, so its peak memory can be measured.
+    import resource
+    import subprocess
+    import sys
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    _huge_png(folder / "00_huge.png", 12000)
+    big_jpeg = np.zeros((4800, 6400, 3), np.uint8)
+    big_jpeg[:, :3200] = 255
+    cv2.imwrite(str(folder / "01_big.jpg"), big_jpeg)
+    del big_jpeg
+    (folder / "02_person.jpg").symlink_to(images_dir / "person.jpg")
+    script = (
+        "import sys, logging\n"
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format='%(levelname)s %(message)s')\n"
+        "from fallwatch.daemon.capture import ImageFolderSource\n"
+        "src = ImageFolderSource(sys.argv[1], 10); src.open()\n"
+        "for _ in range(3):\n"
+        "    got = src.read()\n"
+        "    print(None if got is None else got[0].shape)\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=60)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert result.returncode == 0, result.stderr
+    person = cv2.imread(str(images_dir / "person.jpg")).shape
+    assert result.stdout.split("\n")[:3] == ["None", "(2400, 3200, 3)", str(person)]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert warnings == [f"WARNING {folder / '00_huge.png'}: 12000x12000 is larger than the limit of 16.8 megapixels; "
+                        f"skipped (scale it down first)"]
+    # decoding the PNG alone would take 432 MB; the 6400x4800 JPEG 92 MB at full size
+    if before < 300 * 1024:  # an earlier child may already have set the high-water mark
+        assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
+
+
+def _damaged_copy(clips: Path, tmp_path: Path, start: float, end: float) -> Path:
+    """The 30 fps clip with the share [start, end) of its media data (mdat) overwritten with zeros."""
+    data = bytearray((clips / CLIP_30FPS).read_bytes())
+    mdat = data.find(b"mdat") + 4  # the clip's layout: ftyp, uuid, mdat, moov (checked below)
+    moov = data.find(b"moov") - 4
+    assert 0 < mdat < moov
+    a, b = mdat + int((moov - mdat) * start), mdat + int((moov - mdat) * end)
+    data[a:b] = bytes(b - a)
+    path = tmp_path / f"damaged-{start}-{end}.mp4"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_video_says_so_and_one_with_no_frame_fails(clips: Path, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # Side door 7: damage mid-file ended the source as a clean EOF (91 of 178 frames, no word), and a file with no
+    # decodable frame ended as "eof" after 0 frames (the daemon exited 0). Now the damage is skipped and said,
+    # and a file that gives no frame fails.
+    path = _damaged_copy(clips, tmp_path, 0.5, 0.75)
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.capture"):
+        capture = open_capture(CameraConfig(source=str(path), realtime=False))
+        try:
+            frames = drain(capture, 60)
+        finally:
+            capture.stop()
+    assert capture.state == "eof"
+    assert 91 < len(frames) < 178 and capture.corrupt == 178 - len(frames)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    import re
+
+    first = re.fullmatch(rf"{re.escape(str(path))}: frame (\d+) \(t=([\d.]+) s\) cannot be decoded .*", warnings[0])
+    assert first and 80 < int(first.group(1)) < 100, warnings  # the damage starts half way through the data
+    assert float(first.group(2)) == pytest.approx(int(first.group(1)) / 30, abs=0.1)  # container stamps
+    assert f"{178 - len(frames)} of 178 frames could not be decoded" in warnings[-1], warnings
+
+    nothing = _damaged_copy(clips, tmp_path, 0.0, 1.0)
+    capture = open_capture(CameraConfig(source=str(nothing), realtime=False))
+    try:
+        assert drain(capture, 30) == []
+    finally:
+        capture.stop()
+    assert capture.state == "failed" and "no frame could be decoded" in (capture.error or "")

@@ -194,6 +194,38 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     assert run.log.count("opened") + run.log.count("source: video file") == opened_before, "camera was reopened"
     assert get_json(bind, "/healthz")[0] == 200
 
+    # Side doors 1 and 2: a self-referencing alias (was: RecursionError, exit 1) and an alias bomb (was: gigabytes
+    # on the detection thread, /healthz 503) are refused in one line each; detection goes on.
+    run.write_config("a: &a [*a]\n")
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"fallwatch\.yaml:1: YAML aliases \(\*a\) are not supported")
+    bomb = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]"
+                                                         for i in range(1, 9)]
+    run.write_config("\n".join(bomb) + "\n")
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"fallwatch\.yaml:2: YAML aliases \(\*l0\) are not supported")
+    run.wait_log(r"reload rejected", count=3)
+    assert run.proc.poll() is None
+    assert get_json(bind, "/healthz")[0] == 200
+
+    # The file is read off the detection thread: a configuration that takes its time to read (here a FIFO
+    # nobody writes yet) does not stall detection.
+    fifo = tmp_path / "slow.fifo"
+    os.mkfifo(fifo)
+    os.replace(fifo, run.config_file)
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_log(r"SIGHUP: reloading", count=5)
+    frames = get_json(bind, "/api/stats")[1]["frames"]
+    deadline = time.monotonic() + 10
+    while get_json(bind, "/api/stats")[1]["frames"] <= frames + 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert get_json(bind, "/api/stats")[1]["frames"] > frames + 10, "detection waited for the reload"
+    assert get_json(bind, "/healthz")[0] == 200
+    cfg["rules"] = {"fall_angle_deg": after + 5}
+    with open(run.config_file, "w") as writer:
+        writer.write(yaml.safe_dump(cfg))
+    run.wait_log(rf"configuration reloaded: rules\.fall_angle_deg {after} -> {after + 5}")
+
     rc, took = run.signal_and_wait(signal.SIGTERM)
     assert rc == 0 and took < 2.0
 
@@ -380,6 +412,8 @@ def test_unusable_debug_password_file_leaves_detection_running(run_daemon, tmp_p
     lines = [line for line in run.log.splitlines() if "debug server" in line]
     assert len(lines) == 1 and "ERROR" in lines[0] and "no password" in lines[0], run.log[-2000:]
     assert re.search(r"stopped after 2 frames", run.log), run.log[-2000:]
+    # side door 8: the start-up line listed "debug" among the outputs all the same
+    assert re.search(r"running: .* -> rules \(fallwatch\) -> log\n", run.log), run.log
 
 
 def test_signal_handler_only_sets_flags(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -567,9 +601,21 @@ def test_reload_log_shows_changes_without_their_secrets() -> None:
     from fallwatch.config.loader import parse_config
     from fallwatch.daemon.service import config_changes
 
-    old = parse_config("camera:\n  source: rtsp://cam:old-secret@192.0.2.9/s\nmqtt:\n  password: p1\n")
-    new = parse_config("camera:\n  source: rtsp://cam:new-secret@192.0.2.9/s\nmqtt:\n  password: p2\n")
+    old = parse_config("camera:\n  source: rtsp://cam:old-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p1\n")
+    new = parse_config("camera:\n  source: rtsp://cam:new-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p2\n")
     changes = config_changes(old, new)
     assert set(changes) == {"camera.source", "mqtt.password"}  # a changed secret is still a change
     assert "secret" not in repr(changes) and "p1" not in repr(changes) and "p2" not in repr(changes)
     assert changes["camera.source"] == ("rtsp://cam:***@192.0.2.9/s", "rtsp://cam:***@192.0.2.9/s")
+
+
+def test_a_video_with_no_decodable_frame_exits_1_saying_so(run_daemon, data_dir: Path, tmp_path: Path) -> None:
+    # Side door 7: a file whose every frame is damaged ended as a clean finish: exit 0 after 0 frames.
+    data = bytearray((data_dir / "gmdcsa24-dev" / FALL_CLIP).read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+    data[start:end] = bytes(end - start)
+    video = tmp_path / "damaged.mp4"
+    video.write_bytes(bytes(data))
+    run = run_daemon(base_config(str(video), tmp_path, realtime=False), notify=False)
+    assert run.proc.wait(120) == 1, run.log[-2000:]
+    assert re.search(rf"source failed: camera.source {re.escape(str(video))}: no frame could be decoded", run.log)

@@ -183,3 +183,13 @@ def test_mqtt_discovery_switched_off_across_a_restart_removes_the_entities(mosqu
     assert first.wait_for(lambda s: all(s.on(t)[-1:] == [b""] for t in {m[0] for m in s.messages}), 3)
     late = subscriber(mosquitto.port, ["homeassistant/#"])
     assert not wait_until(lambda: late.messages, 0.5), "entities still discoverable after a restart without them"
+
+
+def test_mqtt_without_commands_the_alerts_entity_is_read_only():
+    # mqtt.commands: false: a switch in Home Assistant would only pretend to pause alerts.
+    messages = dict(discovery_messages(discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi",
+                                       version="1", heartbeat_s=30, commands=False))
+    assert "homeassistant/switch/fallwatch_pi/alerts/config" not in messages
+    sensor = messages["homeassistant/binary_sensor/fallwatch_pi/alerts/config"]
+    assert sensor["state_topic"] == "fallwatch/pi/alerts" and "command_topic" not in sensor
+    assert not any("command_topic" in c for c in messages.values())

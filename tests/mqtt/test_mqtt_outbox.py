@@ -117,3 +117,39 @@ def test_mqtt_outbox_damage_inside_the_payloads_is_found_at_open(tmp_path, caplo
     assert list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
     box.put("new", b"1")
     assert [i for _, i, _ in box.after(0, 10)] == ["new"]
+
+
+def test_events_queued_before_a_restart_are_sent_from_a_read_only_disk(tmp_path, mosquitto):
+    # Side door 5: with the state disk read-only (a common SD-card failure) the outbox fell back to memory and
+    # the events queued before the restart were never delivered. A tmpfs remounted read-only in a private mount
+    # namespace stands in for the failed card (chmod does not stop root, and CI runs as root).
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mqtt_testlib import Sub
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a read-only mount (CI runs as root)")
+    state = tmp_path / "state"
+    state.mkdir()
+    sub = Sub(mosquitto.port, ["fallwatch/rodev/event"])
+    try:
+        script = Path(__file__).with_name("outbox_read_only_proc.py")
+        result = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f'mount -t tmpfs tmpfs "$1" && exec "{sys.executable}" "{script}" "$1" {mosquitto.port}', "sh",
+             str(state)], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0 and not result.stdout and ("not permitted" in result.stderr
+                                                             or "denied" in result.stderr):
+            pytest.skip(f"no private mount namespace here: {result.stderr.strip()}")  # unshare or mount refused
+        assert result.returncode == 0, result.stderr
+        ids = json.loads(result.stdout.splitlines()[0])
+        assert sub.wait_for(lambda s: len(s.on("fallwatch/rodev/event")) >= 2, 5)
+        assert [json.loads(p)["id"] for p in sub.on("fallwatch/rodev/event")] == ids
+        assert "can only be read" in result.stderr and "sent again after the next restart" in result.stderr
+    finally:
+        sub.close()

@@ -375,3 +375,74 @@ def test_mqtt_reload_with_a_read_only_outbox_still_reconnects(mosquitto, subscri
     assert wait_until(lambda: pub.connected, 8), "no connection after the reload"
     assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 12, 8), len(sub.on(f"{PREFIX}/event"))
     assert [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")] == [e["id"] for e in events]
+
+
+def test_mqtt_alerts_pause_expires_by_itself_and_says_so(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
+    # Side door 3: a pause by MQTT command lasted for ever (across restarts, silently). Now it ends after
+    # alerts.pause_max_s (1 s here), announced in the log, on <prefix>/alerts and in the heartbeat.
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
+    pub = publisher(mqtt_cfg(mosquitto.port), pause_max_s=1.0)
+    pub.start()
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
+        assert sub.wait_for(lambda s: b"OFF" in s.on(f"{PREFIX}/alerts"), 5)
+        paused_beat = sub.wait_for(lambda s: any(h["alerts"] is False for h in s.json_on(f"{PREFIX}/heartbeat")), 5)
+        assert paused_beat, "the heartbeat shows the pause at once"
+        beat = next(h for h in sub.json_on(f"{PREFIX}/heartbeat") if h["alerts"] is False)
+        assert beat["alerts_resume_at"].endswith("Z")
+        assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts")[-1:] == [b"ON"], 5), "the pause did not end"
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("alerts PAUSED by MQTT command" in m for m in lines), lines
+    assert any("alerts resumed: the pause reached alerts.pause_max_s (1 s)" in m for m in lines), lines
+    assert sub.wait_for(lambda s: s.json_on(f"{PREFIX}/heartbeat")[-1]["alerts"] is True, 5)
+    event = make_event("fall")
+    pub.publish_event(event)
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
+
+
+def test_mqtt_paused_alerts_warn_at_start_and_commands_can_be_switched_off(mosquitto, subscriber, mqtt_cfg,
+                                                                          publisher, caplog):
+    cfg = mqtt_cfg(mosquitto.port)
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/alerts"])
+    pub = publisher(cfg)
+    pub.start()
+    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
+    sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
+    assert wait_until(lambda: not pub.alerts_enabled, 5)
+    pub.stop()
+
+    # a restart while paused says so, as a warning naming when alerts resume
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        again = publisher(cfg)
+        again.start()
+    starts = [r.getMessage() for r in caplog.records if "alerts are PAUSED" in r.getMessage()]
+    assert len(starts) == 1 and again.alerts_resume_at() in starts[0], starts
+    assert again.stats()["alerts"] is False and again.stats()["alerts_resume_at"]
+    again.stop()
+
+    # mqtt.commands: false lifts the pause and takes no more commands
+    closed = mqtt_cfg(mosquitto.port, commands=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+        third = publisher(closed)
+        third.start()
+    assert third.alerts_enabled is True
+    assert any("mqtt.commands is false" in r.getMessage() for r in caplog.records)
+    assert wait_until(lambda: third.connected, 5)
+    sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1).wait_for_publish(5)
+    sub.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1).wait_for_publish(5)
+    time.sleep(0.5)
+    assert third.alerts_enabled is True and third.stats()["events_sent"] == 0
+
+
+def test_mqtt_one_heartbeat_on_connect(mosquitto, subscriber, mqtt_cfg, publisher):
+    # Side door 8: two heartbeats went out on connect (one from the loop's start, one from the connect).
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/heartbeat", f"{PREFIX}/state"])
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    sub.wait_count(f"{PREFIX}/heartbeat", 1)
+    pub.set_state({"state": "ok", "persons": 0})   # a marker published after anything the connect sent
+    assert sub.wait_count(f"{PREFIX}/state", 1)
+    assert len(sub.on(f"{PREFIX}/heartbeat")) == 1

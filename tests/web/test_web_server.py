@@ -437,16 +437,16 @@ def test_idle_connections_cannot_pile_up_threads(start_server):
     import socket
     import threading
 
-    from fallwatch.daemon.web import MAX_CONNECTIONS
+    from fallwatch.daemon.web import MAX_WAITING
 
     run = start_server()
     before = threading.active_count()
     idle = []
     try:
-        for _ in range(MAX_CONNECTIONS + 20):
+        for _ in range(MAX_WAITING + 20):
             idle.append(socket.create_connection(("127.0.0.1", run.port), timeout=5))
-        time.sleep(0.5)
-        assert threading.active_count() - before <= MAX_CONNECTIONS + 2
+        # the oldest 20 are dropped for the newer ones: their threads end
+        assert _wait(lambda: threading.active_count() - before <= MAX_WAITING + 2, timeout=10)
     finally:
         for s in idle:
             s.close()
@@ -467,3 +467,89 @@ def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjp
         finally:
             conn.close()
     assert len(run.server._placeholders) <= PLACEHOLDER_CACHE
+
+
+def test_slow_clients_cannot_hold_healthz_shut(start_server, feeders, clip_frames):
+    # Side door 4: 32 slots were taken before any request was read, so 32 clients dripping a header line every
+    # 10 s kept /healthz and /metrics unreachable for as long as they liked. Now a connection only takes a slot
+    # with a complete request head, the waiting ones are bounded (oldest dropped first) and each has a deadline.
+    import socket
+
+    from fallwatch.daemon.web import HEAD_DEADLINE_S, MAX_CONNECTIONS, MAX_WAITING
+
+    run = start_server()
+    feeders(run.hub, clip_frames)
+    assert _wait(lambda: run.request("/healthz")[0] == 200, timeout=10)
+    slow = []
+    try:
+        for _ in range(max(MAX_WAITING, MAX_CONNECTIONS) + 36):
+            s = socket.create_connection(("127.0.0.1", run.port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line that ends the head
+            slow.append(s)
+        for _ in range(3):
+            # answered while every slow socket is still open (before their deadline would have freed anything)
+            assert run.request("/healthz", timeout=HEAD_DEADLINE_S - 1)[0] == 200
+        # a client that never completes its head is cut off at the deadline, not held for the 30 s idle timeout
+        last = slow[-1]
+        last.settimeout(HEAD_DEADLINE_S + 5)
+        assert last.recv(4096) == b""  # closed (a socket.timeout here would mean it was still held)
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_unknown_method_and_bad_request_line_are_plain_text(start_server):
+    # Side door 8: a method no handler knows got Python's default 501 HTML page (naming the server's internals).
+    import socket
+
+    run = start_server()
+    status, headers, body = run.request("/api/stats", method="BREW")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert headers["Content-Type"].startswith("text/plain") and b"<" not in body
+    with socket.create_connection(("127.0.0.1", run.port), timeout=5) as s:
+        s.sendall(b"GET /a b c d\r\n\r\n")
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400") and b"text/plain" in reply and b"<html" not in reply.lower()
+
+
+def test_a_get_body_is_read_not_parsed_as_the_next_request(start_server):
+    # Side door 8: the body of a GET was left in the stream and read as the next request line.
+    import socket
+
+    run = start_server()
+    smuggled = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", run.port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled
+                  + b"GET /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.count(b"HTTP/1.1 ") == 2, data[:400]
+    assert b"fallwatch_fps" not in data and b'"events"' in data
+
+
+def test_images_are_never_scaled_above_the_source_height(start_server, feeders, clip_frames):
+    # Side door 8: ?height=2160 upscaled a 480-line frame to 2160 lines (CPU and bandwidth for nothing).
+    run = start_server()
+    run.hub.publish_frame(clip_frames[0], [], {})
+    status, _, body = run.request("/latest.jpg?height=2160")
+    assert status == 200
+    img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[:2] == clip_frames[0].shape[:2]
+    status, _, body = run.request("/latest.jpg?height=240")
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[0] == 240
+
+
+def test_healthz_says_the_camera_is_reopening(start_server, clip_frames):
+    # Side door 8: /healthz said "source stopped" while the daemon was reopening the camera.
+    run = start_server()
+    run.hub.publish_frame(clip_frames[0], [], {})
+    run.hub.update(camera="reopening", camera_error="no frames")
+    run.hub.mark_source_stopped()
+    status, body = run.json("/healthz")
+    assert status == 503 and body["reason"] == "camera reopening (no frames)"
+    run.hub.update(camera="eof", camera_error=None)
+    assert run.json("/healthz")[1]["reason"] == "source stopped"
