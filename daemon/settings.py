@@ -11,6 +11,7 @@ from typing import Any, Optional
 from fallwatch.pose.engine import PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.models import resolve_model_dir
 from fallwatch.rules import RuleSettings
+from fallwatch.rules.zones import Zone
 
 # rules.ambianic.<key> in the YAML -> RuleSettings field (flat there).
 _AMBIANIC_KEYS = {"confidence": "ambianic_confidence", "angle_deg": "ambianic_angle_deg",
@@ -25,7 +26,9 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def pose_settings(cfg: Any) -> PoseSettings:
     data = cfg.pose.model_dump()
     smoothing = data.pop("smoothing", None) or {}
-    return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)))
+    ignore = tuple(tuple(tuple(p) for p in z.points) for z in getattr(cfg, "zones", ()) if z.kind == "ignore")
+    return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
+                        ignore_zones=ignore)
 
 
 def rule_settings(cfg: Any) -> RuleSettings:
@@ -35,6 +38,7 @@ def rule_settings(cfg: Any) -> RuleSettings:
     if isinstance(ambianic, dict):
         for key, value in ambianic.items():
             data.setdefault(_AMBIANIC_KEYS.get(key, f"ambianic_{key}"), value)
+    data["zones"] = tuple(Zone.from_mapping(z) for z in getattr(cfg, "zones", ()))
     return RuleSettings.from_mapping(data)
 
 
