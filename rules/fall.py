@@ -17,6 +17,7 @@ Decisions use frame timestamps only, never the wall clock, so a replay gives the
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -481,7 +482,7 @@ class FallRules(Rules):
             if dt < self.s.window_min_s or s.ref is None:
                 continue
             drop = (_centre(now.g) - s.ref.centre_y) / s.ref.height
-            turn = now.g.spine_angle_deg - s.ref.angle  # signed: standing up / lying back turns it back
+            turn = self._turn(now.g, s.ref)  # signed: standing up / lying back turns it back
             rate = peak_speed / s.ref.height
             need = self._needed_drop(turn)
             if drop < need or rate < self.s.min_descent_rate:
@@ -504,7 +505,18 @@ class FallRules(Rules):
     def _is_down(self, g: BodyGeometry, ref: _Ref) -> bool:
         """Near horizontal, or the torso still as low (for its turn) as a fall needs, against the same "before"."""
         drop = (_centre(g) - ref.centre_y) / ref.height
-        return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(g.spine_angle_deg - ref.angle)
+        return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(self._turn(g, ref))
+
+    @staticmethod
+    def _turn(g: BodyGeometry, ref: _Ref) -> float:
+        """How far the spine turned from the "before" pose (degrees): in the image plane, or towards or away
+        from the camera, which the image shows as a torso shorter than before rather than as an angle (a fall
+        along the line of sight). Foreshortening counts once the torso is under UPRIGHT_TORSO of its length,
+        so the ordinary change of length with a lean or a step is not mistaken for a topple."""
+        turn = g.spine_angle_deg - ref.angle
+        if ref.torso > 0 and g.torso_px < UPRIGHT_TORSO * ref.torso:
+            turn = max(turn, math.degrees(math.acos(g.torso_px / ref.torso)))
+        return turn
 
     def _folded(self, g: BodyGeometry, ref: _Ref) -> bool:
         """Squatting or sitting: the spine really upright (near vertical in the image and as long as before, so
