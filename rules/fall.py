@@ -41,6 +41,7 @@ STANDING_LEGS = 0.8  # legs under the body at this share of the standing height'
 UPRIGHT_TORSO = 0.75  # torso at least this share of its standing image length: really upright, not lying along
                       # the camera's line of sight (which also shows a vertical spine, but a short one)
 FOLDED_FEET = 1.0  # ankles within this many torso lengths of the hips: legs folded under the body
+NEARER_SCALE = 1.25  # a torso this much longer than when standing: the person came toward the camera
 UPRIGHT_GAP_S = 1.0  # recovery needs upright poses no further apart than this (a dropout does not count as upright)
 
 
@@ -97,6 +98,7 @@ class _Fall:
     upright_last: float = float("-inf")
     folded: Optional[bool] = None  # landed squatting or sitting upright, legs folded: must stay down confirm_s
     max_angle: float = 0.0  # the spine's largest angle from vertical since the drop began
+    up_since: Optional[float] = None  # frames no longer looking down since then
     after_fall: bool = True  # False: the incident began as a long lie on the floor with no fall seen
 
 
@@ -276,19 +278,21 @@ class FallRules(Rules):
         elif tr.state == "falling":
             f = tr.fall
             f.measured += 1
-            f.down += self._is_down(g, f.ref)
+            down = self._is_down(g, f.ref)
+            f.down += down
+            f.up_since = None if down else (t if f.up_since is None else f.up_since)
             f.hip_drop = max(f.hip_drop, (g.hip_y - f.ref.hip_y) / f.ref.height)
             f.max_angle = max(f.max_angle, g.spine_angle_deg)
             if f.folded is None and t - f.t >= self.s.settle_s:  # the landing posture decides, once
                 f.folded = self._folded(g, f.ref)
             if f.max_angle >= self.s.down_angle_deg:
                 f.folded = False  # toppled over: whatever it was, it was not squatting
-            if f.down < f.measured:
+            if f.folded and f.up_since is not None and t - f.up_since >= self.s.settle_s:
+                tr.state, tr.fall = "upright", None  # up again from a squat or a seat on the floor: no fall
+            elif f.down < f.measured:
                 # The pending drop has a frame that did not look down (one bad pose can start a candidate):
                 # a fresh, fully consistent candidate from this frame replaces it.
                 self._start_falling(tr, self._candidate(tr, sample), sample)
-            elif f.folded and self._is_upright(g, f.ref):
-                tr.state, tr.fall = "upright", None  # up again from a squat: not a fall
         elif tr.state == "down":
             f = tr.fall
             if self._is_upright(g, f.ref):
@@ -325,9 +329,15 @@ class FallRules(Rules):
                           t=now.t)
 
     def _on_floor(self, g: BodyGeometry, stand: _Stand) -> bool:
-        """Hips down at the level of the floor where the person last stood, torso lower than standing."""
+        """Sitting or lying on the floor where they last stood: the hips down at the level their feet stood on
+        (floor_hip_max) and the torso midpoint min_drop lower than standing. The floor line only holds near that
+        spot: a body grown NEARER_SCALE larger came toward the camera (which moves it down the image too) and
+        one that moved a body height sideways is somewhere else; neither counts."""
+        ref = stand.ref
+        if g.torso_px > NEARER_SCALE * ref.torso or abs(g.hip_x - ref.hip_x) > stand.height:
+            return False
         hips_up = (stand.foot_y - g.hip_y) / stand.height
-        return hips_up <= self.s.floor_hip_max and self._is_down(g, stand.ref)
+        return hips_up <= self.s.floor_hip_max and (_centre(g) - ref.centre_y) / ref.height >= self.s.min_drop
 
     def _follow_floor(self, tr: _Track, now: _Sample) -> None:
         """The "on the floor" run of a person not (yet) in an incident, however they got there. It holds

@@ -26,7 +26,8 @@ SIZE = (640, 480)
 class Body:
     """Posture at one instant. hip_up: hips above the floor line (body heights); spine: degrees from vertical,
     positive leaning to +x; legs: "down" (ankles on the floor below), "along" (continuing the spine line,
-    lying) or "front" (stretched out sideways, seated on the floor); floor: image y of the floor under the
+    lying), "front" (stretched out sideways, seated on the floor) or "folded" (squatting, sitting cross-legged
+    with the feet under the hips); floor: image y of the floor under the
     person (moves down when they come toward the camera)."""
 
     x: float = 320.0
@@ -51,9 +52,11 @@ def keypoints(b: Body, h: float = H) -> np.ndarray:
         ankle = np.array([b.x, b.floor])
     elif b.legs == "front":  # seated on the floor, legs stretched out sideways in the image
         ankle = hip + np.array([0.49 * h, 0.0])
+    elif b.legs == "folded":  # squatting or sitting cross-legged: feet on the floor under the hips, knees up
+        ankle = np.array([b.x + 0.05 * h, b.floor])
     else:
         ankle = hip - 0.49 * h * up
-    knee = (hip + ankle) / 2
+    knee = (hip + ankle) / 2 if b.legs != "folded" else hip + np.array([0.2 * h, -0.02 * h])
     pts = {0: nose, 1: nose + 0.02 * h * side, 2: nose - 0.02 * h * side, 3: nose + 0.04 * h * side,
            4: nose - 0.04 * h * side, 5: shoulder + 0.1 * h * side, 6: shoulder - 0.1 * h * side,
            7: shoulder + 0.12 * h * side + 0.15 * h * -up, 8: shoulder - 0.12 * h * side + 0.15 * h * -up,
