@@ -26,9 +26,13 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def pose_settings(cfg: Any) -> PoseSettings:
     data = cfg.pose.model_dump()
     smoothing = data.pop("smoothing", None) or {}
-    ignore = tuple(tuple(tuple(p) for p in z.points) for z in getattr(cfg, "zones", ()) if z.kind == "ignore")
     return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
-                        ignore_zones=ignore)
+                        ignore_zones=ignore_polygons(cfg))
+
+
+def ignore_polygons(cfg: Any) -> tuple:
+    """The points of the configuration's ignore zones (the pose engine drops the people it finds in them)."""
+    return tuple(tuple((float(x), float(y)) for x, y in z.points) for z in getattr(cfg, "zones", ()) if z.kind == "ignore")
 
 
 def rule_settings(cfg: Any) -> RuleSettings:

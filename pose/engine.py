@@ -230,3 +230,8 @@ class PoseEngine:
 
     def reset(self) -> None:
         self.tracker.reset()
+
+    def set_ignore_zones(self, zones: tuple) -> None:
+        """Polygons (normalised 0-1 points) whose people are not tracked from now on (a configuration reload)."""
+        self.settings.ignore_zones = tuple(zones)
+        self.tracker.s.ignore_zones = tuple(zones)
