@@ -192,3 +192,17 @@ def test_passwords_inside_urls_are_masked_in_the_effective_config() -> None:
     text = effective_config_yaml(config)
     assert "hunter2" not in text and "rtsp://admin:***@192.0.2.7:554/stream" in text
     assert config.camera.source == "rtsp://admin:hunter2@192.0.2.7:554/stream"  # the daemon still gets it
+
+
+def test_zone_errors_name_file_line_and_zone(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, "zones:\n"
+                                 "  - name: bed\n"
+                                 "    kind: rest\n"
+                                 "    points: [[0.5, 0.5], [1.2, 0.5], [0.9, 0.9]]\n"
+                                 "  - {name: tv, kind: telly, points: [[0.1, 0.1], [0.2, 0.1]]}\n")
+    assert errors == [
+        "fallwatch.yaml:4: zones.0.points: point 1 [1.2, 0.5] is outside the image: x and y must be within 0-1",
+        "fallwatch.yaml:5: zones.1.kind: must be 'rest' or 'ignore'",
+        "fallwatch.yaml:5: zones.1.points: a zone needs at least 3 points, got 2"]
+    cfg = parse_config("zones:\n  - {kind: rest, points: [[0, 0.5], [1, 0.5], [1, 1]]}\n")
+    assert cfg.zones[0].kind == "rest" and cfg.zones[0].points[1] == (1.0, 0.5)
