@@ -1,6 +1,7 @@
 """Load the debug page in real headless Chromium and check from its screenshot that the stream shows a frame."""
 from __future__ import annotations
 
+import os
 import time
 
 import cv2
@@ -61,8 +62,8 @@ def test_chromium_draws_the_zones_over_the_frame(start_server, feeders, clip_fra
         time.sleep(0.05)
     # a new zone being drawn: three corners given in the address, as if clicked
     shot = chromium_screenshot(f"http://127.0.0.1:{run.port}/#draw=0.4,0.1;0.45,0.1;0.45,0.2", tmp_path)
-    if (out := __import__("os").environ.get("FALLWATCH_ZONES_SHOT")):  # the README's picture
-        cv2.imwrite(out, shot[:620, :1024], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if os.environ.get("FALLWATCH_ZONES_SHOT"):  # where to keep the screenshot (the README's picture)
+        cv2.imwrite(os.environ["FALLWATCH_ZONES_SHOT"], shot)
     region = cv2.cvtColor(_stream_region(shot), cv2.COLOR_BGR2RGB).astype(float)
     frame = np.mean(clip_frames, axis=0)
     inner = (slice(264, 432), slice(344, 584))  # inside the bed's polygon at 640x480, away from its label
