@@ -40,6 +40,8 @@ MAX_UNSEEN_FALLS = 8  # unresolved falls of people out of view kept on record; b
 STANDING_LEGS = 0.8  # legs under the body at this share of the standing height's leg length: standing
 UPRIGHT_TORSO = 0.75  # torso at least this share of its standing image length: really upright, not lying along
                       # the camera's line of sight (which also shows a vertical spine, but a short one)
+LYING_TORSO = 0.5  # torso under this share of its standing image length: tilted over 60 deg towards or away from
+                   # the camera (a squat leaning forward stays above it)
 FOLDED_FEET = 1.0  # ankles within this many torso lengths of the hips: legs folded under the body
 NEARER_SCALE = 1.25  # a torso this much longer than when standing: the person came toward the camera
 UPRIGHT_GAP_S = 1.0  # recovery needs upright poses no further apart than this (a dropout does not count as upright)
@@ -521,10 +523,10 @@ class FallRules(Rules):
     def _turn(g: BodyGeometry, ref: _Ref) -> float:
         """How far the spine turned from the "before" pose (degrees): in the image plane, or towards or away
         from the camera, which the image shows as a torso shorter than before rather than as an angle (a fall
-        along the line of sight). Foreshortening counts once the torso is under UPRIGHT_TORSO of its length,
-        so the ordinary change of length with a lean or a step is not mistaken for a topple."""
+        along the line of sight). Foreshortening counts once the torso is under LYING_TORSO of its length, so
+        a lean forward (squatting, picking something up) or a step away is not mistaken for a topple."""
         turn = g.spine_angle_deg - ref.angle
-        if ref.torso > 0 and g.torso_px < UPRIGHT_TORSO * ref.torso:
+        if ref.torso > 0 and g.torso_px < LYING_TORSO * ref.torso:
             turn = max(turn, math.degrees(math.acos(g.torso_px / ref.torso)))
         return turn
 

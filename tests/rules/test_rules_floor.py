@@ -175,3 +175,37 @@ def test_walking_up_close_to_the_camera_is_not_on_the_floor() -> None:
         return kp
 
     assert run({1: body}, duration=75.0, settings=RuleSettings(down_alert_s=60.0), mutate=clipped) == []
+
+
+def _torso_seen_at(share_at):
+    """The torso (and head) tilted towards or away from the camera: the image shows it shortened to
+    share_at(t) of its length along the same line, the hips where they are."""
+
+    def mutate(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        kp = kp.copy()
+        hip = kp[[11, 12], :2].mean(axis=0)
+        for i in range(0, 11):  # head, shoulders, arms
+            kp[i, :2] = hip + (kp[i, :2] - hip) * share_at(t)
+        return kp
+
+    return mutate
+
+
+@pytest.mark.parametrize("fps", [15.0, 30.0])
+def test_a_fall_straight_away_from_the_camera_is_caught_by_its_shortened_torso(fps: float) -> None:
+    # Backwards, away from the camera: the spine stays vertical in the image, the torso shrinks to a third of
+    # its length and its midpoint drops 0.4 body heights: less than a fall with no turn needs (0.5) but the
+    # torso lying along the line of sight is the topple.
+    body = timeline([(0.0, STAND), (2.0, STAND), (2.7, Body(hip_up=0.15, spine=0.0))], lambda u: u * u)
+    assert run({1: body}, duration=6.0, fps=fps) == []  # the same drop with the torso at full length
+    events = run({1: body}, duration=6.0, fps=fps, mutate=_torso_seen_at(lambda t: np.interp(t, [2.0, 2.7], [1, 0.3])))
+    assert kinds(events) == ["fall"]
+
+
+@pytest.mark.parametrize("fps", [15.0, 30.0])
+def test_a_fast_squat_leaning_towards_the_camera_is_no_fall(fps: float) -> None:
+    # Leaning 45 deg forward towards the camera shortens the torso in the image to 0.7 of its length: not lying.
+    squat = Body(hip_up=0.12, spine=5.0, legs="folded")
+    body = timeline([(0.0, STAND), (2.0, STAND), (2.5, squat), (4.5, squat), (5.3, STAND)])
+    lean = _torso_seen_at(lambda t: np.interp(t, [2.0, 2.5, 4.5, 5.3], [1, 0.7, 0.7, 1]))
+    assert run({1: body}, duration=10.0, fps=fps, mutate=lean) == []
