@@ -133,6 +133,16 @@ def _centre_x(g: BodyGeometry) -> float:
     return (g.hip_x + g.shoulder_x) / 2.0
 
 
+def _on_record(tr: "_Track") -> bool:
+    """Down after a fall, or on the floor with no fall seen (yet): kept on record while out of view."""
+    return (tr.state == "down" and tr.fall is not None) or (tr.floor_since is not None and tr.stand is not None)
+
+
+def _floor_ref(tr: "_Track") -> _Ref:
+    """The standing "before" pose that the person on the floor is measured against."""
+    return tr.fall.ref if tr.state == "down" and tr.fall is not None else tr.stand.ref
+
+
 class FallRules(Rules):
     def __init__(self, settings: RuleSettings, source: str = "") -> None:
         self.s = settings
@@ -182,21 +192,22 @@ class FallRules(Rules):
         only when they are seen upright again: a track that first appeared, after they were lost, where they
         lay (within ADOPT_DISTANCE body heights) and has stood upright for recover_s is taken to be them, back
         on their feet under a new id. Anyone else standing in the room, however near, is not their recovery."""
-        unseen = sorted((tr.last_seen, key) for key, tr in self._tracks.items() if key not in seen and tr.state == "down")
+        unseen = sorted((tr.last_seen, key) for key, tr in self._tracks.items() if key not in seen and _on_record(tr))
         for _, key in unseen[:-MAX_UNSEEN_FALLS]:  # bounded memory, however many come, fall and go
             log.warning("%s: dropping the unresolved fall of track %s, out of view since t=%.1f (more than %d)",
                         self.source or "-", key, self._tracks[key].last_seen, MAX_UNSEEN_FALLS)
             del self._tracks[key]
         events = []
         for key, tr in list(self._tracks.items()):
-            if key in seen or tr.state != "down" or not tr.samples:
+            if key in seen or not _on_record(tr) or not tr.samples:
                 continue
             up = [self._tracks[k] for k in seen if self._is_them_standing(self._tracks[k], tr, t)]
             if up:
-                f = tr.fall
-                tr.state, tr.fall = "upright", None
-                log.info("%s: track %s stood up where fallen track %s lay", self.source or "-", up[0].track, key)
-                events.append(self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f))
+                log.info("%s: track %s stood up where track %s lay", self.source or "-", up[0].track, key)
+                if tr.state == "down":
+                    f = tr.fall
+                    tr.state, tr.fall = "upright", None
+                    events.append(self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f))
                 del self._tracks[key]
         return events
 
@@ -208,24 +219,26 @@ class FallRules(Rules):
         if not other.first_seen > fallen.last_seen:
             return False  # seen at the same time as the fallen person: somebody else
         last = fallen.samples[-1].g
-        scale = fallen.fall.ref.height
+        scale = _floor_ref(fallen).height
         return bool(abs(other.first_xy[0] - _centre_x(last)) <= RISE_DISTANCE * scale
                     and abs(other.first_xy[1] - _centre(last)) <= ADOPT_DISTANCE * scale)
 
     # -- tracks --------------------------------------------------------------------------------------------
     def _new_track(self, person: PersonPose, present: set[int]) -> _Track:
-        """A new id may be a fallen person the pose engine lost and found again: a new track that looks down,
-        near where a fallen person not in this frame was last seen, takes over their incident (so no second
-        `fall`, and `person_down` / `recovered` stay with it). Someone upright walking in never does."""
+        """A new id may be a person on the floor the pose engine lost and found again: a new track that looks
+        down, near where someone on the floor not in this frame was last seen, takes over their incident or
+        their time on the floor (so no second `fall`, and `person_down` / `recovered` stay with it). Someone
+        upright walking in never does."""
         g = measure(person.keypoints, self.s.min_keypoint_score)
         if g is not None:
             for key, old in list(self._tracks.items()):
-                if key in present or old.state == "upright" or old.fall is None or not old.samples:
+                if key in present or not _on_record(old) or not old.samples:
                     continue
-                if self._is_upright(g, old.fall.ref):
+                ref = _floor_ref(old)
+                if self._is_upright(g, ref):
                     continue
                 last = old.samples[-1].g
-                scale = old.fall.ref.height
+                scale = ref.height
                 if np.hypot(_centre(last) - _centre(g), _centre_x(last) - _centre_x(g)) <= ADOPT_DISTANCE * scale:
                     log.info("track %s continues fallen track %s", person.track, key)
                     del self._tracks[key]
@@ -239,8 +252,9 @@ class FallRules(Rules):
         return tr
 
     def _forgettable(self, tr: _Track, t: float) -> bool:
-        # A fallen person stays on record, out of view or not, until their incident ends with `recovered`.
-        return tr.state != "down" and t - tr.last_seen > self.s.track_forget_s
+        # A person on the floor stays on record, out of view or not (the detector often misses people lying
+        # down), until they are seen upright again; a fallen one until their incident ends with `recovered`.
+        return not _on_record(tr) and t - tr.last_seen > self.s.track_forget_s
 
     # -- per frame -----------------------------------------------------------------------------------------
     def _observe(self, tr: _Track, t: float, frame: int, person: PersonPose, size: tuple[int, int]) -> list[Event]:

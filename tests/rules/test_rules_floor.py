@@ -99,6 +99,18 @@ def test_slow_slide_to_sitting_on_the_floor_gets_person_down_with_no_fall(fps: f
     assert events[0].to_dict()["after_fall"] is False
 
 
+def test_a_person_on_the_floor_lost_by_the_detector_still_gets_person_down() -> None:
+    # Slid down, then not found any more (people on the floor are often missed), now and then found again
+    # under a new id: still on the floor, so `person_down` comes all the same, once.
+    seated = Body(hip_up=0.05, spine=12.0, legs="front")
+    body = timeline([(0.0, STAND), (3.0, STAND), (9.0, seated)])
+    s = RuleSettings(down_alert_s=30.0, track_forget_s=5.0)
+    tracks = {1: lambda t: body(t) if t < 15.0 else None, 2: lambda t: body(t) if 28.0 <= t < 30.0 else None}
+    events = run(tracks, duration=60.0, settings=s)
+    assert [(e.event, e.after_fall) for e in events] == [("person_down", False)]
+    assert 3.0 + 30.0 < events[0].t <= 9.0 + 30.0
+
+
 def test_a_slow_slide_then_getting_up_recovers() -> None:
     seated = Body(hip_up=0.05, spine=12.0, legs="front")
     body = timeline([(0.0, STAND), (3.0, STAND), (9.0, seated), (20.0, seated), (22.0, STAND)])
