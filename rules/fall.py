@@ -61,12 +61,11 @@ class _Ref:
 
 @dataclass
 class _Stand:
-    """Where the person last stood: the floor under them (image y of the ankles) and their standing height."""
+    """Where the person last stood: the floor under them (image y of the ankles) and their standing pose (its
+    height from the legs, which are foreshortened by the camera's tilt just as a height above the floor is)."""
 
     foot_y: float
-    height: float
     ref: _Ref
-    t: float
 
 
 @dataclass
@@ -341,8 +340,7 @@ class FallRules(Rules):
         frame_h = float(tr.size[1]) if tr.size and tr.size[1] else 0.0
         if ref.height <= 0 or (frame_h and ref.height < self.s.min_body_frac * frame_h):
             return
-        tr.stand = _Stand(foot_y=statistics.median(g.hip_y + g.legs_px for g in span), height=ref.height, ref=ref,
-                          t=now.t)
+        tr.stand = _Stand(foot_y=statistics.median(g.hip_y + g.legs_px for g in span), ref=ref)
 
     def _on_floor(self, g: BodyGeometry, stand: _Stand) -> bool:
         """Sitting or lying on the floor where they last stood: the hips down at the level their feet stood on
@@ -350,9 +348,9 @@ class FallRules(Rules):
         spot: a body grown NEARER_SCALE larger came toward the camera (which moves it down the image too) and
         one that moved a body height sideways is somewhere else; neither counts."""
         ref = stand.ref
-        if g.torso_px > NEARER_SCALE * ref.torso or abs(g.hip_x - ref.hip_x) > stand.height:
+        if g.torso_px > NEARER_SCALE * ref.torso or abs(g.hip_x - ref.hip_x) > ref.height:
             return False
-        hips_up = (stand.foot_y - g.hip_y) / stand.height
+        hips_up = (stand.foot_y - g.hip_y) / ref.height
         return hips_up <= self.s.floor_hip_max and (_centre(g) - ref.centre_y) / ref.height >= self.s.min_drop
 
     def _follow_floor(self, tr: _Track, now: _Sample) -> None:
