@@ -113,8 +113,8 @@ class _Track:
     fall: Optional[_Fall] = None
     last_fall_t: float = float("-inf")
     upright_since: Optional[float] = None  # spine near vertical continuously since then (any track state)
-    first_seen: float = float("nan")
-    first_xy: tuple = (float("nan"), float("nan"))  # torso midpoint when first seen
+    first_seen: Optional[float] = None
+    first_xy: Optional[tuple] = None  # torso midpoint when first measured
     stand: Optional[_Stand] = None  # the last standing pose with the feet in view
     floor_since: Optional[float] = None  # on the floor continuously (with hysteresis) since then, no fall seen
     off_floor_since: Optional[float] = None
@@ -215,7 +215,7 @@ class FallRules(Rules):
         where they lay (sideways within RISE_DISTANCE), upright for recover_s."""
         if other.state != "upright" or other.upright_since is None or t - other.upright_since < self.s.recover_s:
             return False
-        if not other.first_seen > fallen.last_seen:
+        if other.first_seen is None or other.first_xy is None or other.first_seen <= fallen.last_seen:
             return False  # seen at the same time as the fallen person: somebody else
         last = fallen.samples[-1].g
         scale = _floor_ref(fallen).height
@@ -267,12 +267,12 @@ class FallRules(Rules):
             return []
         tr.last_seen = t
         tr.size = size
-        if tr.first_seen != tr.first_seen:  # NaN: first time seen
+        if tr.first_seen is None:
             tr.first_seen = t
         g = measure(kps, self.s.min_keypoint_score)
         if g is None:
             return self._tick(tr, t, frame)
-        if tr.first_xy[0] != tr.first_xy[0]:
+        if tr.first_xy is None:
             tr.first_xy = (_centre_x(g), _centre(g))
         if g.spine_angle_deg <= self.s.upright_angle_deg:
             tr.upright_since = t if tr.upright_since is None else tr.upright_since
