@@ -384,10 +384,9 @@ class FallRules(Rules):
         return self._point_in_rest(g.hip_x, g.hip_y, tr.size)
 
     def _point_in_rest(self, x: float, y: float, size: tuple) -> bool:
-        w, h = (size or (0, 0))[:2] if size else (0, 0)
-        if not w or not h:
+        if not size or not size[0] or not size[1]:
             return False
-        return in_zone(self.s.zones, "rest", x / w, y / h)
+        return in_zone(self.s.zones, "rest", x / size[0], y / size[1])
 
     def _tick(self, tr: _Track, t: float, frame: int) -> list[Event]:
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
@@ -445,18 +444,22 @@ class FallRules(Rules):
                                                                                         tr.size)
 
     def _continues_lost_incident(self, tr: _Track) -> bool:
-        """A `fall` right where a fallen person not in view was last seen is that person found again under
-        another id (a partly hidden body the detector lost and re-found): it takes over their incident, so
-        there is one alarm, not a second `fall`."""
+        """A `fall` right where a person on the floor not in view was last seen is that person found again
+        under another id (a partly hidden body the detector lost and re-found). A fallen one's incident goes
+        on under the new id, so there is one alarm, not a second `fall`; a time on the floor with no fall seen
+        is superseded by this incident."""
         g = tr.samples[-1].g
         for key, old in list(self._tracks.items()):
-            if old is tr or old.state != "down" or old.fall is None or not old.samples or old.last_seen >= tr.last_seen:
+            if old is tr or not _on_record(old) or not old.samples or old.last_seen >= tr.last_seen:
                 continue
             last = old.samples[-1].g
-            if np.hypot(_centre(last) - _centre(g), _centre_x(last) - _centre_x(g)) <= ADOPT_DISTANCE * old.fall.ref.height:
+            scale = _floor_ref(old).height
+            if np.hypot(_centre(last) - _centre(g), _centre_x(last) - _centre_x(g)) > ADOPT_DISTANCE * scale:
+                continue
+            del self._tracks[key]
+            if old.state == "down":
                 log.info("%s: track %s falls where fallen track %s lies: the same incident", self.source or "-",
                          tr.track, key)
-                del self._tracks[key]
                 tr.fall = old.fall
                 tr.last_fall_t = old.last_fall_t
                 return True
