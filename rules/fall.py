@@ -212,11 +212,13 @@ class FallRules(Rules):
 
     def _is_them_standing(self, other: _Track, fallen: _Track, t: float) -> bool:
         """Whether ``other`` is the fallen person back on their feet: first seen after they were lost, right
-        where they lay (sideways within RISE_DISTANCE), upright for recover_s."""
+        where they lay (sideways within RISE_DISTANCE), upright for recover_s, legs under them."""
         if other.state != "upright" or other.upright_since is None or t - other.upright_since < self.s.recover_s:
             return False
         if other.first_seen is None or other.first_xy is None or other.first_seen <= fallen.last_seen:
             return False  # seen at the same time as the fallen person: somebody else
+        if not other.samples or other.samples[-1].g.legs_px is None:
+            return False  # standing on their legs, seen: not a partial pose that happens to be upright
         last = fallen.samples[-1].g
         scale = _floor_ref(fallen).height
         return bool(abs(other.first_xy[0] - _centre_x(last)) <= RISE_DISTANCE * scale
@@ -554,12 +556,14 @@ class FallRules(Rules):
         return g.knees and g.feet_px is not None and g.feet_px <= FOLDED_FEET * g.torso_px
 
     def _is_upright(self, g: BodyGeometry, ref: _Ref) -> bool:
-        """Spine near vertical, and either the torso back above fall level (standing, or sitting on a chair)
-        or the legs upright under the body at nearly full length (standing up somewhere nearer the camera,
-        which puts the whole body lower in the image). Sitting up on the floor is neither."""
+        """Spine near vertical, and either the torso back above fall level at its upright length (standing, or
+        sitting on a chair; a partial pose of someone lying, a shoulder and a hip found on the furniture they
+        lie behind, rarely has it) or the legs upright under the body at nearly full length (standing up
+        somewhere nearer the camera, which puts the whole body lower in the image). Sitting up on the floor is
+        neither."""
         if g.spine_angle_deg > self.s.upright_angle_deg:
             return False
-        if (_centre(g) - ref.centre_y) / ref.height < self.s.min_drop:
+        if (_centre(g) - ref.centre_y) / ref.height < self.s.min_drop and g.torso_px >= UPRIGHT_TORSO * ref.torso:
             return True
         return g.legs_px is not None and g.legs_px / LEG_FRACTION >= STANDING_LEGS * ref.height
 

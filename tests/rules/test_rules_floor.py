@@ -221,3 +221,21 @@ def test_a_fast_squat_leaning_towards_the_camera_is_no_fall(fps: float) -> None:
     body = timeline([(0.0, STAND), (2.0, STAND), (2.5, squat), (4.5, squat), (5.3, STAND)])
     lean = _torso_seen_at(lambda t: np.interp(t, [2.0, 2.5, 4.5, 5.3], [1, 0.7, 0.7, 1]))
     assert run({1: body}, duration=10.0, fps=fps, mutate=lean) == []
+
+
+def test_a_partial_upright_pose_where_the_fallen_person_lies_is_not_their_recovery() -> None:
+    # Behind a wheelchair: the fallen person is lost, and where they lie the pose engine finds a new "person",
+    # a shoulder and a hip on the chair, upright, legs not seen, for ten seconds. Not them getting up.
+    s = RuleSettings(down_alert_s=20.0, recover_s=3.0, track_forget_s=5.0)
+    body = side_fall(start=1.0)
+    ghost = Body(hip_up=0.3, spine=5.0)
+
+    def no_legs(track: int, t: float, kp: np.ndarray) -> np.ndarray:
+        if track == 2:
+            kp = kp.copy()
+            kp[13:17, 2] = 0.0
+        return kp
+
+    events = run({1: lambda t: body(t) if t < 6.0 else None, 2: lambda t: ghost if 9.0 <= t < 19.0 else None},
+                 duration=30.0, settings=s, mutate=no_legs)
+    assert kinds(events) == ["fall", "person_down"]
