@@ -123,6 +123,10 @@ class RulesConfig(Section):
     min_body_frac: float = Field(0.08, ge=0, le=1, description="a 'before' body shorter than this fraction of the "
                                                                "frame height is implausible")
     track_forget_s: float = Field(10, gt=0, le=3600, description="forget an upright person unseen this long")
+    floor_hip_max: float = Field(0.2, ge=0, le=1, description="hips at most this high (body heights) above where "
+                                                              "the person's feet stood count as on the floor")
+    confirm_s: float = Field(3, ge=0, le=60, description="a fast drop ending squatting or sitting upright, legs "
+                                                         "folded, is a fall only if still down this long")
     ambianic: AmbianicConfig = Field(default_factory=AmbianicConfig)
 
     @model_validator(mode="after")
@@ -132,6 +136,24 @@ class RulesConfig(Section):
         if self.drop_without_turn < self.min_drop:
             raise ValueError("drop_without_turn: must be at least min_drop")
         return self
+
+
+class ZoneConfig(Section):
+    name: str = Field("", description="what it is (for people reading the file)")
+    kind: Literal["rest", "ignore"] = Field(description="rest: bed or sofa, lying there is normal; ignore: TV, "
+                                                        "mirror or poster, people seen there are not people")
+    points: list[tuple[float, float]] = Field(description="polygon corners [x, y], normalised 0-1 of the image "
+                                                          "width and height (x right, y down)")
+
+    @field_validator("points")
+    @classmethod
+    def _polygon(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(points) < 3:
+            raise ValueError(f"a zone needs at least 3 points, got {len(points)}")
+        for i, (x, y) in enumerate(points):
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"point {i} [{x}, {y}] is outside the image: x and y must be within 0-1")
+        return points
 
 
 class TlsConfig(Section):
@@ -252,6 +274,8 @@ class Config(Section):
     camera: CameraConfig = Field(default_factory=CameraConfig)
     pose: PoseConfig = Field(default_factory=PoseConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    zones: list[ZoneConfig] = Field(default_factory=list, description="areas of the image: rest (bed, sofa) "
+                                                                      "and ignore (TV, mirror, poster)")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     debug: DebugConfig = Field(default_factory=DebugConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)

@@ -49,7 +49,8 @@ def _make_engine(args: argparse.Namespace, config: Any) -> Any:
 
 def describe(event: Event) -> str:
     """One human-readable line per event."""
-    return (f"{event.source}: {event.event} at t={event.t:.2f}s (frame {event.frame}) track {event.track} "
+    seen = " (no fall seen)" if event.event == "person_down" and event.after_fall is False else ""
+    return (f"{event.source}: {event.event}{seen} at t={event.t:.2f}s (frame {event.frame}) track {event.track} "
             f"confidence {event.confidence:.2f}, spine {event.spine_angle_deg:.0f} deg "
             f"({event.angle_change_deg:+.0f}), descent {event.descent_rate:.2f} body heights/s")
 

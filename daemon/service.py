@@ -37,7 +37,7 @@ SD_STATUS_EVERY_S = 5.0  # systemd STATUS= line
 FPS_STALE_S = 2.0  # no inference for this long: fps reads 0
 MAX_CONSECUTIVE_ERRORS = 25  # unexpected pipeline errors in a row: exit 1 and let systemd restart us
 # Sections a reload applies at once; the others need a restart (they hold the camera, the models, the socket).
-LIVE_SECTIONS = ("rules", "mqtt", "alerts", "log")
+LIVE_SECTIONS = ("rules", "zones", "mqtt", "alerts", "log")
 
 
 def fallwatch_version() -> str:
@@ -201,7 +201,7 @@ class Daemon:
         from fallwatch.rules import make_rules
 
         from .pipeline import Pipeline
-        from .settings import make_engine, rule_settings
+        from .settings import ignore_polygons, make_engine, rule_settings
         from .status import StatusHub
 
         cfg = self.cfg
@@ -214,10 +214,13 @@ class Daemon:
             rules = make_rules(rule_settings(cfg), source=cfg.camera.name)
         except ValueError as exc:  # a combination of rules: values the rules refuse
             raise ConfigError([str(exc)]) from None
+        if ignore_polygons(cfg):  # (an engine made here has them already; one handed in may not)
+            self.engine.set_ignore_zones(ignore_polygons(cfg))
         self.pipeline = Pipeline(self.engine, rules)
         self.hub = StatusHub(self.version, cfg.camera.name)
-        self.hub.update(backend=self.engine.backend, backend_reason=getattr(self.engine, "backend_reason", None), camera="starting",
-                        rules=cfg.rules.model_dump(mode="json"))
+        self.hub.update(backend=self.engine.backend, backend_reason=getattr(self.engine, "backend_reason", None),
+                        camera="starting", rules=cfg.rules.model_dump(mode="json"),
+                        zones=[z.model_dump(mode="json") for z in cfg.zones])
         if cfg.debug.enabled:
             self._start_debug_server()
         if cfg.mqtt.enabled:
@@ -501,7 +504,7 @@ class Daemon:
         """The new configuration and rules made from it, or None (logged) when the file is refused."""
         from fallwatch.rules import make_rules
 
-        from .settings import rule_settings
+        from .settings import ignore_polygons, rule_settings
 
         if self._ready:
             self.notifier.reloading()
@@ -546,7 +549,12 @@ class Daemon:
                 else:
                     log.warning("configuration: %s %s -> %s needs a restart to apply "
                                 "(systemctl restart fallwatch); keeping %s", key, before, after, before)
-            if any(k.startswith("rules.") for k in changes):
+            if any(k.startswith("zones") for k in changes):
+                if ignore_polygons(new) != ignore_polygons(old):
+                    self.engine.set_ignore_zones(ignore_polygons(new))
+                if self.hub is not None:
+                    self.hub.update(zones=[z.model_dump(mode="json") for z in new.zones])
+            if any(k.startswith(("rules.", "zones")) for k in changes):
                 # Same strategy: new thresholds in place, so a person already on the floor stays on record.
                 if not self.pipeline.rules.reconfigure(rule_settings(new)):
                     self.pipeline.set_rules(rules)

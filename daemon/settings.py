@@ -11,6 +11,7 @@ from typing import Any, Optional
 from fallwatch.pose.engine import PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.models import resolve_model_dir
 from fallwatch.rules import RuleSettings
+from fallwatch.rules.zones import Zone
 
 from .outbox import default_state_dir
 
@@ -27,7 +28,13 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def pose_settings(cfg: Any) -> PoseSettings:
     data = cfg.pose.model_dump()
     smoothing = data.pop("smoothing", None) or {}
-    return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)))
+    return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
+                        ignore_zones=ignore_polygons(cfg))
+
+
+def ignore_polygons(cfg: Any) -> tuple:
+    """The points of the configuration's ignore zones (the pose engine drops the people it finds in them)."""
+    return tuple(tuple((float(x), float(y)) for x, y in z.points) for z in getattr(cfg, "zones", ()) if z.kind == "ignore")
 
 
 def rule_settings(cfg: Any) -> RuleSettings:
@@ -37,6 +44,7 @@ def rule_settings(cfg: Any) -> RuleSettings:
     if isinstance(ambianic, dict):
         for key, value in ambianic.items():
             data.setdefault(_AMBIANIC_KEYS.get(key, f"ambianic_{key}"), value)
+    data["zones"] = tuple(Zone.from_mapping(z) for z in getattr(cfg, "zones", ()))
     return RuleSettings.from_mapping(data)
 
 

@@ -58,6 +58,7 @@ class PoseSettings:
     min_torso_score: float = 0.2
     rotation_retry: bool = True
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    ignore_zones: tuple = ()  # polygons (normalised 0-1 points) whose people are not tracked (TV, mirror)
 
 
 def _spec(name: str, kinds: tuple[str, ...], role: str) -> ModelSpec:
@@ -209,7 +210,7 @@ class PoseEngine:
         ts = TrackerSettings(detect_every=max(1, s.detect_every), track_timeout_s=s.track_timeout_s,
                              max_persons=max(1, s.max_persons), min_torso_score=s.min_torso_score,
                              rotation_retry=s.rotation_retry, smoothing=sm.enabled, min_cutoff=sm.min_cutoff,
-                             beta=sm.beta, d_cutoff=sm.d_cutoff)
+                             beta=sm.beta, d_cutoff=sm.d_cutoff, ignore_zones=tuple(s.ignore_zones))
         old = getattr(self, "tracker", None)
         self.tracker = Tracker(self.estimator, self.detector, ts)
         if old is not None:  # keep tracks, ids and the detector's schedule across a backend switch
@@ -274,3 +275,8 @@ class PoseEngine:
 
     def reset(self) -> None:
         self.tracker.reset()
+
+    def set_ignore_zones(self, zones: tuple) -> None:
+        """Polygons (normalised 0-1 points) whose people are not tracked from now on (a configuration reload)."""
+        self.settings.ignore_zones = tuple(zones)
+        self.tracker.s.ignore_zones = tuple(zones)

@@ -49,6 +49,26 @@ class TrackerSettings:
     min_cutoff: float = 1.0
     beta: float = 5.0
     d_cutoff: float = 1.0
+    # polygons (normalised 0-1 x, y points) where people seen are not people (TV, mirror, poster)
+    ignore_zones: tuple = ()
+
+
+def in_ignore_zone(box: tuple[float, float, float, float], zones: tuple, fw: int, fh: int) -> bool:
+    """Whether a person's box lies inside one of the ignore polygons (its inner 80 %: the figure on a TV or in
+    a mirror fits inside it, a real person passing in front of it does not)."""
+    if not zones:
+        return False
+    import cv2
+
+    x0, y0, x1, y1 = box
+    dx, dy = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
+    corners = [((x0 + dx) / fw, (y0 + dy) / fh), ((x1 - dx) / fw, (y0 + dy) / fh),
+               ((x0 + dx) / fw, (y1 - dy) / fh), ((x1 - dx) / fw, (y1 - dy) / fh)]
+    for zone in zones:
+        poly = np.asarray(zone, dtype=np.float32).reshape(-1, 1, 2)
+        if all(cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in corners):
+            return True
+    return False
 
 
 @dataclass
@@ -223,6 +243,7 @@ class Tracker:
             t0 = time.perf_counter()
             dets = self.detector.detect(frame)
             st.detect_ms = (time.perf_counter() - t0) * 1000.0
+            dets = [d for d in dets if not in_ignore_zone(d.box, self.s.ignore_zones, fw, fh)]
             found = self._merge_detections(frame, dets, t, st)
 
             # 3. Nobody tracked and nobody detected: look at the whole frame before giving up.
@@ -231,7 +252,8 @@ class Tracker:
                 e = self._estimate_best(frame, whole_frame_crop(fw, fh), (0.0, 0.0, float(fw), float(fh)), st)
                 if torso_score(e.kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
                     box = keypoint_box(e.kps)
-                    if box is not None and self._find_track(box) is None:
+                    if box is not None and self._find_track(box) is None \
+                            and not in_ignore_zone(box, self.s.ignore_zones, fw, fh):
                         self._new_track(e, box, t)
 
         self._drop_duplicates()

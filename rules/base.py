@@ -7,6 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .events import Event
+from .zones import Zone
 
 STRATEGIES = ("fallwatch", "ambianic")
 
@@ -34,12 +35,17 @@ class RuleSettings:
     settle_s: float = 0.25  # the body must stay down this long after the drop before `fall` is emitted
     settle_fraction: float = 0.6  # share of the measured frames in the settle span that must look down
     cooldown_s: float = 10.0  # at most one `fall` per person in this span (one incident, one alarm)
-    down_alert_s: float = 60.0  # still down this long after a fall: `person_down` (a "long lie")
+    down_alert_s: float = 60.0  # on the floor this long, after a fall or not: `person_down` (a "long lie")
     recover_s: float = 3.0  # upright again this long after a fall: `recovered`
     upright_angle_deg: float = 35.0  # spine within this of vertical, hips back up, counts as upright
     min_keypoint_score: float = 0.2  # keypoints below this score are ignored
     min_body_frac: float = 0.08  # a "before" body shorter than this fraction of the frame height is implausible
     track_forget_s: float = 10.0  # forget an upright person not seen for this long
+    floor_hip_max: float = 0.2  # hips at most this high above where the person's feet stood (~34 cm): on the
+                                # floor (sitting or lying there); a chair seat puts the hip joints ~0.3 up
+    confirm_s: float = 3.0  # a fast drop that ends squatting or sitting (spine upright, legs folded under the
+                            # hips) is a `fall` only if the person is still down this long after landing
+    zones: tuple = ()  # Zone values (rules.zones): "rest" zones are where lying is normal
     # -- ambianic baseline (its published defaults) --
     ambianic_confidence: float = 0.6  # spinal-vector score threshold (Ambianic's default; its MoveNet tests used 0.11)
     ambianic_angle_deg: float = 60.0  # leaning angle between the two frames' shoulder->hip lines ("fall_factor")
@@ -53,6 +59,7 @@ class RuleSettings:
             raise ValueError("rules: need 0 < window_min_s < window_max_s")
         if self.drop_without_turn < self.min_drop:
             raise ValueError("rules: drop_without_turn must be >= min_drop")
+        self.zones = tuple(z if isinstance(z, Zone) else Zone.from_mapping(z) for z in self.zones)
 
     @classmethod
     def from_mapping(cls, values: Any) -> "RuleSettings":

@@ -1,9 +1,15 @@
 """Scoring labelled clips: manifest in, per-clip results and one summary out.
 
 A manifest is ``{"clips": [{"path": relative to the manifest, "label": "fall" | "adl",
-"fall_start_s": s, "fall_end_s": s}]}``. A fall clip is caught when a ``fall`` event has ``t`` within
-[fall_start_s - 0.5, fall_end_s + 1.0]; a ``fall`` outside that span, or any ``fall`` on an ADL clip, is a false
-alarm. Running the clips is somebody else's job (a callable), so this module stays free of models and video.
+"fall_start_s": s, "fall_end_s": s, "down_expected": true | false (optional)}]}``. A fall clip is caught when a
+``fall`` event has ``t`` within [fall_start_s - 0.5, fall_end_s + 1.0]; a ``fall`` outside that span, or any
+``fall`` on an ADL clip, is a false alarm.
+
+The whole incident is scored too. A clip with ``"down_expected": true`` ends with the person still on the floor:
+it should get a ``person_down``; any ``recovered`` after the fall began is a false recovery (they never got up);
+every ``fall`` after the first caught one is a repeated alarm for the same incident. A clip with
+``"down_expected": false`` should get no ``person_down``. Running the clips is somebody else's job (a callable),
+so this module stays free of models and video.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ class Clip:
     label: str
     fall_start_s: Optional[float] = None
     fall_end_s: Optional[float] = None
+    down_expected: Optional[bool] = None
 
 
 @dataclass
@@ -48,6 +55,9 @@ class ClipResult:
     duration_s: float = 0.0
     events: list[Event] = field(default_factory=list)
     error: str = ""
+    person_down: int = 0  # person_down events
+    false_recoveries: int = 0  # recovered while the person is still down (down_expected clips)
+    repeat_falls: int = 0  # fall events after the first caught one, for the same incident
 
 
 # (clip path, settings) -> (events, footage seconds)
@@ -77,27 +87,39 @@ def load_manifest(path: Union[str, Path]) -> list[Clip]:
         if label not in ("fall", "adl"):
             raise ManifestError(f"{where} ({c['path']}): label must be \"fall\" or \"adl\", not {label!r}")
         start, end = c.get("fall_start_s"), c.get("fall_end_s")
+        down = c.get("down_expected")
+        if down is not None and not isinstance(down, bool):
+            raise ManifestError(f"{where} ({c['path']}): down_expected must be true or false, not {down!r}")
         if label == "fall":
             if not (_seconds(start) and _seconds(end)) or end < start:
                 raise ManifestError(f"{where} ({c['path']}): a fall clip needs fall_start_s <= fall_end_s")
         clips.append(Clip(path=path.parent / c["path"], name=str(c["path"]), label=label,
                           fall_start_s=float(start) if start is not None else None,
-                          fall_end_s=float(end) if end is not None else None))
+                          fall_end_s=float(end) if end is not None else None, down_expected=down))
     return clips
 
 
 def score_clip(clip: Clip, events: Iterable[Event], duration_s: float) -> ClipResult:
+    events = list(events)
     falls = [e for e in events if e.event == "fall"]
+    downs = sum(e.event == "person_down" for e in events)
     if clip.label == "adl":
         return ClipResult(clip, "false_alarm" if falls else "ok", false_alarms=len(falls), duration_s=duration_s,
-                          events=falls)
+                          events=events, person_down=downs)
     lo, hi = clip.fall_start_s - EARLY_S - EDGE_S, clip.fall_end_s + LATE_S + EDGE_S
     inside = [e for e in falls if lo <= e.t <= hi]
     outside = len(falls) - len(inside)
-    if inside:
-        delay = min(e.t for e in inside) - clip.fall_start_s
-        return ClipResult(clip, "caught", delay_s=delay, false_alarms=outside, duration_s=duration_s, events=falls)
-    return ClipResult(clip, "missed", false_alarms=outside, duration_s=duration_s, events=falls)
+    if not inside:
+        return ClipResult(clip, "missed", false_alarms=outside, duration_s=duration_s, events=events,
+                          person_down=downs)
+    first = min(e.t for e in inside)
+    # The incident lasts to the end of the clip when the person stays down, else to the end of the fall span.
+    end = float("inf") if clip.down_expected else hi
+    repeats = sum(first < e.t <= end for e in falls)
+    false_rec = sum(e.event == "recovered" and e.t >= lo for e in events) if clip.down_expected else 0
+    return ClipResult(clip, "caught", delay_s=first - clip.fall_start_s, false_alarms=outside,
+                      duration_s=duration_s, events=events, person_down=downs, false_recoveries=false_rec,
+                      repeat_falls=repeats)
 
 
 def summarize(results: list[ClipResult]) -> dict:
@@ -122,6 +144,11 @@ def summarize(results: list[ClipResult]) -> dict:
         "false_alarms_per_hour": round(false_alarms / footage * 3600, 2) if footage else None,
         "median_delay_s": round(statistics.median(delays), 3) if delays else None,
         "errors": len(results) - len(ok),
+        "down_expected": sum(r.clip.down_expected is True for r in ok),
+        "down_caught": sum(r.clip.down_expected is True and r.person_down > 0 for r in ok),
+        "down_false_alarm_clips": sum(r.clip.down_expected is False and r.person_down > 0 for r in ok),
+        "false_recoveries": sum(r.false_recoveries for r in ok),
+        "repeat_falls": sum(r.repeat_falls for r in ok),
     }
 
 
@@ -159,10 +186,16 @@ def evaluate(manifests: Iterable[Union[str, Path]], settings: RuleSettings,
 
 def format_table(results: list[ClipResult]) -> list[str]:
     width = max([len(r.clip.name) for r in results] + [4])
-    lines = [f"{'clip':<{width}}  {'label':<5}  {'result':<11}  delay_s  false_alarms"]
+    incidents = any(r.clip.down_expected is not None for r in results)
+    head = f"{'clip':<{width}}  {'label':<5}  {'result':<11}  delay_s  false_alarms"
+    lines = [head + ("  down  person_down  false_rec  repeat_falls" if incidents else "")]
     for r in results:
         delay = f"{r.delay_s:7.2f}" if r.delay_s is not None else "      -"
-        lines.append(f"{r.clip.name:<{width}}  {r.clip.label:<5}  {r.result:<11}  {delay}  {r.false_alarms}")
+        line = f"{r.clip.name:<{width}}  {r.clip.label:<5}  {r.result:<11}  {delay}  {r.false_alarms:<12}"
+        if incidents:
+            want = {True: "yes", False: "no", None: "-"}[r.clip.down_expected]
+            line += f"  {want:<4}  {r.person_down:<11}  {r.false_recoveries:<9}  {r.repeat_falls}"
+        lines.append(line.rstrip())
     return lines
 
 
@@ -171,7 +204,12 @@ def format_summary(summary: dict) -> str:
     spec = f"{summary['specificity']:.0%}" if summary["specificity"] is not None else "-"
     delay = f"{summary['median_delay_s']:.2f} s" if summary["median_delay_s"] is not None else "-"
     fah = summary["false_alarms_per_hour"]
-    return (f"clips {summary['clips']}: falls caught {summary['caught']}/{summary['falls']} ({sens}), "
+    text = (f"clips {summary['clips']}: falls caught {summary['caught']}/{summary['falls']} ({sens}), "
             f"ADL alarmed {summary['adl_false_alarm_clips']}/{summary['adl']} (specificity {spec}), "
             f"false alarms {summary['false_alarms']} ({fah if fah is not None else '-'}/h over "
             f"{summary['footage_s']:.0f} s), median delay {delay}")
+    if summary.get("down_expected") or summary.get("down_false_alarm_clips"):
+        text += (f"; person_down caught {summary['down_caught']}/{summary['down_expected']}, on clips not down "
+                 f"{summary['down_false_alarm_clips']}, false recoveries {summary['false_recoveries']}, "
+                 f"repeated falls {summary['repeat_falls']}")
+    return text

@@ -5,7 +5,7 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 EVENT_TYPES = ("fall", "person_down", "recovered")
 
@@ -35,6 +35,7 @@ class Event:
     box: list[float]
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     ts: str = field(default_factory=utc_now_iso)
+    after_fall: Optional[bool] = None  # person_down only: whether a `fall` was seen before this long lie
 
     def __post_init__(self) -> None:
         if self.event not in EVENT_TYPES:
@@ -44,7 +45,7 @@ class Event:
         self.confidence = min(max(c, 0.0), 1.0) if math.isfinite(c) else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "event": self.event,
             "id": self.id,
             "source": self.source,
@@ -58,3 +59,6 @@ class Event:
             "descent_rate": round(float(self.descent_rate), 3),
             "box": [round(float(v), 1) for v in self.box],
         }
+        if self.event == "person_down":
+            data["after_fall"] = bool(self.after_fall) if self.after_fall is not None else True
+        return data

@@ -2,16 +2,22 @@
 
 upright --(torso midpoint drops fast and far against a robust "before" pose; how far depends on how much the
            spine turned: a full topple needs min_drop, no turn at all drop_without_turn)--> falling
-falling --(body stays down for settle_s and the hips came down min_hip_drop)--> down, emits `fall`
+falling --(body stays down for settle_s and the hips came down min_hip_drop; a landing squatting or sitting
+           upright with the legs folded must stay down confirm_s too)--> down, emits `fall`
            (else back to upright, nothing emitted)
-down --(still down down_alert_s after the fall)--> emits `person_down` once
-down --(upright for recover_s)--> upright, emits `recovered`
+upright --(on the floor down_alert_s, no fall seen: hips down at the level where the person's own feet stood
+           when last seen standing)--> down, emits `person_down` with after_fall false
+down --(still down down_alert_s after the fall)--> emits `person_down` once, after_fall true
+down --(THIS person upright for recover_s, measured frame after frame)--> upright, emits `recovered`
+
+Lying in a "rest" zone (bed, sofa) is normal: no `person_down` there, and a drop that began inside one is no fall.
 
 Decisions use frame timestamps only, never the wall clock, so a replay gives the same events every time.
 """
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,14 +28,23 @@ import numpy as np
 from .base import STRATEGIES, PersonPose, RuleSettings, Rules, finite_box, keypoint_box
 from .events import Event
 from .geometry import LEG_FRACTION, BodyGeometry, measure
+from .zones import in_zone
 
 log = logging.getLogger(__name__)
 
 HISTORY_S = 4.0  # seconds of samples kept per person at least: window_max_s plus the reference span, with room
 MIN_REFERENCE_SAMPLES = 3  # a median of fewer poses is not robust against one garbage pose
 ADOPT_DISTANCE = 1.5  # a new track this many body heights from a lost fallen person is taken to be them
+RISE_DISTANCE = 0.75  # getting up keeps the torso within this many body heights (sideways) of where it lay
 MAX_UNSEEN_FALLS = 8  # unresolved falls of people out of view kept on record; beyond, the oldest is dropped
 STANDING_LEGS = 0.8  # legs under the body at this share of the standing height's leg length: standing
+UPRIGHT_TORSO = 0.75  # torso at least this share of its standing image length: really upright, not lying along
+                      # the camera's line of sight (which also shows a vertical spine, but a short one)
+LYING_TORSO = 0.5  # torso under this share of its standing image length: tilted over 60 deg towards or away from
+                   # the camera (a squat leaning forward stays above it)
+FOLDED_FEET = 1.0  # ankles within this many torso lengths of the hips: legs folded under the body
+NEARER_SCALE = 1.25  # a torso this much longer than when standing: the person came toward the camera
+UPRIGHT_GAP_S = 1.0  # recovery needs upright poses no further apart than this (a dropout does not count as upright)
 
 
 @dataclass
@@ -40,6 +55,17 @@ class _Ref:
     hip_y: float
     angle: float
     height: float
+    hip_x: float = 0.0
+    torso: float = 0.0
+
+
+@dataclass
+class _Stand:
+    """Where the person last stood: the floor under them (image y of the ankles) and their standing pose (its
+    height from the legs, which are foreshortened by the camera's tilt just as a height above the floor is)."""
+
+    foot_y: float
+    ref: _Ref
 
 
 @dataclass
@@ -70,6 +96,11 @@ class _Fall:
     event_t: Optional[float] = None
     person_down_sent: bool = False
     upright_since: Optional[float] = None
+    upright_last: float = float("-inf")
+    folded: Optional[bool] = None  # landed squatting or sitting upright, legs folded: must stay down confirm_s
+    max_angle: float = 0.0  # the spine's largest angle from vertical since the drop began
+    up_since: Optional[float] = None  # frames no longer looking down since then
+    after_fall: bool = True  # False: the incident began as a long lie on the floor with no fall seen
 
 
 @dataclass
@@ -82,6 +113,12 @@ class _Track:
     fall: Optional[_Fall] = None
     last_fall_t: float = float("-inf")
     upright_since: Optional[float] = None  # spine near vertical continuously since then (any track state)
+    first_seen: Optional[float] = None
+    first_xy: Optional[tuple] = None  # torso midpoint when first measured
+    stand: Optional[_Stand] = None  # the last standing pose with the feet in view
+    floor_since: Optional[float] = None  # on the floor continuously (with hysteresis) since then, no fall seen
+    off_floor_since: Optional[float] = None
+    size: tuple = (0, 0)
 
 
 def _centre(g: BodyGeometry) -> float:
@@ -93,6 +130,16 @@ def _centre(g: BodyGeometry) -> float:
 
 def _centre_x(g: BodyGeometry) -> float:
     return (g.hip_x + g.shoulder_x) / 2.0
+
+
+def _on_record(tr: "_Track") -> bool:
+    """Down after a fall, or on the floor with no fall seen (yet): kept on record while out of view."""
+    return (tr.state == "down" and tr.fall is not None) or (tr.floor_since is not None and tr.stand is not None)
+
+
+def _floor_ref(tr: "_Track") -> _Ref:
+    """The standing "before" pose that the person on the floor is measured against."""
+    return tr.fall.ref if tr.state == "down" and tr.fall is not None else tr.stand.ref
 
 
 class FallRules(Rules):
@@ -140,42 +187,59 @@ class FallRules(Rules):
         return events
 
     def _conclude_unseen_falls(self, t: float, frame: int, seen: set[int]) -> list[Event]:
-        """A fallen person out of view cannot be seen getting up, and their alarm must not simply lapse. When
-        they have been gone track_forget_s while someone in view has stood upright for recover_s, that is taken
-        to be them, back on their feet (fallwatch watches the room of someone living alone; a visitor standing
-        there can look after them): their incident ends with `recovered`."""
-        unseen = sorted((tr.last_seen, key) for key, tr in self._tracks.items() if key not in seen and tr.state == "down")
+        """A fallen person out of view cannot be seen getting up, and their alarm must not simply lapse. It ends
+        only when they are seen upright again: a track that first appeared, after they were lost, where they
+        lay (within ADOPT_DISTANCE body heights) and has stood upright for recover_s is taken to be them, back
+        on their feet under a new id. Anyone else standing in the room, however near, is not their recovery."""
+        unseen = sorted((tr.last_seen, key) for key, tr in self._tracks.items() if key not in seen and _on_record(tr))
         for _, key in unseen[:-MAX_UNSEEN_FALLS]:  # bounded memory, however many come, fall and go
             log.warning("%s: dropping the unresolved fall of track %s, out of view since t=%.1f (more than %d)",
                         self.source or "-", key, self._tracks[key].last_seen, MAX_UNSEEN_FALLS)
             del self._tracks[key]
-        standing = any(self._tracks[k].upright_since is not None and t - self._tracks[k].upright_since
-                       >= self.s.recover_s and self._tracks[k].state == "upright" for k in seen)
-        if not standing:
-            return []
         events = []
         for key, tr in list(self._tracks.items()):
-            if key not in seen and tr.state == "down" and t - tr.last_seen > self.s.track_forget_s:
-                f = tr.fall
-                tr.state, tr.fall = "upright", None
-                events.append(self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f))
+            if key in seen or not _on_record(tr) or not tr.samples:
+                continue
+            up = [self._tracks[k] for k in seen if self._is_them_standing(self._tracks[k], tr, t)]
+            if up:
+                log.info("%s: track %s stood up where track %s lay", self.source or "-", up[0].track, key)
+                if tr.state == "down":
+                    f = tr.fall
+                    tr.state, tr.fall = "upright", None
+                    events.append(self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f))
                 del self._tracks[key]
         return events
 
+    def _is_them_standing(self, other: _Track, fallen: _Track, t: float) -> bool:
+        """Whether ``other`` is the fallen person back on their feet: first seen after they were lost, right
+        where they lay (sideways within RISE_DISTANCE), upright for recover_s, legs under them."""
+        if other.state != "upright" or other.upright_since is None or t - other.upright_since < self.s.recover_s:
+            return False
+        if other.first_seen is None or other.first_xy is None or other.first_seen <= fallen.last_seen:
+            return False  # seen at the same time as the fallen person: somebody else
+        if not other.samples or other.samples[-1].g.legs_px is None:
+            return False  # standing on their legs, seen: not a partial pose that happens to be upright
+        last = fallen.samples[-1].g
+        scale = _floor_ref(fallen).height
+        return bool(abs(other.first_xy[0] - _centre_x(last)) <= RISE_DISTANCE * scale
+                    and abs(other.first_xy[1] - _centre(last)) <= ADOPT_DISTANCE * scale)
+
     # -- tracks --------------------------------------------------------------------------------------------
     def _new_track(self, person: PersonPose, present: set[int]) -> _Track:
-        """A new id may be a fallen person the pose engine lost and found again: a new track that looks down,
-        near where a fallen person not in this frame was last seen, takes over their incident (so no second
-        `fall`, and `person_down` / `recovered` stay with it). Someone upright walking in never does."""
+        """A new id may be a person on the floor the pose engine lost and found again: a new track that looks
+        down, near where someone on the floor not in this frame was last seen, takes over their incident or
+        their time on the floor (so no second `fall`, and `person_down` / `recovered` stay with it). Someone
+        upright walking in never does."""
         g = measure(person.keypoints, self.s.min_keypoint_score)
         if g is not None:
             for key, old in list(self._tracks.items()):
-                if key in present or old.state == "upright" or old.fall is None or not old.samples:
+                if key in present or not _on_record(old) or not old.samples:
                     continue
-                if self._is_upright(g, old.fall.ref):
+                ref = _floor_ref(old)
+                if self._is_upright(g, ref):
                     continue
                 last = old.samples[-1].g
-                scale = old.fall.ref.height
+                scale = ref.height
                 if np.hypot(_centre(last) - _centre(g), _centre_x(last) - _centre_x(g)) <= ADOPT_DISTANCE * scale:
                     log.info("track %s continues fallen track %s", person.track, key)
                     del self._tracks[key]
@@ -183,12 +247,15 @@ class FallRules(Rules):
                     self._tracks[person.track] = old
                     return old
         tr = _Track(track=person.track)
+        if g is not None:
+            tr.first_xy = (_centre_x(g), _centre(g))
         self._tracks[person.track] = tr
         return tr
 
     def _forgettable(self, tr: _Track, t: float) -> bool:
-        # A fallen person stays on record, out of view or not, until their incident ends with `recovered`.
-        return tr.state != "down" and t - tr.last_seen > self.s.track_forget_s
+        # A person on the floor stays on record, out of view or not (the detector often misses people lying
+        # down), until they are seen upright again; a fallen one until their incident ends with `recovered`.
+        return not _on_record(tr) and t - tr.last_seen > self.s.track_forget_s
 
     # -- per frame -----------------------------------------------------------------------------------------
     def _observe(self, tr: _Track, t: float, frame: int, person: PersonPose, size: tuple[int, int]) -> list[Event]:
@@ -201,9 +268,14 @@ class FallRules(Rules):
         if t <= tr.last_seen:  # repeated or late frame: nothing new to learn
             return []
         tr.last_seen = t
+        tr.size = size
+        if tr.first_seen is None:
+            tr.first_seen = t
         g = measure(kps, self.s.min_keypoint_score)
         if g is None:
             return self._tick(tr, t, frame)
+        if tr.first_xy is None:
+            tr.first_xy = (_centre_x(g), _centre(g))
         if g.spine_angle_deg <= self.s.upright_angle_deg:
             tr.upright_since = t if tr.upright_since is None else tr.upright_since
         else:
@@ -214,6 +286,8 @@ class FallRules(Rules):
         sample.speed = self._speed(tr, sample)
         tr.samples.append(sample)
         sample.ref = self._reference(tr, t, size)
+        self._learn_stand(tr, sample)
+        self._follow_floor(tr, sample)
 
         if tr.state == "upright":
             if t - tr.last_fall_t >= self.s.cooldown_s:
@@ -221,20 +295,100 @@ class FallRules(Rules):
         elif tr.state == "falling":
             f = tr.fall
             f.measured += 1
-            f.down += self._is_down(g, f.ref)
+            down = self._is_down(g, f.ref)
+            f.down += down
+            f.up_since = None if down else (t if f.up_since is None else f.up_since)
             f.hip_drop = max(f.hip_drop, (g.hip_y - f.ref.hip_y) / f.ref.height)
-            if f.down < f.measured:
+            f.max_angle = max(f.max_angle, g.spine_angle_deg)
+            if f.folded is None and t - f.t >= self.s.settle_s:  # the landing posture decides, once
+                f.folded = self._folded(g, f.ref)
+            if f.max_angle >= self.s.down_angle_deg:
+                f.folded = False  # toppled over: whatever it was, it was not squatting
+            if f.folded and f.up_since is not None and t - f.up_since >= self.s.settle_s:
+                tr.state, tr.fall = "upright", None  # up again from a squat or a seat on the floor: no fall
+            elif f.down < f.measured:
                 # The pending drop has a frame that did not look down (one bad pose can start a candidate):
                 # a fresh, fully consistent candidate from this frame replaces it.
                 self._start_falling(tr, self._candidate(tr, sample), sample)
         elif tr.state == "down":
             f = tr.fall
             if self._is_upright(g, f.ref):
-                if f.upright_since is None:
+                if f.upright_since is None or t - f.upright_last > UPRIGHT_GAP_S:
                     f.upright_since = t
+                f.upright_last = t
+                if t - f.upright_since >= self.s.recover_s:
+                    tr.state, tr.fall = "upright", None
+                    tr.floor_since = tr.off_floor_since = None
+                    return [self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f)]
             else:
                 f.upright_since = None
         return self._tick(tr, t, frame)
+
+    def _learn_stand(self, tr: _Track, now: _Sample) -> None:
+        """Remember where the person last stood with their feet in view: the floor under them, and their
+        standing size (median over reference_s of standing poses only)."""
+        if now.g.legs_px is None or now.g.spine_angle_deg > self.s.upright_angle_deg:
+            return
+        span = [s.g for s in tr.samples if s.t >= now.t - self.s.reference_s]
+        if len(span) < MIN_REFERENCE_SAMPLES or any(g.legs_px is None or g.spine_angle_deg > self.s.upright_angle_deg
+                                                    for g in span):
+            return
+        ref = _Ref(centre_y=statistics.median(_centre(g) for g in span),
+                   hip_y=statistics.median(g.hip_y for g in span),
+                   angle=statistics.median(g.spine_angle_deg for g in span),
+                   height=statistics.median(g.legs_px / LEG_FRACTION for g in span),
+                   hip_x=statistics.median(g.hip_x for g in span),
+                   torso=statistics.median(g.torso_px for g in span))
+        frame_h = float(tr.size[1]) if tr.size and tr.size[1] else 0.0
+        if ref.height <= 0 or (frame_h and ref.height < self.s.min_body_frac * frame_h):
+            return
+        tr.stand = _Stand(foot_y=statistics.median(g.hip_y + g.legs_px for g in span), ref=ref)
+
+    def _on_floor(self, g: BodyGeometry, stand: _Stand) -> bool:
+        """Sitting or lying on the floor where they last stood: the hips down at the level their feet stood on
+        (floor_hip_max) and the torso midpoint min_drop lower than standing. The floor line only holds near that
+        spot: a body grown NEARER_SCALE larger came toward the camera (which moves it down the image too) and
+        one that moved a body height sideways is somewhere else; neither counts."""
+        ref = stand.ref
+        if g.torso_px > NEARER_SCALE * ref.torso or abs(g.hip_x - ref.hip_x) > ref.height:
+            return False
+        hips_up = (stand.foot_y - g.hip_y) / ref.height
+        return hips_up <= self.s.floor_hip_max and (_centre(g) - ref.centre_y) / ref.height >= self.s.min_drop
+
+    def _follow_floor(self, tr: _Track, now: _Sample) -> None:
+        """The "on the floor" run of a person not (yet) in an incident, however they got there. It holds
+        through keypoint dropouts and brief off-floor poses; it ends when they are off the floor for recover_s
+        or stand upright (legs under them) at all."""
+        if tr.state == "down" or tr.stand is None:
+            tr.floor_since = tr.off_floor_since = None
+            return
+        g, t = now.g, now.t
+        if self._on_floor(g, tr.stand) and not self._in_rest_zone(tr, g):
+            if tr.floor_since is None:
+                tr.floor_since = t
+            tr.off_floor_since = None
+        elif tr.floor_since is not None:
+            if g.legs_px is not None and self._is_upright(g, tr.stand.ref):
+                tr.floor_since = tr.off_floor_since = None
+                return
+            tr.off_floor_since = t if tr.off_floor_since is None else tr.off_floor_since
+            if t - tr.off_floor_since >= self.s.recover_s:
+                tr.floor_since = tr.off_floor_since = None
+
+    def _in_rest_zone(self, tr: _Track, g: Optional[BodyGeometry] = None) -> bool:
+        """Whether the person's hips are in a "rest" zone (bed, sofa) of the configuration."""
+        if not self.s.zones:
+            return False
+        if g is None:
+            if not tr.samples:
+                return False
+            g = tr.samples[-1].g
+        return self._point_in_rest(g.hip_x, g.hip_y, tr.size)
+
+    def _point_in_rest(self, x: float, y: float, size: tuple) -> bool:
+        if not size or not size[0] or not size[1]:
+            return False
+        return in_zone(self.s.zones, "rest", x / size[0], y / size[1])
 
     def _tick(self, tr: _Track, t: float, frame: int) -> list[Event]:
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
@@ -242,9 +396,18 @@ class FallRules(Rules):
         if tr.state == "falling" and t - f.t >= self.s.settle_s:
             stayed_down = f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2
             if stayed_down and f.hip_drop >= self.s.min_hip_drop:
+                if f.folded and t - f.t < self.s.confirm_s:
+                    return []  # squatting or sitting upright: a fall only if they are still down confirm_s later
+                if self._began_in_rest_zone(tr, f):
+                    log.debug("track %s: drop onto a rest zone that began in one: lying down, not a fall", tr.track)
+                    tr.state, tr.fall = "upright", None
+                    return []
                 tr.state = "down"
                 f.event_t = t
                 tr.last_fall_t = t
+                tr.floor_since = tr.off_floor_since = None
+                if self._continues_lost_incident(tr):
+                    return []
                 return [self._event("fall", tr, t, frame, confidence=self._confidence(f))]
             # Still down but the hips have not come down yet (a side fall lands hips last): wait, within the
             # window; a bend keeps its hips up and runs out of time here.
@@ -253,13 +416,56 @@ class FallRules(Rules):
                           f.measured, f.hip_drop)
                 tr.state, tr.fall = "upright", None
         elif tr.state == "down":
-            if f.upright_since is not None and t - f.upright_since >= self.s.recover_s:
-                tr.state, tr.fall = "upright", None
-                return [self._event("recovered", tr, t, frame, confidence=self._last_score(tr), fall=f)]
-            if not f.person_down_sent and t - f.event_t >= self.s.down_alert_s:
+            if not f.person_down_sent and t - f.event_t >= self.s.down_alert_s and not self._in_rest_zone(tr):
                 f.person_down_sent = True
                 return [self._event("person_down", tr, t, frame, confidence=self._confidence(f))]
+        elif tr.state == "upright" and tr.floor_since is not None and t - tr.floor_since >= self.s.down_alert_s:
+            return self._unseen_fall(tr, t, frame)
         return []
+
+    def _unseen_fall(self, tr: _Track, t: float, frame: int) -> list[Event]:
+        """On the floor down_alert_s with no fall seen (a slow slide down a wall, a fall out of view): the
+        incident opens with `person_down` (after_fall false) and ends like any other, with `recovered`."""
+        ref = tr.stand.ref
+        g = tr.samples[-1].g if tr.samples else None
+        drop = (_centre(g) - ref.centre_y) / ref.height if g is not None else 0.0
+        angle = g.spine_angle_deg if g is not None else ref.angle
+        f = _Fall(t=tr.floor_since, ref=ref, drop=drop, turn=angle - ref.angle, rate=0.0, angle=angle,
+                  need=self._needed_drop(angle - ref.angle), score=0.0, down=1, measured=1, event_t=tr.floor_since,
+                  person_down_sent=True, after_fall=False)
+        tr.state, tr.fall = "down", f
+        tr.floor_since = tr.off_floor_since = None
+        return [self._event("person_down", tr, t, frame, confidence=min(1.0, 0.5 + 0.5 * g.score) if g else 0.5)]
+
+    def _began_in_rest_zone(self, tr: _Track, f: _Fall) -> bool:
+        """A drop that ends on a rest zone is a fall only if it began outside it (lying back onto the bed is not)."""
+        if not self.s.zones or not tr.samples:
+            return False
+        g = tr.samples[-1].g
+        return self._point_in_rest(g.hip_x, g.hip_y, tr.size) and self._point_in_rest(f.ref.hip_x, f.ref.hip_y,
+                                                                                        tr.size)
+
+    def _continues_lost_incident(self, tr: _Track) -> bool:
+        """A `fall` right where a person on the floor not in view was last seen is that person found again
+        under another id (a partly hidden body the detector lost and re-found). A fallen one's incident goes
+        on under the new id, so there is one alarm, not a second `fall`; a time on the floor with no fall seen
+        is superseded by this incident."""
+        g = tr.samples[-1].g
+        for key, old in list(self._tracks.items()):
+            if old is tr or not _on_record(old) or not old.samples or old.last_seen >= tr.last_seen:
+                continue
+            last = old.samples[-1].g
+            scale = _floor_ref(old).height
+            if np.hypot(_centre(last) - _centre(g), _centre_x(last) - _centre_x(g)) > ADOPT_DISTANCE * scale:
+                continue
+            del self._tracks[key]
+            if old.state == "down":
+                log.info("%s: track %s falls where fallen track %s lies: the same incident", self.source or "-",
+                         tr.track, key)
+                tr.fall = old.fall
+                tr.last_fall_t = old.last_fall_t
+                return True
+        return False
 
     # -- the rule ------------------------------------------------------------------------------------------
     def _reference(self, tr: _Track, t: float, size: tuple[int, int]) -> Optional[_Ref]:
@@ -269,7 +475,9 @@ class FallRules(Rules):
         ref = _Ref(centre_y=statistics.median(_centre(g) for g in span),
                    hip_y=statistics.median(g.hip_y for g in span),
                    angle=statistics.median(g.spine_angle_deg for g in span),
-                   height=statistics.median(g.height_px for g in span))
+                   height=statistics.median(g.height_px for g in span),
+                   hip_x=statistics.median(g.hip_x for g in span),
+                   torso=statistics.median(g.torso_px for g in span))
         frame_h = float(size[1]) if size and size[1] else 0.0
         if ref.height <= 0 or (frame_h and ref.height < self.s.min_body_frac * frame_h):
             return None
@@ -303,7 +511,7 @@ class FallRules(Rules):
             if dt < self.s.window_min_s or s.ref is None:
                 continue
             drop = (_centre(now.g) - s.ref.centre_y) / s.ref.height
-            turn = now.g.spine_angle_deg - s.ref.angle  # signed: standing up / lying back turns it back
+            turn = self._turn(now.g, s.ref)  # signed: standing up / lying back turns it back
             rate = peak_speed / s.ref.height
             need = self._needed_drop(turn)
             if drop < need or rate < self.s.min_descent_rate:
@@ -318,6 +526,7 @@ class FallRules(Rules):
         if cand is None:
             return
         cand.measured, cand.down = 1, int(self._is_down(now.g, cand.ref))
+        cand.max_angle = now.g.spine_angle_deg
         tr.state, tr.fall = "falling", cand
         log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, cand.drop, cand.turn, cand.rate,
                   now.t)
@@ -325,15 +534,36 @@ class FallRules(Rules):
     def _is_down(self, g: BodyGeometry, ref: _Ref) -> bool:
         """Near horizontal, or the torso still as low (for its turn) as a fall needs, against the same "before"."""
         drop = (_centre(g) - ref.centre_y) / ref.height
-        return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(g.spine_angle_deg - ref.angle)
+        return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(self._turn(g, ref))
+
+    @staticmethod
+    def _turn(g: BodyGeometry, ref: _Ref) -> float:
+        """How far the spine turned from the "before" pose (degrees): in the image plane, or towards or away
+        from the camera, which the image shows as a torso shorter than before rather than as an angle (a fall
+        along the line of sight). Foreshortening counts once the torso is under LYING_TORSO of its length, so
+        a lean forward (squatting, picking something up) or a step away is not mistaken for a topple."""
+        turn = g.spine_angle_deg - ref.angle
+        if ref.torso > 0 and g.torso_px < LYING_TORSO * ref.torso:
+            turn = max(turn, math.degrees(math.acos(g.torso_px / ref.torso)))
+        return turn
+
+    def _folded(self, g: BodyGeometry, ref: _Ref) -> bool:
+        """Squatting or sitting: the spine really upright (near vertical in the image and as long as before, so
+        not lying along the line of sight) and the legs folded under the hips (knees and ankles seen, the ankles
+        within FOLDED_FEET torso lengths of the hips)."""
+        if g.spine_angle_deg > self.s.upright_angle_deg or ref.torso <= 0 or g.torso_px < UPRIGHT_TORSO * ref.torso:
+            return False
+        return g.knees and g.feet_px is not None and g.feet_px <= FOLDED_FEET * g.torso_px
 
     def _is_upright(self, g: BodyGeometry, ref: _Ref) -> bool:
-        """Spine near vertical, and either the torso back above fall level (standing, or sitting on a chair)
-        or the legs upright under the body at nearly full length (standing up somewhere nearer the camera,
-        which puts the whole body lower in the image). Sitting up on the floor is neither."""
+        """Spine near vertical, and either the torso back above fall level at its upright length (standing, or
+        sitting on a chair; a partial pose of someone lying, a shoulder and a hip found on the furniture they
+        lie behind, rarely has it) or the legs upright under the body at nearly full length (standing up
+        somewhere nearer the camera, which puts the whole body lower in the image). Sitting up on the floor is
+        neither."""
         if g.spine_angle_deg > self.s.upright_angle_deg:
             return False
-        if (_centre(g) - ref.centre_y) / ref.height < self.s.min_drop:
+        if (_centre(g) - ref.centre_y) / ref.height < self.s.min_drop and g.torso_px >= UPRIGHT_TORSO * ref.torso:
             return True
         return g.legs_px is not None and g.legs_px / LEG_FRACTION >= STANDING_LEGS * ref.height
 
@@ -360,7 +590,8 @@ class FallRules(Rules):
                  tr.track, t, f.drop, f.turn, f.rate)
         return Event(event=kind, source=self.source, t=t, frame=frame, track=tr.track, confidence=confidence,
                      spine_angle_deg=angle, angle_change_deg=angle - f.ref.angle,
-                     descent_rate=f.rate if kind != "recovered" else 0.0, box=list(tr.last_box))
+                     descent_rate=f.rate if kind != "recovered" else 0.0, box=list(tr.last_box),
+                     after_fall=f.after_fall if kind == "person_down" else None)
 
 
 def make_rules(settings: RuleSettings, source: str = "") -> Rules:

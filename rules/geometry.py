@@ -38,6 +38,10 @@ class BodyGeometry:
     shoulder_x: float
     height_px: float  # estimated standing body height (pixels), see body_height
     legs_px: Optional[float]  # hips' height above the ankles when the legs are under the body, else None
+    torso_px: float  # shoulder-to-hip length in the image (shorter than standing when the torso lies along the
+                     # camera's line of sight)
+    feet_px: Optional[float]  # distance from the hip point to the confident ankles (mean), None without ankles
+    knees: bool  # a knee is confidently seen
     box_w: float  # width of the confident keypoints' bounding box
     box_h: float  # height of the same
     score: float  # mean score of the torso keypoints used
@@ -89,6 +93,14 @@ def legs_under_body(kps: np.ndarray, top: np.ndarray, bottom: np.ndarray, min_sc
     return None
 
 
+def feet_distance(kps: np.ndarray, bottom: np.ndarray, min_score: float) -> Optional[float]:
+    """Mean image distance from the hip point to the confident ankles, or None when no ankle is confident."""
+    ankles = [kps[i, :2] for i in (L_ANKLE, R_ANKLE) if kps[i, 2] >= min_score]
+    if not ankles:
+        return None
+    return float(np.mean([np.hypot(*(a - bottom)) for a in ankles]))
+
+
 def body_height(kps: np.ndarray, top: np.ndarray, bottom: np.ndarray, min_score: float) -> float:
     """Standing body height estimate (pixels).
 
@@ -133,6 +145,9 @@ def measure(kps: np.ndarray, min_score: float) -> Optional[BodyGeometry]:
         shoulder_x=float(top[0]),
         height_px=body_height(kps, top, bottom, min_score),
         legs_px=legs_under_body(kps, top, bottom, min_score),
+        torso_px=float(np.hypot(*(top - bottom))),
+        feet_px=feet_distance(kps, bottom, min_score),
+        knees=bool(_ok(kps, L_KNEE, min_score) or _ok(kps, R_KNEE, min_score)),
         box_w=box_w,
         box_h=box_h,
         score=score,

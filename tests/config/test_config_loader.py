@@ -41,8 +41,8 @@ def test_unknown_key_names_file_line_key_and_the_known_keys(tmp_path: Path) -> N
 
 def test_unknown_section(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, "log:\n  level: INFO\n\ncameras:\n  name: hall\n")
-    assert errors == ["fallwatch.yaml:4: cameras: unknown key (known keys: camera, pose, rules, mqtt, debug, alerts, "
-                      "models, log)"]
+    assert errors == ["fallwatch.yaml:4: cameras: unknown key (known keys: camera, pose, rules, zones, mqtt, debug, "
+                      "alerts, models, log)"]
 
 
 def test_wrong_type(tmp_path: Path) -> None:
@@ -309,3 +309,17 @@ def test_the_schema_knows_the_models_the_registry_has() -> None:
                                            if s.kind in ("detector", "multipose", "blazepose_detector")}
     assert set(schema.ESTIMATOR_MODELS) == {n for n, s in cpu.items() if s.kind in ("estimator", "blazepose_landmark")}
     assert schema.EDGETPU_MODELS == {n: s.cpu_twin for n, s in MODELS.items() if s.edgetpu}
+
+
+def test_zone_errors_name_file_line_and_zone(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, "zones:\n"
+                                 "  - name: bed\n"
+                                 "    kind: rest\n"
+                                 "    points: [[0.5, 0.5], [1.2, 0.5], [0.9, 0.9]]\n"
+                                 "  - {name: tv, kind: telly, points: [[0.1, 0.1], [0.2, 0.1]]}\n")
+    assert errors == [
+        "fallwatch.yaml:4: zones.0.points: point 1 [1.2, 0.5] is outside the image: x and y must be within 0-1",
+        "fallwatch.yaml:5: zones.1.kind: must be 'rest' or 'ignore'",
+        "fallwatch.yaml:5: zones.1.points: a zone needs at least 3 points, got 2"]
+    cfg = parse_config("zones:\n  - {kind: rest, points: [[0, 0.5], [1, 0.5], [1, 1]]}\n")
+    assert cfg.zones[0].kind == "rest" and cfg.zones[0].points[1] == (1.0, 0.5)

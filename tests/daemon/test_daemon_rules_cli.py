@@ -108,6 +108,17 @@ def test_eval_recordings_needs_no_models_and_runs_both_strategies(tmp_path: Path
         assert summary["strategy"] == strategy and summary["falls"] == 30
         if strategy == "fallwatch":
             assert summary["caught"] >= 29
+        assert (summary["down_expected"], summary["false_recoveries"], summary["repeat_falls"]) == (0, 0, 0)
+    # The whole incident: clips marked down_expected are scored for person_down too (3 s clips: none yet).
+    clips = json.loads(manifest.read_text())["clips"][:2]
+    lie = tmp_path / "lie.json"
+    lie.write_text(json.dumps({"clips": [{**c, "path": str(manifest.parent / c["path"]), "down_expected": True}
+                                         for c in clips]}))
+    r = fallwatch(tmp_path / "no-models-here", "eval", str(lie), "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert (summary["down_expected"], summary["down_caught"], summary["false_recoveries"]) == (2, 0, 0)
+    assert "person_down" in r.stdout.splitlines()[0]  # the table's incident columns
 
 
 def test_video_frames_use_media_time_and_skip_corrupt_data(gmdcsa: Path, tmp_path: Path) -> None:

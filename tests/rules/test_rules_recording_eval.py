@@ -97,6 +97,31 @@ def test_summary_figures() -> None:
     assert "2/3" in format_summary(s)
 
 
+def test_whole_incident_scoring_with_down_expected(tmp_path: Path) -> None:
+    lie = Clip(Path("lie.jsonl"), "lie.jsonl", "fall", fall_start_s=2.0, fall_end_s=4.0, down_expected=True)
+    up = Clip(Path("up.jsonl"), "up.jsonl", "adl", down_expected=False)
+    good = score_clip(lie, [_event(3.0), _event(63.0, "person_down")], 80)
+    assert (good.result, good.person_down, good.false_recoveries, good.repeat_falls) == ("caught", 1, 0, 0)
+    flapping = score_clip(lie, [_event(3.0), _event(20.0, "recovered"), _event(25.0), _event(30.0, "recovered")],
+                          80)
+    assert (flapping.person_down, flapping.false_recoveries, flapping.repeat_falls) == (0, 2, 1)
+    assert flapping.false_alarms == 1  # the second fall is outside the fall's span too, as before
+    sat = score_clip(up, [_event(70.0, "person_down")], 80)
+    assert sat.result == "ok" and sat.person_down == 1  # no `fall`: the ADL figures keep their meaning
+    s = summarize([good, flapping, sat, score_clip(FALL, [_event(3.0), _event(3.5)], 10)])
+    assert (s["down_expected"], s["down_caught"], s["down_false_alarm_clips"]) == (2, 1, 1)
+    assert (s["false_recoveries"], s["repeat_falls"]) == (2, 2)  # FALL's second fall within its span repeats
+    assert (s["falls"], s["caught"], s["adl_false_alarm_clips"]) == (3, 3, 0)
+    assert "person_down caught 1/2" in format_summary(s) and "false recoveries 2" in format_summary(s)
+    assert format_table([good, sat])[0].split()[-4:] == ["down", "person_down", "false_rec", "repeat_falls"]
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"clips": [{"path": "a.jsonl", "label": "adl", "down_expected": "yes"}]}))
+    with pytest.raises(ManifestError, match="down_expected"):
+        load_manifest(m)
+    m.write_text(json.dumps({"clips": [{"path": "a.jsonl", "label": "adl", "down_expected": False}]}))
+    assert load_manifest(m)[0].down_expected is False
+
+
 def test_manifest_errors(tmp_path: Path) -> None:
     m = tmp_path / "m.json"
     m.write_text("[]")

@@ -213,6 +213,29 @@ def _screenshot(url: str, tmp_path: Path, budget_ms: int = 4000) -> np.ndarray:
     return img
 
 
+def _dump_dom(url: str, tmp_path: Path, budget_ms: int = 3000) -> str:
+    cmd = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom",
+           "--window-size=1024,768", f"--virtual-time-budget={budget_ms}", url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("chromium did not dump the page within 120 s")
+    assert "<html" in out, f"chromium dumped no page (rc {proc.returncode}): {stderr[-2000:]}"
+    return out
+
+
+@pytest.fixture
+def chromium_dom() -> Callable[..., str]:
+    """dom(url, tmp_path, budget_ms=3000) -> the page's DOM as HTML after its scripts ran (skips without chromium)."""
+    find_chromium()
+    return _dump_dom
+
+
 @pytest.fixture
 def chromium_screenshot() -> Callable[..., np.ndarray]:
     """screenshot(url, tmp_path, budget_ms=4000) -> BGR image of the page at 1024x768 (skips without chromium)."""
