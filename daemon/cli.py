@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("replay", "run only the rules over pose recordings (JSONL)")
     p.add_argument("recordings", nargs="+")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default=None, metavar="OUT.html",
+                   help="also draw the rule's signals over the recording (spine angle, torso drop, descent rate, "
+                        "thresholds, the fall) into this HTML file")
 
     p = add("eval", "evaluate labelled clips (video or JSONL) against their manifest", model_dir=True)
     p.add_argument("manifests", nargs="+")

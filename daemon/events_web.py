@@ -2,6 +2,7 @@
 
 GET  /events.html                          the page (list, clip, signal plot, label buttons)
 GET  /vendor/uPlot.iife.min.js, uPlot.min.css   uPlot, vendored (no network at run time)
+GET  /signal_plot.js                       the signal plot (shared with `replay --plot`)
 GET  /api/records                          every record's event JSON, newest first
 GET  /api/records/<id>/clip                the clip (Range requests answered, so browsers can seek)
 GET  /api/records/<id>/snapshot.jpg        the annotated snapshot
@@ -23,7 +24,8 @@ from .event_records import CLIP_TYPES, ID_RE
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR = {"/vendor/uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
-          "/vendor/uPlot.min.css": ("vendor/uPlot.min.css", "text/css; charset=utf-8")}
+          "/vendor/uPlot.min.css": ("vendor/uPlot.min.css", "text/css; charset=utf-8"),
+          "/signal_plot.js": ("signal_plot.js", "text/javascript; charset=utf-8")}
 RECORD_RE = re.compile(r"^/api/records/([^/]+)/(clip|snapshot\.jpg|signals|label)$")
 MAX_BODY = 4096
 # The events page loads the vendored script and plays clips from this server, nothing else.

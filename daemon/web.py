@@ -197,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         split = urlsplit(self.path)
         route = self.ROUTES.get(split.path)
-        if route is None and split.path.startswith(("/events.html", "/vendor/", "/api/records")):
+        if route is None and split.path.startswith(("/events.html", "/vendor/", "/api/records", "/signal_plot.js")):
             route = "records"
         if route is None or (self.command == "POST" and route != "records"):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
