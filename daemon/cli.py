@@ -19,6 +19,7 @@ HANDLERS = {
     "detect": "fallwatch.daemon.commands_rules:cmd_detect",
     "replay": "fallwatch.daemon.commands_rules:cmd_replay",
     "eval": "fallwatch.daemon.commands_rules:cmd_eval",
+    "tune": "fallwatch.daemon.commands_tune:cmd_tune",
 }
 
 
@@ -77,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strategy", choices=["fallwatch", "ambianic"], default=None, help="override rules.strategy")
+
+    p = add("tune", "propose rule settings from your labelled event records (and labelled manifests)",
+            model_dir=True)
+    p.add_argument("--records", default=None, help="event records directory (default: events.dir of the "
+                                                   "configuration)")
+    p.add_argument("--manifest", action="append", default=[], metavar="M.json",
+                   help="labelled clips whose falls must stay caught (repeatable)")
+    p.add_argument("--write", default=None, metavar="FILE", help="write a new configuration file with the "
+                                                                 "proposed settings (never the one in use)")
     return parser
 
 
