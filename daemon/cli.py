@@ -20,6 +20,7 @@ HANDLERS = {
     "replay": "fallwatch.daemon.commands_rules:cmd_replay",
     "eval": "fallwatch.daemon.commands_rules:cmd_eval",
     "tune": "fallwatch.daemon.commands_tune:cmd_tune",
+    "bench-records": "fallwatch.daemon.commands_bench_records:cmd_bench_records",
 }
 
 
@@ -87,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labelled clips whose falls must stay caught (repeatable)")
     p.add_argument("--write", default=None, metavar="FILE", help="write a new configuration file with the "
                                                                  "proposed settings (never the one in use)")
+
+    p = add("bench-records", "pipeline latency while event clips are written, against none", model_dir=True)
+    p.add_argument("--source", required=True, help="video file (played at its own frame rate)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds without / with records")
+    p.add_argument("--json", action="store_true")
     return parser
 
 

@@ -12,6 +12,7 @@ Record layout: <dir>/<event id>/{event.json, clip.webm|clip.mp4|clip.avi, pose.j
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -68,6 +69,15 @@ def _pose_line(t: float, frame_no: int, size: tuple[int, int], persons: list) ->
     return {"t": round(float(t), 4), "frame": int(frame_no), "size": [int(size[0]), int(size[1])], "people": people}
 
 
+def _scaled(person: Any, sx: float, sy: float) -> Any:
+    """A copy of a pose Person with its box and keypoints in a frame scaled by (sx, sy)."""
+    x0, y0, x1, y1 = person.box
+    kps = np.array(person.keypoints, dtype=np.float32, copy=True)
+    kps[:, 0] *= sx
+    kps[:, 1] *= sy
+    return dataclasses.replace(person, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), keypoints=kps)
+
+
 def _lower_priority() -> None:
     """The recorder's threads yield the CPU to the pipeline (Linux: nice is per thread)."""
     try:
@@ -109,6 +119,7 @@ class EventRecorder:
         self._active: list[dict] = []
         self._last: Optional[tuple] = None  # newest (image, persons, states): the snapshot's source
         self._stop = threading.Event()
+        self._flush = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()  # labels, pruning and listing
         self._codec: Optional[tuple[str, str, str]] = None
@@ -137,6 +148,17 @@ class EventRecorder:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Cut the records collecting their post-roll short and wait until every record is written (benchmarks,
+        tests). True when all were."""
+        self._flush.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._flush.is_set() and self._writes.unfinished_tasks == 0:
+                return True
+            time.sleep(0.05)
+        return False
 
     # -- pipeline side (cheap, never blocks) -----------------------------------------------------------------
     def on_frame(self, image: np.ndarray, t: float, frame_no: int, persons: list, states: dict) -> None:
@@ -168,6 +190,11 @@ class EventRecorder:
                     log.exception("event records: a frame could not be drawn")
             while self._events:
                 self._begin(self._events.popleft())
+            if self._flush.is_set():
+                for rec in self._active:
+                    self._finish(rec)
+                self._active = []
+                self._flush.clear()
             if self._stop.is_set() and self._frames.empty():
                 for rec in self._active:
                     self._finish(rec)
@@ -182,11 +209,13 @@ class EventRecorder:
 
     def _add_frame(self, image: np.ndarray, t: float, frame_no: int, persons: list, states: dict) -> None:
         self._last = (image, persons, states)
-        bgr = self._annotated(image, persons, states)
+        # Scale first, then draw on the small frame: a quarter of the pixels to draw and encode.
         h = self.cfg.clip_height
-        if bgr.shape[0] != h:
-            bgr = cv2.resize(bgr, (max(2, int(round(bgr.shape[1] * h / bgr.shape[0])) // 2 * 2), h),
-                             interpolation=cv2.INTER_AREA)
+        size = (max(2, int(round(image.shape[1] * h / image.shape[0])) // 2 * 2), h)
+        small = image if image.shape[0] == h else cv2.resize(
+            plain_frame(image.shape) if self.privacy else image, size, interpolation=cv2.INTER_AREA)
+        sx, sy = size[0] / image.shape[1], size[1] / image.shape[0]
+        bgr = self._annotated(small, [_scaled(p, sx, sy) for p in persons], states)
         ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if not ok:
             return
@@ -228,6 +257,7 @@ class EventRecorder:
         while True:
             rec = self._writes.get()
             if rec is None:
+                self._writes.task_done()
                 return
             try:
                 self._write(rec)
@@ -240,6 +270,8 @@ class EventRecorder:
             except Exception:
                 self.records_failed += 1
                 log.exception("event records: writing event %s failed", rec["data"].get("id"))
+            finally:
+                self._writes.task_done()
 
     def _disk_problem(self, what: str, exc: OSError) -> None:
         # One warning per run of failures: a full or read-only disk must not flood the log.
