@@ -20,7 +20,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Optional
 
-from .event_records import CLIP_TYPES, ID_RE
+from .event_records import ID_RE, playable_clip
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR = {"/vendor/uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
@@ -78,12 +78,11 @@ def serve(handler: Any, method: str, path: str, head: bool) -> None:
     if what == "snapshot.jpg":
         _file(handler, folder / "snapshot.jpg", "image/jpeg", head)
     elif what == "clip":
-        clip = meta.get("clip")
-        ext = Path(clip).suffix if isinstance(clip, str) else ""
-        if ext not in CLIP_TYPES:
+        clip = playable_clip(folder) if meta.get("clip") else None
+        if clip is None:
             handler._send(HTTPStatus.NOT_FOUND, b"this record has no clip\n", "text/plain; charset=utf-8", head)
             return
-        _file(handler, folder / f"clip{ext}", CLIP_TYPES[ext], head)
+        _file(handler, clip[0], clip[1], head)
     else:
         handler._json(HTTPStatus.OK, _signals(debug, folder, meta), head)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fallwatch.config.schema import EventsConfig
-from fallwatch.daemon.event_records import EventRecorder, list_records
+from fallwatch.daemon.event_records import EventRecorder, list_records, playable_clip
 from fallwatch.pose.types import Person
 from fallwatch.rules.recording import read_recording
 
@@ -94,6 +94,10 @@ def test_a_fall_keeps_clip_pose_recording_snapshot_and_event(tmp_path: Path) -> 
     clip = clip_frames(folder / meta["clip"])
     assert len(clip) == meta["frames"] and clip[0].shape[0] == 120
     assert cv2.imread(str(folder / "snapshot.jpg")).shape[:2] == (H, W)
+    # the browser-playable copy is made on first use, with every frame, and kept
+    path, mime = playable_clip(folder)
+    assert mime in ("video/mp4", "video/webm") and len(clip_frames(path)) == len(clip)
+    assert playable_clip(folder) == (path, mime)
     assert [m["id"] for m in list_records(tmp_path)] == [event_id]
 
 
