@@ -1,5 +1,6 @@
 """`fallwatch bench-records --source CLIP`: pipeline latency while event clips are being written, against the same
-pipeline without event records, in one run (alternating rounds, so machine load hits both alike).
+pipeline with the recorder idle (pre-roll only) and without event records at all, in one run (alternating
+rounds, so machine load hits all alike).
 
 Frames are paced at the clip's frame rate, as a camera delivers them; the latency of a frame is the pipeline
 thread's time for it (pose + rules + handing the frame to the recorder). With records on, an event is forced
@@ -39,9 +40,10 @@ def _frames(path: str) -> tuple[list[np.ndarray], float]:
     return out, float(fps)
 
 
-def _round(pipeline: Any, frames: list[np.ndarray], fps: float, recorder: Optional[Any], t0: float) -> list[float]:
+def _round(pipeline: Any, frames: list[np.ndarray], fps: float, recorder: Optional[Any], t0: float,
+           events: bool = True) -> list[float]:
     every = (recorder.cfg.pre_s + recorder.cfg.post_s) if recorder else 0.0
-    next_event = t0 + (recorder.cfg.pre_s if recorder else 0.0)
+    next_event = t0 + (recorder.cfg.pre_s if recorder else 0.0) if events else float("inf")
     latencies = []
     start = time.monotonic()
     for i, image in enumerate(frames):
@@ -85,6 +87,7 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
         return 2
     pipeline = Pipeline(engine, make_rules(rule_settings(cfg), source="bench"))
     off: list[float] = []
+    idle: list[float] = []
     on: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         recorder = EventRecorder(cfg.events, Path(tmp), privacy=cfg.privacy == "skeleton").start()
@@ -93,6 +96,8 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
         for r in range(args.rounds):
             t0 += 1000.0  # each round is a new stretch of time for the rules
             off += _round(pipeline, frames, fps, None, t0)
+            t0 += 1000.0
+            idle += _round(pipeline, frames, fps, recorder, t0, events=False)
             t0 += 1000.0
             on += _round(pipeline, frames, fps, recorder, t0)
             recorder.flush(timeout=120)  # the next round without records starts on a quiet disk
@@ -103,19 +108,26 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
         "backend": engine.backend,
         "latency_ms_without_records": {"median": round(statistics.median(off), 2),
                                        "p90": round(float(np.percentile(off, 90)), 2)},
+        "latency_ms_recorder_idle": {"median": round(statistics.median(idle), 2),
+                                     "p90": round(float(np.percentile(idle, 90)), 2)},
         "latency_ms_writing_clips": {"median": round(statistics.median(on), 2),
                                      "p90": round(float(np.percentile(on, 90)), 2)},
         "records_written": written, "records_failed": failed, "recorder_frames_skipped": skipped,
     }
-    report["median_ratio"] = round(report["latency_ms_writing_clips"]["median"]
-                                   / report["latency_ms_without_records"]["median"], 3)
+    report["writing_vs_idle_ratio"] = round(report["latency_ms_writing_clips"]["median"]
+                                            / report["latency_ms_recorder_idle"]["median"], 3)
+    report["recorder_vs_none_ratio"] = round(report["latency_ms_recorder_idle"]["median"]
+                                             / report["latency_ms_without_records"]["median"], 3)
     if args.json:
         print(json.dumps(report))
         return 0
-    a, b = report["latency_ms_without_records"], report["latency_ms_writing_clips"]
+    a, i, b = (report["latency_ms_without_records"], report["latency_ms_recorder_idle"],
+               report["latency_ms_writing_clips"])
     print(f"{args.source}: {len(frames)} frames at {fps:.1f} fps x {args.rounds} rounds, backend {engine.backend}")
     print(f"pipeline latency without records: median {a['median']:.1f} ms, p90 {a['p90']:.1f} ms")
+    print(f"pipeline latency, recorder idle:  median {i['median']:.1f} ms, p90 {i['p90']:.1f} ms (pre-roll only)")
     print(f"pipeline latency writing clips:   median {b['median']:.1f} ms, p90 {b['p90']:.1f} ms "
           f"({written} records written, {failed} failed, {skipped} frames skipped by the recorder)")
-    print(f"ratio (writing / not): {report['median_ratio']:.3f}")
+    print(f"ratio writing clips / recorder idle: {report['writing_vs_idle_ratio']:.3f}; "
+          f"recorder idle / no records: {report['recorder_vs_none_ratio']:.3f}")
     return 0
