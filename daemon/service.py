@@ -296,7 +296,7 @@ class Daemon:
             self.hub.update(camera=self.capture.state if self.capture else "stopped")
         self._stop_mqtt()  # publishes `offline` and flushes what the broker will take
         if self.records is not None:
-            self.records.stop()  # records collecting their post-roll are written with what they have
+            self.records.stop(timeout=1.0)  # within the stop deadline; unfinished records keep what they have
         if self.debug_server is not None:
             try:
                 self.debug_server.stop()
