@@ -233,7 +233,10 @@ class EventRecorder:
                     self._add_frame(*item)
                 except Exception:
                     log.exception("event records: a frame could not be drawn")
-            while self._events:
+            # An event starts its record once its own frame is drawn (its snapshot is that frame), or when no
+            # frame is waiting (that one was skipped, or the source ended).
+            while self._events and (self._frames.empty() or (
+                    self._ring and self._ring[-1][0] >= float(self._events[0].get("t", 0.0)))):
                 self._begin(self._events.popleft())
             if self._flush.is_set():
                 for rec in self._active:
