@@ -266,6 +266,20 @@ class ModelsConfig(Section):
                                                  "systemd, ~/.cache/fallwatch/models otherwise)")
 
 
+class EventsConfig(Section):
+    enabled: bool = Field(True, description="keep a local record (clip, pose recording, snapshot, event JSON) of "
+                                            "every fall and person_down in the state directory")
+    pre_s: float = Field(5, ge=0, le=30, description="seconds of clip kept before the event")
+    post_s: float = Field(5, ge=0, le=30, description="seconds of clip kept after the event")
+    clip_height: int = Field(240, ge=64, le=1080, description="clip and pre-roll frame height in pixels (smaller "
+                                                              "costs less memory and CPU)")
+    max_mb: float = Field(500, gt=0, le=1_000_000, description="disk the records may use; the oldest unlabelled "
+                                                               "go first")
+    keep_days: float = Field(30, gt=0, le=3650, description="unlabelled records older than this are deleted; "
+                                                            "labelled ones are kept until you delete them")
+    dir: Optional[str] = Field(None, description="where records live (default: <state dir>/events)")
+
+
 class LogConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
@@ -281,3 +295,12 @@ class Config(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    privacy: Literal["off", "skeleton"] = Field("off", description="skeleton: the stream, snapshots, clips and MQTT "
+                                                                   "images show only skeletons and boxes on a plain "
+                                                                   "background; no camera image is ever encoded")
+
+    @field_validator("privacy", mode="before")
+    @classmethod
+    def _privacy_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false

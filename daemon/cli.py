@@ -22,6 +22,8 @@ HANDLERS = {
     "replay": "fallwatch.daemon.commands_rules:cmd_replay",
     "eval": "fallwatch.daemon.commands_rules:cmd_eval",
     "doctor": "fallwatch.daemon.commands_doctor:cmd_doctor",
+    "tune": "fallwatch.daemon.commands_tune:cmd_tune",
+    "bench-records": "fallwatch.daemon.commands_bench_records:cmd_bench_records",
 }
 
 
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("replay", "run only the rules over pose recordings (JSONL)")
     p.add_argument("recordings", nargs="+")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default=None, metavar="OUT.html",
+                   help="also draw the rule's signals over the recording (spine angle, torso drop, descent rate, "
+                        "thresholds, the fall) into this HTML file")
 
     p = add("eval", "evaluate labelled clips (video or JSONL) against their manifest", model_dir=True)
     p.add_argument("manifests", nargs="+")
@@ -103,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("doctor", "check the system, Edge TPU, cameras, models, configuration, broker and debug port",
             model_dir=True)
     p.add_argument("--json", action="store_true", help="the same checks as one JSON object")
+
+    p = add("tune", "propose rule settings from your labelled event records (and labelled manifests)",
+            model_dir=True)
+    p.add_argument("--records", default=None, help="event records directory (default: events.dir of the "
+                                                   "configuration)")
+    p.add_argument("--manifest", action="append", default=[], metavar="M.json",
+                   help="labelled clips whose falls must stay caught (repeatable)")
+    p.add_argument("--write", default=None, metavar="FILE", help="write a new configuration file with the "
+                                                                 "proposed settings (never the one in use)")
+
+    p = add("bench-records", "pipeline latency while event clips are written, against none", model_dir=True)
+    p.add_argument("--source", required=True, help="video file (played at its own frame rate)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds without / with records")
+    p.add_argument("--json", action="store_true")
     return parser
 
 

@@ -145,16 +145,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fallwatch replay: {exc}", file=sys.stderr)
         return 2
+    plot = getattr(args, "plot", None)
+    if plot and len(args.recordings) != 1:
+        print("fallwatch replay: --plot draws one recording; give exactly one", file=sys.stderr)
+        return 2
+    if plot and Path(plot).suffix.lower() not in (".html", ".htm"):
+        print(f"fallwatch replay: --plot {plot}: only .html is written (an interactive uPlot chart)", file=sys.stderr)
+        return 2
     status = 0
     for rec in args.recordings:
         rules = make_rules(settings, source=Path(rec).name)
+        events: list[Event] = []
         try:
-            for fr in read_recording(rec):
+            frames = list(read_recording(rec))
+            for fr in frames:
                 for event in rules.update(fr.t, fr.frame, fr.people, fr.size):
                     _print_event(event, args.json)
+                    events.append(event)
         except RecordingError as exc:
             print(f"fallwatch replay: {exc}", file=sys.stderr)
             status = 1
+            continue
+        if plot:
+            from fallwatch.rules.signals import fall_signals
+
+            from .signal_plot import write_plot
+
+            first = next((e for e in events if e.event == "fall"), None)
+            signals = fall_signals(frames, settings, track=first.track if first else None)
+            signals.update(event_t=first.t if first else None, event="fall" if first else None)
+            try:
+                write_plot(Path(plot), signals, f"{Path(rec).name}: " + (f"fall at t={first.t:.2f} s" if first
+                                                                          else "no fall"))
+            except (OSError, ValueError) as exc:
+                print(f"fallwatch replay: {exc}", file=sys.stderr)
+                return 2
     return status
 
 

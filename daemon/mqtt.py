@@ -106,12 +106,14 @@ def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
 class MqttPublisher:
     def __init__(self, cfg: MqttConfig, *, camera: str, version: str, status: Callable[[], dict],
                  on_alerts_changed: Optional[Callable[[bool], None]] = None,
-                 pause_max_s: float = DEFAULT_PAUSE_MAX_S):
+                 pause_max_s: float = DEFAULT_PAUSE_MAX_S,
+                 on_feedback: Optional[Callable[[Any, Any], None]] = None):
         self.cfg = cfg
         self.camera = camera
         self.version = version
         self._status = status
         self._on_alerts_changed = on_alerts_changed
+        self._on_feedback = on_feedback  # labels an event record; raises ValueError naming what was wrong
         self.device_id = device_id_of(cfg)
         self.prefix = prefix_of(cfg)
         self.outbox_path = default_state_dir(cfg.state_dir) / "outbox.sqlite3"
@@ -595,9 +597,12 @@ class MqttPublisher:
             log.warning("ignored command on %s: expected a JSON object such as {\"alerts\": false}, got %.80s",
                         msg.topic, msg.payload.decode("utf-8", "replace"))
             return
-        unknown = sorted(set(command) - {"alerts", "test"})
+        unknown = sorted(set(command) - {"alerts", "test", "feedback"})
         if unknown:
-            log.warning("ignored unknown command key(s) on %s: %s (known: alerts, test)", msg.topic, ", ".join(unknown))
+            log.warning("ignored unknown command key(s) on %s: %s (known: alerts, test, feedback)", msg.topic,
+                        ", ".join(unknown))
+        if "feedback" in command:
+            self._feedback(msg.topic, command["feedback"])
         if "alerts" in command:
             if isinstance(command["alerts"], bool):
                 self._set_alerts(command["alerts"], "by MQTT command")
@@ -609,6 +614,19 @@ class MqttPublisher:
                 self.publish_test_event()
             elif command["test"] is not False:
                 log.warning("ignored command on %s: \"test\" must be true, got %.80r", msg.topic, command["test"])
+
+    def _feedback(self, topic: str, feedback: Any) -> None:
+        """``{"feedback": {"id": "<event id>", "label": "fall"|"false_alarm"}}``: label an event record."""
+        if not isinstance(feedback, dict) or self._on_feedback is None:
+            log.warning("ignored command on %s: \"feedback\" must be {\"id\": \"<event id>\", \"label\": \"fall\" "
+                        "or \"false_alarm\"}, got %.80r", topic, feedback)
+            return
+        try:
+            self._on_feedback(feedback.get("id"), feedback.get("label"))
+        except ValueError as exc:
+            log.warning("ignored feedback on %s: %s", topic, exc)
+        except OSError as exc:
+            log.warning("ignored feedback on %s: the record cannot be written (%s)", topic, exc.strerror or exc)
 
     def _set_alerts(self, enabled: bool, why: str) -> None:
         with self._alerts_lock:
@@ -775,7 +793,7 @@ class MqttPublisher:
                 "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
                 "events_suppressed": stats["events_suppressed"], "dropped_frames": st.get("dropped_frames"),
                 "cpu_temp_c": cpu_temp_c(), "alerts": stats["alerts"],
-                "alerts_resume_at": stats["alerts_resume_at"]}
+                "alerts_resume_at": stats["alerts_resume_at"], "labelled": st.get("labelled")}
 
     def _safe_status(self) -> dict:
         try:

@@ -89,6 +89,7 @@ class Daemon:
         self.hub: Any = None
         self.debug_server: Any = None
         self.publisher: Any = None
+        self.records: Any = None  # EventRecorder, with events.enabled
         self.watchdog: Optional[Watchdog] = None
         # A pipeline making no progress for this long is hung: the watchdog pings stop.
         self.stall_s = stall_s or max(self.notifier.watchdog_s or 30.0, 4 * GET_TIMEOUT_S)
@@ -221,6 +222,8 @@ class Daemon:
         self.hub.update(backend=self.engine.backend, backend_reason=getattr(self.engine, "backend_reason", None),
                         camera="starting", rules=cfg.rules.model_dump(mode="json"),
                         zones=[z.model_dump(mode="json") for z in cfg.zones])
+        if cfg.events.enabled:
+            self._start_records(cfg)
         if cfg.debug.enabled:
             self._start_debug_server()
         if cfg.mqtt.enabled:
@@ -237,10 +240,13 @@ class Daemon:
                                            ("debug", self.debug_server is not None), ("log", True)) if on))
 
     def _start_debug_server(self) -> None:
+        from .settings import rule_settings
         from .web import DebugServer
 
         try:
             server = DebugServer(self.cfg.debug, self.hub)
+            server.records = self.records
+            server.rule_settings = lambda: rule_settings(self.cfg)
             server.start()
         except (OSError, ValueError, RuntimeError) as exc:  # bind, password file, packaging: each one line
             # The debug page helps tuning; fall detection must not depend on it.
@@ -248,12 +254,28 @@ class Daemon:
             return
         self.debug_server = server
 
+    def _start_records(self, cfg: Config) -> None:
+        from .event_records import EventRecorder
+        from .outbox import default_state_dir
+
+        directory = Path(cfg.events.dir).expanduser() if cfg.events.dir else \
+            default_state_dir(cfg.mqtt.state_dir) / "events"
+        self.records = EventRecorder(cfg.events, directory, privacy=cfg.privacy == "skeleton",
+                                     camera=cfg.camera.name).start()
+
+    def _feedback(self, event_id: Any, label: Any) -> None:
+        """The MQTT `{"feedback": {...}}` command; ValueError says what was wrong."""
+        if self.records is None:
+            raise ValueError("event records are off (events.enabled: false)")
+        self.records.label(event_id, label)
+
     def _start_mqtt(self, cfg: Config) -> None:
         from .mqtt import MqttPublisher
 
         self.publisher = MqttPublisher(cfg.mqtt, camera=cfg.camera.name, version=self.version,
                                        status=self.heartbeat_status, on_alerts_changed=self._alerts_changed,
-                                       pause_max_s=cfg.alerts.pause_max_s)
+                                       pause_max_s=cfg.alerts.pause_max_s,
+                                       on_feedback=self._feedback)
         self.publisher.start()
         self._alerts_changed(self.publisher.alerts_enabled)
 
@@ -285,6 +307,8 @@ class Daemon:
         if close_engine is not None:  # a clean exit: the Edge TPU crash marker goes
             close_engine()
         self._stop_mqtt()  # publishes `offline` and flushes what the broker will take
+        if self.records is not None:
+            self.records.stop(timeout=1.0)  # within the stop deadline; unfinished records keep what they have
         if self.debug_server is not None:
             try:
                 self.debug_server.stop()
@@ -365,8 +389,10 @@ class Daemon:
         pose = result.pose
         self.persons = len(pose.persons)
         self.stage_ms = dict(pose.stage_ms)
-        self.hub.publish_frame(frame.image, pose.persons, result.states,
+        self.hub.publish_frame(self._shown(frame.image), pose.persons, result.states,
                                extra={"t": frame.t, "frame": frame.frame_no})
+        if self.records is not None:
+            self.records.on_frame(frame.image, frame.t, frame.frame_no, pose.persons, result.states)
         for event in result.events:
             self._emit(event, frame, pose, result.states)
         self._follow_rules(result.states)
@@ -387,6 +413,8 @@ class Daemon:
         level = logging.INFO if data["event"] == "recovered" else logging.WARNING
         log.log(level, "event %s: %s", data["event"], json.dumps(data, sort_keys=False))
         self.hub.add_event(data)
+        if self.records is not None:
+            self.records.on_event(data)
         if data["event"] == "recovered":
             self._down.pop(int(data["track"]), None)
         else:
@@ -397,13 +425,21 @@ class Daemon:
                 try:
                     from .overlay import draw_overlay, encode_jpeg
 
-                    snapshot = encode_jpeg(draw_overlay(frame.image, pose.persons, states))
+                    snapshot = encode_jpeg(draw_overlay(self._shown(frame.image), pose.persons, states))
                 except Exception:
                     log.exception("snapshot encoding failed; publishing the event without it")
             try:
                 self.publisher.publish_event(data, snapshot)
             except Exception:
                 log.exception("queueing event %s for MQTT failed", data.get("id"))
+
+    def _shown(self, image: Any) -> Any:
+        """What images may show: with `privacy: skeleton` a plain background, never the camera's picture."""
+        if self.cfg.privacy == "skeleton":
+            from .event_records import plain_frame
+
+            return plain_frame(image.shape)
+        return image
 
     def _follow_rules(self, states: dict) -> None:
         """Events say which alarm a person raised; the rules' per-person states say who they still track. A
@@ -479,7 +515,8 @@ class Daemon:
                 "camera": capture.state if capture else "starting", "fps": round(self.fps, 2),
                 "persons": self.persons, "state": self.state,
                 "dropped_frames": capture.dropped if capture else 0,
-                "corrupt_frames": (capture.corrupt if capture else 0) + self.corrupt}
+                "corrupt_frames": (capture.corrupt if capture else 0) + self.corrupt,
+                "labelled": self.records.label_counts() if self.records is not None else None}
 
     def is_alive(self) -> bool:
         """For the watchdog: inference completed (or the loop idled waiting on the camera) recently, and the

@@ -271,7 +271,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain; charset=utf-8",
                        headers={"Allow": "GET, HEAD", "Connection": "close"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+    def do_POST(self) -> None:
+        from . import events_web  # the events view's labels are the one thing posted
+
+        if events_web.handles(urlsplit(self.path).path):
+            self._dispatch(head=False)
+        else:
+            self._not_allowed()
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _authorized(self, head: bool) -> bool:
         if self.server.debug.authorized(self.headers.get("Authorization")):
@@ -288,7 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         split = urlsplit(self.path)
         route = self.ROUTES.get(split.path)
-        if route is None:
+        if route is None and split.path.startswith(("/events.html", "/vendor/", "/api/records", "/signal_plot.js")):
+            route = "records"
+        if route is None or (self.command == "POST" and route != "records"):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
             return
         query = parse_qs(split.query, keep_blank_values=True)
@@ -325,6 +335,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, body, "application/json", head)
 
     # ---- routes ----
+    def _r_records(self, query: dict, head: bool) -> None:
+        from . import events_web
+
+        path = urlsplit(self.path).path
+        if not events_web.handles(path):
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
+            return
+        events_web.serve(self, self.command, path, head)
+
     def _r_page(self, query: dict, head: bool) -> None:
         self._send(HTTPStatus.OK, self.server.debug.page, "text/html; charset=utf-8", head)
 
@@ -488,6 +507,8 @@ class DebugServer:
         self._credentials: Optional[bytes] = None
         self._placeholders: dict[Optional[int], bytes] = {}
         self.page = b""
+        self.records: Any = None  # the EventRecorder behind the events view, when events.enabled
+        self.rule_settings: Any = None  # () -> RuleSettings of the running configuration (signal plots)
 
     # ---- lifecycle ----
     def start(self) -> None:

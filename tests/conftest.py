@@ -125,3 +125,9 @@ def mosquitto_factory(tmp_path: Path):
     yield make
     for broker in brokers:
         broker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _state_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daemons a test starts keep their state (outbox, event records) in its tmp_path, never in the home folder."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))

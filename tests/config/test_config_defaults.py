@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from fallwatch.config.loader import DEFAULT_CONFIG, parse_config
 from fallwatch.config.schema import Config
 
-SECTIONS = ["camera", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models", "log"]
+SECTIONS = ["camera", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models", "log", "events", "privacy"]
 
 
 def _is_model(annotation: object) -> bool:

@@ -42,7 +42,7 @@ def test_unknown_key_names_file_line_key_and_the_known_keys(tmp_path: Path) -> N
 def test_unknown_section(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, "log:\n  level: INFO\n\ncameras:\n  name: hall\n")
     assert errors == ["fallwatch.yaml:4: cameras: unknown key (known keys: camera, pose, rules, zones, mqtt, debug, "
-                      "alerts, models, log)"]
+                      "alerts, models, log, events, privacy)"]
 
 
 def test_wrong_type(tmp_path: Path) -> None:

@@ -1,0 +1,453 @@
+"""Event records kept locally: for every `fall` and `person_down`, a folder in the state directory with a short
+clip (events.pre_s before to events.post_s after), the pose recording of that span (JSONL, `replay` reads it),
+the annotated snapshot and the event JSON, where the user's label ("fall" / "false_alarm") is stored too.
+
+The pipeline thread only hands over references (``on_frame``, ``on_event``: a non-blocking queue put). Two
+low-priority threads do the rest: "events-frames" draws and JPEG-encodes each frame at clip height into the
+pre-roll ring (bounded in memory: a few MB of JPEG, never raw frames), "events-writer" encodes clips and writes
+records. A slow, full or read-only disk costs records (one warning), never detection or MQTT.
+
+Record layout: <dir>/<event id>/{event.json, clip.avi, pose.jsonl, snapshot.jpg}. The clip is kept as MJPEG
+(cheap to write: 0.12 CPU-s for 10 s of 320x240, where VP8 takes 1.8 s, measured here), and turned into a
+browser-playable clip.mp4 (H.264) or clip.webm (VP8) the first time someone asks to watch it.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+from fallwatch.config.schema import EventsConfig
+
+log = logging.getLogger(__name__)
+
+RECORDED_EVENTS = ("fall", "person_down")
+LABELS = ("fall", "false_alarm")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")  # event ids are uuid4s; nothing that could be a path
+FRAME_QUEUE = 8  # frames waiting to be drawn; more are skipped (the clip loses a frame, detection nothing)
+MAX_ACTIVE = 4  # records collecting their post-roll at once
+WRITE_QUEUE = 4  # finished records waiting for the disk; beyond, new ones are dropped with a warning
+PLAIN_BACKGROUND = 48  # grey of the privacy mode's background
+RECORD_CODEC = ("MJPG", ".avi", "video/x-msvideo")
+# For watching: H.264 MP4 where OpenCV's FFmpeg has an encoder (e.g. the Pi's v4l2m2m), else VP8 WebM (Chromium and
+# Firefox play it; pip's OpenCV has it).
+PLAYABLE = (("avc1", ".mp4", "video/mp4"), ("VP80", ".webm", "video/webm"))
+
+
+def plain_frame(shape: tuple[int, ...], cache: dict = {}) -> np.ndarray:  # noqa: B006 (a deliberate cache)
+    """A shared, read-only plain background the size of a camera frame (privacy: skeleton)."""
+    img = cache.get(shape)
+    if img is None:
+        img = np.full(shape, PLAIN_BACKGROUND, dtype=np.uint8)
+        img.flags.writeable = False
+        cache.clear()
+        cache[shape] = img
+    return img
+
+
+def _pose_line(t: float, frame_no: int, size: tuple[int, int], persons: list) -> dict:
+    def pts(kps: Any) -> list:
+        return [[round(float(x), 2), round(float(y), 2), round(float(s), 4)] for x, y, s in np.asarray(kps)[:17, :3]]
+
+    people = []
+    for p in persons:
+        d: dict = {"track": int(p.track_id), "box": [round(float(v), 2) for v in p.box], "keypoints": pts(p.keypoints)}
+        if getattr(p, "keypoints_raw", None) is not None:
+            d["keypoints_raw"] = pts(p.keypoints_raw)
+        people.append(d)
+    return {"t": round(float(t), 4), "frame": int(frame_no), "size": [int(size[0]), int(size[1])], "people": people}
+
+
+def _scaled(person: Any, sx: float, sy: float) -> Any:
+    """A copy of a pose Person with its box and keypoints in a frame scaled by (sx, sy)."""
+    x0, y0, x1, y1 = person.box
+    kps = np.array(person.keypoints, dtype=np.float32, copy=True)
+    kps[:, 0] *= sx
+    kps[:, 1] *= sy
+    return dataclasses.replace(person, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy), keypoints=kps)
+
+
+def _lower_priority() -> None:
+    """The recorder's threads yield the CPU to the pipeline (Linux: nice is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+def pick_codec(directory: Path, codecs: tuple = PLAYABLE) -> tuple[str, str, str]:
+    """The first of ``codecs`` this OpenCV can write, probed with a tiny file."""
+    for fourcc, ext, mime in codecs:
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            path = str(Path(tmp) / f"probe{ext}")
+            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 10, (64, 48))
+            ok = writer.isOpened()
+            if ok:
+                writer.write(np.zeros((48, 64, 3), np.uint8))
+            writer.release()
+            if ok and os.path.getsize(path) > 0:
+                return fourcc, ext, mime
+    raise OSError(f"OpenCV cannot write {' or '.join(c[0] for c in codecs)} video")
+
+
+_transcode_lock = threading.Lock()
+
+
+def playable_clip(folder: Path) -> Optional[tuple[Path, str]]:
+    """(path, MIME type) of the record's clip as a browser plays it, transcoded from the MJPEG clip on first use
+    and kept next to it. On a read-only disk the MJPEG clip is all there is."""
+    for _, ext, mime in PLAYABLE:
+        if (folder / f"clip{ext}").is_file():
+            return folder / f"clip{ext}", mime
+    source = folder / f"clip{RECORD_CODEC[1]}"
+    if not source.is_file():
+        return None
+    with _transcode_lock:
+        for _, ext, mime in PLAYABLE:  # another request may have made it meanwhile
+            if (folder / f"clip{ext}").is_file():
+                return folder / f"clip{ext}", mime
+        try:
+            fourcc, ext, mime = pick_codec(folder)
+            tmp = folder / f".clip{ext}"
+            cap = cv2.VideoCapture(str(source))
+            fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+            writer = None
+            try:
+                while True:
+                    ok, img = cap.read()
+                    if not ok:
+                        break
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps,
+                                                 (img.shape[1], img.shape[0]))
+                    writer.write(img)
+            finally:
+                cap.release()
+                if writer is not None:
+                    writer.release()
+            if writer is None or not tmp.is_file():
+                return source, RECORD_CODEC[2]
+            os.replace(tmp, folder / f"clip{ext}")
+            return folder / f"clip{ext}", mime
+        except OSError as exc:
+            log.warning("event clip %s: no playable copy (%s)", folder.name, exc.strerror or exc)
+            return source, RECORD_CODEC[2]
+
+
+class EventRecorder:
+    """Keeps event records; also the store the events page, MQTT feedback and `tune` read."""
+
+    def __init__(self, cfg: EventsConfig, directory: Path, privacy: bool = False, camera: str = "camera"):
+        self.cfg = cfg
+        self.dir = Path(directory)
+        self.privacy = privacy
+        self.camera = camera
+        self.frames_dropped = 0
+        self.records_written = 0
+        self.records_failed = 0
+        self._frames: queue.Queue = queue.Queue(FRAME_QUEUE)
+        self._writes: queue.Queue = queue.Queue(WRITE_QUEUE)
+        self._events: collections.deque = collections.deque()
+        self._ring: collections.deque = collections.deque()  # (t, jpeg, pose line)
+        self._active: list[dict] = []
+        self._last: Optional[tuple] = None  # newest (image, persons, states): the snapshot's source
+        self._stop = threading.Event()
+        self._flush = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()  # labels, pruning and listing
+        self._disk_warned = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> "EventRecorder":
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.prune()
+        except OSError as exc:
+            self._disk_problem(f"cannot use {self.dir}", exc)
+        for name, target in (("events-frames", self._frames_loop), ("events-writer", self._writer_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("event records in %s (%.0f s before, %.0f s after, at most %.0f MB, %.0f days)%s", self.dir,
+                 self.cfg.pre_s, self.cfg.post_s, self.cfg.max_mb, self.cfg.keep_days,
+                 "; privacy: skeletons only" if self.privacy else "")
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish the records collecting their post-roll with what they have, write them, stop."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Cut the records collecting their post-roll short and wait until every record is written (benchmarks,
+        tests). True when all were."""
+        self._flush.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._flush.is_set() and self._writes.unfinished_tasks == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    # -- pipeline side (cheap, never blocks) -----------------------------------------------------------------
+    def on_frame(self, image: np.ndarray, t: float, frame_no: int, persons: list, states: dict) -> None:
+        try:
+            self._frames.put_nowait((image, float(t), int(frame_no), list(persons), dict(states)))
+        except queue.Full:
+            self.frames_dropped += 1
+
+    def on_event(self, data: dict) -> None:
+        if data.get("event") in RECORDED_EVENTS:
+            self._events.append(dict(data))
+            try:  # wake the frames thread even when no frame comes (the source ended)
+                self._frames.put_nowait(None)
+            except queue.Full:
+                pass
+
+    # -- the frames thread -----------------------------------------------------------------------------------
+    def _frames_loop(self) -> None:
+        _lower_priority()
+        while True:
+            try:
+                item = self._frames.get(timeout=0.2)
+            except queue.Empty:
+                item = None
+            if item is not None:
+                try:
+                    self._add_frame(*item)
+                except Exception:
+                    log.exception("event records: a frame could not be drawn")
+            # An event starts its record once its own frame is drawn (its snapshot is that frame), or when no
+            # frame is waiting (that one was skipped, or the source ended).
+            while self._events and (self._frames.empty() or (
+                    self._ring and self._ring[-1][0] >= float(self._events[0].get("t", 0.0)))):
+                self._begin(self._events.popleft())
+            if self._flush.is_set():
+                for rec in self._active:
+                    self._finish(rec)
+                self._active = []
+                self._flush.clear()
+            if self._stop.is_set() and self._frames.empty():
+                for rec in self._active:
+                    self._finish(rec)
+                self._active = []
+                self._writes.put(None)
+                return
+
+    def _annotated(self, image: np.ndarray, persons: list, states: dict) -> np.ndarray:
+        from .overlay import draw_overlay
+
+        return draw_overlay(plain_frame(image.shape) if self.privacy else image, persons, states)
+
+    def _add_frame(self, image: np.ndarray, t: float, frame_no: int, persons: list, states: dict) -> None:
+        self._last = (image, persons, states)
+        # Scale first, then draw on the small frame: a quarter of the pixels to draw and encode.
+        h = self.cfg.clip_height
+        size = (max(2, int(round(image.shape[1] * h / image.shape[0])) // 2 * 2), h)
+        small = image if image.shape[0] == h else cv2.resize(
+            plain_frame(image.shape) if self.privacy else image, size, interpolation=cv2.INTER_AREA)
+        sx, sy = size[0] / image.shape[1], size[1] / image.shape[0]
+        bgr = self._annotated(small, [_scaled(p, sx, sy) for p in persons], states)
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            return
+        entry = (t, jpeg.tobytes(), _pose_line(t, frame_no, (image.shape[1], image.shape[0]), persons))
+        self._ring.append(entry)
+        while self._ring and self._ring[0][0] < t - self.cfg.pre_s:
+            self._ring.popleft()
+        for rec in list(self._active):
+            rec["frames"].append(entry)
+            if t >= rec["until"]:
+                self._active.remove(rec)
+                self._finish(rec)
+
+    def _begin(self, data: dict) -> None:
+        snapshot = None
+        if self._last is not None:
+            try:
+                ok, buf = cv2.imencode(".jpg", self._annotated(*self._last), [cv2.IMWRITE_JPEG_QUALITY, 85])
+                snapshot = buf.tobytes() if ok else None
+            except Exception:
+                log.exception("event records: the snapshot could not be drawn")
+        if len(self._active) >= MAX_ACTIVE:
+            oldest = self._active.pop(0)
+            self._finish(oldest)  # cut short rather than grow without bound
+        t = float(data.get("t", 0.0))
+        self._active.append({"data": data, "frames": [e for e in self._ring if e[0] >= t - self.cfg.pre_s],
+                             "until": t + self.cfg.post_s, "snapshot": snapshot})
+
+    def _finish(self, rec: dict) -> None:
+        try:
+            self._writes.put_nowait(rec)
+        except queue.Full:
+            self.records_failed += 1
+            log.warning("event records: the disk is too slow; record of event %s dropped", rec["data"].get("id"))
+
+    # -- the writer thread -----------------------------------------------------------------------------------
+    def _writer_loop(self) -> None:
+        _lower_priority()
+        while True:
+            rec = self._writes.get()
+            if rec is None:
+                self._writes.task_done()
+                return
+            try:
+                self._write(rec)
+                self.records_written += 1
+                self._disk_warned = False
+                self.prune()
+            except OSError as exc:
+                self.records_failed += 1
+                self._disk_problem(f"record of event {rec['data'].get('id')} not kept", exc)
+            except Exception:
+                self.records_failed += 1
+                log.exception("event records: writing event %s failed", rec["data"].get("id"))
+            finally:
+                self._writes.task_done()
+
+    def _disk_problem(self, what: str, exc: OSError) -> None:
+        # One warning per run of failures: a full or read-only disk must not flood the log.
+        if not self._disk_warned:
+            self._disk_warned = True
+            log.warning("event records: %s (%s); detection and MQTT go on", what, exc.strerror or exc)
+        else:
+            log.debug("event records: %s (%s)", what, exc)
+
+    def _write(self, rec: dict) -> None:
+        data = rec["data"]
+        event_id = str(data.get("id", ""))
+        if not ID_RE.match(event_id):
+            raise ValueError(f"event id {event_id!r} cannot name a record")
+        frames = rec["frames"]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fourcc, ext, _ = RECORD_CODEC
+        tmp = Path(tempfile.mkdtemp(prefix=f".{event_id}.", dir=self.dir))
+        try:
+            span = frames[-1][0] - frames[0][0] if len(frames) > 1 else 0.0
+            fps = (len(frames) - 1) / span if span > 0 else 10.0
+            if frames:
+                first = cv2.imdecode(np.frombuffer(frames[0][1], np.uint8), cv2.IMREAD_COLOR)
+                size = (first.shape[1], first.shape[0])
+                writer = cv2.VideoWriter(str(tmp / f"clip{ext}"), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+                if not writer.isOpened():
+                    raise OSError(f"cannot open a {fourcc} clip in {tmp}")
+                try:
+                    for _, jpeg, _ in frames:
+                        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+                        if img is not None and (img.shape[1], img.shape[0]) == size:
+                            writer.write(img)
+                finally:
+                    writer.release()
+                if not (tmp / f"clip{ext}").is_file() or (tmp / f"clip{ext}").stat().st_size == 0:
+                    raise OSError("the clip came out empty (disk full?)")
+            with (tmp / "pose.jsonl").open("w", encoding="utf-8") as fh:
+                for _, _, line in frames:
+                    fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+            if rec["snapshot"]:
+                (tmp / "snapshot.jpg").write_bytes(rec["snapshot"])
+            meta = {**data, "camera": data.get("camera", self.camera), "label": None, "privacy": self.privacy,
+                    "clip": f"clip{ext}" if frames else None, "clip_fps": round(fps, 2), "frames": len(frames),
+                    "start_t": frames[0][0] if frames else None, "end_t": frames[-1][0] if frames else None,
+                    "recorded": time.time()}
+            (tmp / "event.json").write_text(json.dumps(meta, indent=1))
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, self.dir / event_id)
+            log.info("event record %s kept: %d frames, %.1f s", event_id, len(frames), span)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    # -- the store (web, MQTT, tune) -------------------------------------------------------------------------
+    def record_dir(self, event_id: str) -> Optional[Path]:
+        if not isinstance(event_id, str) or not ID_RE.match(event_id):
+            return None
+        path = self.dir / event_id
+        return path if (path / "event.json").is_file() else None
+
+    def records(self) -> list[dict]:
+        """Every record's event JSON, newest first."""
+        return list_records(self.dir)
+
+    def label(self, event_id: Any, label: Any) -> None:
+        """Store a user's label with the record; ValueError (with the reason) changes nothing."""
+        if label not in LABELS:
+            raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+        path = self.record_dir(event_id) if isinstance(event_id, str) else None
+        if path is None:
+            raise ValueError(f"no event record with id {event_id!r}")
+        with self._lock:
+            meta = json.loads((path / "event.json").read_text())
+            meta["label"] = label
+            meta["labelled"] = time.time()
+            tmp = path / "event.json.tmp"
+            tmp.write_text(json.dumps(meta, indent=1))
+            os.replace(tmp, path / "event.json")
+        log.info("event %s labelled %s", event_id, label)
+
+    def label_counts(self) -> dict[str, int]:
+        counts = {label: 0 for label in LABELS}
+        for meta in self.records():
+            if meta.get("label") in counts:
+                counts[meta["label"]] += 1
+        return counts
+
+    def prune(self) -> None:
+        """Unlabelled records older than keep_days go; then, over max_mb, the oldest unlabelled ones. Labelled
+        records are the household's own training data: only the user deletes them."""
+        with self._lock:
+            records = sorted(list_records(self.dir), key=lambda m: m.get("recorded", 0))
+            now = time.time()
+            sizes = {m["id"]: _size(self.dir / m["id"]) for m in records}
+            total = sum(sizes.values())
+            for meta in records:
+                if meta.get("label"):
+                    continue
+                too_old = now - meta.get("recorded", now) > self.cfg.keep_days * 86400
+                if too_old or total > self.cfg.max_mb * 1e6:
+                    shutil.rmtree(self.dir / meta["id"], ignore_errors=True)
+                    total -= sizes[meta["id"]]
+                    log.info("event record %s deleted (%s)", meta["id"], "older than events.keep_days" if too_old
+                             else "over events.max_mb")
+            # Leftovers of a write cut short (power loss): never a record, always garbage.
+            for partial in self.dir.glob(".*.*"):
+                if partial.is_dir() and now - partial.stat().st_mtime > 600:
+                    shutil.rmtree(partial, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else 0
+
+
+def list_records(directory: Path) -> list[dict]:
+    """The event JSON of every record under ``directory``, newest first (unreadable ones skipped)."""
+    out = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name.startswith(".") or not ID_RE.match(entry.name):
+            continue
+        try:
+            meta = json.loads((entry / "event.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("id") == entry.name:
+            out.append(meta)
+    return sorted(out, key=lambda m: m.get("recorded", 0), reverse=True)

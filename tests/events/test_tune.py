@@ -1,0 +1,77 @@
+"""`fallwatch tune` on a synthetic household: two labelled false alarms (fast deep squats, which the default
+rules take for falls) and two labelled falls (topples)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import household as hh  # noqa: E402
+
+from fallwatch.config.loader import load_config  # noqa: E402
+from fallwatch.daemon.settings import rule_settings  # noqa: E402
+from fallwatch.rules import make_rules  # noqa: E402
+from fallwatch.rules.recording import read_recording  # noqa: E402
+
+
+def fallwatch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture
+def household(tmp_path: Path) -> Path:
+    events = tmp_path / "events"
+    hh.write_record(events, hh.squat(0.42, 30), "false_alarm", 2.6)
+    hh.write_record(events, hh.squat(0.5, 25, 0.3), "false_alarm", 2.53)
+    hh.write_record(events, hh.topple(85, 0.6), "fall", 2.73)
+    hh.write_record(events, hh.topple(75, 0.8), "fall", 2.93)
+    return events
+
+
+def falls_in(record: Path, cfg_path: Path) -> int:
+    rules = make_rules(rule_settings(load_config(cfg_path)))
+    return sum(e.event == "fall" for fr in read_recording(record / "pose.jsonl")
+               for e in rules.update(fr.t, fr.frame, fr.people, fr.size))
+
+
+def test_tune_removes_the_false_alarms_keeps_the_falls_and_writes_a_valid_config(household: Path, tmp_path: Path):
+    config = tmp_path / "fallwatch.yaml"
+    config.write_text(yaml.safe_dump({"camera": {"name": "home"}, "mqtt": {"enabled": False}}))
+    out = tmp_path / "tuned.yaml"
+    proc = fallwatch("tune", "--records", str(household), "--config", str(config), "--write", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.split()[:3] == ["labelled", "false", "alarms"] and line.split()[3:] == ["2", "0"]
+               for line in lines), proc.stdout
+    assert any(line.split()[:3] == ["labelled", "falls", "caught"] and line.split()[3:] == ["2/2", "2/2"]
+               for line in lines), proc.stdout
+    assert "rules:" in proc.stdout and "searched" in proc.stdout
+    assert fallwatch("check-config", str(out)).returncode == 0
+    assert load_config(out).camera.name == "home"  # the rest of the configuration is kept
+    # the proposal does what the table says, replayed independently
+    labels = {p: json.loads((p / "event.json").read_text())["label"] for p in household.iterdir()}
+    for record, label in labels.items():
+        assert falls_in(record, config) == 1  # before: every one alarmed
+        assert falls_in(record, out) == (1 if label == "fall" else 0), (record, label)
+    # it never writes over the configuration in use
+    again = fallwatch("tune", "--records", str(household), "--config", str(config), "--write", str(config))
+    assert again.returncode == 2 and "in use" in again.stderr
+
+
+def test_tune_never_unlearns_the_manifest_falls(household: Path, data_dir: Path, tmp_path: Path):
+    # Eight real falls (URFD keypoints) is enough to show it, and keeps the test short.
+    full = data_dir / "urfd-falls-keypoints" / "manifest.json"
+    clips = json.loads(full.read_text())["clips"][:8]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"clips": [{**c, "path": str(full.parent / c["path"])} for c in clips]}))
+    proc = fallwatch("tune", "--records", str(household), "--manifest", str(manifest))
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("manifest falls caught"))
+    before, after = row.split()[3:]
+    assert before == after == "8/8", proc.stdout
