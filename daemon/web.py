@@ -207,11 +207,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.release_slot()
 
     def parse_request(self) -> bool:
-        """The head is in: leave the waiting pool, take a slot, read (and ignore) any body of a GET or HEAD
-        (left unread, it would be parsed as the next request)."""
+        """The head is in: leave the waiting pool, take a slot, read (and ignore) the body of any request but a POST
+        (left unread, it would be parsed as the next request). A POST's body is read by its handler, the label of an
+        event record; any other POST is refused and its connection closed."""
         ok = super().parse_request()
         self.server.head_done(self.connection)
-        if ok:
+        if ok and self.command != "POST":
             self._skip_body()
         self._reader.deadline = None
         if not ok:

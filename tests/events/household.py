@@ -45,13 +45,14 @@ def _frame(t: float, i: int, kps: list) -> dict:
             "people": [{"track": 1, "box": [min(xs) - 5, min(ys) - 5, max(xs) + 5, max(ys) + 5], "keypoints": kps}]}
 
 
-def squat(depth: float = 0.42, lean: float = 30.0, down_s: float = 0.35) -> list[dict]:
-    """Stand 2 s, drop the hips ``depth`` body heights in ``down_s`` with the spine leaning, hold 2 s, stand."""
+def squat(depth: float = 0.42, lean: float = 30.0, down_s: float = 0.35, hold_s: float = 2.4) -> list[dict]:
+    """Stand 2 s, drop the hips ``depth`` body heights in ``down_s`` with the spine leaning, hold ``hold_s``,
+    stand."""
     stand = FLOOR - 0.49 * H
     frames, t = [], 0.0
-    for i in range(int(6.5 * FPS)):
+    for i in range(int((4.1 + hold_s) * FPS)):
         t = i / FPS
-        k = min(max((t - 2.0) / down_s, 0.0), 1.0) - min(max((t - 4.4) / 0.8, 0.0), 1.0)
+        k = min(max((t - 2.0) / down_s, 0.0), 1.0) - min(max((t - 2.0 - hold_s) / 0.8, 0.0), 1.0)
         k = 0.5 - 0.5 * math.cos(math.pi * k)
         frames.append(_frame(t, i, skeleton(320, stand + depth * H * k, lean * k)))
     return frames
