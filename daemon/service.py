@@ -345,7 +345,8 @@ class Daemon:
         self.persons = len(pose.persons)
         self.stage_ms = dict(pose.stage_ms)
         self.hub.publish_frame(frame.image, pose.persons, result.states,
-                               extra={"t": frame.t, "frame": frame.frame_no})
+                               extra={"t": frame.t, "frame": frame.frame_no,
+                                      "enhance": self.engine.enhancer.figures()})
         for event in result.events:
             self._emit(event, frame, pose, result.states)
         self._follow_rules(result.states)
@@ -431,7 +432,8 @@ class Daemon:
             dropped_frames=self.capture.dropped, corrupt_frames=self.capture.corrupt + self.corrupt,
             persons=self.persons, state=self.state, camera=self.capture.state, camera_error=self.capture.error,
             source=self.capture.source.name,
-            reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors)
+            reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors,
+            enhance=self.engine.enhancer.figures())
         fields["mqtt"] = {"enabled": False}
         if self.publisher is not None:
             try:
