@@ -57,11 +57,11 @@ class SmoothingConfig(Section):
 
 class EnhanceConfig(Section):
     mode: Literal["auto", "on", "off"] = Field("auto", description="night enhancement of what the models see: "
-                                                                   "auto = only dark or flat inputs, on, off")
-    dark_luma: float = Field(80, ge=0, le=255, description="auto: an input whose mean luminance (0..255) is "
-                                                           "below this counts as dark")
-    low_contrast: float = Field(30, ge=0, le=255, description="auto: an input whose luminance standard "
-                                                              "deviation (0..255) is below this counts as flat")
+                                                                   "auto = only dark, flat inputs, on, off")
+    dark_luma: float = Field(80, ge=0, le=255, description="auto: an input is enhanced when its mean luminance "
+                                                           "(0..255) is below this...")
+    low_contrast: float = Field(45, ge=0, le=255, description="...and its luminance standard deviation (0..255) "
+                                                              "below this")
     clip_limit: float = Field(2.0, gt=0, le=40, description="CLAHE contrast limit (higher stretches more, "
                                                             "and the grain with it)")
     denoise: bool = Field(True, description="take the sensor grain off (edge-preserving blur) before stretching")
