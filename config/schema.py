@@ -64,7 +64,8 @@ class EnhanceConfig(Section):
                                                               "below this")
     clip_limit: float = Field(2.0, gt=0, le=40, description="CLAHE contrast limit (higher stretches more, "
                                                             "and the grain with it)")
-    denoise: bool = Field(True, description="take the sensor grain off (edge-preserving blur) before stretching")
+    denoise: bool = Field(True, description="average the sensor grain away (at half resolution) before "
+                                                         "stretching")
     temporal: bool = Field(True, description="dark frames: average still pixels with the previous frame "
                                              "(motion is kept as it is)")
 
