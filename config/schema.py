@@ -66,8 +66,6 @@ class EnhanceConfig(Section):
                                                             "and the grain with it)")
     denoise: bool = Field(True, description="average the sensor grain away (at half resolution) before "
                                                          "stretching")
-    temporal: bool = Field(True, description="dark frames: average still pixels with the previous frame "
-                                             "(motion is kept as it is)")
 
 
 class PoseConfig(Section):

@@ -203,7 +203,7 @@ class PoseEngine:
         before = self.tracker.snapshot() if self._backend == "edgetpu" else None
         t0 = time.perf_counter()
         try:
-            persons, st = self.tracker.step(self.enhancer.frame(frame), t)
+            persons, st = self.tracker.step(frame, t)
         except (RuntimeError, ValueError) as e:
             if before is None:
                 raise
@@ -236,4 +236,3 @@ class PoseEngine:
 
     def reset(self) -> None:
         self.tracker.reset()
-        self.enhancer.reset()

@@ -9,8 +9,7 @@ half resolution averages the sensor grain away, then CLAHE (contrast-limited ada
 stretches the luminance tile by tile; colour, if any, is kept. Any other input is left as it is, bit for bit.
 
 The measure is taken on the model's own input (the crop, not the whole frame): a dark bedroom with a lit doorway
-is dark where the person is, whatever the frame's average says. Dark frames also get a motion-adaptive temporal
-average before they are cropped (the grain changes every frame, a lying person does not).
+is dark where the person is, whatever the frame's average says.
 """
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ class EnhanceSettings:
     low_contrast: float = 45.0  # ...and luminance standard deviation (0..255) below which it counts as flat
     clip_limit: float = 2.0  # CLAHE's contrast limit: how far a tile's histogram may be stretched
     denoise: bool = True  # average the grain away (at half resolution) before stretching an enhanced input
-    temporal: bool = True  # dark frames: average still pixels with the previous frame (sensor grain is temporal)
 
 
 @dataclass
@@ -63,7 +61,6 @@ class Enhancer:
         self._clahe = cv2.createCLAHE(clipLimit=settings.clip_limit, tileGridSize=(4, 4))
         self.last: Optional[Measure] = None  # the newest estimator crop's figures
         self.total_ms = 0.0  # time spent measuring and enhancing, since start
-        self._prev: Optional[np.ndarray] = None  # the previous denoised frame (grey), for the temporal filter
         self.calls = 0
         self.enhanced = 0
 
@@ -90,38 +87,6 @@ class Enhancer:
         self.total_ms += (time.perf_counter() - t0) * 1000.0
         self.calls += 1
         return on
-
-    def frame(self, frame: np.ndarray) -> np.ndarray:
-        """The frame the models crop from. A dark frame gets a motion-adaptive temporal average: a pixel that
-        changed less than the sensor grain does is averaged with the previous frame, one that changed more is
-        motion and kept as it is (a falling person is never smeared). Daylight frames pass through untouched."""
-        if self.settings.mode == "off" or not self.settings.temporal:
-            return frame
-        t0 = time.perf_counter()
-        try:
-            s = frame[::16, ::16]
-            mono = bool((s[..., 0] == s[..., 1]).all() and (s[..., 1] == s[..., 2]).all())
-            img = np.ascontiguousarray(frame[..., 0]) if mono else frame
-            y = s[..., 0] if mono else cv2.cvtColor(np.ascontiguousarray(s), cv2.COLOR_RGB2GRAY)
-            dark = self.wanted(float(y.mean()), float(y.std()))
-            prev = self._prev
-            self._prev = None
-            if not dark:
-                return frame
-            if prev is None or prev.shape != img.shape:
-                self._prev = img.copy()
-                return frame
-            diff = cv2.absdiff(img, prev)
-            grain = max(float(np.median(diff[::4, ::4])), 1.0)  # how much a still pixel changes between frames
-            out = cv2.addWeighted(img, 0.5, prev, 0.5, 0)
-            cv2.copyTo(img, cv2.compare(diff, 3.0 * grain, cv2.CMP_GT), out)
-            self._prev = out
-            return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB) if mono else out
-        finally:
-            self.total_ms += (time.perf_counter() - t0) * 1000.0
-
-    def reset(self) -> None:
-        self._prev = None
 
     def _enhance(self, image: np.ndarray) -> None:
         s = image[::8, ::8]
