@@ -346,7 +346,7 @@ class Daemon:
         self.stage_ms = dict(pose.stage_ms)
         self.hub.publish_frame(frame.image, pose.persons, result.states,
                                extra={"t": frame.t, "frame": frame.frame_no,
-                                      "enhance": self.engine.enhancer.figures()})
+                                      "enhance": self._enhance_figures()})
         for event in result.events:
             self._emit(event, frame, pose, result.states)
         self._follow_rules(result.states)
@@ -424,6 +424,11 @@ class Daemon:
                 self.notifier.status(f"waiting for {self.capture.source.name}: {self.capture.state}"
                                      + (f" ({self.capture.error})" if self.capture.error else ""))
 
+    def _enhance_figures(self) -> Optional[dict[str, Any]]:
+        """The night enhancement's figures for the stream badge and /api/stats (None for an engine without it)."""
+        enhancer = getattr(self.engine, "enhancer", None)
+        return enhancer.figures() if enhancer is not None else None
+
     def _update_hub(self) -> None:
         if self.hub is None or self.capture is None:
             return
@@ -433,7 +438,7 @@ class Daemon:
             persons=self.persons, state=self.state, camera=self.capture.state, camera_error=self.capture.error,
             source=self.capture.source.name,
             reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors,
-            enhance=self.engine.enhancer.figures())
+            enhance=self._enhance_figures())
         fields["mqtt"] = {"enabled": False}
         if self.publisher is not None:
             try:
