@@ -26,7 +26,8 @@ def pose_settings(cfg: Any) -> PoseSettings:
     data = cfg.pose.model_dump()
     smoothing = data.pop("smoothing", None) or {}
     enhance = data.pop("enhance", None) or {}
-    return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
+    return PoseSettings(**_known(PoseSettings, data),
+                        smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
                         enhance=EnhanceSettings(**_known(EnhanceSettings, enhance)))
 
 

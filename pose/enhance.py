@@ -4,9 +4,10 @@ A NoIR camera at night, or a dim room, gives a grey, dark, flat and grainy pictu
 on daylight photos and their keypoint scores halve on it. What each model sees (the estimator's crop, the
 detector's input) is measured first: its mean luminance and its contrast (the standard deviation of the
 luminance), both on the 0..255 scale. In ``auto`` mode only an input both darker than ``dark_luma`` and flatter
-than ``low_contrast`` is changed (a lit room measures 100..150 and 50..70; the night look 40..60 and 20..40): a pass at
-half resolution averages the sensor grain away, then CLAHE (contrast-limited adaptive histogram equalisation)
-stretches the luminance tile by tile; colour, if any, is kept. Any other input is left as it is, bit for bit.
+than ``low_contrast`` is changed (a lit room measures 100..150 and 50..70; the night look 40..60 and 20..40): a
+pass at half resolution averages the sensor grain away, then CLAHE (contrast-limited adaptive histogram
+equalisation) stretches the luminance tile by tile; colour, if any, is kept. Any other input is left as it is,
+bit for bit.
 
 The measure is taken on the model's own input (the crop, not the whole frame): a dark bedroom with a lit doorway
 is dark where the person is, whatever the frame's average says.
@@ -74,7 +75,7 @@ class Enhancer:
 
     def apply(self, image: np.ndarray, remember: bool = True) -> bool:
         """Enhance an HxWx3 uint8 RGB model input in place when it needs it; True if it was changed."""
-        if self.settings.mode == "off":
+        if self.settings.mode == "off" or image.dtype != np.uint8:  # (every model fallwatch runs takes uint8)
             return False
         t0 = time.perf_counter()
         luma, contrast = measure(image)
