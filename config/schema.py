@@ -37,6 +37,24 @@ class CameraConfig(Section):
     loop: bool = Field(False, description="video files: start again at the end instead of stopping")
     reopen_max_s: float = Field(30, gt=0, le=3600, description="longest wait between attempts to reopen "
                                                                "a failed camera")
+    # Night (picamera2): how far the auto-exposure may go when the room is dark.
+    min_fps: float = Field(10, gt=0, le=120, description="picamera2: in the dark the auto-exposure may lengthen "
+                                                         "frames down to this rate, no further "
+                                                         "(FrameDurationLimits); >= fps keeps the rate fixed")
+    exposure_ms: Optional[float] = Field(None, gt=0, le=1000, description="picamera2: fixed exposure time in ms "
+                                                                          "(null: automatic, at most 1000/min_fps)")
+    analogue_gain: Optional[float] = Field(None, ge=1, le=64, description="picamera2: fixed analogue gain "
+                                                                          "(null: automatic)")
+    noise_reduction: Literal["auto", "off", "fast", "high_quality"] = Field(
+        "auto", description="picamera2: the ISP's denoise (auto: libcamera's choice; high_quality for night)")
+
+    @model_validator(mode="after")
+    def _night_limits(self) -> "CameraConfig":
+        slowest = min(self.min_fps, self.fps)  # a min_fps above fps just keeps the rate fixed
+        if self.exposure_ms is not None and self.exposure_ms > 1000.0 / slowest:
+            raise ValueError(f"exposure_ms: {self.exposure_ms:g} ms does not fit in a frame at {slowest:g} fps "
+                             f"(min_fps; at most {1000.0 / slowest:.0f} ms)")
+        return self
 
 
 class SmoothingConfig(Section):
@@ -45,6 +63,19 @@ class SmoothingConfig(Section):
     beta: float = Field(5.0, ge=0, le=100, description="Hz added per person-height-per-second of speed; "
                                                        "higher follows fast motion sooner")
     d_cutoff: float = Field(1.0, gt=0, le=100, description="Hz; cutoff for the speed estimate")
+
+
+class EnhanceConfig(Section):
+    mode: Literal["auto", "on", "off"] = Field("auto", description="night enhancement of what the models see: "
+                                                                   "auto = only dark, flat inputs, on, off")
+    dark_luma: float = Field(80, ge=0, le=255, description="auto: an input is enhanced when its mean luminance "
+                                                           "(0..255) is below this...")
+    low_contrast: float = Field(45, ge=0, le=255, description="...and its luminance standard deviation (0..255) "
+                                                              "below this")
+    clip_limit: float = Field(2.0, gt=0, le=40, description="CLAHE contrast limit (higher stretches more, "
+                                                            "and the grain with it)")
+    denoise: bool = Field(True, description="average the sensor grain away (at half resolution) before "
+                                                         "stretching")
 
 
 class PoseConfig(Section):
@@ -66,6 +97,7 @@ class PoseConfig(Section):
                                                                 "hips reach this score")
     rotation_retry: bool = Field(True, description="also try the crop turned by 90 degrees for lying people")
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
+    enhance: EnhanceConfig = Field(default_factory=EnhanceConfig)
 
     @field_validator("detector", "estimator")
     @classmethod

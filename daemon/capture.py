@@ -264,13 +264,35 @@ class OpenCVCameraSource(Source):
         return self.name
 
 
+# libcamera's (draft) NoiseReductionMode values.
+NOISE_REDUCTION = {"off": 0, "fast": 1, "high_quality": 2}
+
+
+def picamera2_controls(camera: Any) -> dict[str, Any]:
+    """The libcamera controls for ``camera`` (a CameraConfig): the frame rate, and how far the auto-exposure may
+    go at night. FrameDurationLimits (microseconds) lets a frame last from 1/fps up to 1/min_fps: in a dark room
+    the auto-exposure lengthens the exposure (less noise than more gain) but the rate never falls below min_fps.
+    """
+    fps = float(camera.fps)
+    min_fps = min(float(camera.min_fps or fps), fps)
+    controls: dict[str, Any] = {"FrameDurationLimits": (int(round(1e6 / fps)), int(round(1e6 / min_fps)))}
+    if camera.exposure_ms is not None:
+        controls["ExposureTime"] = int(round(camera.exposure_ms * 1000.0))
+    if camera.analogue_gain is not None:
+        controls["AnalogueGain"] = float(camera.analogue_gain)
+    if camera.noise_reduction != "auto":
+        controls["NoiseReductionMode"] = NOISE_REDUCTION[camera.noise_reduction]
+    return controls
+
+
 class PiCamera2Source(Source):
     """The Raspberry Pi camera through picamera2 (apt's python3-picamera2). Imported only when chosen."""
 
     name = "picamera2"
 
-    def __init__(self, width: int, height: int, fps: float):
+    def __init__(self, width: int, height: int, fps: float, controls: Optional[dict[str, Any]] = None):
         self.width, self.height, self.fps = width, height, fps
+        self.controls = controls or {"FrameRate": float(fps)}
         self.cam: Any = None
 
     def open(self) -> None:
@@ -282,7 +304,7 @@ class PiCamera2Source(Source):
             # "RGB888" is stored B, G, R per pixel (libcamera's naming), i.e. what OpenCV calls BGR.
             config = cam.create_video_configuration(
                 main={"size": (self.width, self.height), "format": "RGB888"},
-                controls={"FrameRate": float(self.fps)}, buffer_count=4)
+                controls=dict(self.controls), buffer_count=4)
             cam.configure(config)
             cam.start()
         except Exception:
@@ -348,7 +370,7 @@ def make_source(camera: Any, source: Optional[str] = None) -> Source:
     w, h, fps = camera.width, camera.height, camera.fps
     if spec == "auto":
         if picamera2_available():
-            return PiCamera2Source(w, h, fps)
+            return PiCamera2Source(w, h, fps, picamera2_controls(camera))
         devices = v4l2_cameras()
         if devices:
             log.info("camera.source auto: using %s", devices[0])
@@ -356,7 +378,7 @@ def make_source(camera: Any, source: Optional[str] = None) -> Source:
         raise SourceError("no camera found (no Pi camera, no /dev/video*); set camera.source or use --source FILE")
     if spec == "picamera2":
         import_picamera2()  # a clear error now rather than a retry loop on a missing package
-        return PiCamera2Source(w, h, fps)
+        return PiCamera2Source(w, h, fps, picamera2_controls(camera))
     if spec.startswith("v4l2:"):
         return OpenCVCameraSource(spec[len("v4l2:"):] or "/dev/video0", w, h, fps)
     if spec.startswith("/dev/"):

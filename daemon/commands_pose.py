@@ -154,8 +154,9 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
     """The daemon's pipeline (decode -> pose -> rules) over ``source``, ``loops`` times, as fast as possible."""
     from .pipeline import Pipeline, VideoFrames, person_poses
 
-    stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "estimate", "track", "pose", "rules",
-                                                      "pipeline")}
+    # enhance (night enhancement) is part of detect, estimate and track, and is shown apart too
+    stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "estimate", "track", "enhance", "pose",
+                                                      "rules", "pipeline")}
     det_invokes: list[float] = []
     est_invokes: list[float] = []
     det_frame: list[float] = []
@@ -190,6 +191,7 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
             stages["detect"].append(sm["detect"])
             stages["estimate"].append(sm["estimate"])
             stages["track"].append(sm["track"])
+            stages["enhance"].append(sm.get("enhance", 0.0))
             stages["pose"].append(sm["total"])
             stages["rules"].append(max(0.0, (t2 - t1) * 1000 - sm["total"]))
             stages["pipeline"].append((t2 - t0) * 1000)
@@ -233,8 +235,12 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         "invoke_ms": {"detector": {**_stats(det_invokes), "count": len(det_invokes)},
                       "estimator": {**_stats(est_invokes), "count": len(est_invokes)}},
         "model_invoke_ms_per_frame": round(invoke_per_frame, 3),
+        # night enhancement (pose.enhance): its share of the overhead, and how many model inputs it changed
+        "enhance_ms_per_frame": round(float(np.mean(stages["enhance"])), 3),
+        "enhanced_fraction": engine.enhancer.figures()["enhanced_fraction"],
         # our per-frame work (crops, tracking, smoothing, rules) over the models' own invoke time
         "overhead_ratio": round(ours_mean / invoke_per_frame, 3),
+        "overhead_ratio_without_enhance": round((ours_mean - float(np.mean(stages["enhance"]))) / invoke_per_frame, 3),
         # the same with video decoding (OpenCV/FFmpeg) counted in too
         "overhead_ratio_with_decode": round(pipeline_mean / invoke_per_frame, 3),
         # detector + estimator invoke time per frame over one estimator invoke (crop tracking saves the detector)
@@ -276,6 +282,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_with_decode']:.3f} with decoding); "
           f"detector+estimator / estimator invoke "
           f"{'-' if report['model_cost_ratio'] is None else format(report['model_cost_ratio'], '.3f')}")
+    print(f"night enhancement ({engine.settings.enhance.mode}) {report['enhance_ms_per_frame']:.2f} ms per frame "
+          f"(mean), {100 * report['enhanced_fraction']:.0f}% of model inputs enhanced; overhead ratio without it "
+          f"{report['overhead_ratio_without_enhance']:.3f}")
     print(f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
           f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame")
     loops_mb = report["rss_per_loop_mb"]

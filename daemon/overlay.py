@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -111,6 +111,10 @@ def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
             text += f" {float(angle):.0f}deg"
         at = _pt(x0, y0 - 4) if box_ok else (_pt(*sp[0]) if sp is not None else (4, 20))
         _label(img, text, at, colour, max(0.5, 0.8 * scale))
+    # night enhancement: say that the models saw a stretched picture, and what was measured on it
+    badge = enhance_badge(extra.get("enhance"))
+    if badge:
+        _label(img, badge, (4, 4), (120, 220, 255), max(0.45, 0.6 * scale))
     # frame number and media time, so a moment seen on the stream can be found again in a recording
     meta = []
     if isinstance(extra.get("frame"), (int, np.integer)):
@@ -120,6 +124,16 @@ def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
     if meta:
         _label(img, "  ".join(meta), (4, h - 6), (230, 230, 230), max(0.45, 0.6 * scale))
     return img
+
+
+def enhance_badge(figures: Any) -> str:
+    """"night enhancement on (luma 38, contrast 12)" while the models' input is being enhanced, else ""."""
+    if not isinstance(figures, dict) or not figures.get("on"):
+        return ""
+    luma, contrast = figures.get("luma"), figures.get("contrast")
+    if isinstance(luma, (int, float)) and isinstance(contrast, (int, float)):
+        return f"night enhancement on (luma {luma:.0f}, contrast {contrast:.0f})"
+    return "night enhancement on"
 
 
 def encode_jpeg(bgr: np.ndarray, height: Optional[int] = None, quality: int = 80) -> bytes:

@@ -390,7 +390,8 @@ class Daemon:
         self.persons = len(pose.persons)
         self.stage_ms = dict(pose.stage_ms)
         self.hub.publish_frame(self._shown(frame.image), pose.persons, result.states,
-                               extra={"t": frame.t, "frame": frame.frame_no})
+                               extra={"t": frame.t, "frame": frame.frame_no,
+                                      "enhance": self._enhance_figures()})
         if self.records is not None:
             self.records.on_frame(frame.image, frame.t, frame.frame_no, pose.persons, result.states)
         for event in result.events:
@@ -480,6 +481,11 @@ class Daemon:
                 self.notifier.status(f"waiting for {self.capture.source.name}: {self.capture.state}"
                                      + (f" ({self.capture.error})" if self.capture.error else ""))
 
+    def _enhance_figures(self) -> Optional[dict[str, Any]]:
+        """The night enhancement's figures for the stream badge and /api/stats (None for an engine without it)."""
+        enhancer = getattr(self.engine, "enhancer", None)
+        return enhancer.figures() if enhancer is not None else None
+
     def _update_hub(self) -> None:
         if self.hub is None or self.capture is None:
             return
@@ -489,7 +495,8 @@ class Daemon:
             dropped_frames=self.capture.dropped, corrupt_frames=self.capture.corrupt + self.corrupt,
             persons=self.persons, state=self.state, camera=self.capture.state, camera_error=self.capture.error,
             source=self.capture.source.name,
-            reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors)
+            reopens=self.capture.reopens, latency_ms=round(self.latency_ms, 1), pipeline_errors=self.errors,
+            enhance=self._enhance_figures())
         fields["mqtt"] = {"enabled": False}
         if self.publisher is not None:
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, Optional
 
-from fallwatch.pose.engine import PoseEngine, PoseSettings, SmoothingSettings
+from fallwatch.pose.engine import EnhanceSettings, PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.models import resolve_model_dir
 from fallwatch.rules import RuleSettings
 from fallwatch.rules.zones import Zone
@@ -28,7 +28,10 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 def pose_settings(cfg: Any) -> PoseSettings:
     data = cfg.pose.model_dump()
     smoothing = data.pop("smoothing", None) or {}
-    return PoseSettings(**_known(PoseSettings, data), smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
+    enhance = data.pop("enhance", None) or {}
+    return PoseSettings(**_known(PoseSettings, data),
+                        smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
+                        enhance=EnhanceSettings(**_known(EnhanceSettings, enhance)),
                         ignore_zones=ignore_polygons(cfg))
 
 

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from .enhance import Enhancer
 from .runtime import Model
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class SsdDetector:
         _, h, w, _ = model.input_shape
         self.size = (int(w), int(h))
         self._input = np.zeros((1, h, w, 3), dtype=model.input_dtype)
+        self.enhancer: Optional[Enhancer] = None  # night enhancement of the input (pose.enhance)
         if len(model.outputs) != 4:
             raise ValueError(f"{model.path.name} is not an SSD detection post-process model (4 outputs expected)")
 
@@ -71,6 +73,8 @@ class SsdDetector:
         fh, fw = frame.shape[:2]
         # The model was trained on images stretched to its input size, not letterboxed.
         cv2.resize(frame, self.size, dst=self._input[0], interpolation=cv2.INTER_LINEAR)
+        if self.enhancer is not None:
+            self.enhancer.apply(self._input[0], remember=False)
         boxes, classes, scores, count = self.model.run(self._input)
         n = int(count.reshape(-1)[0])
         dets = []
@@ -95,6 +99,7 @@ class MultiPoseDetector:
         self.size = input_size  # a multiple of 32
         model.resize_input((1, input_size, input_size, 3))
         self._input = np.zeros((1, input_size, input_size, 3), dtype=np.uint8)
+        self.enhancer: Optional[Enhancer] = None
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         fh, fw = frame.shape[:2]
@@ -104,6 +109,8 @@ class MultiPoseDetector:
         m = np.array([[scale, 0, (self.size - fw * scale) / 2], [0, scale, (self.size - fh * scale) / 2]])
         cv2.warpAffine(frame, m, (self.size, self.size), dst=self._input[0], flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT)
+        if self.enhancer is not None:
+            self.enhancer.apply(self._input[0], remember=False)
         out = self.model.run(self._input)[0].reshape(-1, 56)
         ox, oy = m[0, 2], m[1, 2]
         dets = []
@@ -164,6 +171,7 @@ class BlazePoseDetector:
                              f"{len(self.anchors)}")
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
+        self.enhancer: Optional[Enhancer] = None
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         from .estimator import alignment_crop
@@ -174,6 +182,8 @@ class BlazePoseDetector:
         m = np.array([[scale, 0, ox], [0, scale, oy]])
         cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb, flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT)
+        if self.enhancer is not None:
+            self.enhancer.apply(self._rgb, remember=False)
         np.multiply(self._rgb, 2.0 / 255.0, out=self._input[0], casting="unsafe")
         self._input -= 1.0
         raw, logits = self.model.run(self._input, self._which)

@@ -19,6 +19,7 @@ from . import edgetpu_stack, runtime
 from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
 from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
 from .edgetpu_probe import ProbeResult, probe_model, run_probe
+from .enhance import EnhanceSettings, Enhancer
 from .estimator import BlazePoseEstimator, MoveNetEstimator
 from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .runtime import BackendError, Model
@@ -27,7 +28,8 @@ from .types import PoseResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SmoothingSettings", "PoseSettings", "PoseEngine", "FrameError", "BackendError", "ModelError"]
+__all__ = ["SmoothingSettings", "EnhanceSettings", "PoseSettings", "PoseEngine", "FrameError", "BackendError",
+           "ModelError"]
 
 
 class FrameError(ValueError):
@@ -59,6 +61,7 @@ class PoseSettings:
     rotation_retry: bool = True
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     ignore_zones: tuple = ()  # polygons (normalised 0-1 points) whose people are not tracked (TV, mirror)
+    enhance: EnhanceSettings = field(default_factory=EnhanceSettings)
 
 
 def _spec(name: str, kinds: tuple[str, ...], role: str) -> ModelSpec:
@@ -80,6 +83,7 @@ class PoseEngine:
             raise BackendError(f"pose.backend must be auto, edgetpu or cpu, not {settings.backend!r}")
         self.settings = settings
         self.model_dir = Path(model_dir)
+        self.enhancer = Enhancer(settings.enhance)  # night enhancement of every model input (pose/enhance.py)
         self._det_spec = _spec(settings.detector, ("detector", "multipose", "blazepose_detector"), "detector")
         self._est_spec = _spec(settings.estimator, ("estimator", "blazepose_landmark"), "estimator")
         # Fail early on missing CPU models: they are the fallback whatever the backend.
@@ -206,6 +210,7 @@ class PoseEngine:
             self.estimator: Any = BlazePoseEstimator(self.estimator_model)
         else:
             self.estimator = MoveNetEstimator(self.estimator_model)
+        self.detector.enhancer = self.estimator.enhancer = self.enhancer
         sm = s.smoothing
         ts = TrackerSettings(detect_every=max(1, s.detect_every), track_timeout_s=s.track_timeout_s,
                              max_persons=max(1, s.max_persons), min_torso_score=s.min_torso_score,
@@ -238,6 +243,7 @@ class PoseEngine:
             self.bad_frames += 1
             raise FrameError(f"frame time must be a finite number of seconds, got {t!r}")
         det_ms0, est_ms0 = self.detector_model.total_invoke_ms, self.estimator_model.total_invoke_ms
+        enh_ms0 = self.enhancer.total_ms
         # On the TPU, keep the tracker's state: an invoke that fails half-way through a step leaves some tracks
         # already moved on to this frame, and the CPU retry of the frame must start from where it started.
         before = self.tracker.snapshot() if self._backend == "edgetpu" else None
@@ -259,6 +265,7 @@ class PoseEngine:
             "total": total,
             "detect_invoke": self.detector_model.total_invoke_ms - det_ms0,
             "estimate_invoke": self.estimator_model.total_invoke_ms - est_ms0,
+            "enhance": self.enhancer.total_ms - enh_ms0,  # inside detect and estimate, reported apart too
         }
         return PoseResult(persons=persons, backend=self._backend, stage_ms=stage, detector_ran=st.detector_ran,
                           estimator_calls=st.estimator_calls)

@@ -13,6 +13,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from .enhance import Enhancer
 from .runtime import Model
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,15 @@ class MoveNetEstimator:
         self.size = int(w)
         self._input = np.zeros((1, h, w, 3), dtype=model.input_dtype)
         self._uv1 = np.ones((17, 3), dtype=np.float64)
+        self.enhancer: Optional[Enhancer] = None  # night enhancement of the crop (pose.enhance)
 
     def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray:
         """Keypoints (17, 3) as (x, y, score) in frame pixels for the person in ``crop``."""
         m = crop.matrix(self.size)
         cv2.warpAffine(frame, m, (self.size, self.size), dst=self._input[0],
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        if self.enhancer is not None:
+            self.enhancer.apply(self._input[0])
         out = self.model.run(self._input)[0].reshape(17, 3)
         uv1 = self._uv1
         uv1[:, 0] = out[:, 1] * self.size
@@ -109,6 +113,7 @@ class BlazePoseEstimator:
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
         self._uv1 = np.ones((35, 3), dtype=np.float64)
+        self.enhancer: Optional[Enhancer] = None
         self.last33: Optional[np.ndarray] = None
         self.last_roi: Optional[Crop] = None
         self._which = [model.output_where(lambda s: s[-1] == 195), model.output_where(lambda s: s == (1, 1))]
@@ -117,6 +122,8 @@ class BlazePoseEstimator:
         m = crop.matrix(self.size)
         cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb,
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        if self.enhancer is not None:
+            self.enhancer.apply(self._rgb)
         np.multiply(self._rgb, 1.0 / 255.0, out=self._input[0], casting="unsafe")
         landmarks, flag = self.model.run(self._input, self._which)
         landmarks = landmarks.reshape(39, 5)

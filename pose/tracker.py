@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 KP_THRESHOLD = 0.2  # a keypoint at least this confident shapes the next crop and the box
 TORSO = (L_SHOULDER, R_SHOULDER, L_HIP, R_HIP)
 RETRY_COOLDOWN_FRAMES = 5
+CROP_SHRINK = 0.85  # a crop shrinks by at most this factor from one frame to the next
+NIGHT_CROP_SHRINK = 0.95  # ...and by this much when the crop was dark (night enhancement on)
 
 
 class Estimator(Protocol):
@@ -252,9 +254,11 @@ class Tracker:
                 e = self._estimate_best(frame, whole_frame_crop(fw, fh), (0.0, 0.0, float(fw), float(fh)), st)
                 if torso_score(e.kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
                     box = keypoint_box(e.kps)
-                    if box is not None and self._find_track(box) is None \
-                            and not in_ignore_zone(box, self.s.ignore_zones, fw, fh):
+                    tr = self._find_track(box) if box is not None else None
+                    if box is not None and tr is None and not in_ignore_zone(box, self.s.ignore_zones, fw, fh):
                         self._new_track(e, box, t)
+                    elif tr is not None:  # a lost track found again (a dark, noisy frame lost it): same person
+                        self._update(tr, e, t, box)
 
         self._drop_duplicates()
         self.tracks = [tr for tr in self.tracks if self._alive(tr, t)]
@@ -266,8 +270,12 @@ class Tracker:
         last seen "in the future" is as stale as one not seen for that long, not immortal until time catches up."""
         return abs(t - tr.last_seen) <= self.s.track_timeout_s
 
-    @staticmethod
-    def _next_crop(tr: Track, fw: int, fh: int) -> tuple[Crop, bool]:
+    def _dark(self) -> bool:
+        """Whether the estimator's newest crop was a dark one that night enhancement had to stretch."""
+        last = getattr(getattr(self.estimator, "enhancer", None), "last", None)
+        return bool(last is not None and last.enhanced)
+
+    def _next_crop(self, tr: Track, fw: int, fh: int) -> tuple[Crop, bool]:
         """The crop to look for this track in, and whether it is aligned with the body already."""
         longest = float(max(fw, fh))
         if tr.lost and tr.crop is not None:
@@ -282,7 +290,9 @@ class Tracker:
         if tr.crop is not None:
             # People do not shrink fast: a crop that collapses onto the few keypoints it is sure of (a person
             # lying on a bed, half hidden) loses the rest of the body, and then the person.
-            crop.size = min(max(crop.size, tr.crop.size * 0.85), longest * 1.2)
+            # In the dark fewer keypoints pass KP_THRESHOLD, so the box they give is too small: shrink slower.
+            shrink = NIGHT_CROP_SHRINK if self._dark() else CROP_SHRINK
+            crop.size = min(max(crop.size, tr.crop.size * shrink), longest * 1.2)
         return crop, False
 
     def _merge_detections(self, frame: np.ndarray, dets: list[Detection], t: float, st: StepStats) -> int:

@@ -36,7 +36,8 @@ def test_an_empty_file_means_all_defaults(tmp_path: Path) -> None:
 def test_unknown_key_names_file_line_key_and_the_known_keys(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, "camera:\n  name: hall\n  colour: red\n")
     assert errors == ["fallwatch.yaml:3: camera.colour: unknown key (known keys: source, name, width, height, fps, "
-                      "rotate, flip, realtime, loop, reopen_max_s)"]
+                      "rotate, flip, realtime, loop, reopen_max_s, min_fps, exposure_ms, analogue_gain, "
+                      "noise_reduction)"]
 
 
 def test_unknown_section(tmp_path: Path) -> None:

@@ -394,11 +394,45 @@ def test_picamera2_code_path_with_a_stand_in_module(monkeypatch: pytest.MonkeyPa
     finally:
         capture.stop()
     picam = FakePicamera2.instances[-1]
-    assert picam.config == {"main": {"size": (320, 240), "format": "RGB888"}, "controls": {"FrameRate": 12.0},
-                            "buffer_count": 4}
+    # 12 fps, and in the dark the frames may stretch to 1/10 s (min_fps' default), no longer
+    assert picam.config == {"main": {"size": (320, 240), "format": "RGB888"},
+                            "controls": {"FrameDurationLimits": (83333, 100000)}, "buffer_count": 4}
     assert frame is not None and frame.image.shape == (240, 320, 3)
     assert frame.image[0, 0].tolist() == [0, 0, 200], "BGR from picamera2 becomes RGB"
     assert picam.closed and not picam.started
+
+
+def test_picamera2_gets_the_night_exposure_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    FakePicamera2.instances.clear()
+    cam = CameraConfig(source="picamera2", fps=15, min_fps=8, exposure_ms=60, analogue_gain=6,
+                       noise_reduction="high_quality")
+    source = make_source(cam)
+    source.open()
+    try:
+        controls = FakePicamera2.instances[-1].config["controls"]
+    finally:
+        source.close()
+    assert controls == {"FrameDurationLimits": (66667, 125000), "ExposureTime": 60000, "AnalogueGain": 6.0,
+                        "NoiseReductionMode": 2}
+    # min_fps at or above fps keeps the frame rate fixed
+    assert capmod.picamera2_controls(CameraConfig(fps=15, min_fps=30)) == {"FrameDurationLimits": (66667, 66667)}
+
+
+def test_night_camera_settings_are_validated() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="exposure_ms: 200 ms does not fit in a frame at 10 fps"):
+        CameraConfig(fps=15, min_fps=10, exposure_ms=200)
+    with pytest.raises(ValidationError, match="analogue_gain"):
+        CameraConfig(analogue_gain=0.5)
+    with pytest.raises(ValidationError, match="noise_reduction"):
+        CameraConfig(noise_reduction="max")
 
 
 def test_picamera2_without_a_camera_is_retried(monkeypatch: pytest.MonkeyPatch,

@@ -10,6 +10,7 @@ pose:
   num_threads: 3
   detect_every: 7
   smoothing: {enabled: false, min_cutoff: 2.5}
+  enhance: {mode: "on", dark_luma: 60, clip_limit: 3}
 rules:
   strategy: ambianic
   fall_angle_deg: 52
@@ -23,6 +24,7 @@ def test_non_default_values_reach_the_settings() -> None:
     pose = pose_settings(cfg)
     assert (pose.backend, pose.num_threads, pose.detect_every) == ("cpu", 3, 7)
     assert pose.smoothing.enabled is False and pose.smoothing.min_cutoff == 2.5
+    assert (pose.enhance.mode, pose.enhance.dark_luma, pose.enhance.clip_limit) == ("on", 60, 3)
     rules = rule_settings(cfg)
     assert (rules.strategy, rules.fall_angle_deg, rules.settle_s) == ("ambianic", 52, 0.8)
     assert (rules.ambianic_confidence, rules.ambianic_angle_deg, rules.ambianic_min_interval_s) == (0.3, 40, 0.7)
@@ -31,8 +33,10 @@ def test_non_default_values_reach_the_settings() -> None:
 def test_every_config_key_has_a_home() -> None:
     cfg = parse_config("", "t.yaml")
     pose, rules = pose_settings(cfg), rule_settings(cfg)
-    for key, value in cfg.pose.model_dump(exclude={"smoothing"}).items():
+    for key, value in cfg.pose.model_dump(exclude={"smoothing", "enhance"}).items():
         assert getattr(pose, key) == value, key
+    for key, value in cfg.pose.enhance.model_dump().items():
+        assert getattr(pose.enhance, key) == value, f"enhance.{key}"
     for key, value in cfg.rules.model_dump(exclude={"ambianic"}).items():
         assert getattr(rules, key) == value, key
 

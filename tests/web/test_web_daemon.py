@@ -167,6 +167,9 @@ def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
     assert status == 200 and stats["backend"] in ("cpu", "edgetpu") and stats["fps"] > 0
     assert stats["camera"] == "running" and stats["frames"] > 0 and stats["healthy"] is True
     assert stats["mqtt"]["connected"] is False and stats["mqtt"]["enabled"] is False  # mqtt.enabled: false
+    # the night enhancement's figures: a daylight clip is measured and left alone
+    assert stats["enhance"]["mode"] == "auto" and stats["enhance"]["on"] is False
+    assert stats["enhance"]["luma"] > 80 and stats["enhance"]["enhanced_fraction"] == 0.0
     status, _, body = d.request("/metrics")
     text = body.decode()
     assert status == 200 and f'fallwatch_backend_info{{backend="{stats["backend"]}"}} 1' in text

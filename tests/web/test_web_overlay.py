@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fallwatch.daemon.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, spine
+from fallwatch.daemon.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, enhance_badge, spine
 from fallwatch.daemon.status import StatusHub
 
 
@@ -153,3 +153,16 @@ def test_jpeg_cache_is_bounded_when_frames_stop(clip_frames):
         assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[0] == height
     assert len(hub._jpeg_cache) <= JPEG_CACHE
     assert hub.latest_jpeg(100 + 3 * JPEG_CACHE - 1) is hub.latest_jpeg(100 + 3 * JPEG_CACHE - 1), "still cached"
+
+
+def test_overlay_says_when_the_models_saw_an_enhanced_picture(clip_frames):
+    frame = clip_frames[0]
+    on = {"mode": "auto", "on": True, "luma": 38.4, "contrast": 12.2, "enhanced_fraction": 1.0}
+    assert enhance_badge(on) == "night enhancement on (luma 38, contrast 12)"
+    assert enhance_badge({**on, "on": False}) == "" and enhance_badge(None) == ""
+    plain = draw_overlay(frame, [], {}, {})
+    badged = draw_overlay(frame, [], {}, {"enhance": on})
+    h, w = frame.shape[:2]
+    assert np.array_equal(plain[h // 4:, :], badged[h // 4:, :]), "only the top-left corner carries the badge"
+    assert not np.array_equal(plain[: h // 4, : w // 2], badged[: h // 4, : w // 2])
+    assert np.array_equal(draw_overlay(frame, [], {}, {"enhance": {**on, "on": False}}), plain)
