@@ -130,6 +130,11 @@ class Watchdog:
             self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        """Pinging: systemd asked for a watchdog (WatchdogSec) and the thread is up."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         healthy = True
         while not self._stop.wait(self.interval_s):
