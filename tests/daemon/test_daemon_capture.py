@@ -79,11 +79,10 @@ def test_realtime_file_runs_at_its_own_fps(clips: Path, clip: str) -> None:
 
 def test_file_as_fast_as_possible_delivers_every_frame_in_order(clips: Path) -> None:
     path = clips / CLIP_30FPS
+    started = time.monotonic()
     capture = open_capture(CameraConfig(source=str(path), realtime=False))
     try:
-        t0 = time.monotonic()
         frames = drain(capture, 30.0, per_frame_s=0.001)
-        wall = time.monotonic() - t0
     finally:
         capture.stop()
     assert capture.state == "eof" and capture.finished
@@ -92,7 +91,9 @@ def test_file_as_fast_as_possible_delivers_every_frame_in_order(clips: Path) -> 
     assert [f.frame_no for f in frames] == list(range(n))
     fps = capture.source.fps
     assert frames[-1].t == pytest.approx((n - 1) / fps, abs=0.5 / fps)  # container time stamps
-    assert wall < n / fps, "realtime: false must not be paced"
+    # realtime: false is not paced: frames come ahead of their media time (all of them but the first few, unless
+    # the machine cannot decode at the clip's rate; one is enough)
+    assert any(f.captured - started < f.t for f in frames), "realtime: false must not be paced"
     assert frames[0].image.shape == (480, 640, 3) and frames[0].image.dtype == np.uint8
 
 
