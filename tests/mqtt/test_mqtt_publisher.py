@@ -398,6 +398,7 @@ def test_mqtt_alerts_pause_expires_by_itself_and_says_so(mosquitto, subscriber, 
         beat = next(h for h in sub.json_on(f"{PREFIX}/heartbeat") if h["alerts"] is False)
         assert beat["alerts_resume_at"].endswith("Z")
         assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts")[-1:] == [b"ON"], 5), "the pause did not end"
+        assert wait_until(lambda: "alerts resumed" in caplog.text, 10)   # logged just after <prefix>/alerts ON
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("alerts PAUSED by MQTT command" in m for m in lines), lines
     assert any("alerts resumed: the pause reached alerts.pause_max_s (1 s)" in m for m in lines), lines
