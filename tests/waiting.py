@@ -5,7 +5,7 @@ import time
 from typing import Callable
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> bool:
     """Poll ``predicate`` until it is true (returns True) or ``timeout`` seconds pass (returns its last value,
     as a bool). Use a generous timeout: it only costs time when the test is about to fail anyway."""
     deadline = time.monotonic() + timeout

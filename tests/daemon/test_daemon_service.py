@@ -137,7 +137,7 @@ def test_signal_stops_within_2s_with_exit_0(run_daemon, data_dir: Path, tmp_path
     assert "fps on cpu" in ready or "fps on edgetpu" in ready
     run.wait_notify("STATUS=")
     # running steady, a viewer-less debug server up
-    assert wait_until(lambda: get_json(cfg["debug"]["bind"], "/api/stats")[1].get("frames", 0) >= 10, 60)
+    assert wait_until(lambda: get_json(cfg["debug"]["bind"], "/api/stats")[1].get("frames", 0) >= 10, 60, step=0.1)
     rc, took = run.signal_and_wait(sig)
     assert rc == 0, run.log[-2000:]
     assert took < 2.0, f"took {took:.2f}s to stop"
@@ -154,7 +154,7 @@ def test_sigterm_with_mqtt_connected_stops_within_2s(run_daemon, data_dir: Path,
     run = run_daemon(cfg)
     run.wait_notify("READY=1")
     bind = cfg["debug"]["bind"]
-    assert wait_until(lambda: get_json(bind, "/api/stats")[1].get("mqtt", {}).get("connected"), 30)
+    assert wait_until(lambda: get_json(bind, "/api/stats")[1].get("mqtt", {}).get("connected"), 30, step=0.1)
     assert get_json(bind, "/api/stats")[1]["mqtt"]["connected"] is True
     rc, took = run.signal_and_wait(signal.SIGTERM)
     assert rc == 0 and took < 2.0, (rc, took, run.log[-2000:])
@@ -187,7 +187,7 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     assert re.search(r"fallwatch\.yaml:2: rules\.fall_angle_deg: must be between 10 and 90", run.log)
     assert re.search(r"fallwatch\.yaml:3: rules\.no_such_key: unknown key", run.log)
     frames = get_json(bind, "/api/stats")[1]["frames"]
-    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 5, 30), "detection stopped"
+    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 5, 30, step=0.1), "detection stopped"
     assert run.proc.poll() is None
     status, stats = get_json(bind, "/api/stats")
     assert stats["rules"]["fall_angle_deg"] == after
@@ -217,7 +217,7 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     run.proc.send_signal(signal.SIGHUP)
     run.wait_log(r"SIGHUP: reloading", count=5)
     frames = get_json(bind, "/api/stats")[1]["frames"]
-    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 10, 30), \
+    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 10, 30, step=0.1), \
         "detection waited for the reload"
     assert get_json(bind, "/healthz")[0] == 200
     cfg["rules"] = {"fall_angle_deg": after + 5}
@@ -346,7 +346,7 @@ def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(run_daemon, data_di
     run.write_config(cfg)
     run.proc.send_signal(signal.SIGHUP)
     run.wait_log(r"mqtt enabled by the new configuration")
-    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["mqtt"]["connected"], 30)
+    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["mqtt"]["connected"], 30, step=0.1)
     assert get_json(bind, "/api/stats")[1]["mqtt"]["connected"] is True
     angle = get_json(bind, "/api/stats")[1]["rules"]["fall_angle_deg"]
 
@@ -360,7 +360,7 @@ def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(run_daemon, data_di
     run.wait_log(r"reload rejected")
     assert "mqtt.tls" in run.log
     frames = get_json(bind, "/api/stats")[1]["frames"]
-    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 5, 30), "detection stopped"
+    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 5, 30, step=0.1), "detection stopped"
     stats = get_json(bind, "/api/stats")[1]
     assert stats["rules"]["fall_angle_deg"] == angle and stats["mqtt"]["connected"] is True
     rc, took = run.signal_and_wait(signal.SIGTERM)

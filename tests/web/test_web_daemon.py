@@ -159,7 +159,7 @@ def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
         assert diff.min() < 12, f"streamed frame is not from the clip (best {diff.min():.1f})"
 
     # the daemon refreshes its figures once a second
-    wait_until(lambda: json.loads(d.request("/api/stats")[2])["fps"], 30)
+    wait_until(lambda: json.loads(d.request("/api/stats")[2])["fps"], 30, step=0.1)
     status, _, body = d.request("/api/stats")
     stats = json.loads(body)
     assert status == 200 and stats["backend"] in ("cpu", "edgetpu") and stats["fps"] > 0
@@ -210,7 +210,7 @@ def test_daemon_healthz_503_while_the_camera_is_gone_and_200_when_it_is_back(
     assert status == 503 and json.loads(body)["status"] == "unhealthy"
     print("camera gone -> 503 after", round(took, 2), "s:", body.decode())
     # the daemon refreshes its figures once a second
-    wait_until(lambda: json.loads(d.request("/api/stats")[2])["camera"] != "running", 30)
+    wait_until(lambda: json.loads(d.request("/api/stats")[2])["camera"] != "running", 30, step=0.1)
     assert json.loads(d.request("/api/stats")[2])["camera"] == "reopening"
     assert d.proc.poll() is None, "the daemon must keep running while the camera is away"
     assert took < 15
@@ -219,7 +219,7 @@ def test_daemon_healthz_503_while_the_camera_is_gone_and_200_when_it_is_back(
     back.start()
     try:
         d.wait_health(200, timeout=30)
-        wait_until(lambda: json.loads(d.request("/api/stats")[2])["camera"] == "running", 30)
+        wait_until(lambda: json.loads(d.request("/api/stats")[2])["camera"] == "running", 30, step=0.1)
         assert json.loads(d.request("/api/stats")[2])["camera"] == "running"
     finally:
         assert d.stop() == 0, d.log[-3000:]
