@@ -193,6 +193,18 @@ class MqttPublisher:
                 "events_suppressed": self._events_suppressed, "alerts": self.alerts_enabled,
                 "alerts_resume_at": self.alerts_resume_at()}
 
+    def in_flight(self) -> int:
+        """Events handed to the broker and not yet acknowledged (they stay in the outbox until they are)."""
+        with self._client_lock:
+            return len(self._inflight)
+
+    def state_published(self) -> bool:
+        """The current ``<prefix>/state`` is acknowledged by the broker (what a late subscriber now finds), or
+        there is none to publish."""
+        with self._state_lock:
+            info = self._state_info
+            return not self._state_deferred and (info is None or info.is_published())
+
     def _pause_left_s(self) -> Optional[float]:
         """Seconds until a pause ends; None while alerts are on. Measured on the wall clock (the pause outlives
         restarts) but never more than pause_max_s from now, should the clock have been set back."""

@@ -48,6 +48,11 @@ class Notifier:
     def enabled(self) -> bool:
         return self.socket_path is not None
 
+    @property
+    def via_systemd_python(self) -> bool:
+        """Messages go through systemd-python's ``sd_notify`` rather than fallwatch's own socket code."""
+        return self._lib is not None
+
     def notify(self, message: str) -> bool:
         """Send one message (``KEY=VALUE`` lines); False when not under systemd or the send failed."""
         if not self.socket_path:
@@ -129,6 +134,11 @@ class Watchdog:
             self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
             self._thread.start()
         return self
+
+    @property
+    def running(self) -> bool:
+        """Pinging: systemd asked for a watchdog (WatchdogSec) and the thread is up."""
+        return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
         healthy = True

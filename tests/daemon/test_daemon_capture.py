@@ -16,6 +16,7 @@ from fallwatch.config.schema import CameraConfig
 from fallwatch.daemon import capture as capmod
 from fallwatch.daemon.capture import (Capture, ImageFolderSource, OpenCVCameraSource, Source, SourceError,
                                       make_source, open_capture, to_rgb, transform)
+from waiting import wait_until
 
 CLIP_30FPS = "Subject 1/Fall/15.mp4"  # 640x480, 30 fps, 178 frames
 CLIP_15FPS = "Subject 2/ADL/23.mp4"  # 640x480, 14.985 fps
@@ -56,29 +57,32 @@ def drain(capture: Capture, seconds: float, per_frame_s: float = 0.0) -> list:
 def test_realtime_file_runs_at_its_own_fps(clips: Path, clip: str) -> None:
     path = clips / clip
     fps = file_fps(path)
+    started = time.monotonic()
     capture = open_capture(CameraConfig(source=str(path), realtime=True))
+    frames: list = []
     try:
-        t0 = time.monotonic()
-        frames = drain(capture, 2.0)
-        wall = time.monotonic() - t0
-        produced = capture.delivered  # taken + overwritten
+        # until one second of media time has played (a busy machine may take longer: that is no failure)
+        assert wait_until(lambda: frames.append(capture.get(0.1)) or (frames[-1] and frames[-1].t >= 1.0), 30)
     finally:
         capture.stop()
-    rate = produced / wall
-    assert abs(rate - fps) / fps < 0.25, f"{produced} frames in {wall:.2f}s = {rate:.1f} fps, file says {fps:.2f}"
-    # Media time advances like the wall clock, and starts at 0.
+    frames = [f for f in frames if f is not None]
+    # Paced: no frame is handed out before its media time has passed on the wall clock (played as fast as
+    # possible, the frame at 1 s would come after some 30 ms of decoding).
+    early = [(f.frame_no, round(f.t, 3), round(f.captured - started, 3)) for f in frames
+             if f.captured - started < f.t]
+    assert not early, f"frames ahead of their media time (frame, t, wall): {early}"
+    # Media time starts at 0 and advances at the file's rate.
     assert frames[0].t == pytest.approx(0.0, abs=1 / fps)
-    assert frames[-1].t == pytest.approx(wall, abs=0.5)
+    assert frames[-1].t == pytest.approx(frames[-1].frame_no / fps, abs=1 / fps)
     assert capture.source.fps == pytest.approx(fps)
 
 
 def test_file_as_fast_as_possible_delivers_every_frame_in_order(clips: Path) -> None:
     path = clips / CLIP_30FPS
+    started = time.monotonic()
     capture = open_capture(CameraConfig(source=str(path), realtime=False))
     try:
-        t0 = time.monotonic()
         frames = drain(capture, 30.0, per_frame_s=0.001)
-        wall = time.monotonic() - t0
     finally:
         capture.stop()
     assert capture.state == "eof" and capture.finished
@@ -87,7 +91,9 @@ def test_file_as_fast_as_possible_delivers_every_frame_in_order(clips: Path) -> 
     assert [f.frame_no for f in frames] == list(range(n))
     fps = capture.source.fps
     assert frames[-1].t == pytest.approx((n - 1) / fps, abs=0.5 / fps)  # container time stamps
-    assert wall < n / fps, "realtime: false must not be paced"
+    # realtime: false is not paced: frames come ahead of their media time (all of them but the first few, unless
+    # the machine cannot decode at the clip's rate; one is enough)
+    assert any(f.captured - started < f.t for f in frames), "realtime: false must not be paced"
     assert frames[0].image.shape == (480, 640, 3) and frames[0].image.dtype == np.uint8
 
 
@@ -120,22 +126,23 @@ def test_loop_restarts_with_increasing_time(clips: Path) -> None:
 
 def test_slow_consumer_gets_newest_frame_and_drops_are_counted(clips: Path) -> None:
     capture = open_capture(CameraConfig(source=str(clips / CLIP_30FPS), realtime=True))
+    frames, newest = [], []
     try:
-        frames = drain(capture, 2.0, per_frame_s=0.2)  # "inference" at 5 fps against a 30 fps camera
-        taken_at_latency = []
-        for _ in range(3):
-            time.sleep(0.2)
-            frame = capture.get(1)
-            assert frame is not None
-            taken_at_latency.append(time.monotonic() - frame.captured)
+        frames.append(capture.get(10))
+        for _ in range(6):  # "inference" during which 3 or more camera frames arrive
+            delivered = capture.delivered
+            assert wait_until(lambda: capture.delivered >= delivered + 3, 30), capture.stats()
+            newest.append(capture.delivered - 1)  # frame numbers count the frames read, from 0
+            frames.append(capture.get(10))
     finally:
         capture.stop()
-    assert capture.dropped > 20
-    assert capture.delivered == capture.taken + capture.dropped + (1 if capture._slot is not None else 0)
+    capture.get(0)  # whatever is left in the slot: then every frame read was taken or dropped
+    assert None not in frames
+    assert capture.dropped >= 2 * 6 and capture.delivered == capture.taken + capture.dropped
     gaps = [b.frame_no - a.frame_no for a, b in zip(frames, frames[1:])]
     assert min(gaps) >= 3, f"old frames were queued instead of dropped: {gaps}"
-    # The frame handed out is at most one camera frame old, never a backlog.
-    assert max(taken_at_latency) < 0.1, taken_at_latency
+    # The frame handed out is the newest read when it was asked for (or newer), never a backlog.
+    assert all(f.frame_no >= n for f, n in zip(frames[1:], newest)), ([f.frame_no for f in frames], newest)
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:
@@ -234,7 +241,7 @@ def test_missing_v4l2_device_is_retried_and_logged(caplog: pytest.LogCaptureFixt
     capture = Capture(source, reopen_min_s=0.1, reopen_max_s=0.4).start()
     try:
         assert capture.get(1.0) is None
-        time.sleep(0.3)
+        assert wait_until(lambda: capture.reopens >= 3, 30), capture.stats()
         assert capture.state == "reopening" and not capture.ended
     finally:
         capture.stop()
@@ -248,9 +255,7 @@ def test_unreachable_rtsp_stream_is_retried(caplog: pytest.LogCaptureFixture) ->
     url = f"rtsp://user:secret@127.0.0.1:{closed_port()}/stream"
     capture = Capture(make_source(CameraConfig(), url), reopen_min_s=0.1, reopen_max_s=0.2).start()
     try:
-        deadline = time.monotonic() + 10
-        while capture.reopens < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_until(lambda: capture.reopens >= 2, 30), capture.stats()
         assert capture.state == "reopening"
     finally:
         capture.stop()
@@ -449,8 +454,8 @@ def test_picamera2_without_a_camera_is_retried(monkeypatch: pytest.MonkeyPatch,
     caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
     capture = Capture(make_source(CameraConfig(source="picamera2")), reopen_min_s=0.05, reopen_max_s=0.1).start()
     try:
-        time.sleep(0.4)
-        assert capture.state == "reopening" and capture.reopens >= 2
+        assert wait_until(lambda: capture.reopens >= 2, 30), capture.stats()
+        assert capture.state == "reopening"
     finally:
         capture.stop()
     assert any("picamera2 sees no camera attached" in r.getMessage() for r in caplog.records)
@@ -552,9 +557,7 @@ def test_camera_delivering_only_malformed_frames_is_reported(caplog: pytest.LogC
     caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
     capture = Capture(source, realtime=True).start()
     try:
-        deadline = time.monotonic() + 5
-        while capture.corrupt < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: capture.corrupt >= 10, 30), capture.stats()
         assert capture.error is not None and "malformed" in capture.error and "(48, 64, 2)" in capture.error
         frames = drain(capture, 1.5)
     finally:
@@ -619,17 +622,22 @@ def test_realtime_file_with_a_time_stamp_jump_does_not_stall(tmp_path: Path) -> 
     subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
                     "-frames:v", "20", "-vf", "setpts='PTS+if(gte(N,10),100/TB,0)'", "-fps_mode", "passthrough",
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True, timeout=60)
+    t0 = time.monotonic()
     capture = open_capture(CameraConfig(source=str(clip), realtime=True))
     try:
-        t0 = time.monotonic()
-        frames = drain(capture, 10)
-        took = time.monotonic() - t0
+        frames = drain(capture, 30)   # a stall would wait for the jumped time (100 s)
     finally:
         capture.stop()
-    assert len(frames) == 20 and capture.state == "eof", (len(frames), capture.state)
-    assert took < 6, f"{took:.1f}s for 2 s of video"
-    assert frames[10].t - frames[9].t == pytest.approx(100.1, abs=0.05), "media time keeps the file's jump"
-    assert 0.6 < frames[9].captured - frames[0].captured < 3, "still paced at the file's rate"
+    # every frame read came out (taken, or dropped for a newer one when this thread was slow: realtime)
+    assert capture.state == "eof" and len(frames) + capture.dropped == 20, (len(frames), capture.stats())
+    before = [f for f in frames if f.frame_no < 10]
+    after = [f for f in frames if f.frame_no >= 10]
+    assert before and after, [f.frame_no for f in frames]
+    a, b = before[-1], after[0]
+    assert b.t - a.t == pytest.approx(100 + 0.1 * (b.frame_no - a.frame_no), abs=0.05), \
+        "media time keeps the file's jump"
+    # still paced at the file's rate before the jump: no frame before its media time (0.1 s a frame)
+    assert all(f.captured - t0 >= f.t for f in before), [(f.t, f.captured - t0) for f in before]
 
 
 def _huge_png(path: Path, side: int) -> None:

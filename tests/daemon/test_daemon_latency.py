@@ -12,61 +12,77 @@ from fallwatch.daemon.capture import Capture, Source
 from fallwatch.daemon.notify import Notifier
 from fallwatch.daemon.service import Daemon
 from fallwatch.pose.types import PoseResult
+from waiting import wait_until
 
-INFERENCE_S = 0.12  # ~8 fps of "inference" against a 30 fps camera
+PER_INFERENCE = 4  # camera frames that arrive while one inference runs (a 30 fps camera, ~8 fps of inference)
+ROUNDS = 8
+
+
+class GatedCamera(Source):
+    """Each frame carries its number (1, 2, ...) in its pixels; a frame is read only when the test allows it, so
+    how many frames arrive during one inference does not depend on how busy the machine is."""
+
+    name = "gated-camera"
+    bgr = False
+
+    def __init__(self) -> None:
+        self.allowed = threading.Semaphore(1)   # the first frame
+        self.n = 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Optional[tuple[np.ndarray, float]]:
+        if not self.allowed.acquire(timeout=30):
+            return None
+        self.n += 1
+        return np.full((64, 64, 3), self.n, np.uint8), time.monotonic()
 
 
 class SlowEngine:
+    """An inference during which PER_INFERENCE newer frames reach the capture."""
+
     backend = "cpu"
     backend_reason = "test"
 
-    def __init__(self) -> None:
+    def __init__(self, camera: GatedCamera) -> None:
+        self.camera = camera
+        self.capture: Optional[Capture] = None
         self.seen: list[int] = []
+        self.newest_when_taken: list[int] = []   # frames the capture had delivered when this one was processed
 
     def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
+        assert self.capture is not None
+        self.newest_when_taken.append(self.capture.delivered)
         self.seen.append(int(frame_rgb[0, 0, 0]))
-        time.sleep(INFERENCE_S)
-        return PoseResult(persons=[], backend="cpu", stage_ms={"total": INFERENCE_S * 1000})
-
-
-class CountingCamera(Source):
-    """30 fps; each frame carries its number (mod 256) in its pixels."""
-
-    name = "counting-camera"
-    bgr = False
-
-    def open(self) -> None:
-        self.n = 0
-        self._next = time.monotonic()
-
-    def read(self) -> Optional[tuple[np.ndarray, float]]:
-        self._next += 1 / 30
-        time.sleep(max(0.0, self._next - time.monotonic()))
-        self.n += 1
-        return np.full((64, 64, 3), self.n % 256, np.uint8), time.monotonic()
+        if len(self.seen) < ROUNDS:
+            target = self.capture.delivered + PER_INFERENCE
+            for _ in range(PER_INFERENCE):
+                self.camera.allowed.release()
+            assert wait_until(lambda: self.capture.delivered >= target, 30), "the camera did not deliver"
+        return PoseResult(persons=[], backend="cpu", stage_ms={"total": 1.0})
 
 
 def test_slow_inference_drops_old_frames_and_keeps_latency_at_one_inference() -> None:
     cfg = Config.model_validate({"mqtt": {"enabled": False}, "debug": {"enabled": False}})
-    engine = SlowEngine()
-    daemon = Daemon(cfg, engine=engine, capture=Capture(CountingCamera()), notifier=Notifier(env={}))
-    latencies = []
+    camera = GatedCamera()
+    engine = SlowEngine(camera)
+    capture = Capture(camera)
+    engine.capture = capture
+    daemon = Daemon(cfg, engine=engine, capture=capture, notifier=Notifier(env={}))
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            if daemon.frames:
-                latencies.append(daemon.latency_ms)
+        assert wait_until(lambda: daemon.frames >= ROUNDS, 60), f"{daemon.frames} frames processed"
     finally:
         daemon.request_stop()
-        thread.join(5)
-    capture = daemon.capture
-    assert daemon.frames >= 10
-    assert capture.dropped > daemon.frames, "the camera's extra frames must be dropped, not queued"
-    # capture -> done is one inference plus at most one camera frame of waiting, never a growing backlog
-    assert max(latencies) < INFERENCE_S * 1000 + 100, latencies
-    gaps = np.diff(engine.seen[1:]) % 256
-    assert gaps.min() >= 2, "each inference took the newest frame, skipping the ones that arrived meanwhile"
-    assert 5 < daemon.fps < 1 / INFERENCE_S + 1
+        for _ in range(PER_INFERENCE):
+            camera.allowed.release()   # a read waiting for its turn ends now
+        thread.join(10)
+    seen = engine.seen[:ROUNDS]
+    # Each inference took the newest frame, never one queued behind it: latency stays one inference.
+    assert seen == [1 + PER_INFERENCE * i for i in range(ROUNDS)], seen
+    assert seen == engine.newest_when_taken[:ROUNDS]
+    # The frames that arrived meanwhile were dropped, and counted, not queued.
+    assert capture.dropped >= (PER_INFERENCE - 1) * (ROUNDS - 1), capture.stats()
+    assert daemon.frames >= ROUNDS and daemon.latency_ms > 0

@@ -18,12 +18,15 @@ from fallwatch.daemon.logsetup import setup_logging
 from fallwatch.daemon.notify import Notifier, Watchdog
 from fallwatch.daemon.service import Daemon
 from fallwatch.pose.types import PoseResult
+from waiting import wait_until
 
 
 class NotifySocket:
     """What systemd does: a unix datagram socket whose path goes into NOTIFY_SOCKET."""
 
     def __init__(self, address: str):
+        self.address = address
+        self.marks = 0
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.sock.settimeout(0.05)
@@ -51,8 +54,19 @@ class NotifySocket:
             time.sleep(0.02)
         raise AssertionError(f"no {text!r} within {timeout}s; got {[m for _, m in self.messages]}")
 
-    def count(self, text: str, start: float, end: float) -> int:
-        return sum(1 for at, msg in list(self.messages) if start <= at < end and text in msg)
+    def mark(self) -> str:
+        """Send a marker datagram to this very socket and wait for it. Datagrams queue in order, so whatever is
+        received after the marker was sent after this call, however late the reader thread runs on a busy machine."""
+        self.marks += 1
+        name = f"TEST-MARK={self.marks}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.sendto(name.encode(), self.address)
+        self.wait_for(name)
+        return name
+
+    def count_after(self, text: str, mark: str) -> int:
+        received = [msg for _, msg in list(self.messages)]
+        return sum(text in msg for msg in received[received.index(mark) + 1:])
 
     def close(self) -> None:
         self._stop.set()
@@ -95,7 +109,7 @@ def test_abstract_socket() -> None:
 def test_without_systemd_everything_is_a_no_op() -> None:
     notifier = Notifier(env={})
     assert not notifier.enabled and notifier.ready() is False and notifier.watchdog() is False
-    assert Watchdog(notifier, lambda: True).start()._thread is None
+    assert Watchdog(notifier, lambda: True).start().running is False
 
 
 def test_watchdog_settings_from_environment() -> None:
@@ -146,7 +160,7 @@ def test_systemd_python_path_when_installed(notify_socket: NotifySocket, tmp_pat
     pytest.importorskip("systemd.daemon")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     notifier = Notifier()
-    assert notifier._lib is not None
+    assert notifier.via_systemd_python
     assert notifier.ready("via systemd-python")
     notify_socket.wait_for("STATUS=via systemd-python")
 
@@ -187,49 +201,63 @@ class FakeCamera(Source):
         return np.full((96, 128, 3), 80, np.uint8), time.monotonic()
 
 
-def start_daemon(socket_path: str, watchdog_usec: int) -> tuple[Daemon, threading.Thread, StallableEngine]:
+def start_daemon(socket_path: str, watchdog_usec: int) -> tuple[Daemon, threading.Thread, StallableEngine, list]:
+    """The daemon, its thread, its engine, and the list the watchdog thread appends each liveness check's answer to
+    (so a test can wait for checks to happen rather than for time to pass)."""
     cfg = Config.model_validate({"mqtt": {"enabled": False}, "debug": {"enabled": False}})
     engine = StallableEngine()
     notifier = Notifier(env={"NOTIFY_SOCKET": socket_path, "WATCHDOG_USEC": str(watchdog_usec)})
     daemon = Daemon(cfg, engine=engine, capture=Capture(FakeCamera()), notifier=notifier)
+    checks: list[bool] = []
+    is_alive = daemon.is_alive
+
+    def counted_is_alive() -> bool:
+        alive = is_alive()
+        if threading.current_thread().name == "watchdog":
+            checks.append(alive)
+        return alive
+
+    daemon.is_alive = counted_is_alive  # type: ignore[method-assign]  # what the watchdog is given at start
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     thread.start()
-    return daemon, thread, engine
+    return daemon, thread, engine, checks
 
 
-def test_ready_status_and_watchdog_stop_when_inference_stalls(notify_socket: NotifySocket, tmp_path: Path) -> None:
-    daemon, thread, engine = start_daemon(str(tmp_path / "notify.sock"), watchdog_usec=400_000)
+def test_ready_status_and_watchdog_stop_when_inference_stalls(notify_socket: NotifySocket, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.notify")
+    daemon, thread, engine, checks = start_daemon(str(tmp_path / "notify.sock"), watchdog_usec=400_000)
     try:
-        ready = notify_socket.wait_for("READY=1", timeout=10)
+        ready = notify_socket.wait_for("READY=1", timeout=30)
         assert "STATUS=" in ready and "fps" in ready and "cpu" in ready
-        status = notify_socket.wait_for("STATUS=", timeout=10, after=notify_socket.messages[0][0] + 0.001)
+        status = notify_socket.wait_for("STATUS=", timeout=30, after=notify_socket.messages[0][0] + 0.001)
         assert "fps on cpu" in status
 
-        # An idle room: frames flow through inference, nobody in view; pings every 0.2 s.
-        t0 = time.monotonic()
-        time.sleep(1.5)
-        assert notify_socket.count("WATCHDOG=1", t0, time.monotonic()) >= 5
-        assert engine.frames > 20
+        # An idle room: frames flow through inference, nobody in view, and the pings keep coming.
+        flowing, frames = notify_socket.mark(), engine.frames
+        assert wait_until(lambda: notify_socket.count_after("WATCHDOG=1", flowing) >= 3, 30), notify_socket.messages
+        assert engine.frames > frames
 
-        # Inference hangs: after at most the stall limit (0.4 s) plus one interval, no more pings.
+        # Inference hangs: once no frame got through for the stall limit (0.4 s), the pings stop.
         engine.stall.set()
-        time.sleep(1.0)
-        t1 = time.monotonic()
-        time.sleep(1.5)
-        assert notify_socket.count("WATCHDOG=1", t1, time.monotonic()) == 0
+        assert wait_until(lambda: "withholding watchdog pings" in caplog.text, 30), caplog.text
+        stalled, seen = notify_socket.mark(), len(checks)
+        assert wait_until(lambda: len(checks) >= seen + 3, 30), "the watchdog stopped checking"
+        assert not any(checks[seen:]) and notify_socket.count_after("WATCHDOG=1", stalled) == 0
         assert thread.is_alive()
 
         # It recovers: pings come back.
         engine.stall.clear()
         engine.release.set()
-        t2 = time.monotonic()
-        notify_socket.wait_for("WATCHDOG=1", timeout=3, after=t2)
+        released = notify_socket.mark()
+        assert wait_until(lambda: notify_socket.count_after("WATCHDOG=1", released) >= 1, 30)
+        assert wait_until(lambda: "watchdog pings resume" in caplog.text, 30)   # logged just after the ping
     finally:
         engine.release.set()
         daemon.request_stop()
-        thread.join(5)
+        thread.join(10)
     assert not thread.is_alive()
-    notify_socket.wait_for("STOPPING=1", timeout=2)
+    notify_socket.wait_for("STOPPING=1", timeout=10)
 
 
 def test_camera_outage_is_not_a_hang(notify_socket: NotifySocket, tmp_path: Path) -> None:
@@ -254,16 +282,16 @@ def test_camera_outage_is_not_a_hang(notify_socket: NotifySocket, tmp_path: Path
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        notify_socket.wait_for("READY=1", timeout=10)
+        notify_socket.wait_for("READY=1", timeout=30)
         camera.down.set()
-        time.sleep(0.5)
-        t0 = time.monotonic()
-        time.sleep(1.5)
-        assert daemon.capture.state == "reopening" and daemon.capture.reopens >= 2
-        assert notify_socket.count("WATCHDOG=1", t0, time.monotonic()) >= 3
+        assert wait_until(lambda: daemon.capture.state == "reopening" and daemon.capture.reopens >= 2, 30)
+        reopening = notify_socket.mark()
+        assert wait_until(lambda: notify_socket.count_after("WATCHDOG=1", reopening) >= 3, 30), \
+            notify_socket.messages
+        assert daemon.capture.state == "reopening", "the camera stayed unplugged all along"
     finally:
         daemon.request_stop()
-        thread.join(5)
+        thread.join(10)
 
 
 def test_journal_logging_without_systemd_python(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:

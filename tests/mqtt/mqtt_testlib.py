@@ -17,6 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))   # tests/waiting.py, also for the publisher subprocess
+from waiting import wait_until  # noqa: E402,F401  (the MQTT tests import it from here)
 PROC_SCRIPT = HERE / "mqtt_publisher_proc.py"
 DEVICE = "testdev"
 PREFIX = f"fallwatch/{DEVICE}"
@@ -94,15 +96,6 @@ def make_event(kind: str = "fall", n: int = 0) -> dict:
             "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "track": 1, "confidence": 0.9, "spine_angle_deg": 80.0, "angle_change_deg": 70.0,
             "descent_rate": 1.2, "box": [10, 20, 200, 300]}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 class PublisherProc:

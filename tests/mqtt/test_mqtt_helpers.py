@@ -8,6 +8,7 @@ from mqtt_testlib import make_event
 
 from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt import MqttPublisher, cpu_temp_c, device_id_of, prefix_of, sanitize_id, to_json
+from fallwatch.daemon.outbox import Outbox
 
 
 def test_mqtt_to_json_is_strict_json_for_numpy_and_nan():
@@ -46,6 +47,6 @@ def test_mqtt_events_are_durable_without_any_broker(tmp_path):
     pub.publish_event(make_event("person_down"))     # raised while shutting down
     again = MqttPublisher(cfg, camera="c", version="v", status=lambda: 1 / 0)   # a broken status() is survived
     assert again.stats()["events_queued"] == 2 and not again.connected
-    rows = again._outbox.after(0, 10)
+    rows = Outbox(again.outbox_path, 100).after(0, 10)     # what the next start reads from disk
     assert [json.loads(p)["event"] for _, _, p in rows] == ["fall", "person_down"]
     assert json.loads(rows[0][2])["backend"] == "cpu" and json.loads(rows[0][2])["device"] == "d"

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import json
-import time
 
-from mqtt_testlib import PREFIX
+from mqtt_testlib import PREFIX, wait_until
 
 
 def test_mqtt_availability_online_then_offline_on_sigkill(mosquitto, subscriber, mqtt_cfg, publisher_proc):
@@ -33,14 +32,19 @@ def test_mqtt_events_survive_broker_outage_and_restart(persistent_broker, subscr
     ids = [first.raise_event(kind) for kind in ("fall", "person_down", "recovered")]
     first.kill()                       # the daemon dies with the 3 events only in its outbox
     second = publisher_proc(cfg)       # restarted while the broker is still down
-    time.sleep(0.5)
+    assert wait_until(lambda: "unreachable" in second.log(), 15), second.log()
     broker.start()
     assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 3, 15), second.log()
-    time.sleep(0.5)                    # anything duplicated would arrive now
-    got = [json.loads(p) for p in sub.on(f"{PREFIX}/event")]
+    marker = second.raise_event("test")  # sent after the three: anything duplicated arrives before it
+    assert sub.wait_for(lambda s: marker in [json.loads(p)["id"] for p in s.on(f"{PREFIX}/event")], 15)
+    got = [json.loads(p) for p in sub.on(f"{PREFIX}/event")][:-1]
     assert [e["id"] for e in got] == ids, "lost, duplicated or reordered"
     assert [e["event"] for e in got] == ["fall", "person_down", "recovered"]
-    second.proc.stdin.write("stats\n")
-    second.proc.stdin.flush()
-    stats = json.loads(second.readline())
-    assert stats["events_queued"] == 0 and stats["events_sent"] == 3, stats
+
+    def stats() -> dict:
+        second.proc.stdin.write("stats\n")
+        second.proc.stdin.flush()
+        return json.loads(second.readline())
+
+    assert wait_until(lambda: stats()["events_queued"] == 0, 15), stats()   # the acknowledgements are in
+    assert stats()["events_sent"] == 4, stats()

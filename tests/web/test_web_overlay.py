@@ -10,6 +10,7 @@ import pytest
 
 from fallwatch.daemon.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, enhance_badge, spine
 from fallwatch.daemon.status import StatusHub
+from waiting import wait_until
 
 
 def test_spine_angle_from_vertical(person_factory):
@@ -100,9 +101,8 @@ def test_hub_wait_frame_and_health():
     seq, f, persons, states, extra = got[0]
     assert seq == 1 and f is frame and extra == {7: {"spine_angle_deg": 3}}
     assert hub.wait_frame(1, 0.05) is None  # nothing newer
-    assert hub.healthy(max_age_s=1.0)
-    time.sleep(0.3)
-    assert not hub.healthy(max_age_s=0.2)
+    assert hub.healthy(max_age_s=30.0)
+    assert wait_until(lambda: not hub.healthy(max_age_s=0.2), 10), "a frame older than max_age_s counts as healthy"
     hub.publish_frame(frame, [], {})
     hub.mark_source_stopped()
     assert not hub.healthy() and hub.stats()["source_stopped"]
@@ -151,7 +151,14 @@ def test_jpeg_cache_is_bounded_when_frames_stop(clip_frames):
     for height in range(100, 100 + 3 * JPEG_CACHE):
         jpeg = hub.latest_jpeg(height)
         assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[0] == height
-    assert len(hub._jpeg_cache) <= JPEG_CACHE
+    # bounded: the newest JPEG_CACHE heights are served from the cache, the one before them was evicted
+    newest = range(100 + 2 * JPEG_CACHE, 100 + 3 * JPEG_CACHE)
+    encoded = hub.encode_count
+    for height in newest:
+        hub.latest_jpeg(height)
+    assert hub.encode_count == encoded, "the newest heights were not cached"
+    hub.latest_jpeg(newest[0] - 1)
+    assert hub.encode_count == encoded + 1, f"more than JPEG_CACHE={JPEG_CACHE} encodings kept for one frame"
     assert hub.latest_jpeg(100 + 3 * JPEG_CACHE - 1) is hub.latest_jpeg(100 + 3 * JPEG_CACHE - 1), "still cached"
 
 

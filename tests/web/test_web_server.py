@@ -11,21 +11,13 @@ import time
 import cv2
 import numpy as np
 import pytest
+from waiting import wait_until
 
 
 def _open_stream(port: int, path: str = "/stream.mjpg", headers: dict | None = None, timeout: float = 10):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.request("GET", path, headers=headers or {})
     return conn, conn.getresponse()
-
-
-def _wait(cond, timeout: float = 5.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def test_mjpeg_first_parts_are_jpegs_behind_the_declared_boundary(start_server, feeders, clip_frames, mjpeg_parts):
@@ -65,8 +57,9 @@ def test_stream_height_and_fps_options(start_server, feeders, clip_frames, mjpeg
         conn.close()
     img = cv2.imdecode(np.frombuffer(parts[-1][1], np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[:2] == (240, 320)
-    # 4 parts at 2 fps: the first at once, then one every 0.5 s (the feeder runs at 20 fps)
-    assert 1.2 <= elapsed <= 6.0, elapsed
+    # 4 parts at 2 fps: the first at once, then one every 0.5 s (the feeder runs at 20 fps); never faster (a busy
+    # machine may make it slower: the parts arriving at all is the check that the stream flows)
+    assert elapsed >= 1.2, elapsed
 
     for bad in ("/stream.mjpg?fps=abc", "/stream.mjpg?fps=0", "/stream.mjpg?fps=1000", "/stream.mjpg?height=5",
                 "/stream.mjpg?height=-3", "/latest.jpg?height=99999"):
@@ -78,7 +71,7 @@ def test_stream_height_and_fps_options(start_server, feeders, clip_frames, mjpeg
 def test_no_jpeg_encoding_without_a_viewer(start_server, feeders, clip_frames, mjpeg_parts):
     run = start_server()
     feeder = feeders(run.hub, clip_frames, fps=20)
-    assert _wait(lambda: feeder.published >= 20)
+    assert wait_until(lambda: feeder.published >= 20)
     assert run.hub.encode_count == 0  # frames flowed, nobody watched: nothing encoded
     status, stats = run.json("/api/stats")
     assert stats["frames"] >= 20 and stats["viewers"] == 0
@@ -86,16 +79,18 @@ def test_no_jpeg_encoding_without_a_viewer(start_server, feeders, clip_frames, m
 
     conn, resp = _open_stream(run.port, "/stream.mjpg?fps=10")
     boundary = resp.headers.get_param("boundary")
-    mjpeg_parts(resp, boundary, 3)
+    seq_before = run.hub.seq
+    parts = mjpeg_parts(resp, boundary, 3)
     assert run.json("/api/stats")[1]["viewers"] == 1
-    assert 3 <= run.hub.encode_count <= 6
+    # while watched: every distinct picture sent was encoded, and no frame more than once
+    assert len({payload for _, payload in parts}) <= run.hub.encode_count <= run.hub.seq - seq_before + 1
     resp.close()  # the response holds its own reference to the socket
     conn.close()
     # the handler notices the client left, stops encoding and frees its thread
-    assert _wait(lambda: run.json("/api/stats")[1]["viewers"] == 0), "stream handler did not notice the client left"
-    settled = run.hub.encode_count
-    time.sleep(0.6)
-    assert run.hub.encode_count == settled
+    assert wait_until(lambda: run.json("/api/stats")[1]["viewers"] == 0), "stream handler did not notice the client left"
+    settled, published = run.hub.encode_count, feeder.published
+    assert wait_until(lambda: feeder.published >= published + 5, 30), "the feeder stopped"
+    assert run.hub.encode_count == settled, "frames were encoded with nobody watching"
 
 
 def test_two_viewers_share_encodings(start_server, feeders, clip_frames, mjpeg_parts):
@@ -122,7 +117,7 @@ def test_latest_jpg(start_server, feeders, clip_frames):
     status, headers, body = run.request("/latest.jpg")
     assert status == 503 and b"no frame" in body
     feeders(run.hub, clip_frames, fps=15)
-    assert _wait(lambda: run.hub.seq > 0)
+    assert wait_until(lambda: run.hub.seq > 0)
     status, headers, body = run.request("/latest.jpg?height=120")
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     img = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
@@ -135,19 +130,19 @@ def test_healthz_flips_to_503_when_feeding_stops_and_when_source_stops(start_ser
     assert status == 503 and body["reason"] == "no frame yet"
 
     feeder = feeders(run.hub, clip_frames, fps=15)
-    assert _wait(lambda: run.request("/healthz")[0] == 200)
+    assert wait_until(lambda: run.request("/healthz")[0] == 200)
     status, body = run.json("/healthz")
     assert status == 200 and body["status"] == "ok" and body["last_frame_age_s"] < 1.0
 
     feeder.stop()  # inference stalls: no new frames
     t0 = time.monotonic()
-    assert _wait(lambda: run.request("/healthz")[0] == 503, timeout=6)
+    assert wait_until(lambda: run.request("/healthz")[0] == 503, timeout=6)
     assert 0.5 <= time.monotonic() - t0 <= 5.0
     status, body = run.json("/healthz")
     assert body["status"] == "unhealthy" and "no frame" in body["reason"]
 
     feeder = feeders(run.hub, clip_frames, fps=15)  # frames flow again
-    assert _wait(lambda: run.request("/healthz")[0] == 200)
+    assert wait_until(lambda: run.request("/healthz")[0] == 200)
     feeder.stop()
     run.hub.mark_source_stopped()  # e.g. the video file ended
     status, body = run.json("/healthz")
@@ -157,7 +152,7 @@ def test_healthz_flips_to_503_when_feeding_stops_and_when_source_stops(start_ser
 def test_stats_events_and_metrics(start_server, feeders, clip_frames):
     run = start_server()
     feeders(run.hub, clip_frames, fps=15)
-    assert _wait(lambda: run.hub.seq >= 3)
+    assert wait_until(lambda: run.hub.seq >= 3)
     run.hub.update(dropped_frames=7, events_sent=3, events_queued=2, state="fall",
                    mqtt={"connected": True, "broker": "127.0.0.1:1883"})
     ev = {"event": "fall", "id": "abc", "t": 1.5, "ts": "2026-11-23T18:00:00Z", "track": 2, "confidence": 0.9}
@@ -247,7 +242,7 @@ def test_basic_auth_enforced(start_server, tmp_path, feeders, clip_frames, mjpeg
             assert status == 401, (path, headers)
             assert resp_headers["WWW-Authenticate"].startswith("Basic realm=")
             assert b"\xff\xd8" not in body and b"fallwatch_" not in body
-    assert _wait(lambda: run.request("/healthz", headers=good)[0] == 200)
+    assert wait_until(lambda: run.request("/healthz", headers=good)[0] == 200)
     assert run.request("/", headers=good)[0] == 200
     assert run.request("/api/stats", headers=good)[0] == 200
     assert run.request("/nope", headers=good)[0] == 404
@@ -310,7 +305,7 @@ def test_idle_stream_repeats_the_last_frame_and_notices_a_client_leaving(start_s
                                                                           mjpeg_parts):
     run = start_server()
     feeder = feeders(run.hub, clip_frames, fps=15)
-    assert _wait(lambda: run.hub.seq > 0)
+    assert wait_until(lambda: run.hub.seq > 0)
     feeder.stop()
     run.hub.mark_source_stopped()  # the source ended: no new frames will come
     conn, resp = _open_stream(run.port, "/stream.mjpg?fps=5")
@@ -320,7 +315,7 @@ def test_idle_stream_repeats_the_last_frame_and_notices_a_client_leaving(start_s
     assert encodes == 1  # repeats reuse the bytes
     resp.close()
     conn.close()
-    assert _wait(lambda: run.server.viewers == 0, timeout=5), "idle stream never noticed the client left"
+    assert wait_until(lambda: run.server.viewers == 0, timeout=5), "idle stream never noticed the client left"
 
 
 def test_waiting_card_before_the_first_frame_then_the_video(start_server, feeders, clip_frames, mjpeg_parts):
@@ -359,7 +354,7 @@ def test_viewer_cap(start_server, feeders, clip_frames, mjpeg_parts):
         for conn, resp in open_:
             resp.close()
             conn.close()
-    assert _wait(lambda: run.server.viewers == 0)
+    assert wait_until(lambda: run.server.viewers == 0)
     conn, resp = _open_stream(run.port)
     assert resp.status == 200
     resp.close()
@@ -378,7 +373,7 @@ def test_ipv6_loopback(start_server, feeders, clip_frames):
     run = start_server(bind="[::1]:0")
     feeders(run.hub, clip_frames, fps=10)
     assert run.server.url.startswith("http://[::1]:")
-    assert _wait(lambda: run.hub.seq > 0)
+    assert wait_until(lambda: run.hub.seq > 0)
     conn = http.client.HTTPConnection("::1", run.port, timeout=5)
     try:
         conn.request("GET", "/healthz")
@@ -394,7 +389,7 @@ def test_bad_query_values_are_400_on_every_image_route(start_server, feeders, cl
     # '²' passes str.isdigit() but not int(): that used to kill the handler (no response, a traceback).
     run = start_server()
     feeders(run.hub, clip_frames, fps=15)
-    assert _wait(lambda: run.request("/latest.jpg")[0] == 200)
+    assert wait_until(lambda: run.request("/latest.jpg")[0] == 200)
     for path in ("/latest.jpg", "/stream.mjpg"):
         if path == "/latest.jpg" and query.startswith("fps"):
             continue
@@ -446,11 +441,11 @@ def test_idle_connections_cannot_pile_up_threads(start_server):
         for _ in range(MAX_WAITING + 20):
             idle.append(socket.create_connection(("127.0.0.1", run.port), timeout=5))
         # the oldest 20 are dropped for the newer ones: their threads end
-        assert _wait(lambda: threading.active_count() - before <= MAX_WAITING + 2, timeout=10)
+        assert wait_until(lambda: threading.active_count() - before <= MAX_WAITING + 2, timeout=10)
     finally:
         for s in idle:
             s.close()
-    assert _wait(lambda: run.request("/healthz")[0] in (200, 503), timeout=10), "served again once they left"
+    assert wait_until(lambda: run.request("/healthz")[0] in (200, 503), timeout=10), "served again once they left"
 
 
 def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjpeg_parts):
@@ -479,7 +474,7 @@ def test_slow_clients_cannot_hold_healthz_shut(start_server, feeders, clip_frame
 
     run = start_server()
     feeders(run.hub, clip_frames)
-    assert _wait(lambda: run.request("/healthz")[0] == 200, timeout=10)
+    assert wait_until(lambda: run.request("/healthz")[0] == 200, timeout=10)
     slow = []
     try:
         for _ in range(max(MAX_WAITING, MAX_CONNECTIONS) + 36):
