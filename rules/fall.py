@@ -157,6 +157,10 @@ class FallRules(Rules):
     def person_states(self) -> dict[int, str]:
         return {k: tr.state for k, tr in self._tracks.items()}
 
+    def on_floor(self) -> dict[int, bool]:
+        """Per track: down after a fall, or on the floor with no fall seen (what person_down counts)."""
+        return {k: tr.state == "down" or tr.floor_since is not None for k, tr in self._tracks.items()}
+
     def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
         events: list[Event] = []
         stale = [k for k, tr in self._tracks.items() if tr.last_seen - t > self._history_s]

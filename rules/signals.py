@@ -3,7 +3,8 @@
 One person (the track with the most measured frames, or the one asked for). Per frame: the spine's angle from
 vertical, the torso midpoint's drop in body heights below the highest "before" pose of the rule's window, and
 the downward torso speed in body heights per second, measured as the rules measure them (same geometry, same
-window and reference spans). Pure: no I/O, no clock.
+window and reference spans), and whether the rules themselves hold the person "on the floor" (down after a fall,
+or on the floor with no fall seen: what person_down counts). Pure: no I/O, no clock.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections import Counter
 from typing import Any, Iterable, Optional
 
 from .base import RuleSettings
+from .fall import FallRules
 from .geometry import measure
 
 
@@ -21,8 +23,9 @@ def _centre(g: Any) -> float:
 
 def fall_signals(frames: Iterable[Any], settings: RuleSettings, track: Optional[int] = None) -> dict[str, Any]:
     """``frames``: objects with ``t`` and ``people`` (PersonPose-like: ``track``, ``keypoints``), as
-    ``read_recording`` yields. Returns {"track", "t", "spine_angle_deg", "drop", "descent_rate", "thresholds"};
-    a value is None where the person was not measured (or no "before" pose exists yet)."""
+    ``read_recording`` yields. Returns {"track", "t", "spine_angle_deg", "drop", "descent_rate", "on_floor",
+    "thresholds"}; a value is None where the person was not measured (or no "before" pose exists yet); on_floor is
+    1 or 0 in every frame the rules hold the person."""
     frames = list(frames)
     if track is None:
         counts = Counter(p.track for fr in frames for p in fr.people)
@@ -31,8 +34,13 @@ def fall_signals(frames: Iterable[Any], settings: RuleSettings, track: Optional[
     angle: list[Optional[float]] = []
     drop: list[Optional[float]] = []
     rate: list[Optional[float]] = []
+    floor: list[Optional[int]] = []
+    rules = FallRules(settings)
     seen: list[tuple[float, float, float]] = []  # (t, centre y, height) of measured samples
     for fr in frames:
+        rules.update(float(fr.t), fr.frame, fr.people, fr.size)
+        held = rules.on_floor().get(track) if track is not None else None
+        floor.append(None if held is None else int(held))
         person = next((p for p in fr.people if p.track == track), None)
         g = measure(person.keypoints, settings.min_keypoint_score) if person is not None else None
         ts.append(round(float(fr.t), 4))
@@ -63,6 +71,6 @@ def fall_signals(frames: Iterable[Any], settings: RuleSettings, track: Optional[
         else:
             rate.append(None)
     return {"track": track, "t": ts, "spine_angle_deg": angle, "drop": drop, "descent_rate": rate,
-            "thresholds": {"fall_angle_deg": settings.fall_angle_deg, "down_angle_deg": settings.down_angle_deg,
+            "on_floor": floor, "thresholds": {"fall_angle_deg": settings.fall_angle_deg, "down_angle_deg": settings.down_angle_deg,
                            "min_drop": settings.min_drop, "drop_without_turn": settings.drop_without_turn,
                            "min_descent_rate": settings.min_descent_rate}}

@@ -1,6 +1,6 @@
 "use strict";
 // The fall rule's signals over a record or a recording (rules/signals.py computes them) drawn with uPlot:
-// spine angle, torso drop, descent rate, the configured thresholds as dashed lines, the event as a black line.
+// spine angle, torso drop, descent rate, "on the floor" (0/1, as the rules hold it), the configured thresholds as dashed lines, the event as a black line.
 // Shared by the events view and `fallwatch replay --plot out.html`.
 // Threshold lines and the event's moment are drawn on uPlot's own canvas (its draw hook).
 function markers(sig) {
@@ -32,8 +32,9 @@ function plotSignals(box, sig) {
     series: [{},
       { label: "spine angle (deg; dashed: fall_angle_deg)", scale: "deg", stroke: "#1f77b4" },
       { label: "torso drop (bh; dashed: min_drop, dotted: drop_without_turn)", scale: "bh", stroke: "#d62728" },
-      { label: "descent rate (bh/s; dashed: min_descent_rate)", scale: "bh", stroke: "#2ca02c" }],
+      { label: "descent rate (bh/s; dashed: min_descent_rate)", scale: "bh", stroke: "#2ca02c" },
+      { label: "on the floor (1 = yes)", scale: "bh", stroke: "#9467bd", fill: "rgba(148,103,189,0.12)" }],
   };
-  new uPlot(opts, [sig.t, sig.spine_angle_deg, sig.drop, sig.descent_rate], box);
+  new uPlot(opts, [sig.t, sig.spine_angle_deg, sig.drop, sig.descent_rate, sig.on_floor || []], box);
 }
 

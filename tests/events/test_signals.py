@@ -30,6 +30,9 @@ def test_signals_of_a_topple_cross_the_thresholds_and_standing_does_not() -> Non
     assert max(a for a in sig["spine_angle_deg"] if a is not None) > s.fall_angle_deg
     assert max(r for r in sig["descent_rate"] if r is not None) > s.min_descent_rate
     assert sig["thresholds"]["min_drop"] == s.min_drop
+    # "on the floor" as the rules hold it: not while standing, yes once lying after the fall
+    floor = dict(zip(sig["t"], sig["on_floor"]))
+    assert not any(v for t, v in floor.items() if t < 1.9) and floor[sig["t"][-1]] == 1
 
 
 def test_replay_plot_writes_a_self_contained_html(tmp_path: Path) -> None:
