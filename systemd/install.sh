@@ -246,8 +246,10 @@ PY
 fi
 if [ "$FETCH_MODELS" -eq 1 ]; then
   say "fetching the models named in the configuration into $MODELS (those not present and verified)"
+  # A failed download is reported, not fatal: `models verify` below says whether the service can run without it
+  # (an Edge TPU build that could not be fetched only costs the TPU).
   runuser -u "$SERVICE_USER" -- "$VENV/bin/fallwatch" models fetch --config "$ETC/fallwatch.yaml" \
-    --model-dir "$MODELS"
+    --model-dir "$MODELS" || say "warning: not every model could be fetched (see above)"
   if runuser -u "$SERVICE_USER" -- "$VENV/bin/fallwatch" models verify --config "$ETC/fallwatch.yaml" \
       --model-dir "$MODELS"; then
     say "models verified"
