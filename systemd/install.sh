@@ -106,8 +106,9 @@ if [ "$WITH_CORAL" -eq 1 ]; then
 fi
 
 # 1. System packages. picamera2 comes from apt (it is tied to the system's libcamera), hence the venv below
-#    uses --system-site-packages. gcc and the headers build systemd-python.
-packages=(python3-venv python3-pip python3-dev gcc libc6-dev pkg-config libsystemd-dev ca-certificates)
+#    uses --system-site-packages. gcc and the headers build systemd-python; passwd (useradd) is no longer
+#    essential on trixie.
+packages=(python3-venv python3-pip python3-dev gcc libc6-dev pkg-config libsystemd-dev ca-certificates passwd)
 if apt-cache show python3-picamera2 >/dev/null 2>&1; then
   packages+=(python3-picamera2)
 else
