@@ -82,7 +82,8 @@ done
 # would read the host's CPU list from it and crash.
 in_root() {
   chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-    LANG=C.UTF-8 QEMU_CPU=cortex-a72 "$@"
+    LANG=C.UTF-8 QEMU_CPU=cortex-a72 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt "$@"
 }
 
 phase_start() { PHASE="$1"; T0=$(date +%s); log "$RELEASE: $PHASE"; }
@@ -123,6 +124,8 @@ test_release() {
   ROOT="$(mktemp -d "/var/tmp/fallwatch-pi-test-$RELEASE.XXXXXX")"
   tar -xf "$tar" -C "$ROOT"
   cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  # The host's CA bundle, so pip and apt in the chroot trust what the host trusts (a TLS-intercepting proxy's CA).
+  cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
   mount --bind /proc "$ROOT/proc"
   mount --rbind /dev "$ROOT/dev"
   mount --make-rslave "$ROOT/dev"
