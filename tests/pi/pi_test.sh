@@ -149,9 +149,12 @@ EOF
   phase_end
 
   phase_start install
-  in_root bash /tmp/fallwatch/systemd/install.sh --models-from /tmp/pi-test/models 2>&1 | tee "$RUN/install.log" ||
-    fail "install.sh exited with an error"
+  # --with-coral: no Coral here, but the pair is chosen, checked and installed (or refused in one line) all the same.
+  in_root bash /tmp/fallwatch/systemd/install.sh --with-coral --models-from /tmp/pi-test/models 2>&1 |
+    tee "$RUN/install.log" || fail "install.sh exited with an error"
   grep -q "systemd is not running here" "$RUN/install.log" || fail "install.sh did not notice that systemd is absent"
+  grep -q -e "installed the Edge TPU pair" -e "with-coral: .*installing the CPU path only" "$RUN/install.log" ||
+    fail "install.sh --with-coral neither installed the pair nor said why not"
   phase_end
 
   phase_start numpy-coupling
