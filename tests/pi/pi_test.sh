@@ -61,7 +61,9 @@ update-binfmts --enable qemu-aarch64 2>/dev/null || true
 grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || die "binfmt for qemu-aarch64 is not enabled"
 
 # --- a broker on a free loopback port, for doctor's MQTT check --------------------------------------------------
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT="$(free_port)"
+DEBUG_PORT="$(free_port)"  # the debug page's, for doctor's bind check (the chroot shares the host's ports)
 RUN="$(mktemp -d /tmp/fallwatch-pi-test.XXXXXX)"
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$PORT" >"$RUN/mosquitto.conf"
 mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.log" 2>&1 &
@@ -144,6 +146,8 @@ mqtt:
   port: $PORT
 models:
   dir: /var/lib/fallwatch/models
+debug:
+  bind: 127.0.0.1:$DEBUG_PORT
 EOF
   chmod -R a+rX "$ROOT/tmp/pi-test"
   phase_end
