@@ -78,7 +78,8 @@ def run_checks(config_file: Optional[str] = None, model_dir: Optional[str] = Non
     checks += check_runtimes()
     package = edgetpu_stack.library_package(env.dpkg_query)
     library = edgetpu_stack.find_library()
-    checks.append(check_library(library, package, must_tpu))
+    coral_plugged = wants_tpu and bool(coral_devices(env.sysfs))
+    checks.append(check_library(library, package, must_tpu, coral_plugged))
     checks.append(check_coral_usb(env.sysfs, wants_tpu and library is not None, must_tpu))
     checks.append(check_crash_marker(cfg, package))
     checks.append(check_probe(cfg, models_dir, library, package, must_tpu))
@@ -133,12 +134,14 @@ def check_runtimes() -> list[Check]:
     return out
 
 
-def check_library(library: Optional[Path], package: Optional[tuple[str, str]], must: bool) -> Check:
+def check_library(library: Optional[Path], package: Optional[tuple[str, str]], must: bool,
+                  coral_plugged: bool = False) -> Check:
     bad = "fail" if must else "warn"
     if library is None:
-        if must:
-            return Check("fail", "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not found but pose.backend "
-                                                    "is edgetpu", "sudo ./systemd/install.sh --with-coral")
+        if must or coral_plugged:
+            why = "pose.backend is edgetpu" if must else "a Coral is plugged in"
+            return Check(bad, "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not found but {why}",
+                         "sudo ./systemd/install.sh --with-coral")
         return Check("ok", "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not installed (CPU only)")
     module = edgetpu_stack.tpu_runtime()
     if module is None:
@@ -204,8 +207,8 @@ def check_crash_marker(cfg: Config, package: Optional[tuple[str, str]]) -> Check
 
 def check_probe(cfg: Config, model_dir: Path, library: Optional[Path], package: Optional[tuple[str, str]],
                 must: bool) -> Check:
-    from fallwatch.pose.edgetpu_probe import ProbeModel, reference_model, run_probe
-    from fallwatch.pose.models import MODELS, ModelError, edgetpu_build, model_path
+    from fallwatch.pose.edgetpu_probe import probe_model, run_probe
+    from fallwatch.pose.models import ModelError, edgetpu_build, model_path
 
     if library is None or cfg.pose.backend == "cpu":
         return Check("ok", "edgetpu probe", "skipped (" + ("pose.backend is cpu" if library else
@@ -215,9 +218,8 @@ def check_probe(cfg: Config, model_dir: Path, library: Optional[Path], package: 
         tpu_name = edgetpu_build(cpu_name)
         try:
             if tpu_name:
-                models.append(ProbeModel(tpu_name, model_path(tpu_name, model_dir),
-                                         reference_model(tpu_name, model_path(cpu_name, model_dir), model_dir),
-                                         MODELS[tpu_name].kind))
+                models.append(probe_model(tpu_name, model_path(tpu_name, model_dir), model_path(cpu_name, model_dir),
+                                          model_dir))
         except ModelError:
             continue
     if not models:
@@ -331,10 +333,13 @@ def check_mqtt(cfg: Config) -> Check:
                            cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(m.tls.insecure)
         client.connect_timeout = MQTT_TIMEOUT_S
-        client.connect(m.host, m.port, keepalive=10)  # TCP (and TLS handshake) bounded by connect_timeout
+        # TCP bounded by connect_timeout; the TLS handshake by the socket timeout paho sets from keepalive
+        client.connect(m.host, m.port, keepalive=int(MQTT_TIMEOUT_S))
         client.loop_start()
         answered = done.wait(MQTT_TIMEOUT_S)
-    except (MqttError, OSError, ValueError) as exc:
+    except MqttError as exc:
+        return Check("fail", "mqtt", str(exc), "correct the setting it names")
+    except (OSError, ValueError) as exc:
         return Check("fail", "mqtt", f"{where}: {exc}", "check mqtt.tls and the broker's certificate")
     finally:
         client.disconnect()

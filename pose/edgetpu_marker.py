@@ -16,9 +16,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 _GLOB = "edgetpu-in-use.*.json"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
-def _alive(pid: int) -> bool:
+def _boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int, boot_id: str) -> bool:
+    """Is the marker's process still running? A pid from before a reboot is another process now."""
+    if boot_id != _boot_id():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -37,10 +48,13 @@ def leftover(state_dir: Path, stack: str) -> Optional[tuple[Path, dict[str, Any]
             pid = int(info.get("pid", -1))
         except (OSError, ValueError, TypeError, AttributeError):
             info, pid = {}, -1
-        if pid == os.getpid() or (pid > 0 and _alive(pid)):
+        if pid == os.getpid() or (pid > 0 and _alive(pid, str(info.get("boot_id", "")))):
             continue  # in use by a running process (a `fallwatch detect` beside the daemon)
         if info.get("stack") != stack:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only state directory: it is ignored all the same
             continue
         return path, info
     return None
@@ -58,7 +72,8 @@ class Marker:
     def __init__(self, state_dir: Path, stack: str):
         self.path = Path(state_dir) / f"edgetpu-in-use.{os.getpid()}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"pid": os.getpid(), "time": time.time(), "stack": stack}))
+        self.path.write_text(json.dumps({"pid": os.getpid(), "boot_id": _boot_id(), "time": time.time(),
+                                         "stack": stack}))
         atexit.register(self.remove)
 
     def remove(self) -> None:

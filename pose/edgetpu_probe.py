@@ -3,12 +3,15 @@ runtime's real ``load_delegate``), allocates each ``*_edgetpu`` model, invokes i
 the outputs with the CPU twin's. A crash (signal), hang (timeout) or wrong answer then costs a child process,
 not the daemon.
 
-Agreement, in physical terms (the TPU runs the same quantized graph, so honest differences are a few
-quantization steps):
-- MoveNet keypoints: each keypoint both runs score >= 0.2 lies within 5 % of the image side; every score within 0.1;
-- SSD detections: the sorted scores within 0.1; each detection scoring >= 0.3 has a same-class partner with
-  box IoU >= 0.5;
-- anything else: every output within 5 % of the CPU output's range.
+The input is a drawn figure of a person (MoveNet finds its joints with scores 0.5-0.8), so the comparison is
+about a real answer, not noise. Agreement, in physical terms; the margins come from Coral's own reference outputs
+of MoveNet Lightning on the same image (google-coral/test_data), where the Edge TPU's keypoints lie within 2 % of
+the image of the CPU's while single keypoint scores differ by up to 0.4 (their mean by 0.13):
+- MoveNet: each keypoint both runs score >= 0.3 within 5 % of the image side; the mean score difference <= 0.25;
+- SSD: each detection scoring >= 0.5 in either run has a partner scoring >= 0.2 in the other with box IoU >= 0.5
+  (and the same class, and the sorted scores within 0.2 on average, when the reference is the TPU build's own
+  CPU twin rather than another conversion of the same network);
+- anything else: the mean difference of each output within 5 % of the CPU output's range.
 
 Run as ``python -m fallwatch.pose.edgetpu_probe SPEC_JSON``; it prints one JSON line (prefixed ``PROBE ``).
 """
@@ -29,10 +32,12 @@ from . import edgetpu_stack
 
 PROBE_TIMEOUT_S = 20.0
 KEYPOINT_TOLERANCE = 0.05  # of the image side
-SCORE_TOLERANCE = 0.1
-KEYPOINT_MIN_SCORE = 0.2
-DETECTION_MIN_SCORE = 0.3
+KEYPOINT_MIN_SCORE = 0.3
+MEAN_SCORE_TOLERANCE = 0.25  # MoveNet: mean |score difference| over the 17 keypoints
+DETECTION_MIN_SCORE = 0.5  # SSD: detections that must be found by both runs
+PARTNER_MIN_SCORE = 0.2
 IOU_MIN = 0.5
+SSD_MEAN_SCORE_TOLERANCE = 0.2
 OUTPUT_TOLERANCE = 0.05  # of the CPU output's range, for models without a specific rule
 _PREFIX = "PROBE "
 
@@ -41,8 +46,9 @@ _PREFIX = "PROBE "
 class ProbeModel:
     name: str  # registry name of the Edge TPU build
     tpu_path: Path
-    cpu_path: Path  # its CPU twin: the reference
+    cpu_path: Path  # the reference: its CPU twin, or the CPU model the engine runs instead
     kind: str  # registry kind: "estimator", "detector", ...
+    exact_twin: bool = True  # cpu_path is the CPU build of the same file (else: another conversion)
 
 
 @dataclass
@@ -73,18 +79,19 @@ class ProbeResult:
         return f"{self.stack}: {self.detail}; {self.fix}"
 
 
-def reference_model(tpu_name: str, fallback: Path, model_dir: Path) -> Path:
-    """The CPU model a TPU build is compared with: its registered twin if present and verified, else ``fallback``
-    (the CPU model the engine runs instead)."""
+def probe_model(tpu_name: str, tpu_path: Path, cpu_path: Path, model_dir: Path) -> ProbeModel:
+    """The probe's view of one TPU build: compared with its registered CPU twin when that is present and verified,
+    else with ``cpu_path`` (the CPU model the engine runs instead, e.g. the TF zoo's conversion of Coral's SSD)."""
     from .models import MODELS, ModelError, model_path
 
-    twin = MODELS[tpu_name].cpu_twin
+    spec = MODELS[tpu_name]
+    twin = spec.cpu_twin
     if twin:
         try:
-            return model_path(twin, model_dir)
+            return ProbeModel(tpu_name, tpu_path, model_path(twin, model_dir), spec.kind)
         except ModelError:
             pass
-    return fallback
+    return ProbeModel(tpu_name, tpu_path, cpu_path, spec.kind, exact_twin=False)
 
 
 def run_probe(models: list[ProbeModel], device: str = "usb", timeout_s: float = PROBE_TIMEOUT_S,
@@ -101,7 +108,7 @@ def run_probe(models: list[ProbeModel], device: str = "usb", timeout_s: float = 
     result = ProbeResult("failed", "", edgetpu_stack.stack_label(module, package),
                          edgetpu_stack.stack_matches(package, module, version))
     spec = {"device": device, "models": [{"name": m.name, "tpu": str(m.tpu_path), "cpu": str(m.cpu_path),
-                                          "kind": m.kind} for m in models]}
+                                          "kind": m.kind, "exact": m.exact_twin} for m in models]}
     t0 = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-m", "fallwatch.pose.edgetpu_probe", json.dumps(spec)],
@@ -131,11 +138,27 @@ def run_probe(models: list[ProbeModel], device: str = "usb", timeout_s: float = 
 
 # -- comparison ------------------------------------------------------------------------------------------------
 def probe_input(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A fixed, smooth, colourful test pattern (the same on every run and machine)."""
+    """A fixed drawing of a standing person (the same on every run and machine), as the model's input tensor."""
+    import cv2
+
     h, w = int(shape[1]), int(shape[2])
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([128 + 100 * np.sin(x / 9.0) * np.cos(y / 13.0), 128 + 100 * np.sin((x + y) / 17.0),
-                    128 + 100 * np.cos(x / 23.0 - y / 7.0)], -1)[..., : int(shape[3])]
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = (150, 140, 120)
+    sx, sy = w / 192.0, h / 192.0
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        return int(x * sx), int(y * sy)
+
+    skin, shirt, trousers = (200, 160, 130), (40, 80, 170), (50, 50, 60)
+    cv2.circle(img, at(96, 30), int(13 * sy), skin, -1)  # head
+    cv2.line(img, at(96, 45), at(96, 100), shirt, int(30 * sy))  # torso
+    for shoulder, elbow, hand in ((80, 62, 55), (112, 130, 137)):
+        cv2.line(img, at(shoulder, 52), at(elbow, 80), shirt, int(10 * sy))
+        cv2.line(img, at(elbow, 80), at(hand, 108), skin, int(8 * sy))
+    for hip, knee, ankle in ((88, 84, 82), (104, 108, 110)):
+        cv2.line(img, at(hip, 100), at(knee, 140), trousers, int(13 * sy))
+        cv2.line(img, at(knee, 140), at(ankle, 178), trousers, int(11 * sy))
+    img = img[..., : int(shape[3])].astype(np.float32)
     if np.dtype(dtype) == np.uint8:
         return img.astype(np.uint8)[None]
     if np.dtype(dtype) == np.int8:
@@ -151,7 +174,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def compare(kind: str, tpu: list[np.ndarray], cpu: list[np.ndarray]) -> Optional[str]:
+def compare(kind: str, tpu: list[np.ndarray], cpu: list[np.ndarray], exact_twin: bool = True) -> Optional[str]:
     """None if the Edge TPU's outputs agree with the CPU's (see the module doc), else how far off they are."""
     if [o.shape for o in tpu] != [o.shape for o in cpu]:
         return f"output shapes differ ({[o.shape for o in tpu]} vs {[o.shape for o in cpu]})"
@@ -161,26 +184,28 @@ def compare(kind: str, tpu: list[np.ndarray], cpu: list[np.ndarray]) -> Optional
         t, c = tpu[0].reshape(17, 3), cpu[0].reshape(17, 3)
         both = (t[:, 2] >= KEYPOINT_MIN_SCORE) & (c[:, 2] >= KEYPOINT_MIN_SCORE)
         off = float(np.abs(t[both, :2] - c[both, :2]).max()) if both.any() else 0.0
-        score = float(np.abs(t[:, 2] - c[:, 2]).max())
-        if off > KEYPOINT_TOLERANCE or score > SCORE_TOLERANCE:
+        score = float(np.abs(t[:, 2] - c[:, 2]).mean())
+        if off > KEYPOINT_TOLERANCE or score > MEAN_SCORE_TOLERANCE:
             return (f"keypoints off by {100 * off:.0f}% of the image (allowed {100 * KEYPOINT_TOLERANCE:.0f}%), "
-                    f"scores by {score:.2f} (allowed {SCORE_TOLERANCE})")
+                    f"scores by {score:.2f} on average (allowed {MEAN_SCORE_TOLERANCE})")
         return None
     if kind == "detector" and len(cpu) == 4:
         (tb, tc, ts, _), (cb, cc, cs, _) = tpu, cpu
-        score = float(np.abs(np.sort(ts.ravel()) - np.sort(cs.ravel())).max())
-        if score > SCORE_TOLERANCE:
-            return f"detection scores off by {score:.2f} (allowed {SCORE_TOLERANCE})"
+        if exact_twin:
+            score = float(np.abs(np.sort(ts.ravel()) - np.sort(cs.ravel())).mean())
+            if score > SSD_MEAN_SCORE_TOLERANCE:
+                return f"detection scores off by {score:.2f} on average (allowed {SSD_MEAN_SCORE_TOLERANCE})"
         for (b1, c1, s1), (b2, c2, s2) in (((tb, tc, ts), (cb, cc, cs)), ((cb, cc, cs), (tb, tc, ts))):
+            boxes, partners = b2.reshape(-1, 4), [j for j in range(s2.size) if s2.ravel()[j] >= PARTNER_MIN_SCORE]
             for i in np.flatnonzero(s1.ravel() >= DETECTION_MIN_SCORE):
                 box, cls = b1.reshape(-1, 4)[i], c1.ravel()[i]
-                ious = [_iou(box, b2.reshape(-1, 4)[j]) for j in range(s2.size) if c2.ravel()[j] == cls]
+                ious = [_iou(box, boxes[j]) for j in partners if not exact_twin or c2.ravel()[j] == cls]
                 if max(ious, default=0.0) < IOU_MIN:
                     return f"a detection (score {s1.ravel()[i]:.2f}) has no partner with IoU >= {IOU_MIN}"
         return None
     for t, c in zip(tpu, cpu):
         span = max(float(c.max() - c.min()), 1e-6)
-        off = float(np.abs(t - c).max()) / span
+        off = float(np.abs(t - c).mean()) / span
         if off > OUTPUT_TOLERANCE:
             return f"outputs off by {100 * off:.0f}% of their range (allowed {100 * OUTPUT_TOLERANCE:.0f}%)"
     return None
@@ -219,7 +244,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
             return {"outcome": "failed", "detail": f"{m['name']} failed to run on the Edge TPU "
                                                    f"({runtime._first_line(e)})", "invoke_ms": invoke_ms}
         cpu_out, _ = _outputs(cpu, x)
-        diff = compare(m["kind"], tpu_out, cpu_out)
+        diff = compare(m["kind"], tpu_out, cpu_out, m.get("exact", True))
         if diff:
             return {"outcome": "disagreed", "invoke_ms": invoke_ms,
                     "detail": f"the Edge TPU's answers disagree with the CPU's: {m['name']} {diff}"}

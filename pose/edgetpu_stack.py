@@ -43,20 +43,30 @@ def runtime_label(module: str, version: Optional[str] = None) -> str:
     return f"{name} {version or '(version unknown)'}"
 
 
+def _ld_so_conf_dirs(conf: Path = Path("/etc/ld.so.conf")) -> list[str]:
+    """The directories the loader's cache covers, read from ld.so.conf and its includes (no ldconfig run)."""
+    dirs: list[str] = []
+    try:
+        lines = conf.read_text().splitlines()
+    except OSError:
+        return dirs
+    for line in (raw.split("#", 1)[0].strip() for raw in lines):
+        if line.startswith("include "):
+            for included in sorted(Path("/").glob(line.split(None, 1)[1].lstrip("/"))):
+                dirs += _ld_so_conf_dirs(included)
+        elif line:
+            dirs.append(line)
+    return dirs
+
+
 def find_library(ld_library_path: Optional[str] = None) -> Optional[Path]:
-    """Where the dynamic loader would find libedgetpu.so.1, looked up without loading it (None: nowhere)."""
+    """Where the dynamic loader would find libedgetpu.so.1, looked up by file reads only (no library loaded, no
+    process started: the CPU-only machine pays nothing); None if nowhere."""
     env = os.environ.get("LD_LIBRARY_PATH", "") if ld_library_path is None else ld_library_path
-    for d in [p for p in env.split(":") if p] + list(_LIBRARY_DIRS):
+    for d in [p for p in env.split(":") if p] + _ld_so_conf_dirs() + list(_LIBRARY_DIRS):
         candidate = Path(d) / EDGETPU_LIBRARY
         if candidate.exists():
             return candidate
-    try:
-        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=3).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in out.splitlines():
-        if line.strip().startswith(EDGETPU_LIBRARY + " ") and "=>" in line:
-            return Path(line.split("=>", 1)[1].strip())
     return None
 
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from . import edgetpu_stack, runtime
 from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
+from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
+from .edgetpu_probe import ProbeResult, probe_model, run_probe
 from .estimator import BlazePoseEstimator, MoveNetEstimator
 from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
-from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
-from .edgetpu_probe import ProbeModel, ProbeResult, reference_model, run_probe
 from .runtime import BackendError, Model
 from .tracker import Tracker, TrackerSettings
 from .types import PoseResult
@@ -159,8 +159,8 @@ class PoseEngine:
         return "edgetpu", f"Edge TPU ({self.settings.edgetpu_device or 'first found'}) runs {used}", models
 
     def _check_edgetpu(self, tpu_models: dict[str, tuple[str, Path]]) -> None:
-        """Before this process touches the TPU: is the library there, did the TPU take a run down before, and
-        does the isolated probe pass? BackendError with the one-line reason if not; else write the marker."""
+        """Before this process touches the TPU: did the TPU take a run down before, and does the isolated probe
+        pass? BackendError with the one-line reason if not; else write the crash marker."""
         s = self.settings
         package = edgetpu_stack.library_package()
         stack = edgetpu_stack.stack_label(runtime._import_runtime(for_edgetpu=True)[2], package)
@@ -168,8 +168,7 @@ class PoseEngine:
         left = leftover_marker(state_dir, stack) if state_dir else None
         if left:
             raise BackendError(f"{stack}: {describe_marker(*left)}; {edgetpu_stack.FIX} (a new stack clears it)")
-        probe = [ProbeModel(tpu_name, path, reference_model(tpu_name, self._cpu_paths[cpu_name], self.model_dir),
-                            MODELS[tpu_name].kind)
+        probe = [probe_model(tpu_name, path, self._cpu_paths[cpu_name], self.model_dir)
                  for cpu_name, (tpu_name, path) in tpu_models.items()]
         self.probe = run_probe(probe, s.edgetpu_device, s.edgetpu_probe_timeout_s, package)
         if not self.probe.ok:

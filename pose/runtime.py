@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from . import edgetpu_stack
 from .edgetpu_stack import EDGETPU_LIBRARY
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,8 @@ def _import_runtime(for_edgetpu: bool = False) -> tuple[Any, Callable[..., Any],
 
 def runtime_label(for_edgetpu: bool = False) -> str:
     """The runtime (module and version) that runs CPU or Edge TPU models here, e.g. "LiteRT 2.3.0"."""
-    from .edgetpu_stack import runtime_label as label
-
     try:
-        return label(_import_runtime(for_edgetpu)[2])
+        return edgetpu_stack.runtime_label(_import_runtime(for_edgetpu)[2])
     except BackendError:
         return "no TFLite runtime"
 
@@ -76,13 +75,11 @@ def make_cpu_interpreter(path: Path, num_threads: Optional[int] = None) -> Any:
 
 def load_edgetpu_delegate(device: str = "usb") -> Any:
     """Load the Edge TPU delegate, or BackendError saying why not (library missing, or no TPU answering)."""
-    from .edgetpu_stack import find_library
-
     _, load_delegate, _ = _import_runtime(for_edgetpu=True)
     options = {"device": device} if device else {}
     # Look for the library first (by the loader's search path, without loading it): a failed load_delegate
     # leaves a half-built Delegate whose __del__ prints a traceback on some LiteRT versions.
-    library = find_library()
+    library = edgetpu_stack.find_library()
     if library is None:
         raise BackendError(f"Edge TPU library {EDGETPU_LIBRARY} not found")
     try:

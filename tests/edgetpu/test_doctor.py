@@ -61,7 +61,8 @@ def _usb_tree(root: Path, vendor: str, product: str, speed: str) -> Path:
     return root
 
 
-def test_coral_on_usb2_warns_and_on_usb3_is_ok(tmp_path: Path) -> None:
+def test_coral_on_usb2_warns_and_on_usb3_is_ok(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_tpu) -> None:
+    monkeypatch.setattr(doctor, "check_mqtt", lambda cfg: doctor.Check("ok", "mqtt", "not checked here"))
     usb2 = doctor.check_coral_usb(_usb_tree(tmp_path / "a", "1a6e", "089a", "480"), expected=True, must=False)
     assert usb2.status == "warn" and "not yet initialised" in usb2.detail and "480 Mb/s" in usb2.detail
     assert "USB 2" in usb2.detail and "USB 3" in usb2.fix
@@ -71,6 +72,10 @@ def test_coral_on_usb2_warns_and_on_usb3_is_ok(tmp_path: Path) -> None:
     assert none.status == "ok" and "none on the bus" in none.detail
     forced = doctor.check_coral_usb(tmp_path / "empty", expected=True, must=True)
     assert forced.status == "fail" and forced.fix
+    # a Coral on the bus without the Edge TPU library: worth a warning with the install command
+    checks = _by_name(run_checks(None, None, Environment(sysfs=tmp_path / "b")))
+    assert checks["edgetpu library"].status == "warn" and "a Coral is plugged in" in checks["edgetpu library"].detail
+    assert checks["coral usb"].status == "ok"
 
 
 def test_library_versions_and_whether_they_match(tmp_path: Path) -> None:
@@ -210,3 +215,29 @@ def test_cli_json_shape_exit_code_and_bounded_time(fake_edgetpu_dir: Path, tpu_m
     lines = text.stdout.splitlines()
     assert len(lines) == len(names) and text.returncode == 1
     assert all(line.split("  ", 1)[0].strip() in ("ok", "warn", "fail") for line in lines)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"openssl {' '.join(args)}: {result.stderr}"
+
+
+def test_tls_broker_with_the_right_ca_and_an_unknown_one(mosquitto_factory, tmp_path: Path, clip: Path,
+                                                         no_tpu) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=doctor CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=pki)
+    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=pki)
+    (pki / "server.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "2", "-extfile", "server.cnf", cwd=pki)
+    port = _free_port()
+    mosquitto_factory(f"listener {port} 127.0.0.1\ncafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\n"
+                      f"keyfile {pki / 'server.key'}\nallow_anonymous true\n", port).start()
+    mqtt = {"host": "127.0.0.1", "port": port, "tls": {"enabled": True, "ca_certs": str(pki / "ca.crt")}}
+    ok = _by_name(run_checks(_config(tmp_path, clip, mqtt=mqtt)))["mqtt"]
+    assert ok.status == "ok" and ok.detail == f"connected to 127.0.0.1:{port} (TLS)"
+    unknown = _by_name(run_checks(_config(tmp_path, clip, mqtt={**mqtt, "tls": {"enabled": True}})))["mqtt"]
+    assert unknown.status == "fail" and "CERTIFICATE_VERIFY_FAILED" in unknown.detail and "mqtt.tls" in unknown.fix
