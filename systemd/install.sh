@@ -272,7 +272,7 @@ fi
 if [ "$SYSTEMD" -eq 0 ]; then
   say "done, without systemd: nothing reloaded, enabled or started. Once systemd runs:"
   say "  sudo systemctl daemon-reload && sudo systemctl enable --now fallwatch"
-  say "check the installation: $VENV/bin/fallwatch doctor --config $ETC/fallwatch.yaml"
+  say "check the installation: sudo -u $SERVICE_USER STATE_DIRECTORY=$STATE $VENV/bin/fallwatch doctor"
   exit 0
 fi
 systemctl daemon-reload
@@ -287,7 +287,7 @@ if [ "$START" -eq 1 ]; then
 fi
 
 say "done. Status: systemctl status fallwatch; logs: journalctl -u fallwatch -f;"
-say "something off? sudo -u $SERVICE_USER $VENV/bin/fallwatch doctor --config $ETC/fallwatch.yaml"
+say "something off? sudo -u $SERVICE_USER STATE_DIRECTORY=$STATE $VENV/bin/fallwatch doctor"
 say "reload the configuration after editing it: sudo systemctl reload fallwatch"
 say "debug page (on the Pi): http://127.0.0.1:8080/ (ssh -L 8080:127.0.0.1:8080 pi@<host> from elsewhere)"
 say "is the Coral used? journalctl -u fallwatch -b | grep 'pose engine on' (edgetpu or cpu, and why);"
