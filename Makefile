@@ -21,7 +21,7 @@ endif
 # systemd-python compiles against libsystemd; install that extra only where the library's headers are present.
 EXTRAS := dev$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
 
-.PHONY: run test install install-dev models clean
+.PHONY: run test install install-dev models clean pi-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ mqtt-load: install-dev
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# systemd/install.sh on emulated arm64 Debian 13 trixie and 12 bookworm: install, doctor, detect (root; slow: see
+# README). PI_TEST_ARGS: --rebuild, --keep, or one release.
+pi-test:
+	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/pi_test.sh $(PI_TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

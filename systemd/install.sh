@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Install fallwatch as a systemd service on Raspberry Pi OS bookworm (64-bit).
+# Install fallwatch as a systemd service on Raspberry Pi OS / Debian 12 bookworm or 13 trixie (64-bit).
 #
-#   sudo ./systemd/install.sh [--with-mosquitto] [--with-coral] [--no-models] [--no-start] [--source PATH]
+#   sudo ./systemd/install.sh [--with-mosquitto] [--with-coral] [--no-models | --models-from DIR] [--no-start]
+#                             [--no-systemd] [--source PATH] [--coral-sha256 FILE=SHA256]...
 #
 # Idempotent: run it again after `git pull` to upgrade. It never overwrites an edited
 # /etc/fallwatch/fallwatch.yaml (a newer default goes beside it as fallwatch.yaml.dist).
-# --with-coral adds Coral's apt repository and installs the Edge TPU runtime (libedgetpu1-std).
+# --with-coral installs a TFLite runtime and an Edge TPU library built for each other (pinned, sha256-checked).
+# --models-from DIR copies the models from DIR instead of downloading them (they are verified all the same).
+# --no-systemd (automatic where systemd is not running, e.g. a chroot) installs everything, the unit included,
+#   but does not reload, enable or start anything.
 set -euo pipefail
 
 PREFIX=/opt/fallwatch
@@ -15,26 +19,47 @@ STATE=/var/lib/fallwatch
 MODELS=$STATE/models
 UNIT=/etc/systemd/system/fallwatch.service
 SERVICE_USER=fallwatch
-SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SRC="$(cd "$HERE/.." && pwd)"
 WITH_MOSQUITTO=0
 WITH_CORAL=0
 FETCH_MODELS=1
+MODELS_FROM=
 START=1
+SYSTEMD=auto
+CORAL_SHA256=()  # FILE=SHA256 given on the command line, for assets without a published sha256
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+bad_usage() { printf 'install.sh: %s (see --help)\n' "$*" >&2; exit 2; }
+# shellcheck source=systemd/install-lib.sh
+. "$HERE/install-lib.sh"
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-mosquitto) WITH_MOSQUITTO=1 ;;
     --with-coral) WITH_CORAL=1 ;;
     --no-models) FETCH_MODELS=0 ;;
+    --models-from)
+      [ $# -ge 2 ] || bad_usage "--models-from needs a directory"
+      shift; [ -d "$1" ] || bad_usage "--models-from $1: no such directory"
+      MODELS_FROM="$(cd "$1" && pwd)" ;;
     --no-start) START=0 ;;
-    --source) shift; SRC="$(cd "${1:?--source needs a path}" && pwd)" ;;
+    --no-systemd) SYSTEMD=0 ;;
+    --coral-sha256)
+      [ $# -ge 2 ] || bad_usage "--coral-sha256 needs FILE=SHA256"
+      shift
+      [[ "$1" =~ ^[^=/]+=[0-9a-f]{64}$ ]] || bad_usage "--coral-sha256 $1: expected FILE=SHA256 (64 hex digits)"
+      CORAL_SHA256+=("$1") ;;
+    --source)
+      [ $# -ge 2 ] || bad_usage "--source needs a path"
+      shift; [ -d "$1" ] || bad_usage "--source $1: no such directory"
+      SRC="$(cd "$1" && pwd)" ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    *) bad_usage "unknown option $1" ;;
   esac
   shift
 done
+[ "$FETCH_MODELS" -eq 1 ] || [ -z "$MODELS_FROM" ] || bad_usage "--no-models and --models-from exclude each other"
 
 cd /  # the service user may not be able to enter the caller's directory (runuser below)
 
@@ -43,20 +68,47 @@ die() { printf 'fallwatch install: error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: sudo $0"
 [ -f "$SRC/pyproject.toml" ] || die "$SRC does not look like the fallwatch source tree (no pyproject.toml)"
-command -v systemctl >/dev/null || die "systemd is required"
+if [ "$SYSTEMD" = auto ]; then
+  if [ -d /run/systemd/system ]; then SYSTEMD=1; else
+    SYSTEMD=0
+    say "systemd is not running here (no /run/systemd/system: a chroot or a container?); installing without" \
+        "reloading, enabling or starting anything (as with --no-systemd)"
+  fi
+fi
+[ "$SYSTEMD" -eq 0 ] || command -v systemctl >/dev/null || die "systemd is required (or use --no-systemd)"
+CODENAME=
 if [ -r /etc/os-release ]; then
   # shellcheck source=/dev/null
   . /etc/os-release
-  [ "${VERSION_CODENAME:-}" = bookworm ] || say "warning: tested on bookworm, this is ${PRETTY_NAME:-unknown}"
+  CODENAME="${VERSION_CODENAME:-}"
 fi
-case "$(uname -m)" in
+case "$CODENAME" in
+  bookworm|trixie) say "${PRETTY_NAME:-$CODENAME}: supported (Debian 12 bookworm and 13 trixie, 64-bit)" ;;
+  *) say "warning: supported are Debian / Raspberry Pi OS 12 bookworm and 13 trixie (64-bit); this is" \
+         "${PRETTY_NAME:-unknown}: going on, untested" ;;
+esac
+ARCH="$(uname -m)"
+case "$ARCH" in
   aarch64|x86_64) ;;
-  *) say "warning: $(uname -m) is not 64-bit; LiteRT wheels exist for aarch64 and x86_64 only" ;;
+  *) say "warning: $ARCH is not 64-bit; LiteRT wheels exist for aarch64 and x86_64 only" ;;
 esac
 
+# The Coral's matched pair, decided before anything is installed: both files pinned and sha256-checked, or neither.
+CORAL_ASSETS=()
+if [ "$WITH_CORAL" -eq 1 ]; then
+  PYTAG="$(python3 -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")' 2>/dev/null || echo none)"
+  plan="$(coral_plan "$ARCH" "$PYTAG" "${CORAL_SHA256[@]}")"
+  if [ "${plan%% *}" = cpu ]; then
+    say "--with-coral: ${plan#cpu }; installing the CPU path only"
+  else
+    while read -r _ name url sum; do CORAL_ASSETS+=("$name $url $sum"); done <<<"$plan"
+  fi
+fi
+
 # 1. System packages. picamera2 comes from apt (it is tied to the system's libcamera), hence the venv below
-#    uses --system-site-packages.
-packages=(python3-venv python3-pip python3-dev pkg-config libsystemd-dev)
+#    uses --system-site-packages. gcc and the headers build systemd-python; passwd (useradd) is no longer
+#    essential on trixie.
+packages=(python3-venv python3-pip python3-dev gcc libc6-dev pkg-config libsystemd-dev ca-certificates passwd)
 if apt-cache show python3-picamera2 >/dev/null 2>&1; then
   packages+=(python3-picamera2)
 else
@@ -75,26 +127,16 @@ else
   say "apt packages already installed: ${packages[*]}"
 fi
 if [ "$WITH_MOSQUITTO" -eq 1 ]; then
-  systemctl enable --now mosquitto.service >/dev/null || die "could not enable and start mosquitto.service"
-  say "mosquitto enabled and running"
-fi
-if [ "$WITH_CORAL" -eq 1 ]; then
-  if dpkg-query -W -f='${Status}' libedgetpu1-std 2>/dev/null | grep -q "ok installed" ||
-     dpkg-query -W -f='${Status}' libedgetpu1-max 2>/dev/null | grep -q "ok installed"; then
-    say "Edge TPU runtime already installed"
+  if [ "$SYSTEMD" -eq 1 ]; then
+    systemctl enable --now mosquitto.service >/dev/null || die "could not enable and start mosquitto.service"
+    say "mosquitto enabled and running"
   else
-    CORAL_KEY=/etc/apt/keyrings/coral-edgetpu.gpg
-    install -d -m 0755 /etc/apt/keyrings
-    if [ ! -s "$CORAL_KEY" ]; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl gnupg ca-certificates
-      curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | gpg --dearmor --yes -o "$CORAL_KEY"
-    fi
-    echo "deb [signed-by=$CORAL_KEY] https://packages.cloud.google.com/apt coral-edgetpu-stable main" \
-      >/etc/apt/sources.list.d/coral-edgetpu.list
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y libedgetpu1-std
-    say "installed the Edge TPU runtime libedgetpu1-std; replug the Coral USB accelerator once"
+    say "mosquitto installed; not enabled or started (no systemd)"
   fi
+fi
+if dpkg-query -W -f='${Version}' libedgetpu1-std 2>/dev/null | grep -qx '16\.0'; then
+  say "warning: libedgetpu1-std 16.0 from Coral's apt repository is a TensorFlow 2.5 build that crashes TFLite" \
+      ">= 2.12 (fallwatch then runs on the CPU); --with-coral installs a matched pair instead"
 fi
 
 # 2. The service user, in the groups that own the camera (video) and the Coral USB accelerator (plugdev).
@@ -121,12 +163,15 @@ else
   say "venv $VENV exists"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-# apt's picamera2 (and its simplejpeg) is built against the system's numpy 1.x: keep numpy below 2 in the venv,
-# pip then picks an OpenCV build that works with it.
-CONSTRAINTS="$(mktemp)"
-trap 'rm -f "$CONSTRAINTS"' EXIT
-if "$VENV/bin/python" -c 'import picamera2' >/dev/null 2>&1; then
-  echo 'numpy<2' >"$CONSTRAINTS"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+CONSTRAINTS="$WORK/constraints.txt"
+# The system interpreter, isolated from user site and PYTHONPATH: the numpy apt's compiled modules were built for.
+SYSTEM_NUMPY="$(python3 -I -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)"
+numpy_constraint "$SYSTEM_NUMPY" >"$CONSTRAINTS" || die "cannot read the system numpy version '$SYSTEM_NUMPY'"
+if [ -s "$CONSTRAINTS" ]; then
+  say "system numpy $SYSTEM_NUMPY: keeping the venv on $(cat "$CONSTRAINTS") so apt's compiled modules" \
+      "(picamera2's simplejpeg, ...) keep importing"
 fi
 if ! "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "${SRC}[systemd]"; then
   # systemd-python builds from source and needs libsystemd-dev and pkg-config; fall back to the plain package,
@@ -134,7 +179,31 @@ if ! "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "${SRC}[systemd
   say "warning: installing with the systemd extra failed; installing without it"
   "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "$SRC"
 fi
-say "installed fallwatch $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("fallwatch"))') into $VENV"
+say "installed fallwatch $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("fallwatch"))')" \
+    "into $VENV (numpy $("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)'))"
+
+# 3b. The Coral's matched pair: download, check each file's sha256, then install the library and the runtime.
+if [ ${#CORAL_ASSETS[@]} -gt 0 ]; then
+  for asset in "${CORAL_ASSETS[@]}"; do
+    read -r name url sum <<<"$asset"
+    say "downloading $url"
+    python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+      "$url" "$WORK/$name" || die "could not download $url"
+    echo "$sum  $WORK/$name" | sha256sum --check --quiet - ||
+      die "$name does not match its pinned sha256 $sum; nothing of the Coral pair was installed"
+  done
+  for asset in "${CORAL_ASSETS[@]}"; do
+    read -r name _ _ <<<"$asset"
+    case "$name" in
+      *.deb)
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$WORK/$name" ;;
+      *.whl) "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "$WORK/$name" ;;
+    esac
+  done
+  say "installed the Edge TPU pair: libedgetpu $LIBEDGETPU_VERSION and tflite_runtime $TFLITE_RUNTIME_VERSION" \
+      "(built for each other); replug the Coral USB accelerator once"
+fi
 
 # 4. Configuration: install the default once; afterwards never overwrite the administrator's file.
 install -d -m 0755 "$ETC"
@@ -155,10 +224,33 @@ fi
 # 5. Models into the state directory (owned by the service user; the unit's StateDirectory= keeps it so).
 install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$STATE"
 install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" "$MODELS"
+if [ -n "$MODELS_FROM" ]; then
+  # The files the configuration names (CPU models and their Edge TPU builds); `models fetch` below then only
+  # downloads what DIR lacked, and `models verify` checks the copies.
+  "$VENV/bin/python" - "$ETC/fallwatch.yaml" >"$WORK/model-files" <<'PY'
+import sys
+from fallwatch.config.loader import load_config
+from fallwatch.pose.fetch import configured_models
+from fallwatch.pose.models import MODELS
+pose = load_config(sys.argv[1]).pose
+required, tpu = configured_models(pose.detector, pose.estimator, pose.backend)
+print("\n".join(MODELS[name].file for name in required + tpu))
+PY
+  while read -r file; do
+    if [ -f "$MODELS_FROM/$file" ]; then
+      install -m 0640 -o "$SERVICE_USER" -g "$SERVICE_USER" "$MODELS_FROM/$file" "$MODELS/$file"
+      say "copied $file from $MODELS_FROM"
+    else
+      say "$file is not in $MODELS_FROM; it will be downloaded"
+    fi
+  done <"$WORK/model-files"
+fi
 if [ "$FETCH_MODELS" -eq 1 ]; then
-  say "fetching the models named in the configuration into $MODELS"
+  say "fetching the models named in the configuration into $MODELS (those not present and verified)"
+  # A failed download is reported, not fatal: `models verify` below says whether the service can run without it
+  # (an Edge TPU build that could not be fetched only costs the TPU).
   runuser -u "$SERVICE_USER" -- "$VENV/bin/fallwatch" models fetch --config "$ETC/fallwatch.yaml" \
-    --model-dir "$MODELS"
+    --model-dir "$MODELS" || say "warning: not every model could be fetched (see above)"
   if runuser -u "$SERVICE_USER" -- "$VENV/bin/fallwatch" models verify --config "$ETC/fallwatch.yaml" \
       --model-dir "$MODELS"; then
     say "models verified"
@@ -170,11 +262,18 @@ else
 fi
 
 # 6. The unit.
+install -d -m 0755 "$(dirname "$UNIT")"
 if cmp -s "$SRC/systemd/fallwatch.service" "$UNIT"; then
   say "unit $UNIT is up to date"
 else
   install -m 0644 "$SRC/systemd/fallwatch.service" "$UNIT"
   say "installed unit $UNIT"
+fi
+if [ "$SYSTEMD" -eq 0 ]; then
+  say "done, without systemd: nothing reloaded, enabled or started. Once systemd runs:"
+  say "  sudo systemctl daemon-reload && sudo systemctl enable --now fallwatch"
+  say "check the installation: sudo -u $SERVICE_USER STATE_DIRECTORY=$STATE $VENV/bin/fallwatch doctor"
+  exit 0
 fi
 systemctl daemon-reload
 # (`cmd && say` would not do: under set -e a failure on the left of && is silently ignored.)
@@ -188,6 +287,7 @@ if [ "$START" -eq 1 ]; then
 fi
 
 say "done. Status: systemctl status fallwatch; logs: journalctl -u fallwatch -f;"
+say "something off? sudo -u $SERVICE_USER STATE_DIRECTORY=$STATE $VENV/bin/fallwatch doctor"
 say "reload the configuration after editing it: sudo systemctl reload fallwatch"
 say "debug page (on the Pi): http://127.0.0.1:8080/ (ssh -L 8080:127.0.0.1:8080 pi@<host> from elsewhere)"
 say "is the Coral used? journalctl -u fallwatch -b | grep 'pose engine on' (edgetpu or cpu, and why);"

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# `make pi-test`: systemd/install.sh proven on emulated arm64 Debian 13 trixie and 12 bookworm (Raspberry Pi OS's
+# bases). For each release: build (or reuse) an arm64 root filesystem with mmdebstrap under qemu-user-static,
+# copy this checkout (git ls-files), a dev fall clip and the models into its /tmp, run install.sh there (no
+# systemd in a chroot: its no-systemd mode), then check that
+#   - python3-bottleneck, a Debian-built extension compiled against the system numpy (the stand-in for picamera2's
+#     simplejpeg), still imports in the venv, whose numpy has the system's major version;
+#   - `fallwatch doctor --json` passes, with the clip as camera and a mosquitto on the host's loopback as broker
+#     (the chroot shares the host's network);
+#   - `fallwatch detect CLIP` prints the `fall` event.
+# Prints the time of each phase and exits non-zero on any failure. Needs root (chroot, mounts).
+#
+#   sudo tests/pi/pi_test.sh [--rebuild] [--keep] [RELEASE...]      (default: trixie bookworm)
+#
+# Root filesystems are cached outside the checkout, in $PI_TEST_CACHE (/var/cache/fallwatch-pi-test), as
+# <release>-arm64.tar next to the package list they were built with; pip's cache for each release sits beside
+# them, so a warm run skips the build and the downloads (the install itself still runs under emulation).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+SHARED="${FALLWATCH_SHARED:-$(cd "$REPO/.." && pwd)/shared}"
+CACHE="${PI_TEST_CACHE:-/var/cache/fallwatch-pi-test}"
+MIRROR="${PI_TEST_MIRROR:-http://deb.debian.org/debian}"
+CLIP="${PI_TEST_CLIP:-$SHARED/data/gmdcsa24-dev/Subject 1/Fall/13.mp4}"  # the shortest dev fall clip (4.3 s)
+MODELS="${PI_TEST_MODELS:-$SHARED/models}"
+# What install.sh needs, plus python3-numpy and python3-bottleneck (the system numpy and an extension built for it).
+PACKAGES="python3,python3-venv,python3-pip,python3-dev,python3-numpy,python3-bottleneck,ca-certificates,gcc,libc6-dev,pkg-config,libsystemd-dev"
+REBUILD=0
+KEEP=0
+RELEASES=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rebuild) REBUILD=1 ;;
+    --keep) KEEP=1 ;;
+    trixie|bookworm) RELEASES+=("$1") ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "pi_test.sh: unknown argument $1 (releases: trixie bookworm; options: --rebuild --keep)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#RELEASES[@]} -gt 0 ] || RELEASES=(trixie bookworm)
+
+log() { printf '[pi-test %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+die() { printf '[pi-test] error: %s\n' "$*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "run as root (chroot and mounts): sudo $0"
+[ -f "$CLIP" ] || die "no clip $CLIP (set PI_TEST_CLIP)"
+[ -d "$MODELS" ] || die "no model directory $MODELS (set PI_TEST_MODELS)"
+
+# --- host tools: Debian's mmdebstrap, qemu-user-static and binfmt-support; mosquitto as the broker ----------------
+need=()
+for pkg in mmdebstrap qemu-user-static binfmt-support mosquitto; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+update-binfmts --enable qemu-aarch64 2>/dev/null || true
+grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || die "binfmt for qemu-aarch64 is not enabled"
+
+# --- a broker on a free loopback port, for doctor's MQTT check --------------------------------------------------
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT="$(free_port)"
+DEBUG_PORT="$(free_port)"  # the debug page's, for doctor's bind check (the chroot shares the host's ports)
+RUN="$(mktemp -d /tmp/fallwatch-pi-test.XXXXXX)"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$PORT" >"$RUN/mosquitto.conf"
+mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.log" 2>&1 &
+BROKER=$!
+# shellcheck disable=SC2317  # (a trap)
+cleanup() {
+  kill "$BROKER" 2>/dev/null || true
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+for _ in $(seq 50); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null && break
+  sleep 0.1
+done
+
+# In the chroot: a clean environment (nothing of the host's FALLWATCH_* leaks in) and a Raspberry Pi 4 CPU for qemu
+# (its default `max` CPU makes XNNPACK choose other kernels). /sys is not mounted: under qemu-user XNNPACK's cpuinfo
+# would read the host's CPU list from it and crash.
+in_root() {
+  chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    LANG=C.UTF-8 QEMU_CPU=cortex-a72 SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt "$@"
+}
+
+phase_start() { PHASE="$1"; T0=$(date +%s); log "$RELEASE: $PHASE"; }
+phase_end() {
+  local took=$(($(date +%s) - T0))
+  log "$RELEASE: $PHASE took $took s"
+  echo "$RELEASE $PHASE $took" >>"$RUN/times"
+}
+fail() { printf '[pi-test] %s: %s FAILED: %s\n' "$RELEASE" "$PHASE" "$*" >&2; exit 1; }
+# shellcheck disable=SC2317  # (a trap)
+unmount_root() {
+  [ -n "$ROOT" ] || return 0
+  umount -R "$ROOT/dev" "$ROOT/proc" "$ROOT/root/.cache/pip" 2>/dev/null || true
+  if [ "$KEEP" -eq 0 ]; then rm -rf --one-file-system "$ROOT"; else log "kept $ROOT"; fi
+}
+
+# Runs in a subshell with set -e: any failing command ends this release's test (its cleanup runs on exit).
+test_release() {
+  RELEASE="$1"
+  ROOT=
+  trap unmount_root EXIT
+  local tar="$CACHE/$RELEASE-arm64.tar" stamp="$CACHE/$RELEASE-arm64.packages"
+
+  phase_start rootfs
+  mkdir -p "$CACHE"
+  if [ "$REBUILD" -eq 1 ] || [ ! -f "$tar" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$PACKAGES" ]; then
+    rm -f "$tar" "$stamp"
+    mmdebstrap --quiet --arch=arm64 --variant=apt --format=tar --include="$PACKAGES" "$RELEASE" "$tar.partial" \
+      "$MIRROR" || fail "mmdebstrap could not build the root filesystem"
+    mv "$tar.partial" "$tar"
+    echo "$PACKAGES" >"$stamp"
+  else
+    log "$RELEASE: reusing $tar"
+  fi
+  phase_end
+
+  phase_start prepare
+  ROOT="$(mktemp -d "/var/tmp/fallwatch-pi-test-$RELEASE.XXXXXX")"
+  tar -xf "$tar" -C "$ROOT"
+  cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  # The host's CA bundle, so pip and apt in the chroot trust what the host trusts (a TLS-intercepting proxy's CA).
+  cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+  mount --bind /proc "$ROOT/proc"
+  mount --rbind /dev "$ROOT/dev"
+  mount --make-rslave "$ROOT/dev"
+  mkdir -p "$CACHE/pip-$RELEASE" "$ROOT/root/.cache/pip"
+  mount --bind "$CACHE/pip-$RELEASE" "$ROOT/root/.cache/pip"
+  # The checkout as git knows it (no .venv, no caches), the clip and the models: into the root fs's /tmp only.
+  mkdir -p "$ROOT/tmp/fallwatch" "$ROOT/tmp/pi-test/models"
+  git -C "$REPO" ls-files -z | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$ROOT/tmp/fallwatch"
+  cp "$CLIP" "$ROOT/tmp/pi-test/fall.mp4"
+  cp "$MODELS"/*.tflite "$ROOT/tmp/pi-test/models/"
+  cat >"$ROOT/tmp/pi-test/fallwatch.yaml" <<EOF
+camera:
+  source: /tmp/pi-test/fall.mp4
+mqtt:
+  host: 127.0.0.1
+  port: $PORT
+models:
+  dir: /var/lib/fallwatch/models
+debug:
+  bind: 127.0.0.1:$DEBUG_PORT
+EOF
+  chmod -R a+rX "$ROOT/tmp/pi-test"
+  phase_end
+
+  phase_start install
+  # --with-coral: no Coral here, but the pair is chosen, checked and installed (or refused in one line) all the same.
+  in_root bash /tmp/fallwatch/systemd/install.sh --with-coral --models-from /tmp/pi-test/models 2>&1 |
+    tee "$RUN/install.log" || fail "install.sh exited with an error"
+  grep -q "systemd is not running here" "$RUN/install.log" || fail "install.sh did not notice that systemd is absent"
+  grep -q -e "installed the Edge TPU pair" -e "with-coral: .*installing the CPU path only" "$RUN/install.log" ||
+    fail "install.sh --with-coral neither installed the pair nor said why not"
+  phase_end
+
+  phase_start numpy-coupling
+  in_root /opt/fallwatch/venv/bin/python -c '
+import subprocess, bottleneck, numpy
+system = subprocess.run(["/usr/bin/python3", "-I", "-c", "import numpy; print(numpy.__version__)"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+print(f"venv: numpy {numpy.__version__} ({numpy.__file__}), bottleneck {bottleneck.__version__} "
+      f"({bottleneck.__file__}); system numpy {system}")
+assert numpy.__version__.split(".")[0] == system.split(".")[0], "the venv numpy major differs from the system one"
+assert float(bottleneck.nanmean(numpy.array([1.0, numpy.nan, 3.0]))) == 2.0
+'  || fail "the Debian-built extension does not work in the venv"
+  phase_end
+
+  phase_start doctor
+  local rc=0
+  in_root /opt/fallwatch/venv/bin/fallwatch doctor --config /tmp/pi-test/fallwatch.yaml --json >"$RUN/doctor.json" || rc=$?
+  cat "$RUN/doctor.json"
+  python3 - "$RUN/doctor.json" <<'PY' || rc=1
+import json, sys
+text = open(sys.argv[1]).read()
+report = json.loads(text)
+checks = report.get("checks", report) if isinstance(report, dict) else report
+fails = [c for c in checks if isinstance(c, dict) and c.get("status") == "fail"]
+for c in fails:
+    print(f"doctor fail: {c}", file=sys.stderr)
+sys.exit(1 if fails else 0)
+PY
+  [ "$rc" -eq 0 ] || fail "fallwatch doctor reported a failure (exit $rc)"
+  phase_end
+
+  phase_start detect
+  in_root runuser -u fallwatch -- /opt/fallwatch/venv/bin/fallwatch detect --json \
+    --config /tmp/pi-test/fallwatch.yaml /tmp/pi-test/fall.mp4 | tee "$RUN/detect.jsonl" ||
+    fail "fallwatch detect exited with an error"
+  grep -q '"event": "fall"' "$RUN/detect.jsonl" || fail "no fall event from fallwatch detect"
+  phase_end
+}
+
+STATUS=()
+failed=0
+for release in "${RELEASES[@]}"; do
+  T_RELEASE=$(date +%s)
+  set +e
+  (set -e; test_release "$release")
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then result=pass; else result=FAIL; failed=1; fi
+  STATUS+=("$release: $result in $(($(date +%s) - T_RELEASE)) s")
+done
+log "summary (root filesystems cached in $CACHE):"
+[ -f "$RUN/times" ] && awk '{ printf "[pi-test]   %-9s %-15s %5d s\n", $1, $2, $3 }' "$RUN/times"
+for line in "${STATUS[@]}"; do log "  $line"; done
+exit "$failed"
