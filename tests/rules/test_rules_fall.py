@@ -484,3 +484,45 @@ def test_huge_time_gap_is_no_motion_and_a_later_fall_is_caught() -> None:
             t = 3600.0 + frame / 30
             events += rules.update(t, frame, [PersonPose(1, None, keypoints(fall(t - 3600.0)))], SIZE)
         assert kinds(events) == ["fall"] and events[0].t > 3602.0, strategy
+
+
+# -- at night: a dark body on a dark floor is lost right after it lands --------------------------------------
+
+def _seen_until_landing_then_lost(start: float = 2.0, took: float = 0.7, garbage=()):
+    """A side fall seen standing and then only in its first lying pose (the poses in between missing too, as
+    in the dark); ``garbage`` lists (time, Body) of poses the estimator put on furniture after it."""
+    fall = side_fall(start=start, took=took)
+    landed = start + took
+
+    def body(t: float):
+        for gt, gb in garbage:
+            if abs(t - gt) < 1e-6:
+                return gb
+        if t <= start + 0.2 or abs(t - landed) < 1e-6:
+            return fall(t)
+        return None
+
+    return body
+
+
+def test_a_fall_lost_right_after_it_lands_lying_is_a_fall() -> None:
+    # 15 fps: the only pose after the drop began is the landing one (spine horizontal), then nothing.
+    events = run({1: _seen_until_landing_then_lost(start=2.0, took=0.8)}, duration=6.0, fps=15.0)
+    assert kinds(events) == ["fall"]
+    assert 2.8 < events[0].t <= 2.8 + 0.4
+
+
+def test_poses_put_on_furniture_after_the_landing_do_not_undo_the_fall() -> None:
+    # After landing the estimator finds "someone" upright on a chair a body height away, then on a shelf
+    # elsewhere, then nothing (a pose that stays where it jumped to would be taken as the person).
+    chair, shelf = Body(x=320.0 + 1.2 * H), Body(x=320.0 - 0.8 * H, floor=FLOOR - 0.6 * H)
+    body = _seen_until_landing_then_lost(start=2.0, took=0.8, garbage=[(2.8 + 1 / 15, chair), (2.8 + 2 / 15, shelf)])
+    assert kinds(run({1: body}, duration=6.0, fps=15.0)) == ["fall"]
+
+
+def test_a_quick_drop_that_lands_sitting_and_is_then_lost_is_no_fall() -> None:
+    # Sitting down fast on the floor (spine upright) and then lost: one pose is not enough to call it a fall.
+    sit = Body(hip_up=0.08, spine=10.0, legs="front")
+    drop = timeline([(0.0, STAND), (2.0, STAND), (2.6, sit)], _fall_profile)
+    body = lambda t: drop(t) if t <= 2.2 or abs(t - 2.6) < 1e-6 else None  # noqa: E731
+    assert run({1: body}, duration=6.0, fps=15.0) == []
