@@ -48,6 +48,7 @@ UPRIGHT_GAP_S = 1.0  # recovery needs upright poses no further apart than this (
 MAX_TORSO_SPEED = 5.0  # body heights/s (~8.5 m/s): no fall or run indoors moves the torso faster; a pose whose
 MIN_JUMP = 0.5  # torso jumped faster than that, and further than this many body heights, is not the person's
 JUMP_GAP_S = 0.5  # poses further apart in time than this are not compared (the person may really have got there)
+LOST_LYING_S = 1.5  # a fall's one lying pose followed by no pose at all for this long: lying still, out of sight
 
 
 @dataclass
@@ -347,9 +348,10 @@ class FallRules(Rules):
         return False
 
     def _lost_lying(self, f: _Fall) -> bool:
-        """A fast, far drop that ended lying (spine near horizontal) and then no pose at all for the rest of
-        settle_s: what a dark floor does to a dark-clothed body lying still (the estimator scores it too low to
-        keep), where anyone still moving about is found again."""
+        """A fast, far drop that ended lying (spine near horizontal) and no pose since: what a dark floor does to
+        a dark-clothed body lying still (the estimator scores it too low to keep). It is a fall once no pose has
+        come for LOST_LYING_S (anyone all right moves about and is found again: a pose in between is judged as
+        any other)."""
         return f.measured == f.down == 1 and f.max_angle >= self.s.down_angle_deg
 
     def _learn_stand(self, tr: _Track, now: _Sample) -> None:
@@ -422,8 +424,10 @@ class FallRules(Rules):
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
         f = tr.fall
         if tr.state == "falling" and t - f.t >= self.s.settle_s:
-            stayed_down = f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2
-            stayed_down = stayed_down or self._lost_lying(f)
+            lost_lying = self._lost_lying(f)
+            if lost_lying and t - f.t < LOST_LYING_S:
+                return []  # wait: someone who is all right gets up, moves and is found again
+            stayed_down = lost_lying or (f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2)
             if stayed_down and f.hip_drop >= self.s.min_hip_drop:
                 if f.folded and t - f.t < self.s.confirm_s:
                     return []  # squatting or sitting upright: a fall only if they are still down confirm_s later
