@@ -348,10 +348,9 @@ class FallRules(Rules):
         return False
 
     def _lost_lying(self, f: _Fall) -> bool:
-        """A fast, far drop that ended lying (spine near horizontal) and no pose since: what a dark floor does to
-        a dark-clothed body lying still (the estimator scores it too low to keep). It is a fall once no pose has
-        come for LOST_LYING_S (anyone all right moves about and is found again: a pose in between is judged as
-        any other)."""
+        """A fast, far drop that ended lying (spine near horizontal) and no pose since for LOST_LYING_S: what a
+        dark floor does to a dark-clothed body lying still (the estimator scores it too low to keep); anyone all
+        right moves about and is found again, and poses that come in between are judged as usual."""
         return f.measured == f.down == 1 and f.max_angle >= self.s.down_angle_deg
 
     def _learn_stand(self, tr: _Track, now: _Sample) -> None:
@@ -424,10 +423,10 @@ class FallRules(Rules):
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
         f = tr.fall
         if tr.state == "falling" and t - f.t >= self.s.settle_s:
-            lost_lying = self._lost_lying(f)
-            if lost_lying and t - f.t < LOST_LYING_S:
-                return []  # wait: someone who is all right gets up, moves and is found again
-            stayed_down = lost_lying or (f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2)
+            if f.measured == f.down == 1 and t - f.t < LOST_LYING_S:
+                return []  # one pose, down, and none since: too few to judge, wait for more (see _lost_lying)
+            stayed_down = self._lost_lying(f) or (f.measured and f.down / f.measured >= self.s.settle_fraction
+                                                  and f.down >= 2)
             if stayed_down and f.hip_drop >= self.s.min_hip_drop:
                 if f.folded and t - f.t < self.s.confirm_s:
                     return []  # squatting or sitting upright: a fall only if they are still down confirm_s later

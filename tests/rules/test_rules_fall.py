@@ -544,3 +544,16 @@ def test_one_lying_pose_of_someone_seated_who_then_gets_up_unseen_is_no_fall() -
         return body(round(t * 15) / 15)
 
     assert run({1: at}, duration=7.0, fps=15.0) == []
+
+
+def test_a_fall_seen_once_landed_and_once_more_later_is_a_fall() -> None:
+    # Two poses after the drop, low and half turned (not lying flat), the second one more than settle_s after
+    # the first, then none: with too few poses to judge at settle_s the rules wait for more rather than give up.
+    half = Body(hip_up=0.1, spine=50.0, legs="front")
+    fall = timeline([(0.0, STAND), (2.0, STAND), (2.6, half)], _fall_profile)
+
+    def at(t: float):
+        t = round(t * 15) / 15
+        return fall(t) if t <= 2.2 or abs(t - 2.6) < 1e-6 or abs(t - 3.0) < 1e-6 else None
+
+    assert kinds(run({1: at}, duration=6.0, fps=15.0)) == ["fall"]
