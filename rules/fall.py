@@ -45,6 +45,10 @@ LYING_TORSO = 0.5  # torso under this share of its standing image length: tilted
 FOLDED_FEET = 1.0  # ankles within this many torso lengths of the hips: legs folded under the body
 NEARER_SCALE = 1.25  # a torso this much longer than when standing: the person came toward the camera
 UPRIGHT_GAP_S = 1.0  # recovery needs upright poses no further apart than this (a dropout does not count as upright)
+MAX_TORSO_SPEED = 5.0  # body heights/s (~8.5 m/s): no fall or run indoors moves the torso faster; a pose whose
+MIN_JUMP = 0.5  # torso jumped faster than that, and further than this many body heights, is not the person's
+JUMP_GAP_S = 0.5  # poses further apart in time than this are not compared (the person may really have got there)
+LOST_LYING_S = 1.5  # a fall's one lying pose followed by no pose at all for this long: lying still, out of sight
 
 
 @dataclass
@@ -119,6 +123,7 @@ class _Track:
     floor_since: Optional[float] = None  # on the floor continuously (with hysteresis) since then, no fall seen
     off_floor_since: Optional[float] = None
     size: tuple = (0, 0)
+    last_pose: Optional[tuple] = None  # (t, torso midpoint x, y) of the newest pose measured, used or not
 
 
 def _centre(g: BodyGeometry) -> float:
@@ -276,7 +281,7 @@ class FallRules(Rules):
         if tr.first_seen is None:
             tr.first_seen = t
         g = measure(kps, self.s.min_keypoint_score)
-        if g is None:
+        if g is None or self._jumped(tr, g, t):
             return self._tick(tr, t, frame)
         if tr.first_xy is None:
             tr.first_xy = (_centre_x(g), _centre(g))
@@ -327,6 +332,30 @@ class FallRules(Rules):
             else:
                 f.upright_since = None
         return self._tick(tr, t, frame)
+
+    def _jumped(self, tr: _Track, g: BodyGeometry, t: float) -> bool:
+        """Whether this pose's torso is implausibly far from the pose just before it (measured within JUMP_GAP_S,
+        used or not): more than MIN_JUMP body heights away and faster than MAX_TORSO_SPEED. In the dark the
+        estimator, having lost a person lying on a dark floor, puts a pose on some furniture for a frame or two;
+        that is not the person. A body that really is somewhere else now is taken from its second pose there."""
+        last, tr.last_pose = tr.last_pose, (t, _centre_x(g), _centre(g))
+        if last is None or t - last[0] > JUMP_GAP_S:
+            return False
+        scale = next((s.ref.height for s in reversed(tr.samples) if s.ref is not None), 0.0)
+        if scale <= 0:
+            return False
+        jump = math.hypot(_centre_x(g) - last[1], _centre(g) - last[2]) / scale
+        if jump > max(MIN_JUMP, MAX_TORSO_SPEED * (t - last[0])):
+            log.debug("track %s: pose at t=%.2f jumped %.2f body heights in %.2f s: ignored", tr.track, t, jump,
+                      t - last[0])
+            return True
+        return False
+
+    def _lost_lying(self, f: _Fall) -> bool:
+        """A fast, far drop that ended lying (spine near horizontal) and no pose since for LOST_LYING_S: what a
+        dark floor does to a dark-clothed body lying still (the estimator scores it too low to keep); anyone all
+        right moves about and is found again, and poses that come in between are judged as usual."""
+        return f.measured == f.down == 1 and f.max_angle >= self.s.down_angle_deg
 
     def _learn_stand(self, tr: _Track, now: _Sample) -> None:
         """Remember where the person last stood with their feet in view: the floor under them, and their
@@ -398,7 +427,10 @@ class FallRules(Rules):
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
         f = tr.fall
         if tr.state == "falling" and t - f.t >= self.s.settle_s:
-            stayed_down = f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2
+            if f.measured == f.down == 1 and t - f.t < LOST_LYING_S:
+                return []  # one pose, down, and none since: too few to judge, wait for more (see _lost_lying)
+            stayed_down = self._lost_lying(f) or (f.measured and f.down / f.measured >= self.s.settle_fraction
+                                                  and f.down >= 2)
             if stayed_down and f.hip_drop >= self.s.min_hip_drop:
                 if f.folded and t - f.t < self.s.confirm_s:
                     return []  # squatting or sitting upright: a fall only if they are still down confirm_s later

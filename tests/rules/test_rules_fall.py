@@ -484,3 +484,76 @@ def test_huge_time_gap_is_no_motion_and_a_later_fall_is_caught() -> None:
             t = 3600.0 + frame / 30
             events += rules.update(t, frame, [PersonPose(1, None, keypoints(fall(t - 3600.0)))], SIZE)
         assert kinds(events) == ["fall"] and events[0].t > 3602.0, strategy
+
+
+# -- at night: a dark body on a dark floor is lost right after it lands --------------------------------------
+
+def _seen_until_landing_then_lost(start: float = 2.0, took: float = 0.7, garbage=()):
+    """A side fall seen standing and then only in its first lying pose (the poses in between missing too, as
+    in the dark); ``garbage`` lists (time, Body) of poses the estimator put on furniture after it."""
+    fall = side_fall(start=start, took=took)
+    landed = start + took
+
+    def body(t: float):
+        for gt, gb in garbage:
+            if abs(t - gt) < 1e-6:
+                return gb
+        if t <= start + 0.2 or abs(t - landed) < 1e-6:
+            return fall(t)
+        return None
+
+    return body
+
+
+def test_a_fall_lost_right_after_it_lands_lying_is_a_fall() -> None:
+    # 15 fps: the only pose after the drop began is the landing one (spine horizontal), then nothing.
+    events = run({1: _seen_until_landing_then_lost(start=2.0, took=0.8)}, duration=6.0, fps=15.0)
+    assert kinds(events) == ["fall"]
+    assert 2.8 + 1.0 < events[0].t <= 2.8 + 2.0  # once no pose came for LOST_LYING_S
+
+
+def test_poses_put_on_furniture_after_the_landing_do_not_undo_the_fall() -> None:
+    # After landing the estimator finds "someone" upright on a chair a body height away, then on a shelf
+    # elsewhere, then nothing (a pose that stays where it jumped to would be taken as the person).
+    chair, shelf = Body(x=320.0 + 1.2 * H), Body(x=320.0 - 0.8 * H, floor=FLOOR - 0.6 * H)
+    body = _seen_until_landing_then_lost(start=2.0, took=0.8, garbage=[(2.8 + 1 / 15, chair), (2.8 + 2 / 15, shelf)])
+    assert kinds(run({1: body}, duration=6.0, fps=15.0)) == ["fall"]
+
+
+def test_a_quick_drop_that_lands_sitting_and_is_then_lost_is_no_fall() -> None:
+    # Sitting down fast on the floor (spine upright) and then lost: one pose is not enough to call it a fall.
+    sit = Body(hip_up=0.08, spine=10.0, legs="front")
+    drop = timeline([(0.0, STAND), (2.0, STAND), (2.6, sit)], _fall_profile)
+    body = lambda t: drop(t) if t <= 2.2 or abs(t - 2.6) < 1e-6 else None  # noqa: E731
+    assert run({1: body}, duration=6.0, fps=15.0) == []
+
+
+def test_one_lying_pose_of_someone_seated_who_then_gets_up_unseen_is_no_fall() -> None:
+    # Seated in the dark: a pose "lying" lower down for one frame, nothing for 0.9 s, then standing up.
+    seat = Body(hip_up=0.3, spine=5.0, legs="front")
+    lying = Body(hip_up=0.08, spine=80.0, legs="along")
+
+    def body(t: float):
+        if t < 3.0:
+            return STAND if t < 1.5 else seat
+        if abs(t - 3.0) < 1e-6:
+            return lying
+        return None if t < 3.9 else STAND
+
+    def at(t: float):
+        return body(round(t * 15) / 15)
+
+    assert run({1: at}, duration=7.0, fps=15.0) == []
+
+
+def test_a_fall_seen_once_landed_and_once_more_later_is_a_fall() -> None:
+    # Two poses after the drop, low and half turned (not lying flat), the second one more than settle_s after
+    # the first, then none: with too few poses to judge at settle_s the rules wait for more rather than give up.
+    half = Body(hip_up=0.1, spine=50.0, legs="front")
+    fall = timeline([(0.0, STAND), (2.0, STAND), (2.6, half)], _fall_profile)
+
+    def at(t: float):
+        t = round(t * 15) / 15
+        return fall(t) if t <= 2.2 or abs(t - 2.6) < 1e-6 or abs(t - 3.0) < 1e-6 else None
+
+    assert kinds(run({1: at}, duration=6.0, fps=15.0)) == ["fall"]
