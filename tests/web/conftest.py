@@ -193,39 +193,36 @@ def find_chromium() -> str:
     return found
 
 
-def _screenshot(url: str, tmp_path: Path, budget_ms: int = 4000) -> np.ndarray:
-    shot = tmp_path / "shot.png"
+def _chromium(url: str, tmp_path: Path, profile: str, budget_ms: int, args: list[str], what: str) -> tuple[str, str, int]:
+    """Run headless Chromium on ``url`` once: (stdout, stderr, return code). Its own session, so a hung chromium and
+    all its helper processes can be killed together."""
     cmd = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-           "--window-size=1024,768", f"--virtual-time-budget={budget_ms}", url]
-    # its own session, so a hung chromium and all its helper processes can be killed together
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("chromium did not finish its screenshot within 120 s")
-    assert shot.is_file(), f"chromium wrote no screenshot (rc {proc.returncode}): {stderr[-2000:]}"
-    img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
-    assert img is not None
-    return img
-
-
-def _dump_dom(url: str, tmp_path: Path, budget_ms: int = 3000) -> str:
-    cmd = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom",
-           "--window-size=1024,768", f"--virtual-time-budget={budget_ms}", url]
+           "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+           f"--user-data-dir={tmp_path / profile}", "--window-size=1024,768",
+           f"--virtual-time-budget={budget_ms}", *args, url]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail("chromium did not dump the page within 120 s")
-    assert "<html" in out, f"chromium dumped no page (rc {proc.returncode}): {stderr[-2000:]}"
+        pytest.fail(f"chromium did not {what} within 120 s")
+    return out, stderr, proc.returncode
+
+
+def _screenshot(url: str, tmp_path: Path, budget_ms: int = 4000) -> np.ndarray:
+    shot = tmp_path / "shot.png"
+    _, stderr, rc = _chromium(url, tmp_path, "profile", budget_ms, [f"--screenshot={shot}"], "finish its screenshot")
+    assert shot.is_file(), f"chromium wrote no screenshot (rc {rc}): {stderr[-2000:]}"
+    img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
+    assert img is not None
+    return img
+
+
+def _dump_dom(url: str, tmp_path: Path, budget_ms: int = 3000) -> str:
+    out, stderr, rc = _chromium(url, tmp_path, "profile-dom", budget_ms, ["--dump-dom"], "dump the page")
+    assert "<html" in out, f"chromium dumped no page (rc {rc}): {stderr[-2000:]}"
     return out
 
 

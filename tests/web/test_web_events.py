@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -56,26 +57,6 @@ def request(server: DebugServer, path: str, method: str = "GET", body: bytes | N
         return resp.status, resp.read()
     finally:
         conn.close()
-
-
-def dump_dom(url: str, tmp_path: Path, budget_ms: int = 8000) -> str:
-    chromium = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-                     if p and os.access(p, os.X_OK)), None)
-    if not chromium:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does this)")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--virtual-time-budget={budget_ms}", "--dump-dom", url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("chromium did not finish within 120 s")
-    assert out.strip(), f"chromium printed no DOM (rc {proc.returncode}): {err[-2000:]}"
-    return out
 
 
 def chromium_eval(url: str, expression: str, tmp_path: Path) -> object:
@@ -153,7 +134,8 @@ CLICK_FALSE_ALARM = """(async () => {
 })()"""
 
 
-def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, data_dir):
+def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, data_dir, chromium_dom):
+    dump_dom = partial(chromium_dom, budget_ms=8000)
     events_dir = tmp_path / "events"
     run_daemon(tmp_path, model_dir, str(data_dir / "gmdcsa24-dev" / FALL_CLIP),
                events={"dir": str(events_dir), "pre_s": 3, "post_s": 2})
