@@ -166,6 +166,22 @@ class FallRules(Rules):
         """Per track: down after a fall, or on the floor with no fall seen (what person_down counts)."""
         return {k: tr.state == "down" or tr.floor_since is not None for k, tr in self._tracks.items()}
 
+    def measures(self, track: int, t: float) -> Optional[dict[str, Optional[float]]]:
+        """The rules' own figures for ``track`` measured at ``t`` (None when it was not measured then), for plots:
+        spine angle, torso drop in body heights against the highest "before" pose of the window (the one a
+        fall is judged against) and downward torso speed in body heights/s."""
+        tr = self._tracks.get(track)
+        if tr is None or not tr.samples or tr.samples[-1].t != t:
+            return None
+        now = tr.samples[-1]
+        befores = [s.ref for s in tr.samples
+                   if s.ref is not None and self.s.window_min_s <= t - s.t <= self.s.window_max_s]
+        before = min(befores, key=lambda r: r.centre_y) if befores else None
+        height = before.height if before is not None else (now.ref.height if now.ref is not None else 0.0)
+        return {"spine_angle_deg": now.g.spine_angle_deg,
+                "drop": (_centre(now.g) - before.centre_y) / before.height if before is not None else None,
+                "descent_rate": now.speed / height if height > 0 else None}
+
     def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
         events: list[Event] = []
         stale = [k for k, tr in self._tracks.items() if tr.last_seen - t > self._history_s]
