@@ -134,6 +134,8 @@ class MqttPublisher:
         self._password_in_use: Optional[str] = None   # what the current client was given (a file may change)
         self._client_lock = threading.RLock()     # swaps of the client vs. the sender using it
         self._connected = False
+        self._listening = False        # the broker acknowledged our <prefix>/set subscription on this connection
+        self._set_mid: Optional[int] = None
         self._wake = threading.Event()            # sender: new event, ack, (re)connect
         self._hb_wake = threading.Event()         # heartbeat: connect, reconfigure
         self._stop_evt = threading.Event()
@@ -167,6 +169,12 @@ class MqttPublisher:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def listening(self) -> bool:
+        """Commands on ``<prefix>/set`` reach us: the broker acknowledged the subscription (SUBACK), not just
+        the connection. A command published between CONNACK and SUBACK is not delivered to us."""
+        return self._connected and self._listening
 
     @property
     def alerts_enabled(self) -> bool:
@@ -423,6 +431,7 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _start_client(self, client: mqtt.Client, password: Optional[str]) -> None:
@@ -481,8 +490,9 @@ class MqttPublisher:
         self._last_error = None
         log.info("MQTT connected to %s", self._where())
         client.publish(f"{self.prefix}/availability", ha.AVAILABLE, qos=1, retain=True)
+        self._listening = False
         if self.cfg.commands:
-            client.subscribe(f"{self.prefix}/set", qos=1)
+            _, self._set_mid = client.subscribe(f"{self.prefix}/set", qos=1)
         if self.cfg.homeassistant.enabled:
             client.subscribe(f"{self.cfg.homeassistant.discovery_prefix}/status", qos=1)
         self._reconnected = True
@@ -547,6 +557,15 @@ class MqttPublisher:
             return None
         return [t for t in topics if isinstance(t, str)] or None
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
+                      properties: Any) -> None:
+        if client is self._client and mid == self._set_mid:
+            granted = not any(getattr(code, "is_failure", False) for code in reason_codes)
+            if not granted:
+                log.warning("MQTT broker %s refused the subscription to %s/set: commands will not arrive "
+                            "(check the broker's ACL)", self._where(), self.prefix)
+            self._listening = granted
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if client is not self._client:
             return
@@ -562,7 +581,7 @@ class MqttPublisher:
         if client is not self._client:
             return
         was, refused = self._connected, self._refused
-        self._connected = self._refused = False
+        self._connected = self._refused = self._listening = False
         if was:
             log.warning("MQTT disconnected from %s (%s); events are kept in the outbox until it is back",
                         self._where(), reason_code)

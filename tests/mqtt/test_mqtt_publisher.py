@@ -94,7 +94,7 @@ def test_mqtt_set_commands(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
     changes: list[bool] = []
     pub = publisher(mqtt_cfg(mosquitto.port), on_alerts_changed=changes.append)
     pub.start()
-    assert wait_until(lambda: pub.connected, 5)
+    assert wait_until(lambda: pub.listening, 5)
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 3)
 
     sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
@@ -133,7 +133,7 @@ def test_mqtt_alerts_switch_survives_restart(mosquitto, subscriber, mqtt_cfg, pu
     cfg = mqtt_cfg(mosquitto.port)
     pub = publisher(cfg)
     pub.start()
-    assert wait_until(lambda: pub.connected, 5)
+    assert wait_until(lambda: pub.listening, 5)
     sub = subscriber(mosquitto.port, [f"{PREFIX}/alerts"])
     sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
     assert wait_until(lambda: not pub.alerts_enabled, 3)
@@ -437,6 +437,7 @@ def test_mqtt_paused_alerts_warn_at_start_and_commands_can_be_switched_off(mosqu
     assert third.alerts_enabled is True
     assert any("mqtt.commands is false" in r.getMessage() for r in caplog.records)
     assert wait_until(lambda: third.connected, 5)
+    assert not third.listening
     sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1).wait_for_publish(5)
     sub.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1).wait_for_publish(5)
     time.sleep(0.5)
