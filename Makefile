@@ -21,7 +21,7 @@ endif
 # systemd-python compiles against libsystemd; install that extra only where the library's headers are present.
 EXTRAS := dev$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
 
-.PHONY: run test install install-dev models clean pi-test
+.PHONY: run test lint install install-dev models clean pi-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ run: models
 N ?= 50
 mqtt-load: install-dev
 	$(BIN)/python bench/mqtt_load.py --devices $(N) $(LOAD_ARGS)
+
+# ruff (lint, format) and mypy. The folders install as fallwatch.<folder>: mypy reads them through a linked
+# fallwatch/ tree so that the package's own imports resolve.
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@tree=$$(mktemp -d) && mkdir $$tree/fallwatch && for p in daemon pose rules config; do ln -s "$(CURDIR)/$$p" $$tree/fallwatch/$$p; done \
+	  && cd $$tree && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p fallwatch; rc=$$?; rm -rf $$tree; exit $$rc
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
