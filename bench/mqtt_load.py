@@ -188,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     processes = max(1, min(processes, args.devices))
 
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import Mosquitto, mosquitto_binary   # the tests' real broker on a free loopback port
+    from conftest import Mosquitto, mosquitto_binary  # the tests' real broker on a free loopback port
 
     try:
         mosquitto_binary()

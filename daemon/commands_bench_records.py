@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 
-
 def _frames(path: str) -> tuple[list[np.ndarray], float]:
     cap = cv2.VideoCapture(path)
     fps = cap.get(cv2.CAP_PROP_FPS) or 15.0

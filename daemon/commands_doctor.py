@@ -309,9 +309,8 @@ def check_mqtt(cfg: Config) -> Check:
         return Check("fail", "mqtt", f"cannot reach the broker at {where}: {exc.strerror or exc}",
                      "start the broker or correct mqtt.host/mqtt.port")
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from fallwatch.daemon.mqtt import MqttError, _password_of
+    from paho.mqtt.enums import CallbackAPIVersion
 
     done = threading.Event()
     answer: dict[str, Any] = {}

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from fallwatch.config.loader import load_config
-from fallwatch.pose.fetch import MISMATCH, MISSING, OK, UNPINNED, configured_models, fetch_model, model_status
 from fallwatch.pose.edgetpu_stack import cpu_runtime, runtime_versions, tpu_runtime
+from fallwatch.pose.fetch import MISMATCH, MISSING, OK, UNPINNED, configured_models, fetch_model, model_status
 from fallwatch.pose.models import MODELS, ModelError, resolve_model_dir, sha256_of
 
 log = logging.getLogger(__name__)

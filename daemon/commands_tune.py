@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-
 from fallwatch.config.loader import ConfigError, default_config_path, load_config
 from fallwatch.rules import RuleSettings, make_rules
 from fallwatch.rules.evaluate import EARLY_S, EDGE_S, LATE_S, ManifestError, load_manifest

@@ -18,9 +18,8 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from fallwatch.config.loader import read_secret
+from paho.mqtt.enums import CallbackAPIVersion
 
 from .watchstate import WatchModel, age_text, topic_filters
 

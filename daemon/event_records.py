@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 import cv2
 import numpy as np
-
 from fallwatch.config.schema import EventsConfig
 
 log = logging.getLogger(__name__)

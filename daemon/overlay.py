@@ -8,7 +8,6 @@ from typing import Any, Optional
 
 import cv2
 import numpy as np
-
 from fallwatch.pose.types import KEYPOINT_NAMES, SKELETON
 from fallwatch.rules.geometry import angle_from_vertical, finite_keypoints, spine_points
 

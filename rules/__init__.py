@@ -1,7 +1,7 @@
 """fallwatch.rules: pure logic from timestamped keypoints to fall events (no model, no clock, no I/O)."""
 from __future__ import annotations
 
-from .base import STRATEGIES, PersonPose, RuleSettings, Rules
+from .base import STRATEGIES, PersonPose, Rules, RuleSettings
 from .events import Event
 from .fall import FallRules, make_rules
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import PersonPose, RuleSettings, Rules, finite_box, keypoint_box
+from .base import PersonPose, Rules, RuleSettings, finite_box, keypoint_box
 from .events import Event
 from .geometry import L_HIP, L_SHOULDER, R_HIP, R_SHOULDER, angle_from_vertical, finite_keypoints
 

@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import STRATEGIES, PersonPose, RuleSettings, Rules, finite_box, keypoint_box
+from .base import STRATEGIES, PersonPose, Rules, RuleSettings, finite_box, keypoint_box
 from .events import Event
 from .geometry import LEG_FRACTION, BodyGeometry, measure
 from .zones import in_zone

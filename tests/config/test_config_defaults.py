@@ -8,10 +8,9 @@ import re
 from typing import Iterator
 
 import yaml
-from pydantic import BaseModel
-
 from fallwatch.config.loader import DEFAULT_CONFIG, parse_config
 from fallwatch.config.schema import Config
+from pydantic import BaseModel
 
 SECTIONS = ["camera", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models", "log", "events", "privacy"]
 

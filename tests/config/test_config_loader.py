@@ -5,9 +5,14 @@ import os
 from pathlib import Path
 
 import pytest
-
-from fallwatch.config.loader import (DEFAULT_CONFIG, ConfigError, effective_config_yaml, load_config, parse_config,
-                                     read_secret)
+from fallwatch.config.loader import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    effective_config_yaml,
+    load_config,
+    parse_config,
+    read_secret,
+)
 from fallwatch.config.schema import Config
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from fallwatch.config.loader import DEFAULT_CONFIG
 from fallwatch.config.schema import Config
 

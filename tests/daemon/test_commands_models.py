@@ -14,7 +14,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
 from fallwatch.config.loader import DEFAULT_CONFIG
 from fallwatch.pose.models import MODELS, sha256_of
 

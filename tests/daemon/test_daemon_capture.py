@@ -11,11 +11,19 @@ from typing import Optional
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.config.schema import CameraConfig
 from fallwatch.daemon import capture as capmod
-from fallwatch.daemon.capture import (Capture, ImageFolderSource, OpenCVCameraSource, Source, SourceError,
-                                      make_source, open_capture, to_rgb, transform)
+from fallwatch.daemon.capture import (
+    Capture,
+    ImageFolderSource,
+    OpenCVCameraSource,
+    Source,
+    SourceError,
+    make_source,
+    open_capture,
+    to_rgb,
+    transform,
+)
 from waiting import wait_until
 
 CLIP_30FPS = "Subject 1/Fall/15.mp4"  # 640x480, 30 fps, 178 frames

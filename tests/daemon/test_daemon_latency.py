@@ -6,7 +6,6 @@ import time
 from typing import Optional
 
 import numpy as np
-
 from fallwatch.config.schema import Config
 from fallwatch.daemon.capture import Capture, Source
 from fallwatch.daemon.notify import Notifier

@@ -11,7 +11,6 @@ from typing import Optional
 
 import numpy as np
 import pytest
-
 from fallwatch.config.schema import Config
 from fallwatch.daemon.capture import Capture, Source
 from fallwatch.daemon.logsetup import setup_logging

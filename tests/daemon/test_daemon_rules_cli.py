@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fallwatch.daemon.pipeline import iter_video_frames, VideoFrames
+from fallwatch.daemon.pipeline import VideoFrames, iter_video_frames
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT_KEYS = {"event", "id", "source", "t", "frame", "ts", "track", "confidence", "spine_angle_deg",

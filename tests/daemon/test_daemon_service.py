@@ -497,7 +497,6 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(data_d
     # keeps the alarm, however long, instead of it lapsing; someone else standing in view, away from where they
     # lay, is not their recovery (only they, seen getting up there, are: tests/rules/test_rules_floor.py).
     import cv2
-
     from fallwatch.config.schema import Config
     from fallwatch.daemon.capture import Capture, EndOfStream, Source
     from fallwatch.daemon.service import Daemon
@@ -555,7 +554,6 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     # SIGHUP with new thresholds of the same strategy applies them in place: the fallen person's incident
     # (and so the alarm and the coming person_down) survives the reload.
     import cv2
-
     from fallwatch.daemon.capture import Capture, EndOfStream, Source
     from fallwatch.daemon.service import Daemon
     from fallwatch.daemon.settings import make_engine

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fallwatch.daemon import commands_doctor as doctor
 from fallwatch.daemon.commands_doctor import Environment, run_checks
 from fallwatch.pose import edgetpu_stack

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
-
 from fallwatch.pose.edgetpu_stack import FIX
+from paho.mqtt.enums import CallbackAPIVersion
 
 FALL_CLIP = "Subject 1/Fall/13.mp4"
 CRASH_REASON = "the Edge TPU took fallwatch down while running"

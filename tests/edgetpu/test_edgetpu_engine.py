@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from fallwatch.pose import edgetpu_probe, engine as engine_module
+from fallwatch.pose import edgetpu_probe
+from fallwatch.pose import engine as engine_module
 from fallwatch.pose.edgetpu_probe import compare
 from fallwatch.pose.edgetpu_stack import FIX
 from fallwatch.pose.engine import BackendError, PoseEngine, PoseSettings

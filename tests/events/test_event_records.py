@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.config.schema import EventsConfig
 from fallwatch.daemon.event_records import EventRecorder, list_records, playable_clip
 from fallwatch.pose.types import Person

@@ -8,7 +8,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import household as hh  # noqa: E402
-
 from fallwatch.rules import RuleSettings  # noqa: E402
 from fallwatch.rules.recording import parse_line  # noqa: E402
 from fallwatch.rules.signals import fall_signals  # noqa: E402

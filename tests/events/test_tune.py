@@ -13,7 +13,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import household as hh  # noqa: E402
-
 from fallwatch.config.loader import load_config  # noqa: E402
 from fallwatch.daemon.settings import rule_settings  # noqa: E402
 from fallwatch.rules import make_rules  # noqa: E402

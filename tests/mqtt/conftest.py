@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt import MqttPublisher
 

@@ -15,10 +15,10 @@ from typing import Any, Callable, Optional
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))   # tests/waiting.py, also for the publisher subprocess
 from waiting import wait_until  # noqa: E402,F401  (the MQTT tests import it from here)
+
 PROC_SCRIPT = HERE / "mqtt_publisher_proc.py"
 DEVICE = "testdev"
 PREFIX = f"fallwatch/{DEVICE}"

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from mqtt_testlib import make_event
-
 from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt import MqttPublisher, cpu_temp_c, device_id_of, prefix_of, sanitize_id, to_json
 from fallwatch.daemon.outbox import Outbox
+from mqtt_testlib import make_event
 
 
 def test_mqtt_to_json_is_strict_json_for_numpy_and_nan():

@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import re
 
-from mqtt_testlib import PREFIX, wait_until
-
 from fallwatch.daemon.homeassistant import discovery_messages
+from mqtt_testlib import PREFIX, wait_until
 
 # Required per component in HA's MQTT platform schemas (plus what we promise for every entity).
 REQUIRED = {
@@ -108,7 +107,6 @@ def test_mqtt_discovery_disabled_publishes_nothing(mosquitto, subscriber, mqtt_c
 def test_mqtt_discovery_templates_render_on_real_payloads(mosquitto, subscriber, mqtt_cfg, publisher):
     """Render each entity's template with Jinja2 (what Home Assistant uses) on the payloads really published."""
     import jinja2
-
     from mqtt_testlib import make_event
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)   # a key missing from the payload fails here

@@ -5,7 +5,6 @@ import logging
 import sqlite3
 
 import pytest
-
 from fallwatch.daemon.outbox import Outbox, default_state_dir
 
 

@@ -7,12 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
-
 from fallwatch.daemon.event_records import PLAIN_BACKGROUND
 
 PREFIX = "fallwatch/priv"

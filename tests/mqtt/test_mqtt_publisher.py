@@ -11,6 +11,7 @@ import uuid
 import pytest
 from mqtt_testlib import PREFIX, STATUS, make_event, wait_until
 
+
 def ids_before_marker(pub, sub) -> list[str]:
     """The ids of the events the subscriber got before a marker event published now, once the marker is in: the
     sender hands events over in order, so whatever an earlier event would still bring (a duplicate) is in by then."""

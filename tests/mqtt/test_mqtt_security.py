@@ -8,9 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mqtt_testlib import PREFIX, free_port, make_event, wait_until
-
 from fallwatch.daemon.mqtt import MqttError
+from mqtt_testlib import PREFIX, free_port, make_event, wait_until
 
 AUTH_REASONS = ("Not authorized", "Bad user name or password")
 

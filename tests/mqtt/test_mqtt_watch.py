@@ -10,9 +10,8 @@ import subprocess
 import sys
 
 import paho.mqtt.publish as publish
-from mqtt_testlib import free_port, make_event, wait_until
-
 from fallwatch.daemon.commands_watch import Watcher
+from mqtt_testlib import free_port, make_event, wait_until
 
 
 def run_watch(*args: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from fallwatch.pose import fetch
 from fallwatch.pose.models import MODELS, ModelError, ModelSpec
 

@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from fallwatch.pose.models import MODELS, ModelError, model_path, resolve_model_dir, sha256_of
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fallwatch.pose.detector import blazepose_anchors
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.estimator import BLAZEPOSE_TO_COCO, torso_score

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from fallwatch.pose import runtime
 from fallwatch.pose.engine import BackendError, PoseEngine, PoseSettings
 from fallwatch.pose.models import MODELS, ModelError

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-
 from fallwatch.daemon.cli import main as cli_main
 
 

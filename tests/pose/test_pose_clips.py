@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.estimator import torso_score
 from fallwatch.pose.types import PoseResult

@@ -4,7 +4,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.pose.detector import Detection, nms
 from fallwatch.pose.estimator import Crop, crop_around_box, whole_frame_crop
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.pose.engine import PoseEngine, PoseSettings
-from fallwatch.pose.enhance import EnhanceSettings, Enhancer, measure
+from fallwatch.pose.enhance import Enhancer, EnhanceSettings, measure
 from pose_testlib import first_frames, load_rgb
 
 # The night look of the issue (monochrome, dark, flat, grainy, 15 fps).

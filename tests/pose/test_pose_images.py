@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fallwatch.daemon.cli import main as cli_main
 from fallwatch.pose.engine import FrameError, PoseEngine, PoseSettings
 from fallwatch.pose.estimator import torso_score

@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.pose.engine import FrameError, PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.estimator import torso_score
 from pose_testlib import FailingInterpreter, first_frames, load_rgb

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from fallwatch.pose.engine import PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.smoothing import OneEuroFilter
 from pose_testlib import first_frames

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.tracker import in_ignore_zone
 from pose_testlib import first_frames

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
-
 from fallwatch.rules import PersonPose, RuleSettings, make_rules
 from fallwatch.rules.events import Event
 

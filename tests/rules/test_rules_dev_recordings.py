@@ -10,7 +10,6 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-
 from fallwatch.rules import Event, PersonPose, RuleSettings, make_rules
 from fallwatch.rules.evaluate import Clip, load_manifest, score_clip, summarize
 from fallwatch.rules.recording import RecordedFrame, read_recording

@@ -7,11 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from fallwatch.rules import PersonPose, RuleSettings, make_rules
 from fallwatch.rules.fall import MAX_UNSEEN_FALLS
-from rules_testlib import (FLOOR, LYING, SIZE, STAND, H, Body, _fall_profile, keypoints, kinds, run, side_fall,
-                           timeline)
+from rules_testlib import FLOOR, LYING, SIZE, STAND, Body, H, _fall_profile, keypoints, kinds, run, side_fall, timeline
 
 # -- falls and the three event types ----------------------------------------------------------------------
 

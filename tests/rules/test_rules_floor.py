@@ -7,10 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from fallwatch.rules import RuleSettings, make_rules
 from fallwatch.rules.zones import Zone, point_in_polygon
-from rules_testlib import FLOOR, LYING, SIZE, STAND, H, Body, keypoints, kinds, run, side_fall, timeline
+from rules_testlib import FLOOR, LYING, SIZE, STAND, Body, H, keypoints, kinds, run, side_fall, timeline
 
 SQUAT = Body(hip_up=0.1, spine=30.0, legs="folded")  # deep squat, leaning forward, feet under the hips
 CROSS_LEGGED = Body(hip_up=0.05, spine=25.0, legs="folded")

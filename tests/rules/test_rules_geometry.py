@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fallwatch.rules.geometry import LEG_FRACTION, TORSO_FRACTION, angle_from_vertical, measure, spine_points
 
 

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fallwatch.rules import PersonPose, RuleSettings
-from fallwatch.rules.evaluate import (Clip, ManifestError, evaluate, format_summary, format_table, load_manifest,
-                                      score_clip, summarize)
+from fallwatch.rules.evaluate import (
+    Clip,
+    ManifestError,
+    evaluate,
+    format_summary,
+    format_table,
+    load_manifest,
+    score_clip,
+    summarize,
+)
 from fallwatch.rules.events import Event
 from fallwatch.rules.recording import RecordingError, RecordingWriter, read_recording
 

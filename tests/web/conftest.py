@@ -15,7 +15,6 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.config.schema import DebugConfig
 from fallwatch.daemon.status import StatusHub
 from fallwatch.daemon.web import DebugServer

@@ -82,7 +82,6 @@ def test_chromium_draws_the_zones_over_the_frame(start_server, feeders, clip_fra
 
 def test_chromium_zone_tool_gives_the_yaml_to_paste(start_server, tmp_path, chromium_dom):
     import yaml
-
     from fallwatch.config.loader import parse_config
 
     run = start_server()

@@ -17,10 +17,9 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from waiting import wait_until
-
 from fallwatch.config.schema import DebugConfig
 from fallwatch.daemon.web import DebugServer
+from waiting import wait_until
 
 LONG_CLIP = "Subject 2/Fall/12.mp4"  # 12.3 s at 15 fps, 640x480: time to look while it plays
 

@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
 from fallwatch.config.schema import DebugConfig, EventsConfig
 from fallwatch.daemon.event_records import EventRecorder
 from fallwatch.daemon.status import StatusHub
