@@ -92,7 +92,7 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
         recorder = EventRecorder(cfg.events, Path(tmp), privacy=cfg.privacy == "skeleton").start()
         t0 = 0.0
         _round(pipeline, frames[: int(fps)], fps, None, t0)  # warm-up
-        for r in range(args.rounds):
+        for _ in range(args.rounds):
             t0 += 1000.0  # each round is a new stretch of time for the rules
             off += _round(pipeline, frames, fps, None, t0)
             t0 += 1000.0

@@ -129,8 +129,9 @@ def check_runtimes() -> list[Check]:
         out.append(Check("ok", "runtime tflite_runtime", f"{edgetpu_stack.runtime_label('tflite_runtime')} "
                                                          "(runs the Edge TPU models)"))
     else:
-        out.append(Check("ok", "runtime tflite_runtime", "not installed (the Coral's matched runtime; only "
-                                                         "needed with a Coral: sudo ./systemd/install.sh --with-coral)"))
+        out.append(Check("ok", "runtime tflite_runtime",
+                         "not installed (the Coral's matched runtime; only needed with a Coral: "
+                         "sudo ./systemd/install.sh --with-coral)"))
     return out
 
 

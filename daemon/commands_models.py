@@ -53,7 +53,7 @@ def list_models(model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"model directory: {model_dir}")
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

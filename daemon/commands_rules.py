@@ -129,7 +129,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"fallwatch detect: {exc}", file=sys.stderr)
         return 2
     status = 0
-    for video, record in zip(args.videos, records):
+    for video, record in zip(args.videos, records, strict=True):
         try:
             run_video(engine, Path(video), settings, record, on_event=lambda e: _print_event(e, args.json))
         except (OSError, ValueError) as exc:

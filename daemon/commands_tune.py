@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 
 import yaml
 from fallwatch.config.loader import ConfigError, default_config_path, load_config
@@ -35,6 +35,15 @@ GRID: dict[str, tuple[float, ...]] = {
     "min_hip_drop": (0.1, 0.2),
 }
 RECORD_SLACK_S = 2.0  # a labelled fall counts as caught by a fall event this close to the one it was recorded for
+
+
+class Tally(TypedDict):
+    """One source's figures in a score."""
+
+    falls: int
+    caught: int
+    false_alarms: int
+    delays: list[float]
 
 
 @dataclass
@@ -86,8 +95,10 @@ def _manifest(path: str, args: argparse.Namespace, config: Any) -> list[Case]:
                 run_video(runner.engine, clip.path, RuleSettings(), record=rec)
                 frames = list(read_recording(rec))
         if clip.label == "fall":
-            cases.append(Case(clip.name, "fall", "manifest", frames, clip.fall_start_s - EARLY_S - EDGE_S,
-                              clip.fall_end_s + LATE_S + EDGE_S, clip.fall_start_s))
+            start, end = clip.fall_start_s, clip.fall_end_s
+            assert start is not None and end is not None  # load_manifest requires both of a fall clip
+            cases.append(Case(clip.name, "fall", "manifest", frames, start - EARLY_S - EDGE_S,
+                              end + LATE_S + EDGE_S, start))
         else:
             cases.append(Case(clip.name, "adl", "manifest", frames))
     return cases
@@ -95,17 +106,18 @@ def _manifest(path: str, args: argparse.Namespace, config: Any) -> list[Case]:
 
 def _falls(case: Case, settings: RuleSettings) -> list[float]:
     rules = make_rules(settings, source=case.name)
-    out = []
+    out: list[float] = []
     for fr in case.frames:
         out.extend(e.t for e in rules.update(fr.t, fr.frame, fr.people, fr.size) if e.event == "fall")
     return out
 
 
-def score(cases: list[Case], settings: RuleSettings, max_missed: Optional[dict[str, int]] = None) -> Optional[dict]:
+def score(cases: list[Case], settings: RuleSettings,
+          max_missed: Optional[dict[str, int]] = None) -> Optional[dict[str, Tally]]:
     """Caught falls, false alarms and delays per source; None as soon as more falls of a source are missed than
     ``max_missed`` allows (so a hopeless candidate costs little)."""
-    s = {"records": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []},
-         "manifest": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []}}
+    s: dict[str, Tally] = {"records": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []},
+                           "manifest": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []}}
     for case in sorted(cases, key=lambda c: c.label != "fall"):  # falls first: a miss ends the check early
         falls = _falls(case, settings)
         part = s[case.source]
@@ -131,7 +143,7 @@ def _median(xs: list[float]) -> Optional[float]:
     return round(statistics.median(xs), 2) if xs else None
 
 
-def _table(before: dict, after: dict) -> list[str]:
+def _table(before: dict[str, Tally], after: dict[str, Tally]) -> list[str]:
     rows = [("labelled falls caught", lambda s: f"{s['records']['caught']}/{s['records']['falls']}"),
             ("labelled false alarms", lambda s: str(s["records"]["false_alarms"])),
             ("manifest falls caught", lambda s: f"{s['manifest']['caught']}/{s['manifest']['falls']}"),
@@ -172,7 +184,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 1
     loaded = time.monotonic()
     before = score(cases, base)
-    grid = [dict(zip(GRID, values)) for values in itertools.product(
+    assert before is not None  # only a max_missed cuts a score short
+    # Every combination of the GRID thresholds (product yields one value per key, in GRID's order).
+    grid: list[dict[str, Any]] = [dict(zip(GRID, values, strict=True)) for values in itertools.product(
         *(sorted(set(v) | {getattr(base, k)}) for k, v in GRID.items()))]
     ranked = []
     for values in grid:

@@ -75,7 +75,9 @@ class Watcher:
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
         filters = topic_filters(self.args.prefix)
-        self.denied = [topic for topic, code in zip(filters, reason_codes) if getattr(code, "is_failure", False)]
+        # One reason code per filter, in order (the SUBACK answers the one SUBSCRIBE of all of them).
+        self.denied = [topic for topic, code in zip(filters, reason_codes, strict=True)
+                       if getattr(code, "is_failure", False)]
         self.last_retained = time.monotonic()
         self.suback.set()
 

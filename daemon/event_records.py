@@ -92,7 +92,7 @@ def pick_codec(directory: Path, codecs: tuple = PLAYABLE) -> tuple[str, str, str
     for fourcc, ext, mime in codecs:
         with tempfile.TemporaryDirectory(dir=directory) as tmp:
             path = str(Path(tmp) / f"probe{ext}")
-            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 10, (64, 48))
+            writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*fourcc), 10, (64, 48))
             ok = writer.isOpened()
             if ok:
                 writer.write(np.zeros((48, 64, 3), np.uint8))
@@ -130,7 +130,7 @@ def playable_clip(folder: Path) -> Optional[tuple[Path, str]]:
                     if not ok:
                         break
                     if writer is None:
-                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps,
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), fps,
                                                  (img.shape[1], img.shape[0]))
                     writer.write(img)
             finally:
@@ -342,8 +342,10 @@ class EventRecorder:
             fps = (len(frames) - 1) / span if span > 0 else 10.0
             if frames:
                 first = cv2.imdecode(np.frombuffer(frames[0][1], np.uint8), cv2.IMREAD_COLOR)
+                if first is None:
+                    raise OSError(f"event {event_id}: the first frame kept is not a readable JPEG")
                 size = (first.shape[1], first.shape[0])
-                writer = cv2.VideoWriter(str(tmp / f"clip{ext}"), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+                writer = cv2.VideoWriter(str(tmp / f"clip{ext}"), cv2.VideoWriter.fourcc(*fourcc), fps, size)
                 if not writer.isOpened():
                     raise OSError(f"cannot open a {fourcc} clip in {tmp}")
                 try:

@@ -38,7 +38,7 @@ def under_journald() -> bool:
 
 def _journal_handler() -> Optional[logging.Handler]:
     try:
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        from systemd.journal import JournalHandler
     except Exception:
         return None
     return JournalHandler(SYSLOG_IDENTIFIER="fallwatch")
@@ -47,8 +47,8 @@ def _journal_handler() -> Optional[logging.Handler]:
 def setup_logging(level: str = "INFO", stream: Optional[TextIO] = None) -> str:
     """Configure the root logger (replacing earlier handlers); returns where logs go: journal or stderr."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     target = "stderr"
     handler: Optional[logging.Handler] = None
     if stream is None and under_journald():

@@ -24,7 +24,7 @@ SEND_TIMEOUT_S = 1.0  # longest wait for room in the notify socket's queue
 
 def _systemd_notify() -> Optional[Callable[[str], bool]]:
     try:
-        from systemd import daemon  # type: ignore[import-not-found]
+        from systemd import daemon
     except Exception:
         return None
     return getattr(daemon, "notify", None)

@@ -86,26 +86,28 @@ class WatchModel:
         self.devices: dict[str, DeviceView] = {}
         self.ignored = 0                   # messages on our topics that could not be read
 
-    def apply(self, topic: str, payload: bytes, received_at: float) -> bool:
+    def apply(self, topic: str, payload: bytes | bytearray, received_at: float) -> bool:
         """Take one message; False when its topic is not ours or its payload is unreadable."""
         where = parse_topic(self.prefix, topic)
         if where is None:
             return False
         device_id, camera, kind = where
+        json_kind = kind in ("heartbeat", "state", "event")
         try:
             text = payload.decode("utf-8").strip()
-            data = json.loads(text) if text and kind in ("heartbeat", "state", "event") else text
+            doc = json.loads(text) if text and json_kind else None  # an empty retained message clears it
         except (UnicodeDecodeError, ValueError, RecursionError):
             self.ignored += 1
             return False
-        if kind in ("heartbeat", "state", "event") and text and not isinstance(data, dict):
+        if json_kind and text and not isinstance(doc, dict):
             self.ignored += 1
             return False
+        data: Optional[dict] = doc
         device = self.devices.setdefault(device_id, DeviceView())
         if kind == "availability":
-            device.availability = data or None          # an empty retained message clears it
+            device.availability = text or None          # an empty retained message clears it
         elif kind == "alerts":
-            device.alerts = data or None
+            device.alerts = text or None
         elif kind == "heartbeat":
             device.heartbeat, device.heartbeat_at = data, received_at
         else:

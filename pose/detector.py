@@ -124,11 +124,11 @@ class MultiPoseDetector:
             k[:, 1] = (kps[:, 0] * self.size - oy) / scale
             k[:, 2] = kps[:, 2]
             y0, x0, y1, x1 = row[51:55]
-            box = ((x0 * self.size - ox) / scale, (y0 * self.size - oy) / scale,
-                   (x1 * self.size - ox) / scale, (y1 * self.size - oy) / scale)
-            box = (max(0.0, box[0]), max(0.0, box[1]), min(float(fw), box[2]), min(float(fh), box[3]))
+            box = (max(0.0, float((x0 * self.size - ox) / scale)), max(0.0, float((y0 * self.size - oy) / scale)),
+                   min(float(fw), float((x1 * self.size - ox) / scale)),
+                   min(float(fh), float((y1 * self.size - oy) / scale)))
             if box[2] > box[0] and box[3] > box[1]:
-                dets.append(Detection(tuple(float(v) for v in box), s, k))
+                dets.append(Detection(box, s, k))
         return nms(dets, self.iou_threshold)
 
 
@@ -197,10 +197,8 @@ class BlazePoseDetector:
             cx, cy, w, h = r[0] + a[0], r[1] + a[1], r[2], r[3]
             kp = r[4:12].reshape(4, 2) + a  # normalised in the letterboxed input
             # back to frame pixels
-            face = ((cx - w / 2) * self.size, (cy - h / 2) * self.size, (cx + w / 2) * self.size,
-                    (cy + h / 2) * self.size)
-            face = tuple(float(v) for v in ((face[0] - ox) / scale, (face[1] - oy) / scale,
-                                            (face[2] - ox) / scale, (face[3] - oy) / scale))
+            face = (float(((cx - w / 2) * self.size - ox) / scale), float(((cy - h / 2) * self.size - oy) / scale),
+                    float(((cx + w / 2) * self.size - ox) / scale), float(((cy + h / 2) * self.size - oy) / scale))
             kpx = (kp[:, 0] * self.size - ox) / scale
             kpy = (kp[:, 1] * self.size - oy) / scale
             # keypoint 0: hip centre; 1: a point above the head that gives the body's size and direction
@@ -209,6 +207,7 @@ class BlazePoseDetector:
         # Suppress on the face boxes the model predicts, then hand on the body's region.
         kept = nms(dets, self.iou_threshold)
         for d in kept:
+            assert d.crop is not None  # every detection above was made with its crop
             x0, y0, x1, y1 = d.crop.box()
             d.box = (max(0.0, x0), max(0.0, y0), min(float(fw), x1), min(float(fh), y1))
         return kept

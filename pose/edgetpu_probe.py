@@ -203,7 +203,7 @@ def compare(kind: str, tpu: list[np.ndarray], cpu: list[np.ndarray], exact_twin:
                 if max(ious, default=0.0) < IOU_MIN:
                     return f"a detection (score {s1.ravel()[i]:.2f}) has no partner with IoU >= {IOU_MIN}"
         return None
-    for t, c in zip(tpu, cpu):
+    for t, c in zip(tpu, cpu, strict=True):  # as many outputs: their shapes matched above
         span = max(float(c.max() - c.min()), 1e-6)
         off = float(np.abs(t - c).mean()) / span
         if off > OUTPUT_TOLERANCE:

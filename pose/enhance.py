@@ -92,18 +92,20 @@ class Enhancer:
     def _enhance(self, image: np.ndarray) -> None:
         s = image[::8, ::8]
         mono = bool((s[..., 0] == s[..., 1]).all() and (s[..., 1] == s[..., 2]).all())
-        ycc = None if mono else cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
-        y = np.ascontiguousarray(image[..., 0] if mono else ycc[..., 0])
+        if mono:  # an IR picture: one channel is all there is
+            cv2.cvtColor(self._equalize(image[..., 0]), cv2.COLOR_GRAY2RGB, dst=image)
+            return
+        ycc = cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)
+        ycc[..., 0] = self._equalize(ycc[..., 0])
+        cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB, dst=image)
+
+    def _equalize(self, luma: np.ndarray) -> np.ndarray:
+        y = np.ascontiguousarray(luma)
         if self.settings.denoise:  # average the grain away at half resolution (cheaper than any blur kernel)
             h, w = y.shape
             y = cv2.resize(cv2.resize(y, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h),
                            interpolation=cv2.INTER_LINEAR)
-        y = self._clahe.apply(y)
-        if mono:  # an IR picture: one channel is all there is
-            cv2.cvtColor(y, cv2.COLOR_GRAY2RGB, dst=image)
-        else:
-            ycc[..., 0] = y
-            cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB, dst=image)
+        return self._clahe.apply(y)
 
     def figures(self) -> dict[str, object]:
         """What the debug page and /api/stats show: the mode, whether the newest crop was enhanced, its figures."""

@@ -6,6 +6,7 @@ interpreter: :func:`make_cpu_interpreter` refuses it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -32,13 +33,10 @@ def _import_runtime(for_edgetpu: bool = False) -> tuple[Any, Callable[..., Any],
     order = ("tflite_runtime", "ai_edge_litert") if for_edgetpu else ("ai_edge_litert", "tflite_runtime")
     for module in order:
         try:
-            if module == "ai_edge_litert":
-                from ai_edge_litert.interpreter import Interpreter, load_delegate
-            else:
-                from tflite_runtime.interpreter import Interpreter, load_delegate  # type: ignore[no-redef]
+            interpreter = importlib.import_module(f"{module}.interpreter")
         except ImportError:
             continue
-        return Interpreter, load_delegate, module
+        return interpreter.Interpreter, interpreter.load_delegate, module
     raise BackendError("no TFLite runtime: install ai-edge-litert (or tflite-runtime)")
 
 

@@ -34,7 +34,7 @@ class OneEuroFilter:
         scale = max(float(scale), 1.0)
         x = kps[:, :2].astype(np.float64)
         out = kps.copy()
-        if self._x is None or self._t is None or t <= self._t:
+        if self._x is None or self._dx is None or self._t is None or t <= self._t:
             self._x, self._dx, self._t = x, np.zeros_like(x), t
             return out
         dt = t - self._t

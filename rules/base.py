@@ -93,6 +93,8 @@ class PersonPose:
 class Rules:
     """A rule strategy: fed frame by frame, returns the events each frame produces."""
 
+    s: RuleSettings  # the thresholds in force (set by each strategy's constructor, replaced by reconfigure)
+
     def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
         raise NotImplementedError
 

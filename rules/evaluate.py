@@ -19,7 +19,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, TypeGuard, Union
 
 from .base import RuleSettings
 from .events import Event
@@ -64,7 +64,7 @@ class ClipResult:
 ClipRunner = Callable[[Path, RuleSettings], tuple[list[Event], float]]
 
 
-def _seconds(v: object) -> bool:
+def _seconds(v: object) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -106,6 +106,8 @@ def score_clip(clip: Clip, events: Iterable[Event], duration_s: float) -> ClipRe
     if clip.label == "adl":
         return ClipResult(clip, "false_alarm" if falls else "ok", false_alarms=len(falls), duration_s=duration_s,
                           events=events, person_down=downs)
+    if clip.fall_start_s is None or clip.fall_end_s is None:
+        raise ValueError(f"{clip.name}: a fall clip needs fall_start_s and fall_end_s")
     lo, hi = clip.fall_start_s - EARLY_S - EDGE_S, clip.fall_end_s + LATE_S + EDGE_S
     inside = [e for e in falls if lo <= e.t <= hi]
     outside = len(falls) - len(inside)
@@ -157,7 +159,8 @@ def replay_clip(path: Path, settings: RuleSettings) -> tuple[list[Event], float]
     from . import make_rules
     rules = make_rules(settings, source=path.stem)
     events: list[Event] = []
-    first = last = None
+    first: Optional[float] = None
+    last = 0.0
     for fr in read_recording(path):
         first = fr.t if first is None else first
         last = fr.t

@@ -143,8 +143,19 @@ def _on_record(tr: "_Track") -> bool:
 
 
 def _floor_ref(tr: "_Track") -> _Ref:
-    """The standing "before" pose that the person on the floor is measured against."""
-    return tr.fall.ref if tr.state == "down" and tr.fall is not None else tr.stand.ref
+    """The standing "before" pose that the person on the floor (a track on record) is measured against."""
+    if tr.state == "down" and tr.fall is not None:
+        return tr.fall.ref
+    if tr.stand is None:
+        raise RuntimeError(f"track {tr.track} is on the floor with no standing pose to measure it against")
+    return tr.stand.ref
+
+
+def _incident(tr: "_Track") -> _Fall:
+    """The fall of a track that is falling or down (every such track has one)."""
+    if tr.fall is None:
+        raise RuntimeError(f"track {tr.track} is {tr.state} with no fall on record")
+    return tr.fall
 
 
 class FallRules(Rules):
@@ -318,7 +329,7 @@ class FallRules(Rules):
             if t - tr.last_fall_t >= self.s.cooldown_s:
                 self._start_falling(tr, self._candidate(tr, sample), sample)
         elif tr.state == "falling":
-            f = tr.fall
+            f = _incident(tr)
             f.measured += 1
             down = self._is_down(g, f.ref)
             f.down += down
@@ -336,7 +347,7 @@ class FallRules(Rules):
                 # a fresh, fully consistent candidate from this frame replaces it.
                 self._start_falling(tr, self._candidate(tr, sample), sample)
         elif tr.state == "down":
-            f = tr.fall
+            f = _incident(tr)
             if self._is_upright(g, f.ref):
                 if f.upright_since is None or t - f.upright_last > UPRIGHT_GAP_S:
                     f.upright_since = t
@@ -441,8 +452,10 @@ class FallRules(Rules):
 
     def _tick(self, tr: _Track, t: float, frame: int) -> list[Event]:
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
-        f = tr.fall
-        if tr.state == "falling" and t - f.t >= self.s.settle_s:
+        if tr.state == "falling":
+            f = _incident(tr)
+            if t - f.t < self.s.settle_s:
+                return []
             if f.measured == f.down == 1 and t - f.t < LOST_LYING_S:
                 return []  # one pose, down, and none since: too few to judge, wait for more (see _lost_lying)
             stayed_down = self._lost_lying(f) or (f.measured and f.down / f.measured >= self.s.settle_fraction
@@ -468,6 +481,8 @@ class FallRules(Rules):
                           f.measured, f.hip_drop)
                 tr.state, tr.fall = "upright", None
         elif tr.state == "down":
+            f = _incident(tr)
+            assert f.event_t is not None  # set when the track went down
             if not f.person_down_sent and t - f.event_t >= self.s.down_alert_s and not self._in_rest_zone(tr):
                 f.person_down_sent = True
                 return [self._event("person_down", tr, t, frame, confidence=self._confidence(f))]
@@ -478,12 +493,14 @@ class FallRules(Rules):
     def _unseen_fall(self, tr: _Track, t: float, frame: int) -> list[Event]:
         """On the floor down_alert_s with no fall seen (a slow slide down a wall, a fall out of view): the
         incident opens with `person_down` (after_fall false) and ends like any other, with `recovered`."""
+        since = tr.floor_since
+        assert tr.stand is not None and since is not None  # on the floor is measured from a standing pose
         ref = tr.stand.ref
         g = tr.samples[-1].g if tr.samples else None
         drop = (_centre(g) - ref.centre_y) / ref.height if g is not None else 0.0
         angle = g.spine_angle_deg if g is not None else ref.angle
-        f = _Fall(t=tr.floor_since, ref=ref, drop=drop, turn=angle - ref.angle, rate=0.0, angle=angle,
-                  need=self._needed_drop(angle - ref.angle), score=0.0, down=1, measured=1, event_t=tr.floor_since,
+        f = _Fall(t=since, ref=ref, drop=drop, turn=angle - ref.angle, rate=0.0, angle=angle,
+                  need=self._needed_drop(angle - ref.angle), score=0.0, down=1, measured=1, event_t=since,
                   person_down_sent=True, after_fall=False)
         tr.state, tr.fall = "down", f
         tr.floor_since = tr.off_floor_since = None
@@ -633,7 +650,7 @@ class FallRules(Rules):
 
     def _event(self, kind: str, tr: _Track, t: float, frame: int, confidence: float,
                fall: Optional[_Fall] = None) -> Event:
-        f = fall or tr.fall
+        f = fall or _incident(tr)
         last = tr.samples[-1].g if tr.samples else None
         angle = last.spine_angle_deg if last is not None else f.angle
         if kind == "fall":

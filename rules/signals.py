@@ -36,9 +36,9 @@ def fall_signals(frames: Iterable[Any], settings: RuleSettings, track: Optional[
         m = rules.measures(track, t) if track is not None else None
         held = rules.on_floor().get(track) if track is not None else None
         out["t"].append(round(t, 4))
-        out["spine_angle_deg"].append(_rounded(m and m["spine_angle_deg"], 2))
-        out["drop"].append(_rounded(m and m["drop"], 3))
-        out["descent_rate"].append(_rounded(m and m["descent_rate"], 3))
+        out["spine_angle_deg"].append(_rounded(m["spine_angle_deg"] if m is not None else None, 2))
+        out["drop"].append(_rounded(m["drop"] if m is not None else None, 3))
+        out["descent_rate"].append(_rounded(m["descent_rate"] if m is not None else None, 3))
         out["on_floor"].append(None if held is None else int(held))
     return {"track": track, **out,
             "thresholds": {"fall_angle_deg": settings.fall_angle_deg, "down_angle_deg": settings.down_angle_deg,
