@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -46,14 +47,11 @@ RECORD_CODEC = ("MJPG", ".avi", "video/x-msvideo")
 PLAYABLE = (("avc1", ".mp4", "video/mp4"), ("VP80", ".webm", "video/webm"))
 
 
-def plain_frame(shape: tuple[int, ...], cache: dict = {}) -> np.ndarray:  # noqa: B006 (a deliberate cache)
+@functools.lru_cache(maxsize=1)  # one camera frame size at a time
+def plain_frame(shape: tuple[int, ...]) -> np.ndarray:
     """A shared, read-only plain background the size of a camera frame (privacy: skeleton)."""
-    img = cache.get(shape)
-    if img is None:
-        img = np.full(shape, PLAIN_BACKGROUND, dtype=np.uint8)
-        img.flags.writeable = False
-        cache.clear()
-        cache[shape] = img
+    img = np.full(shape, PLAIN_BACKGROUND, dtype=np.uint8)
+    img.flags.writeable = False
     return img
 
 

@@ -65,7 +65,9 @@ def serve(handler: Any, method: str, path: str, head: bool) -> None:
             return _method_not_allowed(handler, "GET, HEAD")
         handler._json(HTTPStatus.OK, {"enabled": True, "records": records.records()}, head)
         return
-    event_id, what = RECORD_RE.match(path).groups()  # type: ignore[union-attr]
+    match = RECORD_RE.match(path)
+    assert match is not None  # every other path handles() accepts was answered above
+    event_id, what = match.groups()
     if (what == "label") != (method == "POST"):
         return _method_not_allowed(handler, "POST" if what == "label" else "GET, HEAD")
     if what == "label":

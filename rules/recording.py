@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Union
@@ -125,12 +126,13 @@ class RecordingWriter:
     """Appends one JSON line per frame; use as a context manager or call close()."""
 
     def __init__(self, path: Union[str, Path, IO[str]]) -> None:
-        if hasattr(path, "write"):
-            self._fh: IO[str] = path  # type: ignore[assignment]
-            self._own = False
-        else:
+        self._fh: IO[str]
+        if isinstance(path, (str, os.PathLike)):
             self._fh = Path(path).open("w", encoding="utf-8")
             self._own = True
+        else:
+            self._fh = path
+            self._own = False
 
     def write(self, t: float, frame: int, size: tuple[int, int], people: list[PersonPose]) -> None:
         self._fh.write(json.dumps(frame_to_dict(t, frame, size, people), separators=(",", ":")) + "\n")

@@ -107,7 +107,8 @@ def test_environment_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FW_TEST_PASSWORD", "s3cret pass")
     path = tmp_path / "fallwatch.yaml"
     path.write_text("mqtt:\n  host: ${FW_TEST_HOST}\n  port: ${FW_TEST_PORT}\n"
-                    "  topic_prefix: home/${FW_TEST_ROOM}/fallwatch\n  username: cam\n  password: ${FW_TEST_PASSWORD}\n")
+                    "  topic_prefix: home/${FW_TEST_ROOM}/fallwatch\n  username: cam\n"
+                    "  password: ${FW_TEST_PASSWORD}\n")
     config = load_config(path)
     assert config.mqtt.host == "broker.lan"
     assert config.mqtt.port == 8883

@@ -86,8 +86,8 @@ def test_config_schema_prints_the_json_schema() -> None:
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema == json.loads(json.dumps(Config.model_json_schema()))
-    assert list(schema["properties"]) == ["camera", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models", "log",
-                                        "events", "privacy"]
+    assert list(schema["properties"]) == ["camera", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models",
+                                          "log", "events", "privacy"]
 
 
 def test_check_config_refuses_an_alias_bomb_at_once_saying_why(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Capture: real video decoding and pacing, the newest-frame slot, reopen with backoff, bad frames skipped."""
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -128,7 +129,7 @@ def test_loop_restarts_with_increasing_time(clips: Path) -> None:
         capture.stop()
     assert len(frames) == 400 and capture.state == "stopped"
     ts = [f.t for f in frames]
-    assert all(b > a for a, b in zip(ts, ts[1:])), "media time must keep increasing across loops"
+    assert all(b > a for a, b in itertools.pairwise(ts)), "media time must keep increasing across loops"
     assert [f.frame_no for f in frames] == list(range(400))
 
 
@@ -139,7 +140,7 @@ def test_slow_consumer_gets_newest_frame_and_drops_are_counted(clips: Path) -> N
         frames.append(capture.get(10))
         for _ in range(6):  # "inference" during which 3 or more camera frames arrive
             delivered = capture.delivered
-            assert wait_until(lambda: capture.delivered >= delivered + 3, 30), capture.stats()
+            assert wait_until(lambda delivered=delivered: capture.delivered >= delivered + 3, 30), capture.stats()
             newest.append(capture.delivered - 1)  # frame numbers count the frames read, from 0
             frames.append(capture.get(10))
     finally:
@@ -147,10 +148,11 @@ def test_slow_consumer_gets_newest_frame_and_drops_are_counted(clips: Path) -> N
     capture.get(0)  # whatever is left in the slot: then every frame read was taken or dropped
     assert None not in frames
     assert capture.dropped >= 2 * 6 and capture.delivered == capture.taken + capture.dropped
-    gaps = [b.frame_no - a.frame_no for a, b in zip(frames, frames[1:])]
+    gaps = [b.frame_no - a.frame_no for a, b in itertools.pairwise(frames)]
     assert min(gaps) >= 3, f"old frames were queued instead of dropped: {gaps}"
     # The frame handed out is the newest read when it was asked for (or newer), never a backlog.
-    assert all(f.frame_no >= n for f, n in zip(frames[1:], newest)), ([f.frame_no for f in frames], newest)
+    assert all(f.frame_no >= n for f, n in zip(frames[1:], newest, strict=True)), ([f.frame_no for f in frames],
+                                                                                  newest)
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:
@@ -544,7 +546,7 @@ def test_image_folder_plays_numbered_frames_in_numeric_order(tmp_path: Path, ima
     folder.mkdir()
     names = ["person.jpg", "fall_img_1.png", "squat.bmp", "person-couch.jpg"]
     numbers = [1, 2, 10, 11]
-    for n, name in zip(numbers, names):
+    for n, name in zip(numbers, names, strict=True):
         (folder / f"frame_{n}{Path(name).suffix}").symlink_to(images_dir / name)
     capture = open_capture(CameraConfig(source=str(folder), realtime=False, fps=10))
     try:
@@ -552,7 +554,7 @@ def test_image_folder_plays_numbered_frames_in_numeric_order(tmp_path: Path, ima
     finally:
         capture.stop()
     assert len(frames) == len(names)
-    for frame, name in zip(frames, names):
+    for frame, name in zip(frames, names, strict=True):
         assert np.array_equal(frame.image, cv2.imread(str(images_dir / name))[:, :, ::-1]), name
 
 

@@ -1,4 +1,5 @@
-"""Inference slower than the camera: the daemon works on the newest frame, drops the rest, latency stays one inference."""
+"""Inference slower than the camera: the daemon works on the newest frame, drops the rest, latency stays one
+inference."""
 from __future__ import annotations
 
 import threading

@@ -216,7 +216,7 @@ def start_daemon(socket_path: str, watchdog_usec: int) -> tuple[Daemon, threadin
             checks.append(alive)
         return alive
 
-    daemon.is_alive = counted_is_alive  # type: ignore[method-assign]  # what the watchdog is given at start
+    daemon.is_alive = counted_is_alive  # what the watchdog is given at start
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     thread.start()
     return daemon, thread, engine, checks

@@ -1,6 +1,7 @@
 """`fallwatch detect / replay / eval` end to end: real video decoding, real tflite inference, real rules."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -125,7 +126,7 @@ def test_video_frames_use_media_time_and_skip_corrupt_data(gmdcsa: Path, tmp_pat
     frames = VideoFrames(clip)
     ts = [t for _, t, _ in frames]
     assert frames.frames == len(ts) > 100 and frames.corrupt == 0
-    assert ts[0] == 0.0 and all(b > a for a, b in zip(ts, ts[1:]))
+    assert ts[0] == 0.0 and all(b > a for a, b in itertools.pairwise(ts))
     assert ts[-1] == pytest.approx(len(ts) / 15.0, rel=0.05)
     # A file cut in half decodes what it can.
     data = clip.read_bytes()

@@ -1,4 +1,5 @@
-"""The systemd unit passes `systemd-analyze verify` and rates <= 4.5 in `systemd-analyze security`; install.sh parses."""
+"""The systemd unit passes `systemd-analyze verify` and rates <= 4.5 in `systemd-analyze security`; install.sh
+parses."""
 from __future__ import annotations
 
 import re

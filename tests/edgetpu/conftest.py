@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from edgetpu_testlib import build_fake_edgetpu, tpu_model_dir  # noqa: E402
+from edgetpu_testlib import build_fake_edgetpu, tpu_model_dir
 
 
 @pytest.fixture(scope="session")

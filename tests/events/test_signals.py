@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import household as hh  # noqa: E402
-from fallwatch.rules import RuleSettings  # noqa: E402
-from fallwatch.rules.recording import parse_line  # noqa: E402
-from fallwatch.rules.signals import fall_signals  # noqa: E402
+import household as hh
+from fallwatch.rules import RuleSettings
+from fallwatch.rules.recording import parse_line
+from fallwatch.rules.signals import fall_signals
 
 
 def frames(data: list[dict]) -> list:
@@ -21,16 +21,16 @@ def test_signals_of_a_topple_cross_the_thresholds_and_standing_does_not() -> Non
     s = RuleSettings()
     sig = fall_signals(frames(hh.topple(85, 0.6)), s)
     assert sig["track"] == 1 and len(sig["t"]) == len(sig["drop"]) == len(sig["spine_angle_deg"])
-    before = [d for t, d in zip(sig["t"], sig["drop"]) if d is not None and t < 1.9]
+    before = [d for t, d in zip(sig["t"], sig["drop"], strict=True) if d is not None and t < 1.9]
     # within the rule's window after the fall (later the "before" poses are all lying ones: the drop reads 0 again)
-    after = [d for t, d in zip(sig["t"], sig["drop"]) if d is not None and 2.7 < t < 2.0 + s.window_max_s]
+    after = [d for t, d in zip(sig["t"], sig["drop"], strict=True) if d is not None and 2.7 < t < 2.0 + s.window_max_s]
     assert before and max(abs(d) for d in before) < 0.05
     assert min(after) > s.min_drop
     assert max(a for a in sig["spine_angle_deg"] if a is not None) > s.fall_angle_deg
     assert max(r for r in sig["descent_rate"] if r is not None) > s.min_descent_rate
     assert sig["thresholds"]["min_drop"] == s.min_drop
     # "on the floor" as the rules hold it: not while standing, yes once lying after the fall
-    floor = dict(zip(sig["t"], sig["on_floor"]))
+    floor = dict(zip(sig["t"], sig["on_floor"], strict=True))
     assert not any(v for t, v in floor.items() if t < 1.9) and floor[sig["t"][-1]] == 1
 
 

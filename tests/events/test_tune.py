@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import household as hh  # noqa: E402
-from fallwatch.config.loader import load_config  # noqa: E402
-from fallwatch.daemon.settings import rule_settings  # noqa: E402
-from fallwatch.rules import make_rules  # noqa: E402
-from fallwatch.rules.recording import read_recording  # noqa: E402
+import household as hh
+from fallwatch.config.loader import load_config
+from fallwatch.daemon.settings import rule_settings
+from fallwatch.rules import make_rules
+from fallwatch.rules.recording import read_recording
 
 
 def fallwatch(*args: str) -> subprocess.CompletedProcess:

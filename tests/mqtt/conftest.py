@@ -10,7 +10,7 @@ from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt import MqttPublisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the test modules import mqtt_testlib
-from mqtt_testlib import DEVICE, STATUS, PublisherProc, Sub  # noqa: E402
+from mqtt_testlib import DEVICE, STATUS, PublisherProc, Sub
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ EVENT_KEYS = {"event", "id", "ts"}
 
 
 def _check_entity(topic: str, config: dict, prefix: str) -> None:
-    m = re.fullmatch(r"homeassistant/(binary_sensor|sensor|switch|event)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config", topic)
+    m = re.fullmatch(r"homeassistant/(binary_sensor|sensor|switch|event)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config",
+                     topic)
     assert m, f"bad discovery topic {topic}"
     component = m.group(1)
     missing = (REQUIRED[component] | COMMON) - set(config)
@@ -122,8 +123,8 @@ def test_mqtt_discovery_templates_render_on_real_payloads(mosquitto, subscriber,
     expect = {"ok": ("OFF", "OFF"), "fall": ("ON", "OFF"), "person_down": ("ON", "ON")}
     for state, (fall, down) in expect.items():
         pub.set_state({"state": state, "persons": 2})
-        assert sub.wait_for(lambda s: s.on(f"{PREFIX}/state") and json.loads(s.on(f"{PREFIX}/state")[-1])["state"]
-                            == state, 3)
+        assert sub.wait_for(lambda s, state=state: s.on(f"{PREFIX}/state")
+                            and json.loads(s.on(f"{PREFIX}/state")[-1])["state"] == state, 3)
         payload = sub.on(f"{PREFIX}/state")[-1]
         assert render(cfg["fall"], payload) == fall and render(cfg["person_down"], payload) == down, state
         assert render(cfg["persons"], payload) == "2"

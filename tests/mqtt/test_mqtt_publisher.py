@@ -38,7 +38,7 @@ def test_mqtt_events_arrive_with_schema(mosquitto, subscriber, mqtt_cfg, publish
         pub.publish_event(event)
     got = [json.loads(p) for p in sub.wait_count(f"{PREFIX}/event", 3)]
     assert [e["id"] for e in got] == [e["id"] for e in sent]
-    for orig, event in zip(sent, got):
+    for orig, event in zip(sent, got, strict=True):
         assert set(event) >= EVENT_KEYS, f"missing keys: {EVENT_KEYS - set(event)}"
         assert event["ts"] == orig["ts"] and event["event"] == orig["event"] and event["box"] == orig["box"]
         assert (event["device"], event["camera"], event["backend"]) == ("testdev", "test-cam", "cpu")

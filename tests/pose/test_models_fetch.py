@@ -138,7 +138,8 @@ def test_unreachable_host_gives_one_clear_line(tmp_path: Path) -> None:
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"cannot download movenet_lightning from {base}movenet_single_pose_lightning_ptq")
-    assert message.endswith(f"(is this machine offline? fetch it elsewhere and copy it to {dest / MODELS['movenet_lightning'].file})")
+    target = dest / MODELS["movenet_lightning"].file
+    assert message.endswith(f"(is this machine offline? fetch it elsewhere and copy it to {target})")
     assert list(dest.iterdir()) == []
 
 

@@ -92,7 +92,7 @@ def test_tpu_failing_mid_run_keeps_tracks_and_output(model_dir: Path, data_dir: 
         a, b = steady.process(rgb, t), failing.process(rgb, t)
         assert [p.track_id for p in a.persons] == [p.track_id for p in b.persons], i
         assert a.detector_ran == b.detector_ran, i
-        for pa, pb in zip(a.persons, b.persons):
+        for pa, pb in zip(a.persons, b.persons, strict=True):
             np.testing.assert_allclose(pa.keypoints, pb.keypoints, atol=1e-3, err_msg=f"frame {i}")
     assert failing.backend == "cpu" and len(b.persons) == 1
 

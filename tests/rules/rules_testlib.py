@@ -7,6 +7,7 @@ takes ~0.7 s from balance to floor; deliberate movements (kneeling, lying down) 
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, replace
@@ -91,7 +92,7 @@ def timeline(keys: list[tuple[float, Body]], profile: Callable[[float], float] =
     def at(t: float) -> Body:
         if t <= keys[0][0]:
             return keys[0][1]
-        for (t0, b0), (t1, b1) in zip(keys, keys[1:]):
+        for (t0, b0), (t1, b1) in itertools.pairwise(keys):
             if t <= t1:
                 u = profile((t - t0) / (t1 - t0)) if t1 > t0 else 1.0
                 vals = {k: getattr(b0, k) + (getattr(b1, k) - getattr(b0, k)) * u for k in NUMERIC}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import pytest
@@ -32,8 +32,8 @@ def _jittered(people: list[PersonPose], rng: np.random.Generator, px: float) -> 
     return out
 
 
-def _replay(frames: Iterator[RecordedFrame], settings: RuleSettings = RuleSettings()) -> list[Event]:
-    rules = make_rules(settings, source="dev")
+def _replay(frames: Iterator[RecordedFrame], settings: Optional[RuleSettings] = None) -> list[Event]:
+    rules = make_rules(settings or RuleSettings(), source="dev")
     events: list[Event] = []
     for fr in frames:
         events.extend(rules.update(fr.t, fr.frame, fr.people, fr.size))
@@ -67,7 +67,7 @@ def _score(dev_clips, frames_of) -> dict:
 @pytest.mark.parametrize("px", [2.0, 4.0])
 def test_a_few_pixels_of_keypoint_noise_keep_every_fall_and_no_adl_alarm(dev_clips, px: float) -> None:
     for seed in (1, 2):
-        summary = _score(dev_clips, lambda i, frames: _noisy(frames, px, seed * 100 + i))
+        summary = _score(dev_clips, lambda i, frames, seed=seed: _noisy(frames, px, seed * 100 + i))
         assert (summary["caught"], summary["falls"]) == (6, 6), (px, seed, json.dumps(summary))
         assert (summary["adl_false_alarm_clips"], summary["adl"]) == (0, 5), (px, seed, json.dumps(summary))
 

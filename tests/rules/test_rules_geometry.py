@@ -8,12 +8,12 @@ from fallwatch.rules.geometry import LEG_FRACTION, TORSO_FRACTION, angle_from_ve
 
 def pose(shoulders, hips, ankles=None, score=0.9) -> np.ndarray:
     kp = np.zeros((17, 3))
-    for i, p in zip((5, 6), shoulders):
+    for i, p in zip((5, 6), shoulders, strict=True):
         kp[i] = (*p, score)
-    for i, p in zip((11, 12), hips):
+    for i, p in zip((11, 12), hips, strict=True):
         kp[i] = (*p, score)
     if ankles:
-        for i, p in zip((15, 16), ankles):
+        for i, p in zip((15, 16), ankles, strict=True):
             kp[i] = (*p, score)
     return kp
 

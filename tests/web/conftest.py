@@ -192,7 +192,8 @@ def find_chromium() -> str:
     return found
 
 
-def _chromium(url: str, tmp_path: Path, profile: str, budget_ms: int, args: list[str], what: str) -> tuple[str, str, int]:
+def _chromium(url: str, tmp_path: Path, profile: str, budget_ms: int, args: list[str],
+              what: str) -> tuple[str, str, int]:
     """Run headless Chromium on ``url`` once: (stdout, stderr, return code). Its own session, so a hung chromium and
     all its helper processes can be killed together."""
     cmd = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

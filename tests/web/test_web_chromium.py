@@ -67,7 +67,8 @@ def test_chromium_draws_the_zones_over_the_frame(start_server, feeders, clip_fra
     region = cv2.cvtColor(_stream_region(shot), cv2.COLOR_BGR2RGB).astype(float)
     frame = np.mean(clip_frames, axis=0)
     inner = (slice(264, 432), slice(344, 584))  # inside the bed's polygon at 640x480, away from its label
-    blue_gain = (region[inner][..., 2] - region[inner][..., 0]).mean() - (frame[inner][..., 2] - frame[inner][..., 0]).mean()
+    blue_gain = ((region[inner][..., 2] - region[inner][..., 0]).mean()
+                 - (frame[inner][..., 2] - frame[inner][..., 0]).mean())
     assert blue_gain > 20, f"the rest zone is not tinted blue over the frame (blue-red gain {blue_gain:.1f})"
     outside = (slice(200, 230), slice(400, 600))  # between the zones: the frame as it is
     assert abs((region[outside] - frame[outside]).mean()) < 15

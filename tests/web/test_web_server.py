@@ -87,7 +87,8 @@ def test_no_jpeg_encoding_without_a_viewer(start_server, feeders, clip_frames, m
     resp.close()  # the response holds its own reference to the socket
     conn.close()
     # the handler notices the client left, stops encoding and frees its thread
-    assert wait_until(lambda: run.json("/api/stats")[1]["viewers"] == 0), "stream handler did not notice the client left"
+    assert wait_until(lambda: run.json("/api/stats")[1]["viewers"] == 0), (
+        "stream handler did not notice the client left")
     settled, published = run.hub.encode_count, feeder.published
     assert wait_until(lambda: feeder.published >= published + 5, 30), "the feeder stopped"
     assert run.hub.encode_count == settled, "frames were encoded with nobody watching"
