@@ -160,6 +160,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     config_path = Path(args.config) if args.config else default_config_path()
+    if args.write and Path(args.write).resolve() == config_path.resolve():  # refused before the search, not after
+        print(f"fallwatch tune: --write {args.write} is the configuration in use; write a new file and review it",
+              file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config)
     except ConfigError:
@@ -221,10 +225,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(yaml.safe_dump({"rules": changed}, sort_keys=False).rstrip())
     if args.write:
         out = Path(args.write)
-        if out.resolve() == config_path.resolve():
-            print(f"fallwatch tune: --write {out} is the configuration in use; write a new file and review it",
-                  file=sys.stderr)
-            return 2
         try:
             data = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:

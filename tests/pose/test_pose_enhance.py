@@ -93,6 +93,9 @@ def test_engine_reports_the_enhancement_cost_apart(model_dir: Path, data_dir: Pa
 
 @pytest.fixture(scope="module")
 def night_clip(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    stored = data_dir / "gmdcsa24-dev-night" / "Subject 1" / "Fall" / "15.mp4"  # made with NIGHT_RECIPE
+    if stored.is_file():
+        return stored
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         pytest.skip("ffmpeg is not installed")

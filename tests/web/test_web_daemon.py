@@ -21,7 +21,8 @@ from fallwatch.config.schema import DebugConfig
 from fallwatch.daemon.web import DebugServer
 from waiting import wait_until
 
-LONG_CLIP = "Subject 2/Fall/12.mp4"  # 12.3 s at 15 fps, 640x480: time to look while it plays
+# 8.9 s at 15 fps, 640x480: time to look while it plays (the checks take ~2 s), and it ends soon after.
+PLAYED_CLIP = "Subject 2/Fall/13.mp4"
 
 
 def _free_port() -> int:
@@ -42,6 +43,13 @@ def _decode_small(path: Path, size: tuple[int, int] = (160, 120)) -> np.ndarray:
     cap.release()
     assert out, f"could not decode {path}"
     return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def played_clip(data_dir: Path) -> tuple[Path, np.ndarray]:
+    """PLAYED_CLIP and its frames, downscaled (decoded once for the module)."""
+    clip = data_dir / "gmdcsa24-dev" / PLAYED_CLIP
+    return clip, _decode_small(clip)
 
 
 class Daemon:
@@ -123,9 +131,8 @@ def daemons():
 
 
 def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
-        tmp_path, model_dir, data_dir, daemons, mjpeg_parts):
-    clip = data_dir / "gmdcsa24-dev" / LONG_CLIP
-    frames = _decode_small(clip)
+        tmp_path, model_dir, played_clip, daemons, mjpeg_parts):
+    clip, frames = played_clip
     secret = tmp_path / "debug_password"
     secret.write_text("open-sesame\n")
     d = daemons(tmp_path, model_dir, str(clip), camera={"realtime": True, "loop": False},
@@ -229,10 +236,9 @@ def test_daemon_healthz_503_while_the_camera_is_gone_and_200_when_it_is_back(
     assert "reopen" in d.log
 
 
-def test_daemon_page_in_headless_chromium_shows_the_video(tmp_path, model_dir, data_dir, daemons,
+def test_daemon_page_in_headless_chromium_shows_the_video(tmp_path, model_dir, played_clip, daemons,
                                                           chromium_screenshot):
-    clip = data_dir / "gmdcsa24-dev" / LONG_CLIP
-    frames = _decode_small(clip)
+    clip, frames = played_clip
     d = daemons(tmp_path, model_dir, str(clip), camera={"realtime": True, "loop": True})
     d.wait_health(200)
     shot = chromium_screenshot(f"http://127.0.0.1:{d.port}/", tmp_path)
