@@ -198,9 +198,12 @@ def test_cli_json_shape_exit_code_and_bounded_time(fake_edgetpu_dir: Path, tpu_m
     env = dict(os.environ, LD_LIBRARY_PATH=str(fake_edgetpu_dir), FAKE_EDGETPU="hang")
     cmd = [sys.executable, "-m", "fallwatch.daemon.cli", "doctor", "--config", config, "--model-dir", str(tpu_models)]
     Path(config).write_text(Path(config).read_text() + "pose:\n  edgetpu_probe_timeout_s: 2\n")
-    proc = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 1, proc.stderr  # the broker is unreachable: a fail
-    report = json.loads(proc.stdout)
+    # Both forms at once: each waits out the hung probe's 2 s.
+    as_json = subprocess.Popen(cmd + ["--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    as_text = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = as_json.communicate(timeout=120)
+    assert as_json.returncode == 1, err  # the broker is unreachable: a fail
+    report = json.loads(out)
     assert set(report) == {"checks", "summary"}
     assert all(set(c) == {"status", "name", "detail", "fix"} for c in report["checks"])
     assert all(c["status"] in ("ok", "warn", "fail") for c in report["checks"])
@@ -210,9 +213,9 @@ def test_cli_json_shape_exit_code_and_bounded_time(fake_edgetpu_dir: Path, tpu_m
     assert report["summary"]["fail"] == sum(c["status"] == "fail" for c in report["checks"]) >= 1
     probe = next(c for c in report["checks"] if c["name"] == "edgetpu probe")
     assert probe["detail"].startswith("hung: ") and "no answer in 2 s" in probe["detail"]
-    text = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    lines = text.stdout.splitlines()
-    assert len(lines) == len(names) and text.returncode == 1
+    out, _ = as_text.communicate(timeout=120)
+    lines = out.splitlines()
+    assert len(lines) == len(names) and as_text.returncode == 1
     assert all(line.split("  ", 1)[0].strip() in ("ok", "warn", "fail") for line in lines)
 
 

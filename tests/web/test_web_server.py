@@ -451,17 +451,28 @@ def test_idle_connections_cannot_pile_up_threads(start_server):
 
 def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjpeg_parts):
     # Every new ?height= added a cached 'waiting' JPEG: walking 16..2160 grew the daemon by ~80 MB.
-    from fallwatch.daemon.web import PLACEHOLDER_CACHE
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fallwatch.daemon.web import MAX_VIEWERS, PLACEHOLDER_CACHE
 
     run = start_server()
-    for height in range(100, 100 + 3 * PLACEHOLDER_CACHE):
+
+    def card_height(height: int) -> int:
         conn, resp = _open_stream(run.port, f"/stream.mjpg?height={height}")
         try:
             (headers, payload), = mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
-            img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-            assert img.shape[0] == height
+            return cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR).shape[0]
         finally:
             conn.close()
+
+    # A card comes only after half a keep-alive period without frames: ask for PLACEHOLDER_CACHE heights at once,
+    # within the viewer cap (streams that were closed count until their handler notices).
+    heights = list(range(100, 100 + 3 * PLACEHOLDER_CACHE))
+    with ThreadPoolExecutor(PLACEHOLDER_CACHE) as pool:
+        for i in range(0, len(heights), PLACEHOLDER_CACHE):
+            batch = heights[i:i + PLACEHOLDER_CACHE]
+            assert wait_until(lambda: run.server.viewers + PLACEHOLDER_CACHE <= MAX_VIEWERS, timeout=10)
+            assert list(pool.map(card_height, batch)) == batch
     assert len(run.server._placeholders) <= PLACEHOLDER_CACHE
 
 
