@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from fallwatch.config.loader import DEFAULT_CONFIG
 from fallwatch.config.schema import Config
 
@@ -87,8 +86,13 @@ def test_config_schema_prints_the_json_schema() -> None:
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema == json.loads(json.dumps(Config.model_json_schema()))
-    assert list(schema["properties"]) == ["camera", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models", "log",
-                                        "events", "privacy"]
+    assert list(schema["properties"]) == ["camera", "cameras", "pose", "rules", "zones", "mqtt", "debug", "alerts",
+                                          "models", "log", "events", "privacy"]
+    cameras = schema["properties"]["cameras"]["anyOf"][0]
+    assert cameras["patternProperties"] == {r"^[a-z0-9][a-z0-9_-]{0,31}$": {"$ref": "#/$defs/CameraEntry"}}
+    entry = schema["$defs"]["CameraEntry"]["properties"]
+    assert "name" not in entry and entry["rules"]["$ref"] == "#/$defs/RulesOverrides"
+    assert schema["$defs"]["RulesOverrides"]["properties"]["down_alert_s"]["anyOf"][0]["exclusiveMinimum"] == 0
 
 
 def test_check_config_refuses_an_alias_bomb_at_once_saying_why(tmp_path: Path) -> None:
