@@ -234,7 +234,8 @@ class HomeAssistantConfig(Section):
     @field_validator("discovery_prefix")
     @classmethod
     def _no_wildcards(cls, value: str) -> str:
-        return _topic_without_wildcards(value)
+        _topic_without_wildcards(value)
+        return value
 
 
 def _topic_without_wildcards(value: Optional[str]) -> Optional[str]:
@@ -433,31 +434,58 @@ def camera_problems(data: Mapping[str, Any]) -> list[tuple[tuple, str]]:
     if data.get("zones"):
         problems.append((("zones",), "zones are in the image coordinates of one camera, so with cameras: they go "
                                      "under cameras.<name>.zones; move them there"))
-    # One device or stream read twice is one room reported twice (or a busy device); `auto` is no exception:
-    # two of them would both take the same first camera.
+    entries = {str(name): entry if isinstance(entry, Mapping) else {} for name, entry in cameras.items()}
+    problems += _entity_id_twins(list(entries))
+    problems += _shared_sources(entries)
+    problems += _merged_rules_problems(data.get("rules") or {}, entries)
+    return problems
+
+
+def _entity_id_twins(names: list[str]) -> list[tuple[tuple, str]]:
+    # Home Assistant entity ids allow only a-z 0-9 _: it turns - into _, so living-room and living_room would
+    # be one entity.
+    problems: list[tuple[tuple, str]] = []
     first: dict[str, str] = {}
-    for name, entry in cameras.items():
-        source = entry.get("source", "auto") if isinstance(entry, Mapping) else "auto"
+    for name in names:
+        twin = first.setdefault(name.replace("-", "_"), name)
+        if twin != name:
+            problems.append((("cameras", name), f"Home Assistant reads it as cameras.{twin} (- becomes _ in its "
+                                                f"entity ids); rename one of them"))
+    return problems
+
+
+def _shared_sources(entries: Mapping[str, Mapping[str, Any]]) -> list[tuple[tuple, str]]:
+    # One device or stream read twice is one room reported twice (or a busy device); `auto` is no exception:
+    # two of them would both take the same first camera. Only equal strings are caught (not auto beside the
+    # device it will pick).
+    problems: list[tuple[tuple, str]] = []
+    first: dict[str, str] = {}
+    for name, entry in entries.items():
+        source = entry.get("source", "auto")
         if not isinstance(source, str):
             continue
-        if source.strip() in first:
-            twin = first[source.strip()]
+        twin = first.setdefault(source.strip(), name)
+        if twin != name:
             problems.append((("cameras", name, "source"),
                              f"auto, like cameras.{twin}: both would open the same first camera; give each its source"
                              if source.strip() == "auto" else f"the same source as cameras.{twin}: each camera needs "
                                                               f"its own"))
-        else:
-            first[source.strip()] = name
-    rules = data.get("rules", {})
-    if isinstance(rules, Mapping):
-        global_error = _cross_field_error(RulesConfig, rules)
-        for name, entry in cameras.items():
-            overrides = entry.get("rules") if isinstance(entry, Mapping) else None
-            if isinstance(overrides, Mapping) and overrides:
-                error = _cross_field_error(RulesConfig, merge_overrides(rules, overrides))
-                if error and error != global_error:
-                    problems.append((("cameras", name, "rules", error[0]), f"{error[1]} (this camera's rules merged "
-                                                                           f"over the global rules)"))
+    return problems
+
+
+def _merged_rules_problems(rules: Any, entries: Mapping[str, Mapping[str, Any]]) -> list[tuple[tuple, str]]:
+    """Overrides that are fine key by key but not over the global rules (window_min_s above window_max_s...)."""
+    if not isinstance(rules, Mapping):
+        return []
+    problems: list[tuple[tuple, str]] = []
+    global_error = _cross_field_error(RulesConfig, rules)  # (reported for rules: itself)
+    for name, entry in entries.items():
+        overrides = entry.get("rules")
+        if isinstance(overrides, Mapping) and overrides:
+            error = _cross_field_error(RulesConfig, merge_overrides(rules, overrides))
+            if error and error != global_error:
+                problems.append((("cameras", name, "rules", error[0]), f"{error[1]} (this camera's rules merged "
+                                                                       f"over the global rules)"))
     return problems
 
 
@@ -488,8 +516,10 @@ class Config(Section):
     @field_validator("cameras", mode="before")
     @classmethod
     def _bare_camera(cls, value: object) -> object:
-        # `hall:` with nothing under it is a camera with every default
-        return {k: ({} if v is None else v) for k, v in value.items()} if isinstance(value, dict) else value
+        # `hall:` with nothing under it is a camera with every default; a room number (`101:`) is a name too
+        if not isinstance(value, dict):
+            return value
+        return {(str(k) if type(k) is int else k): ({} if v is None else v) for k, v in value.items()}
 
     @model_validator(mode="after")
     def _camera_setup(self) -> "Config":

@@ -90,6 +90,10 @@ def test_a_camera_with_nothing_under_it_has_every_default() -> None:
     assert porch.camera.source == "rtsp://192.0.2.3/s"
 
 
+def test_a_room_number_is_a_name() -> None:
+    assert [s.name for s in camera_setups(parse_config("cameras:\n  101: {source: a.mp4}\n"))] == ["101"]
+
+
 def test_environment_variables_work_inside_cameras(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FW_TEST_CAM", "rtsp://192.0.2.9/live")
     (setup,) = camera_setups(parse_config("cameras:\n  hall:\n    source: ${FW_TEST_CAM}\n", "t.yaml"))
@@ -136,6 +140,9 @@ def test_environment_variables_work_inside_cameras(monkeypatch: pytest.MonkeyPat
     ("cameras:\n  living:\n  hall:\n",
      "fallwatch.yaml:3: cameras.hall.source: auto, like cameras.living: both would open the same first camera; give "
      "each its source"),
+    ("cameras:\n  living_room: {source: a.mp4}\n  living-room: {source: b.mp4}\n",
+     "fallwatch.yaml:3: cameras.living-room: Home Assistant reads it as cameras.living_room (- becomes _ in its "
+     "entity ids); rename one of them"),
     ("rules:\n  window_max_s: 1.0\ncameras:\n  living:\n    rules:\n      window_min_s: 1.5\n",
      "fallwatch.yaml:5: cameras.living.rules.window_max_s: must be more than window_min_s (this camera's rules "
      "merged over the global rules)"),
