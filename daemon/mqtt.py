@@ -57,6 +57,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from . import homeassistant as ha
+from .alerts_switch import AlertsSwitch
 from .jsonsafe import to_json
 from .mqtt_command import Command, Feedback, parse_command
 from .outbox import Outbox, default_state_dir
@@ -142,17 +143,7 @@ class MqttPublisher:
         self.prefix = prefix_of(cfg)
         self.outbox_path = default_state_dir(cfg.state_dir) / "outbox.sqlite3"
         self._outbox = Outbox(self.outbox_path, cfg.outbox_max)
-        self._alerts_lock = threading.RLock()
-        self._pause_max_s = float(pause_max_s)
-        self._alerts = self._outbox.recall("alerts") != ha.ALERTS_OFF
-        self._paused_at = time.time()            # wall clock, kept across restarts
-        if not self._alerts:
-            try:
-                self._paused_at = float(self._outbox.recall("alerts_paused_at") or "nan")
-            except ValueError:
-                self._paused_at = float("nan")
-            if not math.isfinite(self._paused_at):
-                self._paused_at = time.time()    # a pause from a version that did not record its start
+        self._switch = AlertsSwitch(self._outbox, pause_max_s)
 
         self._client: Optional[mqtt.Client] = None
         self._password_in_use: Optional[str] = None   # what the current client was given (a file may change)
@@ -209,19 +200,15 @@ class MqttPublisher:
     @property
     def alerts_enabled(self) -> bool:
         self._end_expired_pause()
-        return self._alerts
+        return self._switch.enabled
 
     def alerts_resume_at(self) -> Optional[str]:
         """While alerts are paused, when they resume by themselves (UTC, ISO 8601); else None."""
-        left = self._pause_left_s()
-        if left is None:
-            return None
-        return datetime.fromtimestamp(time.time() + left, timezone.utc).isoformat(timespec="seconds") \
-            .replace("+00:00", "Z")
+        return self._switch.resume_at()
 
     def set_pause_max(self, pause_max_s: float) -> None:
         """SIGHUP: a new ``alerts.pause_max_s`` (counted from when the pause began)."""
-        self._pause_max_s = float(pause_max_s)
+        self._switch.pause_max_s = float(pause_max_s)
         self._end_expired_pause()
         self._hb_wake.set()
 
@@ -242,18 +229,9 @@ class MqttPublisher:
         with self._state_lock:
             return not self._state_deferred and all(info.is_published() for info in self._state_info.values())
 
-    def _pause_left_s(self) -> Optional[float]:
-        """Seconds until a pause ends; None while alerts are on. Measured on the wall clock (the pause outlives
-        restarts) but never more than pause_max_s from now, should the clock have been set back."""
-        with self._alerts_lock:
-            if self._alerts:
-                return None
-            return min(max(0.0, self._paused_at + self._pause_max_s - time.time()), self._pause_max_s)
-
     def _end_expired_pause(self) -> None:
-        left = self._pause_left_s()
-        if left is not None and left <= 0:
-            self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._pause_max_s:g} s)")
+        if self._switch.expired():
+            self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._switch.pause_max_s:g} s)")
 
     def start(self) -> None:
         """Non-blocking: a broker that is down now is retried in the background with capped backoff."""
@@ -265,13 +243,13 @@ class MqttPublisher:
         else:
             log.info("mqtt.enabled is false: events are not published")
         self._started = True
-        if not self._alerts and not self.cfg.commands:
+        if not self._switch.enabled and not self.cfg.commands:
             self._set_alerts(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
         self._end_expired_pause()
-        if not self._alerts:
+        if not self._switch.enabled:
             log.warning("alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "
                         "until %s (alerts.pause_max_s), or until {\"alerts\": true} on %s/set",
-                        datetime.fromtimestamp(self._paused_at, timezone.utc).isoformat(timespec="seconds"),
+                        datetime.fromtimestamp(self._switch.paused_at, timezone.utc).isoformat(timespec="seconds"),
                         self.alerts_resume_at(), self.prefix)
         for name, target in (("mqtt-sender", self._sender_loop), ("mqtt-heartbeat", self._heartbeat_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -557,7 +535,7 @@ class MqttPublisher:
         """What a late subscriber must find: discovery, the alerts switch and the current states (the retained
         state of a camera no longer watched, or of another topic layout, is cleared)."""
         self._publish_discovery(client)
-        client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if self._alerts else ha.ALERTS_OFF, qos=1, retain=True)
+        client.publish(f"{self.prefix}/alerts", self._switch.state, qos=1, retain=True)
         with self._state_lock:
             self._clear_stale_states(client)
             if state and not self._state_deferred:
@@ -703,21 +681,10 @@ class MqttPublisher:
             log.warning("ignored feedback on %s: the record cannot be written (%s)", topic, exc.strerror or exc)
 
     def _set_alerts(self, enabled: bool, why: str) -> None:
-        with self._alerts_lock:
-            changed = enabled != self._alerts
-            self._alerts = enabled
-            if changed and not enabled:
-                self._paused_at = time.time()
-            try:
-                if changed and not enabled:
-                    self._outbox.remember("alerts_paused_at", repr(self._paused_at))
-                self._outbox.remember("alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF)
-            except sqlite3.Error as exc:
-                log.error("outbox %s cannot remember the alerts switch (%s): it holds until a restart",
-                          self.outbox_path, exc)
+        changed = self._switch.set(enabled)
         client = self._client
         if client is not None:
-            client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF, qos=1, retain=True)
+            client.publish(f"{self.prefix}/alerts", self._switch.state, qos=1, retain=True)
         if changed:
             if enabled:
                 log.warning("alerts resumed: %s", why)
@@ -834,7 +801,7 @@ class MqttPublisher:
         next_at = time.monotonic() + self.cfg.heartbeat_s
         while not self._stop_evt.is_set():
             timeout = max(0.0, next_at - time.monotonic())
-            left = self._pause_left_s()
+            left = self._switch.left_s()
             if left is not None and left < timeout:   # wake when a pause ends, to announce it
                 timeout = left + 0.01
             if self._hb_wake.wait(timeout):
