@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import socket
 import sqlite3
 import ssl
@@ -60,6 +59,7 @@ from . import homeassistant as ha
 from .alerts_switch import AlertsSwitch
 from .jsonsafe import to_json
 from .mqtt_command import Command, Feedback, parse_command
+from .mqtt_topics import CameraTopics, sanitize_id
 from .outbox import Outbox, default_state_dir
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,6 @@ DEFAULT_PAUSE_MAX_S = 12 * 3600.0
 
 class MqttError(Exception):
     """A configuration problem that stops MQTT from ever working (unreadable password file, bad TLS files)."""
-
-
-def sanitize_id(raw: str) -> str:
-    """Topic- and Home-Assistant-safe: letters, digits, '_' and '-' only (no '/', '+', '#', '.')."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", raw.strip()) or "fallwatch"
 
 
 def device_id_of(cfg: MqttConfig) -> str:
@@ -100,20 +95,11 @@ def _password_of(cfg: MqttConfig) -> Optional[str]:
         raise MqttError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
 
 
-def camera_segments(cameras: Optional[Sequence[str]]) -> Optional[dict[str, str]]:
-    """Camera name -> its topic level (``<prefix>/<level>/state``); None for one camera on ``<prefix>/state``.
-    MqttError when two names would share a topic."""
-    if cameras is None:
-        return None
-    segments: dict[str, str] = {}
-    for name in cameras:
-        segment = sanitize_id(name)
-        clash = next((other for other, seg in segments.items() if seg == segment and other != name), None)
-        if clash is not None:
-            raise MqttError(f"cameras {clash!r} and {name!r} would share the MQTT topics {segment}/...: give them "
-                            "names that differ in letters, digits, '_' or '-'")
-        segments[name] = segment
-    return segments
+def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) -> CameraTopics:
+    try:
+        return CameraTopics(prefix, camera, cameras)
+    except ValueError as exc:   # two camera names that give the same topic
+        raise MqttError(str(exc)) from None
 
 
 def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
@@ -134,13 +120,13 @@ class MqttPublisher:
         daemon with several (per-camera topics and Home Assistant devices); None keeps one camera's topics."""
         self.cfg = cfg
         self.camera = camera
-        self._segments = camera_segments(cameras)
         self.version = version
         self._status = status
         self._on_alerts_changed = on_alerts_changed
         self._on_feedback = on_feedback  # labels an event record; raises ValueError naming what was wrong
         self.device_id = device_id_of(cfg)
         self.prefix = prefix_of(cfg)
+        self._topics = camera_topics(self.prefix, camera, cameras)
         self.outbox_path = default_state_dir(cfg.state_dir) / "outbox.sqlite3"
         self._outbox = Outbox(self.outbox_path, cfg.outbox_max)
         self._switch = AlertsSwitch(self._outbox, pause_max_s)
@@ -195,7 +181,7 @@ class MqttPublisher:
 
     @property
     def cameras(self) -> list[str]:
-        return list(self._segments) if self._segments is not None else [self.camera]
+        return self._topics.cameras
 
     @property
     def alerts_enabled(self) -> bool:
@@ -293,11 +279,10 @@ class MqttPublisher:
         payload.setdefault("ts", utc_now_iso())
         payload["device"] = self.device_id
         payload["camera"] = camera or payload.get("camera") or self.camera
-        if self._segments is not None and payload["camera"] not in self._segments \
-                and payload["camera"] not in self._unknown_cameras:
+        if not self._topics.known(payload["camera"]) and payload["camera"] not in self._unknown_cameras:
             self._unknown_cameras.add(payload["camera"])
-            log.warning("event for camera %r, which is not among the cameras %s: published on %s/event all the same",
-                        payload["camera"], ", ".join(self._segments), self._base_of(payload["camera"]))
+            log.warning("event for camera %r, which is not among the cameras %s: published on %s all the same",
+                        payload["camera"], ", ".join(self.cameras), self._topics.event(payload["camera"]))
         if payload.get("backend") is None:
             payload["backend"] = self._safe_status().get("backend")
         kind = payload.get("event")
@@ -334,7 +319,7 @@ class MqttPublisher:
         """The outbox cannot store the event (a full disk, an I/O error): the alert must still go out, so hand
         it to paho directly; paho keeps a QoS 1/2 message in memory until the broker has it, not across a restart."""
         client = self._client
-        topic = f"{self._event_base(data)}/event"
+        topic = self._topics.event(self._topics.camera_of(data))
         info = client.publish(topic, data, qos=self.cfg.qos, retain=False) if client else None
         if info is not None and (info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
                                  or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.cfg.qos > 0)):
@@ -354,7 +339,7 @@ class MqttPublisher:
     def set_state(self, state: dict, camera: Optional[str] = None) -> None:
         """Retained ``state`` of ``camera`` (else of the state's own ``camera``, else of the constructor's
         ``camera``); published only when it differs from the last one."""
-        key = None if self._segments is None else camera or state.get("camera") or self.camera
+        key = self._topics.key(camera or state.get("camera"))
         with self._state_lock:
             if state == self._states.get(key):
                 return
@@ -371,8 +356,9 @@ class MqttPublisher:
         Raises MqttError (and keeps the current connection) when the new settings cannot work at all.
         """
         old = self.cfg
-        segments = self._segments if isinstance(cameras, EllipsisType) else camera_segments(cameras)
-        cameras_changed = segments != self._segments
+        topics = camera_topics(prefix_of(cfg), self.camera,
+                               self._topics.given if isinstance(cameras, EllipsisType) else cameras)
+        cameras_changed = topics.levels != self._topics.levels
         if cfg.state_dir != old.state_dir:
             log.warning("mqtt.state_dir changed: takes effect after a restart")
         reconnect = any(getattr(cfg, k) != getattr(old, k) for k in _CONNECTION_KEYS)
@@ -389,12 +375,11 @@ class MqttPublisher:
             self.cfg = cfg
             self.device_id = device_id_of(cfg)
             self.prefix = prefix_of(cfg)
-            if cameras_changed:
-                with self._state_lock:   # the states of cameras gone are not published again
-                    self._segments = segments
-                    keep = set(segments) if segments is not None else {None}
-                    self._states = {k: v for k, v in self._states.items() if k in keep}
-                    self._state_info = {k: v for k, v in self._state_info.items() if k in keep}
+            with self._state_lock:   # the states of cameras gone are not published again
+                self._topics = topics
+                keep = set(topics.levels) if topics.levels is not None else {None}
+                self._states = {k: v for k, v in self._states.items() if k in keep}
+                self._state_info = {k: v for k, v in self._state_info.items() if k in keep}
             if cfg.outbox_max != old.outbox_max:
                 try:
                     dropped = self._outbox.set_max(cfg.outbox_max)
@@ -541,23 +526,6 @@ class MqttPublisher:
             if state and not self._state_deferred:
                 self._publish_states(client)
 
-    def _base_of(self, camera: Optional[str]) -> str:
-        """Where a camera's state and events go: ``<prefix>/<camera>`` with several cameras, else ``<prefix>``."""
-        if self._segments is None:
-            return self.prefix
-        name = camera or self.camera
-        return f"{self.prefix}/{self._segments.get(name) or sanitize_id(name)}"
-
-    def _event_base(self, payload: bytes) -> str:
-        """``_base_of`` the camera named in a stored event's JSON."""
-        if self._segments is None:
-            return self.prefix
-        try:
-            camera = json.loads(payload).get("camera")
-        except (ValueError, AttributeError):
-            camera = None
-        return self._base_of(camera if isinstance(camera, str) else None)
-
     def _publish_states(self, client: mqtt.Client) -> None:
         """Under _state_lock."""
         for key in self._states:
@@ -566,13 +534,13 @@ class MqttPublisher:
 
     def _publish_state(self, client: mqtt.Client, key: Optional[str]) -> None:
         """Under _state_lock."""
-        self._state_info[key] = client.publish(f"{self._base_of(key)}/state", to_json(self._states[key]), qos=1,
+        self._state_info[key] = client.publish(self._topics.state(key), to_json(self._states[key]), qos=1,
                                                retain=True)
 
     def _clear_stale_states(self, client: mqtt.Client) -> None:
         """Under _state_lock: an empty retained message on state topics an earlier run or configuration used
         and this one does not (remembered in the store), so no watcher shows a camera that is gone."""
-        current = sorted(f"{self._base_of(key)}/state" for key in (self._segments or [None]))
+        current = self._topics.all_states()
         try:
             earlier = json.loads(self._outbox.recall("state_topics") or "[]")
         except (sqlite3.Error, ValueError):
@@ -589,7 +557,7 @@ class MqttPublisher:
     def _publish_discovery(self, client: mqtt.Client) -> None:
         self._discovery.publish(client, self.cfg.homeassistant, prefix=self.prefix, device_id=self.device_id,
                                 version=self.version, heartbeat_s=self.cfg.heartbeat_s, commands=self.cfg.commands,
-                                cameras=self._segments)
+                                cameras=self._topics.levels)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
@@ -766,8 +734,8 @@ class MqttPublisher:
         if room <= 0:
             return
         for seq, event_id, payload in self._outbox.after(self._last_handed, room):
-            base = self._event_base(payload)
-            info = client.publish(f"{base}/event", payload, qos=self.cfg.qos, retain=False)
+            camera = self._topics.camera_of(payload)
+            info = client.publish(self._topics.event(camera), payload, qos=self.cfg.qos, retain=False)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
                                                                   and self.cfg.qos > 0):
                 log.debug("MQTT publish of event %s deferred: %s", event_id, mqtt.error_string(info.rc))
@@ -789,7 +757,7 @@ class MqttPublisher:
                     props = Properties(PacketTypes.PUBLISH)
                     props.ContentType = "image/jpeg"
                     props.UserProperty = ("id", event_id)
-                client.publish(f"{base}/event/snapshot", jpeg, qos=self.cfg.qos, retain=False,
+                client.publish(self._topics.snapshot(camera), jpeg, qos=self.cfg.qos, retain=False,
                                properties=props)
 
     def _resend_from_outbox(self) -> None:

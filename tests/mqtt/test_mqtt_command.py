@@ -1,11 +1,12 @@
-"""`<prefix>/set` commands parsed without a broker; the test event is a real Event."""
+"""Without a broker: `<prefix>/set` commands parsed, the test event a real Event, the per-camera topic layout."""
 from __future__ import annotations
 
 import json
 
 import pytest
-from fallwatch.daemon.mqtt import MqttError, camera_segments
+from fallwatch.daemon.mqtt import MqttError, camera_topics
 from fallwatch.daemon.mqtt_command import Command, Feedback, parse_command
+from fallwatch.daemon.mqtt_topics import CameraTopics
 from fallwatch.rules.events import Event
 from mqtt_testlib import make_event
 
@@ -58,8 +59,21 @@ def test_the_test_event_has_every_field_of_a_real_one():
               descent_rate=0, box=[])
 
 
-def test_camera_topic_levels():
-    assert camera_segments(None) is None
-    assert camera_segments(["bath", "bed room", "bath"]) == {"bath": "bath", "bed room": "bed_room"}
+def test_camera_topic_layout():
+    one = CameraTopics("fallwatch/pi", "hall")
+    assert (one.event("x"), one.snapshot(None), one.state("x")) == \
+        ("fallwatch/pi/event", "fallwatch/pi/event/snapshot", "fallwatch/pi/state")
+    assert one.cameras == ["hall"] and one.key("x") is None and one.all_states() == ["fallwatch/pi/state"]
+    assert one.camera_of(json.dumps(make_event()).encode()) is None
+
+    several = CameraTopics("fallwatch/pi", "bath", ["bath", "bed room", "bath"])
+    assert several.levels == {"bath": "bath", "bed room": "bed_room"} and several.cameras == ["bath", "bed room"]
+    assert several.event("bed room") == "fallwatch/pi/bed_room/event"
+    assert several.snapshot(None) == "fallwatch/pi/bath/event/snapshot"         # the default camera
+    assert several.state("attic+1") == "fallwatch/pi/attic_1/state" and not several.known("attic+1")
+    assert several.all_states() == ["fallwatch/pi/bath/state", "fallwatch/pi/bed_room/state"]
+    assert several.key(None) == "bath" and several.key("bed room") == "bed room"
+    assert several.camera_of(json.dumps({**make_event(), "camera": "bed room"}).encode()) == "bed room"
+    assert several.camera_of(b"{broken") is None
     with pytest.raises(MqttError, match="'bed room' and 'bed/room'"):
-        camera_segments(["bed room", "bed/room"])
+        camera_topics("fallwatch/pi", "bed room", ["bed room", "bed/room"])
