@@ -6,7 +6,8 @@ Topics under ``<prefix>`` (``mqtt.topic_prefix``, default ``fallwatch/<device_id
 ``state`` (retained JSON, on change), ``set`` (commands, see mqtt_command.py) and ``alerts`` (retained
 ``ON``/``OFF``). Told several cameras (``cameras=[...]``), each camera's ``event``, ``event/snapshot`` and ``state``
 move one level down, to ``<prefix>/<camera>/...``; the rest stays with the device. The camera of a queued event
-is in its JSON, so it goes to its camera's topic after a restart too. Home Assistant discovery: homeassistant.py.
+is in its JSON, so it goes to its camera's topic after a restart too (layout: mqtt_topics.py). Home Assistant
+discovery: homeassistant.py; the alerts switch: alerts_switch.py.
 
 Delivery of events: ``publish_event`` commits the event to the SQLite outbox first, then wakes the sender
 thread, the only code that hands events to paho. The sender keeps at most ``WINDOW`` events in flight, in outbox
