@@ -4,7 +4,8 @@ One main thread runs the pipeline: it takes the newest frame from the camera's c
 CameraWorker run pose and rules on it and hand the result to the outputs (the status hub is cheap; MQTT publishing
 and HTTP serving live in their own threads). The Daemon holds what the cameras share: the pose engine, the MQTT
 publisher, the debug server, the figures, reloads and the watchdog. Signals only set flags the loop checks between
-frames (daemon/signals.py): SIGTERM/SIGINT stop (within 2 s, exit 0), SIGHUP reloads the configuration file.
+frames (daemon/signals.py): SIGTERM/SIGINT stop (within 2 s, exit 0), SIGHUP reloads the configuration file
+(daemon/reload.py).
 
 Start-up and shutdown are one ExitStack: each part registers its own stop as it starts, shutdown unwinds them in
 reverse.
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fallwatch.config.changes import config_changes
-from fallwatch.config.loader import ConfigError, default_config_path, load_config
+from fallwatch.config.loader import ConfigError, default_config_path
 from fallwatch.config.schema import Config
 from fallwatch.rules.alarm import worst
 
@@ -29,6 +30,7 @@ from .camera_worker import CameraWorker
 from .capture import Capture, make_source
 from .logsetup import set_level
 from .notify import Notifier, Watchdog
+from .reload import BackgroundRead, log_changes, read_config, running_config
 from .signals import Shutdown, StopSignals
 from .stats import MqttStats, Snapshot, heartbeat, status_line
 
@@ -37,8 +39,6 @@ log = logging.getLogger(__name__)
 GET_TIMEOUT_S = 0.25  # the loop wakes at least this often to look at signals and the source
 STATUS_EVERY_S = 1.0  # a new Snapshot for the page, /api/stats, /metrics and heartbeats
 SD_STATUS_EVERY_S = 5.0  # systemd STATUS= line
-# Sections a reload applies at once; the others need a restart (they hold the camera, the models, the socket).
-LIVE_SECTIONS = ("rules", "zones", "mqtt", "alerts", "log")
 
 
 def fallwatch_version() -> str:
@@ -73,9 +73,7 @@ class Daemon:
         # A pipeline making no progress for this long is hung: the watchdog pings stop.
         self.stall_s = stall_s or max(self.notifier.watchdog_s or 30.0, 4 * GET_TIMEOUT_S)
         self._stop = threading.Event()
-        self._reload = threading.Event()
-        self._reload_thread: Optional[threading.Thread] = None
-        self._reload_read: Optional[tuple[Config, Any]] = None  # what the reload thread read and checked
+        self._reload = BackgroundRead(self._read_config)
         self._phase = "starting"  # starting | running | stopping: a stop signal interrupts only the start
         self._started = False
         self._refresh = threading.Event()  # figures changed outside the pipeline thread (alerts paused)
@@ -124,11 +122,11 @@ class Daemon:
         self._stop.set()
 
     def request_reload(self) -> None:
-        self._reload.set()
+        self._reload.request()
 
     def stop_signals(self) -> StopSignals:
         """SIGTERM/SIGINT stop, SIGHUP reloads; install() from the main thread, done() once run() returned."""
-        return StopSignals(stop=self._stop.set, reload=self._reload.set,
+        return StopSignals(stop=self._stop.set, reload=self._reload.request,
                            starting=lambda: self._phase == "starting", exit_code=lambda: self.exit_code)
 
     def run(self) -> int:
@@ -266,7 +264,9 @@ class Daemon:
         worker = self.camera
         capture = worker.capture
         while not self._stop.is_set():
-            self._follow_reload()
+            read = self._reload.take()
+            if read is not None:
+                self._apply_reload(*read)
             frame = capture.get(GET_TIMEOUT_S)
             if frame is None:
                 if capture.finished:
@@ -297,19 +297,6 @@ class Daemon:
         self.watchdog = Watchdog(self.notifier, self.is_alive).start()
         assert self._parts is not None
         self._parts.callback(self.watchdog.stop)
-
-    def _follow_reload(self) -> None:
-        if self._reload.is_set() and self._reload_thread is None:
-            # The file is read and checked in a thread of its own: a slow or hostile file must not stall detection.
-            # The result is applied here, between two frames.
-            self._reload.clear()
-            self._reload_thread = threading.Thread(target=self._read_for_reload, name="config-reload", daemon=True)
-            self._reload_thread.start()
-        if self._reload_thread is not None and not self._reload_thread.is_alive():
-            self._reload_thread = None
-            read, self._reload_read = self._reload_read, None
-            if read is not None:
-                self._apply_reload(*read)
 
     def _on_event(self, data: dict, snapshot: Callable[[], bytes]) -> None:
         """A camera's event to the log and MQTT, with the annotated frame when mqtt.snapshots asks for it."""
@@ -367,33 +354,14 @@ class Daemon:
         read = self._read_config()
         return read is not None and self._apply_reload(*read)
 
-    def _read_for_reload(self) -> None:
-        """The reload thread: read and check the file; the loop applies it."""
-        self._reload_read = self._read_config()
-
     def _read_config(self) -> Optional[tuple[Config, Any]]:
         """The new configuration and rules made from it, or None (logged) when the file is refused."""
-        from fallwatch.rules import make_rules
-
-        from .settings import rule_settings
-
         if self._ready:
             self.notifier.reloading()
-        path = self.config_path or default_config_path()
-        log.info("SIGHUP: reloading %s", path)
-        try:
-            new = load_config(path)
-            if self.source_override:
-                new.camera.source = self.source_override
-            rules = make_rules(rule_settings(new), source=self.cfg.camera.name)
-        except Exception as exc:  # ConfigError, a value the rules refuse, or anything else: never the daemon's end
-            for line in getattr(exc, "errors", None) or str(exc).splitlines() or [repr(exc)]:
-                log.error("%s", line)
-            log.error("configuration reload rejected; keeping the running configuration")
-            if self._ready:
-                self.notifier.ready()  # ends RELOADING=1
-            return None
-        return new, rules
+        read = read_config(self.config_path or default_config_path(), self.source_override, self.cfg.camera.name)
+        if read is None and self._ready:
+            self.notifier.ready()  # ends RELOADING=1
+        return read
 
     def _apply_reload(self, new: Config, rules: Any) -> bool:
         """On the detection thread, between two frames."""
@@ -413,12 +381,7 @@ class Daemon:
                     log.error("mqtt: %s", exc)
                     log.error("configuration reload rejected; keeping the running configuration")
                     return False
-            for key, (before, after) in changes.items():
-                if key.split(".", 1)[0] in LIVE_SECTIONS:
-                    log.info("configuration reloaded: %s %s -> %s", key, before, after)
-                else:
-                    log.warning("configuration: %s %s -> %s needs a restart to apply "
-                                "(systemctl restart fallwatch); keeping %s", key, before, after, before)
+            log_changes(changes)
             if any(k.startswith("zones") for k in changes) and ignore_polygons(new) != ignore_polygons(old):
                 self.engine.set_ignore_zones(ignore_polygons(new))
             if any(k.startswith(("rules.", "zones")) for k in changes):
@@ -429,9 +392,7 @@ class Daemon:
                 self.publisher.set_pause_max(new.alerts.pause_max_s)
             if old.log.level != new.log.level and not self.log_level_override:
                 set_level(new.log.level)
-            # Keep what was not applied, so the next reload reports it again and the status stays truthful.
-            self.cfg = new.model_copy(update={s: getattr(old, s) for s in type(old).model_fields
-                                              if s not in LIVE_SECTIONS})
+            self.cfg = running_config(old, new)
             self._report(time.monotonic(), force=True)  # the page shows the new rules and zones at once
             return True
         finally:

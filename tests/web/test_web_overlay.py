@@ -7,7 +7,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.daemon.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, enhance_badge, spine
 from fallwatch.daemon.stats import MqttStats, Snapshot
 from fallwatch.daemon.status import StatusHub

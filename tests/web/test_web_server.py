@@ -11,7 +11,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from fallwatch.daemon.stats import MqttStats
 from waiting import wait_until
 
