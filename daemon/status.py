@@ -101,9 +101,8 @@ class StatusHub:
         """The newest Snapshot with the hub's own figures filled in (of the first camera, for now the only one)."""
         with self._cond:
             age = None if self._frame_mono is None else round(time.monotonic() - self._frame_mono, 3)
-            snap = self._stats
-            return snap.replace_camera(snap.camera.name, last_frame_age_s=age, source_stopped=self._source_stopped)\
-                .replace(recent_events=len(self._events))
+            snap = self._stats.replace(recent_events=len(self._events))
+            return snap.replace_camera(snap.camera.name, last_frame_age_s=age, source_stopped=self._source_stopped)
 
     def stats(self) -> dict:
         """``current()`` as JSON: what /api/stats serves."""

@@ -47,7 +47,7 @@ class AlarmBook:
 
     @property
     def state(self) -> str:
-        """"person_down" over "fall" over "ok"."""
+        """The room state: "person_down" over "fall" over "ok"."""
         return worst(self._down.values())
 
 
