@@ -162,7 +162,9 @@ class Daemon:
             source = make_source(cfg.camera, self.source_override)  # SourceError: no camera, no such file
         if self.engine is None:
             self.engine = make_engine(cfg, self.model_dir_arg)
-        close_engine = getattr(self.engine, "close", None)
+        close_engine = getattr(self.engine, "close", None)  # a clean exit: the Edge TPU crash marker goes
+        if close_engine is not None:  # (also when the start fails further on; closing twice does nothing)
+            parts.callback(close_engine)
         try:
             rules = make_rules(rule_settings(cfg), source=cfg.camera.name)
         except ValueError as exc:  # a combination of rules: values the rules refuse
@@ -182,8 +184,8 @@ class Daemon:
         if cfg.mqtt.enabled:
             self._start_mqtt(cfg)
         parts.callback(self._stop_mqtt)  # publishes `offline`, flushes what the broker will take (also after a reload)
-        if close_engine is not None:  # a clean exit, before MQTT's flush may meet the deadline: the Edge TPU
-            parts.callback(close_engine)  # crash marker goes
+        if close_engine is not None:  # again: a shutdown closes it before MQTT's flush may meet the stop deadline
+            parts.callback(close_engine)
         if capture is None:
             c = cfg.camera
             capture = Capture(source, rotate=c.rotate, flip=c.flip, realtime=c.realtime, loop=c.loop,
