@@ -9,12 +9,12 @@ import os
 import re
 import ssl
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .schema import Config
+from .schema import Config, Section, camera_problems
 
 DEFAULT_CONFIG = Path(__file__).with_name("fallwatch.yaml")
 SYSTEM_CONFIG = Path("/etc/fallwatch/fallwatch.yaml")
@@ -103,6 +103,7 @@ def parse_config(text: str, name: str = "<config>") -> Config:
     data = _substitute_env(data, (), lines, name, errors, unset)
     # Validate whatever else is wrong too, so one run lists every error (a key whose ${VAR} is unset is
     # reported once, for the variable).
+    config: Optional[Config] = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -110,11 +111,14 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         # pydantic skips a section's cross-field checks when one of its keys is wrong: run them on the rest
         found += _cross_field_errors(Config, data, (), {tuple(e["loc"]) for e in exc.errors()}, lines, name)
         errors.extend(e for loc, e in found if loc not in unset)
-    else:
+    # `cameras:` as a whole (camera: beside it, no camera, one source twice, ...), whatever else is wrong
+    errors.extend(f"{name}:{_line_of(loc, lines)}: {_dotted(loc)}: {message}"
+                  for loc, message in camera_problems(data) if loc not in unset)
+    if config is not None:
         errors.extend(_check_secret_files(config, lines, name))
         errors.extend(_check_tls_files(config, lines, name))
-    if errors:
-        raise ConfigError(sorted(errors, key=_error_line))  # in file order
+    if errors or config is None:
+        raise ConfigError(sorted(errors, key=_error_line) or [f"{name}: not a valid configuration"])  # file order
     return config
 
 
@@ -175,12 +179,7 @@ def _substitute_env(value: Any, path: tuple, lines: dict, name: str, errors: lis
 
 def _constraint_text(model: type[BaseModel], loc: tuple) -> Optional[str]:
     """'must be between 10 and 90' style text from the field's own bounds."""
-    field = None
-    for part in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return None
-        field = model.model_fields[part]
-        model = field.annotation
+    field, _ = _walk(loc, model)
     if field is None:
         return None
     bounds = {}
@@ -232,6 +231,10 @@ def _format_errors(errors: Any, lines: dict, name: str) -> list[tuple[tuple, str
     for err in errors:
         loc = tuple(err["loc"])
         kind = err["type"]
+        if kind == "camera_setup":
+            continue  # parse_config reports every one of them (schema.camera_problems)
+        if loc[-1:] == ("[key]",):  # a key of a mapping (a camera name) is wrong: the key's own line
+            loc = loc[:-1]
         blamed = re.match(r"^Value error, (\w+): (.*)$", err["msg"])
         section = _model_at(loc)
         if blamed and section is not None and blamed.group(1) in section.model_fields:
@@ -239,8 +242,12 @@ def _format_errors(errors: Any, lines: dict, name: str) -> list[tuple[tuple, str
             loc, msg = loc + (blamed.group(1),), blamed.group(2)
         elif kind == "extra_forbidden":
             parent = _model_at(loc[:-1])
+            hint = parent.key_hints.get(str(loc[-1])) if parent and issubclass(parent, Section) else None
             known = ", ".join(parent.model_fields) if parent else ""
-            msg = f"unknown key (known keys: {known})" if known else "unknown key"
+            if hint:
+                msg = hint.format(parent=loc[-2] if len(loc) > 1 else "")
+            else:
+                msg = f"unknown key (known keys: {known})" if known else "unknown key"
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
             msg = _constraint_text(Config, loc) or _plain(err["msg"])
         else:
@@ -251,12 +258,34 @@ def _format_errors(errors: Any, lines: dict, name: str) -> list[tuple[tuple, str
 
 
 def _model_at(loc: tuple, root: type[BaseModel] = Config) -> Optional[type[BaseModel]]:
-    model: Any = root
-    for part in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return None
-        model = model.model_fields[part].annotation
+    _, model = _walk(loc, root)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _walk(loc: tuple, root: type[BaseModel]) -> tuple[Any, Any]:
+    """(field, type) that the key path ``loc`` leads to from ``root``, through sections, optional values, the
+    keys of a mapping (a camera name) and the items of a list (a zone); (None, None) where it leads nowhere.
+    The field is None when the path ends at a mapping key or list item."""
+    field: Any = None
+    kind: Any = root
+    for part in loc:
+        kind = _not_none(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            if part not in kind.model_fields:
+                return None, None
+            field = kind.model_fields[part]
+            kind = field.annotation
+        elif get_origin(kind) in (dict, list):
+            field, kind = None, get_args(kind)[-1]
+        else:
+            return None, None
+    return field, _not_none(kind)
+
+
+def _not_none(kind: Any) -> Any:
+    """X for Optional[X]."""
+    args = [a for a in get_args(kind) if a is not type(None)]
+    return args[0] if get_origin(kind) is Union and len(args) == 1 else kind
 
 
 def _plain(msg: str) -> str:
@@ -333,12 +362,16 @@ def redact_url(text: str) -> str:
 
 
 def masked_dump(config: Config) -> dict:
-    """The configuration as plain data with its secrets masked: SecretStr values and passwords inside URLs."""
+    """The configuration as plain data with its secrets masked: SecretStr values and passwords inside URLs.
+    Only the camera form in use appears (camera: and zones:, or cameras:), so the dump loads again."""
     def mask(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v) for v in value]
         return redact_url(value) if isinstance(value, str) else value
-    return mask(config.model_dump(mode="json"))
+    unused = {"camera", "zones"} if config.cameras is not None else {"cameras"}
+    return mask(config.model_dump(mode="json", exclude=unused))
 
 
 def effective_config_yaml(config: Config) -> str:

@@ -3,9 +3,23 @@ errors) and field descriptions, so the schema doubles as documentation (`fallwat
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Literal, Optional
+import re
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # The models each role can use, by registry name (fallwatch.pose.models; a test keeps the two in step, as config
 # imports nothing of the project). Edge TPU builds are not named: the engine picks them for the CPU model.
@@ -15,6 +29,9 @@ ESTIMATOR_MODELS = ("blazepose_full", "blazepose_heavy", "blazepose_lite", "move
 EDGETPU_MODELS = {"movenet_lightning_edgetpu": "movenet_lightning", "movenet_thunder_edgetpu": "movenet_thunder",
                   "ssd_mobilenet_v1_edgetpu": "ssd_mobilenet_v1_coral", "ssd_mobilenet_v2_edgetpu": "ssd_mobilenet_v2"}
 TOPIC_WILDCARDS = "+#\0"
+# A `cameras:` key becomes an MQTT topic level and part of Home Assistant object ids: lower case, no spaces,
+# no wildcards, no slashes.
+CAMERA_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
 class Section(BaseModel):
@@ -22,12 +39,16 @@ class Section(BaseModel):
     reports that key's own line."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Keys that are not allowed here for a reason worth saying (instead of "unknown key"); {parent} is the
+    # key this section stands under.
+    key_hints: ClassVar[dict[str, str]] = {}
 
 
-class CameraConfig(Section):
+class CameraSettings(Section):
+    """What a camera is and how it is read; `camera:` adds its name, a `cameras:` entry is named by its key."""
+
     source: str = Field("auto", description="auto | picamera2 | v4l2:/dev/videoN | rtsp://... | http://... | "
                                             "a video file | a folder of images")
-    name: str = Field("camera", description="name of this camera in events and heartbeats")
     width: int = Field(640, ge=64, le=4096, description="capture width in pixels (picamera2, v4l2)")
     height: int = Field(480, ge=64, le=4096, description="capture height in pixels (picamera2, v4l2)")
     fps: float = Field(15, gt=0, le=120, description="capture frame rate (picamera2, v4l2)")
@@ -49,13 +70,17 @@ class CameraConfig(Section):
         "auto", description="picamera2: the ISP's denoise (auto: libcamera's choice; high_quality for night)")
 
     @model_validator(mode="after")
-    def _night_limits(self) -> "CameraConfig":
+    def _night_limits(self) -> "CameraSettings":
         slowest = min(self.min_fps, self.fps)  # a min_fps above fps just keeps the rate fixed
         if self.exposure_ms is not None and self.exposure_ms > 1000.0 / slowest:
             raise ValueError(f"exposure_ms: {self.exposure_ms:g} ms does not fit in a frame at {slowest:g} fps "
                              f"(min_fps; at most {1000.0 / slowest:.0f} ms)")
         return self
 
+
+
+class CameraConfig(CameraSettings):
+    name: str = Field("camera", description="name of this camera in events and heartbeats")
 
 class SmoothingConfig(Section):
     enabled: bool = Field(True, description="One Euro filter on keypoints (jitter out, little lag)")
@@ -209,7 +234,8 @@ class HomeAssistantConfig(Section):
     @field_validator("discovery_prefix")
     @classmethod
     def _no_wildcards(cls, value: str) -> str:
-        return _topic_without_wildcards(value)
+        _topic_without_wildcards(value)
+        return value
 
 
 def _topic_without_wildcards(value: Optional[str]) -> Optional[str]:
@@ -316,8 +342,158 @@ class LogConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
 
+class _Overrides(Section):
+    """Per-camera overrides of a section: every key optional, None (or not given) = the global value."""
+
+    @model_serializer(mode="wrap")
+    def _given_only(self, handler: Any) -> Any:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+def _overrides_of(model: type[Section], name: str) -> type[_Overrides]:
+    """``model`` with every key optional and defaulting to None, bounds and choices kept (its cross-field
+    checks run on the merged result, see camera_problems)."""
+    fields: dict[str, Any] = {}
+    for key, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            annotation = _overrides_of(annotation, annotation.__name__.replace("Config", "Overrides"))
+        optional: Any = Optional[annotation]
+        if field.metadata:  # the bounds (ge, le, ...)
+            optional = Annotated[optional, *field.metadata]
+        fields[key] = (optional, Field(None, description=field.description))
+    return create_model(name, __base__=_Overrides, **fields)
+
+
+if TYPE_CHECKING:
+    class RulesOverrides(_Overrides):
+        pass
+else:
+    RulesOverrides = _overrides_of(RulesConfig, "RulesOverrides")
+
+
+def _camera_name(name: str) -> str:
+    if not re.fullmatch(CAMERA_NAME, name):
+        raise ValueError(f"camera name {name!r} is not allowed: use 1 to 32 lower-case letters a-z, digits, _ and -, "
+                         f"starting with a letter or digit (it becomes an MQTT topic level and a Home Assistant id)")
+    return name
+
+
+CameraName = Annotated[str, AfterValidator(_camera_name), WithJsonSchema({"type": "string", "pattern": CAMERA_NAME})]
+
+
+class CameraEntry(CameraSettings):
+    """One camera of ``cameras:``; its key there is its name."""
+
+    key_hints: ClassVar[dict[str, str]] = {
+        "name": "not allowed: the key above it ({parent}) is this camera's name; rename the key to rename the camera"}
+
+    rules: RulesOverrides = Field(default_factory=RulesOverrides,
+                                  description="this camera's rules where they differ from the global rules: any of "
+                                              "its keys, merged key by key (rules.ambianic too)")
+    zones: list[ZoneConfig] = Field(default_factory=list, description="this camera's zones (rest, ignore), in its "
+                                                                      "own image coordinates")
+
+
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the given (not None) ``overrides`` put over it key by key, nested sections merged too."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_overrides(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def _cross_field_error(model: type[Section], data: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+    """(key, message) of the section's own cross-field check on ``data``, if it fails (see Section)."""
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            blamed = re.match(r"^Value error, (\w+): (.*)$", err["msg"])
+            if not err["loc"] and blamed:
+                return blamed.group(1), blamed.group(2)
+    return None
+
+
+def camera_problems(data: Mapping[str, Any]) -> list[tuple[tuple, str]]:
+    """(key path, message) for each problem of ``cameras:`` that its entries' own keys cannot show. ``data`` is
+    the configuration as given (a plain mapping, possibly wrong elsewhere: what is not understood is skipped)."""
+    cameras = data.get("cameras")
+    if not isinstance(cameras, Mapping):
+        return []
+    problems: list[tuple[tuple, str]] = []
+    if "camera" in data:
+        problems.append((("camera",), "not allowed together with cameras: (each camera's settings go under "
+                                      "cameras.<name>); remove camera:"))
+    if not cameras:
+        problems.append((("cameras",), "names no camera: give at least one (cameras: {<name>: {source: ...}}), or "
+                                       "use camera: for a single camera"))
+    if data.get("zones"):
+        problems.append((("zones",), "zones are in the image coordinates of one camera, so with cameras: they go "
+                                     "under cameras.<name>.zones; move them there"))
+    entries = {str(name): entry if isinstance(entry, Mapping) else {} for name, entry in cameras.items()}
+    problems += _entity_id_twins(list(entries))
+    problems += _shared_sources(entries)
+    problems += _merged_rules_problems(data.get("rules") or {}, entries)
+    return problems
+
+
+def _entity_id_twins(names: list[str]) -> list[tuple[tuple, str]]:
+    # Home Assistant entity ids allow only a-z 0-9 _: it turns - into _, so living-room and living_room would
+    # be one entity.
+    problems: list[tuple[tuple, str]] = []
+    first: dict[str, str] = {}
+    for name in names:
+        twin = first.setdefault(name.replace("-", "_"), name)
+        if twin != name:
+            problems.append((("cameras", name), f"Home Assistant reads it as cameras.{twin} (- becomes _ in its "
+                                                f"entity ids); rename one of them"))
+    return problems
+
+
+def _shared_sources(entries: Mapping[str, Mapping[str, Any]]) -> list[tuple[tuple, str]]:
+    # One device or stream read twice is one room reported twice (or a busy device); `auto` is no exception:
+    # two of them would both take the same first camera. Only equal strings are caught (not auto beside the
+    # device it will pick).
+    problems: list[tuple[tuple, str]] = []
+    first: dict[str, str] = {}
+    for name, entry in entries.items():
+        source = entry.get("source", "auto")
+        if not isinstance(source, str):
+            continue
+        twin = first.setdefault(source.strip(), name)
+        if twin != name:
+            problems.append((("cameras", name, "source"),
+                             f"auto, like cameras.{twin}: both would open the same first camera; give each its source"
+                             if source.strip() == "auto" else f"the same source as cameras.{twin}: each camera needs "
+                                                              f"its own"))
+    return problems
+
+
+def _merged_rules_problems(rules: Any, entries: Mapping[str, Mapping[str, Any]]) -> list[tuple[tuple, str]]:
+    """Overrides that are fine key by key but not over the global rules (window_min_s above window_max_s...)."""
+    if not isinstance(rules, Mapping):
+        return []
+    problems: list[tuple[tuple, str]] = []
+    global_error = _cross_field_error(RulesConfig, rules)  # (reported for rules: itself)
+    for name, entry in entries.items():
+        overrides = entry.get("rules")
+        if isinstance(overrides, Mapping) and overrides:
+            error = _cross_field_error(RulesConfig, merge_overrides(rules, overrides))
+            if error and error != global_error:
+                problems.append((("cameras", name, "rules", error[0]), f"{error[1]} (this camera's rules merged "
+                                                                       f"over the global rules)"))
+    return problems
+
+
 class Config(Section):
     camera: CameraConfig = Field(default_factory=CameraConfig)
+    cameras: Optional[dict[CameraName, CameraEntry]] = Field(
+        None, description="several cameras by name, instead of camera: (name: its camera settings, rules "
+                          "overrides and zones); null: the single camera: section")
     pose: PoseConfig = Field(default_factory=PoseConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     zones: list[ZoneConfig] = Field(default_factory=list, description="areas of the image: rest (bed, sofa) "
@@ -336,3 +512,21 @@ class Config(Section):
     @classmethod
     def _privacy_off(cls, value: object) -> object:
         return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _bare_camera(cls, value: object) -> object:
+        # `hall:` with nothing under it is a camera with every default; a room number (`101:`) is a name too
+        if not isinstance(value, dict):
+            return value
+        return {(str(k) if type(k) is int else k): ({} if v is None else v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _camera_setup(self) -> "Config":
+        # The loader reports every camera problem itself (camera_problems); this refuses a Config built in code.
+        problems = camera_problems(self.model_dump(exclude_unset=True))
+        if problems:
+            loc, message = problems[0]
+            raise PydanticCustomError("camera_setup", "{where}: {message}",
+                                      {"where": ".".join(str(p) for p in loc), "message": message})
+        return self

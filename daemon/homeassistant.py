@@ -1,31 +1,50 @@
-"""Home Assistant MQTT discovery payloads for one fallwatch device.
+"""Home Assistant MQTT discovery for one fallwatch device: the payloads (pure) and their publishing (``Discovery``).
 
-Entities (all tied to ``<prefix>/availability`` and one device entry):
-- binary_sensor ``fall``: on while the state is ``fall`` or ``person_down`` (from the retained ``<prefix>/state``)
+Entities, all tied to ``<prefix>/availability``:
+- binary_sensor ``fall``: on while the state is ``fall`` or ``person_down`` (from the retained ``state``)
 - binary_sensor ``person_down``: on while someone has stayed down (a "long lie")
-- sensor ``persons``: persons in view (from ``<prefix>/state``)
+- sensor ``persons``: persons in view (from ``state``)
+- event ``alert``: fires on each event on ``event`` (event types fall, person_down, recovered, test)
 - diagnostic sensors ``fps`` and ``backend`` (from ``<prefix>/heartbeat``; unavailable after 3 missed heartbeats)
-- event ``alert``: fires on each event on ``<prefix>/event`` (event types fall, person_down, recovered, test)
 - switch ``alerts``: commands ``{"alerts": true|false}`` on ``<prefix>/set``, state ``ON``/``OFF`` on
   ``<prefix>/alerts`` (HA's default switch payloads); a read-only binary_sensor instead with ``mqtt.commands: false``
 
-Pure data: no MQTT here, so the payloads can be checked without a broker.
+With one camera (``camera:``) all of them belong to one device and read ``<prefix>/state`` and ``<prefix>/event``.
+With several cameras each camera is a device of its own (so each can be put in its own area, its room), holding
+the first four entities on ``<prefix>/<camera>/state|event``, linked by ``via_device`` to the daemon's device,
+which keeps the device-level ones (fps, backend, alerts).
 """
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import sqlite3
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import paho.mqtt.client as mqtt
+from fallwatch.config.schema import HomeAssistantConfig
+
+from .jsonsafe import to_json
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
 
 ALERTS_ON = "ON"
 ALERTS_OFF = "OFF"
 EVENT_TYPES = ("fall", "person_down", "recovered", "test")
 AVAILABLE = "online"
 NOT_AVAILABLE = "offline"
+_REMEMBERED = "ha_discovery"     # the store's key for the config topics last published
 
 
 def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, version: str,
-                       heartbeat_s: float, commands: bool = True) -> list[tuple[str, dict[str, Any]]]:
-    """(config topic, payload) for every entity; publish each retained, as JSON."""
+                       heartbeat_s: float, commands: bool = True,
+                       cameras: Optional[Mapping[str, str]] = None) -> list[tuple[str, dict[str, Any]]]:
+    """(config topic, payload) for every entity; publish each retained, as JSON.
+
+    ``cameras``: camera name -> its topic segment (``<prefix>/<segment>/state``), for a device with several
+    cameras; None for one camera on ``<prefix>/state``."""
     node = f"fallwatch_{device_id}"
     device = {
         "identifiers": [node],
@@ -35,11 +54,11 @@ def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, ve
         "sw_version": version,
     }
     origin = {"name": "fallwatch", "sw_version": version}
-    state_topic = f"{prefix}/state"
     heartbeat_topic = f"{prefix}/heartbeat"
 
-    def entity(component: str, key: str, name: str, **fields: Any) -> tuple[str, dict[str, Any]]:
-        unique_id = f"{node}_{key}"
+    def entity(component: str, owner: str, owner_device: dict[str, Any], key: str, name: str,
+               **fields: Any) -> tuple[str, dict[str, Any]]:
+        unique_id = f"{owner}_{key}"
         payload = {
             "name": name,
             "unique_id": unique_id,
@@ -49,37 +68,115 @@ def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, ve
             "availability_topic": f"{prefix}/availability",
             "payload_available": AVAILABLE,
             "payload_not_available": NOT_AVAILABLE,
-            "device": device,
+            "device": owner_device,
             "origin": origin,
             **fields,
         }
-        return f"{discovery_prefix}/{component}/{node}/{key}/config", payload
+        return f"{discovery_prefix}/{component}/{owner}/{key}/config", payload
 
-    return [
-        entity("binary_sensor", "fall", "Fall", state_topic=state_topic, device_class="safety",
-               value_template="{{ 'ON' if value_json.state in ('fall', 'person_down') else 'OFF' }}",
-               payload_on="ON", payload_off="OFF", json_attributes_topic=state_topic),
-        entity("binary_sensor", "person_down", "Person down", state_topic=state_topic, device_class="safety",
-               value_template="{{ 'ON' if value_json.state == 'person_down' else 'OFF' }}",
-               payload_on="ON", payload_off="OFF"),
-        entity("sensor", "persons", "Persons in view", state_topic=state_topic,
-               value_template="{{ value_json.persons }}", state_class="measurement", icon="mdi:account-multiple"),
-        entity("sensor", "fps", "Frame rate", state_topic=heartbeat_topic, value_template="{{ value_json.fps }}",
-               unit_of_measurement="fps", state_class="measurement", entity_category="diagnostic",
-               expire_after=max(1, int(round(3 * heartbeat_s))), icon="mdi:speedometer"),
-        entity("sensor", "backend", "Inference backend", state_topic=heartbeat_topic,
+    def camera_entities(owner: str, owner_device: dict[str, Any], base: str) -> list[tuple[str, dict[str, Any]]]:
+        state_topic = f"{base}/state"
+        return [
+            entity("binary_sensor", owner, owner_device, "fall", "Fall", state_topic=state_topic,
+                   device_class="safety",
+                   value_template="{{ 'ON' if value_json.state in ('fall', 'person_down') else 'OFF' }}",
+                   payload_on="ON", payload_off="OFF", json_attributes_topic=state_topic),
+            entity("binary_sensor", owner, owner_device, "person_down", "Person down", state_topic=state_topic,
+                   device_class="safety", value_template="{{ 'ON' if value_json.state == 'person_down' else 'OFF' }}",
+                   payload_on="ON", payload_off="OFF"),
+            entity("sensor", owner, owner_device, "persons", "Persons in view", state_topic=state_topic,
+                   value_template="{{ value_json.persons }}", state_class="measurement",
+                   icon="mdi:account-multiple"),
+            # An event entity fires on every event, so an automation triggers on each fall, even a second one
+            # while the "fall" binary sensor is still on. HA takes event_type from the rendered JSON.
+            entity("event", owner, owner_device, "alert", "Fall alert", state_topic=f"{base}/event",
+                   event_types=list(EVENT_TYPES),
+                   value_template='{"event_type": "{{ value_json.event }}", "id": "{{ value_json.id }}", '
+                                  '"ts": "{{ value_json.ts }}"}',
+                   icon="mdi:human-handsdown"),
+        ]
+
+    device_entities = [
+        entity("sensor", node, device, "fps", "Frame rate", state_topic=heartbeat_topic,
+               value_template="{{ value_json.fps }}", unit_of_measurement="fps", state_class="measurement",
+               entity_category="diagnostic", expire_after=max(1, int(round(3 * heartbeat_s))),
+               icon="mdi:speedometer"),
+        entity("sensor", node, device, "backend", "Inference backend", state_topic=heartbeat_topic,
                value_template="{{ value_json.backend }}", entity_category="diagnostic",
                expire_after=max(1, int(round(3 * heartbeat_s))), icon="mdi:chip"),
-        # An event entity fires on every event, so an automation triggers on each fall, even a second one while
-        # the "fall" binary sensor is still on. HA takes event_type from the rendered JSON.
-        entity("event", "alert", "Fall alert", state_topic=f"{prefix}/event", event_types=list(EVENT_TYPES),
-               value_template='{"event_type": "{{ value_json.event }}", "id": "{{ value_json.id }}", '
-                              '"ts": "{{ value_json.ts }}"}',
-               icon="mdi:human-handsdown"),
-        entity("switch", "alerts", "Alerts", command_topic=f"{prefix}/set", state_topic=f"{prefix}/alerts",
-               payload_on=json.dumps({"alerts": True}), payload_off=json.dumps({"alerts": False}),
-               state_on=ALERTS_ON, state_off=ALERTS_OFF, icon="mdi:bell-ring") if commands else
+        entity("switch", node, device, "alerts", "Alerts", command_topic=f"{prefix}/set",
+               state_topic=f"{prefix}/alerts", payload_on=json.dumps({"alerts": True}),
+               payload_off=json.dumps({"alerts": False}), state_on=ALERTS_ON, state_off=ALERTS_OFF,
+               icon="mdi:bell-ring") if commands else
         # fallwatch takes no commands: a switch would only pretend to work
-        entity("binary_sensor", "alerts", "Alerts", state_topic=f"{prefix}/alerts", payload_on=ALERTS_ON,
-               payload_off=ALERTS_OFF, icon="mdi:bell-ring"),
+        entity("binary_sensor", node, device, "alerts", "Alerts", state_topic=f"{prefix}/alerts",
+               payload_on=ALERTS_ON, payload_off=ALERTS_OFF, icon="mdi:bell-ring"),
     ]
+    if cameras is None:
+        return camera_entities(node, device, prefix) + device_entities
+    messages = []
+    for name, segment in cameras.items():
+        owner = f"{node}_{segment}"
+        camera_device = {"identifiers": [owner], "name": f"fallwatch {device_id} {name}",
+                         "model": "fallwatch camera", "manufacturer": "fallwatch", "sw_version": version,
+                         "via_device": node}
+        messages += camera_entities(owner, camera_device, f"{prefix}/{segment}")
+    return messages + device_entities
+
+
+class Discovery:
+    """Publishes the discovery configs (retained), again when Home Assistant announces itself ``online`` on
+    ``<discovery_prefix>/status`` (it lost them on a restart without a persistent broker), and removes entities no
+    longer published (an empty retained config): discovery switched off, another device id, discovery prefix, or
+    a camera gone. The topics published are remembered in the store, so a restart with other settings removes
+    the previous run's entities too."""
+
+    def __init__(self, store: Outbox):
+        self._store = store
+        self._published = self._recall()
+
+    @staticmethod
+    def subscribe(client: mqtt.Client, hac: HomeAssistantConfig) -> None:
+        """On each connect: listen for Home Assistant's restarts."""
+        if hac.enabled:
+            client.subscribe(f"{hac.discovery_prefix}/status", qos=1)
+
+    @staticmethod
+    def follow(client: mqtt.Client, old: HomeAssistantConfig, new: HomeAssistantConfig) -> None:
+        """A reload moved or switched discovery: listen for Home Assistant's restarts where it now is."""
+        if old.enabled:
+            client.unsubscribe(f"{old.discovery_prefix}/status")
+        Discovery.subscribe(client, new)
+
+    @staticmethod
+    def is_birth(hac: HomeAssistantConfig, msg: mqtt.MQTTMessage) -> bool:
+        """Home Assistant came (back) online: discovery must be published again."""
+        return hac.enabled and msg.topic == f"{hac.discovery_prefix}/status" and msg.payload.strip() == b"online"
+
+    def publish(self, client: mqtt.Client, hac: HomeAssistantConfig, *, prefix: str, device_id: str, version: str,
+                heartbeat_s: float, commands: bool, cameras: Optional[Mapping[str, str]]) -> None:
+        topics: list[str] = []
+        if hac.enabled:
+            messages = discovery_messages(discovery_prefix=hac.discovery_prefix, prefix=prefix, device_id=device_id,
+                                          version=version, heartbeat_s=heartbeat_s, commands=commands,
+                                          cameras=cameras)
+            for topic, payload in messages:
+                client.publish(topic, to_json(payload), qos=1, retain=True)
+            topics = [topic for topic, _ in messages]
+        for topic in self._published:
+            if topic not in topics:
+                client.publish(topic, b"", qos=1, retain=True)
+        if topics != self._published:
+            try:
+                self._store.remember(_REMEMBERED, json.dumps(topics))
+            except sqlite3.Error as exc:
+                log.debug("cannot remember the discovery topics: %s", exc)
+        self._published = topics
+
+    def _recall(self) -> list[str]:
+        """The config topics an earlier run published (retained on the broker until cleared)."""
+        try:
+            topics = json.loads(self._store.recall(_REMEMBERED) or "[]")
+        except (sqlite3.Error, ValueError):
+            return []
+        return [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []

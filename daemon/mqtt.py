@@ -3,8 +3,11 @@
 Topics under ``<prefix>`` (``mqtt.topic_prefix``, default ``fallwatch/<device_id>``):
 ``availability`` (``online``/``offline``, retained; Last Will ``offline``), ``event`` (JSON, QoS ``mqtt.qos``),
 ``event/snapshot`` (JPEG, only with ``mqtt.snapshots``), ``heartbeat`` (JSON every ``mqtt.heartbeat_s``),
-``state`` (retained JSON, on change), ``set`` (commands: ``{"alerts": bool}``, ``{"test": true}``) and
-``alerts`` (retained ``ON``/``OFF``).
+``state`` (retained JSON, on change), ``set`` (commands, see mqtt_command.py) and ``alerts`` (retained
+``ON``/``OFF``). Told several cameras (``cameras=[...]``), each camera's ``event``, ``event/snapshot`` and ``state``
+move one level down, to ``<prefix>/<camera>/...``; the rest stays with the device. The camera of a queued event
+is in its JSON, so it goes to its camera's topic after a restart too (layout: mqtt_topics.py). Home Assistant
+discovery: homeassistant.py; the alerts switch: alerts_switch.py.
 
 Delivery of events: ``publish_event`` commits the event to the SQLite outbox first, then wakes the sender
 thread, the only code that hands events to paho. The sender keeps at most ``WINDOW`` events in flight, in outbox
@@ -21,7 +24,7 @@ Decisions:
   an explicit request by the household.
 - Snapshots are best effort: kept in memory (the last few) and published right after their event, never written
   to disk, so no image of the home is stored by fallwatch.
-- The alerts switch survives restarts (kept in the outbox database), but a pause never lasts longer than
+- The alerts switch survives restarts (remembered in the outbox database), but a pause never lasts longer than
   ``alerts.pause_max_s`` (default 12 h): then alerts resume by themselves, announced in the log and on
   ``<prefix>/alerts``. Anyone who can publish to ``<prefix>/set`` can pause alerts: protect that topic with broker
   ACLs (README), or set ``mqtt.commands: false`` to take no commands at all (a pause left from before is lifted).
@@ -31,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import socket
 import sqlite3
 import ssl
@@ -40,21 +42,25 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from types import EllipsisType
+from typing import Any, Callable, Optional, Union
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.properties import Properties
-from paho.mqtt.packettypes import PacketTypes
-
 from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import MqttConfig
-from fallwatch.rules.events import utc_now_iso
+from fallwatch.rules.events import Event, utc_now_iso
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from . import homeassistant as ha
+from .alerts_switch import AlertsSwitch
 from .jsonsafe import to_json
+from .mqtt_command import Command, Feedback, parse_command
+from .mqtt_topics import CameraTopics, sanitize_id
 from .outbox import Outbox, default_state_dir
 
 log = logging.getLogger(__name__)
@@ -70,11 +76,6 @@ DEFAULT_PAUSE_MAX_S = 12 * 3600.0
 
 class MqttError(Exception):
     """A configuration problem that stops MQTT from ever working (unreadable password file, bad TLS files)."""
-
-
-def sanitize_id(raw: str) -> str:
-    """Topic- and Home-Assistant-safe: letters, digits, '_' and '-' only (no '/', '+', '#', '.')."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", raw.strip()) or "fallwatch"
 
 
 def device_id_of(cfg: MqttConfig) -> str:
@@ -95,6 +96,13 @@ def _password_of(cfg: MqttConfig) -> Optional[str]:
         raise MqttError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
 
 
+def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) -> CameraTopics:
+    try:
+        return CameraTopics(prefix, camera, cameras)
+    except ValueError as exc:   # two camera names that give the same topic
+        raise MqttError(str(exc)) from None
+
+
 def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
     """The SoC temperature in °C where the system exposes it (Raspberry Pi does), else None."""
     try:
@@ -107,7 +115,10 @@ class MqttPublisher:
     def __init__(self, cfg: MqttConfig, *, camera: str, version: str, status: Callable[[], dict],
                  on_alerts_changed: Optional[Callable[[bool], None]] = None,
                  pause_max_s: float = DEFAULT_PAUSE_MAX_S,
-                 on_feedback: Optional[Callable[[Any, Any], None]] = None):
+                 on_feedback: Optional[Callable[[Any, Any], None]] = None,
+                 cameras: Optional[Sequence[str]] = None):
+        """``camera``: the camera of events and states that name none. ``cameras``: every camera's name, for a
+        daemon with several (per-camera topics and Home Assistant devices); None keeps one camera's topics."""
         self.cfg = cfg
         self.camera = camera
         self.version = version
@@ -116,19 +127,10 @@ class MqttPublisher:
         self._on_feedback = on_feedback  # labels an event record; raises ValueError naming what was wrong
         self.device_id = device_id_of(cfg)
         self.prefix = prefix_of(cfg)
+        self._topics = camera_topics(self.prefix, camera, cameras)
         self.outbox_path = default_state_dir(cfg.state_dir) / "outbox.sqlite3"
         self._outbox = Outbox(self.outbox_path, cfg.outbox_max)
-        self._alerts_lock = threading.RLock()
-        self._pause_max_s = float(pause_max_s)
-        self._alerts = self._outbox.get_meta("alerts") != ha.ALERTS_OFF
-        self._paused_at = time.time()            # wall clock, kept across restarts
-        if not self._alerts:
-            try:
-                self._paused_at = float(self._outbox.get_meta("alerts_paused_at") or "nan")
-            except ValueError:
-                self._paused_at = float("nan")
-            if not math.isfinite(self._paused_at):
-                self._paused_at = time.time()    # a pause from a version that did not record its start
+        self._switch = AlertsSwitch(self._outbox, pause_max_s)
 
         self._client: Optional[mqtt.Client] = None
         self._password_in_use: Optional[str] = None   # what the current client was given (a file may change)
@@ -154,13 +156,15 @@ class MqttPublisher:
         self._snapshots: OrderedDict[int, bytes] = OrderedDict()
         self._snap_lock = threading.Lock()
 
-        self._state: Optional[dict] = None
-        self._state_lock = threading.Lock()       # the state, and its publishing, so they go out in order
-        self._state_info: Optional[mqtt.MQTTMessageInfo] = None   # the last state handed to the current client
-        self._state_deferred = False             # publish the state once _state_info is acknowledged
+        # The state of each camera (key None with one camera): its publishing under the lock, so they go out in order
+        self._states: dict[Optional[str], dict] = {}
+        self._state_lock = threading.Lock()
+        self._state_info: dict[Optional[str], mqtt.MQTTMessageInfo] = {}   # the last ones handed to this client
+        self._state_deferred = False             # publish the states once those in _state_info are acknowledged
         self._last_error: Optional[str] = None   # log each distinct connection problem once
         self._refused = False                    # the last CONNACK was a refusal (its disconnect is expected)
-        self._ha_published: Optional[list[str]] = self._load_ha_published()
+        self._discovery = ha.Discovery(self._outbox)
+        self._unknown_cameras: set[str] = set()   # events for a camera not in `cameras`: said once each
         self._count_lock = threading.Lock()
         self._events_sent = 0
         self._events_suppressed = 0
@@ -177,21 +181,21 @@ class MqttPublisher:
         return self._connected and self._listening
 
     @property
+    def cameras(self) -> list[str]:
+        return self._topics.cameras
+
+    @property
     def alerts_enabled(self) -> bool:
         self._end_expired_pause()
-        return self._alerts
+        return self._switch.enabled
 
     def alerts_resume_at(self) -> Optional[str]:
         """While alerts are paused, when they resume by themselves (UTC, ISO 8601); else None."""
-        left = self._pause_left_s()
-        if left is None:
-            return None
-        return datetime.fromtimestamp(time.time() + left, timezone.utc).isoformat(timespec="seconds") \
-            .replace("+00:00", "Z")
+        return self._switch.resume_at()
 
     def set_pause_max(self, pause_max_s: float) -> None:
         """SIGHUP: a new ``alerts.pause_max_s`` (counted from when the pause began)."""
-        self._pause_max_s = float(pause_max_s)
+        self._switch.pause_max_s = float(pause_max_s)
         self._end_expired_pause()
         self._hb_wake.set()
 
@@ -207,24 +211,14 @@ class MqttPublisher:
             return len(self._inflight)
 
     def state_published(self) -> bool:
-        """The current ``<prefix>/state`` is acknowledged by the broker (what a late subscriber now finds), or
-        there is none to publish."""
+        """The current states are acknowledged by the broker (what a late subscriber now finds), or there are none
+        to publish."""
         with self._state_lock:
-            info = self._state_info
-            return not self._state_deferred and (info is None or info.is_published())
-
-    def _pause_left_s(self) -> Optional[float]:
-        """Seconds until a pause ends; None while alerts are on. Measured on the wall clock (the pause outlives
-        restarts) but never more than pause_max_s from now, should the clock have been set back."""
-        with self._alerts_lock:
-            if self._alerts:
-                return None
-            return min(max(0.0, self._paused_at + self._pause_max_s - time.time()), self._pause_max_s)
+            return not self._state_deferred and all(info.is_published() for info in self._state_info.values())
 
     def _end_expired_pause(self) -> None:
-        left = self._pause_left_s()
-        if left is not None and left <= 0:
-            self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._pause_max_s:g} s)")
+        if self._switch.expired():
+            self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._switch.pause_max_s:g} s)")
 
     def start(self) -> None:
         """Non-blocking: a broker that is down now is retried in the background with capped backoff."""
@@ -236,13 +230,13 @@ class MqttPublisher:
         else:
             log.info("mqtt.enabled is false: events are not published")
         self._started = True
-        if not self._alerts and not self.cfg.commands:
+        if not self._switch.enabled and not self.cfg.commands:
             self._set_alerts(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
         self._end_expired_pause()
-        if not self._alerts:
+        if not self._switch.enabled:
             log.warning("alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "
                         "until %s (alerts.pause_max_s), or until {\"alerts\": true} on %s/set",
-                        datetime.fromtimestamp(self._paused_at, timezone.utc).isoformat(timespec="seconds"),
+                        datetime.fromtimestamp(self._switch.paused_at, timezone.utc).isoformat(timespec="seconds"),
                         self.alerts_resume_at(), self.prefix)
         for name, target in (("mqtt-sender", self._sender_loop), ("mqtt-heartbeat", self._heartbeat_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -276,14 +270,20 @@ class MqttPublisher:
             log.info("stopping with %d event(s) in the outbox; they are sent on the next start", left)
         # The outbox stays open: an event raised while the daemon shuts down is still stored for the next start.
 
-    def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None) -> None:
+    def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None, camera: Optional[str] = None) -> None:
         """Queue one event durably (it is on disk when this returns) and have it sent. Should the outbox fail
-        (a full or read-only disk), the event is handed to paho directly rather than dropped, and that is logged."""
+        (a full or read-only disk), the event is handed to paho directly rather than dropped, and that is logged.
+
+        ``camera``: whose event it is; else the event's own ``camera``, else the constructor's ``camera``."""
         payload = dict(event)
         payload.setdefault("id", str(uuid.uuid4()))
         payload.setdefault("ts", utc_now_iso())
         payload["device"] = self.device_id
-        payload.setdefault("camera", self.camera)
+        payload["camera"] = camera or payload.get("camera") or self.camera
+        if not self._topics.known(payload["camera"]) and payload["camera"] not in self._unknown_cameras:
+            self._unknown_cameras.add(payload["camera"])
+            log.warning("event for camera %r, which is not among the cameras %s: published on %s all the same",
+                        payload["camera"], ", ".join(self.cameras), self._topics.event(payload["camera"]))
         if payload.get("backend") is None:
             payload["backend"] = self._safe_status().get("backend")
         kind = payload.get("event")
@@ -320,7 +320,8 @@ class MqttPublisher:
         """The outbox cannot store the event (a full disk, an I/O error): the alert must still go out, so hand
         it to paho directly; paho keeps a QoS 1/2 message in memory until the broker has it, not across a restart."""
         client = self._client
-        info = client.publish(f"{self.prefix}/event", data, qos=self.cfg.qos, retain=False) if client else None
+        topic = self._topics.event(self._topics.camera_of(data))
+        info = client.publish(topic, data, qos=self.cfg.qos, retain=False) if client else None
         if info is not None and (info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
                                  or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.cfg.qos > 0)):
             log.error("outbox %s cannot store %s event %s (%s): sent without it, lost if the daemon restarts "
@@ -330,30 +331,35 @@ class MqttPublisher:
                       self.outbox_path, kind, event_id, exc)
 
     def publish_test_event(self) -> None:
-        """The ``{"test": true}`` command: a ``test`` event end to end, so a household can check its alerts."""
-        st = self._safe_status()
-        self.publish_event({"event": "test", "id": str(uuid.uuid4()), "source": self.camera, "t": None,
-                            "frame": None, "ts": utc_now_iso(), "track": None, "confidence": None,
-                            "spine_angle_deg": None, "angle_change_deg": None, "descent_rate": None,
-                            "box": None, "test": True, "persons": st.get("persons")})
-        log.info("test event queued")
+        """The ``{"test": true}`` command: a ``test`` event end to end, so a household can check its alerts (with
+        several cameras one for each, so every room's automation is checked)."""
+        for name in self.cameras:
+            self.publish_event(Event.test(source=name).to_dict(), camera=name)
+        log.info("test event queued for %s", ", ".join(self.cameras))
 
-    def set_state(self, state: dict) -> None:
-        """Retained ``<prefix>/state``; published only when it differs from the last one."""
+    def set_state(self, state: dict, camera: Optional[str] = None) -> None:
+        """Retained ``state`` of ``camera`` (else of the state's own ``camera``, else of the constructor's
+        ``camera``); published only when it differs from the last one."""
+        key = self._topics.key(camera or state.get("camera"))
         with self._state_lock:
-            if state == self._state:
+            if state == self._states.get(key):
                 return
-            self._state = dict(state)
+            self._states[key] = dict(state)
             client = self._client
             if client is not None and self._connected and not self._state_deferred:
-                self._publish_state(client)
+                self._publish_state(client, key)
 
-    def reconfigure(self, cfg: MqttConfig) -> None:
-        """SIGHUP: apply a new ``mqtt:`` section; reconnect only when connection settings changed.
+    def reconfigure(self, cfg: MqttConfig, *,
+                    cameras: Union[Optional[Sequence[str]], EllipsisType] = ...) -> None:
+        """SIGHUP: apply a new ``mqtt:`` section (and ``cameras``, when given); reconnect only when connection
+        settings changed.
 
         Raises MqttError (and keeps the current connection) when the new settings cannot work at all.
         """
         old = self.cfg
+        topics = camera_topics(prefix_of(cfg), self.camera,
+                               self._topics.given if isinstance(cameras, EllipsisType) else cameras)
+        cameras_changed = topics.levels != self._topics.levels
         if cfg.state_dir != old.state_dir:
             log.warning("mqtt.state_dir changed: takes effect after a restart")
         reconnect = any(getattr(cfg, k) != getattr(old, k) for k in _CONNECTION_KEYS)
@@ -370,6 +376,11 @@ class MqttPublisher:
             self.cfg = cfg
             self.device_id = device_id_of(cfg)
             self.prefix = prefix_of(cfg)
+            with self._state_lock:   # the states of cameras gone are not published again
+                self._topics = topics
+                keep = set(topics.levels) if topics.levels is not None else {None}
+                self._states = {k: v for k, v in self._states.items() if k in keep}
+                self._state_info = {k: v for k, v in self._state_info.items() if k in keep}
             if cfg.outbox_max != old.outbox_max:
                 try:
                     dropped = self._outbox.set_max(cfg.outbox_max)
@@ -380,18 +391,16 @@ class MqttPublisher:
                     if dropped:
                         log.warning("mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
                                     cfg.outbox_max, dropped)
+            current = self._client
             if client is not None:
                 self._start_client(client, password)
-            elif not reconnect and self._connected and (cfg.homeassistant != old.homeassistant
-                                                        or cfg.heartbeat_s != old.heartbeat_s):
-                current = self._client
-                if current is not None and cfg.homeassistant != old.homeassistant:
-                    # listen for Home Assistant's restarts where it now is
-                    if old.homeassistant.enabled:
-                        current.unsubscribe(f"{old.homeassistant.discovery_prefix}/status")
-                    if cfg.homeassistant.enabled:
-                        current.subscribe(f"{cfg.homeassistant.discovery_prefix}/status", qos=1)
-                self._publish_discovery(current)
+            elif not reconnect and self._connected and current is not None:
+                if cfg.homeassistant != old.homeassistant:
+                    ha.Discovery.follow(current, old.homeassistant, cfg.homeassistant)
+                if cameras_changed:
+                    self._publish_retained(current)
+                elif cfg.homeassistant != old.homeassistant or cfg.heartbeat_s != old.heartbeat_s:
+                    self._publish_discovery(current)
         self._hb_wake.set()
         self._wake.set()
 
@@ -442,7 +451,7 @@ class MqttPublisher:
         self._reconnected = False
         self._last_error = None
         with self._state_lock:
-            self._state_info, self._state_deferred = None, False    # the old client's messages are gone
+            self._state_info, self._state_deferred = {}, False    # the old client's messages are gone
         self._client = client
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
         client.loop_start()
@@ -493,69 +502,63 @@ class MqttPublisher:
         self._listening = False
         if self.cfg.commands:
             _, self._set_mid = client.subscribe(f"{self.prefix}/set", qos=1)
-        if self.cfg.homeassistant.enabled:
-            client.subscribe(f"{self.cfg.homeassistant.discovery_prefix}/status", qos=1)
+        ha.Discovery.subscribe(client, self.cfg.homeassistant)
         self._reconnected = True
         with self._state_lock:
             self._connected = True     # under the lock: a set_state() racing with us publishes after this, in order
-            if self._state_info is not None and not self._state_info.is_published():
+            if not all(info.is_published() for info in self._state_info.values()):
                 # A state sent on the old connection was never acknowledged: paho re-sends it *after* this
                 # callback, so the current one published now would be overwritten by it. The sender publishes
-                # the current state once the old one is in.
+                # the current states once the old ones are in.
                 self._state_deferred = True
-            elif self._state is not None:
-                self._publish_state(client)
+            else:
+                self._publish_states(client)
         self._publish_retained(client, state=False)
         self._wake.set()
         self._hb_wake.set()
 
     def _publish_retained(self, client: mqtt.Client, state: bool = True) -> None:
-        """What a late subscriber must find: discovery, the alerts switch and the current state."""
+        """What a late subscriber must find: discovery, the alerts switch and the current states (the retained
+        state of a camera no longer watched, or of another topic layout, is cleared)."""
         self._publish_discovery(client)
-        client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if self._alerts else ha.ALERTS_OFF, qos=1, retain=True)
-        if state:
-            with self._state_lock:
-                if self._state is not None and not self._state_deferred:
-                    self._publish_state(client)
+        client.publish(f"{self.prefix}/alerts", self._switch.state, qos=1, retain=True)
+        with self._state_lock:
+            self._clear_stale_states(client)
+            if state and not self._state_deferred:
+                self._publish_states(client)
 
-    def _publish_state(self, client: mqtt.Client) -> None:
+    def _publish_states(self, client: mqtt.Client) -> None:
         """Under _state_lock."""
-        self._state_info = client.publish(f"{self.prefix}/state", to_json(self._state), qos=1, retain=True)
+        for key in self._states:
+            self._publish_state(client, key)
         self._state_deferred = False
 
-    def _publish_discovery(self, client: Optional[mqtt.Client]) -> None:
-        if client is None:
-            return
-        hac = self.cfg.homeassistant
-        topics: list[str] = []
-        if hac.enabled:
-            messages = ha.discovery_messages(discovery_prefix=hac.discovery_prefix, prefix=self.prefix,
-                                             device_id=self.device_id, version=self.version,
-                                             heartbeat_s=self.cfg.heartbeat_s, commands=self.cfg.commands)
-            for topic, payload in messages:
-                client.publish(topic, to_json(payload), qos=1, retain=True)
-            topics = [topic for topic, _ in messages]
-        # Entities published under an earlier configuration (discovery switched off, another device id or
-        # discovery prefix): an empty retained config removes them from Home Assistant.
-        for topic in self._ha_published or ():
-            if topic not in topics:
-                client.publish(topic, b"", qos=1, retain=True)
-        if (self._ha_published or None) != (topics or None):
-            try:   # kept, so that a restart with other settings can remove them too
-                self._outbox.set_meta("ha_discovery", json.dumps(topics))
-            except sqlite3.Error as exc:
-                log.debug("cannot remember the discovery topics: %s", exc)
-        self._ha_published = topics or None
+    def _publish_state(self, client: mqtt.Client, key: Optional[str]) -> None:
+        """Under _state_lock."""
+        self._state_info[key] = client.publish(self._topics.state(key), to_json(self._states[key]), qos=1,
+                                               retain=True)
 
-    def _load_ha_published(self) -> Optional[list[str]]:
-        """The discovery topics an earlier run published (retained on the broker until cleared)."""
+    def _clear_stale_states(self, client: mqtt.Client) -> None:
+        """Under _state_lock: an empty retained message on state topics an earlier run or configuration used
+        and this one does not (remembered in the store), so no watcher shows a camera that is gone."""
+        current = self._topics.all_states()
         try:
-            topics = json.loads(self._outbox.get_meta("ha_discovery") or "[]")
+            earlier = json.loads(self._outbox.recall("state_topics") or "[]")
         except (sqlite3.Error, ValueError):
-            return None
-        if not isinstance(topics, list):
-            return None
-        return [t for t in topics if isinstance(t, str)] or None
+            earlier = []
+        for topic in earlier if isinstance(earlier, list) else []:
+            if isinstance(topic, str) and topic not in current:
+                client.publish(topic, b"", qos=1, retain=True)
+        if earlier != current:
+            try:
+                self._outbox.remember("state_topics", json.dumps(current))
+            except sqlite3.Error as exc:
+                log.debug("cannot remember the state topics: %s", exc)
+
+    def _publish_discovery(self, client: mqtt.Client) -> None:
+        self._discovery.publish(client, self.cfg.homeassistant, prefix=self.prefix, device_id=self.device_id,
+                                version=self.version, heartbeat_s=self.cfg.heartbeat_s, commands=self.cfg.commands,
+                                cameras=self._topics.levels)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
                       properties: Any) -> None:
@@ -608,10 +611,9 @@ class MqttPublisher:
         try:
             if msg.topic == f"{self.prefix}/set" and self.cfg.commands:
                 self._handle_command(msg)
-            elif msg.topic == f"{self.cfg.homeassistant.discovery_prefix}/status":
-                if msg.payload.strip() == b"online":
-                    log.info("Home Assistant is back online: publishing discovery again")
-                    self._publish_retained(client)
+            elif ha.Discovery.is_birth(self.cfg.homeassistant, msg):
+                log.info("Home Assistant is back online: publishing discovery again")
+                self._publish_retained(client)
         except Exception:  # a bad command must never kill the network thread
             log.exception("MQTT: failed to handle a message on %s", msg.topic)
 
@@ -619,62 +621,39 @@ class MqttPublisher:
         if msg.retain:
             log.warning("ignored a retained command on %s (commands must not be retained)", msg.topic)
             return
-        try:
-            command = json.loads(msg.payload.decode("utf-8"))
-        except (ValueError, RecursionError) as exc:   # bad UTF-8, bad JSON, JSON nested too deep
-            log.warning("ignored command on %s: not JSON (%s): %.80r", msg.topic, exc, msg.payload)
+        command = parse_command(bytes(msg.payload))
+        if isinstance(command, str):
+            log.warning("ignored command on %s: %s", msg.topic, command)
             return
-        if not isinstance(command, dict):
-            log.warning("ignored command on %s: expected a JSON object such as {\"alerts\": false}, got %.80s",
-                        msg.topic, msg.payload.decode("utf-8", "replace"))
-            return
-        unknown = sorted(set(command) - {"alerts", "test", "feedback"})
-        if unknown:
-            log.warning("ignored unknown command key(s) on %s: %s (known: alerts, test, feedback)", msg.topic,
-                        ", ".join(unknown))
-        if "feedback" in command:
-            self._feedback(msg.topic, command["feedback"])
-        if "alerts" in command:
-            if isinstance(command["alerts"], bool):
-                self._set_alerts(command["alerts"], "by MQTT command")
-            else:
-                log.warning("ignored command on %s: \"alerts\" must be true or false, got %.80r", msg.topic,
-                            command["alerts"])
-        if "test" in command:
-            if command["test"] is True:
-                self.publish_test_event()
-            elif command["test"] is not False:
-                log.warning("ignored command on %s: \"test\" must be true, got %.80r", msg.topic, command["test"])
+        self._apply(command, msg.topic)
 
-    def _feedback(self, topic: str, feedback: Any) -> None:
-        """``{"feedback": {"id": "<event id>", "label": "fall"|"false_alarm"}}``: label an event record."""
-        if not isinstance(feedback, dict) or self._on_feedback is None:
-            log.warning("ignored command on %s: \"feedback\" must be {\"id\": \"<event id>\", \"label\": \"fall\" "
-                        "or \"false_alarm\"}, got %.80r", topic, feedback)
+    def _apply(self, command: Command, topic: str) -> None:
+        for problem in command.problems:
+            log.warning("ignored command on %s: %s", topic, problem)
+        if command.feedback is not None:
+            self._feedback(topic, command.feedback)
+        if command.alerts is not None:
+            self._set_alerts(command.alerts, "by MQTT command")
+        if command.test:
+            self.publish_test_event()
+
+    def _feedback(self, topic: str, feedback: Feedback) -> None:
+        """Label an event record (``{"feedback": {"id": ..., "label": ...}}``)."""
+        if self._on_feedback is None:
+            log.warning("ignored feedback on %s: this daemon keeps no event records to label", topic)
             return
         try:
-            self._on_feedback(feedback.get("id"), feedback.get("label"))
+            self._on_feedback(feedback.event_id, feedback.label)
         except ValueError as exc:
             log.warning("ignored feedback on %s: %s", topic, exc)
         except OSError as exc:
             log.warning("ignored feedback on %s: the record cannot be written (%s)", topic, exc.strerror or exc)
 
     def _set_alerts(self, enabled: bool, why: str) -> None:
-        with self._alerts_lock:
-            changed = enabled != self._alerts
-            self._alerts = enabled
-            if changed and not enabled:
-                self._paused_at = time.time()
-            try:
-                if changed and not enabled:
-                    self._outbox.set_meta("alerts_paused_at", repr(self._paused_at))
-                self._outbox.set_meta("alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF)
-            except sqlite3.Error as exc:
-                log.error("outbox %s cannot remember the alerts switch (%s): it holds until a restart",
-                          self.outbox_path, exc)
+        changed = self._switch.set(enabled)
         client = self._client
         if client is not None:
-            client.publish(f"{self.prefix}/alerts", ha.ALERTS_ON if enabled else ha.ALERTS_OFF, qos=1, retain=True)
+            client.publish(f"{self.prefix}/alerts", self._switch.state, qos=1, retain=True)
         if changed:
             if enabled:
                 log.warning("alerts resumed: %s", why)
@@ -735,8 +714,8 @@ class MqttPublisher:
         if client is None or not self._connected:
             return
         with self._state_lock:
-            if self._state_deferred and (self._state_info is None or self._state_info.is_published()):
-                self._publish_state(client)
+            if self._state_deferred and all(info.is_published() for info in self._state_info.values()):
+                self._publish_states(client)
         now = time.monotonic()
         if self._reconnected:
             self._reconnected = False
@@ -755,9 +734,9 @@ class MqttPublisher:
         room = WINDOW - len(self._inflight)
         if room <= 0:
             return
-        topic = f"{self.prefix}/event"
         for seq, event_id, payload in self._outbox.after(self._last_handed, room):
-            info = client.publish(topic, payload, qos=self.cfg.qos, retain=False)
+            camera = self._topics.camera_of(payload)
+            info = client.publish(self._topics.event(camera), payload, qos=self.cfg.qos, retain=False)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
                                                                   and self.cfg.qos > 0):
                 log.debug("MQTT publish of event %s deferred: %s", event_id, mqtt.error_string(info.rc))
@@ -779,7 +758,7 @@ class MqttPublisher:
                     props = Properties(PacketTypes.PUBLISH)
                     props.ContentType = "image/jpeg"
                     props.UserProperty = ("id", event_id)
-                client.publish(f"{self.prefix}/event/snapshot", jpeg, qos=self.cfg.qos, retain=False,
+                client.publish(self._topics.snapshot(camera), jpeg, qos=self.cfg.qos, retain=False,
                                properties=props)
 
     def _resend_from_outbox(self) -> None:
@@ -791,7 +770,7 @@ class MqttPublisher:
         next_at = time.monotonic() + self.cfg.heartbeat_s
         while not self._stop_evt.is_set():
             timeout = max(0.0, next_at - time.monotonic())
-            left = self._pause_left_s()
+            left = self._switch.left_s()
             if left is not None and left < timeout:   # wake when a pause ends, to announce it
                 timeout = left + 0.01
             if self._hb_wake.wait(timeout):

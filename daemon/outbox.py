@@ -1,4 +1,7 @@
-"""A durable, bounded, ordered event outbox: SQLite in WAL mode.
+"""The daemon's persistent state, one SQLite file in WAL mode: a durable, bounded, ordered event outbox, and the
+few values the daemon remembers across restarts (``remember``/``recall``: the alerts switch and when a pause
+began, the Home Assistant discovery and state topics last published, the count of dropped events). One file and
+one lock, so a read-only or damaged disk is handled once for all of it.
 
 An event is committed here *before* it is handed to the MQTT client and deleted only once the broker has
 acknowledged it, so a broker outage, a daemon restart (or a power cut) loses nothing. Rows keep their insertion
@@ -51,7 +54,7 @@ class _Damaged(sqlite3.DatabaseError):
 
 
 class Outbox:
-    """Thread-safe; every method is one short transaction."""
+    """The event outbox and the daemon's small key/value store. Thread-safe; every method is one short transaction."""
 
     def __init__(self, path: Union[str, Path], max_items: int):
         if max_items < 1:
@@ -209,11 +212,13 @@ class Outbox:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def get_meta(self, key: str) -> Optional[str]:
+    def recall(self, key: str) -> Optional[str]:
+        """A value kept by ``remember`` (in this or an earlier run), None if there is none."""
         with self._lock:
             return self._get_meta(key)
 
-    def set_meta(self, key: str, value: str) -> None:
+    def remember(self, key: str, value: str) -> None:
+        """Keep a small value across restarts; raises sqlite3.Error when the disk refuses."""
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 

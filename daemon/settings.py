@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, Optional
 
+from fallwatch.config.cameras import CameraSetup
 from fallwatch.pose.engine import EnhanceSettings, PoseEngine, PoseSettings, SmoothingSettings
 from fallwatch.pose.models import resolve_model_dir
 from fallwatch.rules import RuleSettings
@@ -25,29 +26,36 @@ def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in names}
 
 
-def pose_settings(cfg: Any) -> PoseSettings:
+def pose_settings(cfg: Any, setup: Optional[CameraSetup] = None) -> PoseSettings:
+    """PoseSettings from ``cfg.pose``, with the ignore zones of ``setup`` (default: the global ``zones:``)."""
     data = cfg.pose.model_dump()
     smoothing = data.pop("smoothing", None) or {}
     enhance = data.pop("enhance", None) or {}
     return PoseSettings(**_known(PoseSettings, data),
                         smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
                         enhance=EnhanceSettings(**_known(EnhanceSettings, enhance)),
-                        ignore_zones=ignore_polygons(cfg))
+                        ignore_zones=ignore_polygons(cfg, setup))
 
 
-def ignore_polygons(cfg: Any) -> tuple:
-    """The points of the configuration's ignore zones (the pose engine drops the people it finds in them)."""
-    return tuple(tuple((float(x), float(y)) for x, y in z.points) for z in getattr(cfg, "zones", ()) if z.kind == "ignore")
+def _zones(cfg: Any, setup: Optional[CameraSetup]) -> Any:
+    return setup.zones if setup is not None else getattr(cfg, "zones", ())
 
 
-def rule_settings(cfg: Any) -> RuleSettings:
-    """RuleSettings from ``cfg.rules``; raises ValueError on a combination the rules refuse."""
-    data = cfg.rules.model_dump()
+def ignore_polygons(cfg: Any, setup: Optional[CameraSetup] = None) -> tuple:
+    """The points of the ignore zones of ``setup`` (default: the global ``zones:``); the pose engine drops the
+    people it finds in them."""
+    return tuple(tuple((float(x), float(y)) for x, y in z.points) for z in _zones(cfg, setup) if z.kind == "ignore")
+
+
+def rule_settings(cfg: Any, setup: Optional[CameraSetup] = None) -> RuleSettings:
+    """RuleSettings from ``cfg.rules`` and ``zones:``, or from one camera's merged rules and zones
+    (config.cameras.camera_setups); raises ValueError on a combination the rules refuse."""
+    data = (setup.rules if setup is not None else cfg.rules).model_dump()
     ambianic = data.pop("ambianic", None)
     if isinstance(ambianic, dict):
         for key, value in ambianic.items():
             data.setdefault(_AMBIANIC_KEYS.get(key, f"ambianic_{key}"), value)
-    data["zones"] = tuple(Zone.from_mapping(z) for z in getattr(cfg, "zones", ()))
+    data["zones"] = tuple(Zone.from_mapping(z) for z in _zones(cfg, setup))
     return RuleSettings.from_mapping(data)
 
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 EVENT_TYPES = ("fall", "person_down", "recovered")
+TEST = "test"   # not from the rules: a household's end-to-end check of its alerts (MQTT `{"test": true}`)
 
 
 def utc_now_iso() -> str:
@@ -17,7 +18,7 @@ def utc_now_iso() -> str:
 
 @dataclass
 class Event:
-    """One fall / person_down / recovered event.
+    """One fall / person_down / recovered event (or a ``test`` one, see ``Event.test``).
 
     ``t`` and ``frame`` are media (or capture) time and frame number: the rules decide on those only.
     ``ts`` is wall-clock time for humans and brokers; it is stamped when the event is created, or passed in.
@@ -38,11 +39,17 @@ class Event:
     after_fall: Optional[bool] = None  # person_down only: whether a `fall` was seen before this long lie
 
     def __post_init__(self) -> None:
-        if self.event not in EVENT_TYPES:
+        if self.event not in EVENT_TYPES and self.event != TEST:
             raise ValueError(f"unknown event type {self.event!r} (expected one of {', '.join(EVENT_TYPES)})")
         # The schema promises a 0..1 confidence (keypoint scores from a foreign recording can be anything).
         c = float(self.confidence)
         self.confidence = min(max(c, 0.0), 1.0) if math.isfinite(c) else 0.0
+
+    @classmethod
+    def test(cls, source: str) -> "Event":
+        """A ``test`` event: the same fields as a real one, marked ``"test": true``; no person, no frame."""
+        return cls(event=TEST, source=source, t=0.0, frame=0, track=0, confidence=0.0, spine_angle_deg=0.0,
+                   angle_change_deg=0.0, descent_rate=0.0, box=[])
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -61,4 +68,6 @@ class Event:
         }
         if self.event == "person_down":
             data["after_fall"] = bool(self.after_fall) if self.after_fall is not None else True
+        elif self.event == TEST:
+            data["test"] = True
         return data

@@ -5,9 +5,14 @@ import os
 from pathlib import Path
 
 import pytest
-
-from fallwatch.config.loader import (DEFAULT_CONFIG, ConfigError, effective_config_yaml, load_config, parse_config,
-                                     read_secret)
+from fallwatch.config.loader import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    effective_config_yaml,
+    load_config,
+    parse_config,
+    read_secret,
+)
 from fallwatch.config.schema import Config
 
 
@@ -35,15 +40,15 @@ def test_an_empty_file_means_all_defaults(tmp_path: Path) -> None:
 
 def test_unknown_key_names_file_line_key_and_the_known_keys(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, "camera:\n  name: hall\n  colour: red\n")
-    assert errors == ["fallwatch.yaml:3: camera.colour: unknown key (known keys: source, name, width, height, fps, "
+    assert errors == ["fallwatch.yaml:3: camera.colour: unknown key (known keys: source, width, height, fps, "
                       "rotate, flip, realtime, loop, reopen_max_s, min_fps, exposure_ms, analogue_gain, "
-                      "noise_reduction)"]
+                      "noise_reduction, name)"]
 
 
 def test_unknown_section(tmp_path: Path) -> None:
-    errors = errors_of(tmp_path, "log:\n  level: INFO\n\ncameras:\n  name: hall\n")
-    assert errors == ["fallwatch.yaml:4: cameras: unknown key (known keys: camera, pose, rules, zones, mqtt, debug, "
-                      "alerts, models, log, events, privacy)"]
+    errors = errors_of(tmp_path, "log:\n  level: INFO\n\ncamaras:\n  name: hall\n")
+    assert errors == ["fallwatch.yaml:4: camaras: unknown key (known keys: camera, cameras, pose, rules, zones, mqtt, "
+                      "debug, alerts, models, log, events, privacy)"]
 
 
 def test_wrong_type(tmp_path: Path) -> None:
@@ -102,7 +107,8 @@ def test_environment_substitution(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FW_TEST_PASSWORD", "s3cret pass")
     path = tmp_path / "fallwatch.yaml"
     path.write_text("mqtt:\n  host: ${FW_TEST_HOST}\n  port: ${FW_TEST_PORT}\n"
-                    "  topic_prefix: home/${FW_TEST_ROOM}/fallwatch\n  username: cam\n  password: ${FW_TEST_PASSWORD}\n")
+                    "  topic_prefix: home/${FW_TEST_ROOM}/fallwatch\n  username: cam\n"
+                    "  password: ${FW_TEST_PASSWORD}\n")
     config = load_config(path)
     assert config.mqtt.host == "broker.lan"
     assert config.mqtt.port == 8883
@@ -169,9 +175,9 @@ def test_secrets_are_masked_in_the_effective_config() -> None:
     assert "hunter2-very-secret" not in text and "another-secret" not in text
     assert text.count("'**********'") == 2
     assert "username: cam" in text
-    # the masked dump is still YAML of the same shape
+    # the masked dump is still YAML of the same shape (with the camera form in use only: camera:, not cameras:)
     import yaml
-    assert set(yaml.safe_load(text)) == set(Config.model_fields)
+    assert set(yaml.safe_load(text)) == set(Config.model_fields) - {"cameras"}
 
 
 def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None:

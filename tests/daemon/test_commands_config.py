@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from fallwatch.config.loader import DEFAULT_CONFIG
 from fallwatch.config.schema import Config
 
@@ -87,8 +86,13 @@ def test_config_schema_prints_the_json_schema() -> None:
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema == json.loads(json.dumps(Config.model_json_schema()))
-    assert list(schema["properties"]) == ["camera", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models", "log",
-                                        "events", "privacy"]
+    assert list(schema["properties"]) == ["camera", "cameras", "pose", "rules", "zones", "mqtt", "debug", "alerts",
+                                          "models", "log", "events", "privacy"]
+    cameras = schema["properties"]["cameras"]["anyOf"][0]
+    assert cameras["patternProperties"] == {r"^[a-z0-9][a-z0-9_-]{0,31}$": {"$ref": "#/$defs/CameraEntry"}}
+    entry = schema["$defs"]["CameraEntry"]["properties"]
+    assert "name" not in entry and entry["rules"]["$ref"] == "#/$defs/RulesOverrides"
+    assert schema["$defs"]["RulesOverrides"]["properties"]["down_alert_s"]["anyOf"][0]["exclusiveMinimum"] == 0
 
 
 def test_check_config_refuses_an_alias_bomb_at_once_saying_why(tmp_path: Path) -> None:
@@ -111,3 +115,21 @@ def test_config_schema_into_a_closed_pipe_is_quiet() -> None:
     proc.stdout.close()  # the reader is gone before the first write (Python takes far longer to start)
     stderr = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and stderr == "", stderr
+
+
+def test_check_config_shows_several_cameras_and_refuses_their_mistakes(tmp_path: Path) -> None:
+    path = tmp_path / "fallwatch.yaml"
+    path.write_text("rules:\n  down_alert_s: 45\ncameras:\n  living:\n    source: rtsp://u:pw@192.0.2.1/s\n"
+                    "    rules: {down_alert_s: 30}\n  bathroom:\n    source: v4l2:/dev/video0\n")
+    result = fallwatch("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    effective = yaml.safe_load(result.stdout)
+    assert "camera" not in effective and list(effective["cameras"]) == ["living", "bathroom"]
+    assert effective["cameras"]["living"]["source"] == "rtsp://u:***@192.0.2.1/s"
+    assert effective["cameras"]["living"]["rules"] == {"down_alert_s": 30} and effective["rules"]["down_alert_s"] == 45
+    path.write_text("camera:\n  name: hall\ncameras:\n  Living:\n    name: x\n    rules: {down_alert_s: -1}\n")
+    result = fallwatch("check-config", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert [line.split(": ")[0] + ": " + line.split(": ")[1] for line in result.stderr.strip().splitlines()] == [
+        "fallwatch.yaml:1: camera", "fallwatch.yaml:4: cameras.Living", "fallwatch.yaml:5: cameras.Living.name",
+        "fallwatch.yaml:6: cameras.Living.rules.down_alert_s"]

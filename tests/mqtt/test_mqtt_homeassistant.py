@@ -193,3 +193,21 @@ def test_mqtt_without_commands_the_alerts_entity_is_read_only():
     sensor = messages["homeassistant/binary_sensor/fallwatch_pi/alerts/config"]
     assert sensor["state_topic"] == "fallwatch/pi/alerts" and "command_topic" not in sensor
     assert not any("command_topic" in c for c in messages.values())
+
+
+def test_mqtt_discovery_payloads_per_camera_pure():
+    """Several cameras: each a device of its own, via the daemon's device, reading its own topics."""
+    messages = discovery_messages(discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi",
+                                  version="1", heartbeat_s=30, cameras={"bath": "bath", "bed room": "bed_room"})
+    assert len(messages) == 2 * 4 + 3
+    for topic, config in messages:
+        _check_entity(topic, config, "fallwatch/pi")
+        used = set(re.findall(r"value_json\.(\w+)", config.get("value_template", "")))
+        node = topic.split("/")[2]
+        if node != "fallwatch_pi":
+            level = node.removeprefix("fallwatch_pi_")
+            assert config["device"]["via_device"] == "fallwatch_pi" and config["device"]["identifiers"] == [node]
+            assert config["state_topic"] in (f"fallwatch/pi/{level}/state", f"fallwatch/pi/{level}/event")
+            assert used <= (STATE_KEYS if config["state_topic"].endswith("/state") else EVENT_KEYS) and used
+    names = {c["device"]["name"] for _, c in messages}
+    assert names == {"fallwatch pi", "fallwatch pi bath", "fallwatch pi bed room"}
