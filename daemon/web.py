@@ -189,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Errors the base class answers itself (a malformed request line, an unknown method) in plain text like
         every other answer, never its HTML page."""
-        if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", ""):
+        if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", None):
             self._not_allowed()  # a method nobody implements is answered like POST: 405 after auth
             return
         self.close_connection = True
