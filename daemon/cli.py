@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 # subcommand -> "module:function"; each function takes the parsed args and returns an exit code.
 HANDLERS = {
-    "run": "fallwatch.daemon.service:cmd_run",
+    "run": "fallwatch.daemon.commands_run:cmd_run",
     "watch": "fallwatch.daemon.commands_watch:cmd_watch",
     "check-config": "fallwatch.daemon.commands_config:cmd_check_config",
     "config": "fallwatch.daemon.commands_config:cmd_config_schema",

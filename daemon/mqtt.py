@@ -795,15 +795,17 @@ class MqttPublisher:
     def heartbeat(self) -> dict:
         st = self._safe_status()
         stats = self.stats()
+        # st: the daemon's view of its figures (daemon/stats.py heartbeat()); the outbox figures are this thread's own
         return {"ts": utc_now_iso(), "uptime_s": round(time.monotonic() - self._started_at, 1),
                 "heartbeat_s": self.cfg.heartbeat_s,   # so a watcher can tell a late heartbeat from a slow cadence
-                "version": self.version, "device": self.device_id, "backend": st.get("backend"),
-                "backend_reason": st.get("backend_reason"), "camera": st.get("camera"), "fps": st.get("fps"), "persons": st.get("persons"),
-                "state": st.get("state"), "events_sent": stats["events_sent"],
+                "version": self.version, "device": self.device_id,
+                **dict.fromkeys(("backend", "backend_reason", "camera", "fps", "persons", "state", "dropped_frames",
+                                 "labelled")), **st,
+                "events_sent": stats["events_sent"],
                 "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
-                "events_suppressed": stats["events_suppressed"], "dropped_frames": st.get("dropped_frames"),
+                "events_suppressed": stats["events_suppressed"],
                 "cpu_temp_c": cpu_temp_c(), "alerts": stats["alerts"],
-                "alerts_resume_at": stats["alerts_resume_at"], "labelled": st.get("labelled")}
+                "alerts_resume_at": stats["alerts_resume_at"]}
 
     def _safe_status(self) -> dict:
         try:

@@ -1,7 +1,9 @@
-"""StatusHub: the thread-safe meeting point between the pipeline thread, the debug web server and MQTT heartbeats.
+"""StatusHub: the thread-safe meeting point between the pipeline thread and the debug web server.
 
 The pipeline calls ``publish_frame`` for every processed frame; that only stores references and bumps a sequence
-number. JPEG encoding happens lazily in ``latest_jpeg``, i.e. only while someone watches the stream.
+number. JPEG encoding happens lazily in ``latest_jpeg``, i.e. only while someone watches the stream. The daemon's
+figures arrive as a Snapshot (``publish_stats``), once per report; the hub adds what it knows best itself: how old
+the newest frame is, whether the source stopped, how many events it keeps.
 """
 from __future__ import annotations
 
@@ -9,46 +11,36 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
+
+from .stats import Snapshot
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 50
 JPEG_CACHE = 8  # encodings of the newest frame kept (one per height asked for); viewers share them
 
-# Figures with a fixed place in stats(); other update() fields are passed through to stats() as they are.
-_FIELDS = frozenset({
-    "backend", "fps", "stage_ms", "dropped_frames", "corrupt_frames", "persons", "state", "camera", "mqtt",
-    "events_sent", "events_queued",
-})
-
 FrameTuple = tuple[int, np.ndarray, list, dict, dict]
 
 
 class StatusHub:
-    """Holds the newest processed frame, the live figures and the recent events."""
+    """Holds the newest processed frame, the newest Snapshot of the figures and the recent events."""
 
     def __init__(self, version: str, camera: str = "camera"):
         self.version = version
         self.camera_name = camera
         self._cond = threading.Condition()
-        self._started = time.monotonic()
-        self._started_wall = time.time()
         self._seq = 0
         self._frame: Optional[np.ndarray] = None
         self._persons: list = []
         self._states: dict = {}
         self._extra: dict = {}
         self._frame_mono: Optional[float] = None
-        self._frames_total = 0
         self._source_stopped = False
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
-        self._fields: dict[str, Any] = {
-            "backend": None, "fps": 0.0, "stage_ms": {}, "dropped_frames": 0, "corrupt_frames": 0, "persons": 0,
-            "state": "ok", "camera": "starting", "mqtt": {}, "events_sent": 0, "events_queued": 0,
-        }
+        self._stats = Snapshot.starting(version, camera)
         # JPEG cache: (seq, height) -> bytes; only the newest seq is kept.
         self._jpeg_lock = threading.Lock()
         self._jpeg_cache: dict[tuple[int, Optional[int]], bytes] = {}
@@ -65,7 +57,6 @@ class StatusHub:
             self._states = dict(states)
             self._extra = dict(extra) if extra else {}
             self._frame_mono = time.monotonic()
-            self._frames_total += 1
             self._source_stopped = False
             self._cond.notify_all()
 
@@ -75,10 +66,9 @@ class StatusHub:
             ev.setdefault("received_at", time.time())
             self._events.append(ev)
 
-    def update(self, **fields: Any) -> None:
+    def publish_stats(self, snapshot: Snapshot) -> None:
         with self._cond:
-            for key, value in fields.items():
-                self._fields[key] = dict(value) if isinstance(value, dict) else value
+            self._stats = snapshot
 
     def mark_source_stopped(self) -> None:
         with self._cond:
@@ -107,34 +97,16 @@ class StatusHub:
                 return False
             return time.monotonic() - self._frame_mono <= max_age_s
 
-    def stats(self) -> dict:
+    def current(self) -> Snapshot:
+        """The newest Snapshot with the hub's own figures filled in (of the first camera, for now the only one)."""
         with self._cond:
-            f = dict(self._fields)
-            age = None if self._frame_mono is None else time.monotonic() - self._frame_mono
-            mqtt = dict(f.get("mqtt") or {})
-            out = {
-                "version": self.version,
-                "camera_name": self.camera_name,
-                "uptime_s": round(time.monotonic() - self._started, 3),
-                "started_at": self._started_wall,
-                "backend": f["backend"],
-                "fps": f["fps"],
-                "stage_ms": dict(f["stage_ms"] or {}),
-                "frames": self._frames_total,
-                "dropped_frames": f["dropped_frames"],
-                "corrupt_frames": f["corrupt_frames"],
-                "persons": f["persons"],
-                "state": f["state"],
-                "camera": f["camera"],
-                "source_stopped": self._source_stopped,
-                "last_frame_age_s": None if age is None else round(age, 3),
-                "events": {"sent": f["events_sent"], "queued": f["events_queued"], "recent": len(self._events)},
-                "mqtt": {"connected": bool(mqtt.get("connected", False)), **mqtt},
-            }
-            for key, value in f.items():  # extra figures the daemon chose to report (model, source, ...)
-                if key not in _FIELDS and key not in out:
-                    out[key] = value
-            return out
+            age = None if self._frame_mono is None else round(time.monotonic() - self._frame_mono, 3)
+            snap = self._stats.replace(recent_events=len(self._events))
+            return snap.replace_camera(snap.camera.name, last_frame_age_s=age, source_stopped=self._source_stopped)
+
+    def stats(self) -> dict:
+        """``current()`` as JSON: what /api/stats serves."""
+        return self.current().to_json()
 
     def recent_events(self) -> list[dict]:
         with self._cond:

@@ -1,4 +1,5 @@
-"""The local debug web server: live annotated MJPEG stream, health, stats, events and Prometheus metrics.
+"""The local debug web server: live annotated MJPEG stream, health, stats, events and Prometheus metrics (views
+of the daemon's Snapshot, daemon/stats.py).
 
 Standard library only (ThreadingHTTPServer). Routes are a fixed table; nothing is ever resolved against the file
 system, so no request path can escape to it. Frames are JPEG-encoded only while a client asks for them.
@@ -24,8 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import DebugConfig
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from .jsonsafe import plain
+from .stats import Snapshot, metrics
 from .status import StatusHub
 
 log = logging.getLogger(__name__)
@@ -87,66 +90,6 @@ def _query_height(query: dict[str, list[str]]) -> Optional[int]:
     if not (raw.isascii() and raw.isdigit()) or not 16 <= int(raw) <= MAX_HEIGHT:  # isdigit() alone takes '²'
         raise BadRequest(f"height must be an integer between 16 and {MAX_HEIGHT}, got {raw!r}")
     return int(raw)
-
-
-# ---- Prometheus text format ------------------------------------------------------------------------------------
-def _label_value(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(value: Any) -> str:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return "NaN"
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "+Inf" if f > 0 else "-Inf"
-    return repr(int(f)) if f.is_integer() and abs(f) < 2**53 else repr(f)
-
-
-def render_metrics(stats: dict) -> str:
-    """The stats dict as Prometheus exposition text (version 0.0.4)."""
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, Any], Any]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
-
-    events = stats.get("events") or {}
-    mqtt = stats.get("mqtt") or {}
-    metric("fallwatch_uptime_seconds", "gauge", "Seconds since the daemon started.", [({}, stats.get("uptime_s"))])
-    metric("fallwatch_fps", "gauge", "Frames per second through inference.", [({}, stats.get("fps") or 0)])
-    metric("fallwatch_stage_ms", "gauge", "Milliseconds per pipeline stage for the latest frames.",
-           [({"stage": k}, v) for k, v in sorted((stats.get("stage_ms") or {}).items())])
-    metric("fallwatch_frames_total", "counter", "Frames processed through inference.", [({}, stats.get("frames", 0))])
-    metric("fallwatch_dropped_frames_total", "counter", "Camera frames dropped because inference was busy.",
-           [({}, stats.get("dropped_frames") or 0)])
-    metric("fallwatch_corrupt_frames_total", "counter", "Frames the source delivered unreadable.",
-           [({}, stats.get("corrupt_frames") or 0)])
-    metric("fallwatch_persons", "gauge", "Persons in view.", [({}, stats.get("persons") or 0)])
-    metric("fallwatch_events_sent_total", "counter", "Events delivered to the MQTT broker.",
-           [({}, events.get("sent") or 0)])
-    metric("fallwatch_events_queued", "gauge", "Events waiting in the outbox.", [({}, events.get("queued") or 0)])
-    metric("fallwatch_mqtt_connected", "gauge", "1 while connected to the MQTT broker.",
-           [({}, 1 if mqtt.get("connected") else 0)])
-    age = stats.get("last_frame_age_s")
-    metric("fallwatch_last_frame_age_seconds", "gauge", "Seconds since the last frame went through inference.",
-           [({}, float("nan") if age is None else age)])
-    metric("fallwatch_healthy", "gauge", "1 while frames flow through inference.",
-           [({}, 1 if stats.get("healthy") else 0)])
-    metric("fallwatch_viewers", "gauge", "Clients watching the MJPEG stream.", [({}, stats.get("viewers") or 0)])
-    metric("fallwatch_backend_info", "gauge", "The inference backend in use.",
-           [({"backend": stats.get("backend") or "none"}, 1)])
-    metric("fallwatch_state_info", "gauge", "The current room state.", [({"state": stats.get("state") or "ok"}, 1)])
-    metric("fallwatch_camera_info", "gauge", "The camera source state.",
-           [({"camera": stats.get("camera") or "unknown"}, 1)])
-    metric("fallwatch_build_info", "gauge", "The fallwatch version.", [({"version": stats.get("version", "")}, 1)])
-    return "\n".join(lines) + "\n"
 
 
 # ---- the handler -----------------------------------------------------------------------------------------------
@@ -246,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Errors the base class answers itself (a malformed request line, an unknown method) in plain text like
         every other answer, never its HTML page."""
-        if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", ""):
+        if code == HTTPStatus.NOT_IMPLEMENTED and getattr(self, "command", None):
             self._not_allowed()  # a method nobody implements is answered like POST: 405 after auth
             return
         self.close_connection = True
@@ -359,8 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK, plain({"events": self.server.debug.hub.recent_events()}), head)
 
     def _r_metrics(self, query: dict, head: bool) -> None:
-        self._send(HTTPStatus.OK, render_metrics(self.server.debug.stats()).encode(),
-                   "text/plain; version=0.0.4; charset=utf-8", head)
+        self._send(HTTPStatus.OK, metrics(self.server.debug.snapshot()), CONTENT_TYPE_PLAIN_0_0_4, head)
 
     def _r_latest(self, query: dict, head: bool) -> None:
         height = _query_height(query)
@@ -620,9 +562,9 @@ class DebugServer:
                                 "last_frame_age_s": None if age is None else round(age, 3)}
         if not ok:
             if self.hub.source_stopped:
-                stats = self.hub.stats()
-                if stats.get("camera") == "reopening":  # the daemon is trying again: not stopped
-                    error = stats.get("camera_error")
+                camera = self.hub.current().camera
+                if camera.capture == "reopening":  # the daemon is trying again: not stopped
+                    error = camera.capture_error
                     body["reason"] = "camera reopening" + (f" ({error})" if error else "")
                 else:
                     body["reason"] = "source stopped"
@@ -632,8 +574,9 @@ class DebugServer:
                 body["reason"] = f"no frame through inference for {age:.1f} s"
         return ok, body
 
+    def snapshot(self) -> Snapshot:
+        """The hub's Snapshot with the server's own figures: health and viewers."""
+        return self.hub.current().replace(healthy=self.hub.healthy(self.health_max_age_s), viewers=self.viewers)
+
     def stats(self) -> dict:
-        stats = self.hub.stats()
-        stats["healthy"] = self.hub.healthy(self.health_max_age_s)
-        stats["viewers"] = self.viewers
-        return stats
+        return self.snapshot().to_json()

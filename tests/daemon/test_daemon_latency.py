@@ -73,7 +73,7 @@ def test_slow_inference_drops_old_frames_and_keeps_latency_at_one_inference() ->
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: daemon.frames >= ROUNDS, 60), f"{daemon.frames} frames processed"
+        assert wait_until(lambda: daemon.stats().camera.frames >= ROUNDS, 60), f"{daemon.stats()} frames processed"
     finally:
         daemon.request_stop()
         for _ in range(PER_INFERENCE):
@@ -85,4 +85,4 @@ def test_slow_inference_drops_old_frames_and_keeps_latency_at_one_inference() ->
     assert seen == engine.newest_when_taken[:ROUNDS]
     # The frames that arrived meanwhile were dropped, and counted, not queued.
     assert capture.dropped >= (PER_INFERENCE - 1) * (ROUNDS - 1), capture.stats()
-    assert daemon.frames >= ROUNDS and daemon.latency_ms > 0
+    assert daemon.stats().camera.frames >= ROUNDS and daemon.stats().camera.latency_ms > 0

@@ -276,18 +276,18 @@ def test_camera_outage_is_not_a_hang(notify_socket: NotifySocket, tmp_path: Path
     cfg = Config.model_validate({"mqtt": {"enabled": False}, "debug": {"enabled": False}})
     notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "600000"})
     camera = FlakyCamera()
-    daemon = Daemon(cfg, engine=StallableEngine(), capture=Capture(camera, reopen_min_s=0.05, reopen_max_s=0.1),
-                    notifier=notifier)
+    capture = Capture(camera, reopen_min_s=0.05, reopen_max_s=0.1)
+    daemon = Daemon(cfg, engine=StallableEngine(), capture=capture, notifier=notifier)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
         notify_socket.wait_for("READY=1", timeout=30)
         camera.down.set()
-        assert wait_until(lambda: daemon.capture.state == "reopening" and daemon.capture.reopens >= 2, 30)
+        assert wait_until(lambda: capture.state == "reopening" and capture.reopens >= 2, 30)
         reopening = notify_socket.mark()
         assert wait_until(lambda: notify_socket.count_after("WATCHDOG=1", reopening) >= 3, 30), \
             notify_socket.messages
-        assert daemon.capture.state == "reopening", "the camera stayed unplugged all along"
+        assert capture.state == "reopening", "the camera stayed unplugged all along"
     finally:
         daemon.request_stop()
         thread.join(10)

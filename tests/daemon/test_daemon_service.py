@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -416,40 +417,35 @@ def test_signal_handler_only_sets_flags(monkeypatch: pytest.MonkeyPatch, caplog:
     # The handler runs between two bytecodes of the main thread. Starting a thread there (threading's limbo lock)
     # or logging could deadlock against the very lock the interrupted code holds; the deadline thread exists
     # before any signal and does both.
-    from fallwatch.config.schema import Config
-    from fallwatch.daemon.service import Daemon
+    from fallwatch.daemon.signals import StopSignals
 
-    daemon = Daemon(Config())
-    daemon._started = True  # running: no Shutdown exception out of the handler
+    stop, reload = threading.Event(), threading.Event()
+    signals = StopSignals(stop=stop.set, reload=reload.set, starting=lambda: False, exit_code=lambda: 0)
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     started: list[str] = []
-    real_start = __import__("threading").Thread.start
+    real_start = threading.Thread.start
     try:
-        daemon.install_signals()
+        signals.install()
         monkeypatch.setattr("threading.Thread.start", lambda self: (started.append(self.name), real_start(self)))
-        with caplog.at_level(logging.INFO, logger="fallwatch.daemon.service"):
+        with caplog.at_level(logging.INFO, logger="fallwatch.daemon.signals"):
             signal.raise_signal(signal.SIGTERM)
-            assert daemon._stop.is_set()
+            assert stop.is_set()
             assert started == [], started
             wait_until(lambda: "SIGTERM received; stopping" in caplog.text, 10)  # the deadline thread logs it
             said = [r for r in caplog.records if "SIGTERM received" in r.getMessage()]
             assert len(said) == 1 and said[0].threadName == "stop-deadline", [r.threadName for r in said]
             signal.raise_signal(signal.SIGHUP)
-            assert daemon._reload.is_set()
+            assert reload.is_set()
     finally:
-        daemon._done.set()  # disarm the deadline (it would end this very process)
-        daemon._close_wakeup()
+        signals.done()  # disarm the deadline (it would end this very process)
         for s, h in saved.items():
             signal.signal(s, h)
 
 
 STUCK_IN_C = """
 import ctypes, signal, sys, time
-from fallwatch.config.schema import Config
-from fallwatch.daemon.service import Daemon
-d = Daemon(Config())
-d._started = True
-d.install_signals()
+from fallwatch.daemon.signals import StopSignals
+StopSignals(stop=lambda: None, reload=lambda: None, starting=lambda: False, exit_code=lambda: 0).install()
 # The main thread goes into C code that releases the GIL and does not return on a signal (libusb and camera
 # drivers retry on EINTR): with SIGTERM blocked in this thread the kernel hands it to another thread.
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -546,7 +542,7 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(data_d
     assert kinds[:2] == ["fall", "person_down"], kinds
     assert states == ["person_down"], "the alarm lapsed while the fallen person was out of view"
     assert kinds == ["fall", "person_down"], kinds
-    assert daemon.state == "person_down" and daemon._published_state["state"] == "person_down"
+    assert daemon.state == "person_down" and daemon.published_state["state"] == "person_down"
 
 
 def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, model_dir: Path,
@@ -596,7 +592,7 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     daemon = Daemon(cfg, config_path=config_file, engine=make_engine(cfg, str(model_dir)),
                     capture=Capture(FallThenLying(), realtime=False))
     assert daemon.run() == 0
-    assert daemon.pipeline.rules.s.fall_angle_deg == 65  # the reload was applied ...
+    assert daemon.camera.pipeline.rules.s.fall_angle_deg == 65  # the reload was applied ...
     kinds = [e["event"] for e in daemon.hub.recent_events()]
     assert kinds == ["fall", "person_down"], kinds  # ... and the incident went on through it
     assert daemon.state == "person_down"
@@ -604,7 +600,7 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
 
 def test_reload_log_shows_changes_without_their_secrets() -> None:
     from fallwatch.config.loader import parse_config
-    from fallwatch.daemon.service import config_changes
+    from fallwatch.config.changes import config_changes
 
     old = parse_config("camera:\n  source: rtsp://cam:old-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p1\n")
     new = parse_config("camera:\n  source: rtsp://cam:new-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p2\n")

@@ -64,6 +64,12 @@ def make_person(track: int, width: int, height: int, lean_deg: float = 0.0) -> P
                   detected=True)
 
 
+def set_figures(hub: StatusHub, device: Optional[dict] = None, **camera) -> None:
+    """Plays the daemon's report: the hub's Snapshot with these device-level and camera figures changed."""
+    snap = hub.current()
+    hub.publish_stats(snap.replace(**(device or {})).replace_camera(snap.camera.name, **camera))
+
+
 class Feeder:
     """Plays the pipeline thread: publishes frames to the hub at `fps` until stopped."""
 
@@ -81,7 +87,8 @@ class Feeder:
             persons = [make_person(1, w, h), make_person(2, w, h, lean_deg=50)] if self.with_persons else []
             states = {1: "upright", 2: "falling"} if self.with_persons else {}
             self.hub.publish_frame(frame, persons, states)
-            self.hub.update(fps=self.fps, backend="cpu", persons=len(persons), stage_ms={"detect": 4.5, "pose": 7.25})
+            set_figures(self.hub, {"backend": "cpu"}, fps=self.fps, persons=len(persons), frames=self.published + 1,
+                        stage_ms={"detect": 4.5, "pose": 7.25})
             self.published += 1
             i += 1
             self._stop.wait(1.0 / self.fps)
@@ -115,6 +122,9 @@ class Running:
             return resp.status, resp.headers, resp.read()
         finally:
             conn.close()
+
+    def set_figures(self, device: Optional[dict] = None, **camera) -> None:
+        set_figures(self.hub, device, **camera)
 
     def json(self, path: str, headers: Optional[dict] = None) -> tuple[int, dict]:
         status, _, body = self.request(path, headers=headers)

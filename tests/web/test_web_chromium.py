@@ -55,7 +55,7 @@ TV = {"name": "tv", "kind": "ignore", "points": [[0.05, 0.05], [0.3, 0.05], [0.3
 
 def test_chromium_draws_the_zones_over_the_frame(start_server, feeders, clip_frames, tmp_path, chromium_screenshot):
     run = start_server()
-    run.hub.update(zones=[BED, TV])
+    run.set_figures({"settings": {"zones": [BED, TV]}})
     feeders(run.hub, clip_frames, fps=10, persons=False)
     deadline = time.monotonic() + 5
     while run.hub.seq == 0 and time.monotonic() < deadline:
@@ -86,7 +86,7 @@ def test_chromium_zone_tool_gives_the_yaml_to_paste(start_server, tmp_path, chro
     from fallwatch.config.loader import parse_config
 
     run = start_server()
-    run.hub.update(zones=[BED])
+    run.set_figures({"settings": {"zones": [BED]}})
     dom = chromium_dom(f"http://127.0.0.1:{run.port}/#draw=0.1,0.2;0.3,0.2;0.3,0.4;0.1,0.4", tmp_path)
     text = dom.split('id="zone-yaml"', 1)[1].split(">", 1)[1].split("</pre>", 1)[0]
     import html

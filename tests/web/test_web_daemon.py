@@ -177,7 +177,7 @@ def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
     status, _, body = d.request("/metrics")
     text = body.decode()
     assert status == 200 and f'fallwatch_backend_info{{backend="{stats["backend"]}"}} 1' in text
-    assert "fallwatch_fps " in text and "fallwatch_uptime_seconds " in text
+    assert f'fallwatch_fps{{camera="{stats["camera_name"]}"}} ' in text and "fallwatch_uptime_seconds " in text
     status, _, body = d.request("/latest.jpg")
     assert status == 200 and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR) is not None
     for path in ("/nope", "/../../etc/passwd", "/static/../../pyproject.toml", "/%2e%2e/%2e%2e/etc/passwd"):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.daemon.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, enhance_badge, spine
+from fallwatch.daemon.stats import MqttStats, Snapshot
 from fallwatch.daemon.status import StatusHub
 from waiting import wait_until
 
@@ -109,8 +110,9 @@ def test_hub_wait_frame_and_health():
 
 def test_hub_stats_and_events():
     hub = StatusHub("1.2.3", camera="hall")
-    hub.update(backend="edgetpu", fps=9.5, stage_ms={"pose": 3.0}, mqtt={"connected": True}, events_sent=4,
-               model="movenet")
+    hub.publish_stats(Snapshot.starting("1.2.3", "hall", backend="edgetpu", settings={"model": "movenet"},
+                                        mqtt=MqttStats(enabled=True, connected=True, events_sent=4))
+                      .replace_camera("hall", fps=9.5, stage_ms={"pose": 3.0}))
     s = hub.stats()
     assert s["version"] == "1.2.3" and s["backend"] == "edgetpu" and s["fps"] == 9.5
     assert s["mqtt"]["connected"] is True and s["events"]["sent"] == 4 and s["model"] == "movenet"

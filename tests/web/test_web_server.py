@@ -11,6 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from fallwatch.daemon.stats import MqttStats
 from waiting import wait_until
 
 
@@ -152,10 +153,11 @@ def test_healthz_flips_to_503_when_feeding_stops_and_when_source_stops(start_ser
 
 def test_stats_events_and_metrics(start_server, feeders, clip_frames):
     run = start_server()
-    feeders(run.hub, clip_frames, fps=15)
+    feeder = feeders(run.hub, clip_frames, fps=15)
     assert wait_until(lambda: run.hub.seq >= 3)
-    run.hub.update(dropped_frames=7, events_sent=3, events_queued=2, state="fall",
-                   mqtt={"connected": True, "broker": "127.0.0.1:1883"})
+    feeder.stop()  # the daemon's next report: one Snapshot, these figures in it
+    run.set_figures({"mqtt": MqttStats(enabled=True, connected=True, events_sent=3, events_queued=2)},
+                    dropped_frames=7, state="fall")
     ev = {"event": "fall", "id": "abc", "t": 1.5, "ts": "2026-11-23T18:00:00Z", "track": 2, "confidence": 0.9}
     run.hub.add_event(ev)
 
@@ -167,6 +169,7 @@ def test_stats_events_and_metrics(start_server, feeders, clip_frames):
     assert stats["events"]["sent"] == 3 and stats["events"]["queued"] == 2
     assert stats["mqtt"]["connected"] is True
     assert stats["uptime_s"] >= 0 and stats["healthy"] is True
+    assert stats["cameras"]["test-cam"]["dropped_frames"] == 7 and stats["cameras"]["test-cam"]["fps"] == 15
 
     status, events = run.json("/api/events")
     assert status == 200 and events["events"][-1]["id"] == "abc" and events["events"][-1]["event"] == "fall"
@@ -186,10 +189,12 @@ def test_stats_events_and_metrics(start_server, feeders, clip_frames):
         m = sample_re.match(line)
         assert m, f"not Prometheus text format: {line!r}"
         samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    assert samples["fallwatch_fps"] == 15
-    assert samples['fallwatch_stage_ms{stage="pose"}'] == 7.25
-    assert samples["fallwatch_dropped_frames_total"] == 7
-    assert samples["fallwatch_persons"] == 2
+    cam = 'camera="test-cam"'
+    assert samples[f"fallwatch_fps{{{cam}}}"] == 15
+    assert samples[f'fallwatch_stage_ms{{{cam},stage="pose"}}'] == 7.25
+    assert samples[f"fallwatch_dropped_frames_total{{{cam}}}"] == 7
+    assert samples[f"fallwatch_persons{{{cam}}}"] == 2
+    assert samples[f'fallwatch_state_info{{{cam},state="fall"}}'] == 1
     assert samples["fallwatch_events_sent_total"] == 3 and samples["fallwatch_events_queued"] == 2
     assert samples["fallwatch_mqtt_connected"] == 1
     assert samples['fallwatch_backend_info{backend="cpu"}'] == 1
@@ -294,12 +299,12 @@ def test_bind_errors_are_one_clear_line(start_server):
 
 def test_json_is_strict_even_with_odd_figures(start_server):
     run = start_server()
-    run.hub.update(fps=float("nan"), stage_ms={"detect": float("inf")})
+    run.set_figures(fps=float("nan"), stage_ms={"detect": float("inf")})
     status, _, body = run.request("/api/stats")
     stats = json.loads(body, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert stats["fps"] is None and stats["stage_ms"]["detect"] is None
     status, _, body = run.request("/metrics")
-    assert b"fallwatch_fps NaN" in body
+    assert b'fallwatch_fps{camera="test-cam"} NaN' in body
 
 
 def test_idle_stream_repeats_the_last_frame_and_notices_a_client_leaving(start_server, feeders, clip_frames,
@@ -554,9 +559,9 @@ def test_healthz_says_the_camera_is_reopening(start_server, clip_frames):
     # Side door 8: /healthz said "source stopped" while the daemon was reopening the camera.
     run = start_server()
     run.hub.publish_frame(clip_frames[0], [], {})
-    run.hub.update(camera="reopening", camera_error="no frames")
+    run.set_figures(capture="reopening", capture_error="no frames")
     run.hub.mark_source_stopped()
     status, body = run.json("/healthz")
     assert status == 503 and body["reason"] == "camera reopening (no frames)"
-    run.hub.update(camera="eof", camera_error=None)
+    run.set_figures(capture="eof", capture_error=None)
     assert run.json("/healthz")[1]["reason"] == "source stopped"
