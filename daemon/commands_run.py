@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -49,3 +50,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if signals is not None:
             signals.done()  # disarms the stop deadline: the shutdown finished
+        if daemon.exit_at_once:
+            logging.shutdown()
+            os._exit(daemon.exit_code)

@@ -183,13 +183,16 @@ class EventRecorder:
                  "; privacy: skeletons only" if self.privacy else "")
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Finish the records collecting their post-roll with what they have, write them, stop."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Finish the records collecting their post-roll with what they have, write them, stop. False when a
+        record was still being written at the timeout (its writer thread is then left running)."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not any(thread.is_alive() for thread in self._threads)
         self._threads = []
+        return finished
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Cut the records collecting their post-roll short and wait until every record is written (benchmarks,

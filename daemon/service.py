@@ -85,6 +85,7 @@ class Daemon:
         self._last_status = 0.0
         self._last_sd_status = 0.0
         self.exit_code = 0
+        self.exit_at_once = False  # native work still running at shutdown: skip the interpreter's teardown
 
     # -- what tests and outputs read -------------------------------------------------------------------------
     @property
@@ -176,7 +177,7 @@ class Daemon:
         self.hub.publish_stats(self._stats)
         if cfg.events.enabled:
             self.records = self._start_records(cfg)
-            parts.callback(self.records.stop, timeout=1.0)  # within the deadline; unfinished records keep theirs
+            parts.callback(self._stop_records)
         if cfg.debug.enabled:
             self.debug_server = self._start_debug_server()
             if self.debug_server is not None:
@@ -208,6 +209,14 @@ class Daemon:
             s = self._stats.camera
             log.info("stopped after %d frames, %d events, %d dropped, %d corrupt frames", s.frames, s.events,
                      s.dropped_frames, s.corrupt_frames)
+
+    def _stop_records(self) -> None:
+        # A stop asked for (SIGTERM) has the stop deadline; a source that ended has time to finish its clips.
+        if not self.records.stop(timeout=1.0 if self._stop.is_set() else 30.0):
+            # The writer is inside the video encoder: a normal interpreter exit would tear the encoder's threads
+            # down under it (the process aborts). The CLI ends the process at once instead; that record is lost.
+            log.warning("an event record was still being written at shutdown; it is incomplete")
+            self.exit_at_once = True
 
     def _start_debug_server(self) -> Any:
         from .settings import rule_settings
