@@ -24,9 +24,10 @@ from typing import Any, Optional
 from fallwatch.config.loader import ConfigError, default_config_path, load_config, masked_dump
 from fallwatch.config.schema import Config
 
-from .capture import Capture, SourceError, make_source
+from .capture import Capture
 from .logsetup import set_level, setup_logging
 from .notify import Notifier, Watchdog
+from .sources import SourceError, make_source
 
 log = logging.getLogger(__name__)
 

@@ -269,7 +269,7 @@ def test_fall_clip_logs_the_event(run_daemon, data_dir: Path, tmp_path: Path) ->
 
 
 def test_no_camera_is_one_clear_line(run_daemon, tmp_path: Path) -> None:
-    from fallwatch.daemon.capture import picamera2_available, v4l2_cameras
+    from fallwatch.daemon.sources import picamera2_available, v4l2_cameras
 
     if v4l2_cameras() or picamera2_available():
         pytest.skip("this machine has a camera")
@@ -499,9 +499,10 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(data_d
     import cv2
 
     from fallwatch.config.schema import Config
-    from fallwatch.daemon.capture import Capture, EndOfStream, Source
+    from fallwatch.daemon.capture import Capture
     from fallwatch.daemon.service import Daemon
     from fallwatch.daemon.settings import make_engine
+    from fallwatch.daemon.sources import EndOfStream, Source
 
     class FallEmptyThenStanding(Source):
         """The fall clip at its own time stamps, 4 s of an empty room, then 5 s of a person standing, 10 fps."""
@@ -556,9 +557,10 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     # (and so the alarm and the coming person_down) survives the reload.
     import cv2
 
-    from fallwatch.daemon.capture import Capture, EndOfStream, Source
+    from fallwatch.daemon.capture import Capture
     from fallwatch.daemon.service import Daemon
     from fallwatch.daemon.settings import make_engine
+    from fallwatch.daemon.sources import EndOfStream, Source
 
     config_file = tmp_path / "fallwatch.yaml"
     base = "mqtt:\n  enabled: false\ndebug:\n  enabled: false\ncamera:\n  realtime: false\n"
