@@ -16,11 +16,13 @@ from typing import Any, Optional
 import numpy as np
 
 from . import edgetpu_stack, runtime
-from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
-from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
+from .detector import DETECTORS, Detector
+from .edgetpu_marker import Marker
+from .edgetpu_marker import describe as describe_marker
+from .edgetpu_marker import leftover as leftover_marker
 from .edgetpu_probe import ProbeResult, probe_model, run_probe
-from .enhance import EnhanceSettings, Enhancer
-from .estimator import BlazePoseEstimator, MoveNetEstimator
+from .enhance import Enhancer, EnhanceSettings
+from .estimator import ESTIMATORS, Estimator
 from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .runtime import BackendError, Model
 from .tracker import Tracker, TrackerSettings
@@ -84,8 +86,8 @@ class PoseEngine:
         self.settings = settings
         self.model_dir = Path(model_dir)
         self.enhancer = Enhancer(settings.enhance)  # night enhancement of every model input (pose/enhance.py)
-        self._det_spec = _spec(settings.detector, ("detector", "multipose", "blazepose_detector"), "detector")
-        self._est_spec = _spec(settings.estimator, ("estimator", "blazepose_landmark"), "estimator")
+        self._det_spec = _spec(settings.detector, tuple(DETECTORS), "detector")
+        self._est_spec = _spec(settings.estimator, tuple(ESTIMATORS), "estimator")
         # Fail early on missing CPU models: they are the fallback whatever the backend.
         self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
         self.probe: Optional[ProbeResult] = None  # the isolated Edge TPU probe's result, if it ran
@@ -125,7 +127,8 @@ class PoseEngine:
             reason = "pose.backend is cpu"
         models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
                   for name, path in self._cpu_paths.items()}
-        tpu_wanted = s.backend == "auto" and reason != "pose.backend is cpu" and not reason.startswith("no Edge TPU build")
+        tpu_wanted = (s.backend == "auto" and reason != "pose.backend is cpu"
+                      and not reason.startswith("no Edge TPU build"))
         reason = f"{reason}; using CPU (XNNPACK, {threads} threads)"
         # A missing or silent TPU is worth a warning; CPU-only models on the CPU are just information.
         log.log(logging.WARNING if tpu_wanted else logging.INFO, "%s", reason)
@@ -199,17 +202,8 @@ class PoseEngine:
         s = self.settings
         self.detector_model = models[self._det_spec.name]
         self.estimator_model = models[self._est_spec.name]
-        if self._det_spec.kind == "multipose":
-            # MultiPose scores people lower than the SSD does; 0.3 is where its demos draw the line.
-            self.detector: Any = MultiPoseDetector(self.detector_model, threshold=min(s.detect_threshold, 0.3))
-        elif self._det_spec.kind == "blazepose_detector":
-            self.detector = BlazePoseDetector(self.detector_model, threshold=s.detect_threshold)
-        else:
-            self.detector = SsdDetector(self.detector_model, threshold=s.detect_threshold)
-        if self._est_spec.kind == "blazepose_landmark":
-            self.estimator: Any = BlazePoseEstimator(self.estimator_model)
-        else:
-            self.estimator = MoveNetEstimator(self.estimator_model)
+        self.detector: Detector = DETECTORS[self._det_spec.kind](self.detector_model, s.detect_threshold)
+        self.estimator: Estimator = ESTIMATORS[self._est_spec.kind](self.estimator_model)
         self.detector.enhancer = self.estimator.enhancer = self.enhancer
         sm = s.smoothing
         ts = TrackerSettings(detect_every=max(1, s.detect_every), track_timeout_s=s.track_timeout_s,
