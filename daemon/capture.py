@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -62,15 +62,23 @@ def transform(image: np.ndarray, rotate: int, flip: str) -> np.ndarray:
 
 
 class Capture:
-    """Reads ``source`` in its own thread; ``get()`` returns the newest frame not yet taken."""
+    """Reads ``source`` in its own thread; ``get()`` returns the newest frame not yet taken.
+
+    ``lossless``: the reader waits for the slot to empty instead of overwriting it (default: files played as fast
+    as possible, ``realtime: false``); False makes any source drop its oldest frame. ``on_update`` is called from
+    the capture thread, after the frame is in the slot and no lock is held, for every new frame and once when
+    the source ends: a consumer of several captures (scheduler.FrameScheduler) waits on that, not on each one.
+    """
 
     def __init__(self, source: Source, rotate: int = 0, flip: str = "none", realtime: bool = True,
-                 loop: bool = False, reopen_max_s: float = 30.0, reopen_min_s: float = 0.5):
+                 loop: bool = False, reopen_max_s: float = 30.0, reopen_min_s: float = 0.5,
+                 lossless: Optional[bool] = None, on_update: Optional[Callable[[], None]] = None):
         self.source = source
         self.rotate, self.flip = rotate, flip
         self.realtime, self.loop = realtime, loop
         self.reopen_min_s, self.reopen_max_s = reopen_min_s, max(reopen_min_s, reopen_max_s)
-        self.lossless = source.is_file and not realtime  # as fast as possible, but every frame
+        self.lossless = source.is_file and not realtime if lossless is None else lossless
+        self.on_update = on_update
         self._cond = threading.Condition()
         self._slot: Optional[Frame] = None
         self._stop = threading.Event()
@@ -133,6 +141,7 @@ class Capture:
             self.state = "stopped"
         if self._thread is None or not self._thread.is_alive():
             self._close()
+        self._updated()
 
     def stats(self) -> dict[str, Any]:
         return {"source": self.source.name, "state": self.state, "delivered": self.delivered,
@@ -253,6 +262,7 @@ class Capture:
                 self.state = "stopped"
             with self._cond:
                 self._cond.notify_all()
+            self._updated()
 
     def _put(self, frame: Frame) -> None:
         with self._cond:
@@ -265,6 +275,14 @@ class Capture:
             self._slot = frame
             self.delivered += 1
             self._cond.notify_all()
+        self._updated()
+
+    def _updated(self) -> None:
+        if self.on_update is not None:
+            try:
+                self.on_update()
+            except Exception:  # a consumer's bug must not end the capture thread
+                log.exception("capture on_update callback failed")
 
     def _sleep(self, seconds: float) -> None:
         """Interruptible by stop(); keeps last_progress fresh so a waiting thread is not taken for a hung one."""
