@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -91,6 +92,8 @@ class PoseEngine:
         # Fail early on missing CPU models: they are the fallback whatever the backend.
         self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
         self.probe: Optional[ProbeResult] = None  # the isolated Edge TPU probe's result, if it ran
+        # every tracker made here (the default one, one per camera): a backend switch rebinds them all
+        self._trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
         self._marker: Optional[Marker] = None
         self._backend, self.backend_reason, models = self._open_models()
         try:
@@ -205,15 +208,23 @@ class PoseEngine:
         self.detector: Detector = DETECTORS[self._det_spec.kind](self.detector_model, s.detect_threshold)
         self.estimator: Estimator = ESTIMATORS[self._est_spec.kind](self.estimator_model)
         self.detector.enhancer = self.estimator.enhancer = self.enhancer
+        if not self._trackers:
+            self.tracker = self.make_tracker()  # the one process() uses unless given another
+        for tracker in self._trackers:  # a backend switch: tracks, ids and the detector's schedule stay
+            tracker.estimator, tracker.detector = self.estimator, self.detector
+
+    def make_tracker(self) -> Tracker:
+        """A tracker of its own (one per camera when several share this engine) on this engine's models; pass it
+        to :meth:`process`."""
+        s = self.settings
         sm = s.smoothing
         ts = TrackerSettings(detect_every=max(1, s.detect_every), track_timeout_s=s.track_timeout_s,
                              max_persons=max(1, s.max_persons), min_torso_score=s.min_torso_score,
                              rotation_retry=s.rotation_retry, smoothing=sm.enabled, min_cutoff=sm.min_cutoff,
                              beta=sm.beta, d_cutoff=sm.d_cutoff, ignore_zones=tuple(s.ignore_zones))
-        old = getattr(self, "tracker", None)
-        self.tracker = Tracker(self.estimator, self.detector, ts)
-        if old is not None:  # keep tracks, ids and the detector's schedule across a backend switch
-            self.tracker.restore(old.snapshot())
+        tracker = Tracker(self.estimator, self.detector, ts)
+        self._trackers.add(tracker)
+        return tracker
 
     def _fall_back_to_cpu(self, error: Exception) -> None:
         log.error("Edge TPU failed while running (%s); switching to the CPU twins", runtime._first_line(error))
@@ -226,8 +237,10 @@ class PoseEngine:
         self._build(models)
 
     # -- frames ----------------------------------------------------------------------------------------------
-    def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
-        """Tracked persons in one HxWx3 uint8 RGB frame taken at time ``t`` (seconds)."""
+    def process(self, frame_rgb: np.ndarray, t: float, tracker: Optional[Tracker] = None) -> PoseResult:
+        """Tracked persons in one HxWx3 uint8 RGB frame taken at time ``t`` (seconds), followed by ``tracker``
+        (one from :meth:`make_tracker`; default: the engine's own)."""
+        tracker = self.tracker if tracker is None else tracker
         frame = self._check(frame_rgb)
         try:
             t = float(t)
@@ -240,16 +253,16 @@ class PoseEngine:
         enh_ms0 = self.enhancer.total_ms
         # On the TPU, keep the tracker's state: an invoke that fails half-way through a step leaves some tracks
         # already moved on to this frame, and the CPU retry of the frame must start from where it started.
-        before = self.tracker.snapshot() if self._backend == "edgetpu" else None
+        before = tracker.snapshot() if self._backend == "edgetpu" else None
         t0 = time.perf_counter()
         try:
-            persons, st = self.tracker.step(frame, t)
+            persons, st = tracker.step(frame, t)
         except (RuntimeError, ValueError) as e:
             if before is None:
                 raise
-            self.tracker.restore(before)
+            tracker.restore(before)
             self._fall_back_to_cpu(e)
-            return self.process(frame, t)
+            return self.process(frame, t, tracker)
         total = (time.perf_counter() - t0) * 1000.0
         self.frames += 1
         stage = {
