@@ -326,7 +326,7 @@ def run_bench_cameras(engine: PoseEngine, source: str, cameras: int, loops: int 
             capture.stop()
     failed = [c for c in captures if c.state == "failed"]
     if failed or not frames:
-        raise ValueError(failed[0].error if failed else f"{source}: no frame could be decoded")
+        raise ValueError((failed[0].error if failed else None) or f"{source}: no frame could be decoded")
     invoke_per_frame = float(np.mean(invoke_ms))
     per_camera = {name: {"frames": st["handed"], "fps": round(st["handed"] / wall, 2), "dropped": st["dropped"]}
                   for name, st in scheduler.stats().items()}
