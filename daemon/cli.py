@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="video file")
     p.add_argument("--json", action="store_true")
     p.add_argument("--loops", type=int, default=1, help="play the clip this many times (memory growth check)")
+    p.add_argument("--cameras", type=int, default=None, metavar="N",
+                   help="open the clip as N cameras sharing one pose engine (fair scheduling; per-camera figures)")
 
     p = add("detect", "run the whole pipeline on video files and print fall events", model_dir=True)
     p.add_argument("videos", nargs="+")

@@ -251,7 +251,7 @@ def _picamera2_cameras() -> tuple[Optional[int], str]:
 
 
 def check_cameras(cfg: Config, env: Environment) -> Check:
-    from fallwatch.daemon.capture import STREAM_SCHEMES, v4l2_cameras
+    from fallwatch.daemon.sources import STREAM_SCHEMES, v4l2_cameras
 
     spec = cfg.camera.source.strip()
     v4l2 = v4l2_cameras(str(env.dev), str(env.sysfs / "class" / "video4linux"))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from fallwatch.config.loader import default_config_path, load_config
 
-from .capture import SourceError
 from .logsetup import setup_logging
 from .service import Daemon
 from .signals import Shutdown
+from .sources import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 import numpy as np
-
 from fallwatch.pose.types import PoseResult
 from fallwatch.rules import Event, PersonPose, Rules
 
 if TYPE_CHECKING:  # the engine is only called, never constructed, here
     from fallwatch.pose.engine import PoseEngine
+    from fallwatch.pose.tracker import Tracker
     from fallwatch.rules.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,15 @@ def person_poses(persons: list[Any]) -> list[PersonPose]:
 
 
 class Pipeline:
-    def __init__(self, engine: "PoseEngine", rules: Rules, recorder: Optional["RecordingWriter"] = None) -> None:
+    """One camera's frames -> events. Cameras sharing one engine each have their own Pipeline, with their own
+    ``tracker`` (engine.make_tracker()) and rules; without a tracker the engine's own is used."""
+
+    def __init__(self, engine: "PoseEngine", rules: Rules, recorder: Optional["RecordingWriter"] = None,
+                 tracker: Optional["Tracker"] = None) -> None:
         self.engine = engine
         self._rules = rules
         self.recorder = recorder
+        self.tracker = tracker
         self._lock = threading.Lock()  # set_rules may come from a SIGHUP handler thread
         self.frames = 0
 
@@ -60,7 +65,10 @@ class Pipeline:
 
     def process(self, frame_rgb: np.ndarray, t: float, frame_no: int) -> FrameResult:
         """Pose + rules for one RGB frame. A malformed frame raises the engine's FrameError (callers skip it)."""
-        pose = self.engine.process(frame_rgb, t)
+        if self.tracker is None:
+            pose = self.engine.process(frame_rgb, t)
+        else:
+            pose = self.engine.process(frame_rgb, t, tracker=self.tracker)
         size = (int(frame_rgb.shape[1]), int(frame_rgb.shape[0]))
         people = person_poses(pose.persons)
         with self._lock:

@@ -27,11 +27,12 @@ from fallwatch.config.schema import Config
 from fallwatch.rules.alarm import worst
 
 from .camera_worker import CameraWorker
-from .capture import Capture, make_source
+from .capture import Capture
 from .logsetup import set_level
 from .notify import Notifier, Watchdog
 from .reload import BackgroundRead, log_changes, read_config, running_config
 from .signals import Shutdown, StopSignals
+from .sources import make_source
 from .stats import MqttStats, Snapshot, heartbeat, status_line
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,13 @@
 """Person detectors: SSD MobileNet COCO (int8, TFLite detection post-process), MoveNet MultiPose and BlazePose's.
 
-Each adapter is prepare input -> invoke -> decode, returning :class:`Detection` boxes in frame pixels. The SSD's
-built-in suppression is per class only and lets overlapping person boxes through, so we suppress them ourselves.
+Each adapter is a :class:`Detector` (prepare input -> invoke -> decode), returning :class:`Detection` boxes in frame
+pixels; ``DETECTORS`` maps a model's registry kind (pose/models.py) to its adapter. The SSD's built-in suppression
+is per class only and lets overlapping person boxes through, so we suppress them ourselves.
 """
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -53,19 +55,30 @@ def containment(a: tuple[float, float, float, float], b: tuple[float, float, flo
     return ix * iy / area if ix > 0 and iy > 0 and area > 0 else 0.0
 
 
-class SsdDetector:
+class Detector(ABC):
+    """A person detector on the whole frame: a frame in, person boxes (and what else the model gives) out."""
+
+    def __init__(self, model: Model, threshold: float):
+        self.model = model
+        self.threshold = threshold  # minimum person score
+        self.enhancer: Optional[Enhancer] = None  # night enhancement of the input (pose.enhance); the engine sets it
+
+    @abstractmethod
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """People in the HxWx3 uint8 RGB ``frame``, after non-maximum suppression."""
+
+
+class SsdDetector(Detector):
     """SSD MobileNet v1/v2 COCO with the TFLite detection post-process: boxes, classes, scores, count."""
 
     PERSON = 0
 
     def __init__(self, model: Model, threshold: float = 0.5, iou_threshold: float = 0.5):
-        self.model = model
-        self.threshold = threshold
+        super().__init__(model, threshold)
         self.iou_threshold = iou_threshold
         _, h, w, _ = model.input_shape
         self.size = (int(w), int(h))
         self._input = np.zeros((1, h, w, 3), dtype=model.input_dtype)
-        self.enhancer: Optional[Enhancer] = None  # night enhancement of the input (pose.enhance)
         if len(model.outputs) != 4:
             raise ValueError(f"{model.path.name} is not an SSD detection post-process model (4 outputs expected)")
 
@@ -89,17 +102,17 @@ class SsdDetector:
         return nms(dets, self.iou_threshold)
 
 
-class MultiPoseDetector:
+class MultiPoseDetector(Detector):
     """MoveNet MultiPose Lightning: up to 6 people with boxes and keypoints, on a letterboxed square input."""
 
+    MAX_THRESHOLD = 0.3  # MultiPose scores people lower than the SSD does; 0.3 is where its demos draw the line
+
     def __init__(self, model: Model, threshold: float = 0.3, input_size: int = 256, iou_threshold: float = 0.5):
-        self.model = model
-        self.threshold = threshold
+        super().__init__(model, min(threshold, self.MAX_THRESHOLD))
         self.iou_threshold = iou_threshold
         self.size = input_size  # a multiple of 32
         model.resize_input((1, input_size, input_size, 3))
         self._input = np.zeros((1, input_size, input_size, 3), dtype=np.uint8)
-        self.enhancer: Optional[Enhancer] = None
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         fh, fw = frame.shape[:2]
@@ -153,13 +166,12 @@ def blazepose_anchors(input_size: int = 224, strides: tuple[int, ...] = (8, 16, 
     return np.concatenate(centres).astype(np.float32)
 
 
-class BlazePoseDetector:
+class BlazePoseDetector(Detector):
     """MediaPipe's pose detector: letterboxed 224² input in [-1, 1]; boxes plus the alignment keypoints that give
     BlazePose's rotated region of interest (centre on the hips, size and angle from the hips->head vector)."""
 
     def __init__(self, model: Model, threshold: float = 0.5, iou_threshold: float = 0.3):
-        self.model = model
-        self.threshold = threshold
+        super().__init__(model, threshold)
         self.iou_threshold = iou_threshold
         _, h, w, _ = model.input_shape
         self.size = int(w)
@@ -171,7 +183,6 @@ class BlazePoseDetector:
                              f"{len(self.anchors)}")
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
-        self.enhancer: Optional[Enhancer] = None
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         from .estimator import alignment_crop
@@ -211,3 +222,11 @@ class BlazePoseDetector:
             x0, y0, x1, y1 = d.crop.box()
             d.box = (max(0.0, x0), max(0.0, y0), min(float(fw), x1), min(float(fh), y1))
         return kept
+
+
+# Model registry kind (pose/models.py ModelSpec.kind) -> the adapter that runs it.
+DETECTORS: dict[str, type[Detector]] = {
+    "detector": SsdDetector,
+    "multipose": MultiPoseDetector,
+    "blazepose_detector": BlazePoseDetector,
+}

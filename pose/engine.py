@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,11 +17,13 @@ from typing import Any, Optional
 import numpy as np
 
 from . import edgetpu_stack, runtime
-from .detector import BlazePoseDetector, MultiPoseDetector, SsdDetector
-from .edgetpu_marker import Marker, describe as describe_marker, leftover as leftover_marker
+from .detector import DETECTORS, Detector
+from .edgetpu_marker import Marker
+from .edgetpu_marker import describe as describe_marker
+from .edgetpu_marker import leftover as leftover_marker
 from .edgetpu_probe import ProbeResult, probe_model, run_probe
-from .enhance import EnhanceSettings, Enhancer
-from .estimator import BlazePoseEstimator, MoveNetEstimator
+from .enhance import Enhancer, EnhanceSettings
+from .estimator import ESTIMATORS, Estimator
 from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
 from .runtime import BackendError, Model
 from .tracker import Tracker, TrackerSettings
@@ -84,11 +87,13 @@ class PoseEngine:
         self.settings = settings
         self.model_dir = Path(model_dir)
         self.enhancer = Enhancer(settings.enhance)  # night enhancement of every model input (pose/enhance.py)
-        self._det_spec = _spec(settings.detector, ("detector", "multipose", "blazepose_detector"), "detector")
-        self._est_spec = _spec(settings.estimator, ("estimator", "blazepose_landmark"), "estimator")
+        self._det_spec = _spec(settings.detector, tuple(DETECTORS), "detector")
+        self._est_spec = _spec(settings.estimator, tuple(ESTIMATORS), "estimator")
         # Fail early on missing CPU models: they are the fallback whatever the backend.
         self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
         self.probe: Optional[ProbeResult] = None  # the isolated Edge TPU probe's result, if it ran
+        # every tracker made here (the default one, one per camera): a backend switch rebinds them all
+        self._trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
         self._marker: Optional[Marker] = None
         self._backend, self.backend_reason, models = self._open_models()
         try:
@@ -125,7 +130,8 @@ class PoseEngine:
             reason = "pose.backend is cpu"
         models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
                   for name, path in self._cpu_paths.items()}
-        tpu_wanted = s.backend == "auto" and reason != "pose.backend is cpu" and not reason.startswith("no Edge TPU build")
+        tpu_wanted = (s.backend == "auto" and reason != "pose.backend is cpu"
+                      and not reason.startswith("no Edge TPU build"))
         reason = f"{reason}; using CPU (XNNPACK, {threads} threads)"
         # A missing or silent TPU is worth a warning; CPU-only models on the CPU are just information.
         log.log(logging.WARNING if tpu_wanted else logging.INFO, "%s", reason)
@@ -199,27 +205,26 @@ class PoseEngine:
         s = self.settings
         self.detector_model = models[self._det_spec.name]
         self.estimator_model = models[self._est_spec.name]
-        if self._det_spec.kind == "multipose":
-            # MultiPose scores people lower than the SSD does; 0.3 is where its demos draw the line.
-            self.detector: Any = MultiPoseDetector(self.detector_model, threshold=min(s.detect_threshold, 0.3))
-        elif self._det_spec.kind == "blazepose_detector":
-            self.detector = BlazePoseDetector(self.detector_model, threshold=s.detect_threshold)
-        else:
-            self.detector = SsdDetector(self.detector_model, threshold=s.detect_threshold)
-        if self._est_spec.kind == "blazepose_landmark":
-            self.estimator: Any = BlazePoseEstimator(self.estimator_model)
-        else:
-            self.estimator = MoveNetEstimator(self.estimator_model)
+        self.detector: Detector = DETECTORS[self._det_spec.kind](self.detector_model, s.detect_threshold)
+        self.estimator: Estimator = ESTIMATORS[self._est_spec.kind](self.estimator_model)
         self.detector.enhancer = self.estimator.enhancer = self.enhancer
+        if not self._trackers:
+            self.tracker = self.make_tracker()  # the one process() uses unless given another
+        for tracker in self._trackers:  # a backend switch: tracks, ids and the detector's schedule stay
+            tracker.estimator, tracker.detector = self.estimator, self.detector
+
+    def make_tracker(self) -> Tracker:
+        """A tracker of its own (one per camera when several share this engine) on this engine's models; pass it
+        to :meth:`process`."""
+        s = self.settings
         sm = s.smoothing
         ts = TrackerSettings(detect_every=max(1, s.detect_every), track_timeout_s=s.track_timeout_s,
                              max_persons=max(1, s.max_persons), min_torso_score=s.min_torso_score,
                              rotation_retry=s.rotation_retry, smoothing=sm.enabled, min_cutoff=sm.min_cutoff,
                              beta=sm.beta, d_cutoff=sm.d_cutoff, ignore_zones=tuple(s.ignore_zones))
-        old = getattr(self, "tracker", None)
-        self.tracker = Tracker(self.estimator, self.detector, ts)
-        if old is not None:  # keep tracks, ids and the detector's schedule across a backend switch
-            self.tracker.restore(old.snapshot())
+        tracker = Tracker(self.estimator, self.detector, ts)
+        self._trackers.add(tracker)
+        return tracker
 
     def _fall_back_to_cpu(self, error: Exception) -> None:
         log.error("Edge TPU failed while running (%s); switching to the CPU twins", runtime._first_line(error))
@@ -232,8 +237,10 @@ class PoseEngine:
         self._build(models)
 
     # -- frames ----------------------------------------------------------------------------------------------
-    def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
-        """Tracked persons in one HxWx3 uint8 RGB frame taken at time ``t`` (seconds)."""
+    def process(self, frame_rgb: np.ndarray, t: float, tracker: Optional[Tracker] = None) -> PoseResult:
+        """Tracked persons in one HxWx3 uint8 RGB frame taken at time ``t`` (seconds), followed by ``tracker``
+        (one from :meth:`make_tracker`; default: the engine's own)."""
+        tracker = self.tracker if tracker is None else tracker
         frame = self._check(frame_rgb)
         try:
             t = float(t)
@@ -246,16 +253,16 @@ class PoseEngine:
         enh_ms0 = self.enhancer.total_ms
         # On the TPU, keep the tracker's state: an invoke that fails half-way through a step leaves some tracks
         # already moved on to this frame, and the CPU retry of the frame must start from where it started.
-        before = self.tracker.snapshot() if self._backend == "edgetpu" else None
+        before = tracker.snapshot() if self._backend == "edgetpu" else None
         t0 = time.perf_counter()
         try:
-            persons, st = self.tracker.step(frame, t)
+            persons, st = tracker.step(frame, t)
         except (RuntimeError, ValueError) as e:
             if before is None:
                 raise
-            self.tracker.restore(before)
+            tracker.restore(before)
             self._fall_back_to_cpu(e)
-            return self.process(frame, t)
+            return self.process(frame, t, tracker)
         total = (time.perf_counter() - t0) * 1000.0
         self.frames += 1
         stage = {

@@ -3,10 +3,14 @@
 A crop is a square in frame pixels (centre, side) with an optional rotation of the crop content. One
 ``cv2.warpAffine`` does crop, border padding, rotation and resize at once into a pre-allocated input buffer, and the
 same affine maps the model's keypoints back to frame pixels.
+
+Every estimator is an :class:`Estimator` adapter (prepare input -> invoke -> decode) returning an :class:`Estimate`;
+``ESTIMATORS`` maps a model's registry kind (pose/models.py) to its adapter.
 """
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,26 +74,56 @@ def torso_score(kps: np.ndarray) -> float:
     return float(min(max(s[L_SHOULDER], s[R_SHOULDER]), max(s[L_HIP], s[R_HIP])))
 
 
-class MoveNetEstimator:
+@dataclass
+class Estimate:
+    """What an estimator found in one crop: everything the tracker needs, whichever model ran."""
+
+    kps: np.ndarray  # (17, 3) x, y in frame pixels and a 0..1 score, COCO-17 order
+    crop: Crop  # the crop it looked in (with the angle that was used)
+    kps33: Optional[np.ndarray] = None  # BlazePose: its 33 landmarks (x, y, score) in frame pixels
+    roi: Optional[Crop] = None  # BlazePose: the next frame's region of interest its landmarks give (rotated)
+    dark: bool = False  # night enhancement had to stretch this crop (a dark one)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.kps[:, 2]
+
+
+class Estimator(ABC):
+    """A single-person keypoint model: a crop of the frame in, an :class:`Estimate` out."""
+
+    keypoint_count: int  # keypoints the model itself outputs (before mapping to COCO-17)
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.enhancer: Optional[Enhancer] = None  # night enhancement of the crop (pose.enhance); the engine sets it
+
+    @abstractmethod
+    def estimate(self, frame: np.ndarray, crop: Crop) -> Estimate:
+        """The person in ``crop`` of the HxWx3 uint8 RGB ``frame``."""
+
+    def _enhance(self, model_input: np.ndarray) -> bool:
+        """Night enhancement of the model input in place; True when the crop was dark enough to need it."""
+        return self.enhancer is not None and self.enhancer.apply(model_input)
+
+
+class MoveNetEstimator(Estimator):
     """MoveNet SinglePose (int8, uint8 input 0..255, output (y, x, score) normalised to the input)."""
 
     keypoint_count = 17
 
     def __init__(self, model: Model):
-        self.model = model
+        super().__init__(model)
         _, h, w, _ = model.input_shape
         self.size = int(w)
         self._input = np.zeros((1, h, w, 3), dtype=model.input_dtype)
         self._uv1 = np.ones((17, 3), dtype=np.float64)
-        self.enhancer: Optional[Enhancer] = None  # night enhancement of the crop (pose.enhance)
 
-    def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray:
-        """Keypoints (17, 3) as (x, y, score) in frame pixels for the person in ``crop``."""
+    def estimate(self, frame: np.ndarray, crop: Crop) -> Estimate:
         m = crop.matrix(self.size)
         cv2.warpAffine(frame, m, (self.size, self.size), dst=self._input[0],
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        if self.enhancer is not None:
-            self.enhancer.apply(self._input[0])
+        dark = self._enhance(self._input[0])
         out = self.model.run(self._input)[0].reshape(17, 3)
         uv1 = self._uv1
         uv1[:, 0] = out[:, 1] * self.size
@@ -97,33 +131,29 @@ class MoveNetEstimator:
         kps = np.empty((17, 3), dtype=np.float32)
         kps[:, :2] = uv1 @ m.T
         kps[:, 2] = out[:, 2]
-        return kps
+        return Estimate(kps, crop, dark=dark)
 
 
-class BlazePoseEstimator:
+class BlazePoseEstimator(Estimator):
     """BlazePose GHUM full landmark model (fp32 input 0..1, 39 landmarks in input pixels; 33 are the body, 33 and
     34 are the alignment points that give the next frame's region of interest, as MediaPipe tracks it)."""
 
     keypoint_count = 33
 
     def __init__(self, model: Model):
-        self.model = model
+        super().__init__(model)
         _, h, w, _ = model.input_shape
         self.size = int(w)
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
         self._uv1 = np.ones((35, 3), dtype=np.float64)
-        self.enhancer: Optional[Enhancer] = None
-        self.last33: Optional[np.ndarray] = None
-        self.last_roi: Optional[Crop] = None
         self._which = [model.output_where(lambda s: s[-1] == 195), model.output_where(lambda s: s == (1, 1))]
 
-    def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray:
+    def estimate(self, frame: np.ndarray, crop: Crop) -> Estimate:
         m = crop.matrix(self.size)
         cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb,
                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        if self.enhancer is not None:
-            self.enhancer.apply(self._rgb)
+        dark = self._enhance(self._rgb)
         np.multiply(self._rgb, 1.0 / 255.0, out=self._input[0], casting="unsafe")
         landmarks, flag = self.model.run(self._input, self._which)
         landmarks = landmarks.reshape(39, 5)
@@ -136,9 +166,8 @@ class BlazePoseEstimator:
         kps33[:, :2] = xy[:33]
         # visibility is a logit; the pose flag scales it so an empty crop has no confident keypoints.
         kps33[:, 2] = presence / (1.0 + np.exp(-np.clip(landmarks[:33, 3], -80, 80)))
-        self.last33 = kps33
-        self.last_roi = alignment_crop(xy[33], xy[34]) if presence >= 0.5 else None
-        return kps33[BLAZEPOSE_TO_COCO].copy()
+        roi = alignment_crop(xy[33], xy[34]) if presence >= 0.5 else None
+        return Estimate(kps33[BLAZEPOSE_TO_COCO].copy(), crop, kps33=kps33, roi=roi, dark=dark)
 
 
 def alignment_crop(centre: np.ndarray, top: np.ndarray, scale: float = 1.25) -> Crop:
@@ -147,3 +176,10 @@ def alignment_crop(centre: np.ndarray, top: np.ndarray, scale: float = 1.25) -> 
     ux, uy = float(top[0] - centre[0]), float(top[1] - centre[1])
     side = max(2.0 * float(np.hypot(ux, uy)) * scale, 16.0)
     return Crop(float(centre[0]), float(centre[1]), side, float(np.degrees(np.arctan2(ux, -uy))))
+
+
+# Model registry kind (pose/models.py ModelSpec.kind) -> the adapter that runs it.
+ESTIMATORS: dict[str, type[Estimator]] = {
+    "estimator": MoveNetEstimator,
+    "blazepose_landmark": BlazePoseEstimator,
+}

@@ -10,13 +10,25 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional
 
 import numpy as np
 
-from .detector import Detection, containment, iou
-from .estimator import Crop, L_HIP, L_SHOULDER, R_HIP, R_SHOULDER, crop_around_box, torso_score, whole_frame_crop
+from .detector import Detection, Detector, containment, iou
+from .estimator import (
+    L_HIP,
+    L_SHOULDER,
+    R_HIP,
+    R_SHOULDER,
+    Crop,
+    Estimate,
+    Estimator,
+    crop_around_box,
+    torso_score,
+    whole_frame_crop,
+)
 from .smoothing import OneEuroFilter
 from .types import Person
 
@@ -27,14 +39,6 @@ TORSO = (L_SHOULDER, R_SHOULDER, L_HIP, R_HIP)
 RETRY_COOLDOWN_FRAMES = 5
 CROP_SHRINK = 0.85  # a crop shrinks by at most this factor from one frame to the next
 NIGHT_CROP_SHRINK = 0.95  # ...and by this much when the crop was dark (night enhancement on)
-
-
-class Estimator(Protocol):
-    def estimate(self, frame: np.ndarray, crop: Crop) -> np.ndarray: ...
-
-
-class Detector(Protocol):
-    def detect(self, frame: np.ndarray) -> list[Detection]: ...
 
 
 @dataclass
@@ -131,14 +135,6 @@ def crop_from_keypoints(kps: np.ndarray, fallback_box: tuple[float, float, float
     return Crop(cx, cy, 2.0 * half, angle)
 
 
-@dataclass
-class Estimate:
-    kps: np.ndarray  # (17, 3) frame pixels
-    crop: Crop  # the crop it came from (with the angle that won)
-    kps33: Optional[np.ndarray] = None
-    roi: Optional[Crop] = None
-
-
 def _quality(kps: np.ndarray) -> float:
     return 0.5 * torso_score(kps) + 0.5 * float(kps[:, 2].mean())
 
@@ -152,6 +148,7 @@ class Tracker:
         self._next_id = 1
         self._since_detect = 0
         self._anyone_last_frame = False
+        self._dark = False  # the newest estimator crop was a dark one that night enhancement had to stretch
 
     def reset(self) -> None:
         self.tracks.clear()
@@ -167,19 +164,20 @@ class Tracker:
             if tr.filter is not None:
                 c.filter = copy.copy(tr.filter)
             tracks.append(c)
-        return tracks, self._next_id, self._since_detect, self._anyone_last_frame
+        return tracks, self._next_id, self._since_detect, self._anyone_last_frame, self._dark
 
     def restore(self, snapshot: tuple) -> None:
-        tracks, self._next_id, self._since_detect, self._anyone_last_frame = snapshot
+        tracks, self._next_id, self._since_detect, self._anyone_last_frame, self._dark = snapshot
         self.tracks = list(tracks)
 
     # -- estimation ------------------------------------------------------------------------------------------
     def _estimate(self, frame: np.ndarray, crop: Crop, st: StepStats) -> Estimate:
         t0 = time.perf_counter()
-        kps = self.estimator.estimate(frame, crop)
+        e = self.estimator.estimate(frame, crop)
         st.estimate_ms += (time.perf_counter() - t0) * 1000.0
         st.estimator_calls += 1
-        return Estimate(kps, crop, getattr(self.estimator, "last33", None), getattr(self.estimator, "last_roi", None))
+        self._dark = e.dark
+        return e
 
     def _estimate_best(self, frame: np.ndarray, crop: Crop, box: tuple[float, float, float, float],
                        st: StepStats, aligned: bool = False, track: Optional[Track] = None) -> Estimate:
@@ -254,11 +252,11 @@ class Tracker:
                 e = self._estimate_best(frame, whole_frame_crop(fw, fh), (0.0, 0.0, float(fw), float(fh)), st)
                 if torso_score(e.kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
                     box = keypoint_box(e.kps)
-                    tr = self._find_track(box) if box is not None else None
-                    if box is not None and tr is None and not in_ignore_zone(box, self.s.ignore_zones, fw, fh):
+                    known = self._find_track(box) if box is not None else None
+                    if box is not None and known is None and not in_ignore_zone(box, self.s.ignore_zones, fw, fh):
                         self._new_track(e, box, t)
-                    elif tr is not None:  # a lost track found again (a dark, noisy frame lost it): same person
-                        self._update(tr, e, t, box)
+                    elif known is not None:  # a lost track found again (a dark, noisy frame lost it): same person
+                        self._update(known, e, t, box)
 
         self._drop_duplicates()
         self.tracks = [tr for tr in self.tracks if self._alive(tr, t)]
@@ -269,11 +267,6 @@ class Tracker:
         """Seen within track_timeout_s of ``t``, either way: when time jumps back (a restarted source) a track
         last seen "in the future" is as stale as one not seen for that long, not immortal until time catches up."""
         return abs(t - tr.last_seen) <= self.s.track_timeout_s
-
-    def _dark(self) -> bool:
-        """Whether the estimator's newest crop was a dark one that night enhancement had to stretch."""
-        last = getattr(getattr(self.estimator, "enhancer", None), "last", None)
-        return bool(last is not None and last.enhanced)
 
     def _next_crop(self, tr: Track, fw: int, fh: int) -> tuple[Crop, bool]:
         """The crop to look for this track in, and whether it is aligned with the body already."""
@@ -291,7 +284,7 @@ class Tracker:
             # People do not shrink fast: a crop that collapses onto the few keypoints it is sure of (a person
             # lying on a bed, half hidden) loses the rest of the body, and then the person.
             # In the dark fewer keypoints pass KP_THRESHOLD, so the box they give is too small: shrink slower.
-            shrink = NIGHT_CROP_SHRINK if self._dark() else CROP_SHRINK
+            shrink = NIGHT_CROP_SHRINK if self._dark else CROP_SHRINK
             crop.size = min(max(crop.size, tr.crop.size * shrink), longest * 1.2)
         return crop, False
 
@@ -326,7 +319,7 @@ class Tracker:
             found += 1
         return found
 
-    def _find_track(self, box: tuple[float, float, float, float], exclude: set[int] = frozenset()
+    def _find_track(self, box: tuple[float, float, float, float], exclude: AbstractSet[int] = frozenset()
                     ) -> Optional[Track]:
         """The track best overlapping ``box`` (IoU ≥ 0.3, one inside the other, or its hip centre inside)."""
         best, best_iou = None, 0.0
@@ -387,5 +380,6 @@ class Tracker:
     @staticmethod
     def _person(tr: Track) -> Person:
         smoothed = tr.smoothed if tr.smoothed is not None else tr.kps
-        return Person(track_id=tr.id, box=tuple(float(v) for v in tr.box), score=tr.score, keypoints=smoothed,
-                      keypoints_raw=tr.kps, keypoints33=tr.kps33, detected=tr.detected)
+        x0, y0, x1, y1 = tr.box
+        return Person(track_id=tr.id, box=(float(x0), float(y0), float(x1), float(y1)), score=tr.score,
+                      keypoints=smoothed, keypoints_raw=tr.kps, keypoints33=tr.kps33, detected=tr.detected)

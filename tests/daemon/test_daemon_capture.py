@@ -13,18 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import CameraConfig
-from fallwatch.daemon import capture as capmod
-from fallwatch.daemon.capture import (
-    Capture,
-    ImageFolderSource,
-    OpenCVCameraSource,
-    Source,
-    SourceError,
-    make_source,
-    open_capture,
-    to_rgb,
-    transform,
-)
+from fallwatch.daemon import sources as srcmod
+from fallwatch.daemon.capture import Capture, open_capture, to_rgb, transform
+from fallwatch.daemon.sources import ImageFolderSource, OpenCVCameraSource, Source, SourceError, make_source
 from waiting import wait_until
 
 CLIP_30FPS = "Subject 1/Fall/15.mp4"  # 640x480, 30 fps, 178 frames
@@ -315,16 +306,16 @@ def test_source_errors_are_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mo
     empty.mkdir()
     with pytest.raises(SourceError, match="holds no images"):
         open_capture(CameraConfig(source=str(empty)))
-    monkeypatch.setattr(capmod, "picamera2_available", lambda: False)
-    monkeypatch.setattr(capmod, "v4l2_cameras", lambda: [])
+    monkeypatch.setattr(srcmod, "picamera2_available", lambda: False)
+    monkeypatch.setattr(srcmod, "v4l2_cameras", lambda: [])
     with pytest.raises(SourceError) as info:
         make_source(CameraConfig(source="auto"))
     assert str(info.value).startswith("no camera found") and "\n" not in str(info.value)
 
 
 def test_auto_falls_back_to_v4l2_when_picamera2_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(capmod, "picamera2_available", lambda: False)
-    monkeypatch.setattr(capmod, "v4l2_cameras", lambda: ["/dev/video3"])
+    monkeypatch.setattr(srcmod, "picamera2_available", lambda: False)
+    monkeypatch.setattr(srcmod, "v4l2_cameras", lambda: ["/dev/video3"])
     source = make_source(CameraConfig(source="auto"))
     assert isinstance(source, OpenCVCameraSource) and source.target == "/dev/video3"
 
@@ -338,11 +329,11 @@ def test_picamera2_absent_is_a_clear_error_not_a_crash() -> None:
         pytest.skip("picamera2 is installed here")
     with pytest.raises(SourceError, match="python3-picamera2"):
         make_source(CameraConfig(source="picamera2"))
-    assert capmod.picamera2_available() is False
+    assert srcmod.picamera2_available() is False
 
 
 def test_auto_finds_no_camera_on_this_machine() -> None:
-    if capmod.v4l2_cameras() or capmod.picamera2_available():
+    if srcmod.v4l2_cameras() or srcmod.picamera2_available():
         pytest.skip("this machine has a camera")
     with pytest.raises(SourceError, match="no camera found"):
         make_source(CameraConfig(source="auto"))
@@ -402,7 +393,7 @@ def test_picamera2_code_path_with_a_stand_in_module(monkeypatch: pytest.MonkeyPa
     FakePicamera2.instances.clear()
     cam = CameraConfig(source="auto", width=320, height=240, fps=12, rotate=180)
     source = make_source(cam)
-    assert isinstance(source, capmod.PiCamera2Source), "auto prefers the Pi camera when picamera2 sees one"
+    assert isinstance(source, srcmod.PiCamera2Source), "auto prefers the Pi camera when picamera2 sees one"
     capture = open_capture(cam)
     try:
         frame = capture.get(5)
@@ -436,7 +427,7 @@ def test_picamera2_gets_the_night_exposure_limits(monkeypatch: pytest.MonkeyPatc
     assert controls == {"FrameDurationLimits": (66667, 125000), "ExposureTime": 60000, "AnalogueGain": 6.0,
                         "NoiseReductionMode": 2}
     # min_fps at or above fps keeps the frame rate fixed
-    assert capmod.picamera2_controls(CameraConfig(fps=15, min_fps=30)) == {"FrameDurationLimits": (66667, 66667)}
+    assert srcmod.picamera2_controls(CameraConfig(fps=15, min_fps=30)) == {"FrameDurationLimits": (66667, 66667)}
 
 
 def test_night_camera_settings_are_validated() -> None:
@@ -458,7 +449,7 @@ def test_picamera2_without_a_camera_is_retried(monkeypatch: pytest.MonkeyPatch,
     module = types.ModuleType("picamera2")
     module.Picamera2 = type("NoCam", (FakePicamera2,), {"cameras": []})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "picamera2", module)
-    monkeypatch.setattr(capmod, "v4l2_cameras", lambda: [])
+    monkeypatch.setattr(srcmod, "v4l2_cameras", lambda: [])
     with pytest.raises(SourceError, match="no camera found"):
         make_source(CameraConfig(source="auto"))
     caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
@@ -534,9 +525,9 @@ def test_v4l2_discovery_skips_pi_codecs_isps_and_metadata_nodes(tmp_path: Path) 
         (sysfs / node).mkdir(parents=True)
         (sysfs / node / "name").write_text(name + "\n")
         (sysfs / node / "index").write_text(f"{index}\n")
-    assert capmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video2")]
+    assert srcmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video2")]
     (dev / "video0").touch()  # no sysfs entry (e.g. v4l2loopback in a container): taken, and first
-    assert capmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video0"), str(dev / "video2")]
+    assert srcmod.v4l2_cameras(str(dev), str(sysfs)) == [str(dev / "video0"), str(dev / "video2")]
 
 
 def test_image_folder_plays_numbered_frames_in_numeric_order(tmp_path: Path, images_dir: Path) -> None:
@@ -685,7 +676,7 @@ def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled
     script = (
         "import sys, logging\n"
         "logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format='%(levelname)s %(message)s')\n"
-        "from fallwatch.daemon.capture import ImageFolderSource\n"
+        "from fallwatch.daemon.sources import ImageFolderSource\n"
         "src = ImageFolderSource(sys.argv[1], 10); src.open()\n"
         "for _ in range(3):\n"
         "    got = src.read()\n"
@@ -723,7 +714,7 @@ def test_a_damaged_video_says_so_and_one_with_no_frame_fails(clips: Path, tmp_pa
     # decodable frame ended as "eof" after 0 frames (the daemon exited 0). Now the damage is skipped and said,
     # and a file that gives no frame fails.
     path = _damaged_copy(clips, tmp_path, 0.5, 0.75)
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.capture"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.sources"):
         capture = open_capture(CameraConfig(source=str(path), realtime=False))
         try:
             frames = drain(capture, 60)

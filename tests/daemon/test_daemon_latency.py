@@ -8,9 +8,10 @@ from typing import Optional
 
 import numpy as np
 from fallwatch.config.schema import Config
-from fallwatch.daemon.capture import Capture, Source
+from fallwatch.daemon.capture import Capture
 from fallwatch.daemon.notify import Notifier
 from fallwatch.daemon.service import Daemon
+from fallwatch.daemon.sources import Source
 from fallwatch.pose.types import PoseResult
 from waiting import wait_until
 

@@ -12,10 +12,11 @@ from typing import Optional
 import numpy as np
 import pytest
 from fallwatch.config.schema import Config
-from fallwatch.daemon.capture import Capture, Source
+from fallwatch.daemon.capture import Capture
 from fallwatch.daemon.logsetup import setup_logging
 from fallwatch.daemon.notify import Notifier, Watchdog
 from fallwatch.daemon.service import Daemon
+from fallwatch.daemon.sources import Source
 from fallwatch.pose.types import PoseResult
 from waiting import wait_until
 

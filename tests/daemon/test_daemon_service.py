@@ -270,7 +270,7 @@ def test_fall_clip_logs_the_event(run_daemon, data_dir: Path, tmp_path: Path) ->
 
 
 def test_no_camera_is_one_clear_line(run_daemon, tmp_path: Path) -> None:
-    from fallwatch.daemon.capture import picamera2_available, v4l2_cameras
+    from fallwatch.daemon.sources import picamera2_available, v4l2_cameras
 
     if v4l2_cameras() or picamera2_available():
         pytest.skip("this machine has a camera")
@@ -494,9 +494,10 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(data_d
     # lay, is not their recovery (only they, seen getting up there, are: tests/rules/test_rules_floor.py).
     import cv2
     from fallwatch.config.schema import Config
-    from fallwatch.daemon.capture import Capture, EndOfStream, Source
+    from fallwatch.daemon.capture import Capture
     from fallwatch.daemon.service import Daemon
     from fallwatch.daemon.settings import make_engine
+    from fallwatch.daemon.sources import EndOfStream, Source
 
     class FallEmptyThenStanding(Source):
         """The fall clip at its own time stamps, 4 s of an empty room, then 5 s of a person standing, 10 fps."""
@@ -550,9 +551,10 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     # SIGHUP with new thresholds of the same strategy applies them in place: the fallen person's incident
     # (and so the alarm and the coming person_down) survives the reload.
     import cv2
-    from fallwatch.daemon.capture import Capture, EndOfStream, Source
+    from fallwatch.daemon.capture import Capture
     from fallwatch.daemon.service import Daemon
     from fallwatch.daemon.settings import make_engine
+    from fallwatch.daemon.sources import EndOfStream, Source
 
     config_file = tmp_path / "fallwatch.yaml"
     base = "mqtt:\n  enabled: false\ndebug:\n  enabled: false\ncamera:\n  realtime: false\n"
@@ -599,8 +601,8 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
 
 
 def test_reload_log_shows_changes_without_their_secrets() -> None:
-    from fallwatch.config.loader import parse_config
     from fallwatch.config.changes import config_changes
+    from fallwatch.config.loader import parse_config
 
     old = parse_config("camera:\n  source: rtsp://cam:old-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p1\n")
     new = parse_config("camera:\n  source: rtsp://cam:new-secret@192.0.2.9/s\nmqtt:\n  username: u\n  password: p2\n")

@@ -54,3 +54,46 @@ def test_bench_text_and_bad_source(data_dir: Path, model_dir: Path, tmp_path: Pa
     assert rc == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("fallwatch bench: ") and "junk.mp4" in err[-1]
+
+
+def short_clip(clips: Path, tmp_path: Path, frames: int = 24) -> Path:
+    """The first ``frames`` frames of a real clip, re-encoded."""
+    cap = cv2.VideoCapture(str(clips / "Subject 1" / "Fall" / "15.mp4"))
+    out = tmp_path / "short.mp4"
+    writer = None
+    for _ in range(frames):
+        ok, bgr = cap.read()
+        assert ok
+        if writer is None:
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (bgr.shape[1], bgr.shape[0]))
+        writer.write(bgr)
+    cap.release()
+    assert writer is not None
+    writer.release()
+    return out
+
+
+def test_bench_cameras_prints_per_camera_figures(data_dir: Path, model_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
+    clip = short_clip(data_dir / "gmdcsa24-dev", tmp_path)
+    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--cameras", "2"])
+    assert rc == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "as 2 cameras sharing one engine" in out[0] and "48 frames" in out[0] and "fps through the engine" in out[0]
+    assert out[1].startswith("  camera1: 24 frames, ") and out[1].endswith(" fps, 0 dropped"), out
+    assert out[2].startswith("  camera2: 24 frames, ") and out[2].endswith(" fps, 0 dropped"), out
+    assert "overhead ratio" in out[3]
+
+    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--cameras", "3", "--loops", "2",
+                   "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cameras"] == 3 and report["frames"] == 3 * 2 * 24 and report["fps"] > 0
+    assert {name: cam["frames"] for name, cam in report["per_camera"].items()} == {
+        "camera1": 48, "camera2": 48, "camera3": 48}
+    assert report["overhead_ratio"] >= 1.0 and report["rules"] is True
+
+    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--cameras", "0"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == "fallwatch bench: --cameras must be at least 1, not 0"

@@ -153,3 +153,23 @@ def test_a_long_lost_track_does_not_overflow_its_search(model_dir: Path, images_
     engine.tracker.tracks[0].lost = 3000
     result = engine.process(np.zeros((480, 640, 3), dtype=np.uint8), 50.0)
     assert result.persons == [] and len(engine.tracker.tracks) == 1  # still searching, within its timeout
+
+
+def test_cameras_sharing_one_engine_each_keep_their_own_tracks(model_dir: Path, data_dir: Path) -> None:
+    """Two trackers on one engine, fed alternately (two cameras): each gives what an engine of its own gives."""
+    frames = first_frames(data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4", 30)
+    alone = PoseEngine(PoseSettings(backend="cpu"), model_dir)
+    shared = PoseEngine(PoseSettings(backend="cpu"), model_dir)
+    first, second = shared.make_tracker(), shared.make_tracker()
+    blank = np.zeros_like(frames[0][1])
+    for i, (t, rgb) in enumerate(frames):
+        expected = alone.process(rgb, t)
+        a = shared.process(rgb, t, first)
+        shared.process(blank, t, second)  # an empty room on the other camera: it must not end the first's tracks
+        b = shared.process(rgb, t, second) if i >= 10 else None  # a camera that starts later starts afresh
+        assert [p.track_id for p in a.persons] == [p.track_id for p in expected.persons], i
+        for pa, pe in zip(a.persons, expected.persons, strict=True):
+            np.testing.assert_allclose(pa.keypoints, pe.keypoints, atol=1e-3, err_msg=f"frame {i}")
+        if b is not None:
+            assert [p.track_id for p in b.persons] == [1], i
+    assert len(first.tracks) == 1 and shared.tracker.tracks == []
