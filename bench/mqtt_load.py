@@ -15,6 +15,7 @@ events), the broker's CPU (from /proc/<pid>/stat) and what the restart did: even
 time until every device was back online, and until the backlog had arrived. Exit status 1 if any event was lost.
 The machine is shared: compare runs made one after the other, not with figures from elsewhere.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,12 +40,21 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICES_PER_PROCESS = 50
-FDS_PER_DEVICE = 8      # paho socket + its wake-up socket pair, the outbox's db, -wal and -shm, some slack
+FDS_PER_DEVICE = 8  # paho socket + its wake-up socket pair, the outbox's db, -wal and -shm, some slack
 
 # A fall event as the daemon publishes it (the README's example); id, ts and t_pub are set per event.
-EVENT_TEMPLATE = {"event": "fall", "source": "camera", "t": 1.984, "frame": 58, "track": 1, "confidence": 0.6,
-                  "spine_angle_deg": 24.3, "angle_change_deg": 21.3, "descent_rate": 0.84,
-                  "box": [213.6, 318.7, 405.0, 476.5]}
+EVENT_TEMPLATE = {
+    "event": "fall",
+    "source": "camera",
+    "t": 1.984,
+    "frame": 58,
+    "track": 1,
+    "confidence": 0.6,
+    "spine_angle_deg": 24.3,
+    "angle_change_deg": 21.3,
+    "descent_rate": 0.84,
+    "box": [213.6, 318.7, 405.0, 476.5],
+}
 STATUS = {"backend": "cpu", "camera": "ok", "fps": 15.0, "persons": 1, "dropped_frames": 0, "state": "ok"}
 
 
@@ -55,8 +65,10 @@ def raise_fd_limit(needed: int) -> int:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     if target < needed:
-        sys.exit(f"mqtt_load: needs about {needed} open files but the hard limit (ulimit -Hn) is {target}; "
-                 f"raise it or use fewer --devices")
+        sys.exit(
+            f"mqtt_load: needs about {needed} open files but the hard limit (ulimit -Hn) is {target}; "
+            f"raise it or use fewer --devices"
+        )
     return target
 
 
@@ -74,19 +86,39 @@ def percentile(values: list[float], q: float) -> Optional[float]:
 
 
 # ------------------------------------------------------------------------------------------------ worker process
-def worker(index: int, port: int, devices: list[str], state_root: str, rate: float, processes: int,
-           ready: Any, go: Any, results: Any, stop: Any, log_file: str) -> None:
+def worker(
+    index: int,
+    port: int,
+    devices: list[str],
+    state_root: str,
+    rate: float,
+    processes: int,
+    ready: Any,
+    go: Any,
+    results: Any,
+    stop: Any,
+    log_file: str,
+) -> None:
     """One process: ``devices`` publishers as threads; queues events on schedule; reports the ids it queued."""
-    logging.basicConfig(level=logging.WARNING, filename=log_file,
-                        format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, filename=log_file, format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s"
+    )
     from fallwatch.config.schema import MqttConfig
     from fallwatch.daemon.mqtt import MqttPublisher
 
     pubs = []
     for device in devices:
-        cfg = MqttConfig.model_validate({"host": "127.0.0.1", "port": port, "device_id": device,
-                                         "state_dir": str(Path(state_root) / device), "heartbeat_s": 1,
-                                         "reconnect_max_s": 1, "outbox_max": 100000})
+        cfg = MqttConfig.model_validate(
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "device_id": device,
+                "state_dir": str(Path(state_root) / device),
+                "heartbeat_s": 1,
+                "reconnect_max_s": 1,
+                "outbox_max": 100000,
+            }
+        )
         pub = MqttPublisher(cfg, camera="camera", version="load-test", status=lambda: dict(STATUS))
         pub.start()
         pubs.append(pub)
@@ -125,13 +157,14 @@ class Recorder:
 
     def __init__(self, port: int):
         self.lock = threading.Lock()
-        self.first: dict[str, tuple[float, float]] = {}   # id -> (arrival, t_pub)
+        self.first: dict[str, tuple[float, float]] = {}  # id -> (arrival, t_pub)
         self.duplicates = 0
         self.heartbeats = 0
-        self.online: dict[str, float] = {}                # device -> arrival of its last "online"
+        self.online: dict[str, float] = {}  # device -> arrival of its last "online"
         self.subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"load-sub-{uuid.uuid4().hex[:6]}",
-                                  clean_session=False)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"load-sub-{uuid.uuid4().hex[:6]}", clean_session=False
+        )
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
@@ -144,7 +177,7 @@ class Recorder:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if flags.session_present:
-            return   # the broker kept the subscriptions (and queued QoS 1 messages); subscribing again would
+            return  # the broker kept the subscriptions (and queued QoS 1 messages); subscribing again would
             #          replay the retained availability messages
         client.subscribe([("fallwatch/+/event", 1), ("fallwatch/+/heartbeat", 0), ("fallwatch/+/availability", 1)])
 
@@ -173,8 +206,9 @@ class Recorder:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", "-n", type=int, default=50, help="simulated devices (default 50)")
-    ap.add_argument("--processes", type=int, default=None, help=f"worker processes (default one per "
-                                                                f"{DEVICES_PER_PROCESS} devices)")
+    ap.add_argument(
+        "--processes", type=int, default=None, help=f"worker processes (default one per {DEVICES_PER_PROCESS} devices)"
+    )
     ap.add_argument("--duration", type=float, default=40.0, help="seconds of events (default 40)")
     ap.add_argument("--rate", type=float, default=1.0, help="events per second per device (default 1)")
     ap.add_argument("--outage", type=float, default=3.0, help="seconds the broker is down mid-run (0: no restart)")
@@ -192,26 +226,53 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     try:
         mosquitto_binary()
-    except BaseException as exc:   # pytest's fail() outside pytest: say it in one line
+    except BaseException as exc:  # pytest's fail() outside pytest: say it in one line
         sys.exit(f"mqtt_load: {exc}")
     fd_limit = raise_fd_limit(args.devices * FDS_PER_DEVICE // processes + args.devices + 256)
     workdir = Path(tempfile.mkdtemp(prefix="fallwatch-mqtt-load-", dir=args.state_dir))
-    broker = Mosquitto(workdir, persistent=True, extra_conf=(
-        "allow_anonymous true\n"
-        "max_connections -1\n"            # no limit beyond the open-files limit raised above
-        "max_queued_messages 1000000\n"   # the subscriber's backlog across the restart must not be cut
-        "max_inflight_messages 100\n")).start()
+    broker = Mosquitto(
+        workdir,
+        persistent=True,
+        extra_conf=(
+            "allow_anonymous true\n"
+            "max_connections -1\n"  # no limit beyond the open-files limit raised above
+            "max_queued_messages 1000000\n"  # the subscriber's backlog across the restart must not be cut
+            "max_inflight_messages 100\n"
+        ),
+    ).start()
     log = workdir / "workers.log"
     ctx = mp.get_context("spawn")
     ready, go, results, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
     names = [f"load-{i:03d}" for i in range(args.devices)]
-    procs = [ctx.Process(target=worker, daemon=True,
-                         args=(w, broker.port, names[w::processes], str(workdir / "state"), args.rate, processes,
-                               ready, go, results, stop, str(log)))
-             for w in range(processes)]
+    procs = [
+        ctx.Process(
+            target=worker,
+            daemon=True,
+            args=(
+                w,
+                broker.port,
+                names[w::processes],
+                str(workdir / "state"),
+                args.rate,
+                processes,
+                ready,
+                go,
+                results,
+                stop,
+                str(log),
+            ),
+        )
+        for w in range(processes)
+    ]
     recorder = Recorder(broker.port)
-    report: dict[str, Any] = {"devices": args.devices, "processes": processes, "duration_s": args.duration,
-                              "rate_per_device": args.rate, "heartbeat_s": 1, "open_files_limit": fd_limit}
+    report: dict[str, Any] = {
+        "devices": args.devices,
+        "processes": processes,
+        "duration_s": args.duration,
+        "rate_per_device": args.rate,
+        "heartbeat_s": 1,
+        "open_files_limit": fd_limit,
+    }
     try:
         t0 = time.monotonic()
         for proc in procs:
@@ -234,7 +295,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             report["broker_cpu_steady_pct"] = round(100 * (cpu_now - cpu_before) / (time.monotonic() - start_at), 1)
             broker_cpu += cpu_now - cpu_before
             outage["stopped"] = time.monotonic()
-            broker.stop()   # SIGTERM: mosquitto saves its sessions and queued messages, as on a system restart
+            broker.stop()  # SIGTERM: mosquitto saves its sessions and queued messages, as on a system restart
             time.sleep(max(0.0, outage["stopped"] + args.outage - time.monotonic()))
             broker.start()
             outage["started"] = time.monotonic()
@@ -273,28 +334,40 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     delivered = expected & set(first)
     latencies = [first[i][0] - first[i][1] for i in delivered]
-    report.update({
-        "events_expected": len(expected), "events_delivered": len(delivered), "events_lost": len(expected - delivered),
-        "duplicates": duplicates, "unexpected_ids": len(set(first) - expected), "left_in_outboxes": left,
-        "events_per_s": round(len(expected) / args.duration, 1), "max_schedule_lag_s": max_lag,
-        "heartbeats_received": heartbeats,
-        "latency_ms": {"p50": _ms(percentile(latencies, 50)), "p99": _ms(percentile(latencies, 99)),
-                       "max": _ms(max(latencies, default=None))},
-        "drain_after_last_event_s": round(drained - end_of_events, 2),
-    })
+    report.update(
+        {
+            "events_expected": len(expected),
+            "events_delivered": len(delivered),
+            "events_lost": len(expected - delivered),
+            "duplicates": duplicates,
+            "unexpected_ids": len(set(first) - expected),
+            "left_in_outboxes": left,
+            "events_per_s": round(len(expected) / args.duration, 1),
+            "max_schedule_lag_s": max_lag,
+            "heartbeats_received": heartbeats,
+            "latency_ms": {
+                "p50": _ms(percentile(latencies, 50)),
+                "p99": _ms(percentile(latencies, 99)),
+                "max": _ms(max(latencies, default=None)),
+            },
+            "drain_after_last_event_s": round(drained - end_of_events, 2),
+        }
+    )
     if outage:
         steady = [first[i][0] - first[i][1] for i in delivered if first[i][1] < outage["stopped"] - 1.0]
         during = [i for i in delivered if outage["stopped"] <= first[i][1] < outage["started"]]
-        back = [t for t in online.values() if t > outage["stopped"]]   # a device may beat wait_for_port
+        back = [t for t in online.values() if t > outage["stopped"]]  # a device may beat wait_for_port
         report["latency_steady_ms"] = {"p50": _ms(percentile(steady, 50)), "p99": _ms(percentile(steady, 99))}
         report["restart"] = {
             "outage_s": round(outage["started"] - outage["stopped"], 2),
             "events_published_during_outage": len(during),
             "devices_back_online": len(back),
             "all_online_after_s": round(max(0.0, max(back) - outage["started"]), 2)
-            if len(back) == args.devices else None,
-            "backlog_delivered_after_s": round(max((first[i][0] for i in during), default=outage["started"])
-                                               - outage["started"], 2),
+            if len(back) == args.devices
+            else None,
+            "backlog_delivered_after_s": round(
+                max((first[i][0] for i in during), default=outage["started"]) - outage["started"], 2
+            ),
         }
     print(json.dumps(report, indent=2) if args.json else _text(report))
     shutil.rmtree(workdir, ignore_errors=True)
@@ -315,18 +388,26 @@ def _text(r: dict) -> str:
         f"max {r['latency_ms']['max']} ms (all events)",
     ]
     if "latency_steady_ms" in r:
-        lines.append(f"latency before the restart: p50 {r['latency_steady_ms']['p50']} ms, "
-                     f"p99 {r['latency_steady_ms']['p99']} ms")
-    lines.append(f"broker CPU: {r['broker_cpu_pct']} % of one core over the run"
-                 + (f" ({r['broker_cpu_steady_pct']} % before the restart)" if "broker_cpu_steady_pct" in r else ""))
+        lines.append(
+            f"latency before the restart: p50 {r['latency_steady_ms']['p50']} ms, "
+            f"p99 {r['latency_steady_ms']['p99']} ms"
+        )
+    lines.append(
+        f"broker CPU: {r['broker_cpu_pct']} % of one core over the run"
+        + (f" ({r['broker_cpu_steady_pct']} % before the restart)" if "broker_cpu_steady_pct" in r else "")
+    )
     if "restart" in r:
         x = r["restart"]
-        lines.append(f"broker restart: down {x['outage_s']} s; {x['events_published_during_outage']} events queued "
-                     f"in outboxes meanwhile; {x['devices_back_online']}/{r['devices']} devices back online "
-                     f"after {x['all_online_after_s']} s; backlog delivered {x['backlog_delivered_after_s']} s "
-                     f"after the broker was back")
-    lines.append(f"heartbeats received: {r['heartbeats_received']}; schedule lag max {r['max_schedule_lag_s']} s; "
-                 f"start-up {r['startup_s']} s; open files limit {r['open_files_limit']}")
+        lines.append(
+            f"broker restart: down {x['outage_s']} s; {x['events_published_during_outage']} events queued "
+            f"in outboxes meanwhile; {x['devices_back_online']}/{r['devices']} devices back online "
+            f"after {x['all_online_after_s']} s; backlog delivered {x['backlog_delivered_after_s']} s "
+            f"after the broker was back"
+        )
+    lines.append(
+        f"heartbeats received: {r['heartbeats_received']}; schedule lag max {r['max_schedule_lag_s']} s; "
+        f"start-up {r['startup_s']} s; open files limit {r['open_files_limit']}"
+    )
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@
 own rules overrides and zones) both come out as a list of CameraSetup, so the daemon, the commands and MQTT
 read cameras one way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """What a configuration reload changes: dotted keys with their old and new values, secrets masked."""
+
 from __future__ import annotations
 
 from typing import Any

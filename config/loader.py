@@ -3,6 +3,7 @@
 Every error is one line naming the file, the line and the key path, e.g.
 ``fallwatch.yaml:14: rules.fall_angle_deg: must be between 10 and 90``; all errors are reported at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,8 +67,12 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise _AliasRefused(None, None, f"YAML aliases (*{event.anchor}) are not supported in a fallwatch "
-                                            f"configuration; write the value out", event.start_mark)
+            raise _AliasRefused(
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not supported in a fallwatch configuration; write the value out",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
 
@@ -112,8 +117,11 @@ def parse_config(text: str, name: str = "<config>") -> Config:
         found += _cross_field_errors(Config, data, (), {tuple(e["loc"]) for e in exc.errors()}, lines, name)
         errors.extend(e for loc, e in found if loc not in unset)
     # `cameras:` as a whole (camera: beside it, no camera, one source twice, ...), whatever else is wrong
-    errors.extend(f"{name}:{_line_of(loc, lines)}: {_dotted(loc)}: {message}"
-                  for loc, message in camera_problems(data) if loc not in unset)
+    errors.extend(
+        f"{name}:{_line_of(loc, lines)}: {_dotted(loc)}: {message}"
+        for loc, message in camera_problems(data)
+        if loc not in unset
+    )
     if config is not None:
         errors.extend(_check_secret_files(config, lines, name))
         errors.extend(_check_tls_files(config, lines, name))
@@ -135,8 +143,9 @@ def _record_lines(node: Any, path: tuple, lines: dict[tuple, int], name: str, er
             key_path = path + (str(key_node.value),)
             line = key_node.start_mark.line + 1
             if key_path in lines:
-                errors.append(f"{name}:{line}: {_dotted(key_path)}: duplicate key (first given on line "
-                              f"{lines[key_path]})")
+                errors.append(
+                    f"{name}:{line}: {_dotted(key_path)}: duplicate key (first given on line {lines[key_path]})"
+                )
             lines[key_path] = line
             _record_lines(value_node, key_path, lines, name, errors)
     elif isinstance(node, yaml.SequenceNode):
@@ -165,14 +174,15 @@ def _substitute_env(value: Any, path: tuple, lines: dict, name: str, errors: lis
     if isinstance(value, list):
         return [_substitute_env(v, path + (i,), lines, name, errors, unset) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
+
         def replace(match: re.Match) -> str:
             var = match.group(1)
             if var not in os.environ:
-                errors.append(f"{name}:{_line_of(path, lines)}: {_dotted(path)}: "
-                              f"environment variable {var} is not set")
+                errors.append(f"{name}:{_line_of(path, lines)}: {_dotted(path)}: environment variable {var} is not set")
                 unset.add(path)
                 return ""
             return os.environ[var]
+
         return _ENV_REF.sub(replace, value)
     return value
 
@@ -192,14 +202,20 @@ def _constraint_text(model: type[BaseModel], loc: tuple) -> Optional[str]:
     if low is not None and high is not None:
         text = f"must be between {low} and {high}"
         if "gt" in bounds or "lt" in bounds:
-            text += " (" + ", ".join(f"{'more' if k == 'gt' else 'less'} than {v}"
-                                     for k, v in bounds.items() if k in ("gt", "lt")) + ")"
+            text += (
+                " ("
+                + ", ".join(
+                    f"{'more' if k == 'gt' else 'less'} than {v}" for k, v in bounds.items() if k in ("gt", "lt")
+                )
+                + ")"
+            )
         return text
     return None
 
 
-def _cross_field_errors(model: type[BaseModel], data: Any, loc: tuple, bad: set[tuple], lines: dict,
-                        name: str) -> list[tuple[tuple, str]]:
+def _cross_field_errors(
+    model: type[BaseModel], data: Any, loc: tuple, bad: set[tuple], lines: dict, name: str
+) -> list[tuple[tuple, str]]:
     """The cross-field errors of each section that also has a wrong key, checked with its wrong keys left out."""
     if not isinstance(data, dict):
         return []
@@ -208,7 +224,7 @@ def _cross_field_errors(model: type[BaseModel], data: Any, loc: tuple, bad: set[
         sub = _model_at((key,), model)
         if sub is not None:
             out += _cross_field_errors(sub, value, loc + (key,), bad, lines, name)
-    wrong = {b[len(loc)] for b in bad if len(b) > len(loc) and b[:len(loc)] == loc}
+    wrong = {b[len(loc)] for b in bad if len(b) > len(loc) and b[: len(loc)] == loc}
     if not wrong:
         return out
     rest = {k: v for k, v in data.items() if k in model.model_fields and k not in wrong}
@@ -340,8 +356,12 @@ def _check_tls_files(config: Config, lines: dict, name: str) -> list[str]:
             context.load_cert_chain(tls.certfile, tls.keyfile, password=lambda: b"")
         except (ssl.SSLError, ValueError) as exc:
             if "KEY_VALUES_MISMATCH" in str(exc):
-                errors.append(error("keyfile" if tls.keyfile else "certfile",
-                                    "the key does not belong to the certificate in certfile"))
+                errors.append(
+                    error(
+                        "keyfile" if tls.keyfile else "certfile",
+                        "the key does not belong to the certificate in certfile",
+                    )
+                )
             else:
                 errors.append(error("certfile", f"cannot load the certificate and key ({exc})"))
     return errors
@@ -364,12 +384,14 @@ def redact_url(text: str) -> str:
 def masked_dump(config: Config) -> dict:
     """The configuration as plain data with its secrets masked: SecretStr values and passwords inside URLs.
     Only the camera form in use appears (camera: and zones:, or cameras:), so the dump loads again."""
+
     def mask(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: mask(v) for k, v in value.items()}
         if isinstance(value, list):
             return [mask(v) for v in value]
         return redact_url(value) if isinstance(value, str) else value
+
     unused = {"camera", "zones"} if config.cameras is not None else {"cameras"}
     return mask(config.model_dump(mode="json", exclude=unused))
 

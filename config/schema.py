@@ -1,5 +1,6 @@
 """The configuration schema. Each section is a small pydantic model with ``extra="forbid"`` (unknown keys are
 errors) and field descriptions, so the schema doubles as documentation (`fallwatch config schema`)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,11 +24,20 @@ from pydantic_core import PydanticCustomError
 
 # The models each role can use, by registry name (fallwatch.pose.models; a test keeps the two in step, as config
 # imports nothing of the project). Edge TPU builds are not named: the engine picks them for the CPU model.
-DETECTOR_MODELS = ("blazepose_detector", "movenet_multipose", "ssd_mobilenet_v1", "ssd_mobilenet_v1_coral",
-                   "ssd_mobilenet_v2")
+DETECTOR_MODELS = (
+    "blazepose_detector",
+    "movenet_multipose",
+    "ssd_mobilenet_v1",
+    "ssd_mobilenet_v1_coral",
+    "ssd_mobilenet_v2",
+)
 ESTIMATOR_MODELS = ("blazepose_full", "blazepose_heavy", "blazepose_lite", "movenet_lightning", "movenet_thunder")
-EDGETPU_MODELS = {"movenet_lightning_edgetpu": "movenet_lightning", "movenet_thunder_edgetpu": "movenet_thunder",
-                  "ssd_mobilenet_v1_edgetpu": "ssd_mobilenet_v1_coral", "ssd_mobilenet_v2_edgetpu": "ssd_mobilenet_v2"}
+EDGETPU_MODELS = {
+    "movenet_lightning_edgetpu": "movenet_lightning",
+    "movenet_thunder_edgetpu": "movenet_thunder",
+    "ssd_mobilenet_v1_edgetpu": "ssd_mobilenet_v1_coral",
+    "ssd_mobilenet_v2_edgetpu": "ssd_mobilenet_v2",
+}
 TOPIC_WILDCARDS = "+#\0"
 # A `cameras:` key becomes an MQTT topic level and part of Home Assistant object ids: lower case, no spaces,
 # no wildcards, no slashes.
@@ -47,8 +57,10 @@ class Section(BaseModel):
 class CameraSettings(Section):
     """What a camera is and how it is read; `camera:` adds its name, a `cameras:` entry is named by its key."""
 
-    source: str = Field("auto", description="auto | picamera2 | v4l2:/dev/videoN | rtsp://... | http://... | "
-                                            "a video file | a folder of images")
+    source: str = Field(
+        "auto",
+        description="auto | picamera2 | v4l2:/dev/videoN | rtsp://... | http://... | a video file | a folder of images",
+    )
     width: int = Field(640, ge=64, le=4096, description="capture width in pixels (picamera2, v4l2)")
     height: int = Field(480, ge=64, le=4096, description="capture height in pixels (picamera2, v4l2)")
     fps: float = Field(15, gt=0, le=120, description="capture frame rate (picamera2, v4l2)")
@@ -56,70 +68,91 @@ class CameraSettings(Section):
     flip: Literal["none", "horizontal", "vertical", "both"] = Field("none", description="mirror frames")
     realtime: bool = Field(True, description="video files: pace at their own fps as a camera would")
     loop: bool = Field(False, description="video files: start again at the end instead of stopping")
-    reopen_max_s: float = Field(30, gt=0, le=3600, description="longest wait between attempts to reopen "
-                                                               "a failed camera")
+    reopen_max_s: float = Field(
+        30, gt=0, le=3600, description="longest wait between attempts to reopen a failed camera"
+    )
     # Night (picamera2): how far the auto-exposure may go when the room is dark.
-    min_fps: float = Field(10, gt=0, le=120, description="picamera2: in the dark the auto-exposure may lengthen "
-                                                         "frames down to this rate, no further "
-                                                         "(FrameDurationLimits); >= fps keeps the rate fixed")
-    exposure_ms: Optional[float] = Field(None, gt=0, le=1000, description="picamera2: fixed exposure time in ms "
-                                                                          "(null: automatic, at most 1000/min_fps)")
-    analogue_gain: Optional[float] = Field(None, ge=1, le=64, description="picamera2: fixed analogue gain "
-                                                                          "(null: automatic)")
+    min_fps: float = Field(
+        10,
+        gt=0,
+        le=120,
+        description="picamera2: in the dark the auto-exposure may lengthen "
+        "frames down to this rate, no further "
+        "(FrameDurationLimits); >= fps keeps the rate fixed",
+    )
+    exposure_ms: Optional[float] = Field(
+        None, gt=0, le=1000, description="picamera2: fixed exposure time in ms (null: automatic, at most 1000/min_fps)"
+    )
+    analogue_gain: Optional[float] = Field(
+        None, ge=1, le=64, description="picamera2: fixed analogue gain (null: automatic)"
+    )
     noise_reduction: Literal["auto", "off", "fast", "high_quality"] = Field(
-        "auto", description="picamera2: the ISP's denoise (auto: libcamera's choice; high_quality for night)")
+        "auto", description="picamera2: the ISP's denoise (auto: libcamera's choice; high_quality for night)"
+    )
 
     @model_validator(mode="after")
     def _night_limits(self) -> "CameraSettings":
         slowest = min(self.min_fps, self.fps)  # a min_fps above fps just keeps the rate fixed
         if self.exposure_ms is not None and self.exposure_ms > 1000.0 / slowest:
-            raise ValueError(f"exposure_ms: {self.exposure_ms:g} ms does not fit in a frame at {slowest:g} fps "
-                             f"(min_fps; at most {1000.0 / slowest:.0f} ms)")
+            raise ValueError(
+                f"exposure_ms: {self.exposure_ms:g} ms does not fit in a frame at {slowest:g} fps "
+                f"(min_fps; at most {1000.0 / slowest:.0f} ms)"
+            )
         return self
-
 
 
 class CameraConfig(CameraSettings):
     name: str = Field("camera", description="name of this camera in events and heartbeats")
 
+
 class SmoothingConfig(Section):
     enabled: bool = Field(True, description="One Euro filter on keypoints (jitter out, little lag)")
     min_cutoff: float = Field(1.0, gt=0, le=100, description="Hz; lower smooths a still person more")
-    beta: float = Field(5.0, ge=0, le=100, description="Hz added per person-height-per-second of speed; "
-                                                       "higher follows fast motion sooner")
+    beta: float = Field(
+        5.0,
+        ge=0,
+        le=100,
+        description="Hz added per person-height-per-second of speed; higher follows fast motion sooner",
+    )
     d_cutoff: float = Field(1.0, gt=0, le=100, description="Hz; cutoff for the speed estimate")
 
 
 class EnhanceConfig(Section):
-    mode: Literal["auto", "on", "off"] = Field("auto", description="night enhancement of what the models see: "
-                                                                   "auto = only dark, flat inputs, on, off")
-    dark_luma: float = Field(80, ge=0, le=255, description="auto: an input is enhanced when its mean luminance "
-                                                           "(0..255) is below this...")
-    low_contrast: float = Field(45, ge=0, le=255, description="...and its luminance standard deviation (0..255) "
-                                                              "below this")
-    clip_limit: float = Field(2.0, gt=0, le=40, description="CLAHE contrast limit (higher stretches more, "
-                                                            "and the grain with it)")
-    denoise: bool = Field(True, description="average the sensor grain away (at half resolution) before "
-                                                         "stretching")
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="night enhancement of what the models see: auto = only dark, flat inputs, on, off"
+    )
+    dark_luma: float = Field(
+        80, ge=0, le=255, description="auto: an input is enhanced when its mean luminance (0..255) is below this..."
+    )
+    low_contrast: float = Field(
+        45, ge=0, le=255, description="...and its luminance standard deviation (0..255) below this"
+    )
+    clip_limit: float = Field(
+        2.0, gt=0, le=40, description="CLAHE contrast limit (higher stretches more, and the grain with it)"
+    )
+    denoise: bool = Field(True, description="average the sensor grain away (at half resolution) before stretching")
 
 
 class PoseConfig(Section):
-    backend: Literal["auto", "edgetpu", "cpu"] = Field("auto", description="auto tries the Edge TPU, then "
-                                                                           "falls back to the CPU")
-    edgetpu_device: Literal["usb", "pci", ""] = Field("usb", description="Edge TPU device type; \"\" = any")
-    edgetpu_probe_timeout_s: float = Field(20, ge=1, le=300, description="longest wait for the isolated Edge "
-                                                                         "TPU probe before calling it hung")
+    backend: Literal["auto", "edgetpu", "cpu"] = Field(
+        "auto", description="auto tries the Edge TPU, then falls back to the CPU"
+    )
+    edgetpu_device: Literal["usb", "pci", ""] = Field("usb", description='Edge TPU device type; "" = any')
+    edgetpu_probe_timeout_s: float = Field(
+        20, ge=1, le=300, description="longest wait for the isolated Edge TPU probe before calling it hung"
+    )
     num_threads: Optional[int] = Field(None, ge=1, le=64, description="CPU threads (default: all cores)")
     detector: str = Field("ssd_mobilenet_v1", description="person detector model (see `fallwatch models list`)")
     estimator: str = Field("movenet_lightning", description="pose estimator model")
-    detect_threshold: float = Field(0.5, gt=0, lt=1, description="person detector score threshold "
-                                                                 "(an empty room scores ~0.33)")
-    detect_every: int = Field(15, ge=1, le=1000, description="run the detector every N frames to find "
-                                                             "newcomers")
+    detect_threshold: float = Field(
+        0.5, gt=0, lt=1, description="person detector score threshold (an empty room scores ~0.33)"
+    )
+    detect_every: int = Field(15, ge=1, le=1000, description="run the detector every N frames to find newcomers")
     track_timeout_s: float = Field(2.0, gt=0, le=60, description="forget a person unseen this long")
     max_persons: int = Field(4, ge=1, le=10, description="most people tracked at once")
-    min_torso_score: float = Field(0.2, ge=0, le=1, description="a track lives on while its shoulders and "
-                                                                "hips reach this score")
+    min_torso_score: float = Field(
+        0.2, ge=0, le=1, description="a track lives on while its shoulders and hips reach this score"
+    )
     rotation_retry: bool = Field(True, description="also try the crop turned by 90 degrees for lying people")
     smoothing: SmoothingConfig = Field(default_factory=SmoothingConfig)
     enhance: EnhanceConfig = Field(default_factory=EnhanceConfig)
@@ -128,47 +161,64 @@ class PoseConfig(Section):
     @classmethod
     def _known_model(cls, name: str, info: Any) -> str:
         role = info.field_name
-        known, other = (DETECTOR_MODELS, ESTIMATOR_MODELS) if role == "detector" else (ESTIMATOR_MODELS,
-                                                                                       DETECTOR_MODELS)
+        known, other = (
+            (DETECTOR_MODELS, ESTIMATOR_MODELS) if role == "detector" else (ESTIMATOR_MODELS, DETECTOR_MODELS)
+        )
         if name in known:
             return name
         if name in EDGETPU_MODELS:
-            raise ValueError(f"name the CPU model ({EDGETPU_MODELS[name]}); the engine picks its Edge TPU build "
-                             f"itself")
+            raise ValueError(f"name the CPU model ({EDGETPU_MODELS[name]}); the engine picks its Edge TPU build itself")
         if name in other:
-            raise ValueError(f"{name} is {'a pose estimator' if role == 'detector' else 'a person detector'}, "
-                             f"not a {role} (known {role}s: {', '.join(known)})")
+            raise ValueError(
+                f"{name} is {'a pose estimator' if role == 'detector' else 'a person detector'}, "
+                f"not a {role} (known {role}s: {', '.join(known)})"
+            )
         raise ValueError(f"unknown {role} model {name!r} (known: {', '.join(known)})")
 
 
 class AmbianicConfig(Section):
-    confidence: float = Field(0.6, ge=0, le=1, description="Ambianic's spinal-vector score threshold (its default "
-                                                          "0.6; its MoveNet tests used 0.11)")
+    confidence: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Ambianic's spinal-vector score threshold (its default 0.6; its MoveNet tests used 0.11)",
+    )
     min_gap_s: float = Field(1.0, gt=0, le=10, description="compare with a frame at least this much earlier")
     max_gap_s: float = Field(10.0, gt=0, le=60, description="a previous frame older than this is not compared")
-    angle_deg: float = Field(60, gt=0, lt=180, description="leaning angle between the two frames' shoulder-hip "
-                                                           "lines that counts as a fall")
+    angle_deg: float = Field(
+        60, gt=0, lt=180, description="leaning angle between the two frames' shoulder-hip lines that counts as a fall"
+    )
 
 
 class RulesConfig(Section):
     # Mirrors fallwatch.rules.RuleSettings field for field (rules.ambianic.* -> ambianic_*). Lengths are in body
     # heights (the person's standing height in the image), times in seconds of media/capture time.
-    strategy: Literal["fallwatch", "ambianic"] = Field("fallwatch", description="fallwatch (default) or "
-                                                                                "ambianic (baseline)")
-    window_min_s: float = Field(0.25, gt=0, le=10, description="changes are measured over at least this long "
-                                                               "(one-frame jitter is not motion)")
-    window_max_s: float = Field(2.0, gt=0, le=10, description="and at most this long: a fall goes from balance to "
-                                                              "floor well within it")
+    strategy: Literal["fallwatch", "ambianic"] = Field(
+        "fallwatch", description="fallwatch (default) or ambianic (baseline)"
+    )
+    window_min_s: float = Field(
+        0.25, gt=0, le=10, description="changes are measured over at least this long (one-frame jitter is not motion)"
+    )
+    window_max_s: float = Field(
+        2.0, gt=0, le=10, description="and at most this long: a fall goes from balance to floor well within it"
+    )
     reference_s: float = Field(0.5, gt=0, le=5, description="the 'before' pose is the median over this span")
-    fall_angle_deg: float = Field(60, ge=10, le=90, description="spine turn away from vertical that counts as a "
-                                                                 "full topple")
-    min_drop: float = Field(0.25, gt=0, le=3, description="torso-midpoint drop (body heights) a fall needs when "
-                                                          "the spine fully topples")
-    drop_without_turn: float = Field(0.5, gt=0, le=3, description="torso-midpoint drop a fall needs when the spine "
-                                                                  "does not turn (line-of-sight fall)")
+    fall_angle_deg: float = Field(
+        60, ge=10, le=90, description="spine turn away from vertical that counts as a full topple"
+    )
+    min_drop: float = Field(
+        0.25, gt=0, le=3, description="torso-midpoint drop (body heights) a fall needs when the spine fully topples"
+    )
+    drop_without_turn: float = Field(
+        0.5,
+        gt=0,
+        le=3,
+        description="torso-midpoint drop a fall needs when the spine does not turn (line-of-sight fall)",
+    )
     min_hip_drop: float = Field(0.1, ge=0, le=3, description="the hips themselves must come down this much")
-    min_descent_rate: float = Field(0.5, ge=0, le=20, description="fastest torso descent a fall reaches, body "
-                                                                  "heights per second")
+    min_descent_rate: float = Field(
+        0.5, ge=0, le=20, description="fastest torso descent a fall reaches, body heights per second"
+    )
     down_angle_deg: float = Field(60, ge=10, le=180, description="spine this far from vertical counts as lying")
     settle_s: float = Field(0.25, ge=0, le=10, description="the body stays down this long before 'fall'")
     settle_fraction: float = Field(0.6, gt=0, le=1, description="share of settle frames that must look down")
@@ -177,13 +227,23 @@ class RulesConfig(Section):
     recover_s: float = Field(3, gt=0, le=600, description="upright again this long: recovered")
     upright_angle_deg: float = Field(35, ge=0, le=90, description="spine within this of vertical counts as upright")
     min_keypoint_score: float = Field(0.2, ge=0, le=1, description="keypoints below this are ignored")
-    min_body_frac: float = Field(0.08, ge=0, le=1, description="a 'before' body shorter than this fraction of the "
-                                                               "frame height is implausible")
+    min_body_frac: float = Field(
+        0.08, ge=0, le=1, description="a 'before' body shorter than this fraction of the frame height is implausible"
+    )
     track_forget_s: float = Field(10, gt=0, le=3600, description="forget an upright person unseen this long")
-    floor_hip_max: float = Field(0.2, ge=0, le=1, description="hips at most this high (body heights) above where "
-                                                              "the person's feet stood count as on the floor")
-    confirm_s: float = Field(3, ge=0, le=60, description="a fast drop ending squatting or sitting upright, legs "
-                                                         "folded, is a fall only if still down this long")
+    floor_hip_max: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="hips at most this high (body heights) above where the person's feet stood count as on the floor",
+    )
+    confirm_s: float = Field(
+        3,
+        ge=0,
+        le=60,
+        description="a fast drop ending squatting or sitting upright, legs "
+        "folded, is a fall only if still down this long",
+    )
     ambianic: AmbianicConfig = Field(default_factory=AmbianicConfig)
 
     @model_validator(mode="after")
@@ -197,10 +257,13 @@ class RulesConfig(Section):
 
 class ZoneConfig(Section):
     name: str = Field("", description="what it is (for people reading the file)")
-    kind: Literal["rest", "ignore"] = Field(description="rest: bed or sofa, lying there is normal; ignore: TV, "
-                                                        "mirror or poster, people seen there are not people")
-    points: list[tuple[float, float]] = Field(description="polygon corners [x, y], normalised 0-1 of the image "
-                                                          "width and height (x right, y down)")
+    kind: Literal["rest", "ignore"] = Field(
+        description="rest: bed or sofa, lying there is normal; ignore: TV, "
+        "mirror or poster, people seen there are not people"
+    )
+    points: list[tuple[float, float]] = Field(
+        description="polygon corners [x, y], normalised 0-1 of the image width and height (x right, y down)"
+    )
 
     @field_validator("points")
     @classmethod
@@ -258,16 +321,22 @@ class MqttConfig(Section):
     tls: TlsConfig = Field(default_factory=TlsConfig)
     topic_prefix: Optional[str] = Field(None, description="topic prefix (default: fallwatch/<device_id>)")
     qos: Literal[0, 1, 2] = Field(1, description="QoS of events")
-    snapshots: bool = Field(False, description="publish a JPEG of the frame that raised each event "
-                                               "(no image leaves the house unless asked)")
+    snapshots: bool = Field(
+        False, description="publish a JPEG of the frame that raised each event (no image leaves the house unless asked)"
+    )
     heartbeat_s: float = Field(30, ge=1, le=3600, description="seconds between heartbeats")
-    outbox_max: int = Field(10000, ge=10, le=1_000_000, description="most events kept while the broker "
-                                                                    "is unreachable; the oldest go first")
-    state_dir: Optional[str] = Field(None, description="where the event outbox lives (default: "
-                                                       "$STATE_DIRECTORY or ~/.local/state/fallwatch)")
+    outbox_max: int = Field(
+        10000, ge=10, le=1_000_000, description="most events kept while the broker is unreachable; the oldest go first"
+    )
+    state_dir: Optional[str] = Field(
+        None, description="where the event outbox lives (default: $STATE_DIRECTORY or ~/.local/state/fallwatch)"
+    )
     reconnect_max_s: float = Field(60, ge=1, le=3600, description="longest wait between reconnect attempts")
-    commands: bool = Field(True, description="accept commands on <prefix>/set (alerts on/off, test event); "
-                                             "protect that topic with broker ACLs, or set false")
+    commands: bool = Field(
+        True,
+        description="accept commands on <prefix>/set (alerts on/off, test event); "
+        "protect that topic with broker ACLs, or set false",
+    )
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
     @field_validator("topic_prefix")
@@ -315,26 +384,42 @@ class DebugConfig(Section):
 
 
 class AlertsConfig(Section):
-    pause_max_s: float = Field(43200, ge=60, le=7 * 86400, description="alerts paused by an MQTT command resume "
-                                                                       "by themselves after this long (announced)")
+    pause_max_s: float = Field(
+        43200,
+        ge=60,
+        le=7 * 86400,
+        description="alerts paused by an MQTT command resume by themselves after this long (announced)",
+    )
 
 
 class ModelsConfig(Section):
-    dir: Optional[str] = Field(None, description="model directory (default: /var/lib/fallwatch/models under "
-                                                 "systemd, ~/.cache/fallwatch/models otherwise)")
+    dir: Optional[str] = Field(
+        None,
+        description="model directory (default: /var/lib/fallwatch/models under "
+        "systemd, ~/.cache/fallwatch/models otherwise)",
+    )
 
 
 class EventsConfig(Section):
-    enabled: bool = Field(True, description="keep a local record (clip, pose recording, snapshot, event JSON) of "
-                                            "every fall and person_down in the state directory")
+    enabled: bool = Field(
+        True,
+        description="keep a local record (clip, pose recording, snapshot, event JSON) of "
+        "every fall and person_down in the state directory",
+    )
     pre_s: float = Field(5, ge=0, le=30, description="seconds of clip kept before the event")
     post_s: float = Field(5, ge=0, le=30, description="seconds of clip kept after the event")
-    clip_height: int = Field(240, ge=64, le=1080, description="clip and pre-roll frame height in pixels (smaller "
-                                                              "costs less memory and CPU)")
-    max_mb: float = Field(500, gt=0, le=1_000_000, description="disk the records may use; the oldest unlabelled "
-                                                               "go first")
-    keep_days: float = Field(30, gt=0, le=3650, description="unlabelled records older than this are deleted; "
-                                                            "labelled ones are kept until you delete them")
+    clip_height: int = Field(
+        240, ge=64, le=1080, description="clip and pre-roll frame height in pixels (smaller costs less memory and CPU)"
+    )
+    max_mb: float = Field(
+        500, gt=0, le=1_000_000, description="disk the records may use; the oldest unlabelled go first"
+    )
+    keep_days: float = Field(
+        30,
+        gt=0,
+        le=3650,
+        description="unlabelled records older than this are deleted; labelled ones are kept until you delete them",
+    )
     dir: Optional[str] = Field(None, description="where records live (default: <state dir>/events)")
 
 
@@ -366,6 +451,7 @@ def _overrides_of(model: type[Section], name: str) -> type[_Overrides]:
 
 
 if TYPE_CHECKING:
+
     class RulesOverrides(_Overrides):
         pass
 else:
@@ -374,8 +460,10 @@ else:
 
 def _camera_name(name: str) -> str:
     if not re.fullmatch(CAMERA_NAME, name):
-        raise ValueError(f"camera name {name!r} is not allowed: use 1 to 32 lower-case letters a-z, digits, _ and -, "
-                         f"starting with a letter or digit (it becomes an MQTT topic level and a Home Assistant id)")
+        raise ValueError(
+            f"camera name {name!r} is not allowed: use 1 to 32 lower-case letters a-z, digits, _ and -, "
+            f"starting with a letter or digit (it becomes an MQTT topic level and a Home Assistant id)"
+        )
     return name
 
 
@@ -386,13 +474,17 @@ class CameraEntry(CameraSettings):
     """One camera of ``cameras:``; its key there is its name."""
 
     key_hints: ClassVar[dict[str, str]] = {
-        "name": "not allowed: the key above it ({parent}) is this camera's name; rename the key to rename the camera"}
+        "name": "not allowed: the key above it ({parent}) is this camera's name; rename the key to rename the camera"
+    }
 
-    rules: RulesOverrides = Field(default_factory=RulesOverrides,
-                                  description="this camera's rules where they differ from the global rules: any of "
-                                              "its keys, merged key by key (rules.ambianic too)")
-    zones: list[ZoneConfig] = Field(default_factory=list, description="this camera's zones (rest, ignore), in its "
-                                                                      "own image coordinates")
+    rules: RulesOverrides = Field(
+        default_factory=RulesOverrides,
+        description="this camera's rules where they differ from the global rules: any of "
+        "its keys, merged key by key (rules.ambianic too)",
+    )
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, description="this camera's zones (rest, ignore), in its own image coordinates"
+    )
 
 
 def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -426,14 +518,28 @@ def camera_problems(data: Mapping[str, Any]) -> list[tuple[tuple, str]]:
         return []
     problems: list[tuple[tuple, str]] = []
     if "camera" in data:
-        problems.append((("camera",), "not allowed together with cameras: (each camera's settings go under "
-                                      "cameras.<name>); remove camera:"))
+        problems.append(
+            (
+                ("camera",),
+                "not allowed together with cameras: (each camera's settings go under cameras.<name>); remove camera:",
+            )
+        )
     if not cameras:
-        problems.append((("cameras",), "names no camera: give at least one (cameras: {<name>: {source: ...}}), or "
-                                       "use camera: for a single camera"))
+        problems.append(
+            (
+                ("cameras",),
+                "names no camera: give at least one (cameras: {<name>: {source: ...}}), or "
+                "use camera: for a single camera",
+            )
+        )
     if data.get("zones"):
-        problems.append((("zones",), "zones are in the image coordinates of one camera, so with cameras: they go "
-                                     "under cameras.<name>.zones; move them there"))
+        problems.append(
+            (
+                ("zones",),
+                "zones are in the image coordinates of one camera, so with cameras: they go "
+                "under cameras.<name>.zones; move them there",
+            )
+        )
     entries = {str(name): entry if isinstance(entry, Mapping) else {} for name, entry in cameras.items()}
     problems += _entity_id_twins(list(entries))
     problems += _shared_sources(entries)
@@ -449,8 +555,12 @@ def _entity_id_twins(names: list[str]) -> list[tuple[tuple, str]]:
     for name in names:
         twin = first.setdefault(name.replace("-", "_"), name)
         if twin != name:
-            problems.append((("cameras", name), f"Home Assistant reads it as cameras.{twin} (- becomes _ in its "
-                                                f"entity ids); rename one of them"))
+            problems.append(
+                (
+                    ("cameras", name),
+                    f"Home Assistant reads it as cameras.{twin} (- becomes _ in its entity ids); rename one of them",
+                )
+            )
     return problems
 
 
@@ -466,10 +576,14 @@ def _shared_sources(entries: Mapping[str, Mapping[str, Any]]) -> list[tuple[tupl
             continue
         twin = first.setdefault(source.strip(), name)
         if twin != name:
-            problems.append((("cameras", name, "source"),
-                             f"auto, like cameras.{twin}: both would open the same first camera; give each its source"
-                             if source.strip() == "auto" else f"the same source as cameras.{twin}: each camera needs "
-                                                              f"its own"))
+            problems.append(
+                (
+                    ("cameras", name, "source"),
+                    f"auto, like cameras.{twin}: both would open the same first camera; give each its source"
+                    if source.strip() == "auto"
+                    else f"the same source as cameras.{twin}: each camera needs its own",
+                )
+            )
     return problems
 
 
@@ -484,29 +598,39 @@ def _merged_rules_problems(rules: Any, entries: Mapping[str, Mapping[str, Any]])
         if isinstance(overrides, Mapping) and overrides:
             error = _cross_field_error(RulesConfig, merge_overrides(rules, overrides))
             if error and error != global_error:
-                problems.append((("cameras", name, "rules", error[0]), f"{error[1]} (this camera's rules merged "
-                                                                       f"over the global rules)"))
+                problems.append(
+                    (
+                        ("cameras", name, "rules", error[0]),
+                        f"{error[1]} (this camera's rules merged over the global rules)",
+                    )
+                )
     return problems
 
 
 class Config(Section):
     camera: CameraConfig = Field(default_factory=CameraConfig)
     cameras: Optional[dict[CameraName, CameraEntry]] = Field(
-        None, description="several cameras by name, instead of camera: (name: its camera settings, rules "
-                          "overrides and zones); null: the single camera: section")
+        None,
+        description="several cameras by name, instead of camera: (name: its camera settings, rules "
+        "overrides and zones); null: the single camera: section",
+    )
     pose: PoseConfig = Field(default_factory=PoseConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
-    zones: list[ZoneConfig] = Field(default_factory=list, description="areas of the image: rest (bed, sofa) "
-                                                                      "and ignore (TV, mirror, poster)")
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, description="areas of the image: rest (bed, sofa) and ignore (TV, mirror, poster)"
+    )
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     debug: DebugConfig = Field(default_factory=DebugConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
-    privacy: Literal["off", "skeleton"] = Field("off", description="skeleton: the stream, snapshots, clips and MQTT "
-                                                                   "images show only skeletons and boxes on a plain "
-                                                                   "background; no camera image is ever encoded")
+    privacy: Literal["off", "skeleton"] = Field(
+        "off",
+        description="skeleton: the stream, snapshots, clips and MQTT "
+        "images show only skeletons and boxes on a plain "
+        "background; no camera image is ever encoded",
+    )
 
     @field_validator("privacy", mode="before")
     @classmethod
@@ -527,6 +651,7 @@ class Config(Section):
         problems = camera_problems(self.model_dump(exclude_unset=True))
         if problems:
             loc, message = problems[0]
-            raise PydanticCustomError("camera_setup", "{where}: {message}",
-                                      {"where": ".".join(str(p) for p in loc), "message": message})
+            raise PydanticCustomError(
+                "camera_setup", "{where}: {message}", {"where": ".".join(str(p) for p in loc), "message": message}
+            )
         return self

@@ -4,6 +4,7 @@ A pause never outlasts ``pause_max_s``, counted on the wall clock from when it b
 and never more than ``pause_max_s`` from now, should the clock have been set back. Telling anyone about a change
 (MQTT, the log, the debug page) is the caller's part: see MqttPublisher._set_alerts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,14 +27,14 @@ class AlertsSwitch:
         self._lock = threading.RLock()
         self.pause_max_s = float(pause_max_s)
         self.enabled = store.recall("alerts") != ALERTS_OFF
-        self.paused_at = time.time()            # wall clock, remembered
+        self.paused_at = time.time()  # wall clock, remembered
         if not self.enabled:
             try:
                 self.paused_at = float(store.recall("alerts_paused_at") or "nan")
             except ValueError:
                 self.paused_at = float("nan")
             if not math.isfinite(self.paused_at):
-                self.paused_at = time.time()    # a pause from a version that did not record its start
+                self.paused_at = time.time()  # a pause from a version that did not record its start
 
     @property
     def state(self) -> str:
@@ -53,8 +54,9 @@ class AlertsSwitch:
                     self._store.remember("alerts_paused_at", repr(self.paused_at))
                 self._store.remember("alerts", self.state)
             except sqlite3.Error as exc:
-                log.error("outbox %s cannot remember the alerts switch (%s): it holds until a restart",
-                          self._store.path, exc)
+                log.error(
+                    "outbox %s cannot remember the alerts switch (%s): it holds until a restart", self._store.path, exc
+                )
         return changed
 
     def left_s(self) -> Optional[float]:
@@ -73,5 +75,8 @@ class AlertsSwitch:
         left = self.left_s()
         if left is None:
             return None
-        return datetime.fromtimestamp(time.time() + left, timezone.utc).isoformat(timespec="seconds") \
+        return (
+            datetime.fromtimestamp(time.time() + left, timezone.utc)
+            .isoformat(timespec="seconds")
             .replace("+00:00", "Z")
+        )

@@ -4,6 +4,7 @@ its alarm book, its outputs (status hub, event records; the log and MQTT through
 The daemon's pipeline thread hands each frame the capture delivers to ``process``; nothing here runs a thread of
 its own but the capture.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,16 @@ OnEvent = Callable[[dict, Callable[[], bytes]], None]
 
 
 class CameraWorker:
-    def __init__(self, cfg: Config, engine: Any, rules: Rules, capture: Capture, hub: StatusHub,
-                 on_event: OnEvent, records: Any = None):
+    def __init__(
+        self,
+        cfg: Config,
+        engine: Any,
+        rules: Rules,
+        capture: Capture,
+        hub: StatusHub,
+        on_event: OnEvent,
+        records: Any = None,
+    ):
         self.name = cfg.camera.name
         self.privacy = cfg.privacy
         self.engine = engine
@@ -86,8 +95,12 @@ class CameraWorker:
         self.progress = done
         pose = result.pose
         self.counters.frame_done(done, frame.captured, len(pose.persons), pose.stage_ms)
-        self.hub.publish_frame(self.shown(frame.image), pose.persons, result.states,
-                               extra={"t": frame.t, "frame": frame.frame_no, "enhance": self.enhance_figures()})
+        self.hub.publish_frame(
+            self.shown(frame.image),
+            pose.persons,
+            result.states,
+            extra={"t": frame.t, "frame": frame.frame_no, "enhance": self.enhance_figures()},
+        )
         if self.records is not None:
             self.records.on_frame(frame.image, frame.t, frame.frame_no, pose.persons, result.states)
         for event in result.events:
@@ -130,8 +143,11 @@ class CameraWorker:
         self.pipeline.set_rules(rules)
         if not self.alarm.tracks:
             return False
-        log.warning("rules.strategy changed; clearing the %s state of track(s) %s", self.alarm.state,
-                    ", ".join(str(t) for t in self.alarm.clear()))
+        log.warning(
+            "rules.strategy changed; clearing the %s state of track(s) %s",
+            self.alarm.state,
+            ", ".join(str(t) for t in self.alarm.clear()),
+        )
         return True
 
     # -- figures ---------------------------------------------------------------------------------------------
@@ -143,11 +159,23 @@ class CameraWorker:
     def stats(self, now: float) -> CameraStats:
         c, n = self.capture, self.counters
         return CameraStats(
-            name=self.name, source=c.source.name, capture=c.state, capture_error=c.error, reopens=c.reopens,
-            fps=round(n.fps(now), 2), frames=n.frames, persons=n.persons, state=self.alarm.state,
-            latency_ms=round(n.latency_ms, 1), stage_ms=dict(n.stage_ms), dropped_frames=c.dropped,
-            corrupt_frames=c.corrupt + n.corrupt, pipeline_errors=n.errors, events=n.events,
-            enhance=self.enhance_figures())
+            name=self.name,
+            source=c.source.name,
+            capture=c.state,
+            capture_error=c.error,
+            reopens=c.reopens,
+            fps=round(n.fps(now), 2),
+            frames=n.frames,
+            persons=n.persons,
+            state=self.alarm.state,
+            latency_ms=round(n.latency_ms, 1),
+            stage_ms=dict(n.stage_ms),
+            dropped_frames=c.dropped,
+            corrupt_frames=c.corrupt + n.corrupt,
+            pipeline_errors=n.errors,
+            events=n.events,
+            enhance=self.enhance_figures(),
+        )
 
     def alive(self, now: float, stall_s: float) -> bool:
         """For the watchdog: progress within stall_s, and the capture thread is not stuck inside a driver."""

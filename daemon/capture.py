@@ -10,6 +10,7 @@ false``) are the exception: there every frame is wanted, so the reader waits for
 Time stamps: ``t`` is media time for files and folders (frame index / fps, continuing across loops) and capture
 time (``time.monotonic()``) for cameras; the rules only ever compare ``t`` values with each other.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,9 +71,18 @@ class Capture:
     the source ends: a consumer of several captures (scheduler.FrameScheduler) waits on that, not on each one.
     """
 
-    def __init__(self, source: Source, rotate: int = 0, flip: str = "none", realtime: bool = True,
-                 loop: bool = False, reopen_max_s: float = 30.0, reopen_min_s: float = 0.5,
-                 lossless: Optional[bool] = None, on_update: Optional[Callable[[], None]] = None):
+    def __init__(
+        self,
+        source: Source,
+        rotate: int = 0,
+        flip: str = "none",
+        realtime: bool = True,
+        loop: bool = False,
+        reopen_max_s: float = 30.0,
+        reopen_min_s: float = 0.5,
+        lossless: Optional[bool] = None,
+        on_update: Optional[Callable[[], None]] = None,
+    ):
         self.source = source
         self.rotate, self.flip = rotate, flip
         self.realtime, self.loop = realtime, loop
@@ -144,9 +154,16 @@ class Capture:
         self._updated()
 
     def stats(self) -> dict[str, Any]:
-        return {"source": self.source.name, "state": self.state, "delivered": self.delivered,
-                "dropped": self.dropped, "corrupt": self.corrupt, "reopens": self.reopens,
-                "source_fps": self.source.fps, "error": self.error}
+        return {
+            "source": self.source.name,
+            "state": self.state,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+            "corrupt": self.corrupt,
+            "reopens": self.reopens,
+            "source_fps": self.source.fps,
+            "error": self.error,
+        }
 
     # -- capture thread --------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -169,8 +186,13 @@ class Capture:
                         self.reopens += 1
                         self.error = f"{exc}"
                         self.state = "reopening"
-                        log.warning("camera %s unavailable: %s; retrying in %gs (attempt %d)",
-                                    self.source.name, exc, round(backoff, 3), self.reopens)
+                        log.warning(
+                            "camera %s unavailable: %s; retrying in %gs (attempt %d)",
+                            self.source.name,
+                            exc,
+                            round(backoff, 3),
+                            self.reopens,
+                        )
                         self._sleep(backoff)
                         backoff = min(backoff * 2, self.reopen_max_s)
                         continue
@@ -216,8 +238,9 @@ class Capture:
                         self.reopens += 1
                         self.state = "reopening"
                         self.error = "no frames"
-                        log.warning("camera %s stopped delivering frames; reopening in %gs",
-                                    self.source.name, round(backoff, 3))
+                        log.warning(
+                            "camera %s stopped delivering frames; reopening in %gs", self.source.name, round(backoff, 3)
+                        )
                         self._close()
                         self._sleep(backoff)
                         backoff = min(backoff * 2, self.reopen_max_s)
@@ -233,8 +256,9 @@ class Capture:
                     what = getattr(image, "shape", type(image).__name__)
                     self.error = f"malformed frames ({what})"
                     if not bad_run:  # once per run of bad frames: a camera in a wrong mode sends only these
-                        log.warning("%s: frame %d is malformed (%s); skipping such frames", self.source.name,
-                                    frame_no, what)
+                        log.warning(
+                            "%s: frame %d is malformed (%s); skipping such frames", self.source.name, frame_no, what
+                        )
                         bad_run = True
                     continue
                 if bad_run:
@@ -306,5 +330,11 @@ class Capture:
 def open_capture(camera: Any, source: Optional[str] = None) -> Capture:
     """A started Capture for the camera configuration (``camera`` is config.schema.CameraConfig)."""
     src = make_source(camera, source)
-    return Capture(src, rotate=camera.rotate, flip=camera.flip, realtime=camera.realtime, loop=camera.loop,
-                   reopen_max_s=camera.reopen_max_s).start()
+    return Capture(
+        src,
+        rotate=camera.rotate,
+        flip=camera.flip,
+        realtime=camera.realtime,
+        loop=camera.loop,
+        reopen_max_s=camera.reopen_max_s,
+    ).start()

@@ -1,5 +1,6 @@
 """The `fallwatch` command line. Each subcommand's work lives in its own module, imported only when used,
 so `fallwatch check-config` does not load tflite and `fallwatch replay` does not touch a camera."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,27 +30,40 @@ HANDLERS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fallwatch", description="Fall detection for one room, over MQTT.")
-    parser.add_argument("--log-level", default=None, type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="override log.level")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="override log.level",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, config: bool = True, model_dir: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         if config:
-            p.add_argument("--config", "-c", default=None,
-                           help="configuration file (default: $FALLWATCH_CONFIG, /etc/fallwatch/fallwatch.yaml "
-                                "if present, else the packaged default)")
+            p.add_argument(
+                "--config",
+                "-c",
+                default=None,
+                help="configuration file (default: $FALLWATCH_CONFIG, /etc/fallwatch/fallwatch.yaml "
+                "if present, else the packaged default)",
+            )
         if model_dir:
-            p.add_argument("--model-dir", default=None, help="model directory (overrides FALLWATCH_MODEL_DIR "
-                                                            "and models.dir)")
+            p.add_argument(
+                "--model-dir", default=None, help="model directory (overrides FALLWATCH_MODEL_DIR and models.dir)"
+            )
         return p
 
     p = add("run", "run the daemon: capture -> pose -> rules -> MQTT, debug stream, log", model_dir=True)
     p.add_argument("--source", default=None, help="override camera.source (a video file, v4l2:/dev/video0, rtsp://...)")
 
-    p = sub.add_parser("watch", help="every device and camera on an MQTT broker at a glance (night shift view)",
-                       description="Shows every fallwatch device and camera on a broker: availability, state, "
-                                   "last event and its age; falls and down devices on top.")
+    p = sub.add_parser(
+        "watch",
+        help="every device and camera on an MQTT broker at a glance (night shift view)",
+        description="Shows every fallwatch device and camera on a broker: availability, state, "
+        "last event and its age; falls and down devices on top.",
+    )
     p.add_argument("--host", default="localhost", help="broker host (default localhost)")
     p.add_argument("--port", type=int, default=None, help="broker port (default 1883, 8883 with TLS)")
     p.add_argument("--username", default=None, help="broker user name")
@@ -61,12 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyfile", default=None, help="the client certificate's key")
     p.add_argument("--insecure", action="store_true", help="TLS: do not check the broker's host name")
     p.add_argument("--prefix", default="fallwatch", help="topic prefix above the device ids (default fallwatch)")
-    p.add_argument("--stale", type=float, default=90.0,
-                   help="seconds without a heartbeat after which a device counts as down, for devices that do not "
-                        "state their heartbeat period (default 90)")
+    p.add_argument(
+        "--stale",
+        type=float,
+        default=90.0,
+        help="seconds without a heartbeat after which a device counts as down, for devices that do not "
+        "state their heartbeat period (default 90)",
+    )
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    p.add_argument("--wait", type=float, default=2.0,
-                   help="with --once: longest wait for the broker's retained messages, in seconds (default 2)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=2.0,
+        help="with --once: longest wait for the broker's retained messages, in seconds (default 2)",
+    )
     p.add_argument("--json", action="store_true", help="with --once: the snapshot as JSON")
 
     p = sub.add_parser("check-config", help="validate a configuration file and print the effective configuration")
@@ -87,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="video file")
     p.add_argument("--json", action="store_true")
     p.add_argument("--loops", type=int, default=1, help="play the clip this many times (memory growth check)")
-    p.add_argument("--cameras", type=int, default=None, metavar="N",
-                   help="open the clip as N cameras sharing one pose engine (fair scheduling; per-camera figures)")
+    p.add_argument(
+        "--cameras",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open the clip as N cameras sharing one pose engine (fair scheduling; per-camera figures)",
+    )
 
     p = add("detect", "run the whole pipeline on video files and print fall events", model_dir=True)
     p.add_argument("videos", nargs="+")
@@ -98,27 +125,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("replay", "run only the rules over pose recordings (JSONL)")
     p.add_argument("recordings", nargs="+")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", default=None, metavar="OUT.html",
-                   help="also draw the rule's signals over the recording (spine angle, torso drop, descent rate, "
-                        "thresholds, the fall) into this HTML file")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="OUT.html",
+        help="also draw the rule's signals over the recording (spine angle, torso drop, descent rate, "
+        "thresholds, the fall) into this HTML file",
+    )
 
     p = add("eval", "evaluate labelled clips (video or JSONL) against their manifest", model_dir=True)
     p.add_argument("manifests", nargs="+")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strategy", choices=["fallwatch", "ambianic"], default=None, help="override rules.strategy")
 
-    p = add("doctor", "check the system, Edge TPU, cameras, models, configuration, broker and debug port",
-            model_dir=True)
+    p = add(
+        "doctor", "check the system, Edge TPU, cameras, models, configuration, broker and debug port", model_dir=True
+    )
     p.add_argument("--json", action="store_true", help="the same checks as one JSON object")
 
-    p = add("tune", "propose rule settings from your labelled event records (and labelled manifests)",
-            model_dir=True)
-    p.add_argument("--records", default=None, help="event records directory (default: events.dir of the "
-                                                   "configuration)")
-    p.add_argument("--manifest", action="append", default=[], metavar="M.json",
-                   help="labelled clips whose falls must stay caught (repeatable)")
-    p.add_argument("--write", default=None, metavar="FILE", help="write a new configuration file with the "
-                                                                 "proposed settings (never the one in use)")
+    p = add("tune", "propose rule settings from your labelled event records (and labelled manifests)", model_dir=True)
+    p.add_argument("--records", default=None, help="event records directory (default: events.dir of the configuration)")
+    p.add_argument(
+        "--manifest",
+        action="append",
+        default=[],
+        metavar="M.json",
+        help="labelled clips whose falls must stay caught (repeatable)",
+    )
+    p.add_argument(
+        "--write",
+        default=None,
+        metavar="FILE",
+        help="write a new configuration file with the proposed settings (never the one in use)",
+    )
 
     p = add("bench-records", "pipeline latency while event clips are written, against none", model_dir=True)
     p.add_argument("--source", required=True, help="video file (played at its own frame rate)")
@@ -130,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.log_level:
-        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     from fallwatch.config.loader import ConfigError
 
     module_name, func_name = HANDLERS[args.command].split(":")

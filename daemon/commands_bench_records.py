@@ -8,6 +8,7 @@ every events.pre_s + events.post_s seconds (records back to back, as a fall then
 do), so a clip is always being collected while the one before is encoded and written; before each round without
 records, the recorder has finished writing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def _frames(path: str) -> tuple[list[np.ndarray], float]:
     return out, float(fps)
 
 
-def _round(pipeline: Any, frames: list[np.ndarray], fps: float, recorder: Optional[Any], t0: float,
-           events: bool = True) -> list[float]:
+def _round(
+    pipeline: Any, frames: list[np.ndarray], fps: float, recorder: Optional[Any], t0: float, events: bool = True
+) -> list[float]:
     every = (recorder.cfg.pre_s + recorder.cfg.post_s) if recorder else 0.0
     next_event = t0 + (recorder.cfg.pre_s if recorder else 0.0) if events else float("inf")
     latencies = []
@@ -103,30 +105,50 @@ def cmd_bench_records(args: argparse.Namespace) -> int:
         recorder.stop(timeout=60)
         written, failed, skipped = recorder.records_written, recorder.records_failed, recorder.frames_dropped
     report = {
-        "source": args.source, "frames_per_round": len(frames), "fps": round(fps, 2), "rounds": args.rounds,
+        "source": args.source,
+        "frames_per_round": len(frames),
+        "fps": round(fps, 2),
+        "rounds": args.rounds,
         "backend": engine.backend,
-        "latency_ms_without_records": {"median": round(statistics.median(off), 2),
-                                       "p90": round(float(np.percentile(off, 90)), 2)},
-        "latency_ms_recorder_idle": {"median": round(statistics.median(idle), 2),
-                                     "p90": round(float(np.percentile(idle, 90)), 2)},
-        "latency_ms_writing_clips": {"median": round(statistics.median(on), 2),
-                                     "p90": round(float(np.percentile(on, 90)), 2)},
-        "records_written": written, "records_failed": failed, "recorder_frames_skipped": skipped,
+        "latency_ms_without_records": {
+            "median": round(statistics.median(off), 2),
+            "p90": round(float(np.percentile(off, 90)), 2),
+        },
+        "latency_ms_recorder_idle": {
+            "median": round(statistics.median(idle), 2),
+            "p90": round(float(np.percentile(idle, 90)), 2),
+        },
+        "latency_ms_writing_clips": {
+            "median": round(statistics.median(on), 2),
+            "p90": round(float(np.percentile(on, 90)), 2),
+        },
+        "records_written": written,
+        "records_failed": failed,
+        "recorder_frames_skipped": skipped,
     }
-    report["writing_vs_idle_ratio"] = round(report["latency_ms_writing_clips"]["median"]
-                                            / report["latency_ms_recorder_idle"]["median"], 3)
-    report["recorder_vs_none_ratio"] = round(report["latency_ms_recorder_idle"]["median"]
-                                             / report["latency_ms_without_records"]["median"], 3)
+    report["writing_vs_idle_ratio"] = round(
+        report["latency_ms_writing_clips"]["median"] / report["latency_ms_recorder_idle"]["median"], 3
+    )
+    report["recorder_vs_none_ratio"] = round(
+        report["latency_ms_recorder_idle"]["median"] / report["latency_ms_without_records"]["median"], 3
+    )
     if args.json:
         print(json.dumps(report))
         return 0
-    a, i, b = (report["latency_ms_without_records"], report["latency_ms_recorder_idle"],
-               report["latency_ms_writing_clips"])
+    a, i, b = (
+        report["latency_ms_without_records"],
+        report["latency_ms_recorder_idle"],
+        report["latency_ms_writing_clips"],
+    )
     print(f"{args.source}: {len(frames)} frames at {fps:.1f} fps x {args.rounds} rounds, backend {engine.backend}")
     print(f"pipeline latency without records: median {a['median']:.1f} ms, p90 {a['p90']:.1f} ms")
     print(f"pipeline latency, recorder idle:  median {i['median']:.1f} ms, p90 {i['p90']:.1f} ms (pre-roll only)")
-    print(f"pipeline latency writing clips:   median {b['median']:.1f} ms, p90 {b['p90']:.1f} ms "
-          f"({written} records written, {failed} failed, {skipped} frames skipped by the recorder)")
-    print(f"ratio writing clips / recorder idle: {report['writing_vs_idle_ratio']:.3f}; "
-          f"recorder idle / no records: {report['recorder_vs_none_ratio']:.3f}")
+    print(
+        f"pipeline latency writing clips:   median {b['median']:.1f} ms, p90 {b['p90']:.1f} ms "
+        f"({written} records written, {failed} failed, {skipped} frames skipped by the recorder)"
+    )
+    print(
+        f"ratio writing clips / recorder idle: {report['writing_vs_idle_ratio']:.3f}; "
+        f"recorder idle / no records: {report['recorder_vs_none_ratio']:.3f}"
+    )
     return 0

@@ -3,6 +3,7 @@
 check-config prints the effective configuration (defaults filled in, ${ENV} substituted, secrets masked)
 and exits 0, or prints every error, one line each, on stderr and exits 2.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ A check fails when the daemon cannot work as configured; it warns when the daemo
 (an Edge TPU left unused, a Coral on a USB 2 port). Nothing here can hang: the TPU probe runs in a child process
 with a timeout, the broker connect has a timeout, sysfs and /proc reads are instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ class Check:
 @dataclass
 class Environment:
     """Where the checks look; tests point these at fake trees."""
+
     sysfs: Path = Path("/sys")
     dev: Path = Path("/dev")
     proc: Path = Path("/proc")
@@ -52,16 +54,23 @@ class Environment:
 def cmd_doctor(args: argparse.Namespace) -> int:
     checks = run_checks(args.config, getattr(args, "model_dir", None))
     if args.json:
-        print(json.dumps({"checks": [asdict(c) for c in checks],
-                          "summary": {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}}))
+        print(
+            json.dumps(
+                {
+                    "checks": [asdict(c) for c in checks],
+                    "summary": {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")},
+                }
+            )
+        )
     else:
         for check in checks:
             print(check.line(), flush=True)
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
-def run_checks(config_file: Optional[str] = None, model_dir: Optional[str] = None,
-               env: Optional[Environment] = None) -> list[Check]:
+def run_checks(
+    config_file: Optional[str] = None, model_dir: Optional[str] = None, env: Optional[Environment] = None
+) -> list[Check]:
     env = env or Environment()
     checks = [check_os(env), check_python()]
     try:
@@ -100,8 +109,12 @@ def check_os(env: Environment) -> Check:
         pass
     machine = platform.machine()
     if machine in ("armv7l", "armv6l"):
-        return Check("warn", "os", f"{name}, {machine} (32-bit)",
-                     "use the 64-bit Raspberry Pi OS: TFLite wheels and the Coral runtime are built for aarch64")
+        return Check(
+            "warn",
+            "os",
+            f"{name}, {machine} (32-bit)",
+            "use the 64-bit Raspberry Pi OS: TFLite wheels and the Coral runtime are built for aarch64",
+        )
     return Check("ok", "os", f"{name}, {machine}, kernel {platform.release()}")
 
 
@@ -118,46 +131,80 @@ def check_runtimes() -> list[Check]:
     versions = edgetpu_stack.runtime_versions()
     out = []
     if versions["ai_edge_litert"]:
-        out.append(Check("ok", "runtime ai_edge_litert", f"{edgetpu_stack.runtime_label('ai_edge_litert')} "
-                                                         "(runs the CPU models)"))
+        out.append(
+            Check(
+                "ok", "runtime ai_edge_litert", f"{edgetpu_stack.runtime_label('ai_edge_litert')} (runs the CPU models)"
+            )
+        )
     elif versions["tflite_runtime"]:
         out.append(Check("ok", "runtime ai_edge_litert", "not installed; tflite_runtime runs the CPU models"))
     else:
-        out.append(Check("fail", "runtime ai_edge_litert", "no TFLite runtime installed",
-                         "reinstall: sudo ./systemd/install.sh (or pip install ai-edge-litert in the venv)"))
+        out.append(
+            Check(
+                "fail",
+                "runtime ai_edge_litert",
+                "no TFLite runtime installed",
+                "reinstall: sudo ./systemd/install.sh (or pip install ai-edge-litert in the venv)",
+            )
+        )
     if versions["tflite_runtime"]:
-        out.append(Check("ok", "runtime tflite_runtime", f"{edgetpu_stack.runtime_label('tflite_runtime')} "
-                                                         "(runs the Edge TPU models)"))
+        out.append(
+            Check(
+                "ok",
+                "runtime tflite_runtime",
+                f"{edgetpu_stack.runtime_label('tflite_runtime')} (runs the Edge TPU models)",
+            )
+        )
     else:
-        out.append(Check("ok", "runtime tflite_runtime",
-                         "not installed (the Coral's matched runtime; only needed with a Coral: "
-                         "sudo ./systemd/install.sh --with-coral)"))
+        out.append(
+            Check(
+                "ok",
+                "runtime tflite_runtime",
+                "not installed (the Coral's matched runtime; only needed with a Coral: "
+                "sudo ./systemd/install.sh --with-coral)",
+            )
+        )
     return out
 
 
-def check_library(library: Optional[Path], package: Optional[tuple[str, str]], must: bool,
-                  coral_plugged: bool = False) -> Check:
+def check_library(
+    library: Optional[Path], package: Optional[tuple[str, str]], must: bool, coral_plugged: bool = False
+) -> Check:
     bad = "fail" if must else "warn"
     if library is None:
         if must or coral_plugged:
             why = "pose.backend is edgetpu" if must else "a Coral is plugged in"
-            return Check(bad, "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not found but {why}",
-                         "sudo ./systemd/install.sh --with-coral")
+            return Check(
+                bad,
+                "edgetpu library",
+                f"{edgetpu_stack.EDGETPU_LIBRARY} not found but {why}",
+                "sudo ./systemd/install.sh --with-coral",
+            )
         return Check("ok", "edgetpu library", f"{edgetpu_stack.EDGETPU_LIBRARY} not installed (CPU only)")
     module = edgetpu_stack.tpu_runtime()
     if module is None:
         return Check(bad, "edgetpu library", f"{library} present but no TFLite runtime", edgetpu_stack.FIX)
     version = edgetpu_stack.runtime_versions()[module]
     where = f"{package[0]} " if package else ""
-    text = f"{where}{edgetpu_stack.library_label(package)} at {library}, Edge TPU runtime " \
-           f"{edgetpu_stack.runtime_label(module, version)}"
+    text = (
+        f"{where}{edgetpu_stack.library_label(package)} at {library}, Edge TPU runtime "
+        f"{edgetpu_stack.runtime_label(module, version)}"
+    )
     matched = edgetpu_stack.stack_matches(package, module, version)
     if matched is None:
-        return Check("warn", "edgetpu library", f"{text}: the library's build is unknown (not from a Debian "
-                                                "package), cannot tell whether it matches", edgetpu_stack.FIX)
+        return Check(
+            "warn",
+            "edgetpu library",
+            f"{text}: the library's build is unknown (not from a Debian package), cannot tell whether it matches",
+            edgetpu_stack.FIX,
+        )
     if not matched:
-        return Check(bad, "edgetpu library", f"{text}: NOT built for each other (the delegate is likely to crash)",
-                     edgetpu_stack.FIX)
+        return Check(
+            bad,
+            "edgetpu library",
+            f"{text}: NOT built for each other (the delegate is likely to crash)",
+            edgetpu_stack.FIX,
+        )
     return Check("ok", "edgetpu library", f"{text}: built for each other")
 
 
@@ -182,14 +229,22 @@ def check_coral_usb(sysfs: Path, expected: bool, must: bool) -> Check:
     corals = coral_devices(sysfs)
     if not corals:
         if must or expected:
-            return Check("fail" if must else "warn", "coral usb", "no Coral USB Accelerator on the USB bus "
-                         "(ids 1a6e:089a or 18d1:9302)", "plug the Coral in (a USB 3 port), or set pose.backend: cpu")
+            return Check(
+                "fail" if must else "warn",
+                "coral usb",
+                "no Coral USB Accelerator on the USB bus (ids 1a6e:089a or 18d1:9302)",
+                "plug the Coral in (a USB 3 port), or set pose.backend: cpu",
+            )
         return Check("ok", "coral usb", "none on the bus (CPU only)")
     name, state, speed = corals[0]
     text = f"Coral USB Accelerator at {name} ({state}), {speed if speed is not None else '?'} Mb/s"
     if speed is not None and speed < 5000:
-        return Check("warn", "coral usb", f"{text}: a USB 2 port; the Coral loses much of its speed there",
-                     "plug the Coral into a USB 3 (blue) port with a USB 3 cable")
+        return Check(
+            "warn",
+            "coral usb",
+            f"{text}: a USB 2 port; the Coral loses much of its speed there",
+            "plug the Coral into a USB 3 (blue) port with a USB 3 cable",
+        )
     return Check("ok", "coral usb", text + ("" if len(corals) == 1 else f" (+{len(corals) - 1} more)"))
 
 
@@ -201,37 +256,52 @@ def check_crash_marker(cfg: Config, package: Optional[tuple[str, str]]) -> Check
     state_dir = default_state_dir(cfg.mqtt.state_dir)
     left = leftover(state_dir, edgetpu_stack.stack_label(module, package)) if module and state_dir.is_dir() else None
     if left:
-        return Check("fail" if cfg.pose.backend == "edgetpu" else "warn", "edgetpu crash marker",
-                     describe(*left), f"{edgetpu_stack.FIX}, or delete {left[0]} to try the TPU again")
+        return Check(
+            "fail" if cfg.pose.backend == "edgetpu" else "warn",
+            "edgetpu crash marker",
+            describe(*left),
+            f"{edgetpu_stack.FIX}, or delete {left[0]} to try the TPU again",
+        )
     return Check("ok", "edgetpu crash marker", f"none in {state_dir}")
 
 
-def check_probe(cfg: Config, model_dir: Path, library: Optional[Path], package: Optional[tuple[str, str]],
-                must: bool) -> Check:
+def check_probe(
+    cfg: Config, model_dir: Path, library: Optional[Path], package: Optional[tuple[str, str]], must: bool
+) -> Check:
     from fallwatch.pose.edgetpu_probe import probe_model, run_probe
     from fallwatch.pose.models import ModelError, edgetpu_build, model_path
 
     if library is None or cfg.pose.backend == "cpu":
-        return Check("ok", "edgetpu probe", "skipped (" + ("pose.backend is cpu" if library else
-                                                         "no Edge TPU library") + ")")
+        return Check(
+            "ok", "edgetpu probe", "skipped (" + ("pose.backend is cpu" if library else "no Edge TPU library") + ")"
+        )
     models = []
     for cpu_name in (cfg.pose.detector, cfg.pose.estimator):
         tpu_name = edgetpu_build(cpu_name)
         try:
             if tpu_name:
-                models.append(probe_model(tpu_name, model_path(tpu_name, model_dir), model_path(cpu_name, model_dir),
-                                          model_dir))
+                models.append(
+                    probe_model(tpu_name, model_path(tpu_name, model_dir), model_path(cpu_name, model_dir), model_dir)
+                )
         except ModelError:
             continue
     if not models:
-        return Check("fail" if must else "warn", "edgetpu probe", "skipped: no Edge TPU model present",
-                     "fallwatch models fetch " + " ".join(filter(None, map(edgetpu_build, (cfg.pose.detector,
-                                                                                          cfg.pose.estimator)))))
+        return Check(
+            "fail" if must else "warn",
+            "edgetpu probe",
+            "skipped: no Edge TPU model present",
+            "fallwatch models fetch "
+            + " ".join(filter(None, map(edgetpu_build, (cfg.pose.detector, cfg.pose.estimator)))),
+        )
     result = run_probe(models, cfg.pose.edgetpu_device, cfg.pose.edgetpu_probe_timeout_s, package)
     if result.ok:
         return Check("ok", "edgetpu probe", result.reason)
-    return Check("fail" if must else "warn", "edgetpu probe",
-                 f"{result.outcome}: {result.stack}: {result.detail}; the daemon runs on the CPU", result.fix)
+    return Check(
+        "fail" if must else "warn",
+        "edgetpu probe",
+        f"{result.outcome}: {result.stack}: {result.detail}; the daemon runs on the CPU",
+        result.fix,
+    )
 
 
 # -- inputs and outputs ----------------------------------------------------------------------------------------
@@ -240,8 +310,13 @@ def _picamera2_cameras() -> tuple[Optional[int], str]:
     (libcamera can block on a wedged camera)."""
     code = "import json\nfrom picamera2 import Picamera2\nprint(json.dumps(len(Picamera2.global_camera_info())))"
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=CAMERA_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=CAMERA_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return None, f"picamera2 did not answer within {CAMERA_TIMEOUT_S:g} s"
     if proc.returncode != 0:
@@ -266,17 +341,29 @@ def check_cameras(cfg: Config, env: Environment) -> Check:
     found = ([f"{count} Pi camera(s) via picamera2"] if count else []) + v4l2
     text = ", ".join(found) if found else "no camera found"
     if spec == "picamera2" and not count:
-        return Check("fail", "camera", f"camera.source picamera2: {why or 'no Pi camera found'}",
-                     "connect the camera ribbon; apt install python3-picamera2; venv with --system-site-packages")
+        return Check(
+            "fail",
+            "camera",
+            f"camera.source picamera2: {why or 'no Pi camera found'}",
+            "connect the camera ribbon; apt install python3-picamera2; venv with --system-site-packages",
+        )
     if spec.startswith(("v4l2:", "/dev/")):
-        dev = spec[len("v4l2:"):] if spec.startswith("v4l2:") else spec
+        dev = spec[len("v4l2:") :] if spec.startswith("v4l2:") else spec
         if not Path(dev or "/dev/video0").exists():
-            return Check("fail", "camera", f"camera.source {spec}: {dev} does not exist ({text})",
-                         "plug the camera in or set camera.source")
+            return Check(
+                "fail",
+                "camera",
+                f"camera.source {spec}: {dev} does not exist ({text})",
+                "plug the camera in or set camera.source",
+            )
         return Check("ok", "camera", f"camera.source {spec}; found: {text}")
     if not found:
-        return Check("fail", "camera", f"camera.source auto: no camera found ({why or 'no Pi camera'}; "
-                                       "no /dev/video* camera)", "connect a camera, or set camera.source")
+        return Check(
+            "fail",
+            "camera",
+            f"camera.source auto: no camera found ({why or 'no Pi camera'}; no /dev/video* camera)",
+            "connect a camera, or set camera.source",
+        )
     return Check("ok", "camera", f"camera.source {spec}; found: {text}")
 
 
@@ -293,8 +380,12 @@ def check_models(cfg: Config, model_dir: Path, tpu_library: bool) -> Check:
     absent = [n for n in tpu if status[n] in (MISSING, MISMATCH)]
     text = f"{', '.join(f'{n} {status[n]}' for n in status)} in {model_dir}"
     if absent and tpu_library:
-        return Check("warn", "models", f"{text}; the Edge TPU builds are not all usable",
-                     "fallwatch models fetch " + " ".join(absent))
+        return Check(
+            "warn",
+            "models",
+            f"{text}; the Edge TPU builds are not all usable",
+            "fallwatch models fetch " + " ".join(absent),
+        )
     return Check("ok", "models", text)
 
 
@@ -307,8 +398,12 @@ def check_mqtt(cfg: Config) -> Check:
     try:
         socket.create_connection((m.host, m.port), timeout=MQTT_TIMEOUT_S).close()
     except OSError as exc:
-        return Check("fail", "mqtt", f"cannot reach the broker at {where}: {exc.strerror or exc}",
-                     "start the broker or correct mqtt.host/mqtt.port")
+        return Check(
+            "fail",
+            "mqtt",
+            f"cannot reach the broker at {where}: {exc.strerror or exc}",
+            "start the broker or correct mqtt.host/mqtt.port",
+        )
     import paho.mqtt.client as mqtt
     from fallwatch.daemon.mqtt import MqttError, _password_of
     from paho.mqtt.enums import CallbackAPIVersion
@@ -320,8 +415,11 @@ def check_mqtt(cfg: Config) -> Check:
         answer["rc"] = reason_code
         done.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fallwatch-doctor-{os.getpid()}",
-                         protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"fallwatch-doctor-{os.getpid()}",
+        protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
+    )
     client.on_connect = on_connect
     try:
         if m.username:
@@ -329,8 +427,9 @@ def check_mqtt(cfg: Config) -> Check:
         if m.tls.enabled:
             import ssl
 
-            client.tls_set(ca_certs=m.tls.ca_certs, certfile=m.tls.certfile, keyfile=m.tls.keyfile,
-                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(
+                ca_certs=m.tls.ca_certs, certfile=m.tls.certfile, keyfile=m.tls.keyfile, cert_reqs=ssl.CERT_REQUIRED
+            )
             client.tls_insecure_set(m.tls.insecure)
         client.connect_timeout = MQTT_TIMEOUT_S
         # TCP bounded by connect_timeout; the TLS handshake by the socket timeout paho sets from keepalive
@@ -345,12 +444,17 @@ def check_mqtt(cfg: Config) -> Check:
         client.disconnect()
         client.loop_stop()
     if not answered:
-        return Check("fail", "mqtt", f"{where}: no CONNACK within {MQTT_TIMEOUT_S:g} s",
-                     "is it an MQTT broker on that port (TLS on the TLS port)?")
+        return Check(
+            "fail",
+            "mqtt",
+            f"{where}: no CONNACK within {MQTT_TIMEOUT_S:g} s",
+            "is it an MQTT broker on that port (TLS on the TLS port)?",
+        )
     rc = answer["rc"]
     if getattr(rc, "is_failure", False):
-        return Check("fail", "mqtt", f"{where}: the broker refused the connection ({rc})",
-                     "check mqtt.username and the password")
+        return Check(
+            "fail", "mqtt", f"{where}: the broker refused the connection ({rc})", "check mqtt.username and the password"
+        )
     return Check("ok", "mqtt", f"connected to {where}")
 
 
@@ -391,9 +495,13 @@ def check_debug_bind(cfg: Config, proc: Path = Path("/proc")) -> Check:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             who = _listener(int(port), proc)
-            return Check("warn" if who.startswith("fallwatch") else "fail", "debug bind",
-                         f"{d.bind} is in use by {who}",
-                         "stop it or set debug.bind to a free port" if not who.startswith("fallwatch") else
-                         "the daemon is probably running already (systemctl status fallwatch)")
+            return Check(
+                "warn" if who.startswith("fallwatch") else "fail",
+                "debug bind",
+                f"{d.bind} is in use by {who}",
+                "stop it or set debug.bind to a free port"
+                if not who.startswith("fallwatch")
+                else "the daemon is probably running already (systemctl status fallwatch)",
+            )
         return Check("fail", "debug bind", f"cannot bind {d.bind}: {exc.strerror or exc}", "correct debug.bind")
     return Check("ok", "debug bind", f"{d.bind} is free")

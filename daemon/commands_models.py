@@ -3,6 +3,7 @@
 Exit codes: 0 fine; 1 a model is missing, fails its sha256 or could not be fetched; 2 bad configuration or
 an unknown model name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,19 +38,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return verify_models(model_dir, required, tpu, names or None)
 
 
-def list_models(model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (),
-                names: Optional[Sequence[str]] = None) -> int:
+def list_models(
+    model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (), names: Optional[Sequence[str]] = None
+) -> int:
     # RUNTIME: the TFLite runtime (module-version) that runs the model here; Edge TPU builds prefer tflite_runtime
     versions = runtime_versions()
-    runtimes = {edgetpu: f"{module}-{versions[module]}" if module else "none"
-                for edgetpu, module in ((False, cpu_runtime()), (True, tpu_runtime()))}
+    runtimes = {
+        edgetpu: f"{module}-{versions[module]}" if module else "none"
+        for edgetpu, module in ((False, cpu_runtime()), (True, tpu_runtime()))
+    }
     rows = [("NAME", "FILE", "KIND", "RUNS ON", "PRESENT", "VERIFIED", "CONFIG", "RUNTIME")]
     for spec in (MODELS[n] for n in (names or MODELS)):
         status = model_status(spec, model_dir)
-        rows.append((spec.name, spec.file, spec.kind, "edgetpu" if spec.edgetpu else "cpu",
-                     "no" if status == MISSING else "yes", _VERIFIED_TEXT[status],
-                     "needed" if spec.name in required else "tpu" if spec.name in tpu else "",
-                     runtimes[spec.edgetpu]))
+        rows.append(
+            (
+                spec.name,
+                spec.file,
+                spec.kind,
+                "edgetpu" if spec.edgetpu else "cpu",
+                "no" if status == MISSING else "yes",
+                _VERIFIED_TEXT[status],
+                "needed" if spec.name in required else "tpu" if spec.name in tpu else "",
+                runtimes[spec.edgetpu],
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(f"model directory: {model_dir}")
     for row in rows:
@@ -67,8 +79,7 @@ def fetch_models(model_dir: Path, names: Sequence[str]) -> int:
             print(f"{name}: present and verified ({model_dir / spec.file})")
             continue
         if status == UNPINNED:
-            print(f"{name}: present, unpinned (no published sha256), not downloaded again "
-                  f"({model_dir / spec.file})")
+            print(f"{name}: present, unpinned (no published sha256), not downloaded again ({model_dir / spec.file})")
             continue
         if status == MISMATCH:
             print(f"{name}: {model_dir / spec.file} fails its sha256 check; downloading it again", file=sys.stderr)
@@ -82,13 +93,17 @@ def fetch_models(model_dir: Path, names: Sequence[str]) -> int:
             print(f"{name}: installed and verified ({result.path})")
         else:
             print(f"{name}: installed {result.path}")
-            print(f"warning: {name} is UNPINNED: no published sha256 is known, so the download could not be "
-                  f"checked; its sha256 is {result.sha256} - compare it with a trusted source", file=sys.stderr)
+            print(
+                f"warning: {name} is UNPINNED: no published sha256 is known, so the download could not be "
+                f"checked; its sha256 is {result.sha256} - compare it with a trusted source",
+                file=sys.stderr,
+            )
     return 1 if failed else 0
 
 
-def verify_models(model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (),
-                  names: Optional[Sequence[str]] = None) -> int:
+def verify_models(
+    model_dir: Path, required: Sequence[str], tpu: Sequence[str] = (), names: Optional[Sequence[str]] = None
+) -> int:
     """Check every present model (or ``names``) and that the required ones exist; exit 1 on any problem.
     A missing Edge TPU build is only noted: with backend auto the CPU models run instead."""
     if names:
@@ -106,12 +121,13 @@ def verify_models(model_dir: Path, required: Sequence[str], tpu: Sequence[str] =
         if status == OK:
             print(f"{name}: ok ({path})")
         elif status == UNPINNED:
-            print(f"{name}: unpinned - no published sha256 to check {path} against; "
-                  f"its sha256 is {sha256_of(path)}")
+            print(f"{name}: unpinned - no published sha256 to check {path} against; its sha256 is {sha256_of(path)}")
         elif status == MISMATCH:
             bad += 1
-            print(f"{name}: {path} fails its sha256 check (expected {spec.sha256}); "
-                  f"run: fallwatch models fetch {name}", file=sys.stderr)
+            print(
+                f"{name}: {path} fails its sha256 check (expected {spec.sha256}); run: fallwatch models fetch {name}",
+                file=sys.stderr,
+            )
         elif name in must_exist:
             bad += 1
             print(f"{name}: {path} is missing; run: fallwatch models fetch {name}", file=sys.stderr)

@@ -4,6 +4,7 @@
 Exit codes: 0 fine; 1 an image could not be read or a clip could not be decoded; 2 bad configuration, a missing
 model or an unusable backend.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,14 @@ def person_json(p: Any) -> dict[str, Any]:
         "track_id": p.track_id,
         "box": [round(float(v), 1) for v in p.box],
         "score": round(float(p.score), 4),
-        "keypoints": {name: [round(float(p.keypoints[i, 0]), 1), round(float(p.keypoints[i, 1]), 1),
-                             round(float(p.keypoints[i, 2]), 4)] for i, name in enumerate(KEYPOINT_NAMES)},
+        "keypoints": {
+            name: [
+                round(float(p.keypoints[i, 0]), 1),
+                round(float(p.keypoints[i, 1]), 1),
+                round(float(p.keypoints[i, 2]), 4),
+            ]
+            for i, name in enumerate(KEYPOINT_NAMES)
+        },
     }
     if p.keypoints33 is not None:  # BlazePose: all 33 landmarks too, in its own order
         out["keypoints33"] = [[round(float(x), 1), round(float(y), 1), round(float(s), 4)] for x, y, s in p.keypoints33]
@@ -80,8 +87,12 @@ def cmd_pose(args: argparse.Namespace) -> int:
             status = 1
             continue
         if args.json:
-            print(json.dumps({"image": path, "backend": result.backend,
-                              "people": [person_json(p) for p in result.persons]}), flush=True)
+            print(
+                json.dumps(
+                    {"image": path, "backend": result.backend, "people": [person_json(p) for p in result.persons]}
+                ),
+                flush=True,
+            )
         else:
             _print_people(path, rgb.shape, result)
     return status
@@ -92,14 +103,17 @@ def _print_people(path: str, shape: tuple[int, ...], result: PoseResult) -> None
     print(f"{path}: {shape[1]}x{shape[0]}, {n} {'person' if n == 1 else 'people'} ({result.backend})")
     for p in result.persons:
         x0, y0, x1, y1 = p.box
-        print(f"  person {p.track_id}: box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}] score {p.score:.2f}"
-              f"{' (detector)' if p.detected else ''}")
+        print(
+            f"  person {p.track_id}: box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}] score {p.score:.2f}"
+            f"{' (detector)' if p.detected else ''}"
+        )
         for i, name in enumerate(KEYPOINT_NAMES):
             x, y, s = p.keypoints[i]
             print(f"    {name:<15} {x:7.1f} {y:7.1f}  {s:.2f}")
 
 
 # -- bench ---------------------------------------------------------------------------------------------------
+
 
 def _rss_mb() -> float:
     try:
@@ -128,8 +142,11 @@ def _stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {"median": 0.0, "p95": 0.0, "mean": 0.0}
     a = np.asarray(values, dtype=np.float64)
-    return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3),
-            "mean": round(float(a.mean()), 3)}
+    return {
+        "median": round(float(np.median(a)), 3),
+        "p95": round(float(np.percentile(a, 95)), 3),
+        "mean": round(float(a.mean()), 3),
+    }
 
 
 def _finite(value: float, digits: int = 3) -> Optional[float]:
@@ -145,7 +162,7 @@ def _rules(config: Any, source: str = "bench") -> Optional[Any]:
         from .settings import rule_settings
 
         return make_rules(rule_settings(config), source=source)
-    except Exception as exc:  # noqa: BLE001 - no usable rules floor just means: bench without the rules stage
+    except Exception as exc:  # no usable rules floor just means: bench without the rules stage
         log.warning("bench without the rules stage (%s)", exc)
         return None
 
@@ -155,8 +172,9 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
     from .pipeline import Pipeline, VideoFrames, person_poses
 
     # enhance (night enhancement) is part of detect, estimate and track, and is shown apart too
-    stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "estimate", "track", "enhance", "pose",
-                                                      "rules", "pipeline")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("decode", "detect", "estimate", "track", "enhance", "pose", "rules", "pipeline")
+    }
     det_invokes: list[float] = []
     est_invokes: list[float] = []
     det_frame: list[float] = []
@@ -229,11 +247,15 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         "backend": engine.backend,
         "backend_reason": engine.backend_reason,
         # which runtime (module and version) ran each model, on which backend
-        "models": {role: {"file": m.path.name, "backend": m.backend, "runtime": m.runtime}
-                   for role, m in (("detector", engine.detector_model), ("estimator", engine.estimator_model))},
+        "models": {
+            role: {"file": m.path.name, "backend": m.backend, "runtime": m.runtime}
+            for role, m in (("detector", engine.detector_model), ("estimator", engine.estimator_model))
+        },
         "stage_ms": {k: _stats(v) for k, v in stages.items()},
-        "invoke_ms": {"detector": {**_stats(det_invokes), "count": len(det_invokes)},
-                      "estimator": {**_stats(est_invokes), "count": len(est_invokes)}},
+        "invoke_ms": {
+            "detector": {**_stats(det_invokes), "count": len(det_invokes)},
+            "estimator": {**_stats(est_invokes), "count": len(est_invokes)},
+        },
         "model_invoke_ms_per_frame": round(invoke_per_frame, 3),
         # night enhancement (pose.enhance): its share of the overhead, and how many model inputs it changed
         "enhance_ms_per_frame": round(float(np.mean(stages["enhance"])), 3),
@@ -255,8 +277,13 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
     }
 
 
-def run_bench_cameras(engine: PoseEngine, source: str, cameras: int, loops: int = 1,
-                      rules: Optional[Callable[[str], Optional[Any]]] = None) -> dict[str, Any]:
+def run_bench_cameras(
+    engine: PoseEngine,
+    source: str,
+    cameras: int,
+    loops: int = 1,
+    rules: Optional[Callable[[str], Optional[Any]]] = None,
+) -> dict[str, Any]:
     """``source`` opened ``cameras`` times as that many captures sharing ``engine``, each with its own tracker and
     rules (``rules(name)``), frames taken through a FrameScheduler as fast as the engine goes: every capture is
     lossless (its reader decodes the next frame once the last is taken), so the engine is never idle and no
@@ -327,8 +354,10 @@ def run_bench_cameras(engine: PoseEngine, source: str, cameras: int, loops: int 
     if failed or not frames:
         raise ValueError((failed[0].error if failed else None) or f"{source}: no frame could be decoded")
     invoke_per_frame = float(np.mean(invoke_ms))
-    per_camera = {name: {"frames": st["handed"], "fps": round(st["handed"] / wall, 2), "dropped": st["dropped"]}
-                  for name, st in scheduler.stats().items()}
+    per_camera = {
+        name: {"frames": st["handed"], "fps": round(st["handed"] / wall, 2), "dropped": st["dropped"]}
+        for name, st in scheduler.stats().items()
+    }
     return {
         "source": source,
         "cameras": cameras,
@@ -361,8 +390,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return rc
     try:
         if args.cameras is not None:
-            report = run_bench_cameras(engine, args.source, args.cameras, args.loops,
-                                       lambda name: _rules(config, f"bench:{name}"))
+            report = run_bench_cameras(
+                engine, args.source, args.cameras, args.loops, lambda name: _rules(config, f"bench:{name}")
+            )
         else:
             report = run_bench(engine, args.source, args.loops, _rules(config))
     except ValueError as exc:
@@ -374,37 +404,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.cameras is not None:
         _print_cameras(report)
         return 0
-    print(f"source {report['source']} x{report['loops']}: {report['frames']} frames, {report['fps']} fps, "
-          f"backend {report['backend']} ({report['backend_reason']})")
+    print(
+        f"source {report['source']} x{report['loops']}: {report['frames']} frames, {report['fps']} fps, "
+        f"backend {report['backend']} ({report['backend_reason']})"
+    )
     print("; ".join(f"{role} {m['file']} on {m['backend']} ({m['runtime']})" for role, m in report["models"].items()))
     print("stage            median ms   p95 ms")
     for name, st in report["stage_ms"].items():
         print(f"  {name:<14} {st['median']:9.2f} {st['p95']:8.2f}")
     for name, st in report["invoke_ms"].items():
         print(f"  {name + ' invoke':<14} {st['median']:9.2f} {st['p95']:8.2f}  ({st['count']} single invokes)")
-    print(f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
-          f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_with_decode']:.3f} with decoding); "
-          f"detector+estimator / estimator invoke "
-          f"{'-' if report['model_cost_ratio'] is None else format(report['model_cost_ratio'], '.3f')}")
-    print(f"night enhancement ({engine.settings.enhance.mode}) {report['enhance_ms_per_frame']:.2f} ms per frame "
-          f"(mean), {100 * report['enhanced_fraction']:.0f}% of model inputs enhanced; overhead ratio without it "
-          f"{report['overhead_ratio_without_enhance']:.3f}")
-    print(f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
-          f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame")
+    print(
+        f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
+        f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_with_decode']:.3f} with decoding); "
+        f"detector+estimator / estimator invoke "
+        f"{'-' if report['model_cost_ratio'] is None else format(report['model_cost_ratio'], '.3f')}"
+    )
+    print(
+        f"night enhancement ({engine.settings.enhance.mode}) {report['enhance_ms_per_frame']:.2f} ms per frame "
+        f"(mean), {100 * report['enhanced_fraction']:.0f}% of model inputs enhanced; overhead ratio without it "
+        f"{report['overhead_ratio_without_enhance']:.3f}"
+    )
+    print(
+        f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
+        f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame"
+    )
     loops_mb = report["rss_per_loop_mb"]
-    print(f"peak RSS {report['peak_rss_mb']:.1f} MB; RSS growth {report['rss_growth_pct']:+.2f}% over "
-          f"{len(loops_mb)} loop(s) ({loops_mb[0]:.1f} -> {loops_mb[-1]:.1f} MB after the first/last)"
-          + ("; rules included" if report["rules"] else ""))
+    print(
+        f"peak RSS {report['peak_rss_mb']:.1f} MB; RSS growth {report['rss_growth_pct']:+.2f}% over "
+        f"{len(loops_mb)} loop(s) ({loops_mb[0]:.1f} -> {loops_mb[-1]:.1f} MB after the first/last)"
+        + ("; rules included" if report["rules"] else "")
+    )
     return 0
 
 
 def _print_cameras(report: dict[str, Any]) -> None:
     n = report["cameras"]
-    print(f"source {report['source']} x{report['loops']} as {n} camera{'s' if n > 1 else ''} sharing one engine "
-          f"(not realtime): {report['frames']} frames, {report['fps']} fps through the engine, backend "
-          f"{report['backend']} ({report['backend_reason']})")
+    print(
+        f"source {report['source']} x{report['loops']} as {n} camera{'s' if n > 1 else ''} sharing one engine "
+        f"(not realtime): {report['frames']} frames, {report['fps']} fps through the engine, backend "
+        f"{report['backend']} ({report['backend_reason']})"
+    )
     for name, cam in report["per_camera"].items():
         print(f"  {name}: {cam['frames']} frames, {cam['fps']:.2f} fps, {cam['dropped']} dropped")
-    print(f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
-          f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_wall']:.3f} wall time per frame); peak RSS "
-          f"{report['peak_rss_mb']:.1f} MB" + ("; rules included" if report["rules"] else ""))
+    print(
+        f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
+        f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_wall']:.3f} wall time per frame); peak RSS "
+        f"{report['peak_rss_mb']:.1f} MB" + ("; rules included" if report["rules"] else "")
+    )

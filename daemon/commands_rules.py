@@ -6,6 +6,7 @@ With --json, stdout carries JSON only (logs go to stderr).
 
 Exit codes: 0 fine; 1 a clip or recording could not be read; 2 bad configuration, manifest or model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,17 +51,20 @@ def _make_engine(args: argparse.Namespace, config: Any) -> Any:
 def describe(event: Event) -> str:
     """One human-readable line per event."""
     seen = " (no fall seen)" if event.event == "person_down" and event.after_fall is False else ""
-    return (f"{event.source}: {event.event}{seen} at t={event.t:.2f}s (frame {event.frame}) track {event.track} "
-            f"confidence {event.confidence:.2f}, spine {event.spine_angle_deg:.0f} deg "
-            f"({event.angle_change_deg:+.0f}), descent {event.descent_rate:.2f} body heights/s")
+    return (
+        f"{event.source}: {event.event}{seen} at t={event.t:.2f}s (frame {event.frame}) track {event.track} "
+        f"confidence {event.confidence:.2f}, spine {event.spine_angle_deg:.0f} deg "
+        f"({event.angle_change_deg:+.0f}), descent {event.descent_rate:.2f} body heights/s"
+    )
 
 
 def _print_event(event: Event, as_json: bool) -> None:
     print(json.dumps(event.to_dict()) if as_json else describe(event), flush=True)
 
 
-def run_video(engine: Any, path: Path, settings: RuleSettings, record: Optional[Path] = None,
-              on_event: Any = None) -> tuple[list[Event], float]:
+def run_video(
+    engine: Any, path: Path, settings: RuleSettings, record: Optional[Path] = None, on_event: Any = None
+) -> tuple[list[Event], float]:
     """The whole pipeline over one video file: (events, footage seconds). ValueError if it cannot be decoded."""
     from fallwatch.pose.engine import FrameError
 
@@ -89,8 +93,9 @@ def run_video(engine: Any, path: Path, settings: RuleSettings, record: Optional[
     finally:
         if recorder is not None:
             recorder.close()
-    log.info("%s: %d frames (%d corrupt, %d skipped), %d events", path, frames.frames, frames.corrupt, skipped,
-             len(events))
+    log.info(
+        "%s: %d frames (%d corrupt, %d skipped), %d events", path, frames.frames, frames.corrupt, skipped, len(events)
+    )
     return events, frames.duration_s
 
 
@@ -101,8 +106,7 @@ def _record_paths(videos: list[str], record: Optional[str]) -> Optional[list[Opt
     if len(videos) == 1 and not out.is_dir():
         return [out]
     if not out.is_dir():
-        print(f"fallwatch detect: --record {record}: with several videos, give an existing directory",
-              file=sys.stderr)
+        print(f"fallwatch detect: --record {record}: with several videos, give an existing directory", file=sys.stderr)
         return None
     paths: list[Optional[Path]] = []
     for v in videos:  # videos of the same name from different folders must not overwrite each other
@@ -175,8 +179,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             signals = fall_signals(frames, settings, track=first.track if first else None)
             signals.update(event_t=first.t if first else None, event="fall" if first else None)
             try:
-                write_plot(Path(plot), signals, f"{Path(rec).name}: " + (f"fall at t={first.t:.2f} s" if first
-                                                                          else "no fall"))
+                write_plot(
+                    Path(plot), signals, f"{Path(rec).name}: " + (f"fall at t={first.t:.2f} s" if first else "no fall")
+                )
             except (OSError, ValueError) as exc:
                 print(f"fallwatch replay: {exc}", file=sys.stderr)
                 return 2

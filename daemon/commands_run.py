@@ -1,4 +1,5 @@
 """`fallwatch run`: the service (daemon/service.py) with its signals, as systemd starts it."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"fallwatch: --source {source}: {exc}", file=sys.stderr)
             return 2
-    daemon = Daemon(cfg, config_path=config_path, source=source, model_dir=getattr(args, "model_dir", None),
-                    log_level_override=getattr(args, "log_level", None))
+    daemon = Daemon(
+        cfg,
+        config_path=config_path,
+        source=source,
+        model_dir=getattr(args, "model_dir", None),
+        log_level_override=getattr(args, "log_level", None),
+    )
     signals = daemon.stop_signals().install() if threading.current_thread() is threading.main_thread() else None
     try:
         return daemon.run()

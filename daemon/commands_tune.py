@@ -7,6 +7,7 @@ room cannot un-learn falls. Ties go to the smallest change from the current sett
 Pose runs at most once per video clip; the grid only replays keypoints. Never edits the running configuration:
 it prints the YAML to paste, and `--write FILE` writes a complete new configuration file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,17 @@ def _records(directory: Path) -> list[Case]:
             print(f"fallwatch tune: skipping record {meta['id']}: {exc}", file=sys.stderr)
             continue
         t = float(meta.get("t", 0.0))
-        cases.append(Case(f"record {meta['id'][:8]} ({meta.get('event')})", label, "records", frames,
-                          t - RECORD_SLACK_S, t + RECORD_SLACK_S, t))
+        cases.append(
+            Case(
+                f"record {meta['id'][:8]} ({meta.get('event')})",
+                label,
+                "records",
+                frames,
+                t - RECORD_SLACK_S,
+                t + RECORD_SLACK_S,
+                t,
+            )
+        )
     return cases
 
 
@@ -90,6 +100,7 @@ def _manifest(path: str, args: argparse.Namespace, config: Any) -> list[Case]:
             with tempfile.TemporaryDirectory() as tmp:
                 if runner.engine is None:
                     from .commands_rules import _make_engine
+
                     runner.engine = _make_engine(args, config)
                 rec = Path(tmp) / "clip.jsonl"
                 run_video(runner.engine, clip.path, RuleSettings(), record=rec)
@@ -97,8 +108,9 @@ def _manifest(path: str, args: argparse.Namespace, config: Any) -> list[Case]:
         if clip.label == "fall":
             start, end = clip.fall_start_s, clip.fall_end_s
             assert start is not None and end is not None  # load_manifest requires both of a fall clip
-            cases.append(Case(clip.name, "fall", "manifest", frames, start - EARLY_S - EDGE_S,
-                              end + LATE_S + EDGE_S, start))
+            cases.append(
+                Case(clip.name, "fall", "manifest", frames, start - EARLY_S - EDGE_S, end + LATE_S + EDGE_S, start)
+            )
         else:
             cases.append(Case(clip.name, "adl", "manifest", frames))
     return cases
@@ -112,12 +124,15 @@ def _falls(case: Case, settings: RuleSettings) -> list[float]:
     return out
 
 
-def score(cases: list[Case], settings: RuleSettings,
-          max_missed: Optional[dict[str, int]] = None) -> Optional[dict[str, Tally]]:
+def score(
+    cases: list[Case], settings: RuleSettings, max_missed: Optional[dict[str, int]] = None
+) -> Optional[dict[str, Tally]]:
     """Caught falls, false alarms and delays per source; None as soon as more falls of a source are missed than
     ``max_missed`` allows (so a hopeless candidate costs little)."""
-    s: dict[str, Tally] = {"records": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []},
-                           "manifest": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []}}
+    s: dict[str, Tally] = {
+        "records": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []},
+        "manifest": {"falls": 0, "caught": 0, "false_alarms": 0, "delays": []},
+    }
     for case in sorted(cases, key=lambda c: c.label != "fall"):  # falls first: a miss ends the check early
         falls = _falls(case, settings)
         part = s[case.source]
@@ -144,11 +159,13 @@ def _median(xs: list[float]) -> Optional[float]:
 
 
 def _table(before: dict[str, Tally], after: dict[str, Tally]) -> list[str]:
-    rows = [("labelled falls caught", lambda s: f"{s['records']['caught']}/{s['records']['falls']}"),
-            ("labelled false alarms", lambda s: str(s["records"]["false_alarms"])),
-            ("manifest falls caught", lambda s: f"{s['manifest']['caught']}/{s['manifest']['falls']}"),
-            ("manifest false alarms", lambda s: str(s["manifest"]["false_alarms"])),
-            ("median delay (s)", lambda s: str(_median(s["records"]["delays"] + s["manifest"]["delays"])))]
+    rows = [
+        ("labelled falls caught", lambda s: f"{s['records']['caught']}/{s['records']['falls']}"),
+        ("labelled false alarms", lambda s: str(s["records"]["false_alarms"])),
+        ("manifest falls caught", lambda s: f"{s['manifest']['caught']}/{s['manifest']['falls']}"),
+        ("manifest false alarms", lambda s: str(s["manifest"]["false_alarms"])),
+        ("median delay (s)", lambda s: str(_median(s["records"]["delays"] + s["manifest"]["delays"]))),
+    ]
     lines = [f"{'':<24}{'before':>10}{'after':>10}"]
     lines += [f"{name:<24}{f(before):>10}{f(after):>10}" for name, f in rows]
     return lines
@@ -161,8 +178,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     started = time.monotonic()
     config_path = Path(args.config) if args.config else default_config_path()
     if args.write and Path(args.write).resolve() == config_path.resolve():  # refused before the search, not after
-        print(f"fallwatch tune: --write {args.write} is the configuration in use; write a new file and review it",
-              file=sys.stderr)
+        print(
+            f"fallwatch tune: --write {args.write} is the configuration in use; write a new file and review it",
+            file=sys.stderr,
+        )
         return 2
     try:
         cfg = load_config(args.config)
@@ -172,8 +191,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if base.strategy != "fallwatch":
         print("fallwatch tune: tunes rules.strategy fallwatch only", file=sys.stderr)
         return 2
-    records_dir = Path(args.records) if args.records else (
-        Path(cfg.events.dir).expanduser() if cfg.events.dir else default_state_dir(cfg.mqtt.state_dir) / "events")
+    records_dir = (
+        Path(args.records)
+        if args.records
+        else (Path(cfg.events.dir).expanduser() if cfg.events.dir else default_state_dir(cfg.mqtt.state_dir) / "events")
+    )
     cases = _records(records_dir)
     try:
         for manifest in args.manifest or []:
@@ -183,15 +205,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 2
     labelled = [c for c in cases if c.source == "records"]
     if not labelled:
-        print(f"fallwatch tune: no labelled event records in {records_dir} (label events on the events page or "
-              "with the MQTT feedback command first)", file=sys.stderr)
+        print(
+            f"fallwatch tune: no labelled event records in {records_dir} (label events on the events page or "
+            "with the MQTT feedback command first)",
+            file=sys.stderr,
+        )
         return 1
     loaded = time.monotonic()
     before = score(cases, base)
     assert before is not None  # only a max_missed cuts a score short
     # Every combination of the GRID thresholds (product yields one value per key, in GRID's order).
-    grid: list[dict[str, Any]] = [dict(zip(GRID, values, strict=True)) for values in itertools.product(
-        *(sorted(set(v) | {getattr(base, k)}) for k, v in GRID.items()))]
+    grid: list[dict[str, Any]] = [
+        dict(zip(GRID, values, strict=True))
+        for values in itertools.product(*(sorted(set(v) | {getattr(base, k)}) for k, v in GRID.items()))
+    ]
     ranked = []
     for values in grid:
         if values["drop_without_turn"] < values["min_drop"]:
@@ -201,8 +228,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if only_records is None or only_records["records"]["caught"] < only_records["records"]["falls"]:
             continue
         delays = only_records["records"]["delays"]
-        ranked.append((only_records["records"]["false_alarms"], _change(settings, base),
-                       statistics.median(delays) if delays else 0.0, settings))
+        ranked.append(
+            (
+                only_records["records"]["false_alarms"],
+                _change(settings, base),
+                statistics.median(delays) if delays else 0.0,
+                settings,
+            )
+        )
     ranked.sort(key=lambda r: r[:3])
     missed_before = before["manifest"]["falls"] - before["manifest"]["caught"]
     best, after = base, before
@@ -215,8 +248,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for line in _table(before, after):
         print(line)
     frames = sum(len(c.frames) for c in cases)
-    print(f"searched {len(grid)} settings over {len(cases)} sequences ({frames} frames) in {elapsed:.1f} s "
-          f"(loading {loaded - started:.1f} s)")
+    print(
+        f"searched {len(grid)} settings over {len(cases)} sequences ({frames} frames) in {elapsed:.1f} s "
+        f"(loading {loaded - started:.1f} s)"
+    )
     changed = {k: getattr(best, k) for k in GRID if getattr(best, k) != getattr(base, k)}
     if after["records"]["false_alarms"] >= before["records"]["false_alarms"] or not changed:
         print("no better settings found: the current ones stay")
@@ -232,8 +267,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
             return 2
         data.setdefault("rules", {})
         data["rules"] = {**(data["rules"] or {}), **changed}
-        out.write_text(f"# written by `fallwatch tune` from {config_path}\n"
-                       + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        out.write_text(
+            f"# written by `fallwatch tune` from {config_path}\n" + yaml.safe_dump(data, sort_keys=False),
+            encoding="utf-8",
+        )
         load_config(out)  # what was written must load
         print(f"wrote {out}")
     return 0

@@ -5,6 +5,7 @@ Live: a table (rich) redrawn twice a second, alarms and down devices on top; it 
 ``--json`` the snapshot is JSON for scripts. The watcher only subscribes, so read-only credentials suffice.
 The view itself (parsing, staleness, sorting) is fallwatch.daemon.watchstate, which knows nothing of MQTT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from .watchstate import WatchModel, age_text, topic_filters
 
-QUIET_S = 0.5          # --once: retained messages come in one burst after the SUBACK; this long without one ends it
+QUIET_S = 0.5  # --once: retained messages come in one burst after the SUBACK; this long without one ends it
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -37,16 +38,18 @@ class Watcher:
         self.connack = threading.Event()
         self.suback = threading.Event()
         self.refused: Optional[str] = None
-        self.denied: list[str] = []       # topic filters the broker's ACL refused
+        self.denied: list[str] = []  # topic filters the broker's ACL refused
         self.connected = False
-        self.last_retained = 0.0          # monotonic time of the last retained message (or of the SUBACK)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fallwatch-watch-{uuid.uuid4().hex[:8]}",
-                             clean_session=True)
+        self.last_retained = 0.0  # monotonic time of the last retained message (or of the SUBACK)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"fallwatch-watch-{uuid.uuid4().hex[:8]}", clean_session=True
+        )
         if args.username:
             client.username_pw_set(args.username, password)
         if args.tls or args.cafile or args.certfile:
-            client.tls_set(ca_certs=args.cafile, certfile=args.certfile, keyfile=args.keyfile,
-                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(
+                ca_certs=args.cafile, certfile=args.certfile, keyfile=args.keyfile, cert_reqs=ssl.CERT_REQUIRED
+            )
             client.tls_insecure_set(args.insecure)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.reconnect_delay_set(1, 10)
@@ -68,16 +71,15 @@ class Watcher:
             client.subscribe([(topic, 1) for topic in topic_filters(self.args.prefix)])
         self.connack.set()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.connected = False
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
-                      properties: Any) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         filters = topic_filters(self.args.prefix)
         # One reason code per filter, in order (the SUBACK answers the one SUBSCRIBE of all of them).
-        self.denied = [topic for topic, code in zip(filters, reason_codes, strict=True)
-                       if getattr(code, "is_failure", False)]
+        self.denied = [
+            topic for topic, code in zip(filters, reason_codes, strict=True) if getattr(code, "is_failure", False)
+        ]
         self.last_retained = time.monotonic()
         self.suback.set()
 
@@ -97,14 +99,19 @@ class Watcher:
         if not self.connack.wait(CONNECT_TIMEOUT_S):
             return f"the MQTT broker {self.where} did not answer within {CONNECT_TIMEOUT_S:g} s"
         if self.refused:
-            hint = " (check --username and --password/--password-file)" if "authori" in self.refused.lower() \
-                or "password" in self.refused.lower() else ""
+            hint = (
+                " (check --username and --password/--password-file)"
+                if "authori" in self.refused.lower() or "password" in self.refused.lower()
+                else ""
+            )
             return f"the MQTT broker {self.where} refused the connection: {self.refused}{hint}"
         if not self.suback.wait(CONNECT_TIMEOUT_S):
             return f"the MQTT broker {self.where} did not acknowledge the subscription to {self.args.prefix}/..."
         if self.denied:
-            return (f"the MQTT broker {self.where} refused the subscription to {', '.join(self.denied)} "
-                    f"(check its ACL: this user needs read access to {self.args.prefix}/#)")
+            return (
+                f"the MQTT broker {self.where} refused the subscription to {', '.join(self.denied)} "
+                f"(check its ACL: this user needs read access to {self.args.prefix}/#)"
+            )
         return None
 
     def settle(self, longest: float) -> None:
@@ -135,7 +142,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 2
     try:
         watcher = Watcher(args, password)
-    except (OSError, ssl.SSLError, ValueError) as exc:   # unreadable or bad certificate files
+    except (OSError, ssl.SSLError, ValueError) as exc:  # unreadable or bad certificate files
         print(f"fallwatch watch: TLS: cannot load the certificates ({exc})", file=sys.stderr)
         return 2
     problem = watcher.start()
@@ -175,8 +182,9 @@ def _live(args: argparse.Namespace, watcher: Watcher) -> int:
 
     console = _console()
     try:
-        with Live(render_table(args, watcher.snapshot(), watcher.connected), console=console, screen=False,
-                  auto_refresh=False) as live:
+        with Live(
+            render_table(args, watcher.snapshot(), watcher.connected), console=console, screen=False, auto_refresh=False
+        ) as live:
             while True:
                 time.sleep(0.5)
                 live.update(render_table(args, watcher.snapshot(), watcher.connected), refresh=True)
@@ -193,8 +201,10 @@ def render_table(args: argparse.Namespace, devices: list[dict], connected: bool)
     link = "connected" if connected else "[bold red]DISCONNECTED, retrying[/]"
     alarms = sum(d["alarm"] for d in devices)
     down = sum(d["down"] for d in devices)
-    title = (f"fallwatch on {args.host}:{args.port} ({link}) at {clock}: {len(devices)} device(s), "
-             f"{alarms} with a fall, {down} down")
+    title = (
+        f"fallwatch on {args.host}:{args.port} ({link}) at {clock}: {len(devices)} device(s), "
+        f"{alarms} with a fall, {down} down"
+    )
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("device", "camera", "status", "state", "persons", "event", "age", "beat", "alerts"):
         table.add_column(column, no_wrap=column in ("device", "camera", "state"), overflow="fold")
@@ -205,17 +215,27 @@ def render_table(args: argparse.Namespace, devices: list[dict], connected: bool)
             style = "bold white on red" if cam["alarm"] else "bold red" if device["down"] else None
             alerts = device["alerts"] or ""
             table.add_row(
-                device["device"] if i == 0 else "", cam["camera"] or "-", availability if i == 0 else "",
+                device["device"] if i == 0 else "",
+                cam["camera"] or "-",
+                availability if i == 0 else "",
                 (cam["state"] or "?").upper() if cam["alarm"] else cam["state"] or "?",
                 "" if cam["persons"] is None else str(cam["persons"]),
-                cam["last_event"] or "", age_text(cam["last_event_age_s"]),
+                cam["last_event"] or "",
+                age_text(cam["last_event_age_s"]),
                 heartbeat if i == 0 else "",
                 Text(alerts, style="bold yellow") if alerts == "OFF" and i == 0 else (alerts if i == 0 else ""),
-                style=style)
+                style=style,
+            )
     if not devices:
         table.caption = f"no device has published under {args.prefix}/ yet"
     return table
 
 
-_NO_CAMERA = {"camera": None, "state": None, "persons": None, "alarm": False, "last_event": None,
-              "last_event_age_s": None}
+_NO_CAMERA = {
+    "camera": None,
+    "state": None,
+    "persons": None,
+    "alarm": False,
+    "last_event": None,
+    "last_event_age_s": None,
+}

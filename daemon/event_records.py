@@ -11,6 +11,7 @@ Record layout: <dir>/<event id>/{event.json, clip.avi, pose.jsonl, snapshot.jpg}
 (cheap to write: 0.12 CPU-s for 10 s of 320x240, where VP8 takes 1.8 s, measured here), and turned into a
 browser-playable clip.mp4 (H.264) or clip.webm (VP8) the first time someone asks to watch it.
 """
+
 from __future__ import annotations
 
 import collections
@@ -128,8 +129,9 @@ def playable_clip(folder: Path) -> Optional[tuple[Path, str]]:
                     if not ok:
                         break
                     if writer is None:
-                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), fps,
-                                                 (img.shape[1], img.shape[0]))
+                        writer = cv2.VideoWriter(
+                            str(tmp), cv2.VideoWriter.fourcc(*fourcc), fps, (img.shape[1], img.shape[0])
+                        )
                     writer.write(img)
             finally:
                 cap.release()
@@ -178,9 +180,15 @@ class EventRecorder:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        log.info("event records in %s (%.0f s before, %.0f s after, at most %.0f MB, %.0f days)%s", self.dir,
-                 self.cfg.pre_s, self.cfg.post_s, self.cfg.max_mb, self.cfg.keep_days,
-                 "; privacy: skeletons only" if self.privacy else "")
+        log.info(
+            "event records in %s (%.0f s before, %.0f s after, at most %.0f MB, %.0f days)%s",
+            self.dir,
+            self.cfg.pre_s,
+            self.cfg.post_s,
+            self.cfg.max_mb,
+            self.cfg.keep_days,
+            "; privacy: skeletons only" if self.privacy else "",
+        )
         return self
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -235,8 +243,9 @@ class EventRecorder:
                     log.exception("event records: a frame could not be drawn")
             # An event starts its record once its own frame is drawn (its snapshot is that frame), or when no
             # frame is waiting (that one was skipped, or the source ended).
-            while self._events and (self._frames.empty() or (
-                    self._ring and self._ring[-1][0] >= float(self._events[0].get("t", 0.0)))):
+            while self._events and (
+                self._frames.empty() or (self._ring and self._ring[-1][0] >= float(self._events[0].get("t", 0.0)))
+            ):
                 self._begin(self._events.popleft())
             if self._flush.is_set():
                 for rec in self._active:
@@ -260,8 +269,11 @@ class EventRecorder:
         # Scale first, then draw on the small frame: a quarter of the pixels to draw and encode.
         h = self.cfg.clip_height
         size = (max(2, int(round(image.shape[1] * h / image.shape[0])) // 2 * 2), h)
-        small = image if image.shape[0] == h else cv2.resize(
-            plain_frame(image.shape) if self.privacy else image, size, interpolation=cv2.INTER_AREA)
+        small = (
+            image
+            if image.shape[0] == h
+            else cv2.resize(plain_frame(image.shape) if self.privacy else image, size, interpolation=cv2.INTER_AREA)
+        )
         sx, sy = size[0] / image.shape[1], size[1] / image.shape[0]
         bgr = self._annotated(small, [_scaled(p, sx, sy) for p in persons], states)
         ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 80])
@@ -289,8 +301,14 @@ class EventRecorder:
             oldest = self._active.pop(0)
             self._finish(oldest)  # cut short rather than grow without bound
         t = float(data.get("t", 0.0))
-        self._active.append({"data": data, "frames": [e for e in self._ring if e[0] >= t - self.cfg.pre_s],
-                             "until": t + self.cfg.post_s, "snapshot": snapshot})
+        self._active.append(
+            {
+                "data": data,
+                "frames": [e for e in self._ring if e[0] >= t - self.cfg.pre_s],
+                "until": t + self.cfg.post_s,
+                "snapshot": snapshot,
+            }
+        )
 
     def _finish(self, rec: dict) -> None:
         try:
@@ -363,10 +381,18 @@ class EventRecorder:
                     fh.write(json.dumps(line, separators=(",", ":")) + "\n")
             if rec["snapshot"]:
                 (tmp / "snapshot.jpg").write_bytes(rec["snapshot"])
-            meta = {**data, "camera": data.get("camera", self.camera), "label": None, "privacy": self.privacy,
-                    "clip": f"clip{ext}" if frames else None, "clip_fps": round(fps, 2), "frames": len(frames),
-                    "start_t": frames[0][0] if frames else None, "end_t": frames[-1][0] if frames else None,
-                    "recorded": time.time()}
+            meta = {
+                **data,
+                "camera": data.get("camera", self.camera),
+                "label": None,
+                "privacy": self.privacy,
+                "clip": f"clip{ext}" if frames else None,
+                "clip_fps": round(fps, 2),
+                "frames": len(frames),
+                "start_t": frames[0][0] if frames else None,
+                "end_t": frames[-1][0] if frames else None,
+                "recorded": time.time(),
+            }
             (tmp / "event.json").write_text(json.dumps(meta, indent=1))
             os.chmod(tmp, 0o755)
             os.replace(tmp, self.dir / event_id)
@@ -424,8 +450,11 @@ class EventRecorder:
                 if too_old or total > self.cfg.max_mb * 1e6:
                     shutil.rmtree(self.dir / meta["id"], ignore_errors=True)
                     total -= sizes[meta["id"]]
-                    log.info("event record %s deleted (%s)", meta["id"], "older than events.keep_days" if too_old
-                             else "over events.max_mb")
+                    log.info(
+                        "event record %s deleted (%s)",
+                        meta["id"],
+                        "older than events.keep_days" if too_old else "over events.max_mb",
+                    )
             # Leftovers of a write cut short (power loss): never a record, always garbage.
             for partial in self.dir.glob(".*.*"):
                 if partial.is_dir() and now - partial.stat().st_mtime > 600:

@@ -12,6 +12,7 @@ POST /api/records/<id>/label               {"label": "fall" | "false_alarm"}
 Paths are matched against this fixed table and an id pattern; a file name is never taken from a request.
 The caller (web.py) has already checked the page's auth.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,18 @@ from typing import Any, Optional
 from .event_records import ID_RE, playable_clip
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-VENDOR = {"/vendor/uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
-          "/vendor/uPlot.min.css": ("vendor/uPlot.min.css", "text/css; charset=utf-8"),
-          "/signal_plot.js": ("signal_plot.js", "text/javascript; charset=utf-8")}
+VENDOR = {
+    "/vendor/uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+    "/vendor/uPlot.min.css": ("vendor/uPlot.min.css", "text/css; charset=utf-8"),
+    "/signal_plot.js": ("signal_plot.js", "text/javascript; charset=utf-8"),
+}
 RECORD_RE = re.compile(r"^/api/records/([^/]+)/(clip|snapshot\.jpg|signals|label)$")
 MAX_BODY = 4096
 # The events page loads the vendored script and plays clips from this server, nothing else.
-PAGE_CSP = ("default-src 'none'; img-src 'self'; media-src 'self'; connect-src 'self'; style-src 'self' "
-            "'unsafe-inline'; script-src 'self' 'unsafe-inline'")
+PAGE_CSP = (
+    "default-src 'none'; img-src 'self'; media-src 'self'; connect-src 'self'; style-src 'self' "
+    "'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+)
 
 
 def handles(path: str) -> bool:
@@ -46,8 +51,13 @@ def serve(handler: Any, method: str, path: str, head: bool) -> None:
     debug = handler.server.debug
     records = getattr(debug, "records", None)
     if path == "/events.html":
-        handler._send(HTTPStatus.OK, _static("events.html"), "text/html; charset=utf-8", head,
-                      {"Content-Security-Policy": PAGE_CSP})
+        handler._send(
+            HTTPStatus.OK,
+            _static("events.html"),
+            "text/html; charset=utf-8",
+            head,
+            {"Content-Security-Policy": PAGE_CSP},
+        )
         return
     if path in VENDOR:
         name, ctype = VENDOR[path]
@@ -57,8 +67,12 @@ def serve(handler: Any, method: str, path: str, head: bool) -> None:
         if path == "/api/records" and method == "GET":
             handler._json(HTTPStatus.OK, {"enabled": False, "records": []}, head)
         else:
-            handler._send(HTTPStatus.NOT_FOUND, b"event records are off (events.enabled: false)\n",
-                          "text/plain; charset=utf-8", head)
+            handler._send(
+                HTTPStatus.NOT_FOUND,
+                b"event records are off (events.enabled: false)\n",
+                "text/plain; charset=utf-8",
+                head,
+            )
         return
     if path == "/api/records":
         if method != "GET":
@@ -96,6 +110,7 @@ def _signals(debug: Any, folder: Path, meta: dict) -> dict:
     settings = debug.rule_settings() if getattr(debug, "rule_settings", None) else None
     if settings is None:
         from fallwatch.rules.base import RuleSettings
+
         settings = RuleSettings()
     frames = list(read_recording(folder / "pose.jsonl"))
     out = fall_signals(frames, settings, track=meta.get("track"))
@@ -111,7 +126,7 @@ def _label(handler: Any, records: Any, event_id: str) -> None:
         length = -1
     if not 0 < length <= MAX_BODY:
         handler.close_connection = True
-        handler._send(HTTPStatus.BAD_REQUEST, b"expected a JSON body {\"label\": ...}\n", "text/plain; charset=utf-8")
+        handler._send(HTTPStatus.BAD_REQUEST, b'expected a JSON body {"label": ...}\n', "text/plain; charset=utf-8")
         return
     try:
         body = json.loads(handler.rfile.read(length).decode("utf-8"))
@@ -128,16 +143,23 @@ def _label(handler: Any, records: Any, event_id: str) -> None:
         handler._send(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode(), "text/plain; charset=utf-8")
         return
     except OSError as exc:
-        handler._send(HTTPStatus.INSUFFICIENT_STORAGE, f"label not stored: {exc.strerror or exc}\n".encode(),
-                      "text/plain; charset=utf-8")
+        handler._send(
+            HTTPStatus.INSUFFICIENT_STORAGE,
+            f"label not stored: {exc.strerror or exc}\n".encode(),
+            "text/plain; charset=utf-8",
+        )
         return
     handler._json(HTTPStatus.OK, {"id": event_id, "label": label}, False)
 
 
 def _method_not_allowed(handler: Any, allow: str) -> None:
     handler.close_connection = True
-    handler._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain; charset=utf-8",
-                  headers={"Allow": allow, "Connection": "close"})
+    handler._send(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        b"method not allowed\n",
+        "text/plain; charset=utf-8",
+        headers={"Allow": allow, "Connection": "close"},
+    )
 
 
 def _file(handler: Any, path: Path, ctype: str, head: bool) -> None:
@@ -157,10 +179,11 @@ def _file(handler: Any, path: Path, ctype: str, head: bool) -> None:
         else:
             start, end = max(0, len(data) - int(last)), len(data) - 1
         if start >= len(data) or start > end:
-            handler._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", ctype, head,
-                          {"Content-Range": f"bytes */{len(data)}"})
+            handler._send(
+                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", ctype, head, {"Content-Range": f"bytes */{len(data)}"}
+            )
             return
         extra["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        handler._send(HTTPStatus.PARTIAL_CONTENT, data[start:end + 1], ctype, head, extra)
+        handler._send(HTTPStatus.PARTIAL_CONTENT, data[start : end + 1], ctype, head, extra)
         return
     handler._send(HTTPStatus.OK, data, ctype, head, extra)

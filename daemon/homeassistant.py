@@ -14,6 +14,7 @@ With several cameras each camera is a device of its own (so each can be put in i
 the first four entities on ``<prefix>/<camera>/state|event``, linked by ``via_device`` to the daemon's device,
 which keeps the device-level ones (fps, backend, alerts).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,19 @@ ALERTS_OFF = "OFF"
 EVENT_TYPES = ("fall", "person_down", "recovered", "test")
 AVAILABLE = "online"
 NOT_AVAILABLE = "offline"
-_REMEMBERED = "ha_discovery"     # the store's key for the config topics last published
+_REMEMBERED = "ha_discovery"  # the store's key for the config topics last published
 
 
-def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, version: str,
-                       heartbeat_s: float, commands: bool = True,
-                       cameras: Optional[Mapping[str, str]] = None) -> list[tuple[str, dict[str, Any]]]:
+def discovery_messages(
+    *,
+    discovery_prefix: str,
+    prefix: str,
+    device_id: str,
+    version: str,
+    heartbeat_s: float,
+    commands: bool = True,
+    cameras: Optional[Mapping[str, str]] = None,
+) -> list[tuple[str, dict[str, Any]]]:
     """(config topic, payload) for every entity; publish each retained, as JSON.
 
     ``cameras``: camera name -> its topic segment (``<prefix>/<segment>/state``), for a device with several
@@ -56,8 +64,9 @@ def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, ve
     origin = {"name": "fallwatch", "sw_version": version}
     heartbeat_topic = f"{prefix}/heartbeat"
 
-    def entity(component: str, owner: str, owner_device: dict[str, Any], key: str, name: str,
-               **fields: Any) -> tuple[str, dict[str, Any]]:
+    def entity(
+        component: str, owner: str, owner_device: dict[str, Any], key: str, name: str, **fields: Any
+    ) -> tuple[str, dict[str, Any]]:
         unique_id = f"{owner}_{key}"
         payload = {
             "name": name,
@@ -77,49 +86,126 @@ def discovery_messages(*, discovery_prefix: str, prefix: str, device_id: str, ve
     def camera_entities(owner: str, owner_device: dict[str, Any], base: str) -> list[tuple[str, dict[str, Any]]]:
         state_topic = f"{base}/state"
         return [
-            entity("binary_sensor", owner, owner_device, "fall", "Fall", state_topic=state_topic,
-                   device_class="safety",
-                   value_template="{{ 'ON' if value_json.state in ('fall', 'person_down') else 'OFF' }}",
-                   payload_on="ON", payload_off="OFF", json_attributes_topic=state_topic),
-            entity("binary_sensor", owner, owner_device, "person_down", "Person down", state_topic=state_topic,
-                   device_class="safety", value_template="{{ 'ON' if value_json.state == 'person_down' else 'OFF' }}",
-                   payload_on="ON", payload_off="OFF"),
-            entity("sensor", owner, owner_device, "persons", "Persons in view", state_topic=state_topic,
-                   value_template="{{ value_json.persons }}", state_class="measurement",
-                   icon="mdi:account-multiple"),
+            entity(
+                "binary_sensor",
+                owner,
+                owner_device,
+                "fall",
+                "Fall",
+                state_topic=state_topic,
+                device_class="safety",
+                value_template="{{ 'ON' if value_json.state in ('fall', 'person_down') else 'OFF' }}",
+                payload_on="ON",
+                payload_off="OFF",
+                json_attributes_topic=state_topic,
+            ),
+            entity(
+                "binary_sensor",
+                owner,
+                owner_device,
+                "person_down",
+                "Person down",
+                state_topic=state_topic,
+                device_class="safety",
+                value_template="{{ 'ON' if value_json.state == 'person_down' else 'OFF' }}",
+                payload_on="ON",
+                payload_off="OFF",
+            ),
+            entity(
+                "sensor",
+                owner,
+                owner_device,
+                "persons",
+                "Persons in view",
+                state_topic=state_topic,
+                value_template="{{ value_json.persons }}",
+                state_class="measurement",
+                icon="mdi:account-multiple",
+            ),
             # An event entity fires on every event, so an automation triggers on each fall, even a second one
             # while the "fall" binary sensor is still on. HA takes event_type from the rendered JSON.
-            entity("event", owner, owner_device, "alert", "Fall alert", state_topic=f"{base}/event",
-                   event_types=list(EVENT_TYPES),
-                   value_template='{"event_type": "{{ value_json.event }}", "id": "{{ value_json.id }}", '
-                                  '"ts": "{{ value_json.ts }}"}',
-                   icon="mdi:human-handsdown"),
+            entity(
+                "event",
+                owner,
+                owner_device,
+                "alert",
+                "Fall alert",
+                state_topic=f"{base}/event",
+                event_types=list(EVENT_TYPES),
+                value_template='{"event_type": "{{ value_json.event }}", "id": "{{ value_json.id }}", '
+                '"ts": "{{ value_json.ts }}"}',
+                icon="mdi:human-handsdown",
+            ),
         ]
 
     device_entities = [
-        entity("sensor", node, device, "fps", "Frame rate", state_topic=heartbeat_topic,
-               value_template="{{ value_json.fps }}", unit_of_measurement="fps", state_class="measurement",
-               entity_category="diagnostic", expire_after=max(1, int(round(3 * heartbeat_s))),
-               icon="mdi:speedometer"),
-        entity("sensor", node, device, "backend", "Inference backend", state_topic=heartbeat_topic,
-               value_template="{{ value_json.backend }}", entity_category="diagnostic",
-               expire_after=max(1, int(round(3 * heartbeat_s))), icon="mdi:chip"),
-        entity("switch", node, device, "alerts", "Alerts", command_topic=f"{prefix}/set",
-               state_topic=f"{prefix}/alerts", payload_on=json.dumps({"alerts": True}),
-               payload_off=json.dumps({"alerts": False}), state_on=ALERTS_ON, state_off=ALERTS_OFF,
-               icon="mdi:bell-ring") if commands else
+        entity(
+            "sensor",
+            node,
+            device,
+            "fps",
+            "Frame rate",
+            state_topic=heartbeat_topic,
+            value_template="{{ value_json.fps }}",
+            unit_of_measurement="fps",
+            state_class="measurement",
+            entity_category="diagnostic",
+            expire_after=max(1, int(round(3 * heartbeat_s))),
+            icon="mdi:speedometer",
+        ),
+        entity(
+            "sensor",
+            node,
+            device,
+            "backend",
+            "Inference backend",
+            state_topic=heartbeat_topic,
+            value_template="{{ value_json.backend }}",
+            entity_category="diagnostic",
+            expire_after=max(1, int(round(3 * heartbeat_s))),
+            icon="mdi:chip",
+        ),
+        entity(
+            "switch",
+            node,
+            device,
+            "alerts",
+            "Alerts",
+            command_topic=f"{prefix}/set",
+            state_topic=f"{prefix}/alerts",
+            payload_on=json.dumps({"alerts": True}),
+            payload_off=json.dumps({"alerts": False}),
+            state_on=ALERTS_ON,
+            state_off=ALERTS_OFF,
+            icon="mdi:bell-ring",
+        )
+        if commands
         # fallwatch takes no commands: a switch would only pretend to work
-        entity("binary_sensor", node, device, "alerts", "Alerts", state_topic=f"{prefix}/alerts",
-               payload_on=ALERTS_ON, payload_off=ALERTS_OFF, icon="mdi:bell-ring"),
+        else entity(
+            "binary_sensor",
+            node,
+            device,
+            "alerts",
+            "Alerts",
+            state_topic=f"{prefix}/alerts",
+            payload_on=ALERTS_ON,
+            payload_off=ALERTS_OFF,
+            icon="mdi:bell-ring",
+        ),
     ]
     if cameras is None:
         return camera_entities(node, device, prefix) + device_entities
     messages = []
     for name, segment in cameras.items():
         owner = f"{node}_{segment}"
-        camera_device = {"identifiers": [owner], "name": f"fallwatch {device_id} {name}",
-                         "model": "fallwatch camera", "manufacturer": "fallwatch", "sw_version": version,
-                         "via_device": node}
+        camera_device = {
+            "identifiers": [owner],
+            "name": f"fallwatch {device_id} {name}",
+            "model": "fallwatch camera",
+            "manufacturer": "fallwatch",
+            "sw_version": version,
+            "via_device": node,
+        }
         messages += camera_entities(owner, camera_device, f"{prefix}/{segment}")
     return messages + device_entities
 
@@ -153,13 +239,29 @@ class Discovery:
         """Home Assistant came (back) online: discovery must be published again."""
         return hac.enabled and msg.topic == f"{hac.discovery_prefix}/status" and msg.payload.strip() == b"online"
 
-    def publish(self, client: mqtt.Client, hac: HomeAssistantConfig, *, prefix: str, device_id: str, version: str,
-                heartbeat_s: float, commands: bool, cameras: Optional[Mapping[str, str]]) -> None:
+    def publish(
+        self,
+        client: mqtt.Client,
+        hac: HomeAssistantConfig,
+        *,
+        prefix: str,
+        device_id: str,
+        version: str,
+        heartbeat_s: float,
+        commands: bool,
+        cameras: Optional[Mapping[str, str]],
+    ) -> None:
         topics: list[str] = []
         if hac.enabled:
-            messages = discovery_messages(discovery_prefix=hac.discovery_prefix, prefix=prefix, device_id=device_id,
-                                          version=version, heartbeat_s=heartbeat_s, commands=commands,
-                                          cameras=cameras)
+            messages = discovery_messages(
+                discovery_prefix=hac.discovery_prefix,
+                prefix=prefix,
+                device_id=device_id,
+                version=version,
+                heartbeat_s=heartbeat_s,
+                commands=commands,
+                cameras=cameras,
+            )
             for topic, payload in messages:
                 client.publish(topic, to_json(payload), qos=1, retain=True)
             topics = [topic for topic, _ in messages]

@@ -5,6 +5,7 @@ decoding a 12000 x 12000 PNG takes ~1 GB. So the size is read from the file's he
 BMP, WebP): a JPEG above the limit is decoded at 1/2, 1/4 or 1/8 scale (libjpeg scales while decoding, so the
 full image never exists in memory), any other image above it is refused with one line.
 """
+
 from __future__ import annotations
 
 import struct
@@ -56,9 +57,9 @@ def _jpeg_size(head: bytes) -> Optional[tuple[int, int]]:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
             i += 2
             continue
-        length = struct.unpack(">H", head[i + 2:i + 4])[0]
+        length = struct.unpack(">H", head[i + 2 : i + 4])[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame
-            height, width = struct.unpack(">HH", head[i + 5:i + 9])
+            height, width = struct.unpack(">HH", head[i + 5 : i + 9])
             return width, height
         i += 2 + length
     return None
@@ -79,13 +80,17 @@ def read_image_bgr(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
         w, h = size
         scale = next((s for s in (2, 4, 8) if (w // s) * (h // s) <= max_pixels), None)
         if data[:2].tobytes() != b"\xff\xd8" or scale is None:
-            raise ImageError(f"{path}: {w}x{h} is larger than the limit of {max_pixels / 1e6:.1f} megapixels; "
-                             f"skipped (scale it down first)")
+            raise ImageError(
+                f"{path}: {w}x{h} is larger than the limit of {max_pixels / 1e6:.1f} megapixels; "
+                f"skipped (scale it down first)"
+            )
         flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[scale]
     img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
     if img.shape[0] * img.shape[1] > max_pixels:  # a format whose header we do not read (TIFF)
-        raise ImageError(f"{path}: {img.shape[1]}x{img.shape[0]} is larger than the limit of "
-                         f"{max_pixels / 1e6:.1f} megapixels; skipped (scale it down first)")
+        raise ImageError(
+            f"{path}: {img.shape[1]}x{img.shape[0]} is larger than the limit of "
+            f"{max_pixels / 1e6:.1f} megapixels; skipped (scale it down first)"
+        )
     return img

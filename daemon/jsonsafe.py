@@ -2,6 +2,7 @@
 
 json.dumps writes NaN, which is not JSON: browsers (the debug page) and Home Assistant refuse the whole message.
 """
+
 from __future__ import annotations
 
 import json

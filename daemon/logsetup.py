@@ -5,6 +5,7 @@ each record keeps its priority and logger name as journal fields. Without system
 the journal; lines then carry a ``<N>`` syslog priority prefix, which journald turns into the priority, and no
 time stamp, which journald adds itself.
 """
+
 from __future__ import annotations
 
 import logging

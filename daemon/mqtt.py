@@ -29,6 +29,7 @@ Decisions:
   ``<prefix>/alerts``. Anyone who can publish to ``<prefix>/set`` can pause alerts: protect that topic with broker
   ACLs (README), or set ``mqtt.commands: false`` to take no commands at all (a pause left from before is lifted).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,12 +66,26 @@ from .outbox import Outbox, default_state_dir
 
 log = logging.getLogger(__name__)
 
-WINDOW = 20               # events in flight at once (also paho's max_inflight_messages)
-MAX_SNAPSHOTS = 8         # JPEGs held in memory waiting for their event to be sent
-RESEND_WAIT_S = 10.0      # after a reconnect, how long paho's own re-sends may take before we re-send ourselves
+WINDOW = 20  # events in flight at once (also paho's max_inflight_messages)
+MAX_SNAPSHOTS = 8  # JPEGs held in memory waiting for their event to be sent
+RESEND_WAIT_S = 10.0  # after a reconnect, how long paho's own re-sends may take before we re-send ourselves
 CPU_TEMP = Path("/sys/class/thermal/thermal_zone0/temp")
-_CONNECTION_KEYS = ("enabled", "host", "port", "protocol", "device_id", "client_id", "keepalive", "username",
-                    "password", "password_file", "tls", "topic_prefix", "reconnect_max_s", "commands")
+_CONNECTION_KEYS = (
+    "enabled",
+    "host",
+    "port",
+    "protocol",
+    "device_id",
+    "client_id",
+    "keepalive",
+    "username",
+    "password",
+    "password_file",
+    "tls",
+    "topic_prefix",
+    "reconnect_max_s",
+    "commands",
+)
 DEFAULT_PAUSE_MAX_S = 12 * 3600.0
 
 
@@ -99,7 +114,7 @@ def _password_of(cfg: MqttConfig) -> Optional[str]:
 def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) -> CameraTopics:
     try:
         return CameraTopics(prefix, camera, cameras)
-    except ValueError as exc:   # two camera names that give the same topic
+    except ValueError as exc:  # two camera names that give the same topic
         raise MqttError(str(exc)) from None
 
 
@@ -112,11 +127,18 @@ def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
 
 
 class MqttPublisher:
-    def __init__(self, cfg: MqttConfig, *, camera: str, version: str, status: Callable[[], dict],
-                 on_alerts_changed: Optional[Callable[[bool], None]] = None,
-                 pause_max_s: float = DEFAULT_PAUSE_MAX_S,
-                 on_feedback: Optional[Callable[[Any, Any], None]] = None,
-                 cameras: Optional[Sequence[str]] = None):
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        camera: str,
+        version: str,
+        status: Callable[[], dict],
+        on_alerts_changed: Optional[Callable[[bool], None]] = None,
+        pause_max_s: float = DEFAULT_PAUSE_MAX_S,
+        on_feedback: Optional[Callable[[Any, Any], None]] = None,
+        cameras: Optional[Sequence[str]] = None,
+    ):
         """``camera``: the camera of events and states that name none. ``cameras``: every camera's name, for a
         daemon with several (per-camera topics and Home Assistant devices); None keeps one camera's topics."""
         self.cfg = cfg
@@ -133,25 +155,25 @@ class MqttPublisher:
         self._switch = AlertsSwitch(self._outbox, pause_max_s)
 
         self._client: Optional[mqtt.Client] = None
-        self._password_in_use: Optional[str] = None   # what the current client was given (a file may change)
-        self._client_lock = threading.RLock()     # swaps of the client vs. the sender using it
+        self._password_in_use: Optional[str] = None  # what the current client was given (a file may change)
+        self._client_lock = threading.RLock()  # swaps of the client vs. the sender using it
         self._connected = False
-        self._listening = False        # the broker acknowledged our <prefix>/set subscription on this connection
+        self._listening = False  # the broker acknowledged our <prefix>/set subscription on this connection
         self._set_mid: Optional[int] = None
-        self._wake = threading.Event()            # sender: new event, ack, (re)connect
-        self._hb_wake = threading.Event()         # heartbeat: connect, reconfigure
+        self._wake = threading.Event()  # sender: new event, ack, (re)connect
+        self._hb_wake = threading.Event()  # heartbeat: connect, reconfigure
         self._stop_evt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
         self._started_at = time.monotonic()
 
         # Sender state, touched only under _client_lock.
-        self._inflight: list[tuple[int, mqtt.MQTTMessageInfo, str]] = []   # (outbox seq, paho's info, event id)
-        self._last_handed = 0          # highest outbox seq handed to the current client
+        self._inflight: list[tuple[int, mqtt.MQTTMessageInfo, str]] = []  # (outbox seq, paho's info, event id)
+        self._last_handed = 0  # highest outbox seq handed to the current client
         self._reconnected = False
         self._resend_deadline: Optional[float] = None
-        self._remove_failed = False    # the outbox refuses deletes (read-only file system): said once
-        self._refused_mids: dict[int, str] = {}   # MQTT 5 PUBACKs with a failure reason, by message id
+        self._remove_failed = False  # the outbox refuses deletes (read-only file system): said once
+        self._refused_mids: dict[int, str] = {}  # MQTT 5 PUBACKs with a failure reason, by message id
         self._refusals_said: set[str] = set()
         self._snapshots: OrderedDict[int, bytes] = OrderedDict()
         self._snap_lock = threading.Lock()
@@ -159,12 +181,12 @@ class MqttPublisher:
         # The state of each camera (key None with one camera): its publishing under the lock, so they go out in order
         self._states: dict[Optional[str], dict] = {}
         self._state_lock = threading.Lock()
-        self._state_info: dict[Optional[str], mqtt.MQTTMessageInfo] = {}   # the last ones handed to this client
-        self._state_deferred = False             # publish the states once those in _state_info are acknowledged
-        self._last_error: Optional[str] = None   # log each distinct connection problem once
-        self._refused = False                    # the last CONNACK was a refusal (its disconnect is expected)
+        self._state_info: dict[Optional[str], mqtt.MQTTMessageInfo] = {}  # the last ones handed to this client
+        self._state_deferred = False  # publish the states once those in _state_info are acknowledged
+        self._last_error: Optional[str] = None  # log each distinct connection problem once
+        self._refused = False  # the last CONNACK was a refusal (its disconnect is expected)
         self._discovery = ha.Discovery(self._outbox)
-        self._unknown_cameras: set[str] = set()   # events for a camera not in `cameras`: said once each
+        self._unknown_cameras: set[str] = set()  # events for a camera not in `cameras`: said once each
         self._count_lock = threading.Lock()
         self._events_sent = 0
         self._events_suppressed = 0
@@ -200,10 +222,15 @@ class MqttPublisher:
         self._hb_wake.set()
 
     def stats(self) -> dict:
-        return {"connected": self._connected, "events_sent": self._events_sent,
-                "events_queued": len(self._outbox), "events_dropped": self._outbox.dropped,
-                "events_suppressed": self._events_suppressed, "alerts": self.alerts_enabled,
-                "alerts_resume_at": self.alerts_resume_at()}
+        return {
+            "connected": self._connected,
+            "events_sent": self._events_sent,
+            "events_queued": len(self._outbox),
+            "events_dropped": self._outbox.dropped,
+            "events_suppressed": self._events_suppressed,
+            "alerts": self.alerts_enabled,
+            "alerts_resume_at": self.alerts_resume_at(),
+        }
 
     def in_flight(self) -> int:
         """Events handed to the broker and not yet acknowledged (they stay in the outbox until they are)."""
@@ -226,7 +253,7 @@ class MqttPublisher:
             return
         self._stop_evt.clear()
         if self.cfg.enabled:
-            self._connect()        # raises MqttError on settings that can never work
+            self._connect()  # raises MqttError on settings that can never work
         else:
             log.info("mqtt.enabled is false: events are not published")
         self._started = True
@@ -234,10 +261,13 @@ class MqttPublisher:
             self._set_alerts(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
         self._end_expired_pause()
         if not self._switch.enabled:
-            log.warning("alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "
-                        "until %s (alerts.pause_max_s), or until {\"alerts\": true} on %s/set",
-                        datetime.fromtimestamp(self._switch.paused_at, timezone.utc).isoformat(timespec="seconds"),
-                        self.alerts_resume_at(), self.prefix)
+            log.warning(
+                "alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "
+                'until %s (alerts.pause_max_s), or until {"alerts": true} on %s/set',
+                datetime.fromtimestamp(self._switch.paused_at, timezone.utc).isoformat(timespec="seconds"),
+                self.alerts_resume_at(),
+                self.prefix,
+            )
         for name, target in (("mqtt-sender", self._sender_loop), ("mqtt-heartbeat", self._heartbeat_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -282,8 +312,12 @@ class MqttPublisher:
         payload["camera"] = camera or payload.get("camera") or self.camera
         if not self._topics.known(payload["camera"]) and payload["camera"] not in self._unknown_cameras:
             self._unknown_cameras.add(payload["camera"])
-            log.warning("event for camera %r, which is not among the cameras %s: published on %s all the same",
-                        payload["camera"], ", ".join(self.cameras), self._topics.event(payload["camera"]))
+            log.warning(
+                "event for camera %r, which is not among the cameras %s: published on %s all the same",
+                payload["camera"],
+                ", ".join(self.cameras),
+                self._topics.event(payload["camera"]),
+            )
         if payload.get("backend") is None:
             payload["backend"] = self._safe_status().get("backend")
         kind = payload.get("event")
@@ -293,8 +327,12 @@ class MqttPublisher:
         if not self.alerts_enabled and kind != "test":
             with self._count_lock:
                 self._events_suppressed += 1
-            log.warning("alerts paused by MQTT command (until %s): %s event %s logged, not published",
-                        self.alerts_resume_at(), kind, payload["id"])
+            log.warning(
+                "alerts paused by MQTT command (until %s): %s event %s logged, not published",
+                self.alerts_resume_at(),
+                kind,
+                payload["id"],
+            )
             return
         data = to_json(payload)
         try:
@@ -303,8 +341,11 @@ class MqttPublisher:
             self._publish_without_outbox(kind, str(payload["id"]), data, exc)
             return
         if dropped:
-            log.warning("outbox full (mqtt.outbox_max=%d): dropped the %d oldest undelivered event(s)",
-                        self._outbox.max_items, dropped)
+            log.warning(
+                "outbox full (mqtt.outbox_max=%d): dropped the %d oldest undelivered event(s)",
+                self._outbox.max_items,
+                dropped,
+            )
         if seq is None:
             log.info("event %s is already queued; not queued twice", payload["id"])
             return
@@ -322,13 +363,26 @@ class MqttPublisher:
         client = self._client
         topic = self._topics.event(self._topics.camera_of(data))
         info = client.publish(topic, data, qos=self.cfg.qos, retain=False) if client else None
-        if info is not None and (info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-                                 or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.cfg.qos > 0)):
-            log.error("outbox %s cannot store %s event %s (%s): sent without it, lost if the daemon restarts "
-                      "before the broker has it", self.outbox_path, kind, event_id, exc)
+        if info is not None and (
+            info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            or (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.cfg.qos > 0)
+        ):
+            log.error(
+                "outbox %s cannot store %s event %s (%s): sent without it, lost if the daemon restarts "
+                "before the broker has it",
+                self.outbox_path,
+                kind,
+                event_id,
+                exc,
+            )
         else:
-            log.error("outbox %s cannot store %s event %s (%s) and MQTT cannot take it now: event lost",
-                      self.outbox_path, kind, event_id, exc)
+            log.error(
+                "outbox %s cannot store %s event %s (%s) and MQTT cannot take it now: event lost",
+                self.outbox_path,
+                kind,
+                event_id,
+                exc,
+            )
 
     def publish_test_event(self) -> None:
         """The ``{"test": true}`` command: a ``test`` event end to end, so a household can check its alerts (with
@@ -349,26 +403,26 @@ class MqttPublisher:
             if client is not None and self._connected and not self._state_deferred:
                 self._publish_state(client, key)
 
-    def reconfigure(self, cfg: MqttConfig, *,
-                    cameras: Union[Optional[Sequence[str]], EllipsisType] = ...) -> None:
+    def reconfigure(self, cfg: MqttConfig, *, cameras: Union[Optional[Sequence[str]], EllipsisType] = ...) -> None:
         """SIGHUP: apply a new ``mqtt:`` section (and ``cameras``, when given); reconnect only when connection
         settings changed.
 
         Raises MqttError (and keeps the current connection) when the new settings cannot work at all.
         """
         old = self.cfg
-        topics = camera_topics(prefix_of(cfg), self.camera,
-                               self._topics.given if isinstance(cameras, EllipsisType) else cameras)
+        topics = camera_topics(
+            prefix_of(cfg), self.camera, self._topics.given if isinstance(cameras, EllipsisType) else cameras
+        )
         cameras_changed = topics.levels != self._topics.levels
         if cfg.state_dir != old.state_dir:
             log.warning("mqtt.state_dir changed: takes effect after a restart")
         reconnect = any(getattr(cfg, k) != getattr(old, k) for k in _CONNECTION_KEYS)
         password = _password_of(cfg) if cfg.enabled else None
         if cfg.enabled and password != self._password_in_use:
-            reconnect = True                      # e.g. a rotated secret in the same password_file
+            reconnect = True  # e.g. a rotated secret in the same password_file
         client = None
         if reconnect and self._started and cfg.enabled:
-            client = self._build_client(cfg, password)   # fails before we let go of the working connection
+            client = self._build_client(cfg, password)  # fails before we let go of the working connection
         with self._client_lock:
             if reconnect and self._started:
                 log.info("mqtt connection settings changed: reconnecting")
@@ -376,7 +430,7 @@ class MqttPublisher:
             self.cfg = cfg
             self.device_id = device_id_of(cfg)
             self.prefix = prefix_of(cfg)
-            with self._state_lock:   # the states of cameras gone are not published again
+            with self._state_lock:  # the states of cameras gone are not published again
                 self._topics = topics
                 keep = set(topics.levels) if topics.levels is not None else {None}
                 self._states = {k: v for k, v in self._states.items() if k in keep}
@@ -384,13 +438,20 @@ class MqttPublisher:
             if cfg.outbox_max != old.outbox_max:
                 try:
                     dropped = self._outbox.set_max(cfg.outbox_max)
-                except sqlite3.Error as exc:   # the rest of the reload (and the new connection) still applies
-                    log.error("mqtt.outbox_max lowered to %d, but the outbox %s cannot drop events (%s); it keeps "
-                              "them", cfg.outbox_max, self.outbox_path, exc)
+                except sqlite3.Error as exc:  # the rest of the reload (and the new connection) still applies
+                    log.error(
+                        "mqtt.outbox_max lowered to %d, but the outbox %s cannot drop events (%s); it keeps them",
+                        cfg.outbox_max,
+                        self.outbox_path,
+                        exc,
+                    )
                 else:
                     if dropped:
-                        log.warning("mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
-                                    cfg.outbox_max, dropped)
+                        log.warning(
+                            "mqtt.outbox_max lowered to %d: dropped the %d oldest undelivered event(s)",
+                            cfg.outbox_max,
+                            dropped,
+                        )
             current = self._client
             if client is not None:
                 self._start_client(client, password)
@@ -427,8 +488,12 @@ class MqttPublisher:
                 except OSError as exc:
                     raise MqttError(f"mqtt.tls.{name}: cannot read {path}: {exc.strerror}") from None
             try:
-                client.tls_set(ca_certs=cfg.tls.ca_certs, certfile=cfg.tls.certfile, keyfile=cfg.tls.keyfile,
-                               cert_reqs=ssl.CERT_REQUIRED)
+                client.tls_set(
+                    ca_certs=cfg.tls.ca_certs,
+                    certfile=cfg.tls.certfile,
+                    keyfile=cfg.tls.keyfile,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise MqttError(f"mqtt.tls: cannot load the certificates ({exc})") from None
             client.tls_insecure_set(cfg.tls.insecure)
@@ -451,12 +516,19 @@ class MqttPublisher:
         self._reconnected = False
         self._last_error = None
         with self._state_lock:
-            self._state_info, self._state_deferred = {}, False    # the old client's messages are gone
+            self._state_info, self._state_deferred = {}, False  # the old client's messages are gone
         self._client = client
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
         client.loop_start()
-        log.info("MQTT: connecting to %s:%d (MQTT %s%s) as %s, topics %s/...", cfg.host, cfg.port, cfg.protocol,
-                 ", TLS" if cfg.tls.enabled else "", cfg.client_id or f"fallwatch-{self.device_id}", self.prefix)
+        log.info(
+            "MQTT: connecting to %s:%d (MQTT %s%s) as %s, topics %s/...",
+            cfg.host,
+            cfg.port,
+            cfg.protocol,
+            ", TLS" if cfg.tls.enabled else "",
+            cfg.client_id or f"fallwatch-{self.device_id}",
+            self.prefix,
+        )
 
     def _disconnect(self, timeout: float) -> None:
         client, self._client = self._client, None
@@ -485,8 +557,7 @@ class MqttPublisher:
         else:
             log.debug("%s (still)", message)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                    properties: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if client is not self._client:
             return
         if reason_code.is_failure:
@@ -505,7 +576,7 @@ class MqttPublisher:
         ha.Discovery.subscribe(client, self.cfg.homeassistant)
         self._reconnected = True
         with self._state_lock:
-            self._connected = True     # under the lock: a set_state() racing with us publishes after this, in order
+            self._connected = True  # under the lock: a set_state() racing with us publishes after this, in order
             if not all(info.is_published() for info in self._state_info.values()):
                 # A state sent on the old connection was never acknowledged: paho re-sends it *after* this
                 # callback, so the current one published now would be overwritten by it. The sender publishes
@@ -535,8 +606,7 @@ class MqttPublisher:
 
     def _publish_state(self, client: mqtt.Client, key: Optional[str]) -> None:
         """Under _state_lock."""
-        self._state_info[key] = client.publish(self._topics.state(key), to_json(self._states[key]), qos=1,
-                                               retain=True)
+        self._state_info[key] = client.publish(self._topics.state(key), to_json(self._states[key]), qos=1, retain=True)
 
     def _clear_stale_states(self, client: mqtt.Client) -> None:
         """Under _state_lock: an empty retained message on state topics an earlier run or configuration used
@@ -556,53 +626,70 @@ class MqttPublisher:
                 log.debug("cannot remember the state topics: %s", exc)
 
     def _publish_discovery(self, client: mqtt.Client) -> None:
-        self._discovery.publish(client, self.cfg.homeassistant, prefix=self.prefix, device_id=self.device_id,
-                                version=self.version, heartbeat_s=self.cfg.heartbeat_s, commands=self.cfg.commands,
-                                cameras=self._topics.levels)
+        self._discovery.publish(
+            client,
+            self.cfg.homeassistant,
+            prefix=self.prefix,
+            device_id=self.device_id,
+            version=self.version,
+            heartbeat_s=self.cfg.heartbeat_s,
+            commands=self.cfg.commands,
+            cameras=self._topics.levels,
+        )
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any,
-                      properties: Any) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         if client is self._client and mid == self._set_mid:
             granted = not any(getattr(code, "is_failure", False) for code in reason_codes)
             if not granted:
-                log.warning("MQTT broker %s refused the subscription to %s/set: commands will not arrive "
-                            "(check the broker's ACL)", self._where(), self.prefix)
+                log.warning(
+                    "MQTT broker %s refused the subscription to %s/set: commands will not arrive "
+                    "(check the broker's ACL)",
+                    self._where(),
+                    self.prefix,
+                )
             self._listening = granted
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if client is not self._client:
             return
-        exc = sys.exc_info()[1]   # paho calls this from inside its `except OSError`
+        exc = sys.exc_info()[1]  # paho calls this from inside its `except OSError`
         detail = f": {exc}" if exc else ""
         if isinstance(exc, ssl.SSLError):
             self._log_problem(f"MQTT TLS handshake with {self._where()} failed{detail} (check mqtt.tls)")
         else:
             self._log_problem(f"MQTT broker {self._where()} unreachable{detail}", logging.WARNING)
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
-                       properties: Any) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if client is not self._client:
             return
         was, refused = self._connected, self._refused
         self._connected = self._refused = self._listening = False
         if was:
-            log.warning("MQTT disconnected from %s (%s); events are kept in the outbox until it is back",
-                        self._where(), reason_code)
-        elif not refused:   # dropped before any CONNACK: typically a TLS client certificate the broker rejects
+            log.warning(
+                "MQTT disconnected from %s (%s); events are kept in the outbox until it is back",
+                self._where(),
+                reason_code,
+            )
+        elif not refused:  # dropped before any CONNACK: typically a TLS client certificate the broker rejects
             hint = "mqtt.tls certfile/keyfile and the broker's log" if self.cfg.tls.enabled else "the broker's log"
-            self._log_problem(f"MQTT broker {self._where()} closed the connection before accepting it "
-                              f"({reason_code}; check {hint})")
+            self._log_problem(
+                f"MQTT broker {self._where()} closed the connection before accepting it ({reason_code}; check {hint})"
+            )
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # Called under paho's message lock: only wake the sender, never take our locks here.
         if not getattr(reason_code, "is_failure", False):
-            self._refused_mids.pop(mid, None)          # message ids are reused: forget an older refusal
-        else:   # MQTT 5 only: 3.1.1 brokers drop refused messages silently
-            self._refused_mids[mid] = str(reason_code)   # before paho marks it published: the sender sees it
+            self._refused_mids.pop(mid, None)  # message ids are reused: forget an older refusal
+        else:  # MQTT 5 only: 3.1.1 brokers drop refused messages silently
+            self._refused_mids[mid] = str(reason_code)  # before paho marks it published: the sender sees it
             if str(reason_code) not in self._refusals_said:
                 self._refusals_said.add(str(reason_code))
-                log.error("MQTT broker %s refuses messages: %s (check its ACL for %s/#)", self._where(),
-                          reason_code, self.prefix)
+                log.error(
+                    "MQTT broker %s refuses messages: %s (check its ACL for %s/#)",
+                    self._where(),
+                    reason_code,
+                    self.prefix,
+                )
         self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -658,9 +745,12 @@ class MqttPublisher:
             if enabled:
                 log.warning("alerts resumed: %s", why)
             else:
-                log.warning("alerts PAUSED %s: fall events are only logged until %s (alerts.pause_max_s) or until "
-                            "resumed", why, self.alerts_resume_at())
-            self._hb_wake.set()   # the heartbeat says so at once
+                log.warning(
+                    "alerts PAUSED %s: fall events are only logged until %s (alerts.pause_max_s) or until resumed",
+                    why,
+                    self.alerts_resume_at(),
+                )
+            self._hb_wake.set()  # the heartbeat says so at once
             if self._on_alerts_changed is not None:
                 try:
                     self._on_alerts_changed(enabled)
@@ -679,7 +769,7 @@ class MqttPublisher:
                     self._pump()
                 last_failure = None
             except Exception as exc:
-                if repr(exc) != last_failure:    # a lasting failure is logged once, not twice a second
+                if repr(exc) != last_failure:  # a lasting failure is logged once, not twice a second
                     log.exception("MQTT sender failed (%s); retrying", exc)
                     last_failure = repr(exc)
                 else:
@@ -690,18 +780,25 @@ class MqttPublisher:
         """Under _client_lock: reap acknowledged events, then hand the next ones to paho, in outbox order."""
         still = []
         for seq, info, event_id in self._inflight:
-            published = info.is_published()     # once: paho's thread may set it between two reads
+            published = info.is_published()  # once: paho's thread may set it between two reads
             refused = self._refused_mids.pop(info.mid, None) if published else None
             if refused is not None:
-                log.error("MQTT broker refused event %s (%s); it stays in the outbox %s and is sent again after a "
-                          "restart", event_id, refused, self.outbox_path)
+                log.error(
+                    "MQTT broker refused event %s (%s); it stays in the outbox %s and is sent again after a restart",
+                    event_id,
+                    refused,
+                    self.outbox_path,
+                )
             elif published:
                 try:
                     self._outbox.remove(seq)
-                except sqlite3.Error as exc:   # delivered all the same; a restart sends it again (at-least-once)
+                except sqlite3.Error as exc:  # delivered all the same; a restart sends it again (at-least-once)
                     if not self._remove_failed:
-                        log.error("outbox %s: cannot delete delivered events (%s); they are sent again after a "
-                                  "restart", self.outbox_path, exc)
+                        log.error(
+                            "outbox %s: cannot delete delivered events (%s); they are sent again after a restart",
+                            self.outbox_path,
+                            exc,
+                        )
                     self._remove_failed = True
                 else:
                     self._remove_failed = False
@@ -720,15 +817,18 @@ class MqttPublisher:
         if self._reconnected:
             self._reconnected = False
             if self._inflight and self.cfg.qos == 0:
-                self._resend_from_outbox()   # QoS 0 is not re-sent by paho
+                self._resend_from_outbox()  # QoS 0 is not re-sent by paho
             elif self._inflight:
                 self._resend_deadline = now + RESEND_WAIT_S
         if self._resend_deadline is not None:
             if self._inflight and now < self._resend_deadline:
-                return          # paho is re-sending the older in-flight events; newer ones wait behind them
+                return  # paho is re-sending the older in-flight events; newer ones wait behind them
             if self._inflight:
-                log.warning("MQTT: %d event(s) unacknowledged %gs after reconnecting; sending them again",
-                            len(self._inflight), RESEND_WAIT_S)
+                log.warning(
+                    "MQTT: %d event(s) unacknowledged %gs after reconnecting; sending them again",
+                    len(self._inflight),
+                    RESEND_WAIT_S,
+                )
                 self._resend_from_outbox()
             self._resend_deadline = None
         room = WINDOW - len(self._inflight)
@@ -737,10 +837,11 @@ class MqttPublisher:
         for seq, event_id, payload in self._outbox.after(self._last_handed, room):
             camera = self._topics.camera_of(payload)
             info = client.publish(self._topics.event(camera), payload, qos=self.cfg.qos, retain=False)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
-                                                                  and self.cfg.qos > 0):
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (
+                info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and self.cfg.qos > 0
+            ):
                 log.debug("MQTT publish of event %s deferred: %s", event_id, mqtt.error_string(info.rc))
-                break   # not taken by paho: stays in the outbox for the next connection
+                break  # not taken by paho: stays in the outbox for the next connection
             if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
                 # The link dropped before on_disconnect told us: paho keeps this QoS 1/2 message, sends it on
                 # reconnecting and marks it published on its PUBACK, but its is_published() raises for any rc
@@ -758,8 +859,7 @@ class MqttPublisher:
                     props = Properties(PacketTypes.PUBLISH)
                     props.ContentType = "image/jpeg"
                     props.UserProperty = ("id", event_id)
-                client.publish(self._topics.snapshot(camera), jpeg, qos=self.cfg.qos, retain=False,
-                               properties=props)
+                client.publish(self._topics.snapshot(camera), jpeg, qos=self.cfg.qos, retain=False, properties=props)
 
     def _resend_from_outbox(self) -> None:
         self._last_handed = min(seq for seq, _, _ in self._inflight) - 1
@@ -771,16 +871,16 @@ class MqttPublisher:
         while not self._stop_evt.is_set():
             timeout = max(0.0, next_at - time.monotonic())
             left = self._switch.left_s()
-            if left is not None and left < timeout:   # wake when a pause ends, to announce it
+            if left is not None and left < timeout:  # wake when a pause ends, to announce it
                 timeout = left + 0.01
             if self._hb_wake.wait(timeout):
                 self._hb_wake.clear()
                 if self._stop_evt.is_set():
                     return
-                next_at = time.monotonic()   # (re)connected or reconfigured: one now, then the cadence
+                next_at = time.monotonic()  # (re)connected or reconfigured: one now, then the cadence
             self._end_expired_pause()
             if time.monotonic() < next_at:
-                continue   # woken for the pause's end only
+                continue  # woken for the pause's end only
             client = self._client
             if client is not None and self._connected:
                 try:
@@ -789,23 +889,32 @@ class MqttPublisher:
                     log.exception("MQTT heartbeat failed")
             # a steady cadence (no drift by the time a heartbeat takes); after a stall or a wake-up, start afresh
             now = time.monotonic()
-            next_at = next_at + self.cfg.heartbeat_s if next_at + self.cfg.heartbeat_s > now else \
-                now + self.cfg.heartbeat_s
+            next_at = (
+                next_at + self.cfg.heartbeat_s if next_at + self.cfg.heartbeat_s > now else now + self.cfg.heartbeat_s
+            )
 
     def heartbeat(self) -> dict:
         st = self._safe_status()
         stats = self.stats()
         # st: the daemon's view of its figures (daemon/stats.py heartbeat()); the outbox figures are this thread's own
-        return {"ts": utc_now_iso(), "uptime_s": round(time.monotonic() - self._started_at, 1),
-                "heartbeat_s": self.cfg.heartbeat_s,   # so a watcher can tell a late heartbeat from a slow cadence
-                "version": self.version, "device": self.device_id,
-                **dict.fromkeys(("backend", "backend_reason", "camera", "fps", "persons", "state", "dropped_frames",
-                                 "labelled")), **st,
-                "events_sent": stats["events_sent"],
-                "events_queued": stats["events_queued"], "events_dropped": stats["events_dropped"],
-                "events_suppressed": stats["events_suppressed"],
-                "cpu_temp_c": cpu_temp_c(), "alerts": stats["alerts"],
-                "alerts_resume_at": stats["alerts_resume_at"]}
+        return {
+            "ts": utc_now_iso(),
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "heartbeat_s": self.cfg.heartbeat_s,  # so a watcher can tell a late heartbeat from a slow cadence
+            "version": self.version,
+            "device": self.device_id,
+            **dict.fromkeys(
+                ("backend", "backend_reason", "camera", "fps", "persons", "state", "dropped_frames", "labelled")
+            ),
+            **st,
+            "events_sent": stats["events_sent"],
+            "events_queued": stats["events_queued"],
+            "events_dropped": stats["events_dropped"],
+            "events_suppressed": stats["events_suppressed"],
+            "cpu_temp_c": cpu_temp_c(),
+            "alerts": stats["alerts"],
+            "alerts_resume_at": stats["alerts_resume_at"],
+        }
 
     def _safe_status(self) -> dict:
         try:

@@ -5,6 +5,7 @@ Told several cameras: ``<prefix>/<camera>/event``, ``<prefix>/<camera>/event/sna
 ``<prefix>/<camera>/state``, the camera's name made topic-safe (its *level*). The device's own topics
 (availability, heartbeat, set, alerts) stay ``<prefix>/<name>`` in both cases.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ def camera_levels(cameras: Optional[Sequence[str]]) -> Optional[dict[str, str]]:
         level = sanitize_id(name)
         clash = next((other for other, seen in levels.items() if seen == level and other != name), None)
         if clash is not None:
-            raise ValueError(f"cameras {clash!r} and {name!r} would share the MQTT topics {level}/...: give them "
-                             "names that differ in letters, digits, '_' or '-'")
+            raise ValueError(
+                f"cameras {clash!r} and {name!r} would share the MQTT topics {level}/...: give them "
+                "names that differ in letters, digits, '_' or '-'"
+            )
         levels[name] = level
     return levels
 
@@ -39,7 +42,7 @@ class CameraTopics:
         self.prefix = prefix
         self.default_camera = default_camera
         self.given = list(cameras) if cameras is not None else None
-        self.levels = camera_levels(cameras)       # None: one camera
+        self.levels = camera_levels(cameras)  # None: one camera
 
     @property
     def cameras(self) -> list[str]:

@@ -8,6 +8,7 @@ The watchdog pings only while the pipeline makes progress (``is_alive()`` decide
 the pings and systemd restarts the service, while an idle room, whose frames still pass through inference,
 keeps them going.
 """
+
 from __future__ import annotations
 
 import logging
@@ -150,8 +151,9 @@ class Watchdog:
                 if not healthy:
                     log.warning("pipeline is making progress again; watchdog pings resume")
             elif healthy:
-                log.error("pipeline made no progress recently; withholding watchdog pings so systemd "
-                          "restarts the service")
+                log.error(
+                    "pipeline made no progress recently; withholding watchdog pings so systemd restarts the service"
+                )
             healthy = alive
 
     def stop(self) -> None:

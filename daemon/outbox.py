@@ -12,6 +12,7 @@ A file that can only be read (the SD card's file system went read-only, a common
 the events it holds are still sent, but cannot be deleted once delivered, so they are sent again after the next
 restart (at-least-once; consumers dedupe by ``id``). New events then go out without being stored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,14 +86,17 @@ class Outbox:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                log.error("outbox: cannot create %s (%s); queued events will not survive a restart",
-                          Path(path).parent, exc)
+                log.error(
+                    "outbox: cannot create %s (%s); queued events will not survive a restart", Path(path).parent, exc
+                )
                 return self._connect(":memory:")
         try:
             return self._connect(path)
         except sqlite3.DatabaseError as exc:
             damaged = isinstance(exc, _Damaged) or getattr(exc, "sqlite_errorcode", None) in (
-                sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+                sqlite3.SQLITE_CORRUPT,
+                sqlite3.SQLITE_NOTADB,
+            )
             if path == ":memory:" or not damaged or not Path(path).is_file():
                 # permissions, a read-only or full disk, I/O: the file (and the events queued in it) stays where it is
                 readable = self._open_read_only(path, exc) if path != ":memory:" and Path(path).is_file() else None
@@ -108,11 +112,20 @@ class Outbox:
                     if Path(path + suffix).exists():
                         os.replace(path + suffix, aside + suffix)
             except OSError as move_exc:
-                log.error("outbox: %s is not a usable SQLite database (%s) and cannot be moved aside (%s); "
-                          "queued events will not survive a restart", path, exc, move_exc)
+                log.error(
+                    "outbox: %s is not a usable SQLite database (%s) and cannot be moved aside (%s); "
+                    "queued events will not survive a restart",
+                    path,
+                    exc,
+                    move_exc,
+                )
                 return self._connect(":memory:")
-            log.error("outbox: %s is not a usable SQLite database (%s); moved it to %s and started a new one",
-                      path, exc, aside)
+            log.error(
+                "outbox: %s is not a usable SQLite database (%s); moved it to %s and started a new one",
+                path,
+                exc,
+                aside,
+            )
             try:
                 return self._connect(path)
             except sqlite3.DatabaseError as exc2:
@@ -123,16 +136,22 @@ class Outbox:
         """The file as it is, read-only, so the events queued in it before a restart still go out."""
         for mode in ("mode=ro", "immutable=1"):  # immutable: a WAL file whose -shm cannot be created
             try:
-                db = sqlite3.connect(f"file:{quote(path)}?{mode}", uri=True, check_same_thread=False,
-                                     isolation_level=None, timeout=10)
+                db = sqlite3.connect(
+                    f"file:{quote(path)}?{mode}", uri=True, check_same_thread=False, isolation_level=None, timeout=10
+                )
                 queued = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
                 db.execute("SELECT count(*) FROM meta").fetchone()
             except sqlite3.Error:
                 continue
             self.read_only = True
-            log.error("outbox: %s can only be read (%s): its %d queued event(s) are sent, but cannot be deleted "
-                      "once delivered, so they are sent again after the next restart (at-least-once); new events "
-                      "are sent without being stored", path, exc, queued)
+            log.error(
+                "outbox: %s can only be read (%s): its %d queued event(s) are sent, but cannot be deleted "
+                "once delivered, so they are sent again after the next restart (at-least-once); new events "
+                "are sent without being stored",
+                path,
+                exc,
+                queued,
+            )
             return db
         return None
 
@@ -145,8 +164,10 @@ class Outbox:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                cur = db.execute("INSERT OR IGNORE INTO outbox (id, payload, created) VALUES (?, ?, ?)",
-                                 (event_id, payload, time.time()))
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO outbox (id, payload, created) VALUES (?, ?, ?)",
+                    (event_id, payload, time.time()),
+                )
                 seq = cur.lastrowid if cur.rowcount else None
                 dropped = 0
                 excess = db.execute("SELECT count(*) FROM outbox").fetchone()[0] - self.max_items
@@ -154,7 +175,7 @@ class Outbox:
                     dropped = self._drop_oldest(excess)
                 db.execute("COMMIT")
             except BaseException:
-                if db.in_transaction:    # SQLite has already rolled back after e.g. SQLITE_FULL
+                if db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
                     db.execute("ROLLBACK")
                 raise
         return seq, dropped
@@ -170,8 +191,9 @@ class Outbox:
     def after(self, seq: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` rows with seq greater than ``seq``, oldest first: (seq, id, payload)."""
         with self._lock:
-            rows = self._db.execute("SELECT seq, id, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (seq, limit)).fetchall()
+            rows = self._db.execute(
+                "SELECT seq, id, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
         return [(s, i, bytes(p)) for s, i, p in rows]
 
     def remove(self, seq: int) -> bool:

@@ -1,5 +1,6 @@
 """Drawing for the debug stream and MQTT snapshots: boxes, track ids, skeletons, the spine vector and its angle,
 each person's state in colour. Pure functions over numpy frames; cv2 does the drawing and the JPEG encoding."""
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,9 @@ _L_HIP, _R_HIP = KEYPOINT_NAMES.index("left_hip"), KEYPOINT_NAMES.index("right_h
 MAX_HEIGHT = 4320
 
 
-def spine(keypoints: np.ndarray, min_score: float = KEYPOINT_MIN_SCORE
-          ) -> Optional[tuple[tuple[float, float], tuple[float, float], float]]:
+def spine(
+    keypoints: np.ndarray, min_score: float = KEYPOINT_MIN_SCORE
+) -> Optional[tuple[tuple[float, float], tuple[float, float], float]]:
     """(shoulder point, hip point, angle from vertical in degrees) of the spine the rules judge, or None.
 
     Mid-shoulder -> mid-hip, or one side's shoulder -> hip when the other side is not seen (the rules'
@@ -50,8 +52,10 @@ _COORD_LIMIT = 1 << 20  # cv2 takes int32 points; far-off ones are clipped to th
 
 def _pt(x: float, y: float) -> tuple[int, int]:
     """Pixel point for cv2; callers pass finite values only (NaN has no place to be drawn)."""
-    return (int(round(min(max(float(x), -_COORD_LIMIT), _COORD_LIMIT))),
-            int(round(min(max(float(y), -_COORD_LIMIT), _COORD_LIMIT))))
+    return (
+        int(round(min(max(float(x), -_COORD_LIMIT), _COORD_LIMIT))),
+        int(round(min(max(float(y), -_COORD_LIMIT), _COORD_LIMIT))),
+    )
 
 
 def _label(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int], scale: float) -> None:
@@ -64,8 +68,9 @@ def _label(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, 
     cv2.putText(img, text, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
 
 
-def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
-                 extra: Optional[dict] = None) -> np.ndarray:
+def draw_overlay(
+    frame_rgb: np.ndarray, persons: list, states: dict[int, str], extra: Optional[dict] = None
+) -> np.ndarray:
     """A BGR copy of ``frame_rgb`` with every person's box, id, skeleton, spine vector, angle and state drawn.
 
     ``extra`` may carry per-track figures, e.g. ``{track_id: {"spine_angle_deg": 42.0}}``; the angle shown is
@@ -93,8 +98,7 @@ def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
             ok = np.isfinite(kp[:, :3]).all(axis=1) & (kp[:, 2] >= KEYPOINT_MIN_SCORE)
             for a, b in SKELETON:
                 if ok[a] and ok[b]:
-                    cv2.line(img, _pt(kp[a, 0], kp[a, 1]), _pt(kp[b, 0], kp[b, 1]), (255, 255, 0), line,
-                             cv2.LINE_AA)
+                    cv2.line(img, _pt(kp[a, 0], kp[a, 1]), _pt(kp[b, 0], kp[b, 1]), (255, 255, 0), line, cv2.LINE_AA)
             for i in np.flatnonzero(ok[:17]):
                 cv2.circle(img, _pt(kp[i, 0], kp[i, 1]), line + 2, (0, 255, 255), -1, cv2.LINE_AA)
 
@@ -126,7 +130,7 @@ def draw_overlay(frame_rgb: np.ndarray, persons: list, states: dict[int, str],
 
 
 def enhance_badge(figures: Any) -> str:
-    """"night enhancement on (luma 38, contrast 12)" while the models' input is being enhanced, else ""."""
+    """ "night enhancement on (luma 38, contrast 12)" while the models' input is being enhanced, else ""."""
     if not isinstance(figures, dict) or not figures.get("on"):
         return ""
     luma, contrast = figures.get("luma"), figures.get("contrast")
@@ -162,6 +166,14 @@ def placeholder_bgr(text: str, width: int = 640, height: int = 480) -> np.ndarra
     scale = max(0.5, height / 600)
     thick = max(1, int(round(scale * 2)))
     (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    cv2.putText(img, text, ((width - w) // 2, (height + h) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (200, 200, 200), thick, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        text,
+        ((width - w) // 2, (height + h) // 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (200, 200, 200),
+        thick,
+        cv2.LINE_AA,
+    )
     return img

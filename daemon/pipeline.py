@@ -3,6 +3,7 @@
 Pipeline.process: pose engine on the frame, persons -> PersonPose, rules.update, optional pose recording.
 iter_video_frames: decode a video file with OpenCV as fast as possible, with media time stamps.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,16 +38,28 @@ class FrameResult:
 
 def person_poses(persons: list[Any]) -> list[PersonPose]:
     """The pose engine's Person objects as the plain values the rules take."""
-    return [PersonPose(track=int(p.track_id), box=tuple(float(v) for v in p.box), keypoints=p.keypoints,
-                       keypoints_raw=getattr(p, "keypoints_raw", None)) for p in persons]
+    return [
+        PersonPose(
+            track=int(p.track_id),
+            box=tuple(float(v) for v in p.box),
+            keypoints=p.keypoints,
+            keypoints_raw=getattr(p, "keypoints_raw", None),
+        )
+        for p in persons
+    ]
 
 
 class Pipeline:
     """One camera's frames -> events. Cameras sharing one engine each have their own Pipeline, with their own
     ``tracker`` (engine.make_tracker()) and rules; without a tracker the engine's own is used."""
 
-    def __init__(self, engine: "PoseEngine", rules: Rules, recorder: Optional["RecordingWriter"] = None,
-                 tracker: Optional["Tracker"] = None) -> None:
+    def __init__(
+        self,
+        engine: "PoseEngine",
+        rules: Rules,
+        recorder: Optional["RecordingWriter"] = None,
+        tracker: Optional["Tracker"] = None,
+    ) -> None:
         self.engine = engine
         self._rules = rules
         self.recorder = recorder

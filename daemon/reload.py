@@ -3,6 +3,7 @@
 Only some sections apply while running (LIVE_SECTIONS); the others hold the camera, the models or the socket and
 need a restart: a reload says so for each changed key and keeps their running values.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,8 +74,13 @@ def log_changes(changes: dict[str, tuple[Any, Any]]) -> None:
         if key.split(".", 1)[0] in LIVE_SECTIONS:
             log.info("configuration reloaded: %s %s -> %s", key, before, after)
         else:
-            log.warning("configuration: %s %s -> %s needs a restart to apply (systemctl restart fallwatch); "
-                        "keeping %s", key, before, after, before)
+            log.warning(
+                "configuration: %s %s -> %s needs a restart to apply (systemctl restart fallwatch); keeping %s",
+                key,
+                before,
+                after,
+                before,
+            )
 
 
 def running_config(old: Config, new: Config) -> Config:

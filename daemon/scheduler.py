@@ -5,6 +5,7 @@ queues without bound. The FrameScheduler takes frames round-robin over the camer
 camera is served, the others come first, so a busy camera cannot starve a quiet one, and each camera's frame is
 its newest. It blocks on one condition that every capture signals (Capture.on_update), not on each capture.
 """
+
 from __future__ import annotations
 
 import threading
@@ -96,5 +97,13 @@ class FrameScheduler:
         """Per camera: frames handed out, frames its capture dropped (overwritten before being taken) and read,
         the hand-out rate over the last FPS_WINDOW frames, and the capture's state."""
         with self._cond:
-            return {c.name: {"handed": c.handed, "dropped": c.capture.dropped, "delivered": c.capture.delivered,
-                             "fps": round(c.fps(), 2), "state": c.capture.state} for c in self._cameras}
+            return {
+                c.name: {
+                    "handed": c.handed,
+                    "dropped": c.capture.dropped,
+                    "delivered": c.capture.delivered,
+                    "fps": round(c.fps(), 2),
+                    "state": c.capture.state,
+                }
+                for c in self._cameras
+            }

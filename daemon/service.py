@@ -10,6 +10,7 @@ frames (daemon/signals.py): SIGTERM/SIGINT stop (within 2 s, exit 0), SIGHUP rel
 Start-up and shutdown are one ExitStack: each part registers its own stop as it starts, shutdown unwinds them in
 reverse.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,10 +53,18 @@ def fallwatch_version() -> str:
 class Daemon:
     """The running service. Collaborators can be injected (tests use a fake engine behind the real pipeline)."""
 
-    def __init__(self, cfg: Config, config_path: Optional[Path] = None, source: Optional[str] = None,
-                 model_dir: Optional[str] = None, engine: Any = None, capture: Optional[Capture] = None,
-                 notifier: Optional[Notifier] = None, stall_s: Optional[float] = None,
-                 log_level_override: Optional[str] = None):
+    def __init__(
+        self,
+        cfg: Config,
+        config_path: Optional[Path] = None,
+        source: Optional[str] = None,
+        model_dir: Optional[str] = None,
+        engine: Any = None,
+        capture: Optional[Capture] = None,
+        notifier: Optional[Notifier] = None,
+        stall_s: Optional[float] = None,
+        log_level_override: Optional[str] = None,
+    ):
         self.cfg = cfg
         self.config_path = config_path
         self.source_override = source
@@ -128,8 +137,12 @@ class Daemon:
 
     def stop_signals(self) -> StopSignals:
         """SIGTERM/SIGINT stop, SIGHUP reloads; install() from the main thread, done() once run() returned."""
-        return StopSignals(stop=self._stop.set, reload=self._reload.request,
-                           starting=lambda: self._phase == "starting", exit_code=lambda: self.exit_code)
+        return StopSignals(
+            stop=self._stop.set,
+            reload=self._reload.request,
+            starting=lambda: self._phase == "starting",
+            exit_code=lambda: self.exit_code,
+        )
 
     def run(self) -> int:
         """Start everything, loop until stopped or the source ends, shut down. Returns the exit code."""
@@ -190,16 +203,29 @@ class Daemon:
             parts.callback(close_engine)
         if capture is None:
             c = cfg.camera
-            capture = Capture(source, rotate=c.rotate, flip=c.flip, realtime=c.realtime, loop=c.loop,
-                              reopen_max_s=c.reopen_max_s)
+            capture = Capture(
+                source, rotate=c.rotate, flip=c.flip, realtime=c.realtime, loop=c.loop, reopen_max_s=c.reopen_max_s
+            )
         worker = CameraWorker(cfg, self.engine, rules, capture, self.hub, self._on_event, self.records)
         self.cameras = {worker.name: worker}
         parts.callback(self._camera_stopped, worker)
         worker.start()
-        log.info("fallwatch %s running: %s -> pose (%s) -> rules (%s) -> %s", self.version,
-                 capture.source.describe(), self.engine.backend, cfg.rules.strategy,
-                 ", ".join(o for o, on in (("mqtt", self.publisher is not None),
-                                           ("debug", self.debug_server is not None), ("log", True)) if on))
+        log.info(
+            "fallwatch %s running: %s -> pose (%s) -> rules (%s) -> %s",
+            self.version,
+            capture.source.describe(),
+            self.engine.backend,
+            cfg.rules.strategy,
+            ", ".join(
+                o
+                for o, on in (
+                    ("mqtt", self.publisher is not None),
+                    ("debug", self.debug_server is not None),
+                    ("log", True),
+                )
+                if on
+            ),
+        )
 
     def _camera_stopped(self, worker: CameraWorker) -> None:
         worker.stop()
@@ -208,8 +234,13 @@ class Daemon:
     def _log_totals(self) -> None:
         if self._started:
             s = self._stats.camera
-            log.info("stopped after %d frames, %d events, %d dropped, %d corrupt frames", s.frames, s.events,
-                     s.dropped_frames, s.corrupt_frames)
+            log.info(
+                "stopped after %d frames, %d events, %d dropped, %d corrupt frames",
+                s.frames,
+                s.events,
+                s.dropped_frames,
+                s.corrupt_frames,
+            )
 
     def _stop_records(self) -> None:
         # A stop asked for (SIGTERM) has the stop deadline; a source that ended has time to finish its clips.
@@ -244,8 +275,9 @@ class Daemon:
         from .event_records import EventRecorder
         from .outbox import default_state_dir
 
-        directory = Path(cfg.events.dir).expanduser() if cfg.events.dir else \
-            default_state_dir(cfg.mqtt.state_dir) / "events"
+        directory = (
+            Path(cfg.events.dir).expanduser() if cfg.events.dir else default_state_dir(cfg.mqtt.state_dir) / "events"
+        )
         return EventRecorder(cfg.events, directory, privacy=cfg.privacy == "skeleton", camera=cfg.camera.name).start()
 
     def _feedback(self, event_id: Any, label: Any) -> None:
@@ -257,9 +289,15 @@ class Daemon:
     def _start_mqtt(self, cfg: Config) -> None:
         from .mqtt import MqttPublisher
 
-        self.publisher = MqttPublisher(cfg.mqtt, camera=cfg.camera.name, version=self.version,
-                                       status=self.heartbeat_status, on_alerts_changed=lambda _on: self._refresh.set(),
-                                       pause_max_s=cfg.alerts.pause_max_s, on_feedback=self._feedback)
+        self.publisher = MqttPublisher(
+            cfg.mqtt,
+            camera=cfg.camera.name,
+            version=self.version,
+            status=self.heartbeat_status,
+            on_alerts_changed=lambda _on: self._refresh.set(),
+            pause_max_s=cfg.alerts.pause_max_s,
+            on_feedback=self._feedback,
+        )
         self.publisher.start()
         self._refresh.set()
 
@@ -300,8 +338,9 @@ class Daemon:
 
     def _first_frame(self, frame: Any) -> None:
         self._ready = True
-        log.info("first frame through the pipeline (%.0f ms from capture); ready",
-                 (time.monotonic() - frame.captured) * 1000)
+        log.info(
+            "first frame through the pipeline (%.0f ms from capture); ready", (time.monotonic() - frame.captured) * 1000
+        )
         now = time.monotonic()
         self._report(now, force=True)
         self.notifier.ready(status_line(self._stats))
@@ -341,13 +380,19 @@ class Daemon:
     def _snapshot(self, now: float) -> Snapshot:
         cfg = self.cfg
         return Snapshot(
-            version=self.version, backend=getattr(self.engine, "backend", None),
+            version=self.version,
+            backend=getattr(self.engine, "backend", None),
             backend_reason=getattr(self.engine, "backend_reason", None),
             cameras={name: w.stats(now) for name, w in self.cameras.items()} or self._stats.cameras,
-            started_at=self._started_wall, uptime_s=round(now - self._started_mono, 3), ready=self._ready,
+            started_at=self._started_wall,
+            uptime_s=round(now - self._started_mono, 3),
+            ready=self._ready,
             mqtt=MqttStats.of(self.publisher),
-            settings={"rules": cfg.rules.model_dump(mode="json"),
-                      "zones": [z.model_dump(mode="json") for z in cfg.zones]})
+            settings={
+                "rules": cfg.rules.model_dump(mode="json"),
+                "zones": [z.model_dump(mode="json") for z in cfg.zones],
+            },
+        )
 
     def _report(self, now: float, force: bool = False) -> None:
         if force or self._refresh.is_set() or now - self._last_status >= STATUS_EVERY_S:

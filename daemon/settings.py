@@ -3,6 +3,7 @@
 pose/ and rules/ know no configuration file format; this is the one place that translates, so `run`, `detect`,
 `bench` and `eval` build their engines and rules the same way.
 """
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -17,8 +18,12 @@ from fallwatch.rules.zones import Zone
 from .outbox import default_state_dir
 
 # rules.ambianic.<key> in the YAML -> RuleSettings field (flat there).
-_AMBIANIC_KEYS = {"confidence": "ambianic_confidence", "angle_deg": "ambianic_angle_deg",
-                  "min_gap_s": "ambianic_min_interval_s", "max_gap_s": "ambianic_max_interval_s"}
+_AMBIANIC_KEYS = {
+    "confidence": "ambianic_confidence",
+    "angle_deg": "ambianic_angle_deg",
+    "min_gap_s": "ambianic_min_interval_s",
+    "max_gap_s": "ambianic_max_interval_s",
+}
 
 
 def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -31,10 +36,12 @@ def pose_settings(cfg: Any, setup: Optional[CameraSetup] = None) -> PoseSettings
     data = cfg.pose.model_dump()
     smoothing = data.pop("smoothing", None) or {}
     enhance = data.pop("enhance", None) or {}
-    return PoseSettings(**_known(PoseSettings, data),
-                        smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
-                        enhance=EnhanceSettings(**_known(EnhanceSettings, enhance)),
-                        ignore_zones=ignore_polygons(cfg, setup))
+    return PoseSettings(
+        **_known(PoseSettings, data),
+        smoothing=SmoothingSettings(**_known(SmoothingSettings, smoothing)),
+        enhance=EnhanceSettings(**_known(EnhanceSettings, enhance)),
+        ignore_zones=ignore_polygons(cfg, setup),
+    )
 
 
 def _zones(cfg: Any, setup: Optional[CameraSetup]) -> Any:

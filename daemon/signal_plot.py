@@ -1,5 +1,6 @@
 """`fallwatch replay REC.jsonl --plot out.html`: the events view's signal plot, as one self-contained HTML file
 (uPlot and the plot code inlined, so it opens anywhere without a network)."""
+
 from __future__ import annotations
 
 import html
@@ -28,6 +29,8 @@ body {{ font: 14px system-ui, sans-serif; margin: 14px; }}</style>
 
 def write_plot(path: Path, signals: dict[str, Any], title: str) -> None:
     if path.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"--plot {path}: only .html is written (an interactive uPlot chart); "
-                         "open it in a browser and save an image from there if needed")
+        raise ValueError(
+            f"--plot {path}: only .html is written (an interactive uPlot chart); "
+            "open it in a browser and save an image from there if needed"
+        )
     path.write_text(plot_html(signals, title), encoding="utf-8")

@@ -5,6 +5,7 @@ main thread, which may be holding a lock that logging or starting a thread would
 started beforehand logs the signal and ends the process should the shutdown not finish in STOP_DEADLINE_S, whatever
 blocks (a camera driver, a broker, a model load).
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,14 +28,20 @@ class StopSignals:
     """``stop``/``reload`` are called from the handlers (flags only); ``starting()`` says a stop must interrupt the
     start-up (Shutdown); ``exit_code()`` is the code should the deadline end the process."""
 
-    def __init__(self, stop: Callable[[], None], reload: Callable[[], None], starting: Callable[[], bool],
-                 exit_code: Callable[[], int]):
+    def __init__(
+        self,
+        stop: Callable[[], None],
+        reload: Callable[[], None],
+        starting: Callable[[], bool],
+        exit_code: Callable[[], int],
+    ):
         self._stop, self._reload, self._starting, self._exit_code = stop, reload, starting, exit_code
         self._done = threading.Event()
         self._wakeup: Optional[tuple[socket.socket, socket.socket]] = None
 
     def install(self) -> "StopSignals":
         """From the main thread."""
+
         def on_stop(_signum: int, _frame: Any) -> None:
             self._stop()
             if self._starting():

@@ -3,6 +3,7 @@
 ``camera.source``: ``auto``, ``picamera2``, ``v4l2:/dev/videoN``, ``rtsp://…``/``http://…``, a video file or a
 folder of images. :func:`make_source` picks the Source; the Capture thread (capture.py) reads it.
 """
+
 from __future__ import annotations
 
 import glob
@@ -92,8 +93,9 @@ class VideoFileSource(Source):
             raise SourceError(f"camera.source {self.path}: cannot decode this file as video")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
-            log.warning("%s: the file does not state its frame rate; assuming camera.fps=%g", self.path,
-                        self.fallback_fps)
+            log.warning(
+                "%s: the file does not state its frame rate; assuming camera.fps=%g", self.path, self.fallback_fps
+            )
             fps = self.fallback_fps
         self.fps = float(fps)
         count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -115,11 +117,16 @@ class VideoFileSource(Source):
             if self.index == 0:
                 raise SourceError(f"camera.source {self.path}: no frame could be decoded (damaged file?)")
             if self.damaged:
-                log.warning("%s: %d of %d frames could not be decoded (damaged file)", self.path, self.damaged,
-                            max(self.frame_count, self.attempts - 1))
+                log.warning(
+                    "%s: %d of %d frames could not be decoded (damaged file)",
+                    self.path,
+                    self.damaged,
+                    max(self.frame_count, self.attempts - 1),
+                )
             elif self.frame_count and self.index < self.frame_count - 1:
-                log.warning("%s: ended at %s, before the %d frames it states (truncated?)", self.path, where,
-                            self.frame_count)
+                log.warning(
+                    "%s: ended at %s, before the %d frames it states (truncated?)", self.path, where, self.frame_count
+                )
             raise EndOfStream()
         # The container's time stamp when there is one (as `fallwatch detect` uses, so both agree), else
         # index / fps; always increasing, and continuing across loops.
@@ -151,8 +158,11 @@ class VideoFileSource(Source):
 
 def natural_key(path: str) -> list:
     """Sort key putting frame_2 before frame_10 (exported frames are often not zero-padded)."""
-    return [(0, int(part), part) if part.isdecimal() else (1, 0, part)
-            for part in re.split(r"(\d+)", os.path.basename(path)) if part]
+    return [
+        (0, int(part), part) if part.isdecimal() else (1, 0, part)
+        for part in re.split(r"(\d+)", os.path.basename(path))
+        if part
+    ]
 
 
 class ImageFolderSource(Source):
@@ -168,11 +178,12 @@ class ImageFolderSource(Source):
         self.decoded_in_pass = False
 
     def open(self) -> None:
-        self.files = sorted((str(p) for p in Path(self.path).iterdir()
-                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+        self.files = sorted(
+            (str(p) for p in Path(self.path).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+            key=natural_key,
+        )
         if not self.files:
-            raise SourceError(f"camera.source {self.path}: the folder holds no images "
-                              f"({', '.join(IMAGE_SUFFIXES)})")
+            raise SourceError(f"camera.source {self.path}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self.pos = 0
 
     def read(self) -> Optional[tuple[np.ndarray, float]]:
@@ -222,9 +233,11 @@ class OpenCVCameraSource(Source):
                 cap.set(cv2.CAP_PROP_FPS, self.fps)
                 cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
         else:
-            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG,
-                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
-                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS])
+            cap = cv2.VideoCapture(
+                self.target,
+                cv2.CAP_FFMPEG,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS],
+            )
         if not cap.isOpened():
             cap.release()
             raise OSError(f"cannot open {self.name}")
@@ -283,7 +296,9 @@ class PiCamera2Source(Source):
             # "RGB888" is stored B, G, R per pixel (libcamera's naming), i.e. what OpenCV calls BGR.
             config = cam.create_video_configuration(
                 main={"size": (self.width, self.height), "format": "RGB888"},
-                controls=dict(self.controls), buffer_count=4)
+                controls=dict(self.controls),
+                buffer_count=4,
+            )
             cam.configure(config)
             cam.start()
         except Exception:
@@ -308,9 +323,11 @@ def import_picamera2() -> Any:
     try:
         from picamera2 import Picamera2
     except Exception as exc:  # ImportError, or libcamera failing inside the import
-        raise SourceError(f"camera.source picamera2: picamera2 cannot be imported ({exc}); on Raspberry Pi OS "
-                          f"run `apt install python3-picamera2` and create the venv with "
-                          f"--system-site-packages") from None
+        raise SourceError(
+            f"camera.source picamera2: picamera2 cannot be imported ({exc}); on Raspberry Pi OS "
+            f"run `apt install python3-picamera2` and create the venv with "
+            f"--system-site-packages"
+        ) from None
     return Picamera2
 
 
@@ -359,7 +376,7 @@ def make_source(camera: Any, source: Optional[str] = None) -> Source:
         import_picamera2()  # a clear error now rather than a retry loop on a missing package
         return PiCamera2Source(w, h, fps, picamera2_controls(camera))
     if spec.startswith("v4l2:"):
-        return OpenCVCameraSource(spec[len("v4l2:"):] or "/dev/video0", w, h, fps)
+        return OpenCVCameraSource(spec[len("v4l2:") :] or "/dev/video0", w, h, fps)
     if spec.startswith("/dev/"):
         return OpenCVCameraSource(spec, w, h, fps)
     if spec.startswith(STREAM_SCHEMES):
@@ -369,5 +386,6 @@ def make_source(camera: Any, source: Optional[str] = None) -> Source:
         return ImageFolderSource(str(path), fps)
     if path.is_file():
         return VideoFileSource(str(path), fps)
-    raise SourceError(f"camera.source {spec}: no such file or folder (and not auto, picamera2, v4l2:/dev/videoN, "
-                      f"rtsp:// or http://)")
+    raise SourceError(
+        f"camera.source {spec}: no such file or folder (and not auto, picamera2, v4l2:/dev/videoN, rtsp:// or http://)"
+    )

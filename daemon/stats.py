@@ -5,6 +5,7 @@ The views are plain functions of a Snapshot: ``to_json`` (/api/stats and the pag
 ``status_line`` (systemd STATUS=) and ``metrics`` (Prometheus /metrics). The flat keys of /api/stats and the
 heartbeat speak for the first camera, as they did before there could be several; ``cameras`` has them all.
 """
+
 from __future__ import annotations
 
 import collections
@@ -43,13 +44,26 @@ class CameraStats:
     source_stopped: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "camera": self.capture, "camera_error": self.capture_error,
-                "reopens": self.reopens, "fps": self.fps, "frames": self.frames, "persons": self.persons,
-                "state": self.state, "latency_ms": self.latency_ms, "stage_ms": dict(self.stage_ms),
-                "dropped_frames": self.dropped_frames, "corrupt_frames": self.corrupt_frames,
-                "pipeline_errors": self.pipeline_errors, "events": self.events,
-                "enhance": None if self.enhance is None else dict(self.enhance),
-                "last_frame_age_s": self.last_frame_age_s, "source_stopped": self.source_stopped}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "camera": self.capture,
+            "camera_error": self.capture_error,
+            "reopens": self.reopens,
+            "fps": self.fps,
+            "frames": self.frames,
+            "persons": self.persons,
+            "state": self.state,
+            "latency_ms": self.latency_ms,
+            "stage_ms": dict(self.stage_ms),
+            "dropped_frames": self.dropped_frames,
+            "corrupt_frames": self.corrupt_frames,
+            "pipeline_errors": self.pipeline_errors,
+            "events": self.events,
+            "enhance": None if self.enhance is None else dict(self.enhance),
+            "last_frame_age_s": self.last_frame_age_s,
+            "source_stopped": self.source_stopped,
+        }
 
 
 @dataclass(frozen=True)
@@ -123,12 +137,24 @@ class Snapshot:
         """/api/stats and the page: the device's figures, the first camera's flat, and every camera's."""
         cam = self.camera
         out: dict[str, Any] = {
-            "version": self.version, "camera_name": cam.name, "uptime_s": self.uptime_s,
-            "started_at": self.started_at, "backend": self.backend, "backend_reason": self.backend_reason,
-            "ready": self.ready, **cam.to_json(), "state": self.state,
-            "events": {"sent": self.mqtt.events_sent, "queued": self.mqtt.events_queued,
-                       "recent": self.recent_events, "raised": sum(c.events for c in self.cameras.values())},
-            "mqtt": self.mqtt.to_json(), "alerts": self.mqtt.alerts, "alerts_resume_at": self.mqtt.alerts_resume_at,
+            "version": self.version,
+            "camera_name": cam.name,
+            "uptime_s": self.uptime_s,
+            "started_at": self.started_at,
+            "backend": self.backend,
+            "backend_reason": self.backend_reason,
+            "ready": self.ready,
+            **cam.to_json(),
+            "state": self.state,
+            "events": {
+                "sent": self.mqtt.events_sent,
+                "queued": self.mqtt.events_queued,
+                "recent": self.recent_events,
+                "raised": sum(c.events for c in self.cameras.values()),
+            },
+            "mqtt": self.mqtt.to_json(),
+            "alerts": self.mqtt.alerts,
+            "alerts_resume_at": self.mqtt.alerts_resume_at,
             **self.settings,
             "cameras": {name: c.to_json() for name, c in self.cameras.items()},
         }
@@ -141,13 +167,28 @@ class Snapshot:
 def heartbeat(snapshot: Snapshot) -> dict[str, Any]:
     """The daemon's part of an MQTT heartbeat (the publisher adds its own figures, the time and the device)."""
     cam = snapshot.camera
-    return {"backend": snapshot.backend, "backend_reason": snapshot.backend_reason, "camera": cam.capture,
-            "fps": cam.fps, "persons": snapshot.persons, "state": snapshot.state,
-            "dropped_frames": cam.dropped_frames, "corrupt_frames": cam.corrupt_frames,
-            "labelled": None if snapshot.labelled is None else dict(snapshot.labelled),
-            "cameras": {name: {"camera": c.capture, "fps": c.fps, "persons": c.persons, "state": c.state,
-                               "dropped_frames": c.dropped_frames, "corrupt_frames": c.corrupt_frames}
-                        for name, c in snapshot.cameras.items()}}
+    return {
+        "backend": snapshot.backend,
+        "backend_reason": snapshot.backend_reason,
+        "camera": cam.capture,
+        "fps": cam.fps,
+        "persons": snapshot.persons,
+        "state": snapshot.state,
+        "dropped_frames": cam.dropped_frames,
+        "corrupt_frames": cam.corrupt_frames,
+        "labelled": None if snapshot.labelled is None else dict(snapshot.labelled),
+        "cameras": {
+            name: {
+                "camera": c.capture,
+                "fps": c.fps,
+                "persons": c.persons,
+                "state": c.state,
+                "dropped_frames": c.dropped_frames,
+                "corrupt_frames": c.corrupt_frames,
+            }
+            for name, c in snapshot.cameras.items()
+        },
+    }
 
 
 def status_line(snapshot: Snapshot) -> str:
@@ -156,8 +197,10 @@ def status_line(snapshot: Snapshot) -> str:
     error = f" ({cam.capture_error})" if cam.capture_error else ""
     if not snapshot.ready:
         return f"waiting for {cam.source or cam.name}: {cam.capture}{error}"
-    return (f"{cam.fps:.1f} fps on {snapshot.backend}, {snapshot.persons} in view, state {snapshot.state}, "
-            f"camera {cam.capture}{error}")
+    return (
+        f"{cam.fps:.1f} fps on {snapshot.backend}, {snapshot.persons} in view, state {snapshot.state}, "
+        f"camera {cam.capture}{error}"
+    )
 
 
 # ---- Prometheus ------------------------------------------------------------------------------------------------
@@ -182,29 +225,54 @@ class SnapshotCollector:
 
         yield gauge("fallwatch_uptime_seconds", "Seconds since the daemon started.", s.uptime_s)
         yield per_camera(GaugeMetricFamily, "fallwatch_fps", "Frames per second through inference.", lambda c: c.fps)
-        stages = GaugeMetricFamily("fallwatch_stage_ms", "Milliseconds per pipeline stage for the latest frames.",
-                                   labels=["camera", "stage"])
+        stages = GaugeMetricFamily(
+            "fallwatch_stage_ms", "Milliseconds per pipeline stage for the latest frames.", labels=["camera", "stage"]
+        )
         for c in cams:
             for stage, ms in sorted(c.stage_ms.items()):
                 stages.add_metric([c.name, stage], ms)
         yield stages
-        yield per_camera(GaugeMetricFamily, "fallwatch_latency_ms", "Milliseconds from capture to rules done, newest "
-                         "frame.", lambda c: c.latency_ms)
-        yield per_camera(CounterMetricFamily, "fallwatch_frames_total", "Frames processed through inference.",
-                         lambda c: c.frames)
-        yield per_camera(CounterMetricFamily, "fallwatch_dropped_frames_total",
-                         "Camera frames dropped because inference was busy.", lambda c: c.dropped_frames)
-        yield per_camera(CounterMetricFamily, "fallwatch_corrupt_frames_total", "Frames the source delivered "
-                         "unreadable.", lambda c: c.corrupt_frames)
-        yield per_camera(CounterMetricFamily, "fallwatch_pipeline_errors_total", "Frames the pipeline failed on.",
-                         lambda c: c.pipeline_errors)
-        yield per_camera(CounterMetricFamily, "fallwatch_camera_reopens_total", "Times the camera was opened again.",
-                         lambda c: c.reopens)
+        yield per_camera(
+            GaugeMetricFamily,
+            "fallwatch_latency_ms",
+            "Milliseconds from capture to rules done, newest frame.",
+            lambda c: c.latency_ms,
+        )
+        yield per_camera(
+            CounterMetricFamily, "fallwatch_frames_total", "Frames processed through inference.", lambda c: c.frames
+        )
+        yield per_camera(
+            CounterMetricFamily,
+            "fallwatch_dropped_frames_total",
+            "Camera frames dropped because inference was busy.",
+            lambda c: c.dropped_frames,
+        )
+        yield per_camera(
+            CounterMetricFamily,
+            "fallwatch_corrupt_frames_total",
+            "Frames the source delivered unreadable.",
+            lambda c: c.corrupt_frames,
+        )
+        yield per_camera(
+            CounterMetricFamily,
+            "fallwatch_pipeline_errors_total",
+            "Frames the pipeline failed on.",
+            lambda c: c.pipeline_errors,
+        )
+        yield per_camera(
+            CounterMetricFamily,
+            "fallwatch_camera_reopens_total",
+            "Times the camera was opened again.",
+            lambda c: c.reopens,
+        )
         yield per_camera(CounterMetricFamily, "fallwatch_events_total", "Events the rules raised.", lambda c: c.events)
         yield per_camera(GaugeMetricFamily, "fallwatch_persons", "Persons in view.", lambda c: c.persons)
-        yield per_camera(GaugeMetricFamily, "fallwatch_last_frame_age_seconds",
-                         "Seconds since the last frame went through inference.",
-                         lambda c: float("nan") if c.last_frame_age_s is None else c.last_frame_age_s)
+        yield per_camera(
+            GaugeMetricFamily,
+            "fallwatch_last_frame_age_seconds",
+            "Seconds since the last frame went through inference.",
+            lambda c: float("nan") if c.last_frame_age_s is None else c.last_frame_age_s,
+        )
         state = GaugeMetricFamily("fallwatch_state_info", "The current room state.", labels=["camera", "state"])
         camera = GaugeMetricFamily("fallwatch_camera_info", "The camera source state.", labels=["camera", "state"])
         for c in cams:
@@ -212,8 +280,9 @@ class SnapshotCollector:
             camera.add_metric([c.name, c.capture or "unknown"], 1)
         yield state
         yield camera
-        yield CounterMetricFamily("fallwatch_events_sent_total", "Events delivered to the MQTT broker.",
-                                  value=s.mqtt.events_sent)
+        yield CounterMetricFamily(
+            "fallwatch_events_sent_total", "Events delivered to the MQTT broker.", value=s.mqtt.events_sent
+        )
         yield gauge("fallwatch_events_queued", "Events waiting in the outbox.", s.mqtt.events_queued)
         yield gauge("fallwatch_mqtt_connected", "1 while connected to the MQTT broker.", int(s.mqtt.connected))
         yield gauge("fallwatch_healthy", "1 while frames flow through inference.", int(bool(s.healthy)))

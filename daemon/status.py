@@ -5,6 +5,7 @@ number. JPEG encoding happens lazily in ``latest_jpeg``, i.e. only while someone
 figures arrive as a Snapshot (``publish_stats``), once per report; the hub adds what it knows best itself: how old
 the newest frame is, whether the source stopped, how many events it keeps.
 """
+
 from __future__ import annotations
 
 import collections
@@ -47,8 +48,9 @@ class StatusHub:
         self.encode_count = 0  # how many JPEGs were encoded (tests check that no viewer means no encoding)
 
     # ---- pipeline side -------------------------------------------------------------------------------------
-    def publish_frame(self, frame_rgb: np.ndarray, persons: list, states: dict[int, str],
-                      extra: Optional[dict] = None) -> None:
+    def publish_frame(
+        self, frame_rgb: np.ndarray, persons: list, states: dict[int, str], extra: Optional[dict] = None
+    ) -> None:
         """Store references to the newest processed frame. Cheap on purpose: called for every frame."""
         with self._cond:
             self._seq += 1

@@ -15,6 +15,7 @@ come for 3 heartbeat periods (the period the device states in its heartbeats, el
 has an *alarm* while its state is ``fall`` or ``person_down``. Devices with an alarm come first, then down
 devices, then the rest, each group by name.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,8 @@ from typing import Any, Optional
 DEVICE_KINDS = ("availability", "heartbeat", "alerts", "state", "event")
 CAMERA_KINDS = ("state", "event")
 ALARM_STATES = ("fall", "person_down")
-DEFAULT_STALE_AFTER_S = 90.0      # 3 x the daemon's default heartbeat (30 s), when a device does not say its own
-MISSED_HEARTBEATS = 3             # as Home Assistant's expire_after for the heartbeat sensors
+DEFAULT_STALE_AFTER_S = 90.0  # 3 x the daemon's default heartbeat (30 s), when a device does not say its own
+MISSED_HEARTBEATS = 3  # as Home Assistant's expire_after for the heartbeat sensors
 
 
 def topic_filters(prefix: str) -> list[str]:
@@ -39,7 +40,7 @@ def parse_topic(prefix: str, topic: str) -> Optional[tuple[str, Optional[str], s
     head = prefix.rstrip("/") + "/"
     if not topic.startswith(head):
         return None
-    parts = topic[len(head):].split("/")
+    parts = topic[len(head) :].split("/")
     if len(parts) == 2 and parts[0] and parts[1] in DEVICE_KINDS:
         return parts[0], None, parts[1]
     if len(parts) == 3 and parts[0] and parts[1] and parts[2] in CAMERA_KINDS:
@@ -62,29 +63,28 @@ def parse_ts(value: Any) -> Optional[float]:
 class CameraView:
     state: Optional[str] = None
     persons: Optional[int] = None
-    event: Optional[dict] = None           # the last event: kind, id, ts, camera
-    event_at: Optional[float] = None       # when it happened (its ts; else when it arrived)
+    event: Optional[dict] = None  # the last event: kind, id, ts, camera
+    event_at: Optional[float] = None  # when it happened (its ts; else when it arrived)
 
 
 @dataclass
 class DeviceView:
-    availability: Optional[str] = None     # online / offline / None (not known)
-    alerts: Optional[str] = None           # ON / OFF / None
+    availability: Optional[str] = None  # online / offline / None (not known)
+    alerts: Optional[str] = None  # ON / OFF / None
     heartbeat: Optional[dict] = None
     heartbeat_at: Optional[float] = None
-    cameras: dict[Optional[str], CameraView] = field(default_factory=dict)   # None: the device-level camera
+    cameras: dict[Optional[str], CameraView] = field(default_factory=dict)  # None: the device-level camera
 
 
 class WatchModel:
     """Feed it messages with ``apply``; read the view with ``snapshot``. Not thread-safe (the caller locks)."""
 
-    def __init__(self, prefix: str = "fallwatch", *, started_at: float,
-                 stale_after: float = DEFAULT_STALE_AFTER_S):
+    def __init__(self, prefix: str = "fallwatch", *, started_at: float, stale_after: float = DEFAULT_STALE_AFTER_S):
         self.prefix = prefix.rstrip("/")
-        self.started_at = started_at       # a device never heard from is judged from here on
+        self.started_at = started_at  # a device never heard from is judged from here on
         self.stale_after = stale_after
         self.devices: dict[str, DeviceView] = {}
-        self.ignored = 0                   # messages on our topics that could not be read
+        self.ignored = 0  # messages on our topics that could not be read
 
     def apply(self, topic: str, payload: bytes | bytearray, received_at: float) -> bool:
         """Take one message; False when its topic is not ours or its payload is unreadable."""
@@ -105,7 +105,7 @@ class WatchModel:
         data: Optional[dict] = doc
         device = self.devices.setdefault(device_id, DeviceView())
         if kind == "availability":
-            device.availability = text or None          # an empty retained message clears it
+            device.availability = text or None  # an empty retained message clears it
         elif kind == "alerts":
             device.alerts = text or None
         elif kind == "heartbeat":
@@ -116,8 +116,12 @@ class WatchModel:
                 view.state = _str_or_none(data.get("state")) if data else None
                 view.persons = _int_or_none(data.get("persons")) if data else None
             elif data:
-                view.event = {"event": _str_or_none(data.get("event")), "id": _str_or_none(data.get("id")),
-                              "ts": _str_or_none(data.get("ts")), "camera": _str_or_none(data.get("camera"))}
+                view.event = {
+                    "event": _str_or_none(data.get("event")),
+                    "id": _str_or_none(data.get("id")),
+                    "ts": _str_or_none(data.get("ts")),
+                    "camera": _str_or_none(data.get("camera")),
+                }
                 view.event_at = parse_ts(data.get("ts")) or received_at
         return True
 

@@ -4,6 +4,7 @@ of the daemon's Snapshot, daemon/stats.py).
 Standard library only (ThreadingHTTPServer). Routes are a fixed table; nothing is ever resolved against the file
 system, so no request path can escape to it. Frames are JPEG-encoded only while a client asks for them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -55,7 +56,7 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; connect-src 'self'; "
-                               "style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+    "style-src 'unsafe-inline'; script-src 'unsafe-inline'",
 }
 
 
@@ -126,8 +127,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # Route table: exact paths only (no prefixes, no file-system lookups).
     ROUTES: dict[str, str] = {
-        "/": "page", "/index.html": "page", "/stream.mjpg": "stream", "/latest.jpg": "latest",
-        "/healthz": "healthz", "/api/stats": "stats", "/api/events": "events", "/metrics": "metrics",
+        "/": "page",
+        "/index.html": "page",
+        "/stream.mjpg": "stream",
+        "/latest.jpg": "latest",
+        "/healthz": "healthz",
+        "/api/stats": "stats",
+        "/api/events": "events",
+        "/metrics": "metrics",
     }
 
     def version_string(self) -> str:  # no Python version in the Server header
@@ -162,8 +169,13 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if not self.server.take_slot():
             self.close_connection = True
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"busy, try again\n", "text/plain; charset=utf-8",
-                       self.command == "HEAD", {"Connection": "close", "Retry-After": "1"})
+            self._send(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                b"busy, try again\n",
+                "text/plain; charset=utf-8",
+                self.command == "HEAD",
+                {"Connection": "close", "Retry-After": "1"},
+            )
             return False
         self._slot = True
         return True
@@ -196,10 +208,15 @@ class _Handler(BaseHTTPRequestHandler):
         if getattr(self, "request_version", "HTTP/0.9") in ("HTTP/0.9", ""):
             self.request_version = "HTTP/1.1"  # a status line and headers even for a garbled request line
         text = message or HTTPStatus(code).phrase
-        self._send(code, f"{text}\n".encode("utf-8", "replace"), "text/plain; charset=utf-8",
-                   getattr(self, "command", "") == "HEAD", {"Connection": "close"})
+        self._send(
+            code,
+            f"{text}\n".encode("utf-8", "replace"),
+            "text/plain; charset=utf-8",
+            getattr(self, "command", "") == "HEAD",
+            {"Connection": "close"},
+        )
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:  # (the base class names it format)
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_HEAD(self) -> None:
@@ -212,8 +229,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Every other method: 405 (after auth), never the base class's 501 HTML page."""
         self.close_connection = True
         if self._authorized(head=False):
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain; charset=utf-8",
-                       headers={"Allow": "GET, HEAD", "Connection": "close"})
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                b"method not allowed\n",
+                "text/plain; charset=utf-8",
+                headers={"Allow": "GET, HEAD", "Connection": "close"},
+            )
 
     def do_POST(self) -> None:
         from . import events_web  # the events view's labels are the one thing posted
@@ -262,8 +283,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._responded = True
         super().send_response(code, message)
 
-    def _send(self, status: int, body: bytes, ctype: str, head: bool = False,
-              headers: Optional[dict[str, str]] = None) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str, head: bool = False, headers: Optional[dict[str, str]] = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -317,8 +339,12 @@ class _Handler(BaseHTTPRequestHandler):
         fps = _query_float(query, "fps", debug.cfg.stream_fps, 0.1, MAX_STREAM_FPS)
         height = _query_height(query)
         if not debug.viewer_joined():
-            self._send(HTTPStatus.SERVICE_UNAVAILABLE, f"too many viewers (at most {MAX_VIEWERS})\n".encode(),
-                       "text/plain; charset=utf-8", head)
+            self._send(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many viewers (at most {MAX_VIEWERS})\n".encode(),
+                "text/plain; charset=utf-8",
+                head,
+            )
             return
         try:
             self._stream(fps, height, head)
@@ -363,8 +389,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_part(self, jpeg: bytes) -> None:
         # Each part is followed at once by the next boundary: browsers show a part only when they see the
         # boundary after it, so a trailing one avoids lagging a frame behind (or never showing a lone frame).
-        self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                         + jpeg + f"\r\n--{BOUNDARY}\r\n".encode())
+        self.wfile.write(
+            f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+            + jpeg
+            + f"\r\n--{BOUNDARY}\r\n".encode()
+        )
         self.wfile.flush()
 
 
@@ -406,8 +435,9 @@ class _Server(ThreadingHTTPServer):
             except OSError:
                 pass
         if evicted and not self._evict_logged:
-            log.warning("debug server: more than %d connections without a complete request; dropping the oldest",
-                        MAX_WAITING)
+            log.warning(
+                "debug server: more than %d connections without a complete request; dropping the oldest", MAX_WAITING
+            )
             self._evict_logged = True
 
     def head_done(self, conn: socket.socket) -> None:
@@ -478,12 +508,12 @@ class DebugServer:
         httpd.debug = self
         self._httpd = httpd
         self.stopping.clear()
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.25},
-                                        name="debug-web", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.25}, name="debug-web", daemon=True
+        )
         self._thread.start()
         host = f"[{self._host}]" if ":" in self._host else self._host
-        log.info("debug stream on http://%s:%d/%s", host, self.port,
-                 " (basic auth)" if self._credentials else "")
+        log.info("debug stream on http://%s:%d/%s", host, self.port, " (basic auth)" if self._credentials else "")
 
     def stop(self) -> None:
         httpd = self._httpd
@@ -558,8 +588,10 @@ class DebugServer:
     def health(self) -> tuple[bool, dict]:
         age = self.hub.last_frame_age_s()
         ok = self.hub.healthy(self.health_max_age_s)
-        body: dict[str, Any] = {"status": "ok" if ok else "unhealthy",
-                                "last_frame_age_s": None if age is None else round(age, 3)}
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "unhealthy",
+            "last_frame_age_s": None if age is None else round(age, 3),
+        }
         if not ok:
             if self.hub.source_stopped:
                 camera = self.hub.current().camera

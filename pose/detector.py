@@ -4,6 +4,7 @@ Each adapter is a :class:`Detector` (prepare input -> invoke -> decode), returni
 pixels; ``DETECTORS`` maps a model's registry kind (pose/models.py) to its adapter. The SSD's built-in suppression
 is per class only and lets overlapping person boxes through, so we suppress them ourselves.
 """
+
 from __future__ import annotations
 
 import logging
@@ -120,8 +121,9 @@ class MultiPoseDetector(Detector):
         scale = self.size / side
         # letterbox: frame scaled to fit, centred, zero padding
         m = np.array([[scale, 0, (self.size - fw * scale) / 2], [0, scale, (self.size - fh * scale) / 2]])
-        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._input[0], flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT)
+        cv2.warpAffine(
+            frame, m, (self.size, self.size), dst=self._input[0], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         if self.enhancer is not None:
             self.enhancer.apply(self._input[0], remember=False)
         out = self.model.run(self._input)[0].reshape(-1, 56)
@@ -137,9 +139,12 @@ class MultiPoseDetector(Detector):
             k[:, 1] = (kps[:, 0] * self.size - oy) / scale
             k[:, 2] = kps[:, 2]
             y0, x0, y1, x1 = row[51:55]
-            box = (max(0.0, float((x0 * self.size - ox) / scale)), max(0.0, float((y0 * self.size - oy) / scale)),
-                   min(float(fw), float((x1 * self.size - ox) / scale)),
-                   min(float(fh), float((y1 * self.size - oy) / scale)))
+            box = (
+                max(0.0, float((x0 * self.size - ox) / scale)),
+                max(0.0, float((y0 * self.size - oy) / scale)),
+                min(float(fw), float((x1 * self.size - ox) / scale)),
+                min(float(fh), float((y1 * self.size - oy) / scale)),
+            )
             if box[2] > box[0] and box[3] > box[1]:
                 dets.append(Detection(box, s, k))
         return nms(dets, self.iou_threshold)
@@ -179,8 +184,9 @@ class BlazePoseDetector(Detector):
         self._which = [model.output_where(lambda s: s[-1] == 12), model.output_where(lambda s: s[-1] == 1)]
         boxes = int(model.outputs[self._which[0]]["shape"][1])
         if boxes != len(self.anchors):
-            raise ValueError(f"{model.path.name}: {boxes} boxes, but the pose detector's anchors are "
-                             f"{len(self.anchors)}")
+            raise ValueError(
+                f"{model.path.name}: {boxes} boxes, but the pose detector's anchors are {len(self.anchors)}"
+            )
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
 
@@ -191,8 +197,9 @@ class BlazePoseDetector(Detector):
         scale = self.size / float(max(fw, fh))
         ox, oy = (self.size - fw * scale) / 2, (self.size - fh * scale) / 2
         m = np.array([[scale, 0, ox], [0, scale, oy]])
-        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb, flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT)
+        cv2.warpAffine(
+            frame, m, (self.size, self.size), dst=self._rgb, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
         if self.enhancer is not None:
             self.enhancer.apply(self._rgb, remember=False)
         np.multiply(self._rgb, 2.0 / 255.0, out=self._input[0], casting="unsafe")
@@ -208,8 +215,12 @@ class BlazePoseDetector(Detector):
             cx, cy, w, h = r[0] + a[0], r[1] + a[1], r[2], r[3]
             kp = r[4:12].reshape(4, 2) + a  # normalised in the letterboxed input
             # back to frame pixels
-            face = (float(((cx - w / 2) * self.size - ox) / scale), float(((cy - h / 2) * self.size - oy) / scale),
-                    float(((cx + w / 2) * self.size - ox) / scale), float(((cy + h / 2) * self.size - oy) / scale))
+            face = (
+                float(((cx - w / 2) * self.size - ox) / scale),
+                float(((cy - h / 2) * self.size - oy) / scale),
+                float(((cx + w / 2) * self.size - ox) / scale),
+                float(((cy + h / 2) * self.size - oy) / scale),
+            )
             kpx = (kp[:, 0] * self.size - ox) / scale
             kpy = (kp[:, 1] * self.size - oy) / scale
             # keypoint 0: hip centre; 1: a point above the head that gives the body's size and direction

@@ -6,6 +6,7 @@ is gone means the TPU took that process down. The next start then stays on the C
 deletes the marker or the Edge TPU stack changes (an upgrade, which the marker records, makes it stale).
 Nothing is done per frame.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -62,8 +63,10 @@ def leftover(state_dir: Path, stack: str) -> Optional[tuple[Path, dict[str, Any]
 
 def describe(path: Path, info: dict[str, Any]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info.get("time", 0) or 0)))
-    return (f"the Edge TPU took fallwatch down while running (pid {info.get('pid', '?')}, started {when}); "
-            f"staying on the CPU until {path} is deleted")
+    return (
+        f"the Edge TPU took fallwatch down while running (pid {info.get('pid', '?')}, started {when}); "
+        f"staying on the CPU until {path} is deleted"
+    )
 
 
 class Marker:
@@ -72,8 +75,9 @@ class Marker:
     def __init__(self, state_dir: Path, stack: str):
         self.path = Path(state_dir) / f"edgetpu-in-use.{os.getpid()}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"pid": os.getpid(), "boot_id": _boot_id(), "time": time.time(),
-                                         "stack": stack}))
+        self.path.write_text(
+            json.dumps({"pid": os.getpid(), "boot_id": _boot_id(), "time": time.time(), "stack": stack})
+        )
         atexit.register(self.remove)
 
     def remove(self) -> None:

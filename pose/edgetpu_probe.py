@@ -15,6 +15,7 @@ the image of the CPU's while single keypoint scores differ by up to 0.4 (their m
 
 Run as ``python -m fallwatch.pose.edgetpu_probe SPEC_JSON``; it prints one JSON line (prefixed ``PROBE ``).
 """
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,12 @@ def probe_model(tpu_name: str, tpu_path: Path, cpu_path: Path, model_dir: Path) 
     return ProbeModel(tpu_name, tpu_path, cpu_path, spec.kind, exact_twin=False)
 
 
-def run_probe(models: list[ProbeModel], device: str = "usb", timeout_s: float = PROBE_TIMEOUT_S,
-              package: Optional[tuple[str, str]] = None) -> ProbeResult:
+def run_probe(
+    models: list[ProbeModel],
+    device: str = "usb",
+    timeout_s: float = PROBE_TIMEOUT_S,
+    package: Optional[tuple[str, str]] = None,
+) -> ProbeResult:
     """Probe the Edge TPU in a child process; never raises for what the TPU does, never waits past timeout_s."""
     from .runtime import BackendError, _import_runtime
 
@@ -105,14 +110,25 @@ def run_probe(models: list[ProbeModel], device: str = "usb", timeout_s: float = 
     except BackendError as e:
         return ProbeResult("failed", str(e), edgetpu_stack.library_label(package))
     version = edgetpu_stack.runtime_versions().get(module)
-    result = ProbeResult("failed", "", edgetpu_stack.stack_label(module, package),
-                         edgetpu_stack.stack_matches(package, module, version))
-    spec = {"device": device, "models": [{"name": m.name, "tpu": str(m.tpu_path), "cpu": str(m.cpu_path),
-                                          "kind": m.kind, "exact": m.exact_twin} for m in models]}
+    result = ProbeResult(
+        "failed", "", edgetpu_stack.stack_label(module, package), edgetpu_stack.stack_matches(package, module, version)
+    )
+    spec = {
+        "device": device,
+        "models": [
+            {"name": m.name, "tpu": str(m.tpu_path), "cpu": str(m.cpu_path), "kind": m.kind, "exact": m.exact_twin}
+            for m in models
+        ],
+    }
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, "-m", "fallwatch.pose.edgetpu_probe", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-m", "fallwatch.pose.edgetpu_probe", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:  # run() has killed the child
         result.outcome, result.detail = "hung", f"the Edge TPU delegate hung (no answer in {timeout_s:g} s)"
         result.elapsed_s = time.monotonic() - t0
@@ -125,8 +141,10 @@ def run_probe(models: list[ProbeModel], device: str = "usb", timeout_s: float = 
             name = f"signal {-proc.returncode}"
         result.outcome, result.detail = "crashed", f"the Edge TPU delegate crashed ({name})"
         return result
-    report = next((json.loads(line[len(_PREFIX):]) for line in reversed(proc.stdout.splitlines())
-                   if line.startswith(_PREFIX)), None)
+    report = next(
+        (json.loads(line[len(_PREFIX) :]) for line in reversed(proc.stdout.splitlines()) if line.startswith(_PREFIX)),
+        None,
+    )
     if report is None:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         result.detail = f"the Edge TPU probe failed ({last[:200]})"
@@ -186,8 +204,10 @@ def compare(kind: str, tpu: list[np.ndarray], cpu: list[np.ndarray], exact_twin:
         off = float(np.abs(t[both, :2] - c[both, :2]).max()) if both.any() else 0.0
         score = float(np.abs(t[:, 2] - c[:, 2]).mean())
         if off > KEYPOINT_TOLERANCE or score > MEAN_SCORE_TOLERANCE:
-            return (f"keypoints off by {100 * off:.0f}% of the image (allowed {100 * KEYPOINT_TOLERANCE:.0f}%), "
-                    f"scores by {score:.2f} on average (allowed {MEAN_SCORE_TOLERANCE})")
+            return (
+                f"keypoints off by {100 * off:.0f}% of the image (allowed {100 * KEYPOINT_TOLERANCE:.0f}%), "
+                f"scores by {score:.2f} on average (allowed {MEAN_SCORE_TOLERANCE})"
+            )
         return None
     if kind == "detector" and len(cpu) == 4:
         (tb, tc, ts, _), (cb, cc, cs, _) = tpu, cpu
@@ -241,13 +261,19 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         try:
             tpu_out, invoke_ms[m["name"]] = _outputs(tpu, x)
         except (RuntimeError, ValueError) as e:
-            return {"outcome": "failed", "detail": f"{m['name']} failed to run on the Edge TPU "
-                                                   f"({runtime._first_line(e)})", "invoke_ms": invoke_ms}
+            return {
+                "outcome": "failed",
+                "detail": f"{m['name']} failed to run on the Edge TPU ({runtime._first_line(e)})",
+                "invoke_ms": invoke_ms,
+            }
         cpu_out, _ = _outputs(cpu, x)
         diff = compare(m["kind"], tpu_out, cpu_out, m.get("exact", True))
         if diff:
-            return {"outcome": "disagreed", "invoke_ms": invoke_ms,
-                    "detail": f"the Edge TPU's answers disagree with the CPU's: {m['name']} {diff}"}
+            return {
+                "outcome": "disagreed",
+                "invoke_ms": invoke_ms,
+                "detail": f"the Edge TPU's answers disagree with the CPU's: {m['name']} {diff}",
+            }
     return {"outcome": "ok", "detail": "", "invoke_ms": {k: round(v, 2) for k, v in invoke_ms.items()}}
 
 

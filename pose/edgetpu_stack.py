@@ -5,6 +5,7 @@ Coral's own ``libedgetpu1-std``/``-max`` 16.0 was built against TensorFlow 2.5; 
 its delegate is applied (google-coral/edgetpu#812). Rebuilds such as feranick's carry the TensorFlow version in
 their Debian version ("16.0tf2.17.1-1") and match ``tflite_runtime`` of that version.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,14 @@ FIX = "install the matched pair: sudo ./systemd/install.sh --with-coral"
 # import name -> distribution name. The order is the preference for Edge TPU models: tflite_runtime is what
 # `install.sh --with-coral` installs as the match of its libedgetpu; ai_edge_litert stays the CPU runtime.
 RUNTIMES = {"tflite_runtime": "tflite-runtime", "ai_edge_litert": "ai-edge-litert"}
-_LIBRARY_DIRS = ("/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf", "/usr/lib/x86_64-linux-gnu",
-                 "/usr/local/lib", "/usr/lib", "/lib")
+_LIBRARY_DIRS = (
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/arm-linux-gnueabihf",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/local/lib",
+    "/usr/lib",
+    "/lib",
+)
 _CORAL_TF = {"16.0": "2.5"}  # Coral's own builds and the TensorFlow they were built against
 
 
@@ -37,7 +44,7 @@ def runtime_versions() -> dict[str, Optional[str]]:
 
 
 def runtime_label(module: str, version: Optional[str] = None) -> str:
-    """"LiteRT 2.3.0" / "tflite_runtime 2.17.1"."""
+    """ "LiteRT 2.3.0" / "tflite_runtime 2.17.1"."""
     version = version if version is not None else runtime_versions().get(module)
     name = "LiteRT" if module == "ai_edge_litert" else module
     return f"{name} {version or '(version unknown)'}"
@@ -74,8 +81,9 @@ def library_package(dpkg_query: Sequence[str] = ("dpkg-query",)) -> Optional[tup
     """(package, version) of the installed Edge TPU library package, or None if dpkg knows none."""
     for package in EDGETPU_PACKAGES:
         try:
-            proc = subprocess.run([*dpkg_query, "-W", "-f", "${Status}|${Version}", package], capture_output=True,
-                                  text=True, timeout=5)
+            proc = subprocess.run(
+                [*dpkg_query, "-W", "-f", "${Status}|${Version}", package], capture_output=True, text=True, timeout=5
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         status, _, version = proc.stdout.strip().partition("|")
@@ -96,7 +104,7 @@ def library_tf_version(version: Optional[str]) -> Optional[str]:
 
 
 def library_label(package: Optional[tuple[str, str]]) -> str:
-    """"libedgetpu 16.0 (TF 2.5)", or "libedgetpu (version unknown)"."""
+    """ "libedgetpu 16.0 (TF 2.5)", or "libedgetpu (version unknown)"."""
     if package is None:
         return "libedgetpu (version unknown)"
     tf = library_tf_version(package[1])
@@ -129,7 +137,7 @@ def tpu_runtime() -> Optional[str]:
 
 
 def stack_label(module: Optional[str] = None, package: Optional[tuple[str, str]] = None) -> str:
-    """"libedgetpu 16.0 (TF 2.5) with LiteRT 2.3.0": the pair a reason names."""
+    """ "libedgetpu 16.0 (TF 2.5) with LiteRT 2.3.0": the pair a reason names."""
     module = module or tpu_runtime() or "ai_edge_litert"
     package = package if package is not None else library_package()
     return f"{library_label(package)} with {runtime_label(module)}"

@@ -4,6 +4,7 @@ Picks the backend (Edge TPU with each model's ``*_edgetpu.tflite`` build, else t
 the detector and estimator adapters, and runs the tracker. If the Edge TPU fails while running, it switches to the
 CPU twins and carries on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,15 @@ from .types import PoseResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SmoothingSettings", "EnhanceSettings", "PoseSettings", "PoseEngine", "FrameError", "BackendError",
-           "ModelError"]
+__all__ = [
+    "SmoothingSettings",
+    "EnhanceSettings",
+    "PoseSettings",
+    "PoseEngine",
+    "FrameError",
+    "BackendError",
+    "ModelError",
+]
 
 
 class FrameError(ValueError):
@@ -70,13 +78,16 @@ class PoseSettings:
 def _spec(name: str, kinds: tuple[str, ...], role: str) -> ModelSpec:
     spec = MODELS.get(name)
     if spec is None:
-        raise ModelError(f"unknown {role} model {name!r}; known: "
-                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.kind in kinds and not s.edgetpu))}")
+        raise ModelError(
+            f"unknown {role} model {name!r}; known: "
+            f"{', '.join(sorted(n for n, s in MODELS.items() if s.kind in kinds and not s.edgetpu))}"
+        )
     if spec.kind not in kinds:
         raise ModelError(f"model {name!r} is a {spec.kind}, not a {role}")
     if spec.edgetpu:
-        raise ModelError(f"pose.{role}: name the CPU model ({spec.cpu_twin!r}); the engine picks the Edge TPU "
-                         "build itself")
+        raise ModelError(
+            f"pose.{role}: name the CPU model ({spec.cpu_twin!r}); the engine picks the Edge TPU build itself"
+        )
     return spec
 
 
@@ -102,8 +113,13 @@ class PoseEngine:
             raise ModelError(str(e)) from e
         self.frames = 0
         self.bad_frames = 0
-        log.info("pose engine on %s (%s): detector %s, estimator %s", self._backend, self.backend_reason,
-                 self.detector_model.path.name, self.estimator_model.path.name)
+        log.info(
+            "pose engine on %s (%s): detector %s, estimator %s",
+            self._backend,
+            self.backend_reason,
+            self.detector_model.path.name,
+            self.estimator_model.path.name,
+        )
 
     # -- backend ---------------------------------------------------------------------------------------------
     @property
@@ -116,7 +132,7 @@ class PoseEngine:
         if s.backend in ("auto", "edgetpu"):
             tpu_names = {spec.name: edgetpu_build(spec.name) for spec in (self._det_spec, self._est_spec)}
             if not any(tpu_names.values()):
-                reason = (f"no Edge TPU build of {self._det_spec.name} or {self._est_spec.name}")
+                reason = f"no Edge TPU build of {self._det_spec.name} or {self._est_spec.name}"
                 if s.backend == "edgetpu":
                     raise BackendError(f"pose.backend is edgetpu but {reason}")
             else:
@@ -128,10 +144,13 @@ class PoseEngine:
                     reason = str(e)
         else:
             reason = "pose.backend is cpu"
-        models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
-                  for name, path in self._cpu_paths.items()}
-        tpu_wanted = (s.backend == "auto" and reason != "pose.backend is cpu"
-                      and not reason.startswith("no Edge TPU build"))
+        models = {
+            name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
+            for name, path in self._cpu_paths.items()
+        }
+        tpu_wanted = (
+            s.backend == "auto" and reason != "pose.backend is cpu" and not reason.startswith("no Edge TPU build")
+        )
         reason = f"{reason}; using CPU (XNNPACK, {threads} threads)"
         # A missing or silent TPU is worth a warning; CPU-only models on the CPU are just information.
         log.log(logging.WARNING if tpu_wanted else logging.INFO, "%s", reason)
@@ -179,8 +198,10 @@ class PoseEngine:
         left = leftover_marker(state_dir, stack) if state_dir else None
         if left:
             raise BackendError(f"{stack}: {describe_marker(*left)}; {edgetpu_stack.FIX} (a new stack clears it)")
-        probe = [probe_model(tpu_name, path, self._cpu_paths[cpu_name], self.model_dir)
-                 for cpu_name, (tpu_name, path) in tpu_models.items()]
+        probe = [
+            probe_model(tpu_name, path, self._cpu_paths[cpu_name], self.model_dir)
+            for cpu_name, (tpu_name, path) in tpu_models.items()
+        ]
         self.probe = run_probe(probe, s.edgetpu_device, s.edgetpu_probe_timeout_s, package)
         if not self.probe.ok:
             raise BackendError(self.probe.reason)
@@ -189,8 +210,11 @@ class PoseEngine:
             try:
                 self._marker = Marker(state_dir, stack)
             except OSError as e:
-                log.warning("cannot write the Edge TPU crash marker in %s (%s); a TPU crash mid-run would "
-                            "restart on the TPU", state_dir, e)
+                log.warning(
+                    "cannot write the Edge TPU crash marker in %s (%s); a TPU crash mid-run would restart on the TPU",
+                    state_dir,
+                    e,
+                )
 
     def _drop_marker(self) -> None:
         if self._marker is not None:
@@ -218,10 +242,18 @@ class PoseEngine:
         to :meth:`process`."""
         s = self.settings
         sm = s.smoothing
-        ts = TrackerSettings(detect_every=max(1, s.detect_every), track_timeout_s=s.track_timeout_s,
-                             max_persons=max(1, s.max_persons), min_torso_score=s.min_torso_score,
-                             rotation_retry=s.rotation_retry, smoothing=sm.enabled, min_cutoff=sm.min_cutoff,
-                             beta=sm.beta, d_cutoff=sm.d_cutoff, ignore_zones=tuple(s.ignore_zones))
+        ts = TrackerSettings(
+            detect_every=max(1, s.detect_every),
+            track_timeout_s=s.track_timeout_s,
+            max_persons=max(1, s.max_persons),
+            min_torso_score=s.min_torso_score,
+            rotation_retry=s.rotation_retry,
+            smoothing=sm.enabled,
+            min_cutoff=sm.min_cutoff,
+            beta=sm.beta,
+            d_cutoff=sm.d_cutoff,
+            ignore_zones=tuple(s.ignore_zones),
+        )
         tracker = Tracker(self.estimator, self.detector, ts)
         self._trackers.add(tracker)
         return tracker
@@ -229,8 +261,10 @@ class PoseEngine:
     def _fall_back_to_cpu(self, error: Exception) -> None:
         log.error("Edge TPU failed while running (%s); switching to the CPU twins", runtime._first_line(error))
         threads = runtime.default_threads(self.settings.num_threads)
-        models = {name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
-                  for name, path in self._cpu_paths.items()}
+        models = {
+            name: Model(runtime.make_cpu_interpreter(path, threads), path, "cpu")
+            for name, path in self._cpu_paths.items()
+        }
         self._backend = "cpu"
         self._drop_marker()  # the TPU is no longer in use; this failure was caught, not a crash
         self.backend_reason = f"Edge TPU failed while running ({runtime._first_line(error)}); using CPU (XNNPACK)"
@@ -274,8 +308,13 @@ class PoseEngine:
             "estimate_invoke": self.estimator_model.total_invoke_ms - est_ms0,
             "enhance": self.enhancer.total_ms - enh_ms0,  # inside detect and estimate, reported apart too
         }
-        return PoseResult(persons=persons, backend=self._backend, stage_ms=stage, detector_ran=st.detector_ran,
-                          estimator_calls=st.estimator_calls)
+        return PoseResult(
+            persons=persons,
+            backend=self._backend,
+            stage_ms=stage,
+            detector_ran=st.detector_ran,
+            estimator_calls=st.estimator_calls,
+        )
 
     def _check(self, frame: Any) -> np.ndarray:
         if not isinstance(frame, np.ndarray):
@@ -283,8 +322,9 @@ class PoseEngine:
             raise FrameError(f"frame must be a numpy array, not {type(frame).__name__}")
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 8:
             self.bad_frames += 1
-            raise FrameError(f"frame must be HxWx3 uint8 RGB of at least 8x8 pixels, got shape {frame.shape} "
-                             f"dtype {frame.dtype}")
+            raise FrameError(
+                f"frame must be HxWx3 uint8 RGB of at least 8x8 pixels, got shape {frame.shape} dtype {frame.dtype}"
+            )
         return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
 
     def reset(self) -> None:

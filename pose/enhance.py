@@ -12,6 +12,7 @@ bit for bit.
 The measure is taken on the model's own input (the crop, not the whole frame): a dark bedroom with a lit doorway
 is dark where the person is, whatever the frame's average says.
 """
+
 from __future__ import annotations
 
 import time
@@ -103,14 +104,18 @@ class Enhancer:
         y = np.ascontiguousarray(luma)
         if self.settings.denoise:  # average the grain away at half resolution (cheaper than any blur kernel)
             h, w = y.shape
-            y = cv2.resize(cv2.resize(y, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h),
-                           interpolation=cv2.INTER_LINEAR)
+            y = cv2.resize(
+                cv2.resize(y, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h), interpolation=cv2.INTER_LINEAR
+            )
         return self._clahe.apply(y)
 
     def figures(self) -> dict[str, object]:
         """What the debug page and /api/stats show: the mode, whether the newest crop was enhanced, its figures."""
         last = self.last
-        return {"mode": self.settings.mode, "on": bool(last and last.enhanced),
-                "luma": None if last is None else round(last.luma, 1),
-                "contrast": None if last is None else round(last.contrast, 1),
-                "enhanced_fraction": round(self.enhanced / self.calls, 3) if self.calls else 0.0}
+        return {
+            "mode": self.settings.mode,
+            "on": bool(last and last.enhanced),
+            "luma": None if last is None else round(last.luma, 1),
+            "contrast": None if last is None else round(last.contrast, 1),
+            "enhanced_fraction": round(self.enhanced / self.calls, 3) if self.calls else 0.0,
+        }

@@ -7,6 +7,7 @@ same affine maps the model's keypoints back to frame pixels.
 Every estimator is an :class:`Estimator` adapter (prepare input -> invoke -> decode) returning an :class:`Estimate`;
 ``ESTIMATORS`` maps a model's registry kind (pose/models.py) to its adapter.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,7 @@ class Crop:
         c, n = np.cos(a) * s, np.sin(a) * s
         h = out_size / 2.0
         # frame = centre + R(angle) @ ((u, v) - h) * s
-        return np.array([[c, -n, self.cx - c * h + n * h],
-                         [n, c, self.cy - n * h - c * h]], dtype=np.float64)
+        return np.array([[c, -n, self.cx - c * h + n * h], [n, c, self.cy - n * h - c * h]], dtype=np.float64)
 
     def box(self) -> tuple[float, float, float, float]:
         h = self.size / 2.0
@@ -121,8 +121,14 @@ class MoveNetEstimator(Estimator):
 
     def estimate(self, frame: np.ndarray, crop: Crop) -> Estimate:
         m = crop.matrix(self.size)
-        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._input[0],
-                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        cv2.warpAffine(
+            frame,
+            m,
+            (self.size, self.size),
+            dst=self._input[0],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
         dark = self._enhance(self._input[0])
         out = self.model.run(self._input)[0].reshape(17, 3)
         uv1 = self._uv1
@@ -151,8 +157,14 @@ class BlazePoseEstimator(Estimator):
 
     def estimate(self, frame: np.ndarray, crop: Crop) -> Estimate:
         m = crop.matrix(self.size)
-        cv2.warpAffine(frame, m, (self.size, self.size), dst=self._rgb,
-                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        cv2.warpAffine(
+            frame,
+            m,
+            (self.size, self.size),
+            dst=self._rgb,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
         dark = self._enhance(self._rgb)
         np.multiply(self._rgb, 1.0 / 255.0, out=self._input[0], casting="unsafe")
         landmarks, flag = self.model.run(self._input, self._which)

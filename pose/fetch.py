@@ -8,6 +8,7 @@ file is left under the model's name, and the error is one line for the user.
 Models without a published sha256 (``ModelSpec.sha256 is None``) are installed but reported as
 "unpinned", with their computed sha256, so the user can compare it with a trusted source.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,8 +72,9 @@ def download_url(spec: ModelSpec, base_url: Optional[str] = None) -> str:
     return base.rstrip("/") + "/" + upstream_name
 
 
-def fetch_model(name: str, model_dir: Path, base_url: Optional[str] = None, timeout: float = 60.0,
-                progress: Optional[TextIO] = None) -> FetchResult:
+def fetch_model(
+    name: str, model_dir: Path, base_url: Optional[str] = None, timeout: float = 60.0, progress: Optional[TextIO] = None
+) -> FetchResult:
     """Download, verify and install one model; ModelError (one line) on any failure.
 
     ``progress`` receives human progress text (the CLI passes stderr); None keeps quiet.
@@ -97,8 +99,9 @@ def fetch_model(name: str, model_dir: Path, base_url: Optional[str] = None, time
         _check_tflite(payload, spec, url)
         digest = sha256_of(payload)
         if spec.sha256 is not None and digest != spec.sha256:
-            raise ModelError(f"{name}: sha256 mismatch for {url}: expected {spec.sha256}, got {digest}; "
-                             f"the download was discarded")
+            raise ModelError(
+                f"{name}: sha256 mismatch for {url}: expected {spec.sha256}, got {digest}; the download was discarded"
+            )
         # mkstemp makes 0600 files; the daemon may run as another user (systemd DynamicUser) than whoever
         # fetched, and a model is no secret.
         os.chmod(payload, 0o644)
@@ -140,14 +143,15 @@ def _download(url: str, dest: Path, name: str, timeout: float, progress: Optiona
             os.fsync(out.fileno())  # the rename must not land before the bytes (power loss on a Pi)
             report(done, True)
             if total and done != total:
-                raise ModelError(f"cannot download {name} from {url}: connection closed after {done} of "
-                                 f"{total} bytes")
+                raise ModelError(f"cannot download {name} from {url}: connection closed after {done} of {total} bytes")
     except urllib.error.HTTPError as exc:
         raise ModelError(f"cannot download {name} from {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
-        raise ModelError(f"cannot download {name} from {url}: {reason} (is this machine offline? fetch it "
-                         f"elsewhere and copy it to {target})") from None
+        raise ModelError(
+            f"cannot download {name} from {url}: {reason} (is this machine offline? fetch it "
+            f"elsewhere and copy it to {target})"
+        ) from None
     except (socket.timeout, TimeoutError):
         raise ModelError(f"cannot download {name} from {url}: no answer within {timeout:g} s") from None
     except OSError as exc:
@@ -162,8 +166,11 @@ def _progress_reporter(name: str, total: int, stream: Optional[TextIO]) -> Calla
     state = {"last": 0.0, "quarter": -1}
 
     def report(done: int, final: bool) -> None:
-        text = (f"{name}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)" if total
-                else f"{name}: {done / 1e6:.1f} MB")
+        text = (
+            f"{name}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)"
+            if total
+            else f"{name}: {done / 1e6:.1f} MB"
+        )
         if tty:
             now = time.monotonic()
             if final or now - state["last"] > 0.2:
@@ -203,8 +210,10 @@ def _check_tflite(path: Path, spec: ModelSpec, url: str) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
     if head[4:8] != b"TFL3":
-        raise ModelError(f"{spec.name}: {url} did not return a TFLite model (got {path.stat().st_size} bytes "
-                         f"starting {head[:8]!r}); the download was discarded")
+        raise ModelError(
+            f"{spec.name}: {url} did not return a TFLite model (got {path.stat().st_size} bytes "
+            f"starting {head[:8]!r}); the download was discarded"
+        )
 
 
 def configured_models(detector: str, estimator: str, backend: str = "auto") -> tuple[list[str], list[str]]:

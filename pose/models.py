@@ -3,6 +3,7 @@
 Each entry names its file, sha256, upstream address, input size and keypoint topology; every Edge TPU build
 names its CPU twin, because an ``*_edgetpu.tflite`` cannot run on the CPU.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,64 +34,153 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     m.name: m
     for m in [
-        ModelSpec("movenet_lightning", "movenet_single_pose_lightning_ptq.tflite",
-                  "cd7cc22fa946e5d146a7b98d496853e1923e22828d3972d579973f27f91bb105",
-                  CORAL + "movenet_single_pose_lightning_ptq.tflite", "estimator", (192, 192), "coco17"),
-        ModelSpec("movenet_lightning_edgetpu", "movenet_single_pose_lightning_ptq_edgetpu.tflite",
-                  "25c88b77586f65c5c80d868c0555fb194f2b38c0b55aa491f4a93b7d7da58e78",
-                  CORAL + "movenet_single_pose_lightning_ptq_edgetpu.tflite", "estimator", (192, 192), "coco17",
-                  edgetpu=True, cpu_twin="movenet_lightning"),
-        ModelSpec("ssd_mobilenet_v1", "ssd_mobilenet_v1_coco_quant_detect.tflite",
-                  "e4b118e5e4531945de2e659742c7c590f7536f8d0ed26d135abcfe83b4779d13",
-                  "https://storage.googleapis.com/download.tensorflow.org/models/tflite/"
-                  "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip", "detector", (300, 300), "none",
-                  archive_member="detect.tflite"),
-        ModelSpec("movenet_multipose", "movenet_multipose_lightning_float16.tflite",
-                  "d4489f89e6bd6777a8b9a1a16189832131f84ff90d82fae729e670b84d7948dd",
-                  "https://storage.googleapis.com/tfhub-lite-models/google/lite-model/movenet/multipose/"
-                  "lightning/tflite/float16/1.tflite", "multipose", (256, 256), "coco17"),
-        ModelSpec("blazepose_detector", "mediapipe_pose_detection.tflite",
-                  "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
-                  MEDIAPIPE + "pose_detection.tflite", "blazepose_detector", (224, 224), "none"),
-        ModelSpec("blazepose_full", "mediapipe_pose_landmark_full.tflite",
-                  "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
-                  MEDIAPIPE + "pose_landmark_full.tflite", "blazepose_landmark", (256, 256), "blazepose33"),
+        ModelSpec(
+            "movenet_lightning",
+            "movenet_single_pose_lightning_ptq.tflite",
+            "cd7cc22fa946e5d146a7b98d496853e1923e22828d3972d579973f27f91bb105",
+            CORAL + "movenet_single_pose_lightning_ptq.tflite",
+            "estimator",
+            (192, 192),
+            "coco17",
+        ),
+        ModelSpec(
+            "movenet_lightning_edgetpu",
+            "movenet_single_pose_lightning_ptq_edgetpu.tflite",
+            "25c88b77586f65c5c80d868c0555fb194f2b38c0b55aa491f4a93b7d7da58e78",
+            CORAL + "movenet_single_pose_lightning_ptq_edgetpu.tflite",
+            "estimator",
+            (192, 192),
+            "coco17",
+            edgetpu=True,
+            cpu_twin="movenet_lightning",
+        ),
+        ModelSpec(
+            "ssd_mobilenet_v1",
+            "ssd_mobilenet_v1_coco_quant_detect.tflite",
+            "e4b118e5e4531945de2e659742c7c590f7536f8d0ed26d135abcfe83b4779d13",
+            "https://storage.googleapis.com/download.tensorflow.org/models/tflite/"
+            "coco_ssd_mobilenet_v1_1.0_quant_2018_06_29.zip",
+            "detector",
+            (300, 300),
+            "none",
+            archive_member="detect.tflite",
+        ),
+        ModelSpec(
+            "movenet_multipose",
+            "movenet_multipose_lightning_float16.tflite",
+            "d4489f89e6bd6777a8b9a1a16189832131f84ff90d82fae729e670b84d7948dd",
+            "https://storage.googleapis.com/tfhub-lite-models/google/lite-model/movenet/multipose/"
+            "lightning/tflite/float16/1.tflite",
+            "multipose",
+            (256, 256),
+            "coco17",
+        ),
+        ModelSpec(
+            "blazepose_detector",
+            "mediapipe_pose_detection.tflite",
+            "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+            MEDIAPIPE + "pose_detection.tflite",
+            "blazepose_detector",
+            (224, 224),
+            "none",
+        ),
+        ModelSpec(
+            "blazepose_full",
+            "mediapipe_pose_landmark_full.tflite",
+            "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+            MEDIAPIPE + "pose_landmark_full.tflite",
+            "blazepose_landmark",
+            (256, 256),
+            "blazepose33",
+        ),
         # Downloadable by users; not in ../shared. sha256 filled in where a published value is known.
-        ModelSpec("movenet_thunder", "movenet_single_pose_thunder_ptq.tflite", None,
-                  CORAL + "movenet_single_pose_thunder_ptq.tflite", "estimator", (256, 256), "coco17"),
-        ModelSpec("movenet_thunder_edgetpu", "movenet_single_pose_thunder_ptq_edgetpu.tflite", None,
-                  CORAL + "movenet_single_pose_thunder_ptq_edgetpu.tflite", "estimator", (256, 256), "coco17",
-                  edgetpu=True, cpu_twin="movenet_thunder"),
+        ModelSpec(
+            "movenet_thunder",
+            "movenet_single_pose_thunder_ptq.tflite",
+            None,
+            CORAL + "movenet_single_pose_thunder_ptq.tflite",
+            "estimator",
+            (256, 256),
+            "coco17",
+        ),
+        ModelSpec(
+            "movenet_thunder_edgetpu",
+            "movenet_single_pose_thunder_ptq_edgetpu.tflite",
+            None,
+            CORAL + "movenet_single_pose_thunder_ptq_edgetpu.tflite",
+            "estimator",
+            (256, 256),
+            "coco17",
+            edgetpu=True,
+            cpu_twin="movenet_thunder",
+        ),
         # sha256 as pinned (with its size, 6938269 bytes) by a public download script found by code search
         # (prototype_vision model fetcher; no second source found).
-        ModelSpec("ssd_mobilenet_v1_coral", "ssd_mobilenet_v1_coco_quant_postprocess.tflite",
-                  "020d9f0a3e8b84e13cb1dbe70a756ef4dd5884bfc50e77f43c7bac84e791dd9d",
-                  CORAL + "ssd_mobilenet_v1_coco_quant_postprocess.tflite", "detector", (300, 300), "none"),
-        ModelSpec("ssd_mobilenet_v1_edgetpu", "ssd_mobilenet_v1_coco_quant_postprocess_edgetpu.tflite", None,
-                  CORAL + "ssd_mobilenet_v1_coco_quant_postprocess_edgetpu.tflite", "detector", (300, 300), "none",
-                  edgetpu=True, cpu_twin="ssd_mobilenet_v1_coral"),
+        ModelSpec(
+            "ssd_mobilenet_v1_coral",
+            "ssd_mobilenet_v1_coco_quant_postprocess.tflite",
+            "020d9f0a3e8b84e13cb1dbe70a756ef4dd5884bfc50e77f43c7bac84e791dd9d",
+            CORAL + "ssd_mobilenet_v1_coco_quant_postprocess.tflite",
+            "detector",
+            (300, 300),
+            "none",
+        ),
+        ModelSpec(
+            "ssd_mobilenet_v1_edgetpu",
+            "ssd_mobilenet_v1_coco_quant_postprocess_edgetpu.tflite",
+            None,
+            CORAL + "ssd_mobilenet_v1_coco_quant_postprocess_edgetpu.tflite",
+            "detector",
+            (300, 300),
+            "none",
+            edgetpu=True,
+            cpu_twin="ssd_mobilenet_v1_coral",
+        ),
         # sha256 published by several unrelated public repos that vendor or pin this file (a "turret"
         # scripts/download_models.py with size 6220797, and READMEs of an RTSP detector citing test_data).
-        ModelSpec("ssd_mobilenet_v2", "ssd_mobilenet_v2_coco_quant_postprocess.tflite",
-                  "42fb3d70ffb7bb37dd518f730f7be784b831c2078f30c497d0019cc2e987fa26",
-                  CORAL + "ssd_mobilenet_v2_coco_quant_postprocess.tflite", "detector", (300, 300), "none"),
+        ModelSpec(
+            "ssd_mobilenet_v2",
+            "ssd_mobilenet_v2_coco_quant_postprocess.tflite",
+            "42fb3d70ffb7bb37dd518f730f7be784b831c2078f30c497d0019cc2e987fa26",
+            CORAL + "ssd_mobilenet_v2_coco_quant_postprocess.tflite",
+            "detector",
+            (300, 300),
+            "none",
+        ),
         # sha256 pinned by public scripts/Dockerfiles fetching google-coral/test_data at commit
         # 104342d2d3480b3e66203073dac24f4e2dbb4c41 (the commit ../shared's Coral files come from).
-        ModelSpec("ssd_mobilenet_v2_edgetpu", "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite",
-                  "b94e2d58222c32f31062c7604e10488e2aba9259ab77462039476a3ba4597fef",
-                  CORAL + "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite", "detector", (300, 300), "none",
-                  edgetpu=True, cpu_twin="ssd_mobilenet_v2"),
+        ModelSpec(
+            "ssd_mobilenet_v2_edgetpu",
+            "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite",
+            "b94e2d58222c32f31062c7604e10488e2aba9259ab77462039476a3ba4597fef",
+            CORAL + "ssd_mobilenet_v2_coco_quant_postprocess_edgetpu.tflite",
+            "detector",
+            (300, 300),
+            "none",
+            edgetpu=True,
+            cpu_twin="ssd_mobilenet_v2",
+        ),
         # BlazePose lite/heavy: sha256 and generation as pinned by MediaPipe itself in
         # google-ai-edge/mediapipe third_party/external_files.bzl (commit 23b98e56); the same file pins the
         # full model and pose_detection with the hashes of the ../shared copies above.
-        ModelSpec("blazepose_lite", "mediapipe_pose_landmark_lite.tflite",
-                  "1150dc68a713b80660b90ef46ce4e85c1c781bb88b6e3512cc64e6a685ba5588",
-                  MEDIAPIPE + "pose_landmark_lite.tflite?generation=1681244252454799", "blazepose_landmark",
-                  (256, 256), "blazepose33"),
-        ModelSpec("blazepose_heavy", "mediapipe_pose_landmark_heavy.tflite",
-                  "59e42d71bcd44cbdbabc419f0ff76686595fd265419566bd4009ef703ea8e1fe",
-                  MEDIAPIPE + "pose_landmark_heavy.tflite?generation=1661875897944151", "blazepose_landmark",
-                  (256, 256), "blazepose33"),
+        ModelSpec(
+            "blazepose_lite",
+            "mediapipe_pose_landmark_lite.tflite",
+            "1150dc68a713b80660b90ef46ce4e85c1c781bb88b6e3512cc64e6a685ba5588",
+            MEDIAPIPE + "pose_landmark_lite.tflite?generation=1681244252454799",
+            "blazepose_landmark",
+            (256, 256),
+            "blazepose33",
+        ),
+        ModelSpec(
+            "blazepose_heavy",
+            "mediapipe_pose_landmark_heavy.tflite",
+            "59e42d71bcd44cbdbabc419f0ff76686595fd265419566bd4009ef703ea8e1fe",
+            MEDIAPIPE + "pose_landmark_heavy.tflite?generation=1661875897944151",
+            "blazepose_landmark",
+            (256, 256),
+            "blazepose33",
+        ),
         # No published sha256 was found for MoveNet Thunder (CPU, Edge TPU) nor Coral's SSD v1 Edge TPU build:
         # they stay sha256=None ("unpinned"). `fallwatch models fetch` still installs them (a user who asks for
         # Thunder should get it), but prints the computed sha256 with a warning, and `models verify/list` show
@@ -150,6 +240,8 @@ def model_path(name: str, model_dir: Path, verify: bool = True) -> Path:
     if not path.is_file():
         raise ModelError(f"model file {path} is missing; run: fallwatch models fetch {name}")
     if verify and spec.sha256 and sha256_of(path) != spec.sha256:
-        raise ModelError(f"model file {path} fails its sha256 check (expected {spec.sha256[:12]}…); "
-                         f"run: fallwatch models fetch {name}")
+        raise ModelError(
+            f"model file {path} fails its sha256 check (expected {spec.sha256[:12]}…); "
+            f"run: fallwatch models fetch {name}"
+        )
     return path

@@ -3,6 +3,7 @@
 An ``*_edgetpu.tflite`` holds a custom op only the Edge TPU delegate can run, so it is never handed to a CPU
 interpreter: :func:`make_cpu_interpreter` refuses it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,9 @@ def default_threads(num_threads: Optional[int]) -> int:
 def make_cpu_interpreter(path: Path, num_threads: Optional[int] = None) -> Any:
     """A CPU (XNNPACK) interpreter with tensors allocated. Refuses Edge TPU builds."""
     if is_edgetpu_model(path):
-        raise BackendError(f"{Path(path).name} is compiled for the Edge TPU and cannot run on the CPU; "
-                           "use its CPU twin")
+        raise BackendError(
+            f"{Path(path).name} is compiled for the Edge TPU and cannot run on the CPU; use its CPU twin"
+        )
     interpreter_cls, _, _ = _import_runtime()
     try:
         with _native_stderr_filtered():
@@ -92,8 +94,9 @@ def load_edgetpu_delegate(device: str = "usb") -> Any:
 def make_edgetpu_interpreter(path: Path, delegate: Any, num_threads: Optional[int] = None) -> Any:
     interpreter_cls, _, _ = _import_runtime(for_edgetpu=True)
     try:
-        interp = interpreter_cls(model_path=str(path), experimental_delegates=[delegate],
-                                 num_threads=default_threads(num_threads))
+        interp = interpreter_cls(
+            model_path=str(path), experimental_delegates=[delegate], num_threads=default_threads(num_threads)
+        )
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise BackendError(f"cannot load {Path(path).name} on the Edge TPU ({_first_line(e)})") from e
@@ -163,8 +166,9 @@ class Model:
         for i, d in enumerate(self.outputs):
             if test(tuple(int(v) for v in d["shape"])):
                 return i
-        raise ValueError(f"{self.path.name}: no output of the expected shape "
-                         f"(have {[tuple(d['shape']) for d in self.outputs]})")
+        raise ValueError(
+            f"{self.path.name}: no output of the expected shape (have {[tuple(d['shape']) for d in self.outputs]})"
+        )
 
     def run(self, tensor: np.ndarray, which: Optional[Sequence[int]] = None) -> list[np.ndarray]:
         """Set the input, invoke, return the outputs (copies, in name order), or only those in ``which``

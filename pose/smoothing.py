@@ -4,6 +4,7 @@ Strong smoothing when a keypoint is still, little lag when it moves fast: the cu
 filtered speed. The speed is measured in person sizes per second (MediaPipe scales by the object size too), so
 ``beta`` does not depend on how far the person is from the camera.
 """
+
 from __future__ import annotations
 
 import math

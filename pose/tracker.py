@@ -5,6 +5,7 @@ runs when nobody is in view and every ``detect_every`` frames to find newcomers;
 estimator finds a confident torso in its crop, detector or not (the SSD misses lying people); when nobody is
 tracked and the detector finds nobody, the estimator looks at the whole frame (letterboxed) before giving up.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,8 +69,12 @@ def in_ignore_zone(box: tuple[float, float, float, float], zones: tuple, fw: int
 
     x0, y0, x1, y1 = box
     dx, dy = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
-    corners = [((x0 + dx) / fw, (y0 + dy) / fh), ((x1 - dx) / fw, (y0 + dy) / fh),
-               ((x0 + dx) / fw, (y1 - dy) / fh), ((x1 - dx) / fw, (y1 - dy) / fh)]
+    corners = [
+        ((x0 + dx) / fw, (y0 + dy) / fh),
+        ((x1 - dx) / fw, (y0 + dy) / fh),
+        ((x0 + dx) / fw, (y1 - dy) / fh),
+        ((x1 - dx) / fw, (y1 - dy) / fh),
+    ]
     for zone in zones:
         poly = np.asarray(zone, dtype=np.float32).reshape(-1, 1, 2)
         if all(cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in corners):
@@ -117,8 +122,9 @@ def keypoint_box(kps: np.ndarray, pad: float = 0.1) -> Optional[tuple[float, flo
     return (x0 - p, y0 - p, x1 + p, y1 + p)
 
 
-def crop_from_keypoints(kps: np.ndarray, fallback_box: tuple[float, float, float, float],
-                        frame_w: int, frame_h: int, angle: float = 0.0) -> Crop:
+def crop_from_keypoints(
+    kps: np.ndarray, fallback_box: tuple[float, float, float, float], frame_w: int, frame_h: int, angle: float = 0.0
+) -> Crop:
     """The next crop from the previous keypoints (MoveNet's smart cropping, centred on the body's box rather
     than the hips so a squatting or lying person stays in the middle): wide enough for body and torso."""
     conf = kps[:, 2] >= KP_THRESHOLD
@@ -179,8 +185,15 @@ class Tracker:
         self._dark = e.dark
         return e
 
-    def _estimate_best(self, frame: np.ndarray, crop: Crop, box: tuple[float, float, float, float],
-                       st: StepStats, aligned: bool = False, track: Optional[Track] = None) -> Estimate:
+    def _estimate_best(
+        self,
+        frame: np.ndarray,
+        crop: Crop,
+        box: tuple[float, float, float, float],
+        st: StepStats,
+        aligned: bool = False,
+        track: Optional[Track] = None,
+    ) -> Estimate:
         """Estimate on the crop at its angle; retry rotated by ±90° when the person may be lying (not when the
         crop is already aligned with the body, as BlazePose's regions of interest are)."""
         best = self._estimate(frame, crop, st)
@@ -227,8 +240,7 @@ class Tracker:
             # needs (as the whole-frame pass does): over an empty room such a search otherwise meets some patch
             # of background that passes for a weak torso, and a ghost lives on.
             wide_search = tr.lost > 0 and crop.size >= 0.8 * max(fw, fh)
-            need = max(self.s.new_track_torso_score, self.s.min_torso_score) if wide_search \
-                else self.s.min_torso_score
+            need = max(self.s.new_track_torso_score, self.s.min_torso_score) if wide_search else self.s.min_torso_score
             if torso_score(e.kps) >= need:
                 self._update(tr, e, t)
             else:
@@ -319,8 +331,9 @@ class Tracker:
             found += 1
         return found
 
-    def _find_track(self, box: tuple[float, float, float, float], exclude: AbstractSet[int] = frozenset()
-                    ) -> Optional[Track]:
+    def _find_track(
+        self, box: tuple[float, float, float, float], exclude: AbstractSet[int] = frozenset()
+    ) -> Optional[Track]:
         """The track best overlapping ``box`` (IoU ≥ 0.3, one inside the other, or its hip centre inside)."""
         best, best_iou = None, 0.0
         for tr in self.tracks:
@@ -348,8 +361,9 @@ class Tracker:
         log.debug("new track %d at %s", tr.id, [round(v) for v in box])
         return tr
 
-    def _update(self, tr: Track, e: Estimate, t: float,
-                fallback_box: Optional[tuple[float, float, float, float]] = None) -> None:
+    def _update(
+        self, tr: Track, e: Estimate, t: float, fallback_box: Optional[tuple[float, float, float, float]] = None
+    ) -> None:
         tr.kps, tr.angle, tr.kps33, tr.roi, tr.crop = e.kps, e.crop.angle, e.kps33, e.roi, e.crop
         tr.lost = 0
         tr.box = keypoint_box(e.kps) or fallback_box or tr.box
@@ -370,9 +384,10 @@ class Tracker:
         for i, a in enumerate(live):
             if a.id in drop:
                 continue
-            for b in live[i + 1:]:
-                if b.id not in drop and (iou(a.box, b.box) > 0.5 or containment(b.box, a.box) > 0.7
-                                         or containment(a.box, b.box) > 0.7):
+            for b in live[i + 1 :]:
+                if b.id not in drop and (
+                    iou(a.box, b.box) > 0.5 or containment(b.box, a.box) > 0.7 or containment(a.box, b.box) > 0.7
+                ):
                     drop.add(b.id)
         if drop:
             self.tracks = [tr for tr in self.tracks if tr.id not in drop]
@@ -381,5 +396,12 @@ class Tracker:
     def _person(tr: Track) -> Person:
         smoothed = tr.smoothed if tr.smoothed is not None else tr.kps
         x0, y0, x1, y1 = tr.box
-        return Person(track_id=tr.id, box=(float(x0), float(y0), float(x1), float(y1)), score=tr.score,
-                      keypoints=smoothed, keypoints_raw=tr.kps, keypoints33=tr.kps33, detected=tr.detected)
+        return Person(
+            track_id=tr.id,
+            box=(float(x0), float(y0), float(x1), float(y1)),
+            score=tr.score,
+            keypoints=smoothed,
+            keypoints_raw=tr.kps,
+            keypoints33=tr.kps33,
+            detected=tr.detected,
+        )

@@ -1,4 +1,5 @@
 """fallwatch.rules: pure logic from timestamped keypoints to fall events (no model, no clock, no I/O)."""
+
 from __future__ import annotations
 
 from .base import STRATEGIES, PersonPose, Rules, RuleSettings

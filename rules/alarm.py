@@ -3,6 +3,7 @@
 Events say which alarm a person raised ("fall", "person_down") and when they recovered; the rules' per-person
 states say whom they still track. Pure bookkeeping: no clock, no I/O.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping

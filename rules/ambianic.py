@@ -6,6 +6,7 @@ shoulder->hip line turned further from vertical (downward) and the angle between
 shoulder->hip line is >= ``ambianic_angle_deg``, and the mean spinal-vector score of the two frames is >=
 ``ambianic_confidence``. Only the cooldown is ours (Ambianic would report every qualifying frame).
 """
+
 from __future__ import annotations
 
 import logging
@@ -95,12 +96,14 @@ class AmbianicRules(Rules):
             for old in reversed(prev):
                 if t - old.t > self.s.ambianic_max_interval_s:
                     continue
-                downward = any(side in old.vertical and cur.vertical[side] > old.vertical[side]
-                               for side in cur.vertical)
+                downward = any(
+                    side in old.vertical and cur.vertical[side] > old.vertical[side] for side in cur.vertical
+                )
                 if not downward:
                     continue
-                leaning = max((_between(old.lines[side], cur.lines[side])
-                               for side in cur.lines if side in old.lines), default=0.0)
+                leaning = max(
+                    (_between(old.lines[side], cur.lines[side]) for side in cur.lines if side in old.lines), default=0.0
+                )
                 leaning = math.ceil(leaning)
                 score = (old.score + cur.score) / 2.0 if leaning >= self.s.ambianic_angle_deg else 0.0
                 if score >= self.s.ambianic_confidence and score > 0:
@@ -108,10 +111,20 @@ class AmbianicRules(Rules):
                         self._last_fall[tr] = t
                         box = finite_box(person.box) if person.box is not None else None
                         box = box or keypoint_box(kps, 0.0)
-                        events.append(Event(event="fall", source=self.source, t=t, frame=frame, track=tr,
-                                            confidence=score, spine_angle_deg=cur.spine_angle,
-                                            angle_change_deg=cur.spine_angle - old.spine_angle,
-                                            descent_rate=0.0, box=box))
+                        events.append(
+                            Event(
+                                event="fall",
+                                source=self.source,
+                                t=t,
+                                frame=frame,
+                                track=tr,
+                                confidence=score,
+                                spine_angle_deg=cur.spine_angle,
+                                angle_change_deg=cur.spine_angle - old.spine_angle,
+                                descent_rate=0.0,
+                                box=box,
+                            )
+                        )
                     break
             prev.append(cur)
             del prev[:-2]
@@ -119,7 +132,8 @@ class AmbianicRules(Rules):
             for d in (self._prev, self._states, self._last_seen):
                 d.pop(tr, None)
         # A track's cooldown outlives the track only as long as the cooldown itself: no growth over a long run.
-        for tr in [k for k, when in self._last_fall.items()
-                   if k not in self._last_seen and abs(t - when) >= self.s.cooldown_s]:
+        for tr in [
+            k for k, when in self._last_fall.items() if k not in self._last_seen and abs(t - when) >= self.s.cooldown_s
+        ]:
             del self._last_fall[tr]
         return events

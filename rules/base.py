@@ -1,4 +1,5 @@
 """Values shared by every rule strategy: settings, one person's pose in one frame, the Rules interface."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -25,11 +26,11 @@ class RuleSettings:
     reference_s: float = 0.5  # the "before" pose is a median over this span, so one garbage pose cannot be it
     fall_angle_deg: float = 60.0  # spine turning this far away from vertical counts as fully "toppling"
     min_drop: float = 0.25  # torso midpoint (between hips and shoulders) must drop this many body heights
-                            # when the spine fully topples (a fall to the side)
+    # when the spine fully topples (a fall to the side)
     drop_without_turn: float = 0.5  # ... and this many when the spine does not turn (a fall along the line of
-                                    # sight); sitting down fast drops it ~1/3 with the spine upright
+    # sight); sitting down fast drops it ~1/3 with the spine upright
     min_hip_drop: float = 0.1  # the hips themselves must come down this much (~17 cm) before `fall`: bending
-                               # from the waist turns the spine and drops the shoulders, not the hips
+    # from the waist turns the spine and drops the shoulders, not the hips
     min_descent_rate: float = 0.5  # body heights/s (~0.85 m/s): slower descents are deliberate (kneeling, lying down)
     down_angle_deg: float = 60.0  # spine this far from vertical counts as lying, wherever the hips are
     settle_s: float = 0.25  # the body must stay down this long after the drop before `fall` is emitted
@@ -42,9 +43,9 @@ class RuleSettings:
     min_body_frac: float = 0.08  # a "before" body shorter than this fraction of the frame height is implausible
     track_forget_s: float = 10.0  # forget an upright person not seen for this long
     floor_hip_max: float = 0.2  # hips at most this high above where the person's feet stood (~34 cm): on the
-                                # floor (sitting or lying there); a chair seat puts the hip joints ~0.3 up
+    # floor (sitting or lying there); a chair seat puts the hip joints ~0.3 up
     confirm_s: float = 3.0  # a fast drop that ends squatting or sitting (spine upright, legs folded under the
-                            # hips) is a `fall` only if the person is still down this long after landing
+    # hips) is a `fall` only if the person is still down this long after landing
     zones: tuple = ()  # Zone values (rules.zones): "rest" zones are where lying is normal
     # -- ambianic baseline (its published defaults) --
     ambianic_confidence: float = 0.6  # spinal-vector score threshold (Ambianic's default; its MoveNet tests used 0.11)

@@ -11,6 +11,7 @@ every ``fall`` after the first caught one is a repeated alarm for the same incid
 ``"down_expected": false`` should get no ``person_down``. Running the clips is somebody else's job (a callable),
 so this module stays free of models and video.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,15 +78,15 @@ def load_manifest(path: Union[str, Path]) -> list[Clip]:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("clips"), list):
-        raise ManifestError(f"{path}: a manifest needs a \"clips\" list")
+        raise ManifestError(f'{path}: a manifest needs a "clips" list')
     clips = []
     for i, c in enumerate(data["clips"]):
         where = f"{path}: clip {i}"
         if not isinstance(c, dict) or not isinstance(c.get("path"), str) or not c["path"]:
-            raise ManifestError(f"{where}: needs a \"path\" (a file name relative to the manifest)")
+            raise ManifestError(f'{where}: needs a "path" (a file name relative to the manifest)')
         label = c.get("label")
         if label not in ("fall", "adl"):
-            raise ManifestError(f"{where} ({c['path']}): label must be \"fall\" or \"adl\", not {label!r}")
+            raise ManifestError(f'{where} ({c["path"]}): label must be "fall" or "adl", not {label!r}')
         start, end = c.get("fall_start_s"), c.get("fall_end_s")
         down = c.get("down_expected")
         if down is not None and not isinstance(down, bool):
@@ -93,9 +94,16 @@ def load_manifest(path: Union[str, Path]) -> list[Clip]:
         if label == "fall":
             if not (_seconds(start) and _seconds(end)) or end < start:
                 raise ManifestError(f"{where} ({c['path']}): a fall clip needs fall_start_s <= fall_end_s")
-        clips.append(Clip(path=path.parent / c["path"], name=str(c["path"]), label=label,
-                          fall_start_s=float(start) if start is not None else None,
-                          fall_end_s=float(end) if end is not None else None, down_expected=down))
+        clips.append(
+            Clip(
+                path=path.parent / c["path"],
+                name=str(c["path"]),
+                label=label,
+                fall_start_s=float(start) if start is not None else None,
+                fall_end_s=float(end) if end is not None else None,
+                down_expected=down,
+            )
+        )
     return clips
 
 
@@ -104,24 +112,37 @@ def score_clip(clip: Clip, events: Iterable[Event], duration_s: float) -> ClipRe
     falls = [e for e in events if e.event == "fall"]
     downs = sum(e.event == "person_down" for e in events)
     if clip.label == "adl":
-        return ClipResult(clip, "false_alarm" if falls else "ok", false_alarms=len(falls), duration_s=duration_s,
-                          events=events, person_down=downs)
+        return ClipResult(
+            clip,
+            "false_alarm" if falls else "ok",
+            false_alarms=len(falls),
+            duration_s=duration_s,
+            events=events,
+            person_down=downs,
+        )
     if clip.fall_start_s is None or clip.fall_end_s is None:
         raise ValueError(f"{clip.name}: a fall clip needs fall_start_s and fall_end_s")
     lo, hi = clip.fall_start_s - EARLY_S - EDGE_S, clip.fall_end_s + LATE_S + EDGE_S
     inside = [e for e in falls if lo <= e.t <= hi]
     outside = len(falls) - len(inside)
     if not inside:
-        return ClipResult(clip, "missed", false_alarms=outside, duration_s=duration_s, events=events,
-                          person_down=downs)
+        return ClipResult(clip, "missed", false_alarms=outside, duration_s=duration_s, events=events, person_down=downs)
     first = min(e.t for e in inside)
     # The incident lasts to the end of the clip when the person stays down, else to the end of the fall span.
     end = float("inf") if clip.down_expected else hi
     repeats = sum(first < e.t <= end for e in falls)
     false_rec = sum(e.event == "recovered" and e.t >= lo for e in events) if clip.down_expected else 0
-    return ClipResult(clip, "caught", delay_s=first - clip.fall_start_s, false_alarms=outside,
-                      duration_s=duration_s, events=events, person_down=downs, false_recoveries=false_rec,
-                      repeat_falls=repeats)
+    return ClipResult(
+        clip,
+        "caught",
+        delay_s=first - clip.fall_start_s,
+        false_alarms=outside,
+        duration_s=duration_s,
+        events=events,
+        person_down=downs,
+        false_recoveries=false_rec,
+        repeat_falls=repeats,
+    )
 
 
 def summarize(results: list[ClipResult]) -> dict:
@@ -157,6 +178,7 @@ def summarize(results: list[ClipResult]) -> dict:
 def replay_clip(path: Path, settings: RuleSettings) -> tuple[list[Event], float]:
     """Run only the rules over a pose recording. Returns the events and the footage duration."""
     from . import make_rules
+
     rules = make_rules(settings, source=path.stem)
     events: list[Event] = []
     first: Optional[float] = None
@@ -168,8 +190,9 @@ def replay_clip(path: Path, settings: RuleSettings) -> tuple[list[Event], float]
     return events, (last - first if first is not None else 0.0)
 
 
-def evaluate(manifests: Iterable[Union[str, Path]], settings: RuleSettings,
-             video_runner: Optional[ClipRunner] = None) -> list[ClipResult]:
+def evaluate(
+    manifests: Iterable[Union[str, Path]], settings: RuleSettings, video_runner: Optional[ClipRunner] = None
+) -> list[ClipResult]:
     """Score every clip of the manifests. JSONL clips are replayed here; anything else goes to video_runner."""
     results = []
     for manifest in manifests:
@@ -207,12 +230,16 @@ def format_summary(summary: dict) -> str:
     spec = f"{summary['specificity']:.0%}" if summary["specificity"] is not None else "-"
     delay = f"{summary['median_delay_s']:.2f} s" if summary["median_delay_s"] is not None else "-"
     fah = summary["false_alarms_per_hour"]
-    text = (f"clips {summary['clips']}: falls caught {summary['caught']}/{summary['falls']} ({sens}), "
-            f"ADL alarmed {summary['adl_false_alarm_clips']}/{summary['adl']} (specificity {spec}), "
-            f"false alarms {summary['false_alarms']} ({fah if fah is not None else '-'}/h over "
-            f"{summary['footage_s']:.0f} s), median delay {delay}")
+    text = (
+        f"clips {summary['clips']}: falls caught {summary['caught']}/{summary['falls']} ({sens}), "
+        f"ADL alarmed {summary['adl_false_alarm_clips']}/{summary['adl']} (specificity {spec}), "
+        f"false alarms {summary['false_alarms']} ({fah if fah is not None else '-'}/h over "
+        f"{summary['footage_s']:.0f} s), median delay {delay}"
+    )
     if summary.get("down_expected") or summary.get("down_false_alarm_clips"):
-        text += (f"; person_down caught {summary['down_caught']}/{summary['down_expected']}, on clips not down "
-                 f"{summary['down_false_alarm_clips']}, false recoveries {summary['false_recoveries']}, "
-                 f"repeated falls {summary['repeat_falls']}")
+        text += (
+            f"; person_down caught {summary['down_caught']}/{summary['down_expected']}, on clips not down "
+            f"{summary['down_false_alarm_clips']}, false recoveries {summary['false_recoveries']}, "
+            f"repeated falls {summary['repeat_falls']}"
+        )
     return text

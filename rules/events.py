@@ -1,4 +1,5 @@
 """The event object that leaves the rules: the same dict goes to MQTT, the debug page and stdout."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 EVENT_TYPES = ("fall", "person_down", "recovered")
-TEST = "test"   # not from the rules: a household's end-to-end check of its alerts (MQTT `{"test": true}`)
+TEST = "test"  # not from the rules: a household's end-to-end check of its alerts (MQTT `{"test": true}`)
 
 
 def utc_now_iso() -> str:
@@ -48,8 +49,18 @@ class Event:
     @classmethod
     def test(cls, source: str) -> "Event":
         """A ``test`` event: the same fields as a real one, marked ``"test": true``; no person, no frame."""
-        return cls(event=TEST, source=source, t=0.0, frame=0, track=0, confidence=0.0, spine_angle_deg=0.0,
-                   angle_change_deg=0.0, descent_rate=0.0, box=[])
+        return cls(
+            event=TEST,
+            source=source,
+            t=0.0,
+            frame=0,
+            track=0,
+            confidence=0.0,
+            spine_angle_deg=0.0,
+            angle_change_deg=0.0,
+            descent_rate=0.0,
+            box=[],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = {

@@ -14,6 +14,7 @@ Lying in a "rest" zone (bed, sofa) is normal: no `person_down` there, and a drop
 
 Decisions use frame timestamps only, never the wall clock, so a replay gives the same events every time.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +40,9 @@ RISE_DISTANCE = 0.75  # getting up keeps the torso within this many body heights
 MAX_UNSEEN_FALLS = 8  # unresolved falls of people out of view kept on record; beyond, the oldest is dropped
 STANDING_LEGS = 0.8  # legs under the body at this share of the standing height's leg length: standing
 UPRIGHT_TORSO = 0.75  # torso at least this share of its standing image length: really upright, not lying along
-                      # the camera's line of sight (which also shows a vertical spine, but a short one)
+# the camera's line of sight (which also shows a vertical spine, but a short one)
 LYING_TORSO = 0.5  # torso under this share of its standing image length: tilted over 60 deg towards or away from
-                   # the camera (a squat leaning forward stays above it)
+# the camera (a squat leaning forward stays above it)
 FOLDED_FEET = 1.0  # ankles within this many torso lengths of the hips: legs folded under the body
 NEARER_SCALE = 1.25  # a torso this much longer than when standing: the person came toward the camera
 UPRIGHT_GAP_S = 1.0  # recovery needs upright poses no further apart than this (a dropout does not count as upright)
@@ -185,13 +186,16 @@ class FallRules(Rules):
         if tr is None or not tr.samples or tr.samples[-1].t != t:
             return None
         now = tr.samples[-1]
-        befores = [s.ref for s in tr.samples
-                   if s.ref is not None and self.s.window_min_s <= t - s.t <= self.s.window_max_s]
+        befores = [
+            s.ref for s in tr.samples if s.ref is not None and self.s.window_min_s <= t - s.t <= self.s.window_max_s
+        ]
         before = min(befores, key=lambda r: r.centre_y) if befores else None
         height = before.height if before is not None else (now.ref.height if now.ref is not None else 0.0)
-        return {"spine_angle_deg": now.g.spine_angle_deg,
-                "drop": (_centre(now.g) - before.centre_y) / before.height if before is not None else None,
-                "descent_rate": now.speed / height if height > 0 else None}
+        return {
+            "spine_angle_deg": now.g.spine_angle_deg,
+            "drop": (_centre(now.g) - before.centre_y) / before.height if before is not None else None,
+            "descent_rate": now.speed / height if height > 0 else None,
+        }
 
     def update(self, t: float, frame: int, people: list[PersonPose], size: tuple[int, int]) -> list[Event]:
         events: list[Event] = []
@@ -229,8 +233,13 @@ class FallRules(Rules):
         on their feet under a new id. Anyone else standing in the room, however near, is not their recovery."""
         unseen = sorted((tr.last_seen, key) for key, tr in self._tracks.items() if key not in seen and _on_record(tr))
         for _, key in unseen[:-MAX_UNSEEN_FALLS]:  # bounded memory, however many come, fall and go
-            log.warning("%s: dropping the unresolved fall of track %s, out of view since t=%.1f (more than %d)",
-                        self.source or "-", key, self._tracks[key].last_seen, MAX_UNSEEN_FALLS)
+            log.warning(
+                "%s: dropping the unresolved fall of track %s, out of view since t=%.1f (more than %d)",
+                self.source or "-",
+                key,
+                self._tracks[key].last_seen,
+                MAX_UNSEEN_FALLS,
+            )
             del self._tracks[key]
         events = []
         for key, tr in list(self._tracks.items()):
@@ -257,8 +266,10 @@ class FallRules(Rules):
             return False  # standing on their legs, seen: not a partial pose that happens to be upright
         last = fallen.samples[-1].g
         scale = _floor_ref(fallen).height
-        return bool(abs(other.first_xy[0] - _centre_x(last)) <= RISE_DISTANCE * scale
-                    and abs(other.first_xy[1] - _centre(last)) <= ADOPT_DISTANCE * scale)
+        return bool(
+            abs(other.first_xy[0] - _centre_x(last)) <= RISE_DISTANCE * scale
+            and abs(other.first_xy[1] - _centre(last)) <= ADOPT_DISTANCE * scale
+        )
 
     # -- tracks --------------------------------------------------------------------------------------------
     def _new_track(self, person: PersonPose, present: set[int]) -> _Track:
@@ -373,8 +384,9 @@ class FallRules(Rules):
             return False
         jump = math.hypot(_centre_x(g) - last[1], _centre(g) - last[2]) / scale
         if jump > max(MIN_JUMP, MAX_TORSO_SPEED * (t - last[0])):
-            log.debug("track %s: pose at t=%.2f jumped %.2f body heights in %.2f s: ignored", tr.track, t, jump,
-                      t - last[0])
+            log.debug(
+                "track %s: pose at t=%.2f jumped %.2f body heights in %.2f s: ignored", tr.track, t, jump, t - last[0]
+            )
             return True
         return False
 
@@ -390,15 +402,18 @@ class FallRules(Rules):
         if now.g.legs_px is None or now.g.spine_angle_deg > self.s.upright_angle_deg:
             return
         span = [s.g for s in tr.samples if s.t >= now.t - self.s.reference_s]
-        if len(span) < MIN_REFERENCE_SAMPLES or any(g.legs_px is None or g.spine_angle_deg > self.s.upright_angle_deg
-                                                    for g in span):
+        if len(span) < MIN_REFERENCE_SAMPLES or any(
+            g.legs_px is None or g.spine_angle_deg > self.s.upright_angle_deg for g in span
+        ):
             return
-        ref = _Ref(centre_y=statistics.median(_centre(g) for g in span),
-                   hip_y=statistics.median(g.hip_y for g in span),
-                   angle=statistics.median(g.spine_angle_deg for g in span),
-                   height=statistics.median(g.legs_px / LEG_FRACTION for g in span),
-                   hip_x=statistics.median(g.hip_x for g in span),
-                   torso=statistics.median(g.torso_px for g in span))
+        ref = _Ref(
+            centre_y=statistics.median(_centre(g) for g in span),
+            hip_y=statistics.median(g.hip_y for g in span),
+            angle=statistics.median(g.spine_angle_deg for g in span),
+            height=statistics.median(g.legs_px / LEG_FRACTION for g in span),
+            hip_x=statistics.median(g.hip_x for g in span),
+            torso=statistics.median(g.torso_px for g in span),
+        )
         frame_h = float(tr.size[1]) if tr.size and tr.size[1] else 0.0
         if ref.height <= 0 or (frame_h and ref.height < self.s.min_body_frac * frame_h):
             return
@@ -458,8 +473,9 @@ class FallRules(Rules):
                 return []
             if f.measured == f.down == 1 and t - f.t < LOST_LYING_S:
                 return []  # one pose, down, and none since: too few to judge, wait for more (see _lost_lying)
-            stayed_down = self._lost_lying(f) or (f.measured and f.down / f.measured >= self.s.settle_fraction
-                                                  and f.down >= 2)
+            stayed_down = self._lost_lying(f) or (
+                f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2
+            )
             if stayed_down and f.hip_drop >= self.s.min_hip_drop:
                 if f.folded and t - f.t < self.s.confirm_s:
                     return []  # squatting or sitting upright: a fall only if they are still down confirm_s later
@@ -477,8 +493,14 @@ class FallRules(Rules):
             # Still down but the hips have not come down yet (a side fall lands hips last): wait, within the
             # window; a bend keeps its hips up and runs out of time here.
             if not stayed_down or t - f.t > self.s.window_max_s:
-                log.debug("track %s: drop at t=%.2f did not end down (%d/%d, hips %.2f)", tr.track, f.t, f.down,
-                          f.measured, f.hip_drop)
+                log.debug(
+                    "track %s: drop at t=%.2f did not end down (%d/%d, hips %.2f)",
+                    tr.track,
+                    f.t,
+                    f.down,
+                    f.measured,
+                    f.hip_drop,
+                )
                 tr.state, tr.fall = "upright", None
         elif tr.state == "down":
             f = _incident(tr)
@@ -499,9 +521,21 @@ class FallRules(Rules):
         g = tr.samples[-1].g if tr.samples else None
         drop = (_centre(g) - ref.centre_y) / ref.height if g is not None else 0.0
         angle = g.spine_angle_deg if g is not None else ref.angle
-        f = _Fall(t=since, ref=ref, drop=drop, turn=angle - ref.angle, rate=0.0, angle=angle,
-                  need=self._needed_drop(angle - ref.angle), score=0.0, down=1, measured=1, event_t=since,
-                  person_down_sent=True, after_fall=False)
+        f = _Fall(
+            t=since,
+            ref=ref,
+            drop=drop,
+            turn=angle - ref.angle,
+            rate=0.0,
+            angle=angle,
+            need=self._needed_drop(angle - ref.angle),
+            score=0.0,
+            down=1,
+            measured=1,
+            event_t=since,
+            person_down_sent=True,
+            after_fall=False,
+        )
         tr.state, tr.fall = "down", f
         tr.floor_since = tr.off_floor_since = None
         return [self._event("person_down", tr, t, frame, confidence=min(1.0, 0.5 + 0.5 * g.score) if g else 0.5)]
@@ -511,8 +545,7 @@ class FallRules(Rules):
         if not self.s.zones or not tr.samples:
             return False
         g = tr.samples[-1].g
-        return self._point_in_rest(g.hip_x, g.hip_y, tr.size) and self._point_in_rest(f.ref.hip_x, f.ref.hip_y,
-                                                                                        tr.size)
+        return self._point_in_rest(g.hip_x, g.hip_y, tr.size) and self._point_in_rest(f.ref.hip_x, f.ref.hip_y, tr.size)
 
     def _continues_lost_incident(self, tr: _Track) -> bool:
         """A `fall` right where a person on the floor not in view was last seen is that person found again
@@ -529,8 +562,12 @@ class FallRules(Rules):
                 continue
             del self._tracks[key]
             if old.state == "down":
-                log.info("%s: track %s falls where fallen track %s lies: the same incident", self.source or "-",
-                         tr.track, key)
+                log.info(
+                    "%s: track %s falls where fallen track %s lies: the same incident",
+                    self.source or "-",
+                    tr.track,
+                    key,
+                )
                 tr.fall = old.fall
                 tr.last_fall_t = old.last_fall_t
                 return True
@@ -541,12 +578,14 @@ class FallRules(Rules):
         span = [s.g for s in tr.samples if s.t >= t - self.s.reference_s]
         if len(span) < MIN_REFERENCE_SAMPLES:
             return None
-        ref = _Ref(centre_y=statistics.median(_centre(g) for g in span),
-                   hip_y=statistics.median(g.hip_y for g in span),
-                   angle=statistics.median(g.spine_angle_deg for g in span),
-                   height=statistics.median(g.height_px for g in span),
-                   hip_x=statistics.median(g.hip_x for g in span),
-                   torso=statistics.median(g.torso_px for g in span))
+        ref = _Ref(
+            centre_y=statistics.median(_centre(g) for g in span),
+            hip_y=statistics.median(g.hip_y for g in span),
+            angle=statistics.median(g.spine_angle_deg for g in span),
+            height=statistics.median(g.height_px for g in span),
+            hip_x=statistics.median(g.hip_x for g in span),
+            torso=statistics.median(g.torso_px for g in span),
+        )
         frame_h = float(size[1]) if size and size[1] else 0.0
         if ref.height <= 0 or (frame_h and ref.height < self.s.min_body_frac * frame_h):
             return None
@@ -587,8 +626,17 @@ class FallRules(Rules):
                 continue
             score = drop / need + max(turn, 0.0) / 90.0
             if best is None or score > best.score:
-                best = _Fall(t=now.t, ref=s.ref, drop=drop, turn=turn, rate=rate, angle=now.g.spine_angle_deg,
-                             need=need, score=score, hip_drop=(now.g.hip_y - s.ref.hip_y) / s.ref.height)
+                best = _Fall(
+                    t=now.t,
+                    ref=s.ref,
+                    drop=drop,
+                    turn=turn,
+                    rate=rate,
+                    angle=now.g.spine_angle_deg,
+                    need=need,
+                    score=score,
+                    hip_drop=(now.g.hip_y - s.ref.hip_y) / s.ref.height,
+                )
         return best
 
     def _start_falling(self, tr: _Track, cand: Optional[_Fall], now: _Sample) -> None:
@@ -597,8 +645,7 @@ class FallRules(Rules):
         cand.measured, cand.down = 1, int(self._is_down(now.g, cand.ref))
         cand.max_angle = now.g.spine_angle_deg
         tr.state, tr.fall = "falling", cand
-        log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, cand.drop, cand.turn, cand.rate,
-                  now.t)
+        log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, cand.drop, cand.turn, cand.rate, now.t)
 
     def _is_down(self, g: BodyGeometry, ref: _Ref) -> bool:
         """Near horizontal, or the torso still as low (for its turn) as a fall needs, against the same "before"."""
@@ -639,8 +686,9 @@ class FallRules(Rules):
     # -- events --------------------------------------------------------------------------------------------
     def _confidence(self, f: _Fall) -> float:
         """0.5 at the thresholds, towards 1 with more evidence, scaled by how consistently the body looked down."""
-        strength = (0.6 * min(1.0, 0.5 * f.drop / f.need)
-                    + 0.4 * min(1.0, 0.5 * f.rate / max(self.s.min_descent_rate, 1e-6)))
+        strength = 0.6 * min(1.0, 0.5 * f.drop / f.need) + 0.4 * min(
+            1.0, 0.5 * f.rate / max(self.s.min_descent_rate, 1e-6)
+        )
         consistency = f.down / f.measured if f.measured else 0.0
         return max(0.0, min(1.0, strength * (0.5 + 0.5 * consistency)))
 
@@ -648,19 +696,37 @@ class FallRules(Rules):
     def _last_score(tr: _Track) -> float:
         return float(tr.samples[-1].g.score) if tr.samples else 0.0
 
-    def _event(self, kind: str, tr: _Track, t: float, frame: int, confidence: float,
-               fall: Optional[_Fall] = None) -> Event:
+    def _event(
+        self, kind: str, tr: _Track, t: float, frame: int, confidence: float, fall: Optional[_Fall] = None
+    ) -> Event:
         f = fall or _incident(tr)
         last = tr.samples[-1].g if tr.samples else None
         angle = last.spine_angle_deg if last is not None else f.angle
         if kind == "fall":
             angle = f.angle
-        log.info("%s: %s track %s at t=%.2f (drop %.2f, turn %.0f, rate %.2f)", self.source or "-", kind,
-                 tr.track, t, f.drop, f.turn, f.rate)
-        return Event(event=kind, source=self.source, t=t, frame=frame, track=tr.track, confidence=confidence,
-                     spine_angle_deg=angle, angle_change_deg=angle - f.ref.angle,
-                     descent_rate=f.rate if kind != "recovered" else 0.0, box=list(tr.last_box),
-                     after_fall=f.after_fall if kind == "person_down" else None)
+        log.info(
+            "%s: %s track %s at t=%.2f (drop %.2f, turn %.0f, rate %.2f)",
+            self.source or "-",
+            kind,
+            tr.track,
+            t,
+            f.drop,
+            f.turn,
+            f.rate,
+        )
+        return Event(
+            event=kind,
+            source=self.source,
+            t=t,
+            frame=frame,
+            track=tr.track,
+            confidence=confidence,
+            spine_angle_deg=angle,
+            angle_change_deg=angle - f.ref.angle,
+            descent_rate=f.rate if kind != "recovered" else 0.0,
+            box=list(tr.last_box),
+            after_fall=f.after_fall if kind == "person_down" else None,
+        )
 
 
 def make_rules(settings: RuleSettings, source: str = "") -> Rules:
@@ -669,5 +735,6 @@ def make_rules(settings: RuleSettings, source: str = "") -> Rules:
         return FallRules(settings, source)
     if settings.strategy == "ambianic":
         from .ambianic import AmbianicRules
+
         return AmbianicRules(settings, source)
     raise ValueError(f"unknown rules.strategy {settings.strategy!r} (expected one of {', '.join(STRATEGIES)})")

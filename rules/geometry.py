@@ -3,6 +3,7 @@
 Image coordinates: x to the right, y DOWN (pixels). Every function takes a (17, 3) array of
 x, y, score and a minimum score; keypoints below it count as missing.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,7 @@ class BodyGeometry:
     height_px: float  # estimated standing body height (pixels), see body_height
     legs_px: Optional[float]  # hips' height above the ankles when the legs are under the body, else None
     torso_px: float  # shoulder-to-hip length in the image (shorter than standing when the torso lies along the
-                     # camera's line of sight)
+    # camera's line of sight)
     feet_px: Optional[float]  # distance from the hip point to the confident ankles (mean), None without ankles
     knees: bool  # a knee is confidently seen
     box_w: float  # width of the confident keypoints' bounding box

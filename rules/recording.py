@@ -4,6 +4,7 @@
 "keypoints": [[x, y, score] x 17]}]}`` (COCO-17 order, pixels; ``track`` and ``box`` optional).
 Written recordings also carry ``keypoints_raw`` (before smoothing) when the pose engine provides them.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ class RecordedFrame:
 
 def _person(obj: dict, index: int, where: str) -> PersonPose:
     if not isinstance(obj, dict):
-        raise RecordingError(f"{where}: person {index} must be an object with \"keypoints\"")
+        raise RecordingError(f'{where}: person {index} must be an object with "keypoints"')
     kps = np.asarray(obj.get("keypoints"), dtype=np.float32)
     if kps.shape != (17, 3):
         raise RecordingError(f"{where}: person {index} has keypoints of shape {kps.shape}, expected 17 x [x, y, score]")
@@ -60,10 +61,10 @@ def parse_line(line: str, where: str = "recording") -> RecordedFrame:
     except json.JSONDecodeError as exc:
         raise RecordingError(f"{where}: not JSON ({exc.msg})") from None
     if not isinstance(obj, dict) or "t" not in obj:
-        raise RecordingError(f"{where}: a frame needs at least \"t\" (seconds)")
+        raise RecordingError(f'{where}: a frame needs at least "t" (seconds)')
     people_in = obj.get("people") or []
     if not isinstance(people_in, list):
-        raise RecordingError(f"{where}: \"people\" must be a list")
+        raise RecordingError(f'{where}: "people" must be a list')
     try:
         t = float(obj["t"])
         frame = int(obj.get("frame", 0))
@@ -74,7 +75,7 @@ def parse_line(line: str, where: str = "recording") -> RecordedFrame:
             raise
         raise RecordingError(f"{where}: bad value ({exc})") from None
     if not np.isfinite(t):
-        raise RecordingError(f"{where}: \"t\" must be a finite number of seconds, not {obj['t']!r}")
+        raise RecordingError(f'{where}: "t" must be a finite number of seconds, not {obj["t"]!r}')
     if len(size) != 2:
         raise RecordingError(f"{where}: size must be [width, height]")
     return RecordedFrame(t=t, frame=frame, size=size, people=people)

@@ -6,6 +6,7 @@ One person (the track with the most measured frames, or the one asked for). Per 
 hold the person "on the floor" (down after a fall, or on the floor with no fall seen: what person_down counts).
 Pure: no I/O, no clock.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -40,7 +41,14 @@ def fall_signals(frames: Iterable[Any], settings: RuleSettings, track: Optional[
         out["drop"].append(_rounded(m["drop"] if m is not None else None, 3))
         out["descent_rate"].append(_rounded(m["descent_rate"] if m is not None else None, 3))
         out["on_floor"].append(None if held is None else int(held))
-    return {"track": track, **out,
-            "thresholds": {"fall_angle_deg": settings.fall_angle_deg, "down_angle_deg": settings.down_angle_deg,
-                           "min_drop": settings.min_drop, "drop_without_turn": settings.drop_without_turn,
-                           "min_descent_rate": settings.min_descent_rate}}
+    return {
+        "track": track,
+        **out,
+        "thresholds": {
+            "fall_angle_deg": settings.fall_angle_deg,
+            "down_angle_deg": settings.down_angle_deg,
+            "min_drop": settings.min_drop,
+            "drop_without_turn": settings.drop_without_turn,
+            "min_descent_rate": settings.min_descent_rate,
+        },
+    }

@@ -3,6 +3,7 @@
 ``rest`` (bed, sofa): lying there is normal. ``ignore`` (TV, mirror, poster): people seen there are not people;
 the pose engine drops them before tracking, so the rules normally never see them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

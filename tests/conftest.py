@@ -1,4 +1,5 @@
 """Shared fixtures: where the real models, images and clips are, and a real mosquitto broker on loopback."""
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # the test modules import waiting
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import waiting
 
 
 def _dir_from_env(var: str, default: Path) -> Path:
@@ -57,7 +58,8 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None
+    )
     if not found:
         pytest.fail("mosquitto is not installed (apt-get install -y mosquitto; .ci/run does this)")
     return found
@@ -90,8 +92,9 @@ class Mosquitto:
         else:
             conf += "\npersistence false\n"
         self.conf.write_text(conf + "\n")
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT
+        )
         wait_for_port(self.port)
         return self
 

@@ -1,4 +1,5 @@
 """The one way tests wait: on a condition, never for a fixed time that a busy machine may not honour."""
+
 from __future__ import annotations
 
 import time

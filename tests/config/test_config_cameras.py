@@ -1,4 +1,5 @@
 """`cameras:` (several cameras by name) beside `camera:` (one): loading, errors, and the resolved CameraSetup list."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,8 +45,11 @@ def test_two_cameras_resolve_with_their_rules_merged_and_their_own_zones() -> No
     cfg = parse_config(TWO_CAMERAS, "t.yaml")
     assert multi_camera(cfg)
     living, bathroom = camera_setups(cfg)
-    assert (living.name, living.camera.name, living.camera.source) == ("living", "living",
-                                                                       "rtsp://cam:secret@192.0.2.10/stream")
+    assert (living.name, living.camera.name, living.camera.source) == (
+        "living",
+        "living",
+        "rtsp://cam:secret@192.0.2.10/stream",
+    )
     assert (bathroom.name, bathroom.camera.name, bathroom.camera.rotate) == ("bathroom", "bathroom", 180)
     assert isinstance(living.camera, CameraConfig) and living.camera.width == 640  # defaults filled in
     # key by key over the global rules, rules.ambianic too; null keeps the global value
@@ -70,8 +74,10 @@ def test_each_camera_gets_its_own_rule_settings_and_ignore_zones() -> None:
 
 
 def test_a_single_camera_file_resolves_exactly_as_before() -> None:
-    text = ("camera:\n  name: Hall Way\n  source: clip.mp4\nrules:\n  down_alert_s: 20\n"
-            f"zones:\n  - {{name: bed, kind: rest, points: {SOFA}}}\n")
+    text = (
+        "camera:\n  name: Hall Way\n  source: clip.mp4\nrules:\n  down_alert_s: 20\n"
+        f"zones:\n  - {{name: bed, kind: rest, points: {SOFA}}}\n"
+    )
     cfg = parse_config(text, "t.yaml")
     assert not multi_camera(cfg) and cfg.cameras is None
     assert camera_setups(cfg) == [CameraSetup("Hall Way", cfg.camera, cfg.rules, tuple(cfg.zones))]
@@ -100,70 +106,113 @@ def test_environment_variables_work_inside_cameras(monkeypatch: pytest.MonkeyPat
     assert setup.camera.source == "rtsp://192.0.2.9/live"
 
 
-@pytest.mark.parametrize("text, error", [
-    ("camera:\n  name: hall\ncameras:\n  living: {source: a.mp4}\n",
-     "fallwatch.yaml:1: camera: not allowed together with cameras: (each camera's settings go under "
-     "cameras.<name>); remove camera:"),
-    ("log: {level: INFO}\ncameras: {}\n",
-     "fallwatch.yaml:2: cameras: names no camera: give at least one (cameras: {<name>: {source: ...}}), or use "
-     "camera: for a single camera"),
-    ("cameras:\n  living: {source: a.mp4}\n  Living Room: {source: b.mp4}\n",
-     "fallwatch.yaml:3: cameras.Living Room: camera name 'Living Room' is not allowed: use 1 to 32 lower-case "
-     "letters a-z, digits, _ and -, starting with a letter or digit (it becomes an MQTT topic level and a Home "
-     "Assistant id)"),
-    ("cameras:\n  living:\n    source: a.mp4\n    name: lounge\n",
-     "fallwatch.yaml:4: cameras.living.name: not allowed: the key above it (living) is this camera's name; rename "
-     "the key to rename the camera"),
-    (f"zones:\n  - {{kind: rest, points: {SOFA}}}\ncameras:\n  living: {{source: a.mp4}}\n",
-     "fallwatch.yaml:1: zones: zones are in the image coordinates of one camera, so with cameras: they go under "
-     "cameras.<name>.zones; move them there"),
-    ("cameras:\n  living:\n    source: a.mp4\n    colour: red\n",
-     "fallwatch.yaml:4: cameras.living.colour: unknown key (known keys: source, width, height, fps, rotate, flip, "
-     "realtime, loop, reopen_max_s, min_fps, exposure_ms, analogue_gain, noise_reduction, rules, zones)"),
-    ("cameras:\n  living:\n    source: a.mp4\n    fps: 500\n",
-     "fallwatch.yaml:4: cameras.living.fps: must be between 0 and 120 (more than 0)"),
-    ("cameras:\n  living:\n    rules:\n      down_alert_s: 0\n",
-     "fallwatch.yaml:4: cameras.living.rules.down_alert_s: must be between 0 and 3600 (more than 0)"),
-    ("cameras:\n  living:\n    rules:\n      ambianic: {confidence: 2}\n",
-     "fallwatch.yaml:4: cameras.living.rules.ambianic.confidence: must be between 0 and 1"),
-    ("cameras:\n  living:\n    rules:\n      strategy: mine\n",
-     "fallwatch.yaml:4: cameras.living.rules.strategy: must be 'fallwatch' or 'ambianic'"),
-    ("cameras:\n  living:\n    rules:\n      down_alert: 30\n",
-     "fallwatch.yaml:4: cameras.living.rules.down_alert: unknown key (known keys: strategy, window_min_s, "
-     "window_max_s, reference_s, fall_angle_deg, min_drop, drop_without_turn, min_hip_drop, min_descent_rate, "
-     "down_angle_deg, settle_s, settle_fraction, cooldown_s, down_alert_s, recover_s, upright_angle_deg, "
-     "min_keypoint_score, min_body_frac, track_forget_s, floor_hip_max, confirm_s, ambianic)"),
-    ("cameras:\n  living:\n    zones:\n      - {kind: rest, points: [[0, 0], [1, 1]]}\n",
-     "fallwatch.yaml:4: cameras.living.zones.0.points: a zone needs at least 3 points, got 2"),
-    ("cameras:\n  living:\n    source: rtsp://u:pw@192.0.2.1/s\n  hall:\n    source: rtsp://u:pw@192.0.2.1/s\n",
-     "fallwatch.yaml:5: cameras.hall.source: the same source as cameras.living: each camera needs its own"),
-    ("cameras:\n  living:\n  hall:\n",
-     "fallwatch.yaml:3: cameras.hall.source: auto, like cameras.living: both would open the same first camera; give "
-     "each its source"),
-    ("cameras:\n  living_room: {source: a.mp4}\n  living-room: {source: b.mp4}\n",
-     "fallwatch.yaml:3: cameras.living-room: Home Assistant reads it as cameras.living_room (- becomes _ in its "
-     "entity ids); rename one of them"),
-    ("rules:\n  window_max_s: 1.0\ncameras:\n  living:\n    rules:\n      window_min_s: 1.5\n",
-     "fallwatch.yaml:5: cameras.living.rules.window_max_s: must be more than window_min_s (this camera's rules "
-     "merged over the global rules)"),
-])
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        (
+            "camera:\n  name: hall\ncameras:\n  living: {source: a.mp4}\n",
+            "fallwatch.yaml:1: camera: not allowed together with cameras: (each camera's settings go under "
+            "cameras.<name>); remove camera:",
+        ),
+        (
+            "log: {level: INFO}\ncameras: {}\n",
+            "fallwatch.yaml:2: cameras: names no camera: give at least one (cameras: {<name>: {source: ...}}), or use "
+            "camera: for a single camera",
+        ),
+        (
+            "cameras:\n  living: {source: a.mp4}\n  Living Room: {source: b.mp4}\n",
+            "fallwatch.yaml:3: cameras.Living Room: camera name 'Living Room' is not allowed: use 1 to 32 lower-case "
+            "letters a-z, digits, _ and -, starting with a letter or digit (it becomes an MQTT topic level and a Home "
+            "Assistant id)",
+        ),
+        (
+            "cameras:\n  living:\n    source: a.mp4\n    name: lounge\n",
+            "fallwatch.yaml:4: cameras.living.name: not allowed: the key above it (living) is this camera's name; "
+            "rename the key to rename the camera",
+        ),
+        (
+            f"zones:\n  - {{kind: rest, points: {SOFA}}}\ncameras:\n  living: {{source: a.mp4}}\n",
+            "fallwatch.yaml:1: zones: zones are in the image coordinates of one camera, so with cameras: they go under "
+            "cameras.<name>.zones; move them there",
+        ),
+        (
+            "cameras:\n  living:\n    source: a.mp4\n    colour: red\n",
+            "fallwatch.yaml:4: cameras.living.colour: unknown key (known keys: source, width, height, fps, rotate, "
+            "flip, realtime, loop, reopen_max_s, min_fps, exposure_ms, analogue_gain, noise_reduction, rules, zones)",
+        ),
+        (
+            "cameras:\n  living:\n    source: a.mp4\n    fps: 500\n",
+            "fallwatch.yaml:4: cameras.living.fps: must be between 0 and 120 (more than 0)",
+        ),
+        (
+            "cameras:\n  living:\n    rules:\n      down_alert_s: 0\n",
+            "fallwatch.yaml:4: cameras.living.rules.down_alert_s: must be between 0 and 3600 (more than 0)",
+        ),
+        (
+            "cameras:\n  living:\n    rules:\n      ambianic: {confidence: 2}\n",
+            "fallwatch.yaml:4: cameras.living.rules.ambianic.confidence: must be between 0 and 1",
+        ),
+        (
+            "cameras:\n  living:\n    rules:\n      strategy: mine\n",
+            "fallwatch.yaml:4: cameras.living.rules.strategy: must be 'fallwatch' or 'ambianic'",
+        ),
+        (
+            "cameras:\n  living:\n    rules:\n      down_alert: 30\n",
+            "fallwatch.yaml:4: cameras.living.rules.down_alert: unknown key (known keys: strategy, window_min_s, "
+            "window_max_s, reference_s, fall_angle_deg, min_drop, drop_without_turn, min_hip_drop, min_descent_rate, "
+            "down_angle_deg, settle_s, settle_fraction, cooldown_s, down_alert_s, recover_s, upright_angle_deg, "
+            "min_keypoint_score, min_body_frac, track_forget_s, floor_hip_max, confirm_s, ambianic)",
+        ),
+        (
+            "cameras:\n  living:\n    zones:\n      - {kind: rest, points: [[0, 0], [1, 1]]}\n",
+            "fallwatch.yaml:4: cameras.living.zones.0.points: a zone needs at least 3 points, got 2",
+        ),
+        (
+            "cameras:\n  living:\n    source: rtsp://u:pw@192.0.2.1/s\n  hall:\n    source: rtsp://u:pw@192.0.2.1/s\n",
+            "fallwatch.yaml:5: cameras.hall.source: the same source as cameras.living: each camera needs its own",
+        ),
+        (
+            "cameras:\n  living:\n  hall:\n",
+            "fallwatch.yaml:3: cameras.hall.source: auto, like cameras.living: both would open the same first camera; "
+            "give each its source",
+        ),
+        (
+            "cameras:\n  living_room: {source: a.mp4}\n  living-room: {source: b.mp4}\n",
+            "fallwatch.yaml:3: cameras.living-room: Home Assistant reads it as cameras.living_room (- becomes _ in its "
+            "entity ids); rename one of them",
+        ),
+        (
+            "rules:\n  window_max_s: 1.0\ncameras:\n  living:\n    rules:\n      window_min_s: 1.5\n",
+            "fallwatch.yaml:5: cameras.living.rules.window_max_s: must be more than window_min_s (this camera's rules "
+            "merged over the global rules)",
+        ),
+    ],
+)
 def test_each_mistake_is_one_line_naming_file_line_and_key(tmp_path: Path, text: str, error: str) -> None:
     assert errors_of(tmp_path, text) == [error]
 
 
 def test_every_mistake_of_a_file_is_reported_in_one_run(tmp_path: Path) -> None:
-    text = (f"camera:\n  name: hall\nzones:\n  - {{kind: rest, points: {SOFA}}}\nrules:\n  window_max_s: 1.0\n"
-            "cameras:\n"
-            "  Living:\n    source: a.mp4\n"
-            "  living:\n    name: x\n    source: a.mp4\n    rules: {down_alert_s: -1, bogus: 1}\n"
-            "  bath:\n    rules: {window_min_s: 1.5}\n"
-            "mqtt:\n  port: 0\n")
+    text = (
+        f"camera:\n  name: hall\nzones:\n  - {{kind: rest, points: {SOFA}}}\nrules:\n  window_max_s: 1.0\n"
+        "cameras:\n"
+        "  Living:\n    source: a.mp4\n"
+        "  living:\n    name: x\n    source: a.mp4\n    rules: {down_alert_s: -1, bogus: 1}\n"
+        "  bath:\n    rules: {window_min_s: 1.5}\n"
+        "mqtt:\n  port: 0\n"
+    )
     errors = errors_of(tmp_path, text)
     assert [e.split(": ")[0] + ": " + e.split(": ")[1] for e in errors] == [
-        "fallwatch.yaml:1: camera", "fallwatch.yaml:3: zones", "fallwatch.yaml:8: cameras.Living",
-        "fallwatch.yaml:11: cameras.living.name", "fallwatch.yaml:12: cameras.living.source",
-        "fallwatch.yaml:13: cameras.living.rules.down_alert_s", "fallwatch.yaml:13: cameras.living.rules.bogus",
-        "fallwatch.yaml:15: cameras.bath.rules.window_max_s", "fallwatch.yaml:17: mqtt.port"]
+        "fallwatch.yaml:1: camera",
+        "fallwatch.yaml:3: zones",
+        "fallwatch.yaml:8: cameras.Living",
+        "fallwatch.yaml:11: cameras.living.name",
+        "fallwatch.yaml:12: cameras.living.source",
+        "fallwatch.yaml:13: cameras.living.rules.down_alert_s",
+        "fallwatch.yaml:13: cameras.living.rules.bogus",
+        "fallwatch.yaml:15: cameras.bath.rules.window_max_s",
+        "fallwatch.yaml:17: mqtt.port",
+    ]
 
 
 def test_a_config_built_in_code_is_refused_too() -> None:

@@ -2,6 +2,7 @@
 
 These tests catch a setting added to config/schema.py but not documented in the default file (or the reverse).
 """
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,20 @@ from fallwatch.config.loader import DEFAULT_CONFIG, parse_config
 from fallwatch.config.schema import Config
 from pydantic import BaseModel
 
-SECTIONS = ["camera", "cameras", "pose", "rules", "zones", "mqtt", "debug", "alerts", "models", "log", "events",
-            "privacy"]
+SECTIONS = [
+    "camera",
+    "cameras",
+    "pose",
+    "rules",
+    "zones",
+    "mqtt",
+    "debug",
+    "alerts",
+    "models",
+    "log",
+    "events",
+    "privacy",
+]
 # Sections the default file shows only as a commented example (they replace another one when used).
 COMMENTED_OUT = {"cameras"}
 
@@ -85,7 +98,7 @@ def commented_example(section: str) -> str:
     lines = DEFAULT_CONFIG.read_text().splitlines()
     start = lines.index(f"# {section}:")
     block = [lines[start]]
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("#  "):
             break
         block.append(line)
@@ -96,7 +109,7 @@ def test_the_commented_cameras_example_is_valid() -> None:
     from fallwatch.config.cameras import camera_setups
 
     text = DEFAULT_CONFIG.read_text()
-    camera = text[text.index("\ncamera:\n"):text.index("\n# Several cameras")]  # it replaces camera:
+    camera = text[text.index("\ncamera:\n") : text.index("\n# Several cameras")]  # it replaces camera:
     example = text.replace(camera, "\n").replace(commented_example("cameras"), "") + commented_example("cameras")
     setups = camera_setups(parse_config(example, DEFAULT_CONFIG.name))
     assert [s.name for s in setups] == ["living", "bathroom"]

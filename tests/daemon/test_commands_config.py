@@ -1,4 +1,5 @@
 """`fallwatch check-config` and `fallwatch config schema` as subprocesses: output, stderr, exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ from fallwatch.config.schema import Config
 def fallwatch(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "FALLWATCH_CONFIG"}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_check_config_prints_the_effective_default_config() -> None:
@@ -38,8 +40,9 @@ def test_check_config_uses_fallwatch_config_when_no_file_is_given(tmp_path: Path
 def test_check_config_masks_secrets_and_substitutes_environment(tmp_path: Path) -> None:
     path = tmp_path / "fallwatch.yaml"
     path.write_text("mqtt:\n  host: ${FW_TEST_BROKER}\n  username: cam\n  password: ${FW_TEST_SECRET}\n")
-    result = fallwatch("check-config", str(path),
-                       env_extra={"FW_TEST_BROKER": "broker.lan", "FW_TEST_SECRET": "correct-horse-battery"})
+    result = fallwatch(
+        "check-config", str(path), env_extra={"FW_TEST_BROKER": "broker.lan", "FW_TEST_SECRET": "correct-horse-battery"}
+    )
     assert result.returncode == 0, result.stderr
     assert "correct-horse-battery" not in result.stdout
     effective = yaml.safe_load(result.stdout)
@@ -86,8 +89,20 @@ def test_config_schema_prints_the_json_schema() -> None:
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema == json.loads(json.dumps(Config.model_json_schema()))
-    assert list(schema["properties"]) == ["camera", "cameras", "pose", "rules", "zones", "mqtt", "debug", "alerts",
-                                          "models", "log", "events", "privacy"]
+    assert list(schema["properties"]) == [
+        "camera",
+        "cameras",
+        "pose",
+        "rules",
+        "zones",
+        "mqtt",
+        "debug",
+        "alerts",
+        "models",
+        "log",
+        "events",
+        "privacy",
+    ]
     cameras = schema["properties"]["cameras"]["anyOf"][0]
     assert cameras["patternProperties"] == {r"^[a-z0-9][a-z0-9_-]{0,31}$": {"$ref": "#/$defs/CameraEntry"}}
     entry = schema["$defs"]["CameraEntry"]["properties"]
@@ -103,15 +118,20 @@ def test_check_config_refuses_an_alias_bomb_at_once_saying_why(tmp_path: Path) -
     path.write_text("\n".join(lines) + "\n")
     result = fallwatch("check-config", str(path))
     assert result.returncode == 2
-    assert result.stderr == ("bomb.yaml:2: YAML aliases (*l0) are not supported in a fallwatch configuration; "
-                             "write the value out\n")
+    assert result.stderr == (
+        "bomb.yaml:2: YAML aliases (*l0) are not supported in a fallwatch configuration; write the value out\n"
+    )
 
 
 def test_config_schema_into_a_closed_pipe_is_quiet() -> None:
     # Side door 8: `fallwatch config schema | head` ended in a BrokenPipeError traceback.
     env = {k: v for k, v in os.environ.items() if k != "FALLWATCH_CONFIG"}
-    proc = subprocess.Popen([sys.executable, "-m", "fallwatch.daemon.cli", "config", "schema"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "config", "schema"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # the reader is gone before the first write (Python takes far longer to start)
     stderr = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and stderr == "", stderr
@@ -119,8 +139,10 @@ def test_config_schema_into_a_closed_pipe_is_quiet() -> None:
 
 def test_check_config_shows_several_cameras_and_refuses_their_mistakes(tmp_path: Path) -> None:
     path = tmp_path / "fallwatch.yaml"
-    path.write_text("rules:\n  down_alert_s: 45\ncameras:\n  living:\n    source: rtsp://u:pw@192.0.2.1/s\n"
-                    "    rules: {down_alert_s: 30}\n  bathroom:\n    source: v4l2:/dev/video0\n")
+    path.write_text(
+        "rules:\n  down_alert_s: 45\ncameras:\n  living:\n    source: rtsp://u:pw@192.0.2.1/s\n"
+        "    rules: {down_alert_s: 30}\n  bathroom:\n    source: v4l2:/dev/video0\n"
+    )
     result = fallwatch("check-config", str(path))
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load(result.stdout)
@@ -131,5 +153,8 @@ def test_check_config_shows_several_cameras_and_refuses_their_mistakes(tmp_path:
     result = fallwatch("check-config", str(path))
     assert result.returncode == 2 and result.stdout == ""
     assert [line.split(": ")[0] + ": " + line.split(": ")[1] for line in result.stderr.strip().splitlines()] == [
-        "fallwatch.yaml:1: camera", "fallwatch.yaml:4: cameras.Living", "fallwatch.yaml:5: cameras.Living.name",
-        "fallwatch.yaml:6: cameras.Living.rules.down_alert_s"]
+        "fallwatch.yaml:1: camera",
+        "fallwatch.yaml:4: cameras.Living",
+        "fallwatch.yaml:5: cameras.Living.name",
+        "fallwatch.yaml:6: cameras.Living.rules.down_alert_s",
+    ]

@@ -1,4 +1,5 @@
 """`fallwatch models list|fetch|verify` as a user runs them: a real subprocess, real files, real HTTP."""
+
 from __future__ import annotations
 
 import functools
@@ -22,10 +23,14 @@ from fallwatch.pose.models import MODELS, sha256_of
 DEFAULT_NEEDS = ["ssd_mobilenet_v1", "movenet_lightning", "movenet_lightning_edgetpu"]
 
 
-def run(*args: str, env_extra: dict | None = None, home: Path | None = None,
-        config: Path | None = DEFAULT_CONFIG) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("FALLWATCH_MODEL_DIR", "FALLWATCH_CONFIG", "FALLWATCH_MODEL_BASE_URL", "STATE_DIRECTORY")}
+def run(
+    *args: str, env_extra: dict | None = None, home: Path | None = None, config: Path | None = DEFAULT_CONFIG
+) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FALLWATCH_MODEL_DIR", "FALLWATCH_CONFIG", "FALLWATCH_MODEL_BASE_URL", "STATE_DIRECTORY")
+    }
     if home is not None:
         env["HOME"] = str(home)
     env.update(env_extra or {})
@@ -111,8 +116,10 @@ def test_list_follows_the_model_dir_search_order(model_dir: Path, tmp_path: Path
     assert first(run("models", "list", config=config, home=home)) == f"model directory: {tmp_path / 'configured'}"
     env = {"FALLWATCH_MODEL_DIR": str(model_dir)}
     assert first(run("models", "list", config=config, env_extra=env)) == f"model directory: {model_dir}"
-    assert first(run("models", "list", "--model-dir", "/elsewhere", config=config, env_extra=env)) == \
-        "model directory: /elsewhere"
+    assert (
+        first(run("models", "list", "--model-dir", "/elsewhere", config=config, env_extra=env))
+        == "model directory: /elsewhere"
+    )
     default = home / ".cache" / "fallwatch" / "models"
     assert first(run("models", "list", home=home)) == f"model directory: {default}"
 
@@ -131,7 +138,8 @@ def test_verify_fails_on_a_corrupted_model(model_dir: Path, tmp_path: Path) -> N
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"blazepose_full: {models / MODELS['blazepose_full'].file} fails its sha256 check (expected "
-        f"{MODELS['blazepose_full'].sha256}); run: fallwatch models fetch blazepose_full"]
+        f"{MODELS['blazepose_full'].sha256}); run: fallwatch models fetch blazepose_full"
+    ]
     assert "movenet_lightning: ok" in result.stdout
 
 
@@ -141,7 +149,8 @@ def test_verify_names_the_fetch_command_for_a_missing_required_model(model_dir: 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"movenet_lightning: {models / MODELS['movenet_lightning'].file} is missing; "
-        "run: fallwatch models fetch movenet_lightning"]
+        "run: fallwatch models fetch movenet_lightning"
+    ]
     assert "movenet_multipose" not in result.stdout + result.stderr  # not needed, not present: not an error
     # with backend edgetpu the Edge TPU builds are required too
     tpu_only = mirror(model_dir, tmp_path / "tpu", skip=("movenet_lightning_edgetpu",))
@@ -192,8 +201,14 @@ def test_fetch_replaces_a_corrupted_model(upstream, model_dir: Path, tmp_path: P
     models.mkdir()
     target = models / MODELS["blazepose_detector"].file
     target.write_bytes(b"broken")
-    result = run("models", "fetch", "blazepose_detector", "--model-dir", str(models),
-                 env_extra={"FALLWATCH_MODEL_BASE_URL": upstream.base_url})
+    result = run(
+        "models",
+        "fetch",
+        "blazepose_detector",
+        "--model-dir",
+        str(models),
+        env_extra={"FALLWATCH_MODEL_BASE_URL": upstream.base_url},
+    )
     assert result.returncode == 0, result.stderr
     assert "fails its sha256 check; downloading it again" in result.stderr
     assert sha256_of(target) == MODELS["blazepose_detector"].sha256
@@ -205,8 +220,14 @@ def test_fetch_offline_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     models = tmp_path / "models"
-    result = run("models", "fetch", "movenet_thunder", "--model-dir", str(models),
-                 env_extra={"FALLWATCH_MODEL_BASE_URL": f"http://127.0.0.1:{port}"})
+    result = run(
+        "models",
+        "fetch",
+        "movenet_thunder",
+        "--model-dir",
+        str(models),
+        env_extra={"FALLWATCH_MODEL_BASE_URL": f"http://127.0.0.1:{port}"},
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download movenet_thunder from http://127.0.0.1:")
@@ -218,8 +239,14 @@ def test_fetch_unpinned_model_warns_with_its_sha256(upstream, tmp_path: Path) ->
     upstream_file = upstream.root / "movenet_single_pose_thunder_ptq.tflite"
     upstream_file.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"thunder stand-in" * 64)
     models = tmp_path / "models"
-    result = run("models", "fetch", "movenet_thunder", "--model-dir", str(models),
-                 env_extra={"FALLWATCH_MODEL_BASE_URL": upstream.base_url})
+    result = run(
+        "models",
+        "fetch",
+        "movenet_thunder",
+        "--model-dir",
+        str(models),
+        env_extra={"FALLWATCH_MODEL_BASE_URL": upstream.base_url},
+    )
     assert result.returncode == 0, result.stderr
     digest = sha256_of(upstream_file)
     assert "warning: movenet_thunder is UNPINNED" in result.stderr and digest in result.stderr

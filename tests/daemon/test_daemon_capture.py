@@ -1,4 +1,5 @@
 """Capture: real video decoding and pacing, the newest-frame slot, reopen with backoff, bad frames skipped."""
+
 from __future__ import annotations
 
 import itertools
@@ -68,8 +69,7 @@ def test_realtime_file_runs_at_its_own_fps(clips: Path, clip: str) -> None:
     frames = [f for f in frames if f is not None]
     # Paced: no frame is handed out before its media time has passed on the wall clock (played as fast as
     # possible, the frame at 1 s would come after some 30 ms of decoding).
-    early = [(f.frame_no, round(f.t, 3), round(f.captured - started, 3)) for f in frames
-             if f.captured - started < f.t]
+    early = [(f.frame_no, round(f.t, 3), round(f.captured - started, 3)) for f in frames if f.captured - started < f.t]
     assert not early, f"frames ahead of their media time (frame, t, wall): {early}"
     # Media time starts at 0 and advances at the file's rate.
     assert frames[0].t == pytest.approx(0.0, abs=1 / fps)
@@ -142,8 +142,7 @@ def test_slow_consumer_gets_newest_frame_and_drops_are_counted(clips: Path) -> N
     gaps = [b.frame_no - a.frame_no for a, b in itertools.pairwise(frames)]
     assert min(gaps) >= 3, f"old frames were queued instead of dropped: {gaps}"
     # The frame handed out is the newest read when it was asked for (or newer), never a backlog.
-    assert all(f.frame_no >= n for f, n in zip(frames[1:], newest, strict=True)), ([f.frame_no for f in frames],
-                                                                                  newest)
+    assert all(f.frame_no >= n for f, n in zip(frames[1:], newest, strict=True)), ([f.frame_no for f in frames], newest)
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:
@@ -195,8 +194,13 @@ class ScriptedSource(Source):
 
 def test_malformed_frames_are_skipped_and_counted() -> None:
     good = np.full((48, 64, 3), 7, np.uint8)
-    bad = [np.zeros((48, 64, 3), np.float32), np.zeros((48, 64, 2), np.uint8), np.zeros((0, 64, 3), np.uint8),
-           np.zeros((4, 4, 3), np.uint8), "not an array"]
+    bad = [
+        np.zeros((48, 64, 3), np.float32),
+        np.zeros((48, 64, 2), np.uint8),
+        np.zeros((0, 64, 3), np.uint8),
+        np.zeros((4, 4, 3), np.uint8),
+        "not an array",
+    ]
     source = ScriptedSource(bad + [good])
     capture = Capture(source, realtime=True).start()
     try:
@@ -218,8 +222,11 @@ def test_camera_that_fails_to_open_is_retried_with_capped_backoff(caplog: pytest
     finally:
         capture.stop()
     assert frame is not None and source.opens == 5 and capture.reopens == 4
-    delays = [float(r.getMessage().split("retrying in ")[1].split("s")[0]) for r in caplog.records
-              if "retrying in" in r.getMessage()]
+    delays = [
+        float(r.getMessage().split("retrying in ")[1].split("s")[0])
+        for r in caplog.records
+        if "retrying in" in r.getMessage()
+    ]
     assert delays == [0.05, 0.1, 0.2, 0.2], "backoff doubles up to reopen_max_s"
 
 
@@ -277,8 +284,7 @@ def test_transform_rotates_clockwise_after_flipping() -> None:
 
 
 def test_rotation_applies_to_delivered_frames(clips: Path) -> None:
-    capture = open_capture(CameraConfig(source=str(clips / CLIP_30FPS), realtime=False, rotate=90,
-                                        flip="horizontal"))
+    capture = open_capture(CameraConfig(source=str(clips / CLIP_30FPS), realtime=False, rotate=90, flip="horizontal"))
     try:
         frame = capture.get(5)
     finally:
@@ -401,8 +407,11 @@ def test_picamera2_code_path_with_a_stand_in_module(monkeypatch: pytest.MonkeyPa
         capture.stop()
     picam = FakePicamera2.instances[-1]
     # 12 fps, and in the dark the frames may stretch to 1/10 s (min_fps' default), no longer
-    assert picam.config == {"main": {"size": (320, 240), "format": "RGB888"},
-                            "controls": {"FrameDurationLimits": (83333, 100000)}, "buffer_count": 4}
+    assert picam.config == {
+        "main": {"size": (320, 240), "format": "RGB888"},
+        "controls": {"FrameDurationLimits": (83333, 100000)},
+        "buffer_count": 4,
+    }
     assert frame is not None and frame.image.shape == (240, 320, 3)
     assert frame.image[0, 0].tolist() == [0, 0, 200], "BGR from picamera2 becomes RGB"
     assert picam.closed and not picam.started
@@ -416,16 +425,21 @@ def test_picamera2_gets_the_night_exposure_limits(monkeypatch: pytest.MonkeyPatc
     module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "picamera2", module)
     FakePicamera2.instances.clear()
-    cam = CameraConfig(source="picamera2", fps=15, min_fps=8, exposure_ms=60, analogue_gain=6,
-                       noise_reduction="high_quality")
+    cam = CameraConfig(
+        source="picamera2", fps=15, min_fps=8, exposure_ms=60, analogue_gain=6, noise_reduction="high_quality"
+    )
     source = make_source(cam)
     source.open()
     try:
         controls = FakePicamera2.instances[-1].config["controls"]
     finally:
         source.close()
-    assert controls == {"FrameDurationLimits": (66667, 125000), "ExposureTime": 60000, "AnalogueGain": 6.0,
-                        "NoiseReductionMode": 2}
+    assert controls == {
+        "FrameDurationLimits": (66667, 125000),
+        "ExposureTime": 60000,
+        "AnalogueGain": 6.0,
+        "NoiseReductionMode": 2,
+    }
     # min_fps at or above fps keeps the frame rate fixed
     assert srcmod.picamera2_controls(CameraConfig(fps=15, min_fps=30)) == {"FrameDurationLimits": (66667, 66667)}
 
@@ -441,8 +455,9 @@ def test_night_camera_settings_are_validated() -> None:
         CameraConfig(noise_reduction="max")
 
 
-def test_picamera2_without_a_camera_is_retried(monkeypatch: pytest.MonkeyPatch,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_picamera2_without_a_camera_is_retried(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import sys
     import types
 
@@ -462,8 +477,9 @@ def test_picamera2_without_a_camera_is_retried(monkeypatch: pytest.MonkeyPatch,
     assert any("picamera2 sees no camera attached" in r.getMessage() for r in caplog.records)
 
 
-def test_network_stream_that_goes_away_is_reopened_when_it_returns(tmp_path: Path, clips: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_network_stream_that_goes_away_is_reopened_when_it_returns(
+    tmp_path: Path, clips: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A real HTTP stream through OpenCV's FFmpeg: frames, then the server vanishes, then it is back."""
     import functools
     import threading
@@ -482,8 +498,9 @@ def test_network_stream_that_goes_away_is_reopened_when_it_returns(tmp_path: Pat
     server = serve()
     port = server.server_address[1]
     caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture")
-    capture = Capture(make_source(CameraConfig(), f"http://127.0.0.1:{port}/cam.mp4"), reopen_min_s=0.1,
-                      reopen_max_s=0.3).start()
+    capture = Capture(
+        make_source(CameraConfig(), f"http://127.0.0.1:{port}/cam.mp4"), reopen_min_s=0.1, reopen_max_s=0.3
+    ).start()
     try:
         # (Served as a file, the stream ends every ~170 frames and is reopened: a camera that keeps dropping out.)
         first = drain(capture, 1.5)
@@ -515,8 +532,11 @@ def test_network_stream_that_goes_away_is_reopened_when_it_returns(tmp_path: Pat
 def test_v4l2_discovery_skips_pi_codecs_isps_and_metadata_nodes(tmp_path: Path) -> None:
     dev, sysfs = tmp_path / "dev", tmp_path / "sys"
     nodes = {  # a Pi 4 with a USB webcam: its capture node, its metadata node, and the VideoCore's helpers
-        "video10": ("bcm2835-codec-decode", 0), "video11": ("bcm2835-codec-encode", 0),
-        "video13": ("bcm2835-isp", 0), "video19": ("rpivid", 0), "video2": ("HD Pro Webcam C920", 0),
+        "video10": ("bcm2835-codec-decode", 0),
+        "video11": ("bcm2835-codec-encode", 0),
+        "video13": ("bcm2835-isp", 0),
+        "video19": ("rpivid", 0),
+        "video2": ("HD Pro Webcam C920", 0),
         "video3": ("HD Pro Webcam C920", 1),
     }
     dev.mkdir()
@@ -569,8 +589,9 @@ def test_camera_delivering_only_malformed_frames_is_reported(caplog: pytest.LogC
     assert "scripted" in warnings[0] and "(48, 64, 2)" in warnings[0]
 
 
-def test_looping_file_that_disappears_fails_with_one_clear_line(tmp_path: Path, clips: Path,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_looping_file_that_disappears_fails_with_one_clear_line(
+    tmp_path: Path, clips: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Rewinding reopens the file by name; when it has gone (replaced, unmounted) that used to escape as a
     # "capture thread failed" traceback. It is the source's one-line error and a failed capture.
     clip = tmp_path / "clip.mp4"
@@ -591,7 +612,8 @@ def test_looping_file_that_disappears_fails_with_one_clear_line(tmp_path: Path, 
 
 
 def test_looping_folder_without_one_decodable_image_fails_instead_of_spinning(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # With loop: true, a folder whose images all fail to decode was replayed forever at full speed, a warning
     # per image per pass: a busy CPU and a flooded journal. A pass without a single frame ends the source.
     folder = tmp_path / "frames"
@@ -620,13 +642,35 @@ def test_realtime_file_with_a_time_stamp_jump_does_not_stall(tmp_path: Path) -> 
     if not ffmpeg:
         pytest.skip("ffmpeg is not installed")
     clip = tmp_path / "gap.mp4"
-    subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
-                    "-frames:v", "20", "-vf", "setpts='PTS+if(gte(N,10),100/TB,0)'", "-fps_mode", "passthrough",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True, timeout=60)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10",
+            "-frames:v",
+            "20",
+            "-vf",
+            "setpts='PTS+if(gte(N,10),100/TB,0)'",
+            "-fps_mode",
+            "passthrough",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(clip),
+        ],
+        check=True,
+        timeout=60,
+    )
     t0 = time.monotonic()
     capture = open_capture(CameraConfig(source=str(clip), realtime=True))
     try:
-        frames = drain(capture, 30)   # a stall would wait for the jumped time (100 s)
+        frames = drain(capture, 30)  # a stall would wait for the jumped time (100 s)
     finally:
         capture.stop()
     # every frame read came out (taken, or dropped for a newer one when this thread was slow: realtime)
@@ -635,8 +679,9 @@ def test_realtime_file_with_a_time_stamp_jump_does_not_stall(tmp_path: Path) -> 
     after = [f for f in frames if f.frame_no >= 10]
     assert before and after, [f.frame_no for f in frames]
     a, b = before[-1], after[0]
-    assert b.t - a.t == pytest.approx(100 + 0.1 * (b.frame_no - a.frame_no), abs=0.05), \
+    assert b.t - a.t == pytest.approx(100 + 0.1 * (b.frame_no - a.frame_no), abs=0.05), (
         "media time keeps the file's jump"
+    )
     # still paced at the file's rate before the jump: no frame before its media time (0.1 s a frame)
     assert all(f.captured - t0 >= f.t for f in before), [(f.t, f.captured - t0) for f in before]
 
@@ -652,12 +697,17 @@ def _huge_png(path: Path, side: int) -> None:
     packer = zlib.compressobj(9)
     row = b"\x00" + bytes(side * 3)
     idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
-def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled(tmp_path: Path,
-                                                                                 images_dir: Path) -> None:
+def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled(
+    tmp_path: Path, images_dir: Path
+) -> None:
     # Side door 6: one 12000x12000 PNG in an image folder took the daemon to 990 MB. Now its header is read first
     # and it is skipped with one warning; a too-large JPEG is decoded at a reduced scale instead. The folder is
     # read in a child process, so its peak memory can be measured.
@@ -680,7 +730,8 @@ def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled
         "src = ImageFolderSource(sys.argv[1], 10); src.open()\n"
         "for _ in range(3):\n"
         "    got = src.read()\n"
-        "    print(None if got is None else got[0].shape)\n")
+        "    print(None if got is None else got[0].shape)\n"
+    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=60)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -688,8 +739,10 @@ def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled
     person = cv2.imread(str(images_dir / "person.jpg")).shape
     assert result.stdout.split("\n")[:3] == ["None", "(2400, 3200, 3)", str(person)]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
-    assert warnings == [f"WARNING {folder / '00_huge.png'}: 12000x12000 is larger than the limit of 16.8 megapixels; "
-                        f"skipped (scale it down first)"]
+    assert warnings == [
+        f"WARNING {folder / '00_huge.png'}: 12000x12000 is larger than the limit of 16.8 megapixels; "
+        f"skipped (scale it down first)"
+    ]
     # decoding the PNG alone would take 432 MB; the 6400x4800 JPEG 92 MB at full size
     if before < 300 * 1024:  # an earlier child may already have set the high-water mark
         assert peak_mb < 300, f"peak RSS {peak_mb:.0f} MB"
@@ -708,8 +761,9 @@ def _damaged_copy(clips: Path, tmp_path: Path, start: float, end: float) -> Path
     return path
 
 
-def test_a_damaged_video_says_so_and_one_with_no_frame_fails(clips: Path, tmp_path: Path,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_a_damaged_video_says_so_and_one_with_no_frame_fails(
+    clips: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Side door 7: damage mid-file ended the source as a clean EOF (91 of 178 frames, no word), and a file with no
     # decodable frame ended as "eof" after 0 frames (the daemon exited 0). Now the damage is skipped and said,
     # and a file that gives no frame fails.

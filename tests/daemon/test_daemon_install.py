@@ -2,6 +2,7 @@
 pins, the argument handling (every case here stops before the root check: nothing is installed), shellcheck.
 
 The installer itself is proven on emulated arm64 trixie and bookworm by `make pi-test` (tests/pi/pi_test.sh)."""
+
 from __future__ import annotations
 
 import re
@@ -21,13 +22,15 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 def lib(call: str) -> subprocess.CompletedProcess[str]:
     """Run one function of install-lib.sh in a fresh bash."""
-    return subprocess.run(["bash", "-c", f'set -euo pipefail; . "$0"; {call}', str(LIB)],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; . "$0"; {call}', str(LIB)], capture_output=True, text=True, timeout=30
+    )
 
 
 def install(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["bash", str(INSTALL), *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
 
 
 # -- numpy: keep the system's major version ---------------------------------------------------------------------
@@ -100,20 +103,25 @@ def test_a_sha256_the_user_checked_completes_the_pair() -> None:
     assert lines[1].split()[3] == "ab" * 32
 
 
-@pytest.mark.parametrize("arch, pytag, reason", [
-    ("x86_64", "cp311", "pinned for x86_64"),
-    ("armv7l", "cp311", "pinned for armv7l"),
-    ("aarch64", "cp310", "no tflite_runtime 2.17.1 build for Python 3.10"),
-    ("aarch64", "cp314", "no tflite_runtime 2.17.1 build for Python 3.14"),
-])
+@pytest.mark.parametrize(
+    "arch, pytag, reason",
+    [
+        ("x86_64", "cp311", "pinned for x86_64"),
+        ("armv7l", "cp311", "pinned for armv7l"),
+        ("aarch64", "cp310", "no tflite_runtime 2.17.1 build for Python 3.10"),
+        ("aarch64", "cp314", "no tflite_runtime 2.17.1 build for Python 3.14"),
+    ],
+)
 def test_no_matched_pair_means_the_cpu_path_in_one_line(arch: str, pytag: str, reason: str) -> None:
     lines = plan(arch, pytag)
     assert len(lines) == 1 and lines[0].startswith("cpu ") and reason in lines[0], lines
 
 
 def test_published_sha256_values_are_well_formed_and_unknown_files_have_none() -> None:
-    for name in ("libedgetpu1-max_16.0tf2.17.1-1.bookworm_arm64.deb",
-                 "tflite_runtime-2.17.1-cp312-cp312-linux_aarch64.whl"):
+    for name in (
+        "libedgetpu1-max_16.0tf2.17.1-1.bookworm_arm64.deb",
+        "tflite_runtime-2.17.1-cp312-cp312-linux_aarch64.whl",
+    ):
         result = lib(f"published_sha256 {name}")
         assert result.returncode == 0 and SHA256.match(result.stdout.strip()), name
     assert lib("published_sha256 libedgetpu1-std_16.0_arm64.deb").returncode == 1
@@ -134,14 +142,17 @@ def test_help_names_the_modes() -> None:
         assert option in result.stdout, option
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bogus"], "unknown option --bogus"),
-    (["--models-from"], "--models-from needs a directory"),
-    (["--models-from", "/nonexistent/models"], "--models-from /nonexistent/models: no such directory"),
-    (["--source", "/nonexistent/src"], "--source /nonexistent/src: no such directory"),
-    (["--coral-sha256", "x.whl=1234"], "--coral-sha256 x.whl=1234: expected FILE=SHA256"),
-    (["--coral-sha256"], "--coral-sha256 needs FILE=SHA256"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus"], "unknown option --bogus"),
+        (["--models-from"], "--models-from needs a directory"),
+        (["--models-from", "/nonexistent/models"], "--models-from /nonexistent/models: no such directory"),
+        (["--source", "/nonexistent/src"], "--source /nonexistent/src: no such directory"),
+        (["--coral-sha256", "x.whl=1234"], "--coral-sha256 x.whl=1234: expected FILE=SHA256"),
+        (["--coral-sha256"], "--coral-sha256 needs FILE=SHA256"),
+    ],
+)
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     result = install(*args)
     assert result.returncode == 2, result
@@ -161,10 +172,11 @@ def test_the_no_systemd_mode_installs_the_unit_and_stops_before_any_systemctl() 
     leave = lines.index("exit 0", guard)
     commands = [n for n, line in enumerate(lines) if line.startswith("systemctl ")]
     assert commands and all(n > leave for n in commands if n > unit), commands
-    mosquitto = lines.index("systemctl enable --now mosquitto.service >/dev/null || die \"could not enable and start "
-                            "mosquitto.service\"")
+    mosquitto = lines.index(
+        'systemctl enable --now mosquitto.service >/dev/null || die "could not enable and start mosquitto.service"'
+    )
     assert lines[mosquitto - 1] == 'if [ "$SYSTEMD" -eq 1 ]; then'
-    assert 'if [ -d /run/systemd/system ]; then SYSTEMD=1; else' in lines  # automatic where systemd does not run
+    assert "if [ -d /run/systemd/system ]; then SYSTEMD=1; else" in lines  # automatic where systemd does not run
 
 
 def test_pi_test_rejects_unknown_arguments_before_needing_root() -> None:
@@ -177,6 +189,7 @@ def test_shellcheck_clean(script: Path) -> None:
     tool = shutil.which("shellcheck")
     if not tool:
         pytest.skip("shellcheck is not installed")
-    result = subprocess.run([tool, "-x", "-S", "info", str(script)], capture_output=True, text=True, cwd=REPO,
-                            timeout=60)
+    result = subprocess.run(
+        [tool, "-x", "-S", "info", str(script)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert result.returncode == 0, result.stdout

@@ -1,5 +1,6 @@
 """Inference slower than the camera: the daemon works on the newest frame, drops the rest, latency stays one
 inference."""
+
 from __future__ import annotations
 
 import threading
@@ -27,7 +28,7 @@ class GatedCamera(Source):
     bgr = False
 
     def __init__(self) -> None:
-        self.allowed = threading.Semaphore(1)   # the first frame
+        self.allowed = threading.Semaphore(1)  # the first frame
         self.n = 0
 
     def open(self) -> None:
@@ -50,7 +51,7 @@ class SlowEngine:
         self.camera = camera
         self.capture: Optional[Capture] = None
         self.seen: list[int] = []
-        self.newest_when_taken: list[int] = []   # frames the capture had delivered when this one was processed
+        self.newest_when_taken: list[int] = []  # frames the capture had delivered when this one was processed
 
     def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
         assert self.capture is not None
@@ -78,7 +79,7 @@ def test_slow_inference_drops_old_frames_and_keeps_latency_at_one_inference() ->
     finally:
         daemon.request_stop()
         for _ in range(PER_INFERENCE):
-            camera.allowed.release()   # a read waiting for its turn ends now
+            camera.allowed.release()  # a read waiting for its turn ends now
         thread.join(10)
     seen = engine.seen[:ROUNDS]
     # Each inference took the newest frame, never one queued behind it: latency stays one inference.

@@ -1,4 +1,5 @@
 """sd_notify against a real unix datagram socket: READY, STATUS, WATCHDOG, and no WATCHDOG while inference hangs."""
+
 from __future__ import annotations
 
 import logging
@@ -66,7 +67,7 @@ class NotifySocket:
 
     def count_after(self, text: str, mark: str) -> int:
         received = [msg for _, msg in list(self.messages)]
-        return sum(text in msg for msg in received[received.index(mark) + 1:])
+        return sum(text in msg for msg in received[received.index(mark) + 1 :])
 
     def close(self) -> None:
         self._stop.set()
@@ -114,8 +115,10 @@ def test_without_systemd_everything_is_a_no_op() -> None:
 
 def test_watchdog_settings_from_environment() -> None:
     assert Notifier(env={"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "30000000"}).watchdog_s == 30.0
-    assert Notifier(env={"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "400000",
-                         "WATCHDOG_PID": str(os.getpid())}).watchdog_s == 0.4
+    assert (
+        Notifier(env={"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "400000", "WATCHDOG_PID": str(os.getpid())}).watchdog_s
+        == 0.4
+    )
     # The watchdog was meant for another process (e.g. a parent shell script).
     assert Notifier(env={"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"}).watchdog_s is None
     assert Notifier(env={"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "junk"}).watchdog_s is None
@@ -129,8 +132,9 @@ def test_send_failure_is_logged_once_not_raised(tmp_path: Path, caplog: pytest.L
     assert sum("sd_notify" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_a_receiver_that_does_not_read_cannot_block_the_pipeline(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_receiver_that_does_not_read_cannot_block_the_pipeline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # A unix datagram socket queues only net.unix.max_dgram_qlen messages (10 by default); past that a blocking
     # sendto waits until the receiver reads. The pipeline thread sends STATUS=, so a busy or wedged PID 1 used
     # to freeze detection itself. Sends now give up after a bounded wait.
@@ -139,8 +143,7 @@ def test_a_receiver_that_does_not_read_cannot_block_the_pipeline(tmp_path: Path,
     receiver.bind(path)
     notifier = Notifier(env={"NOTIFY_SOCKET": path})
     results: list[bool] = []
-    sender = threading.Thread(target=lambda: results.extend(notifier.status(f"n {i}") for i in range(14)),
-                              daemon=True)
+    sender = threading.Thread(target=lambda: results.extend(notifier.status(f"n {i}") for i in range(14)), daemon=True)
     try:
         with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.notify"):
             sender.start()
@@ -155,8 +158,9 @@ def test_a_receiver_that_does_not_read_cannot_block_the_pipeline(tmp_path: Path,
         notifier.close()
 
 
-def test_systemd_python_path_when_installed(notify_socket: NotifySocket, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_systemd_python_path_when_installed(
+    notify_socket: NotifySocket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("systemd.daemon")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     notifier = Notifier()
@@ -223,8 +227,9 @@ def start_daemon(socket_path: str, watchdog_usec: int) -> tuple[Daemon, threadin
     return daemon, thread, engine, checks
 
 
-def test_ready_status_and_watchdog_stop_when_inference_stalls(notify_socket: NotifySocket, tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_ready_status_and_watchdog_stop_when_inference_stalls(
+    notify_socket: NotifySocket, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="fallwatch.daemon.notify")
     daemon, thread, engine, checks = start_daemon(str(tmp_path / "notify.sock"), watchdog_usec=400_000)
     try:
@@ -251,7 +256,7 @@ def test_ready_status_and_watchdog_stop_when_inference_stalls(notify_socket: Not
         engine.release.set()
         released = notify_socket.mark()
         assert wait_until(lambda: notify_socket.count_after("WATCHDOG=1", released) >= 1, 30)
-        assert wait_until(lambda: "watchdog pings resume" in caplog.text, 30)   # logged just after the ping
+        assert wait_until(lambda: "watchdog pings resume" in caplog.text, 30)  # logged just after the ping
     finally:
         engine.release.set()
         daemon.request_stop()
@@ -286,8 +291,7 @@ def test_camera_outage_is_not_a_hang(notify_socket: NotifySocket, tmp_path: Path
         camera.down.set()
         assert wait_until(lambda: capture.state == "reopening" and capture.reopens >= 2, 30)
         reopening = notify_socket.mark()
-        assert wait_until(lambda: notify_socket.count_after("WATCHDOG=1", reopening) >= 3, 30), \
-            notify_socket.messages
+        assert wait_until(lambda: notify_socket.count_after("WATCHDOG=1", reopening) >= 3, 30), notify_socket.messages
         assert capture.state == "reopening", "the camera stayed unplugged all along"
     finally:
         daemon.request_stop()

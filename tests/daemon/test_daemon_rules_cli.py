@@ -1,4 +1,5 @@
 """`fallwatch detect / replay / eval` end to end: real video decoding, real tflite inference, real rules."""
+
 from __future__ import annotations
 
 import itertools
@@ -12,15 +13,33 @@ import pytest
 from fallwatch.daemon.pipeline import VideoFrames, iter_video_frames
 
 REPO = Path(__file__).resolve().parents[2]
-EVENT_KEYS = {"event", "id", "source", "t", "frame", "ts", "track", "confidence", "spine_angle_deg",
-              "angle_change_deg", "descent_rate", "box"}
+EVENT_KEYS = {
+    "event",
+    "id",
+    "source",
+    "t",
+    "frame",
+    "ts",
+    "track",
+    "confidence",
+    "spine_angle_deg",
+    "angle_change_deg",
+    "descent_rate",
+    "box",
+}
 
 
 def fallwatch(model_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
     env.pop("FALLWATCH_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +60,19 @@ def test_eval_gmdcsa24_videos_meets_the_targets(model_dir: Path, gmdcsa: Path) -
     assert (summary["adl"], summary["adl_false_alarm_clips"], summary["false_alarms"]) == (5, 0, 0)
     assert summary["median_delay_s"] <= 1.5
     assert summary["strategy"] == "fallwatch" and summary["footage_s"] > 60
-    for key in ("clips", "falls", "caught", "sensitivity", "adl", "adl_false_alarm_clips", "specificity",
-                "false_alarms", "footage_s", "false_alarms_per_hour", "median_delay_s"):
+    for key in (
+        "clips",
+        "falls",
+        "caught",
+        "sensitivity",
+        "adl",
+        "adl_false_alarm_clips",
+        "specificity",
+        "false_alarms",
+        "footage_s",
+        "false_alarms_per_hour",
+        "median_delay_s",
+    ):
         assert key in summary
 
 
@@ -56,8 +86,9 @@ def test_eval_gmdcsa24_ambianic_baseline_side_by_side(model_dir: Path, gmdcsa: P
     assert theirs["errors"] == 0 and theirs["footage_s"] > 60
 
 
-def test_detect_json_prints_only_json_events_and_record_replays_to_the_same(model_dir: Path, gmdcsa: Path,
-                                                                            tmp_path: Path) -> None:
+def test_detect_json_prints_only_json_events_and_record_replays_to_the_same(
+    model_dir: Path, gmdcsa: Path, tmp_path: Path
+) -> None:
     clip = gmdcsa / "Subject 2" / "Fall" / "13.mp4"
     rec = tmp_path / "rec.jsonl"
     r = fallwatch(model_dir, "--log-level", "INFO", "detect", str(clip), "--json", "--record", str(rec))
@@ -80,8 +111,9 @@ def test_detect_json_prints_only_json_events_and_record_replays_to_the_same(mode
 def test_detect_human_output_and_bad_files(model_dir: Path, gmdcsa: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00not a video" * 100)
-    r = fallwatch(model_dir, "detect", str(gmdcsa / "Subject 1" / "Fall" / "15.mp4"), str(tmp_path / "none.mp4"),
-                  str(broken))
+    r = fallwatch(
+        model_dir, "detect", str(gmdcsa / "Subject 1" / "Fall" / "15.mp4"), str(tmp_path / "none.mp4"), str(broken)
+    )
     assert r.returncode == 1
     assert "15.mp4: fall at t=" in r.stdout
     errors = [line for line in r.stderr.splitlines() if line.startswith("fallwatch detect:")]
@@ -112,8 +144,9 @@ def test_eval_recordings_needs_no_models_and_runs_both_strategies(tmp_path: Path
     # The whole incident: clips marked down_expected are scored for person_down too (3 s clips: none yet).
     clips = json.loads(manifest.read_text())["clips"][:2]
     lie = tmp_path / "lie.json"
-    lie.write_text(json.dumps({"clips": [{**c, "path": str(manifest.parent / c["path"]), "down_expected": True}
-                                         for c in clips]}))
+    lie.write_text(
+        json.dumps({"clips": [{**c, "path": str(manifest.parent / c["path"]), "down_expected": True} for c in clips]})
+    )
     r = fallwatch(tmp_path / "no-models-here", "eval", str(lie), "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.splitlines()[-1])
@@ -147,7 +180,10 @@ def test_record_paths_for_several_videos(tmp_path: Path) -> None:
 
     assert _record_paths(["a/13.mp4"], str(tmp_path / "r.jsonl")) == [tmp_path / "r.jsonl"]
     assert _record_paths(["a/13.mp4", "b/13.mp4", "c.mp4"], str(tmp_path)) == [
-        tmp_path / "13.jsonl", tmp_path / "13-2.jsonl", tmp_path / "c.jsonl"]
+        tmp_path / "13.jsonl",
+        tmp_path / "13-2.jsonl",
+        tmp_path / "c.jsonl",
+    ]
     assert _record_paths(["a.mp4", "b.mp4"], str(tmp_path / "not-a-dir.jsonl")) is None
 
 

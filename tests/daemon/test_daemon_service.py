@@ -1,4 +1,5 @@
 """`fallwatch run` as a real process on real clips: signals, reload, failing sources, clean ends, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
 FALL_CLIP = "Subject 1/Fall/15.mp4"  # 640x480 30 fps, a side fall from a chair
 ADL_CLIP = "Subject 2/ADL/23.mp4"
 
@@ -51,7 +53,10 @@ class Run:
         self.messages: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(self.config_file), *args],
-            stdout=open(self.out_file, "wb"), stderr=open(self.log_file, "wb"), env=env)
+            stdout=open(self.out_file, "wb"),
+            stderr=open(self.log_file, "wb"),
+            env=env,
+        )
 
     def write_config(self, config: dict | str) -> None:
         text = config if isinstance(config, str) else yaml.safe_dump(config)
@@ -118,8 +123,12 @@ def run_daemon(tmp_path: Path, model_dir: Path):
 
 
 def base_config(source: str, tmp_path: Path, **camera) -> dict:
-    return {"camera": {"source": source, **camera}, "mqtt": {"enabled": False},
-            "debug": {"enabled": True, "bind": f"127.0.0.1:{free_port()}"}, "log": {"level": "INFO"}}
+    return {
+        "camera": {"source": source, **camera},
+        "mqtt": {"enabled": False},
+        "debug": {"enabled": True, "bind": f"127.0.0.1:{free_port()}"},
+        "log": {"level": "INFO"},
+    }
 
 
 def get_json(bind: str, path: str) -> tuple[int, dict]:
@@ -147,11 +156,16 @@ def test_signal_stops_within_2s_with_exit_0(run_daemon, data_dir: Path, tmp_path
     assert "stopped after" in run.log
 
 
-def test_sigterm_with_mqtt_connected_stops_within_2s(run_daemon, data_dir: Path, tmp_path: Path,
-                                                     mosquitto) -> None:
+def test_sigterm_with_mqtt_connected_stops_within_2s(run_daemon, data_dir: Path, tmp_path: Path, mosquitto) -> None:
     cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
-    cfg["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": mosquitto.port, "device_id": "daemontest",
-                   "state_dir": str(tmp_path / "state"), "heartbeat_s": 1}
+    cfg["mqtt"] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": mosquitto.port,
+        "device_id": "daemontest",
+        "state_dir": str(tmp_path / "state"),
+        "heartbeat_s": 1,
+    }
     run = run_daemon(cfg)
     run.wait_notify("READY=1")
     bind = cfg["debug"]["bind"]
@@ -201,8 +215,9 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     run.write_config("a: &a [*a]\n")
     run.proc.send_signal(signal.SIGHUP)
     run.wait_log(r"fallwatch\.yaml:1: YAML aliases \(\*a\) are not supported")
-    bomb = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]"
-                                                         for i in range(1, 9)]
+    bomb = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)
+    ]
     run.write_config("\n".join(bomb) + "\n")
     run.proc.send_signal(signal.SIGHUP)
     run.wait_log(r"fallwatch\.yaml:2: YAML aliases \(\*l0\) are not supported")
@@ -218,8 +233,9 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     run.proc.send_signal(signal.SIGHUP)
     run.wait_log(r"SIGHUP: reloading", count=5)
     frames = get_json(bind, "/api/stats")[1]["frames"]
-    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 10, 30, step=0.1), \
+    assert wait_until(lambda: get_json(bind, "/api/stats")[1]["frames"] > frames + 10, 30, step=0.1), (
         "detection waited for the reload"
+    )
     assert get_json(bind, "/healthz")[0] == 200
     cfg["rules"] = {"fall_angle_deg": after + 5}
     with open(run.config_file, "w") as writer:
@@ -245,8 +261,7 @@ def test_failing_source_is_retried_and_daemon_keeps_running(run_daemon, tmp_path
     assert rc == 0 and took < 2.0
 
 
-def test_image_folder_runs_to_the_end_counting_corrupt_frames(run_daemon, tmp_path: Path,
-                                                              images_dir: Path) -> None:
+def test_image_folder_runs_to_the_end_counting_corrupt_frames(run_daemon, tmp_path: Path, images_dir: Path) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, name in enumerate(["person.jpg", "fall_img_1.png", "squat.bmp"]):
@@ -259,8 +274,9 @@ def test_image_folder_runs_to_the_end_counting_corrupt_frames(run_daemon, tmp_pa
 
 
 def test_fall_clip_logs_the_event(run_daemon, data_dir: Path, tmp_path: Path) -> None:
-    run = run_daemon(base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path, realtime=False,
-                                 name="livingroom"))
+    run = run_daemon(
+        base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path, realtime=False, name="livingroom")
+    )
     assert run.proc.wait(120) == 0, run.log[-2000:]
     lines = [line for line in run.log.splitlines() if "event fall: " in line]
     assert lines, run.log[-3000:]
@@ -277,15 +293,17 @@ def test_no_camera_is_one_clear_line(run_daemon, tmp_path: Path) -> None:
     run = run_daemon(base_config("auto", tmp_path), notify=False)
     rc = run.proc.wait(30)
     lines = run.log.strip().splitlines()
-    assert rc != 0 and lines == ["fallwatch: no camera found (no Pi camera, no /dev/video*); set camera.source or "
-                                 "use --source FILE"], run.log
+    assert rc != 0 and lines == [
+        "fallwatch: no camera found (no Pi camera, no /dev/video*); set camera.source or use --source FILE"
+    ], run.log
 
 
 def test_missing_model_names_the_file_and_the_fetch_command(run_daemon, data_dir: Path, tmp_path: Path) -> None:
     empty = tmp_path / "no-models"
     empty.mkdir()
-    run = run_daemon(base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path), "--model-dir", str(empty),
-                     notify=False)
+    run = run_daemon(
+        base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path), "--model-dir", str(empty), notify=False
+    )
     rc = run.proc.wait(30)
     lines = run.log.strip().splitlines()
     assert rc != 0 and len(lines) == 1, run.log
@@ -300,8 +318,9 @@ def test_invalid_config_exits_2_with_every_error(run_daemon, tmp_path: Path) -> 
     assert len(lines) == 2 and all(line.startswith("fallwatch.yaml:") for line in lines), run.log
 
 
-def test_fall_clip_reaches_the_broker_with_snapshot_and_state(run_daemon, data_dir: Path, tmp_path: Path,
-                                                              mosquitto) -> None:
+def test_fall_clip_reaches_the_broker_with_snapshot_and_state(
+    run_daemon, data_dir: Path, tmp_path: Path, mosquitto
+) -> None:
     """The whole path on a real clip: capture -> pose -> rules -> outbox -> a real mosquitto."""
     import paho.mqtt.client as mqtt
 
@@ -313,9 +332,15 @@ def test_fall_clip_reaches_the_broker_with_snapshot_and_state(run_daemon, data_d
     client.loop_start()
     try:
         cfg = base_config(str(data_dir / "gmdcsa24-dev" / FALL_CLIP), tmp_path, realtime=False, name="hall")
-        cfg["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": mosquitto.port, "device_id": "daemontest",
-                       "state_dir": str(tmp_path / "state"), "snapshots": True,
-                       "homeassistant": {"enabled": False}}
+        cfg["mqtt"] = {
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": mosquitto.port,
+            "device_id": "daemontest",
+            "state_dir": str(tmp_path / "state"),
+            "snapshots": True,
+            "homeassistant": {"enabled": False},
+        }
         run = run_daemon(cfg)
         assert run.proc.wait(120) == 0, run.log[-2000:]
         wait_until(lambda: any(t.endswith("/event/snapshot") for t, _, _ in received), 10)
@@ -334,16 +359,23 @@ def test_fall_clip_reaches_the_broker_with_snapshot_and_state(run_daemon, data_d
     assert availability[-1] == b"offline", "a clean stop says offline"
 
 
-def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(run_daemon, data_dir: Path, tmp_path: Path,
-                                                              mosquitto) -> None:
+def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(
+    run_daemon, data_dir: Path, tmp_path: Path, mosquitto
+) -> None:
     cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
     run = run_daemon(cfg)
     run.wait_notify("READY=1")
     bind = cfg["debug"]["bind"]
     assert get_json(bind, "/api/stats")[1]["mqtt"]["connected"] is False
 
-    cfg["mqtt"] = {"enabled": True, "host": "127.0.0.1", "port": mosquitto.port, "device_id": "reloadtest",
-                   "state_dir": str(tmp_path / "state"), "homeassistant": {"enabled": False}}
+    cfg["mqtt"] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": mosquitto.port,
+        "device_id": "reloadtest",
+        "state_dir": str(tmp_path / "state"),
+        "homeassistant": {"enabled": False},
+    }
     run.write_config(cfg)
     run.proc.send_signal(signal.SIGHUP)
     run.wait_log(r"mqtt enabled by the new configuration")
@@ -369,13 +401,19 @@ def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(run_daemon, data_di
 
 
 @pytest.mark.parametrize("clip", [FALL_CLIP, "Subject 2/Fall/12.mp4"])
-def test_daemon_and_detect_agree_to_the_last_event(run_daemon, data_dir: Path, tmp_path: Path, model_dir: Path,
-                                                   clip: str) -> None:
+def test_daemon_and_detect_agree_to_the_last_event(
+    run_daemon, data_dir: Path, tmp_path: Path, model_dir: Path, clip: str
+) -> None:
     """`fallwatch run` on a file (realtime: false) and `fallwatch detect` see the same frames at the same times."""
     path = data_dir / "gmdcsa24-dev" / clip
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
-    detect = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "detect", "--json", str(path)],
-                            capture_output=True, text=True, env=env, timeout=120)
+    detect = subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "detect", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert detect.returncode == 0, detect.stderr[-2000:]
     run = run_daemon(base_config(str(path), tmp_path, realtime=False))
     assert run.proc.wait(120) == 0, run.log[-2000:]
@@ -384,15 +422,19 @@ def test_daemon_and_detect_agree_to_the_last_event(run_daemon, data_dir: Path, t
         return e["event"], e["t"], e["frame"], e["track"], e["spine_angle_deg"]
 
     expected = [key(json.loads(line)) for line in detect.stdout.splitlines() if line.strip()]
-    got = [key(json.loads(line.split(": ", 1)[1].split(": ", 1)[1])) for line in run.log.splitlines()
-           if re.search(r"fallwatch\.daemon\.service: event \w+: ", line)]
+    got = [
+        key(json.loads(line.split(": ", 1)[1].split(": ", 1)[1]))
+        for line in run.log.splitlines()
+        if re.search(r"fallwatch\.daemon\.service: event \w+: ", line)
+    ]
     assert expected, "the clip is a fall"
     assert got == expected
 
 
 @pytest.mark.parametrize("secret", ["", "\n"])
-def test_unusable_debug_password_file_leaves_detection_running(run_daemon, tmp_path: Path, images_dir: Path,
-                                                               secret: str) -> None:
+def test_unusable_debug_password_file_leaves_detection_running(
+    run_daemon, tmp_path: Path, images_dir: Path, secret: str
+) -> None:
     # An empty password file made DebugServer.start raise ValueError, which the daemon did not expect: it died
     # with a traceback. The debug page is optional; fall detection must carry on without it.
     folder = tmp_path / "frames"
@@ -471,8 +513,9 @@ def in_nanosleep(pid: int) -> bool:
 def test_sigterm_while_the_main_thread_is_stuck_in_c_code_still_exits_in_time(tmp_path: Path) -> None:
     # Python runs a signal handler only when the main thread gets back to bytecode; the stop deadline used to be
     # armed by that handler, so a C call of 8 s meant ~10 s to exit. The wake-up fd arms it at once.
-    proc = subprocess.Popen([sys.executable, "-c", STUCK_IN_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_IN_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert wait_until(lambda: in_nanosleep(proc.pid), 10), "the main thread did not get into the C call"
@@ -487,8 +530,9 @@ def test_sigterm_while_the_main_thread_is_stuck_in_c_code_still_exits_in_time(tm
     assert rc == 0 and took < 2.5, (rc, took)
 
 
-def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(data_dir: Path, images_dir: Path,
-                                                                            model_dir: Path) -> None:
+def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(
+    data_dir: Path, images_dir: Path, model_dir: Path
+) -> None:
     # The room state follows the rules' open incidents: a fallen person who drops out of view (behind the bed)
     # keeps the alarm, however long, instead of it lapsing; someone else standing in view, away from where they
     # lay, is not their recovery (only they, seen getting up there, are: tests/rules/test_rules_floor.py).
@@ -533,11 +577,17 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(data_d
             raise EndOfStream()
 
     states: list[str] = []
-    cfg = Config.model_validate({"camera": {"realtime": False}, "mqtt": {"enabled": False},
-                                 "debug": {"enabled": False},
-                                 "rules": {"down_alert_s": 2, "track_forget_s": 1, "recover_s": 2}})
-    daemon = Daemon(cfg, engine=make_engine(cfg, str(model_dir)),
-                    capture=Capture(FallEmptyThenStanding(), realtime=False))
+    cfg = Config.model_validate(
+        {
+            "camera": {"realtime": False},
+            "mqtt": {"enabled": False},
+            "debug": {"enabled": False},
+            "rules": {"down_alert_s": 2, "track_forget_s": 1, "recover_s": 2},
+        }
+    )
+    daemon = Daemon(
+        cfg, engine=make_engine(cfg, str(model_dir)), capture=Capture(FallEmptyThenStanding(), realtime=False)
+    )
     assert daemon.run() == 0
     kinds = [e["event"] for e in daemon.hub.recent_events()]
     assert kinds[:2] == ["fall", "person_down"], kinds
@@ -546,8 +596,7 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(data_d
     assert daemon.state == "person_down" and daemon.published_state["state"] == "person_down"
 
 
-def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, model_dir: Path,
-                                                           tmp_path: Path) -> None:
+def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, model_dir: Path, tmp_path: Path) -> None:
     # SIGHUP with new thresholds of the same strategy applies them in place: the fallen person's incident
     # (and so the alarm and the coming person_down) survives the reload.
     import cv2
@@ -591,8 +640,12 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     from fallwatch.config.loader import load_config
 
     cfg = load_config(config_file)
-    daemon = Daemon(cfg, config_path=config_file, engine=make_engine(cfg, str(model_dir)),
-                    capture=Capture(FallThenLying(), realtime=False))
+    daemon = Daemon(
+        cfg,
+        config_path=config_file,
+        engine=make_engine(cfg, str(model_dir)),
+        capture=Capture(FallThenLying(), realtime=False),
+    )
     assert daemon.run() == 0
     assert daemon.camera.pipeline.rules.s.fall_angle_deg == 65  # the reload was applied ...
     kinds = [e["event"] for e in daemon.hub.recent_events()]

@@ -1,4 +1,5 @@
 """Every key of the pose: and rules: sections reaches the settings objects pose and rules take."""
+
 from __future__ import annotations
 
 from fallwatch.config.loader import parse_config
@@ -44,10 +45,14 @@ def test_every_config_key_has_a_home() -> None:
 def test_zones_reach_the_rules_and_the_pose_engine() -> None:
     from fallwatch.rules.zones import Zone
 
-    cfg = parse_config("zones:\n"
-                       "  - {name: bed, kind: rest, points: [[0.5, 0.5], [1, 0.5], [1, 1]]}\n"
-                       "  - {name: tv, kind: ignore, points: [[0, 0], [0.2, 0], [0.2, 0.2], [0, 0.2]]}\n")
-    assert rule_settings(cfg).zones == (Zone("rest", ((0.5, 0.5), (1.0, 0.5), (1.0, 1.0)), "bed"),
-                                        Zone("ignore", ((0.0, 0.0), (0.2, 0.0), (0.2, 0.2), (0.0, 0.2)), "tv"))
+    cfg = parse_config(
+        "zones:\n"
+        "  - {name: bed, kind: rest, points: [[0.5, 0.5], [1, 0.5], [1, 1]]}\n"
+        "  - {name: tv, kind: ignore, points: [[0, 0], [0.2, 0], [0.2, 0.2], [0, 0.2]]}\n"
+    )
+    assert rule_settings(cfg).zones == (
+        Zone("rest", ((0.5, 0.5), (1.0, 0.5), (1.0, 1.0)), "bed"),
+        Zone("ignore", ((0.0, 0.0), (0.2, 0.0), (0.2, 0.2), (0.0, 0.2)), "tv"),
+    )
     assert pose_settings(cfg).ignore_zones == (((0.0, 0.0), (0.2, 0.0), (0.2, 0.2), (0.0, 0.2)),)
     assert pose_settings(parse_config("")).ignore_zones == () and rule_settings(parse_config("")).zones == ()

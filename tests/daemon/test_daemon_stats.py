@@ -1,4 +1,5 @@
 """The Snapshot's views: /api/stats JSON, the heartbeat, systemd's STATUS= line and Prometheus /metrics."""
+
 from __future__ import annotations
 
 import math
@@ -8,16 +9,39 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 def snapshot(**kw) -> Snapshot:
-    cam = CameraStats("hall", source="/dev/video0", capture="running", fps=9.5, frames=120, persons=1,
-                      state="fall", stage_ms={"pose": 40.0}, dropped_frames=3, corrupt_frames=1, events=2)
-    return Snapshot(version="1.2.3", cameras={"hall": cam}, backend="cpu", ready=True, uptime_s=12.5,
-                    mqtt=MqttStats(enabled=True, connected=True, events_sent=2, events_queued=1), **kw)
+    cam = CameraStats(
+        "hall",
+        source="/dev/video0",
+        capture="running",
+        fps=9.5,
+        frames=120,
+        persons=1,
+        state="fall",
+        stage_ms={"pose": 40.0},
+        dropped_frames=3,
+        corrupt_frames=1,
+        events=2,
+    )
+    return Snapshot(
+        version="1.2.3",
+        cameras={"hall": cam},
+        backend="cpu",
+        ready=True,
+        uptime_s=12.5,
+        mqtt=MqttStats(enabled=True, connected=True, events_sent=2, events_queued=1),
+        **kw,
+    )
 
 
 def test_json_keeps_the_flat_keys_of_the_one_camera_and_adds_cameras() -> None:
     data = snapshot(settings={"rules": {"fall_angle_deg": 45}}).to_json()
     assert (data["camera_name"], data["camera"], data["fps"], data["frames"], data["state"]) == (
-        "hall", "running", 9.5, 120, "fall")
+        "hall",
+        "running",
+        9.5,
+        120,
+        "fall",
+    )
     assert data["events"] == {"sent": 2, "queued": 1, "recent": 0, "raised": 2}
     assert data["mqtt"]["connected"] is True and data["rules"] == {"fall_angle_deg": 45}
     assert data["cameras"]["hall"]["dropped_frames"] == 3 and "healthy" not in data

@@ -1,5 +1,6 @@
 """The systemd unit passes `systemd-analyze verify` and rates <= 4.5 in `systemd-analyze security`; install.sh
 parses."""
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,7 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
     assert s["ProtectSystem"] == ["strict"]
     # The camera, the Pi's DMA heaps / VideoCore, and the Coral (USB and PCIe) stay reachable.
     allowed = " ".join(s["DeviceAllow"])
-    for device in ("char-video4linux", "char-media", "char-dma_heap", "/dev/vchiq", "char-usb_device",
-                   "/dev/apex_0"):
+    for device in ("char-video4linux", "char-media", "char-dma_heap", "/dev/vchiq", "char-usb_device", "/dev/apex_0"):
         assert device in allowed, device
 
 
@@ -76,8 +76,9 @@ def test_systemd_analyze_verify_only_complains_about_the_missing_binary() -> Non
 
 def test_systemd_analyze_security_rates_ok() -> None:
     tool = analyze()
-    result = subprocess.run([tool, "security", "--offline=yes", "--no-pager", str(UNIT)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [tool, "security", "--offline=yes", "--no-pager", str(UNIT)], capture_output=True, text=True, timeout=60
+    )
     out = result.stdout + result.stderr
     if "offline" in out and ("unrecognized option" in out or "Unknown option" in out):
         pytest.skip("this systemd-analyze has no --offline")
@@ -95,8 +96,16 @@ def test_install_script_parses_and_is_guarded() -> None:
     text = INSTALL.read_text()
     # The promises of the issue, checked in the text: picamera2 from apt, a venv that sees it, the systemd extra,
     # models under /var/lib/fallwatch, an edited config never overwritten, the unit enabled.
-    for needle in ("python3-picamera2", "--system-site-packages", "[systemd]", "/var/lib/fallwatch",
-                   "models fetch", "fallwatch.yaml.dist", "systemctl enable fallwatch.service", "set -euo pipefail"):
+    for needle in (
+        "python3-picamera2",
+        "--system-site-packages",
+        "[systemd]",
+        "/var/lib/fallwatch",
+        "models fetch",
+        "fallwatch.yaml.dist",
+        "systemctl enable fallwatch.service",
+        "set -euo pipefail",
+    ):
         assert needle in text, needle
     # Not root: refuses with one clear line before touching anything.
     if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
@@ -117,10 +126,10 @@ def test_install_script_shellcheck_clean() -> None:
 def test_install_script_reports_failures_instead_of_skipping_them() -> None:
     # Under `set -e` a failure on the left of `&&` is ignored: `systemctl restart fallwatch && say started`
     # went on to print "done" (exit 0) after a service that did not start. Shown here, then checked in the text.
-    demo = subprocess.run(["bash", "-c", "set -euo pipefail; false && echo started; echo done"],
-                          capture_output=True, text=True)
+    demo = subprocess.run(
+        ["bash", "-c", "set -euo pipefail; false && echo started; echo done"], capture_output=True, text=True
+    )
     assert demo.returncode == 0 and demo.stdout == "done\n"
     for n, line in enumerate(INSTALL.read_text().splitlines(), 1):
         if not line.lstrip().startswith("#"):
             assert "&& say" not in line, f"install.sh:{n}: a failure here would pass unnoticed: {line.strip()}"
-

@@ -1,4 +1,5 @@
 """FrameScheduler: several captures, one consumer; fair round-robin, bounded, drops counted (fake sources)."""
+
 from __future__ import annotations
 
 import queue
@@ -92,8 +93,9 @@ def captures() -> Iterator[list[Capture]]:
         capture.stop()
 
 
-def scheduled(scheduler: FrameScheduler, started: list[Capture], name: str, source: Source,
-              **options: object) -> Capture:
+def scheduled(
+    scheduler: FrameScheduler, started: list[Capture], name: str, source: Source, **options: object
+) -> Capture:
     capture = scheduler.add(name, Capture(source, **options))  # type: ignore[arg-type]
     started.append(capture.start())
     return capture

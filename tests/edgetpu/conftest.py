@@ -1,4 +1,5 @@
 """The Edge TPU tests: a fake libedgetpu.so.1 compiled for the run, and model directories for it."""
+
 import sys
 from pathlib import Path
 

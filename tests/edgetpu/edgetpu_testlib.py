@@ -1,6 +1,7 @@
 """The fake libedgetpu.so.1 (tests/edgetpu/fake_edgetpu.c, compiled with `cc` during the run) and model directories
 whose ``*_edgetpu.tflite`` files are copies of CPU models, so the fake's do-nothing delegate leaves them to the
 CPU kernels."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,8 +19,9 @@ def build_fake_edgetpu(out_dir: Path) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc")
     assert cc, "no C compiler: apt-get install gcc libc6-dev (.ci/run does this)"
     out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(out_dir / "libedgetpu.so.1"), str(FAKE_SOURCE), "-lpthread"],
-                   check=True)
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-o", str(out_dir / "libedgetpu.so.1"), str(FAKE_SOURCE), "-lpthread"], check=True
+    )
     return out_dir
 
 
@@ -53,7 +55,7 @@ def _invert_weights(model: Path, data: bytearray, tensors: int = 3) -> None:
             continue
         at = source.find(raw) if len(raw) > 1000 else -1
         if at > 0 and source.find(raw, at + 1) < 0:
-            data[at:at + len(raw)] = bytes(255 - v for v in raw)
+            data[at : at + len(raw)] = bytes(255 - v for v in raw)
             done += 1
             if done == tensors:
                 return

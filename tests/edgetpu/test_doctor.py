@@ -1,5 +1,6 @@
 """`fallwatch doctor`: a real broker (anonymous and with a password), an unreachable port, fake sysfs trees with a
 Coral on USB 2 and USB 3, the fake libedgetpu segfaulting in the probe, a busy debug port, and the JSON output."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,12 @@ def _free_port() -> int:
 
 
 def _config(tmp_path: Path, clip: Path, **sections) -> str:
-    cfg = {"camera": {"source": str(clip)}, "mqtt": {"enabled": False},
-           "debug": {"bind": f"127.0.0.1:{_free_port()}"}, **sections}
+    cfg = {
+        "camera": {"source": str(clip)},
+        "mqtt": {"enabled": False},
+        "debug": {"bind": f"127.0.0.1:{_free_port()}"},
+        **sections,
+    }
     path = tmp_path / "fallwatch.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -87,8 +92,10 @@ def test_library_versions_and_whether_they_match(tmp_path: Path) -> None:
     assert edgetpu_stack.stack_matches(None, "tflite_runtime", "2.17.1") is None
     # the package as dpkg reports it, through a stand-in dpkg-query
     fake = tmp_path / "dpkg-query"
-    fake.write_text('#!/bin/sh\nfor a; do p="$a"; done\n'
-                    '[ "$p" = libedgetpu1-max ] && { printf "install ok installed|16.0"; exit 0; }\nexit 1\n')
+    fake.write_text(
+        '#!/bin/sh\nfor a; do p="$a"; done\n'
+        '[ "$p" = libedgetpu1-max ] && { printf "install ok installed|16.0"; exit 0; }\nexit 1\n'
+    )
     fake.chmod(0o755)
     package = edgetpu_stack.library_package([str(fake)])
     assert package == ("libedgetpu1-max", "16.0")
@@ -121,13 +128,16 @@ def test_unreachable_broker_fails_fast_with_one_clear_line(tmp_path: Path, clip:
     elapsed = time.monotonic() - t0
     mqtt = _by_name(checks)["mqtt"]
     assert mqtt.status == "fail"
-    assert mqtt.line() == (f"fail  mqtt: cannot reach the broker at 127.0.0.1:{port}: Connection refused "
-                           "[fix: start the broker or correct mqtt.host/mqtt.port]")
+    assert mqtt.line() == (
+        f"fail  mqtt: cannot reach the broker at 127.0.0.1:{port}: Connection refused "
+        "[fix: start the broker or correct mqtt.host/mqtt.port]"
+    )
     assert elapsed < doctor.MQTT_TIMEOUT_S * 4  # bounded: nothing waits past its timeout
 
 
-def test_segfaulting_tpu_is_reported_and_doctor_survives(fake_tpu, tpu_models: Path, tmp_path: Path,
-                                                         clip: Path) -> None:
+def test_segfaulting_tpu_is_reported_and_doctor_survives(
+    fake_tpu, tpu_models: Path, tmp_path: Path, clip: Path
+) -> None:
     fake_tpu("segv")
     checks = _by_name(run_checks(_config(tmp_path, clip), str(tpu_models)))
     probe = checks["edgetpu probe"]
@@ -135,9 +145,9 @@ def test_segfaulting_tpu_is_reported_and_doctor_survives(fake_tpu, tpu_models: P
     assert "crashed: " in probe.line() and "the Edge TPU delegate crashed (SIGSEGV)" in probe.detail
     assert probe.fix == edgetpu_stack.FIX
     assert checks["edgetpu library"].status == "warn"  # found, but its build cannot be told
-    forced = _by_name(run_checks(_config(tmp_path, clip, pose={"backend": "edgetpu",
-                                                                "estimator": "blazepose_full"}),
-                                 str(tpu_models)))
+    forced = _by_name(
+        run_checks(_config(tmp_path, clip, pose={"backend": "edgetpu", "estimator": "blazepose_full"}), str(tpu_models))
+    )
     assert forced["edgetpu probe"].status == "fail"
 
 
@@ -173,8 +183,9 @@ def test_cameras_and_models(tmp_path: Path, clip: Path, model_dir: Path, no_tpu)
     (v4l / "name").write_text("USB Camera\n")
     (v4l / "index").write_text("0\n")
     env = Environment(sysfs=sysfs, dev=dev)
-    checks = _by_name(run_checks(_config(tmp_path, clip, camera={"source": "v4l2:" + str(dev / "video0")}),
-                                 str(model_dir), env))
+    checks = _by_name(
+        run_checks(_config(tmp_path, clip, camera={"source": "v4l2:" + str(dev / "video0")}), str(model_dir), env)
+    )
     assert checks["camera"].status == "ok" and str(dev / "video0") in checks["camera"].detail
     assert checks["models"].status == "ok" and "ssd_mobilenet_v1 ok" in checks["models"].detail
     missing = _by_name(run_checks(_config(tmp_path, tmp_path / "no-such.mp4"), str(tmp_path), env))
@@ -192,8 +203,9 @@ def test_bad_config_is_a_fail_line_and_the_rest_still_runs(tmp_path: Path, no_tp
     assert len(checks) == 13 and _by_name(checks)["models"].status in ("ok", "fail")
 
 
-def test_cli_json_shape_exit_code_and_bounded_time(fake_edgetpu_dir: Path, tpu_models: Path, tmp_path: Path,
-                                                   clip: Path) -> None:
+def test_cli_json_shape_exit_code_and_bounded_time(
+    fake_edgetpu_dir: Path, tpu_models: Path, tmp_path: Path, clip: Path
+) -> None:
     config = _config(tmp_path, clip, mqtt={"host": "127.0.0.1", "port": _free_port()})
     env = dict(os.environ, LD_LIBRARY_PATH=str(fake_edgetpu_dir), FAKE_EDGETPU="hang")
     cmd = [sys.executable, "-m", "fallwatch.daemon.cli", "doctor", "--config", config, "--model-dir", str(tpu_models)]
@@ -208,8 +220,21 @@ def test_cli_json_shape_exit_code_and_bounded_time(fake_edgetpu_dir: Path, tpu_m
     assert all(set(c) == {"status", "name", "detail", "fix"} for c in report["checks"])
     assert all(c["status"] in ("ok", "warn", "fail") for c in report["checks"])
     names = [c["name"] for c in report["checks"]]
-    assert names == ["os", "python", "config", "runtime ai_edge_litert", "runtime tflite_runtime", "edgetpu library",
-                     "coral usb", "edgetpu crash marker", "edgetpu probe", "camera", "models", "mqtt", "debug bind"]
+    assert names == [
+        "os",
+        "python",
+        "config",
+        "runtime ai_edge_litert",
+        "runtime tflite_runtime",
+        "edgetpu library",
+        "coral usb",
+        "edgetpu crash marker",
+        "edgetpu probe",
+        "camera",
+        "models",
+        "mqtt",
+        "debug bind",
+    ]
     assert report["summary"]["fail"] == sum(c["status"] == "fail" for c in report["checks"]) >= 1
     probe = next(c for c in report["checks"] if c["name"] == "edgetpu probe")
     assert probe["detail"].startswith("hung: ") and "no answer in 2 s" in probe["detail"]
@@ -224,20 +249,54 @@ def _openssl(*args: str, cwd: Path) -> None:
     assert result.returncode == 0, f"openssl {' '.join(args)}: {result.stderr}"
 
 
-def test_tls_broker_with_the_right_ca_and_an_unknown_one(mosquitto_factory, tmp_path: Path, clip: Path,
-                                                         no_tpu) -> None:
+def test_tls_broker_with_the_right_ca_and_an_unknown_one(mosquitto_factory, tmp_path: Path, clip: Path, no_tpu) -> None:
     pki = tmp_path / "pki"
     pki.mkdir()
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=doctor CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", cwd=pki)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=doctor CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+        cwd=pki,
+    )
     _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=pki)
     (pki / "server.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "2", "-extfile", "server.cnf", cwd=pki)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.cnf",
+        cwd=pki,
+    )
     port = _free_port()
-    mosquitto_factory(f"listener {port} 127.0.0.1\ncafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\n"
-                      f"keyfile {pki / 'server.key'}\nallow_anonymous true\n", port).start()
+    mosquitto_factory(
+        f"listener {port} 127.0.0.1\ncafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\n"
+        f"keyfile {pki / 'server.key'}\nallow_anonymous true\n",
+        port,
+    ).start()
     mqtt = {"host": "127.0.0.1", "port": port, "tls": {"enabled": True, "ca_certs": str(pki / "ca.crt")}}
     ok = _by_name(run_checks(_config(tmp_path, clip, mqtt=mqtt)))["mqtt"]
     assert ok.status == "ok" and ok.detail == f"connected to 127.0.0.1:{port} (TLS)"

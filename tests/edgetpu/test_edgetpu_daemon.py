@@ -1,6 +1,7 @@
 """Whole commands with the fake libedgetpu.so.1: `fallwatch detect` survives a delegate that segfaults, and a
 TPU that crashes the daemon mid-run does not crash-loop it (the next start runs on the CPU and says why, in the
 log, /api/stats and the MQTT heartbeat)."""
+
 from __future__ import annotations
 
 import http.client
@@ -30,19 +31,31 @@ def free_port() -> int:
 
 
 def _env(fake_dir: Path, mode: str, state: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, LD_LIBRARY_PATH=str(fake_dir), FAKE_EDGETPU=mode, STATE_DIRECTORY=str(state),
-               PYTHONUNBUFFERED="1", **extra)
+    env = dict(
+        os.environ,
+        LD_LIBRARY_PATH=str(fake_dir),
+        FAKE_EDGETPU=mode,
+        STATE_DIRECTORY=str(state),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "FALLWATCH_CONFIG"):
         env.pop(var, None)
     return env
 
 
-def test_detect_survives_a_segfaulting_delegate(fake_edgetpu_dir: Path, tpu_models: Path, data_dir: Path,
-                                                tmp_path: Path) -> None:
+def test_detect_survives_a_segfaulting_delegate(
+    fake_edgetpu_dir: Path, tpu_models: Path, data_dir: Path, tmp_path: Path
+) -> None:
     clip = data_dir / "gmdcsa24-dev" / FALL_CLIP
-    proc = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "detect", str(clip), "--json",
-                           "--model-dir", str(tpu_models)], capture_output=True, text=True, timeout=300,
-                          env=_env(fake_edgetpu_dir, "segv", tmp_path / "state"), stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "detect", str(clip), "--json", "--model-dir", str(tpu_models)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(fake_edgetpu_dir, "segv", tmp_path / "state"),
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     assert any(e["event"] == "fall" for e in events), proc.stdout
@@ -55,16 +68,28 @@ class Run:
 
     def __init__(self, tmp_path: Path, models: Path, clip: Path, env: dict[str, str], mqtt_port: int = 0):
         self.port = free_port()
-        cfg = {"camera": {"name": "tpu", "source": str(clip), "loop": True, "realtime": True},
-               "mqtt": {"enabled": bool(mqtt_port), "host": "127.0.0.1", "port": mqtt_port or 1883,
-                        "device_id": "tputest", "heartbeat_s": 1},
-               "debug": {"enabled": True, "bind": f"127.0.0.1:{self.port}"}, "log": {"level": "INFO"}}
+        cfg = {
+            "camera": {"name": "tpu", "source": str(clip), "loop": True, "realtime": True},
+            "mqtt": {
+                "enabled": bool(mqtt_port),
+                "host": "127.0.0.1",
+                "port": mqtt_port or 1883,
+                "device_id": "tputest",
+                "heartbeat_s": 1,
+            },
+            "debug": {"enabled": True, "bind": f"127.0.0.1:{self.port}"},
+            "log": {"level": "INFO"},
+        }
         config = tmp_path / f"fallwatch-{self.port}.yaml"
         config.write_text(yaml.safe_dump(cfg))
         self.log_path = tmp_path / f"daemon-{self.port}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config),
-                                      "--model-dir", str(models)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log_path, "wb"), env=env, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--model-dir", str(models)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "wb"),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
 
     @property
     def log(self) -> str:
@@ -101,8 +126,9 @@ class Run:
         return self.proc.returncode
 
 
-def test_a_tpu_crash_mid_run_does_not_crash_loop(fake_edgetpu_dir: Path, tpu_models: Path, data_dir: Path,
-                                                 tmp_path: Path, mosquitto) -> None:
+def test_a_tpu_crash_mid_run_does_not_crash_loop(
+    fake_edgetpu_dir: Path, tpu_models: Path, data_dir: Path, tmp_path: Path, mosquitto
+) -> None:
     clip = data_dir / "gmdcsa24-dev" / FALL_CLIP
     state, crash = tmp_path / "state", tmp_path / "crash-now"
     env = _env(fake_edgetpu_dir, "ok", state, FAKE_EDGETPU_CRASH_WHEN=str(crash))

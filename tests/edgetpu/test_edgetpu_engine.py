@@ -1,5 +1,6 @@
 """The pose engine with a misbehaving Edge TPU stack (the fake libedgetpu.so.1, reached through the runtime's real
 load_delegate): the isolated probe turns each failure into the CPU backend with one line naming cause and fix."""
+
 from __future__ import annotations
 
 import csv
@@ -32,20 +33,25 @@ def _one_warning(caplog: pytest.LogCaptureFixture) -> str:
     return warnings[0]
 
 
-@pytest.mark.parametrize("mode, cause, fix", [
-    ("segv", "the Edge TPU delegate crashed (SIGSEGV)", FIX),
-    ("null", "no Edge TPU answered on device 'usb'", "check that the Coral is plugged in"),
-    ("hang", "the Edge TPU delegate hung (no answer in 2 s)", FIX),
-])
-def test_failing_delegate_ends_on_the_cpu_with_the_reason(mode: str, cause: str, fix: str, fake_tpu, tpu_models: Path,
-                                                         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "mode, cause, fix",
+    [
+        ("segv", "the Edge TPU delegate crashed (SIGSEGV)", FIX),
+        ("null", "no Edge TPU answered on device 'usb'", "check that the Coral is plugged in"),
+        ("hang", "the Edge TPU delegate hung (no answer in 2 s)", FIX),
+    ],
+)
+def test_failing_delegate_ends_on_the_cpu_with_the_reason(
+    mode: str, cause: str, fix: str, fake_tpu, tpu_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     calls = fake_tpu(mode)
     # a short timeout only where the hang is the point: on a busy machine the child's imports alone take seconds
     engine = _engine(tpu_models, tmp_path / "state", caplog, edgetpu_probe_timeout_s=2 if mode == "hang" else 60)
     assert engine.backend == "cpu"
     assert engine.detector_model.backend == engine.estimator_model.backend == "cpu"
-    assert engine.probe is not None and engine.probe.outcome == {"segv": "crashed", "null": "failed",
-                                                                 "hang": "hung"}[mode]
+    assert (
+        engine.probe is not None and engine.probe.outcome == {"segv": "crashed", "null": "failed", "hang": "hung"}[mode]
+    )
     line = _one_warning(caplog)
     assert line == engine.backend_reason
     assert line.startswith("libedgetpu (version unknown) with LiteRT ")  # the stack, as far as it is known
@@ -56,20 +62,24 @@ def test_failing_delegate_ends_on_the_cpu_with_the_reason(mode: str, cause: str,
     assert not list((tmp_path / "state").glob("*"))  # no marker: the TPU was never used
 
 
-def test_disagreeing_tpu_ends_on_the_cpu(fake_tpu, wrong_tpu_models: Path, tmp_path: Path,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_disagreeing_tpu_ends_on_the_cpu(
+    fake_tpu, wrong_tpu_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_tpu("ok")
     engine = _engine(wrong_tpu_models, tmp_path / "state", caplog)
     assert engine.backend == "cpu" and engine.probe.outcome == "disagreed"
     line = _one_warning(caplog)
     # compared with the CPU SSD the engine would run (not the TPU build's registered twin): by the boxes
-    assert ("the Edge TPU's answers disagree with the CPU's: ssd_mobilenet_v1_edgetpu a detection (score "
-            in line and "has no partner with IoU >= 0.5" in line)
+    assert (
+        "the Edge TPU's answers disagree with the CPU's: ssd_mobilenet_v1_edgetpu a detection (score " in line
+        and "has no partner with IoU >= 0.5" in line
+    )
     assert FIX in line
 
 
-def test_working_tpu_is_used_and_marked_while_in_use(fake_tpu, tpu_models: Path, tmp_path: Path, images_dir: Path,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_working_tpu_is_used_and_marked_while_in_use(
+    fake_tpu, tpu_models: Path, tmp_path: Path, images_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     calls = fake_tpu("ok")
     engine = _engine(tpu_models, tmp_path / "state", caplog)
     assert engine.backend == "edgetpu", engine.backend_reason
@@ -89,8 +99,9 @@ def test_working_tpu_is_used_and_marked_while_in_use(fake_tpu, tpu_models: Path,
     assert not markers[0].exists()
 
 
-def test_leftover_marker_keeps_the_next_start_on_the_cpu(fake_tpu, tpu_models: Path, tmp_path: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_leftover_marker_keeps_the_next_start_on_the_cpu(
+    fake_tpu, tpu_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_tpu("ok")
     state = tmp_path / "state"
     first = _engine(tpu_models, state, caplog)
@@ -124,8 +135,9 @@ def test_forced_edgetpu_refuses_with_the_one_line(fake_tpu, tpu_models: Path, tm
     assert "crashed (SIGSEGV)" in msg and FIX in msg
 
 
-def test_cpu_paths_start_no_child(fake_tpu, tpu_models: Path, monkeypatch: pytest.MonkeyPatch,
-                                  tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_cpu_paths_start_no_child(
+    fake_tpu, tpu_models: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def no_probe(*args, **kwargs):
         raise AssertionError("the probe ran")
 
@@ -140,8 +152,9 @@ def test_cpu_paths_start_no_child(fake_tpu, tpu_models: Path, monkeypatch: pytes
 
 def _coral_reference(path: Path) -> np.ndarray:
     rows = list(csv.DictReader(path.open()))
-    return np.array([[float(r["keypoint_y"]), float(r["keypoint_x"]), float(r["keypoint_score"])]
-                     for r in rows], np.float32).reshape(1, 1, 17, 3)
+    return np.array(
+        [[float(r["keypoint_y"]), float(r["keypoint_x"]), float(r["keypoint_score"])] for r in rows], np.float32
+    ).reshape(1, 1, 17, 3)
 
 
 def test_compare_accepts_a_real_edge_tpu_and_rejects_wrong_keypoints(model_dir: Path) -> None:
@@ -192,19 +205,21 @@ def test_probe_input_is_a_person_movenet_sees(model_dir: Path) -> None:
     assert keypoints[0, 0] < keypoints[11, 0] < keypoints[15, 0]  # nose above hip above ankle
 
 
-def test_edgetpu_models_prefer_the_matched_runtime(fake_tpu, tpu_models: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_edgetpu_models_prefer_the_matched_runtime(
+    fake_tpu, tpu_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     # A tflite_runtime 2.17.1 as `install.sh --with-coral` installs it (here: LiteRT's classes under that name,
     # with its package metadata), visible to this process and to the probe's child.
     site = tmp_path / "site"
     (site / "tflite_runtime").mkdir(parents=True)
     (site / "tflite_runtime" / "__init__.py").write_text("")
     (site / "tflite_runtime" / "interpreter.py").write_text(
-        "from ai_edge_litert.interpreter import Interpreter, load_delegate  # noqa: F401\n")
+        "from ai_edge_litert.interpreter import Interpreter, load_delegate  # noqa: F401\n"
+    )
     (site / "tflite_runtime-2.17.1.dist-info").mkdir()
     (site / "tflite_runtime-2.17.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: tflite-runtime\nVersion: 2.17.1\n")
+        "Metadata-Version: 2.1\nName: tflite-runtime\nVersion: 2.17.1\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", str(site))
     fake_tpu("ok")

@@ -1,5 +1,6 @@
 """A synthetic household for `fallwatch tune`: pose recordings of fast deep squats (which the default rules
 take for falls) and of real topples, written as event records with their labels, as the daemon keeps them."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,12 @@ def skeleton(x: float, hip_y: float, lean_deg: float, ankle_y: float = FLOOR, ly
 
 def _frame(t: float, i: int, kps: list) -> dict:
     xs, ys = [p[0] for p in kps], [p[1] for p in kps]
-    return {"t": round(t, 4), "frame": i, "size": list(SIZE),
-            "people": [{"track": 1, "box": [min(xs) - 5, min(ys) - 5, max(xs) + 5, max(ys) + 5], "keypoints": kps}]}
+    return {
+        "t": round(t, 4),
+        "frame": i,
+        "size": list(SIZE),
+        "people": [{"track": 1, "box": [min(xs) - 5, min(ys) - 5, max(xs) + 5, max(ys) + 5], "keypoints": kps}],
+    }
 
 
 def squat(depth: float = 0.42, lean: float = 30.0, down_s: float = 0.35, hold_s: float = 2.4) -> list[dict]:
@@ -67,8 +72,7 @@ def topple(lean_end: float = 85.0, down_s: float = 0.6) -> list[dict]:
         k = min(max((t - 2.0) / down_s, 0.0), 1.0)
         k = k * k
         lying = k > 0.7
-        frames.append(_frame(t, i, skeleton(320 + 60 * k, stand + (FLOOR - 25 - stand) * k, lean_end * k,
-                                            lying=lying)))
+        frames.append(_frame(t, i, skeleton(320 + 60 * k, stand + (FLOOR - 25 - stand) * k, lean_end * k, lying=lying)))
     return frames
 
 
@@ -78,7 +82,18 @@ def write_record(directory: Path, frames: list[dict], label: str, event_t: float
     folder = directory / event_id
     folder.mkdir(parents=True)
     (folder / "pose.jsonl").write_text("".join(json.dumps(f) + "\n" for f in frames))
-    (folder / "event.json").write_text(json.dumps({"event": "fall", "id": event_id, "t": event_t, "track": 1,
-                                                   "label": label, "recorded": 1.0e9, "frames": len(frames),
-                                                   "clip": None}))
+    (folder / "event.json").write_text(
+        json.dumps(
+            {
+                "event": "fall",
+                "id": event_id,
+                "t": event_t,
+                "track": 1,
+                "label": label,
+                "recorded": 1.0e9,
+                "frames": len(frames),
+                "clip": None,
+            }
+        )
+    )
     return event_id

@@ -1,4 +1,5 @@
 """Event records: what is written for a fall, bounds on disk, labels, a read-only disk, privacy: skeleton."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,14 @@ def pattern_share(bgr: np.ndarray) -> float:
     return float(np.mean((b > 180) & (r > 180) & (g < 80)))
 
 
-def record(rec: EventRecorder, seconds: float = 2.0, event_at: float = 1.0, t0: float = 0.0,
-           image: np.ndarray | None = None, kind: str = "fall") -> str:
+def record(
+    rec: EventRecorder,
+    seconds: float = 2.0,
+    event_at: float = 1.0,
+    t0: float = 0.0,
+    image: np.ndarray | None = None,
+    kind: str = "fall",
+) -> str:
     """Feed ``seconds`` of frames with one event at ``event_at``, waiting so no frame is skipped."""
     image = pattern_frame() if image is None else image
     event_id = str(uuid.uuid4())
@@ -164,8 +171,9 @@ def test_privacy_skeleton_writes_no_camera_image(tmp_path: Path, privacy: bool) 
     wait_written(rec, 1)
     rec.stop()
     folder = tmp_path / event_id
-    images = [cv2.imread(str(folder / "snapshot.jpg"))] + clip_frames(folder / json.loads(
-        (folder / "event.json").read_text())["clip"])
+    images = [cv2.imread(str(folder / "snapshot.jpg"))] + clip_frames(
+        folder / json.loads((folder / "event.json").read_text())["clip"]
+    )
     shares = [pattern_share(img) for img in images]
     if privacy:
         assert max(shares) < 0.001, f"the camera's pattern shows in a written image: {max(shares):.3f}"

@@ -1,4 +1,5 @@
 """rules.signals: the fall rule's signals over a pose sequence (the events page and `replay --plot` draw them)."""
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,20 @@ def test_replay_plot_writes_a_self_contained_html(tmp_path: Path) -> None:
     rec = tmp_path / "topple.jsonl"
     rec.write_text("".join(json.dumps(f) + "\n" for f in hh.topple()))
     out = tmp_path / "plot.html"
-    proc = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "replay", str(rec), "--plot", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "replay", str(rec), "--plot", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "fall at t=" in proc.stdout
     page = out.read_text()
     assert "uPlot" in page and "plotSignals(" in page and '"event_t": 2.' in page and "<script src" not in page
-    bad = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "replay", str(rec), "--plot",
-                          str(tmp_path / "plot.png")], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "replay", str(rec), "--plot", str(tmp_path / "plot.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "only .html" in bad.stderr

@@ -1,6 +1,7 @@
 """`fallwatch tune` on a synthetic household: two labelled false alarms (fast deep squats held for 5 s, longer
 than rules.confirm_s, as when cleaning under the bed: the default rules take them for falls) and two labelled falls
 (topples)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ from fallwatch.rules.recording import read_recording
 
 
 def fallwatch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture
@@ -36,8 +38,11 @@ def household(tmp_path: Path) -> Path:
 
 def falls_in(record: Path, cfg_path: Path) -> int:
     rules = make_rules(rule_settings(load_config(cfg_path)))
-    return sum(e.event == "fall" for fr in read_recording(record / "pose.jsonl")
-               for e in rules.update(fr.t, fr.frame, fr.people, fr.size))
+    return sum(
+        e.event == "fall"
+        for fr in read_recording(record / "pose.jsonl")
+        for e in rules.update(fr.t, fr.frame, fr.people, fr.size)
+    )
 
 
 def test_tune_removes_the_false_alarms_keeps_the_falls_and_writes_a_valid_config(household: Path, tmp_path: Path):
@@ -47,10 +52,12 @@ def test_tune_removes_the_false_alarms_keeps_the_falls_and_writes_a_valid_config
     proc = fallwatch("tune", "--records", str(household), "--config", str(config), "--write", str(out))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert any(line.split()[:3] == ["labelled", "false", "alarms"] and line.split()[3:] == ["2", "0"]
-               for line in lines), proc.stdout
-    assert any(line.split()[:3] == ["labelled", "falls", "caught"] and line.split()[3:] == ["2/2", "2/2"]
-               for line in lines), proc.stdout
+    assert any(
+        line.split()[:3] == ["labelled", "false", "alarms"] and line.split()[3:] == ["2", "0"] for line in lines
+    ), proc.stdout
+    assert any(
+        line.split()[:3] == ["labelled", "falls", "caught"] and line.split()[3:] == ["2/2", "2/2"] for line in lines
+    ), proc.stdout
     assert "rules:" in proc.stdout and "searched" in proc.stdout
     assert fallwatch("check-config", str(out)).returncode == 0
     assert load_config(out).camera.name == "home"  # the rest of the configuration is kept

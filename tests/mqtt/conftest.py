@@ -1,4 +1,5 @@
 """Fixtures for the MQTT tests: a recording subscriber, publisher configs, in-process and subprocess publishers."""
+
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,7 @@ import yaml
 from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt import MqttPublisher
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # the test modules import mqtt_testlib
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import mqtt_testlib
 from mqtt_testlib import DEVICE, STATUS, PublisherProc, Sub
 
 
@@ -38,8 +39,14 @@ def mqtt_cfg(tmp_path: Path):
     """MqttConfig for a loopback broker, with fast reconnects and the outbox in tmp_path."""
 
     def make(port: int, **overrides) -> MqttConfig:
-        data = {"host": "127.0.0.1", "port": port, "device_id": DEVICE, "state_dir": str(tmp_path / "state"),
-                "reconnect_max_s": 1, "heartbeat_s": 30}
+        data = {
+            "host": "127.0.0.1",
+            "port": port,
+            "device_id": DEVICE,
+            "state_dir": str(tmp_path / "state"),
+            "reconnect_max_s": 1,
+            "heartbeat_s": 30,
+        }
         data.update(overrides)
         return MqttConfig.model_validate(data)
 

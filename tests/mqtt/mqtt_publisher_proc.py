@@ -6,6 +6,7 @@ Reads commands on stdin, one per line: ``event [KIND]`` raises an event (prints 
 the outbox), ``stats`` prints the stats as JSON, ``quit`` stops cleanly (as does SIGTERM). Prints ``ready``
 once started. Logs go to stderr.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,13 @@ from mqtt_testlib import STATUS, make_event  # beside this script
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.DEBUG if "-v" in sys.argv else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if "-v" in sys.argv else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     cfg = load_config(sys.argv[1]).mqtt
-    pub = MqttPublisher(cfg, camera="test-cam", version="0.0-test",
-                        status=lambda: dict(STATUS))
+    pub = MqttPublisher(cfg, camera="test-cam", version="0.0-test", status=lambda: dict(STATUS))
     # SIGTERM only unwinds the main thread; stop() runs below, never inside the signal handler
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     pub.start()

@@ -1,4 +1,5 @@
 """Helpers for the MQTT tests: a recording subscriber, test events, a publisher subprocess."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))   # tests/waiting.py, also for the publisher subprocess
+sys.path.insert(0, str(HERE.parent))  # tests/waiting.py, also for the publisher subprocess
 from waiting import wait_until  # noqa: E402,F401  (the MQTT tests import it from here)
 
 PROC_SCRIPT = HERE / "mqtt_publisher_proc.py"
@@ -27,14 +28,24 @@ PREFIX = f"fallwatch/{DEVICE}"
 class Sub:
     """A real paho subscriber that records every message: (topic, payload, retain, monotonic time)."""
 
-    def __init__(self, port: int, topics: list[str], *, client_id: Optional[str] = None, clean: bool = True,
-                 tls_ca: Optional[str] = None, host: str = "127.0.0.1", auth: Optional[tuple[str, str]] = None):
+    def __init__(
+        self,
+        port: int,
+        topics: list[str],
+        *,
+        client_id: Optional[str] = None,
+        clean: bool = True,
+        tls_ca: Optional[str] = None,
+        host: str = "127.0.0.1",
+        auth: Optional[tuple[str, str]] = None,
+    ):
         self.messages: list[tuple[str, bytes, bool, float]] = []
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
         self.topics = topics
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{uuid.uuid4().hex[:8]}",
-                                  clean_session=clean)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{uuid.uuid4().hex[:8]}", clean_session=clean
+        )
         if tls_ca:
             self.client.tls_set(ca_certs=tls_ca)
         if auth:
@@ -70,7 +81,7 @@ class Sub:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self.cond.wait(min(left, 0.2))   # predicate may also depend on time
+                self.cond.wait(min(left, 0.2))  # predicate may also depend on time
             return True
 
     def wait_count(self, topic: str, n: int, timeout: float = 5.0) -> list[bytes]:
@@ -92,10 +103,20 @@ def free_port() -> int:
 
 
 def make_event(kind: str = "fall", n: int = 0) -> dict:
-    return {"event": kind, "id": str(uuid.uuid4()), "source": "test-cam", "t": 1.5 + n, "frame": 20 + n,
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "track": 1, "confidence": 0.9, "spine_angle_deg": 80.0, "angle_change_deg": 70.0,
-            "descent_rate": 1.2, "box": [10, 20, 200, 300]}
+    return {
+        "event": kind,
+        "id": str(uuid.uuid4()),
+        "source": "test-cam",
+        "t": 1.5 + n,
+        "frame": 20 + n,
+        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "track": 1,
+        "confidence": 0.9,
+        "spine_angle_deg": 80.0,
+        "angle_change_deg": 70.0,
+        "descent_rate": 1.2,
+        "box": [10, 20, 200, 300],
+    }
 
 
 class PublisherProc:
@@ -103,8 +124,14 @@ class PublisherProc:
 
     def __init__(self, config_file: Path, log_file: Path):
         self.log_file = log_file
-        self.proc = subprocess.Popen([sys.executable, str(PROC_SCRIPT), str(config_file)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=open(log_file, "ab"), text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PROC_SCRIPT), str(config_file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(log_file, "ab"),
+            text=True,
+            bufsize=1,
+        )
         assert self.readline(15) == "ready", f"publisher process did not start; log: {self.log()}"
 
     def readline(self, timeout: float = 5.0) -> str:

@@ -1,5 +1,6 @@
 """Run inside a private mount namespace (unshare -m) on a tmpfs at STATE_DIR: queue two events, remount the tmpfs
 read-only (the SD card failing), then start a publisher on it against the broker at PORT. Prints the ids queued."""
+
 from __future__ import annotations
 
 import json

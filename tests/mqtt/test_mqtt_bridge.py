@@ -3,6 +3,7 @@
 while the central broker is down (and the site broker restarts meanwhile) the site broker keeps the events it
 acknowledged and forwards them once the bridge is back: nothing QoS 1 promises is lost. `fallwatch watch` on the
 central broker sees the device through the bridge."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import sys
 from mqtt_testlib import make_event, wait_until
 
 BRIDGE = "central"
-STATE_TOPIC = f"$SYS/broker/connection/site-{BRIDGE}/state"   # the bridge's own notification: 1 up, 0 down
+STATE_TOPIC = f"$SYS/broker/connection/site-{BRIDGE}/state"  # the bridge's own notification: 1 up, 0 down
 
 
 def site_conf(central_port: int) -> str:
@@ -35,8 +36,9 @@ def event_ids(sub, topic: str = "fallwatch/testdev/event") -> list[str]:
     return [json.loads(p)["id"] for p in sub.on(topic)]
 
 
-def test_bridge_forwards_events_and_loses_none_while_central_is_down(mosquitto_factory, subscriber, mqtt_cfg,
-                                                                     publisher):
+def test_bridge_forwards_events_and_loses_none_while_central_is_down(
+    mosquitto_factory, subscriber, mqtt_cfg, publisher
+):
     central = mosquitto_factory(persistent=True).start()
     site = mosquitto_factory(site_conf(central.port), persistent=True).start()
     link = subscriber(site.port, [STATE_TOPIC])
@@ -59,9 +61,10 @@ def test_bridge_forwards_events_and_loses_none_while_central_is_down(mosquitto_f
     for event in during[:2]:
         device.publish_event(event)
     # the site broker acknowledged them (the device's outbox is empty): from here on they are the bridge's to keep
-    assert wait_until(lambda: device.stats()["events_queued"] == 0 and device.stats()["events_sent"] == 4, 10), \
+    assert wait_until(lambda: device.stats()["events_queued"] == 0 and device.stats()["events_sent"] == 4, 10), (
         device.stats()
-    site.stop()       # and the site broker restarts too: its persistence keeps the bridge's queue
+    )
+    site.stop()  # and the site broker restarts too: its persistence keeps the bridge's queue
     site.start()
     assert wait_until(lambda: device.connected, 10), "the device did not reconnect to the site broker"
     device.publish_event(during[2])
@@ -70,18 +73,34 @@ def test_bridge_forwards_events_and_loses_none_while_central_is_down(mosquitto_f
 
     central.start()
     every = {e["id"] for e in before + during}
-    assert desk.wait_for(lambda s: set(event_ids(s)) == every, 15), \
+    assert desk.wait_for(lambda s: set(event_ids(s)) == every, 15), (
         f"lost across the bridge outage: {every - set(event_ids(desk))}"
+    )
     received = [json.loads(p) for p in desk.on("fallwatch/testdev/event")]
     assert all(e["device"] == "testdev" for e in received)
 
     # the night desk's view on the central broker: the retained availability and state came across the bridge
-    watch = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "watch", "--host", "127.0.0.1", "--port",
-                            str(central.port), "--once", "--json"], capture_output=True, text=True, timeout=30,
-                           stdin=subprocess.DEVNULL)
+    watch = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fallwatch.daemon.cli",
+            "watch",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(central.port),
+            "--once",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert watch.returncode == 0, watch.stderr
     (seen,) = json.loads(watch.stdout)["devices"]
     assert (seen["device"], seen["availability"], seen["cameras"][0]["state"]) == ("testdev", "online", "ok")
 
-    device.stop()     # a clean stop reaches the central desk too
+    device.stop()  # a clean stop reaches the central desk too
     assert desk.wait_for(lambda s: s.on("fallwatch/testdev/availability")[-1:] == [b"offline"], 5)

@@ -1,6 +1,7 @@
 """Several cameras on one device, against a real broker: per-camera event and state topics, the device-level ones
 unchanged, queued events to their camera's topic after a restart, one Home Assistant device per camera, and what
 `fallwatch watch` makes of it. Without `cameras` the topics stay those of one camera."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ from fallwatch.daemon.commands_watch import Watcher
 from fallwatch.daemon.homeassistant import discovery_messages
 from mqtt_testlib import PREFIX, free_port, make_event, wait_until
 
-CAMERAS = ["bath", "bed room"]      # "bed room": its topic level is bed_room
+CAMERAS = ["bath", "bed room"]  # "bed room": its topic level is bed_room
 
 
 def test_two_cameras_events_and_states_on_their_own_topics(mosquitto, subscriber, mqtt_cfg, publisher):
@@ -20,7 +21,7 @@ def test_two_cameras_events_and_states_on_their_own_topics(mosquitto, subscriber
     assert wait_until(lambda: pub.listening, 5)
     bath, bed = make_event("fall"), make_event("person_down")
     pub.publish_event(bath, camera="bath")
-    pub.publish_event({**bed, "camera": "bed room"})           # the camera taken from the event itself
+    pub.publish_event({**bed, "camera": "bed room"})  # the camera taken from the event itself
     pub.set_state({"state": "fall", "persons": 1}, camera="bath")
     pub.set_state({"state": "ok", "persons": 0}, camera="bed room")
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/bath/event") and s.on(f"{PREFIX}/bed_room/event"), 5)
@@ -28,21 +29,35 @@ def test_two_cameras_events_and_states_on_their_own_topics(mosquitto, subscriber
     assert (got_bath["id"], got_bath["camera"]) == (bath["id"], "bath")
     assert (got_bed["id"], got_bed["camera"]) == (bed["id"], "bed room")
     # the device-level topics stay where they are; no device-level event or state
-    assert sub.wait_for(lambda s: s.on(f"{PREFIX}/heartbeat") and s.on(f"{PREFIX}/availability") == [b"online"]
-                        and s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
+    assert sub.wait_for(
+        lambda s: (
+            s.on(f"{PREFIX}/heartbeat")
+            and s.on(f"{PREFIX}/availability") == [b"online"]
+            and s.on(f"{PREFIX}/alerts") == [b"ON"]
+        ),
+        5,
+    )
     assert wait_until(pub.state_published, 5)
     assert not sub.on(f"{PREFIX}/event") and not sub.on(f"{PREFIX}/state")
-    late = subscriber(mosquitto.port, [f"{PREFIX}/+/state"])      # retained, per camera
-    assert late.wait_for(lambda s: s.json_on(f"{PREFIX}/bath/state") == [{"state": "fall", "persons": 1}]
-                         and s.json_on(f"{PREFIX}/bed_room/state") == [{"state": "ok", "persons": 0}], 5)
+    late = subscriber(mosquitto.port, [f"{PREFIX}/+/state"])  # retained, per camera
+    assert late.wait_for(
+        lambda s: (
+            s.json_on(f"{PREFIX}/bath/state") == [{"state": "fall", "persons": 1}]
+            and s.json_on(f"{PREFIX}/bed_room/state") == [{"state": "ok", "persons": 0}]
+        ),
+        5,
+    )
 
     # {"test": true}: one test event per camera, on its own topic, so every room's automation is checked
     sub.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1)
-    assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/bath/event")) == 2 and len(s.on(f"{PREFIX}/bed_room/event"))
-                        == 2, 5)
+    assert sub.wait_for(
+        lambda s: len(s.on(f"{PREFIX}/bath/event")) == 2 and len(s.on(f"{PREFIX}/bed_room/event")) == 2, 5
+    )
     tests = [sub.json_on(f"{PREFIX}/{level}/event")[-1] for level in ("bath", "bed_room")]
-    assert [(t["event"], t["camera"], t["source"]) for t in tests] == [("test", "bath", "bath"),
-                                                                     ("test", "bed room", "bed room")]
+    assert [(t["event"], t["camera"], t["source"]) for t in tests] == [
+        ("test", "bath", "bath"),
+        ("test", "bed room", "bed room"),
+    ]
     assert not sub.on(f"{PREFIX}/event")
 
 
@@ -60,16 +75,19 @@ def test_without_cameras_the_topics_are_those_of_one_camera(mosquitto, subscribe
 
 
 def test_events_queued_before_a_restart_go_to_their_cameras_topic(mosquitto, subscriber, mqtt_cfg, publisher):
-    down = publisher(mqtt_cfg(free_port()), camera="bath", cameras=CAMERAS)    # no broker there
+    down = publisher(mqtt_cfg(free_port()), camera="bath", cameras=CAMERAS)  # no broker there
     down.start()
-    events = [(make_event("fall", 0), "bed room"), (make_event("fall", 1), "bath"),
-              (make_event("recovered", 2), "bed room")]
+    events = [
+        (make_event("fall", 0), "bed room"),
+        (make_event("fall", 1), "bath"),
+        (make_event("recovered", 2), "bed room"),
+    ]
     for event, camera in events:
         down.publish_event(event, camera=camera)
     assert down.stats()["events_queued"] == 3
     down.stop()
     sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
-    again = publisher(mqtt_cfg(mosquitto.port), camera="bath", cameras=CAMERAS)   # same state_dir: same outbox
+    again = publisher(mqtt_cfg(mosquitto.port), camera="bath", cameras=CAMERAS)  # same state_dir: same outbox
     again.start()
     assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/bed_room/event")) == 2 and s.on(f"{PREFIX}/bath/event"), 8)
     assert [e["id"] for e in sub.json_on(f"{PREFIX}/bed_room/event")] == [events[0][0]["id"], events[2][0]["id"]]
@@ -83,8 +101,9 @@ def _latest(sub) -> dict[str, bytes]:
     return {m[0]: m[1] for m in sub.messages if m[0].startswith("homeassistant/")}
 
 
-def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(mosquitto, subscriber, mqtt_cfg,
-                                                                           publisher, tmp_path):
+def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(
+    mosquitto, subscriber, mqtt_cfg, publisher, tmp_path
+):
     sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
     pub = publisher(mqtt_cfg(mosquitto.port), camera="bath", cameras=CAMERAS)
     pub.start()
@@ -104,8 +123,7 @@ def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(mosqu
     assert daemon_keys == {"fps", "backend", "alerts"}
     bed_fall = configs["homeassistant/binary_sensor/fallwatch_testdev_bed_room/fall/config"]
     assert bed_fall["state_topic"] == f"{PREFIX}/bed_room/state"
-    assert configs["homeassistant/event/fallwatch_testdev_bath/alert/config"]["state_topic"] == \
-        f"{PREFIX}/bath/event"
+    assert configs["homeassistant/event/fallwatch_testdev_bath/alert/config"]["state_topic"] == f"{PREFIX}/bath/event"
     assert len({c["unique_id"] for c in configs.values()}) == len(configs)
 
     # the bedroom camera is taken out (a reload): its entities and its retained state go, the bath's stay
@@ -126,14 +144,28 @@ def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(mosqu
     single.start()
     assert sub.wait_for(lambda s: all(p == b"" for t, p in _latest(s).items() if "fallwatch_testdev_bath" in t), 5)
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/bath/state")[-1:] == [b""], 5)
-    single_topics = {t for t, _ in discovery_messages(discovery_prefix="homeassistant", prefix=PREFIX,
-                                                       device_id="testdev", version="0.0-test", heartbeat_s=30)}
+    single_topics = {
+        t
+        for t, _ in discovery_messages(
+            discovery_prefix="homeassistant", prefix=PREFIX, device_id="testdev", version="0.0-test", heartbeat_s=30
+        )
+    }
     assert sub.wait_for(lambda s: {t for t, p in _latest(s).items() if p} == single_topics, 5)
 
 
 def test_watch_shows_one_row_per_camera(mosquitto, mqtt_cfg, publisher):
-    args = argparse.Namespace(host="127.0.0.1", port=mosquitto.port, prefix="fallwatch", stale=90.0, username=None,
-                              tls=False, cafile=None, certfile=None, keyfile=None, insecure=False)
+    args = argparse.Namespace(
+        host="127.0.0.1",
+        port=mosquitto.port,
+        prefix="fallwatch",
+        stale=90.0,
+        username=None,
+        tls=False,
+        cafile=None,
+        certfile=None,
+        keyfile=None,
+        insecure=False,
+    )
     watcher = Watcher(args, None)
     assert watcher.start() is None
     try:
@@ -147,8 +179,9 @@ def test_watch_shows_one_row_per_camera(mosquitto, mqtt_cfg, publisher):
         def device() -> dict:
             return next((d for d in watcher.snapshot() if d["device"] == "testdev"), {})
 
-        assert wait_until(lambda: len(device().get("cameras", [])) == 2
-                          and device()["cameras"][0]["last_event"] == "fall", 5), device()
+        assert wait_until(
+            lambda: len(device().get("cameras", [])) == 2 and device()["cameras"][0]["last_event"] == "fall", 5
+        ), device()
         rows = [(c["camera"], c["state"], c["alarm"], c["last_event_id"]) for c in device()["cameras"]]
         assert rows == [("bath", "fall", True, event["id"]), ("bed_room", "ok", False, None)]
     finally:

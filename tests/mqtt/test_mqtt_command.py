@@ -1,4 +1,5 @@
 """Without a broker: `<prefix>/set` commands parsed, the test event a real Event, the per-camera topic layout."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,16 @@ def test_commands_that_are_right():
     assert cmd({}) == Command()
 
 
-@pytest.mark.parametrize("payload, says", [
-    (b"not json", "not JSON"),
-    (b"\xff\xfe", "not JSON"),
-    (b"[" * 100_000, "not JSON"),           # nested too deep to parse: a line, not a traceback
-    (b"[1, 2]", "expected a JSON object"),
-    (b"true", "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "payload, says",
+    [
+        (b"not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[" * 100_000, "not JSON"),  # nested too deep to parse: a line, not a traceback
+        (b"[1, 2]", "expected a JSON object"),
+        (b"true", "expected a JSON object"),
+    ],
+)
 def test_payloads_refused_whole_say_why_in_one_line(payload, says):
     problem = parse_command(payload)
     assert isinstance(problem, str) and says in problem and "\n" not in problem and len(problem) < 300
@@ -55,21 +59,34 @@ def test_the_test_event_has_every_field_of_a_real_one():
     assert test["event"] == "test" and test["test"] is True and test["source"] == "bath"
     assert test["ts"].endswith("Z") and test["id"] != Event.test(source="bath").id
     with pytest.raises(ValueError, match="unknown event type"):
-        Event(event="tset", source="x", t=0, frame=0, track=0, confidence=0, spine_angle_deg=0, angle_change_deg=0,
-              descent_rate=0, box=[])
+        Event(
+            event="tset",
+            source="x",
+            t=0,
+            frame=0,
+            track=0,
+            confidence=0,
+            spine_angle_deg=0,
+            angle_change_deg=0,
+            descent_rate=0,
+            box=[],
+        )
 
 
 def test_camera_topic_layout():
     one = CameraTopics("fallwatch/pi", "hall")
-    assert (one.event("x"), one.snapshot(None), one.state("x")) == \
-        ("fallwatch/pi/event", "fallwatch/pi/event/snapshot", "fallwatch/pi/state")
+    assert (one.event("x"), one.snapshot(None), one.state("x")) == (
+        "fallwatch/pi/event",
+        "fallwatch/pi/event/snapshot",
+        "fallwatch/pi/state",
+    )
     assert one.cameras == ["hall"] and one.key("x") is None and one.all_states() == ["fallwatch/pi/state"]
     assert one.camera_of(json.dumps(make_event()).encode()) is None
 
     several = CameraTopics("fallwatch/pi", "bath", ["bath", "bed room", "bath"])
     assert several.levels == {"bath": "bath", "bed room": "bed_room"} and several.cameras == ["bath", "bed room"]
     assert several.event("bed room") == "fallwatch/pi/bed_room/event"
-    assert several.snapshot(None) == "fallwatch/pi/bath/event/snapshot"         # the default camera
+    assert several.snapshot(None) == "fallwatch/pi/bath/event/snapshot"  # the default camera
     assert several.state("attic+1") == "fallwatch/pi/attic_1/state" and not several.known("attic+1")
     assert several.all_states() == ["fallwatch/pi/bath/state", "fallwatch/pi/bed_room/state"]
     assert several.key(None) == "bath" and several.key("bed room") == "bed room"

@@ -1,4 +1,5 @@
 """Pure helpers of the MQTT module, and the publisher's behaviour without a broker."""
+
 from __future__ import annotations
 
 import json
@@ -11,11 +12,25 @@ from mqtt_testlib import make_event
 
 
 def test_mqtt_to_json_is_strict_json_for_numpy_and_nan():
-    payload = {"angle": np.float32(80.5), "frame": np.int64(7), "box": np.array([1.5, 2, 3, 4]),
-               "rate": float("nan"), "inf": float("inf"), "nested": [(np.float64(1.25), None)], "ok": True}
-    data = json.loads(to_json(payload))   # strict parse: NaN would fail
-    assert data == {"angle": 80.5, "frame": 7, "box": [1.5, 2.0, 3.0, 4.0], "rate": None, "inf": None,
-                    "nested": [[1.25, None]], "ok": True}
+    payload = {
+        "angle": np.float32(80.5),
+        "frame": np.int64(7),
+        "box": np.array([1.5, 2, 3, 4]),
+        "rate": float("nan"),
+        "inf": float("inf"),
+        "nested": [(np.float64(1.25), None)],
+        "ok": True,
+    }
+    data = json.loads(to_json(payload))  # strict parse: NaN would fail
+    assert data == {
+        "angle": 80.5,
+        "frame": 7,
+        "box": [1.5, 2.0, 3.0, 4.0],
+        "rate": None,
+        "inf": None,
+        "nested": [[1.25, None]],
+        "ok": True,
+    }
     assert b"NaN" not in to_json({"x": np.float64("nan")})
 
 
@@ -43,9 +58,9 @@ def test_mqtt_events_are_durable_without_any_broker(tmp_path):
     pub.publish_event(make_event("fall"))
     pub.start()
     pub.stop()
-    pub.publish_event(make_event("person_down"))     # raised while shutting down
-    again = MqttPublisher(cfg, camera="c", version="v", status=lambda: 1 / 0)   # a broken status() is survived
+    pub.publish_event(make_event("person_down"))  # raised while shutting down
+    again = MqttPublisher(cfg, camera="c", version="v", status=lambda: 1 / 0)  # a broken status() is survived
     assert again.stats()["events_queued"] == 2 and not again.connected
-    rows = Outbox(again.outbox_path, 100).after(0, 10)     # what the next start reads from disk
+    rows = Outbox(again.outbox_path, 100).after(0, 10)  # what the next start reads from disk
     assert [json.loads(p)["event"] for _, _, p in rows] == ["fall", "person_down"]
     assert json.loads(rows[0][2])["backend"] == "cpu" and json.loads(rows[0][2])["device"] == "d"

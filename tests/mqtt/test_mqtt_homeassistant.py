@@ -1,4 +1,5 @@
 """Home Assistant discovery: valid JSON with the keys HA requires, retained, tied to availability and one device."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ EVENT_KEYS = {"event", "id", "ts"}
 
 
 def _check_entity(topic: str, config: dict, prefix: str) -> None:
-    m = re.fullmatch(r"homeassistant/(binary_sensor|sensor|switch|event)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config",
-                     topic)
+    m = re.fullmatch(
+        r"homeassistant/(binary_sensor|sensor|switch|event)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config", topic
+    )
     assert m, f"bad discovery topic {topic}"
     component = m.group(1)
     missing = (REQUIRED[component] | COMMON) - set(config)
@@ -49,8 +51,9 @@ def _check_entity(topic: str, config: dict, prefix: str) -> None:
 
 
 def test_mqtt_discovery_payloads_pure():
-    messages = discovery_messages(discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi",
-                                  version="1.2.3", heartbeat_s=30)
+    messages = discovery_messages(
+        discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi", version="1.2.3", heartbeat_s=30
+    )
     keys = {topic.split("/")[3] for topic, _ in messages}
     assert keys == {"fall", "person_down", "persons", "fps", "backend", "alert", "alerts"}
     for topic, config in messages:
@@ -110,7 +113,7 @@ def test_mqtt_discovery_templates_render_on_real_payloads(mosquitto, subscriber,
     import jinja2
     from mqtt_testlib import make_event
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)   # a key missing from the payload fails here
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # a key missing from the payload fails here
 
     def render(config: dict, payload: bytes) -> str:
         return env.from_string(config["value_template"]).render(value_json=json.loads(payload)).strip()
@@ -123,8 +126,12 @@ def test_mqtt_discovery_templates_render_on_real_payloads(mosquitto, subscriber,
     expect = {"ok": ("OFF", "OFF"), "fall": ("ON", "OFF"), "person_down": ("ON", "ON")}
     for state, (fall, down) in expect.items():
         pub.set_state({"state": state, "persons": 2})
-        assert sub.wait_for(lambda s, state=state: s.on(f"{PREFIX}/state")
-                            and json.loads(s.on(f"{PREFIX}/state")[-1])["state"] == state, 3)
+        assert sub.wait_for(
+            lambda s, state=state: (
+                s.on(f"{PREFIX}/state") and json.loads(s.on(f"{PREFIX}/state")[-1])["state"] == state
+            ),
+            3,
+        )
         payload = sub.on(f"{PREFIX}/state")[-1]
         assert render(cfg["fall"], payload) == fall and render(cfg["person_down"], payload) == down, state
         assert render(cfg["persons"], payload) == "2"
@@ -149,26 +156,26 @@ def test_mqtt_discovery_follows_a_new_device_id_and_prefix(mosquitto, subscriber
     assert wait_until(lambda: pub.connected, 5)
     sub = subscriber(mosquitto.port, ["homeassistant/#"])
 
-    def nodes(s) -> set:   # devices whose latest config on each topic is not the empty (removing) one
+    def nodes(s) -> set:  # devices whose latest config on each topic is not the empty (removing) one
         latest = {m[0]: m[1] for m in s.messages}
         return {topic.split("/")[2] for topic, payload in latest.items() if payload}
 
     assert sub.wait_for(lambda s: nodes(s) == {"fallwatch_kitchen"}, 5), f"retained discovery for {nodes(sub)}"
 
     pub.reconfigure(mqtt_cfg(mosquitto.port, device_id="kitchen", homeassistant={"discovery_prefix": "ha2"}))
-    assert first.wait_for(lambda s: all(s.on(t)[-1:] == [b""] for t in {m[0] for m in s.messages
-                                                                        if "kitchen" in m[0]}), 3)
+    assert first.wait_for(
+        lambda s: all(s.on(t)[-1:] == [b""] for t in {m[0] for m in s.messages if "kitchen" in m[0]}), 3
+    )
     ha2 = subscriber(mosquitto.port, ["ha2/#"])
     assert ha2.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
     n = len(ha2.messages)
-    ha2.client.publish("ha2/status", b"online", qos=1)          # Home Assistant on the new prefix restarted
+    ha2.client.publish("ha2/status", b"online", qos=1)  # Home Assistant on the new prefix restarted
     assert ha2.wait_for(lambda s: len(s.messages) >= n + 7, 3), "discovery not re-sent on ha2/status"
     late = subscriber(mosquitto.port, ["homeassistant/#"])
     assert not wait_until(lambda: [m for m in late.messages if m[1]], 0.5), "entities left under the old prefix"
 
 
-def test_mqtt_discovery_switched_off_across_a_restart_removes_the_entities(mosquitto, subscriber, mqtt_cfg,
-                                                                           publisher):
+def test_mqtt_discovery_switched_off_across_a_restart_removes_the_entities(mosquitto, subscriber, mqtt_cfg, publisher):
     """Discovery turned off in the configuration file and the daemon restarted (not reloaded): the entities of
     the previous run must not stay in Home Assistant as a forever unavailable device."""
     pub = publisher(mqtt_cfg(mosquitto.port))
@@ -186,8 +193,16 @@ def test_mqtt_discovery_switched_off_across_a_restart_removes_the_entities(mosqu
 
 def test_mqtt_without_commands_the_alerts_entity_is_read_only():
     # mqtt.commands: false: a switch in Home Assistant would only pretend to pause alerts.
-    messages = dict(discovery_messages(discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi",
-                                       version="1", heartbeat_s=30, commands=False))
+    messages = dict(
+        discovery_messages(
+            discovery_prefix="homeassistant",
+            prefix="fallwatch/pi",
+            device_id="pi",
+            version="1",
+            heartbeat_s=30,
+            commands=False,
+        )
+    )
     assert "homeassistant/switch/fallwatch_pi/alerts/config" not in messages
     sensor = messages["homeassistant/binary_sensor/fallwatch_pi/alerts/config"]
     assert sensor["state_topic"] == "fallwatch/pi/alerts" and "command_topic" not in sensor
@@ -196,8 +211,14 @@ def test_mqtt_without_commands_the_alerts_entity_is_read_only():
 
 def test_mqtt_discovery_payloads_per_camera_pure():
     """Several cameras: each a device of its own, via the daemon's device, reading its own topics."""
-    messages = discovery_messages(discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi",
-                                  version="1", heartbeat_s=30, cameras={"bath": "bath", "bed room": "bed_room"})
+    messages = discovery_messages(
+        discovery_prefix="homeassistant",
+        prefix="fallwatch/pi",
+        device_id="pi",
+        version="1",
+        heartbeat_s=30,
+        cameras={"bath": "bath", "bed room": "bed_room"},
+    )
     assert len(messages) == 2 * 4 + 3
     for topic, config in messages:
         _check_entity(topic, config, "fallwatch/pi")

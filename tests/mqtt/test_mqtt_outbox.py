@@ -1,4 +1,5 @@
 """The SQLite outbox on its own: order, bound, durability, duplicates, a damaged file."""
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ def test_mqtt_outbox_order_remove_and_reopen(tmp_path):
     assert [i for _, i, _ in box.after(seqs[2], 10)] == ["id-3", "id-4"]
     assert [i for _, i, _ in box.after(0, 2)] == ["id-0", "id-2"]
     box.close()
-    again = Outbox(path, 100)     # a restart: same rows, same order, same payloads
+    again = Outbox(path, 100)  # a restart: same rows, same order, same payloads
     assert [(i, p) for _, i, p in again.after(0, 10)] == [(f"id-{n}", f"payload {n}".encode()) for n in (0, 2, 3, 4)]
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # new rows always sort after the old ones, even after the newest was deleted
@@ -78,7 +79,7 @@ def test_mqtt_outbox_unopenable_path_is_left_alone(tmp_path, caplog):
     assert (path / "keep").exists() and not list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "cannot open" in messages[0] and "not survive a restart" in messages[0], messages
-    assert box.put("a", b"1")[0] is not None and len(box) == 1     # still works, in memory
+    assert box.put("a", b"1")[0] is not None and len(box) == 1  # still works, in memory
 
 
 def test_mqtt_outbox_full_disk_error_is_reported_as_such(tmp_path):
@@ -87,12 +88,12 @@ def test_mqtt_outbox_full_disk_error_is_reported_as_such(tmp_path):
     box = Outbox(tmp_path / "o.sqlite3", 100)
     box.put("a", b"1")
     pages = box._db.execute("PRAGMA page_count").fetchone()[0]
-    box._db.execute(f"PRAGMA max_page_count={pages}")      # the disk is full: no page more
+    box._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full: no page more
     with pytest.raises(sqlite3.OperationalError, match="full"):
         box.put("big", b"x" * 50_000)
     assert [i for _, i, _ in box.after(0, 10)] == ["a"]
     box._db.execute("PRAGMA max_page_count=1000000")
-    assert box.put("again", b"x" * 50_000)[0] is not None     # usable again once there is room
+    assert box.put("again", b"x" * 50_000)[0] is not None  # usable again once there is room
 
 
 def test_mqtt_outbox_damage_inside_the_payloads_is_found_at_open(tmp_path, caplog):
@@ -101,17 +102,18 @@ def test_mqtt_outbox_damage_inside_the_payloads_is_found_at_open(tmp_path, caplo
     path = tmp_path / "outbox.sqlite3"
     box = Outbox(path, 100)
     for i in range(3):
-        box.put(f"id-{i}", bytes([65 + i]) * 20_000)      # overflow pages
-    box.close()     # the last connection to close writes the WAL into the file
+        box.put(f"id-{i}", bytes([65 + i]) * 20_000)  # overflow pages
+    box.close()  # the last connection to close writes the WAL into the file
     data = bytearray(path.read_bytes())
     page = 4096
-    data[6 * page:6 * page + 8] = b"\xff" * 8
-    data[7 * page:7 * page + 4] = b"\xff" * 4
+    data[6 * page : 6 * page + 8] = b"\xff" * 8
+    data[7 * page : 7 * page + 4] = b"\xff" * 4
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.outbox"):
         box = Outbox(path, 100)
-    assert any("not a usable SQLite database" in r.getMessage() for r in caplog.records), \
-        [r.getMessage() for r in caplog.records]
+    assert any("not a usable SQLite database" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]
     assert list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
     box.put("new", b"1")
     assert [i for _, i, _ in box.after(0, 10)] == ["new"]
@@ -138,11 +140,26 @@ def test_events_queued_before_a_restart_are_sent_from_a_read_only_disk(tmp_path,
     try:
         script = Path(__file__).with_name("outbox_read_only_proc.py")
         result = subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c",
-             f'mount -t tmpfs tmpfs "$1" && exec "{sys.executable}" "{script}" "$1" {mosquitto.port}', "sh",
-             str(state)], capture_output=True, text=True, timeout=60)
-        if result.returncode != 0 and not result.stdout and ("not permitted" in result.stderr
-                                                             or "denied" in result.stderr):
+            [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f'mount -t tmpfs tmpfs "$1" && exec "{sys.executable}" "{script}" "$1" {mosquitto.port}',
+                "sh",
+                str(state),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if (
+            result.returncode != 0
+            and not result.stdout
+            and ("not permitted" in result.stderr or "denied" in result.stderr)
+        ):
             pytest.skip(f"no private mount namespace here: {result.stderr.strip()}")  # unshare or mount refused
         assert result.returncode == 0, result.stderr
         ids = json.loads(result.stdout.splitlines()[0])

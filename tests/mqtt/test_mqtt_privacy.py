@@ -1,5 +1,6 @@
 """`privacy: skeleton` in the real daemon on a real fall clip: the MQTT snapshot, the event record's snapshot and
 every clip frame show the skeletons on the plain background only, never the camera's picture."""
+
 from __future__ import annotations
 
 import json
@@ -25,18 +26,32 @@ def test_privacy_skeleton_images_over_mqtt_and_on_disk(mosquitto, subscriber, mo
     clip = data_dir / "gmdcsa24-dev" / "Subject 1" / "Fall" / "13.mp4"
     events_dir = tmp_path / "events"
     config = tmp_path / "fallwatch.yaml"
-    config.write_text(yaml.safe_dump({
-        "camera": {"name": "bath", "realtime": True, "loop": True},
-        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "device_id": "priv", "snapshots": True,
-                 "state_dir": str(tmp_path / "state"), "reconnect_max_s": 1},
-        "debug": {"enabled": False}, "privacy": "skeleton",
-        "events": {"dir": str(events_dir), "pre_s": 2, "post_s": 1},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "camera": {"name": "bath", "realtime": True, "loop": True},
+                "mqtt": {
+                    "host": "127.0.0.1",
+                    "port": mosquitto.port,
+                    "device_id": "priv",
+                    "snapshots": True,
+                    "state_dir": str(tmp_path / "state"),
+                    "reconnect_max_s": 1,
+                },
+                "debug": {"enabled": False},
+                "privacy": "skeleton",
+                "events": {"dir": str(events_dir), "pre_s": 2, "post_s": 1},
+            }
+        )
+    )
     sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
     log_file = tmp_path / "daemon.log"
-    proc = subprocess.Popen([sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config),
-                             "--source", str(clip)], env=dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir)),
-                            stdout=subprocess.DEVNULL, stderr=open(log_file, "wb"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(clip)],
+        env=dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir)),
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_file, "wb"),
+    )
     try:
         assert sub.wait_for(lambda s: s.on(f"{PREFIX}/event/snapshot"), 40), log_file.read_text()[-2000:]
         fall = next(e for e in sub.json_on(f"{PREFIX}/event") if e["event"] == "fall")
@@ -49,9 +64,10 @@ def test_privacy_skeleton_images_over_mqtt_and_on_disk(mosquitto, subscriber, mo
         proc.terminate()
         proc.wait(10)
     record = meta.parent
-    images = {"mqtt snapshot": cv2.imdecode(np.frombuffer(sub.on(f"{PREFIX}/event/snapshot")[0], np.uint8),
-                                            cv2.IMREAD_COLOR),
-              "record snapshot": cv2.imread(str(record / "snapshot.jpg"))}
+    images = {
+        "mqtt snapshot": cv2.imdecode(np.frombuffer(sub.on(f"{PREFIX}/event/snapshot")[0], np.uint8), cv2.IMREAD_COLOR),
+        "record snapshot": cv2.imread(str(record / "snapshot.jpg")),
+    }
     cap = cv2.VideoCapture(str(record / json.loads(meta.read_text())["clip"]))
     n = 0
     while True:

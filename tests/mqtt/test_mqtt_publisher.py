@@ -1,4 +1,5 @@
 """MqttPublisher against a real mosquitto: events, heartbeats, availability, state, commands, outages."""
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,30 @@ def ids_before_marker(pub, sub) -> list[str]:
     sender hands events over in order, so whatever an earlier event would still bring (a duplicate) is in by then."""
     marker = make_event("test")
     pub.publish_event(marker)
-    assert sub.wait_for(lambda s: marker["id"] in [json.loads(p)["id"] for p in s.on(f"{PREFIX}/event")], 15), \
+    assert sub.wait_for(lambda s: marker["id"] in [json.loads(p)["id"] for p in s.on(f"{PREFIX}/event")], 15), (
         "the marker event did not arrive"
+    )
     ids = [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")]
-    return ids[:ids.index(marker["id"])]
+    return ids[: ids.index(marker["id"])]
 
 
-EVENT_KEYS = {"event", "id", "source", "t", "frame", "ts", "track", "confidence", "spine_angle_deg",
-              "angle_change_deg", "descent_rate", "box", "device", "camera", "backend"}
+EVENT_KEYS = {
+    "event",
+    "id",
+    "source",
+    "t",
+    "frame",
+    "ts",
+    "track",
+    "confidence",
+    "spine_angle_deg",
+    "angle_change_deg",
+    "descent_rate",
+    "box",
+    "device",
+    "camera",
+    "backend",
+}
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
@@ -56,18 +73,36 @@ def test_mqtt_heartbeat_cadence_and_fields(mosquitto, subscriber, mqtt_cfg, publ
     sub = subscriber(mosquitto.port, [f"{PREFIX}/heartbeat"])
     pub = publisher(mqtt_cfg(mosquitto.port, heartbeat_s=1))
     pub.start()
-    beats = sub.wait_count(f"{PREFIX}/heartbeat", 4, timeout=30)   # they keep coming
+    beats = sub.wait_count(f"{PREFIX}/heartbeat", 4, timeout=30)  # they keep coming
     assert len(beats) >= 4
     # The first goes out on connect, then one per heartbeat_s, never sooner (a busy machine may make them late):
     # the k-th carries an uptime (since the publisher was made, before it connected) of at least k seconds.
     uptimes = [json.loads(b)["uptime_s"] for b in beats]
     assert all(up >= k * 1.0 - 0.05 for k, up in enumerate(uptimes)), f"heartbeats sooner than 1 s: {uptimes}"
     hb = json.loads(beats[-1])
-    for key in ("ts", "uptime_s", "version", "backend", "camera", "fps", "persons", "events_sent", "events_queued",
-                "events_dropped", "dropped_frames", "cpu_temp_c", "heartbeat_s"):
+    for key in (
+        "ts",
+        "uptime_s",
+        "version",
+        "backend",
+        "camera",
+        "fps",
+        "persons",
+        "events_sent",
+        "events_queued",
+        "events_dropped",
+        "dropped_frames",
+        "cpu_temp_c",
+        "heartbeat_s",
+    ):
         assert key in hb, f"heartbeat lacks {key}"
     assert (hb["backend"], hb["camera"], hb["fps"], hb["persons"], hb["dropped_frames"]) == (
-        STATUS["backend"], STATUS["camera"], STATUS["fps"], STATUS["persons"], STATUS["dropped_frames"])
+        STATUS["backend"],
+        STATUS["camera"],
+        STATUS["fps"],
+        STATUS["persons"],
+        STATUS["dropped_frames"],
+    )
     assert hb["version"] == "0.0-test" and hb["uptime_s"] >= 2 and hb["heartbeat_s"] == 1
     assert hb["cpu_temp_c"] is None or 0 < hb["cpu_temp_c"] < 130
 
@@ -84,10 +119,11 @@ def test_mqtt_state_retained_and_only_on_change(mosquitto, subscriber, mqtt_cfg,
     late = subscriber(mosquitto.port, [f"{PREFIX}/state"])
     assert json.loads(late.wait_count(f"{PREFIX}/state", 1)[0]) == {"state": "fall", "persons": 1}
     assert states[0] == {"state": "ok", "persons": 1}
-    pub.set_state({"state": "marker", "persons": 0})     # in order after anything the three calls sent
+    pub.set_state({"state": "marker", "persons": 0})  # in order after anything the three calls sent
     assert sub.wait_for(lambda s: s.json_on(f"{PREFIX}/state")[-1:] == [{"state": "marker", "persons": 0}], 10)
-    assert [s["state"] for s in sub.json_on(f"{PREFIX}/state")] == ["ok", "fall", "marker"], \
+    assert [s["state"] for s in sub.json_on(f"{PREFIX}/state")] == ["ok", "fall", "marker"], (
         "unchanged state re-published"
+    )
 
 
 def test_mqtt_set_commands(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
@@ -101,7 +137,7 @@ def test_mqtt_set_commands(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
     sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts")[-1:] == [b"OFF"], 3)
     assert wait_until(lambda: changes == [False], 2) and pub.alerts_enabled is False
-    pub.publish_event(make_event("fall"))          # paused: logged, not published
+    pub.publish_event(make_event("fall"))  # paused: logged, not published
     # a test event is an explicit request: it goes out even while paused
     sub.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1)
     events = sub.wait_count(f"{PREFIX}/event", 1)
@@ -125,8 +161,9 @@ def test_mqtt_set_commands(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
     with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
         sub.client.publish(f"{PREFIX}/set", b"not json", qos=1)
         sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": "maybe"}), qos=1)
-        assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), \
-            [r.getMessage() for r in caplog.records]
+        assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), [
+            r.getMessage() for r in caplog.records
+        ]
     assert pub.alerts_enabled is True and pub.connected
 
 
@@ -146,11 +183,11 @@ def test_mqtt_alerts_switch_survives_restart(mosquitto, subscriber, mqtt_cfg, pu
 def test_mqtt_snapshots_only_when_enabled(mosquitto, subscriber, mqtt_cfg, publisher):
     jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event", f"{PREFIX}/event/snapshot"])
-    pub = publisher(mqtt_cfg(mosquitto.port))           # default: snapshots off
+    pub = publisher(mqtt_cfg(mosquitto.port))  # default: snapshots off
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
     pub.publish_event(make_event("fall"), snapshot_jpeg=jpeg)
-    pub.publish_event(make_event("fall", 1))            # a snapshot would go out before this event
+    pub.publish_event(make_event("fall", 1))  # a snapshot would go out before this event
     sub.wait_count(f"{PREFIX}/event", 2)
     assert sub.on(f"{PREFIX}/event/snapshot") == [], "a snapshot left the house without mqtt.snapshots"
     pub.stop()
@@ -162,14 +199,13 @@ def test_mqtt_snapshots_only_when_enabled(mosquitto, subscriber, mqtt_cfg, publi
     assert len(sub.on(f"{PREFIX}/event")) == 3
 
 
-def test_mqtt_broker_down_at_start_then_outage_keeps_order(persistent_broker, subscriber, mqtt_cfg,
-                                                            publisher):
+def test_mqtt_broker_down_at_start_then_outage_keeps_order(persistent_broker, subscriber, mqtt_cfg, publisher):
     broker = persistent_broker
     # a persistent QoS 1 session: the broker queues events for it while it is away or the broker restarts
     sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
     broker.stop()
     pub = publisher(mqtt_cfg(broker.port))
-    pub.start()                                           # broker down: start must not block or fail
+    pub.start()  # broker down: start must not block or fail
     first = [make_event("fall", i) for i in range(2)]
     for event in first:
         pub.publish_event(event)
@@ -179,7 +215,7 @@ def test_mqtt_broker_down_at_start_then_outage_keeps_order(persistent_broker, su
     assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 2, 8)
     # acknowledged, so not re-sent: an event whose PUBACK is lost in an outage is sent again (at-least-once)
     assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
-    broker.stop()                                        # outage while running
+    broker.stop()  # outage while running
     assert wait_until(lambda: not pub.connected, 5)
     second = [make_event("person_down", i) for i in range(3)]
     for event in second:
@@ -194,8 +230,7 @@ def test_mqtt_broker_down_at_start_then_outage_keeps_order(persistent_broker, su
 
 def test_mqtt_outbox_bound_drops_oldest(persistent_broker, subscriber, mqtt_cfg, publisher, caplog):
     broker = persistent_broker
-    sub = subscriber(broker.port, [f"{PREFIX}/event", f"{PREFIX}/heartbeat"], client_id="family-phone",
-                     clean=False)
+    sub = subscriber(broker.port, [f"{PREFIX}/event", f"{PREFIX}/heartbeat"], client_id="family-phone", clean=False)
     broker.stop()
     pub = publisher(mqtt_cfg(broker.port, outbox_max=10))
     pub.start()
@@ -213,8 +248,7 @@ def test_mqtt_outbox_bound_drops_oldest(persistent_broker, subscriber, mqtt_cfg,
     assert sub.wait_for(lambda s: any(h["events_dropped"] == 3 for h in s.json_on(f"{PREFIX}/heartbeat")), 5)
 
 
-def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, subscriber, mqtt_cfg,
-                                                         publisher):
+def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, subscriber, mqtt_cfg, publisher):
     """Events handed to the broker but never acknowledged (it froze, then died) are re-sent, before newer ones."""
     broker = persistent_broker
     sub = subscriber(broker.port, [f"{PREFIX}/event"], client_id="family-phone", clean=False)
@@ -227,7 +261,7 @@ def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, subs
     assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) == 2, 5)
     # the broker must have saved the phone's session to disk before it is killed
     assert wait_until(lambda: (broker.db_dir / "mosquitto.db").exists(), 5), "mosquitto did not autosave"
-    os.kill(broker.proc.pid, signal.SIGSTOP)            # frozen: takes the bytes, never acknowledges
+    os.kill(broker.proc.pid, signal.SIGSTOP)  # frozen: takes the bytes, never acknowledges
     for event in events[2:5]:
         pub.publish_event(event)
     assert wait_until(lambda: pub.in_flight() == 3, 3), "events were not handed to the frozen broker"
@@ -236,7 +270,7 @@ def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, subs
     broker.proc = None
     assert wait_until(lambda: not pub.connected, 5)
     for event in events[5:]:
-        pub.publish_event(event)                        # queued behind the unacknowledged three
+        pub.publish_event(event)  # queued behind the unacknowledged three
     broker.start()
     sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 7, 10)
     got = ids_before_marker(pub, sub)
@@ -245,8 +279,9 @@ def test_mqtt_unacknowledged_events_resent_in_order_once(persistent_broker, subs
     assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
 
 
-def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(persistent_broker, subscriber,
-                                                                              mqtt_cfg, publisher):
+def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(
+    persistent_broker, subscriber, mqtt_cfg, publisher
+):
     """The sender hands an event to paho in the moment between the link dropping and on_disconnect running:
     paho keeps it (QoS 1) and sends it once reconnected; the sender must neither stall on it nor lose it."""
     broker = persistent_broker
@@ -256,7 +291,7 @@ def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(per
     assert wait_until(lambda: pub.connected, 5)
     broker.stop()
     assert wait_until(lambda: not pub.connected, 5)
-    pub._connected = True          # the window: paho has lost the link, the publisher does not know yet
+    pub._connected = True  # the window: paho has lost the link, the publisher does not know yet
     events = [make_event("fall", i) for i in range(2)]
     pub.publish_event(events[0])
     assert wait_until(lambda: pub.in_flight() == 1, 3), "the event was not handed to paho"
@@ -264,8 +299,9 @@ def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(per
     assert wait_until(lambda: pub.connected and pub.in_flight() == 0, 10), "the sender stalled on the event"
     pub.publish_event(events[1])
     want = [e["id"] for e in events]
-    assert sub.wait_for(lambda s: [json.loads(p)["id"] for p in s.on(f"{PREFIX}/event")] == want, 10), \
-        sub.on(f"{PREFIX}/event")
+    assert sub.wait_for(lambda s: [json.loads(p)["id"] for p in s.on(f"{PREFIX}/event")] == want, 10), sub.on(
+        f"{PREFIX}/event"
+    )
     assert wait_until(lambda: pub.stats()["events_queued"] == 0, 3)
 
 
@@ -291,14 +327,14 @@ def test_mqtt_retained_state_is_current_after_an_outage(mosquitto, subscriber, m
     pub.set_state({"state": "ok", "persons": 1})
     sub = subscriber(mosquitto.port, [f"{PREFIX}/state"])
     assert sub.wait_for(lambda s: s.json_on(f"{PREFIX}/state")[-1:] == [{"state": "ok", "persons": 1}], 3)
-    os.kill(mosquitto.proc.pid, signal.SIGSTOP)          # takes the bytes, never acknowledges
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # takes the bytes, never acknowledges
     pub.set_state({"state": "person_down", "persons": 1})
-    assert not pub.state_published()                     # handed to paho, never to be acknowledged
+    assert not pub.state_published()  # handed to paho, never to be acknowledged
     os.kill(mosquitto.proc.pid, signal.SIGKILL)
     mosquitto.proc.wait(5)
     mosquitto.proc = None
     assert wait_until(lambda: not pub.connected, 5)
-    pub.set_state({"state": "ok", "persons": 0})        # the person got up while the broker was away
+    pub.set_state({"state": "ok", "persons": 0})  # the person got up while the broker was away
     mosquitto.start()
     assert wait_until(lambda: pub.connected, 8), "no reconnect"
     # the last state handed to paho is acknowledged and none waits behind it (the stale one, re-sent by paho
@@ -314,10 +350,10 @@ def test_mqtt_event_still_sent_when_the_outbox_cannot_store_it(mosquitto, subscr
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
     pub = publisher(mqtt_cfg(mosquitto.port))
     pages = pub._outbox._db.execute("PRAGMA page_count").fetchone()[0]
-    pub._outbox._db.execute(f"PRAGMA max_page_count={pages}")    # the disk is full
+    pub._outbox._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
-    event = dict(make_event("fall"), note="x" * 50_000)          # needs new pages
+    event = dict(make_event("fall"), note="x" * 50_000)  # needs new pages
     with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
         pub.publish_event(event)
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
@@ -333,23 +369,25 @@ def test_mqtt_set_command_wrong_types_get_one_clear_warning(mosquitto, subscribe
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
     with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
         sub.client.publish(f"{PREFIX}/set", json.dumps({"test": "yes"}), qos=1)
-        sub.client.publish(f"{PREFIX}/set", b"[" * 100_000, qos=1)     # JSON nested too deep to parse
-        assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), \
-            [r.getMessage() for r in caplog.records]
+        sub.client.publish(f"{PREFIX}/set", b"[" * 100_000, qos=1)  # JSON nested too deep to parse
+        assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), [
+            r.getMessage() for r in caplog.records
+        ]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a bad command logged a traceback"
     assert any('"test" must be true' in r.getMessage() for r in caplog.records)
     assert ids_before_marker(pub, sub) == [] and pub.connected
 
 
-def test_mqtt_read_only_outbox_keeps_sending_without_flooding_the_log(mosquitto, subscriber, mqtt_cfg, publisher,
-                                                                      caplog):
+def test_mqtt_read_only_outbox_keeps_sending_without_flooding_the_log(
+    mosquitto, subscriber, mqtt_cfg, publisher, caplog
+):
     """The SD card's file system remounted read-only (what ext4 does on I/O errors): queued events and new ones
     still go out, and the log gets one line per problem, not one every half second."""
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
     pub = publisher(mqtt_cfg(mosquitto.port))
     old = make_event("fall", 0)
-    pub.publish_event(old)                               # queued before the start
-    pub._outbox._db.execute("PRAGMA query_only=ON")      # every write now fails: "attempt to write a readonly db"
+    pub.publish_event(old)  # queued before the start
+    pub._outbox._db.execute("PRAGMA query_only=ON")  # every write now fails: "attempt to write a readonly db"
     with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
         pub.start()
         assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 1, 5)
@@ -370,12 +408,12 @@ def test_mqtt_reload_with_a_read_only_outbox_still_reconnects(mosquitto, subscri
     from mqtt_testlib import free_port
 
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
-    pub = publisher(mqtt_cfg(free_port(), outbox_max=20))   # no broker there
+    pub = publisher(mqtt_cfg(free_port(), outbox_max=20))  # no broker there
     pub.start()
     events = [make_event("fall", i) for i in range(12)]
     for event in events:
         pub.publish_event(event)
-    pub._outbox._db.execute("PRAGMA query_only=ON")      # the file system went read-only
+    pub._outbox._db.execute("PRAGMA query_only=ON")  # the file system went read-only
     with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
         pub.reconfigure(mqtt_cfg(mosquitto.port, outbox_max=10))
     assert any("outbox_max" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
@@ -399,7 +437,7 @@ def test_mqtt_alerts_pause_expires_by_itself_and_says_so(mosquitto, subscriber, 
         beat = next(h for h in sub.json_on(f"{PREFIX}/heartbeat") if h["alerts"] is False)
         assert beat["alerts_resume_at"].endswith("Z")
         assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts")[-1:] == [b"ON"], 5), "the pause did not end"
-        assert wait_until(lambda: "alerts resumed" in caplog.text, 10)   # logged just after <prefix>/alerts ON
+        assert wait_until(lambda: "alerts resumed" in caplog.text, 10)  # logged just after <prefix>/alerts ON
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("alerts PAUSED by MQTT command" in m for m in lines), lines
     assert any("alerts resumed: the pause reached alerts.pause_max_s (1 s)" in m for m in lines), lines
@@ -409,8 +447,9 @@ def test_mqtt_alerts_pause_expires_by_itself_and_says_so(mosquitto, subscriber, 
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
 
 
-def test_mqtt_paused_alerts_warn_at_start_and_commands_can_be_switched_off(mosquitto, subscriber, mqtt_cfg,
-                                                                          publisher, caplog):
+def test_mqtt_paused_alerts_warn_at_start_and_commands_can_be_switched_off(
+    mosquitto, subscriber, mqtt_cfg, publisher, caplog
+):
     cfg = mqtt_cfg(mosquitto.port)
     sub = subscriber(mosquitto.port, [f"{PREFIX}/alerts"])
     pub = publisher(cfg)
@@ -452,6 +491,6 @@ def test_mqtt_one_heartbeat_on_connect(mosquitto, subscriber, mqtt_cfg, publishe
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
     sub.wait_count(f"{PREFIX}/heartbeat", 1)
-    pub.set_state({"state": "ok", "persons": 0})   # a marker published after anything the connect sent
+    pub.set_state({"state": "ok", "persons": 0})  # a marker published after anything the connect sent
     assert sub.wait_count(f"{PREFIX}/state", 1)
     assert len(sub.on(f"{PREFIX}/heartbeat")) == 1

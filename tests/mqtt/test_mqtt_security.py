@@ -1,4 +1,5 @@
 """A password-protected broker and a TLS broker with a CA made here with openssl."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,16 @@ def password_broker(tmp_path: Path, mosquitto_factory):
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
-def test_mqtt_wrong_password_one_clear_line_then_right_one_connects(password_broker, tmp_path, subscriber_auth,
-                                                                     mqtt_cfg, publisher, caplog, protocol):
+def test_mqtt_wrong_password_one_clear_line_then_right_one_connects(
+    password_broker, tmp_path, subscriber_auth, mqtt_cfg, publisher, caplog, protocol
+):
     pub = publisher(mqtt_cfg(password_broker.port, protocol=protocol, username="fallwatch", password="wrong"))
     with caplog.at_level(logging.DEBUG, logger="fallwatch.daemon.mqtt"):
         pub.start()
         # retried with backoff (1 s here): the refusal is seen again, but said clearly only once
-        assert wait_until(lambda: any("(still)" in r.getMessage() for r in caplog.records), 5), \
-            [r.getMessage() for r in caplog.records]
+        assert wait_until(lambda: any("(still)" in r.getMessage() for r in caplog.records), 5), [
+            r.getMessage() for r in caplog.records
+        ]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors
     assert any(reason in errors[0] for reason in AUTH_REASONS) and f"127.0.0.1:{password_broker.port}" in errors[0]
@@ -41,8 +44,7 @@ def test_mqtt_wrong_password_one_clear_line_then_right_one_connects(password_bro
     secret = tmp_path / "mqtt_password"
     secret.write_text("s3cret\n")
     sub = subscriber_auth(password_broker.port)
-    pub.reconfigure(mqtt_cfg(password_broker.port, protocol=protocol, username="fallwatch",
-                             password_file=str(secret)))
+    pub.reconfigure(mqtt_cfg(password_broker.port, protocol=protocol, username="fallwatch", password_file=str(secret)))
     assert wait_until(lambda: pub.connected, 5), "right credentials (password_file) did not connect"
     event = make_event("fall")
     pub.publish_event(event)
@@ -65,15 +67,48 @@ def tls_files(tmp_path: Path) -> dict:
     d = tmp_path / "pki"
     d.mkdir()
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj",
-             "/CN=fallwatch test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fallwatch test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
+
     def issue(name: str, cn: str, ext: str) -> None:
         _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-        (d / f"{name}.cnf").write_text("basicConstraints=CA:FALSE\n"
-                                       "keyUsage=critical,digitalSignature,keyEncipherment\n" + ext)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.cnf", cwd=d)
+        (d / f"{name}.cnf").write_text(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n" + ext
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.cnf",
+            cwd=d,
+        )
 
     issue("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     issue("othername", "broker.example", "subjectAltName=DNS:broker.example\nextendedKeyUsage=serverAuth\n")
@@ -83,8 +118,10 @@ def tls_files(tmp_path: Path) -> dict:
 
 def _tls_broker(mosquitto_factory, files: dict, server: str = "server", extra: str = ""):
     port = free_port()
-    conf = (f"listener {port} 127.0.0.1\ncafile {files['ca.crt']}\ncertfile {files[server + '.crt']}\n"
-            f"keyfile {files[server + '.key']}\nallow_anonymous true\n{extra}")
+    conf = (
+        f"listener {port} 127.0.0.1\ncafile {files['ca.crt']}\ncertfile {files[server + '.crt']}\n"
+        f"keyfile {files[server + '.key']}\nallow_anonymous true\n{extra}"
+    )
     return mosquitto_factory(conf, port).start()
 
 
@@ -142,26 +179,42 @@ def test_mqtt_tls_host_name_check_and_insecure(tls_files, mosquitto_factory, mqt
         strict.start()
         assert wait_until(lambda: any("TLS" in r.getMessage() for r in caplog.records), 5)
     assert not strict.connected
-    assert any("127.0.0.1" in r.getMessage() and ("mismatch" in r.getMessage() or "not valid" in r.getMessage())
-               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert any(
+        "127.0.0.1" in r.getMessage() and ("mismatch" in r.getMessage() or "not valid" in r.getMessage())
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
     strict.stop()
-    loose = publisher(mqtt_cfg(broker.port, client_id="loose",
-                               tls={"enabled": True, "ca_certs": tls_files["ca.crt"], "insecure": True}))
+    loose = publisher(
+        mqtt_cfg(
+            broker.port, client_id="loose", tls={"enabled": True, "ca_certs": tls_files["ca.crt"], "insecure": True}
+        )
+    )
     loose.start()
     assert wait_until(lambda: loose.connected, 5)
 
 
 def test_mqtt_tls_client_certificate(tls_files, mosquitto_factory, mqtt_cfg, publisher, caplog):
     broker = _tls_broker(mosquitto_factory, tls_files, extra="require_certificate true\n")
-    without = publisher(mqtt_cfg(broker.port, client_id="nocert",
-                                 tls={"enabled": True, "ca_certs": tls_files["ca.crt"]}))
+    without = publisher(
+        mqtt_cfg(broker.port, client_id="nocert", tls={"enabled": True, "ca_certs": tls_files["ca.crt"]})
+    )
     with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
         without.start()
-        assert wait_until(lambda: any("certfile" in r.getMessage() for r in caplog.records), 5), \
-            [r.getMessage() for r in caplog.records]
-    withcert = publisher(mqtt_cfg(broker.port, client_id="withcert",
-                                  tls={"enabled": True, "ca_certs": tls_files["ca.crt"],
-                                       "certfile": tls_files["client.crt"], "keyfile": tls_files["client.key"]}))
+        assert wait_until(lambda: any("certfile" in r.getMessage() for r in caplog.records), 5), [
+            r.getMessage() for r in caplog.records
+        ]
+    withcert = publisher(
+        mqtt_cfg(
+            broker.port,
+            client_id="withcert",
+            tls={
+                "enabled": True,
+                "ca_certs": tls_files["ca.crt"],
+                "certfile": tls_files["client.crt"],
+                "keyfile": tls_files["client.key"],
+            },
+        )
+    )
     withcert.start()
     assert wait_until(lambda: withcert.connected, 5)
     assert not without.connected
@@ -175,8 +228,10 @@ def test_mqtt_credential_settings_that_cannot_work_are_named(tmp_path, mqtt_cfg,
     cert = tmp_path / "client.crt"
     cert.write_text("not used")
     cases = [
-        ({"tls": {"enabled": True, "certfile": str(cert), "keyfile": str(missing)}},
-         rf"mqtt\.tls\.keyfile: cannot read {missing}: No such file"),
+        (
+            {"tls": {"enabled": True, "certfile": str(cert), "keyfile": str(missing)}},
+            rf"mqtt\.tls\.keyfile: cannot read {missing}: No such file",
+        ),
     ]
     for overrides, message in cases:
         pub = publisher(mqtt_cfg(1, **overrides))
@@ -185,8 +240,9 @@ def test_mqtt_credential_settings_that_cannot_work_are_named(tmp_path, mqtt_cfg,
         assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
 
 
-def test_mqtt_event_refused_by_the_broker_acl_is_kept(tmp_path, mosquitto_factory, subscriber, mqtt_cfg, publisher,
-                                                      caplog):
+def test_mqtt_event_refused_by_the_broker_acl_is_kept(
+    tmp_path, mosquitto_factory, subscriber, mqtt_cfg, publisher, caplog
+):
     """MQTT 5: a broker that refuses the event (its ACL) says so in the PUBACK. The event is not 'sent': it stays
     in the outbox, one line names it, and once the broker is fixed a restart delivers it."""
     acl = tmp_path / "acl"
@@ -200,15 +256,16 @@ def test_mqtt_event_refused_by_the_broker_acl_is_kept(tmp_path, mosquitto_factor
     event = make_event("fall")
     with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
         pub.publish_event(event)
-        assert wait_until(lambda: any(event["id"] in r.getMessage() for r in caplog.records), 5), \
-            [r.getMessage() for r in caplog.records]
+        assert wait_until(lambda: any(event["id"] in r.getMessage() for r in caplog.records), 5), [
+            r.getMessage() for r in caplog.records
+        ]
     line = next(r.getMessage() for r in caplog.records if event["id"] in r.getMessage())
     assert "Not authorized" in line and "outbox" in line, line
     assert pub.stats()["events_sent"] == 0 and pub.stats()["events_queued"] == 1, pub.stats()
     pub.stop()
 
     broker.stop()
-    acl.write_text("topic readwrite #\n")                # the broker's ACL is fixed
+    acl.write_text("topic readwrite #\n")  # the broker's ACL is fixed
     broker.start()
     sub = subscriber(broker.port, [f"{PREFIX}/event"])
     again = publisher(cfg)
@@ -216,8 +273,7 @@ def test_mqtt_event_refused_by_the_broker_acl_is_kept(tmp_path, mosquitto_factor
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
 
 
-def test_mqtt_sighup_rereads_a_changed_password_file(password_broker, tmp_path, subscriber_auth, mqtt_cfg,
-                                                     publisher):
+def test_mqtt_sighup_rereads_a_changed_password_file(password_broker, tmp_path, subscriber_auth, mqtt_cfg, publisher):
     """A rotated secret (same password_file path, new content, as with systemd credentials) is used after a
     reload; the settings themselves did not change."""
     secret = tmp_path / "mqtt_password"
@@ -235,8 +291,9 @@ def test_mqtt_sighup_rereads_a_changed_password_file(password_broker, tmp_path, 
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
 
 
-def test_the_readme_acl_keeps_other_users_from_pausing_alerts(tmp_path, mosquitto_factory, subscriber, mqtt_cfg,
-                                                              publisher):
+def test_the_readme_acl_keeps_other_users_from_pausing_alerts(
+    tmp_path, mosquitto_factory, subscriber, mqtt_cfg, publisher
+):
     # Side door 3: anyone who could publish to the broker could switch alerts off for good. The README's ACL,
     # run here as it is printed, lets only Home Assistant (and the daemon) command fallwatch.
     import re
@@ -248,8 +305,9 @@ def test_the_readme_acl_keeps_other_users_from_pausing_alerts(tmp_path, mosquitt
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     pwfile = tmp_path / "mosquitto.passwd"
     for i, (user, password) in enumerate((("fallwatch", "s3cret"), ("homeassistant", "ha"), ("guest", "guest"))):
-        subprocess.run([passwd, "-b", *(["-c"] if i == 0 else []), str(pwfile), user, password], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [passwd, "-b", *(["-c"] if i == 0 else []), str(pwfile), user, password], check=True, capture_output=True
+        )
     pwfile.chmod(0o600)
     broker = mosquitto_factory(f"allow_anonymous false\npassword_file {pwfile}\nacl_file {acl}\n").start()
     pub = publisher(mqtt_cfg(broker.port, username="fallwatch", password="s3cret"))

@@ -1,6 +1,7 @@
 """`fallwatch watch` against a real broker: `--once --json` with three devices (one online and fine, one with an
 active fall, one gone offline through its Last Will: a SIGKILLed daemon stand-in), the live view's data as
 messages come, credentials, and an unreachable broker."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,13 @@ from mqtt_testlib import free_port, make_event, wait_until
 
 
 def run_watch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "watch", *args], capture_output=True,
-                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "watch", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_watch_once_json_three_devices(mosquitto, subscriber, mqtt_cfg, publisher, publisher_proc, tmp_path):
@@ -31,19 +37,24 @@ def test_watch_once_json_three_devices(mosquitto, subscriber, mqtt_cfg, publishe
     fall.set_state({"state": "fall", "persons": 1})
     fall.publish_event(make_event("fall"))
     gone = publisher_proc(mqtt_cfg(port, device_id="room-gone", state_dir=str(tmp_path / "gone")))
-    assert sub.wait_for(lambda s: all(s.on(f"fallwatch/{d}/availability")[-1:] == [b"online"]
-                                      for d in ("room-ok", "room-fall", "room-gone")), 10)
-    gone.kill()    # no clean stop: the broker publishes its Last Will
+    assert sub.wait_for(
+        lambda s: all(
+            s.on(f"fallwatch/{d}/availability")[-1:] == [b"online"] for d in ("room-ok", "room-fall", "room-gone")
+        ),
+        10,
+    )
+    gone.kill()  # no clean stop: the broker publishes its Last Will
     assert sub.wait_for(lambda s: s.on("fallwatch/room-gone/availability")[-1:] == [b"offline"], 10)
-    assert sub.wait_for(lambda s: len(s.on("fallwatch/room-fall/state")) >= 1
-                        and len(s.on("fallwatch/room-ok/state")) >= 1, 5)
+    assert sub.wait_for(
+        lambda s: len(s.on("fallwatch/room-fall/state")) >= 1 and len(s.on("fallwatch/room-ok/state")) >= 1, 5
+    )
 
     done = run_watch("--host", "127.0.0.1", "--port", str(port), "--once", "--json", "--wait", "5")
     assert done.returncode == 0, done.stderr
     snapshot = json.loads(done.stdout)
     assert snapshot["broker"] == f"127.0.0.1:{port}" and snapshot["prefix"] == "fallwatch"
     devices = snapshot["devices"]
-    assert [d["device"] for d in devices] == ["room-fall", "room-gone", "room-ok"]   # fall, down, fine
+    assert [d["device"] for d in devices] == ["room-fall", "room-gone", "room-ok"]  # fall, down, fine
     by = {d["device"]: d for d in devices}
     assert by["room-fall"]["alarm"] and not by["room-fall"]["down"]
     assert [(c["state"], c["persons"]) for c in by["room-fall"]["cameras"]] == [("fall", 1)]
@@ -66,7 +77,8 @@ def test_watch_unreachable_broker_is_one_line_and_non_zero():
     done = run_watch("--host", "127.0.0.1", "--port", str(port), "--once", "--json")
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        f"fallwatch watch: cannot reach the MQTT broker 127.0.0.1:{port}: [Errno 111] Connection refused"]
+        f"fallwatch watch: cannot reach the MQTT broker 127.0.0.1:{port}: [Errno 111] Connection refused"
+    ]
 
 
 def test_watch_read_only_user_and_bad_credentials(mosquitto_factory, tmp_path):
@@ -79,8 +91,15 @@ def test_watch_read_only_user_and_bad_credentials(mosquitto_factory, tmp_path):
     # read-only is enough for the desk: watch never publishes
     acl.write_text("user desk\ntopic read fallwatch/#\n\nuser room-1\ntopic readwrite fallwatch/room-1/#\n")
     broker = mosquitto_factory(f"allow_anonymous false\npassword_file {pwfile}\nacl_file {acl}\n").start()
-    publish.single("fallwatch/room-1/availability", "online", qos=1, retain=True, hostname="127.0.0.1",
-                   port=broker.port, auth={"username": "room-1", "password": "pi"})
+    publish.single(
+        "fallwatch/room-1/availability",
+        "online",
+        qos=1,
+        retain=True,
+        hostname="127.0.0.1",
+        port=broker.port,
+        auth={"username": "room-1", "password": "pi"},
+    )
     where = ["--host", "127.0.0.1", "--port", str(broker.port), "--once", "--json"]
     secret = tmp_path / "desk_password"
     secret.write_text("n1ght\n")
@@ -100,13 +119,25 @@ def test_watch_read_only_user_and_bad_credentials(mosquitto_factory, tmp_path):
 def test_watch_live_view_follows_events_heartbeats_and_a_per_camera_device(mosquitto, mqtt_cfg, publisher, tmp_path):
     """What the live table shows, fed by MQTT as it happens: heartbeats, a fall event and its camera, and the
     per-camera topics of a device that watches several rooms."""
-    args = argparse.Namespace(host="127.0.0.1", port=mosquitto.port, prefix="fallwatch", stale=90.0, username=None,
-                              tls=False, cafile=None, certfile=None, keyfile=None, insecure=False)
+    args = argparse.Namespace(
+        host="127.0.0.1",
+        port=mosquitto.port,
+        prefix="fallwatch",
+        stale=90.0,
+        username=None,
+        tls=False,
+        cafile=None,
+        certfile=None,
+        keyfile=None,
+        insecure=False,
+    )
     watcher = Watcher(args, None)
     assert watcher.start() is None
     try:
-        pub = publisher(mqtt_cfg(mosquitto.port, device_id="hall-pi", heartbeat_s=1,
-                                 state_dir=str(tmp_path / "hall")), camera="hall")
+        pub = publisher(
+            mqtt_cfg(mosquitto.port, device_id="hall-pi", heartbeat_s=1, state_dir=str(tmp_path / "hall")),
+            camera="hall",
+        )
         pub.start()
         pub.set_state({"state": "fall", "persons": 1})
         event = make_event("fall")
@@ -124,16 +155,25 @@ def test_watch_live_view_follows_events_heartbeats_and_a_per_camera_device(mosqu
         assert (cam["camera"], cam["state"], cam["last_event_id"]) == ("hall", "fall", event["id"])
         assert hall()["alarm"] and not hall()["down"] and hall()["heartbeat_age_s"] < 5
 
-        for topic, payload in (("fallwatch/ward-2/availability", "online"),
-                               ("fallwatch/ward-2/bath/state", json.dumps({"state": "person_down", "persons": 1})),
-                               ("fallwatch/ward-2/bed/state", json.dumps({"state": "ok", "persons": 0}))):
+        for topic, payload in (
+            ("fallwatch/ward-2/availability", "online"),
+            ("fallwatch/ward-2/bath/state", json.dumps({"state": "person_down", "persons": 1})),
+            ("fallwatch/ward-2/bed/state", json.dumps({"state": "ok", "persons": 0})),
+        ):
             publish.single(topic, payload, qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port)
-        assert wait_until(lambda: [d["device"] for d in watcher.snapshot()] == ["hall-pi", "ward-2"]
-                          and len(watcher.snapshot()[1]["cameras"]) == 2, 5), watcher.snapshot()
+        assert wait_until(
+            lambda: (
+                [d["device"] for d in watcher.snapshot()] == ["hall-pi", "ward-2"]
+                and len(watcher.snapshot()[1]["cameras"]) == 2
+            ),
+            5,
+        ), watcher.snapshot()
         ward = watcher.snapshot()[1]
         assert [(c["camera"], c["state"], c["alarm"]) for c in ward["cameras"]] == [
-            ("bath", "person_down", True), ("bed", "ok", False)]
-        pub.stop()                  # a clean stop: offline, the fall state stays retained
+            ("bath", "person_down", True),
+            ("bed", "ok", False),
+        ]
+        pub.stop()  # a clean stop: offline, the fall state stays retained
         assert wait_until(lambda: hall().get("availability") == "offline", 5)
         assert hall()["down"] and hall()["alarm"]
     finally:

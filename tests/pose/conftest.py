@@ -1,4 +1,5 @@
 """The pose test modules import pose_testlib from this folder."""
+
 import sys
 from pathlib import Path
 

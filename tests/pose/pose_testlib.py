@@ -1,5 +1,6 @@
 """Helpers the pose tests share: reading a real image or clip as RGB, and an Edge TPU interpreter that has gone
 away."""
+
 from __future__ import annotations
 
 from itertools import islice

@@ -1,4 +1,5 @@
 """Model downloads over real HTTP from a local server: verified, atomic, clear errors, nothing half-written."""
+
 from __future__ import annotations
 
 import functools
@@ -36,8 +37,7 @@ def serve():
 
     def start(directory: Path) -> str:
         handler = type("Handler", (_QuietHandler,), {"requests": []})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                 functools.partial(handler, directory=str(directory)))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         start.requests = handler.requests
@@ -153,35 +153,45 @@ def test_http_error_is_reported(serve, tmp_path: Path) -> None:
 
 def test_base_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(fetch.BASE_URL_ENV, "http://mirror.local/models/")
-    assert fetch.download_url(MODELS["movenet_lightning"]) == \
-        "http://mirror.local/models/movenet_single_pose_lightning_ptq.tflite"
+    assert (
+        fetch.download_url(MODELS["movenet_lightning"])
+        == "http://mirror.local/models/movenet_single_pose_lightning_ptq.tflite"
+    )
     # the query string of a MediaPipe generation-pinned address is not part of the file name
     assert fetch.download_url(MODELS["blazepose_lite"]) == "http://mirror.local/models/pose_landmark_lite.tflite"
     monkeypatch.delenv(fetch.BASE_URL_ENV)
     assert fetch.download_url(MODELS["movenet_lightning"]) == MODELS["movenet_lightning"].url
 
 
-def test_unpinned_model_is_installed_but_reported_unpinned(serve, monkeypatch: pytest.MonkeyPatch,
-                                                           tmp_path: Path) -> None:
+def test_unpinned_model_is_installed_but_reported_unpinned(
+    serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     upstream = tmp_path / "upstream"
     upstream.mkdir()
     payload = TFLITE_HEAD + bytes(range(256)) * 4
     (upstream / "tiny.tflite").write_bytes(payload)
-    monkeypatch.setitem(MODELS, "tiny", ModelSpec("tiny", "tiny.tflite", None, "https://example.invalid/tiny.tflite",
-                                                  "estimator", (8, 8), "coco17"))
+    monkeypatch.setitem(
+        MODELS,
+        "tiny",
+        ModelSpec("tiny", "tiny.tflite", None, "https://example.invalid/tiny.tflite", "estimator", (8, 8), "coco17"),
+    )
     dest = tmp_path / "models"
     result = fetch.fetch_model("tiny", dest, base_url=serve(upstream))
     assert not result.pinned and result.sha256 == hashlib.sha256(payload).hexdigest()
     assert fetch.model_status(MODELS["tiny"], dest) == fetch.UNPINNED
 
 
-def test_unpinned_download_that_is_not_a_tflite_model_is_refused(serve, monkeypatch: pytest.MonkeyPatch,
-                                                                 tmp_path: Path) -> None:
+def test_unpinned_download_that_is_not_a_tflite_model_is_refused(
+    serve, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     upstream = tmp_path / "upstream"
     upstream.mkdir()
     (upstream / "tiny.tflite").write_text("<html>rate limited</html>")  # what a captive portal returns
-    monkeypatch.setitem(MODELS, "tiny", ModelSpec("tiny", "tiny.tflite", None, "https://example.invalid/tiny.tflite",
-                                                  "estimator", (8, 8), "coco17"))
+    monkeypatch.setitem(
+        MODELS,
+        "tiny",
+        ModelSpec("tiny", "tiny.tflite", None, "https://example.invalid/tiny.tflite", "estimator", (8, 8), "coco17"),
+    )
     dest = tmp_path / "models"
     with pytest.raises(ModelError, match="did not return a TFLite model"):
         fetch.fetch_model("tiny", dest, base_url=serve(upstream))
@@ -200,12 +210,20 @@ def test_unknown_model_and_unwritable_directory(tmp_path: Path) -> None:
 def test_configured_models_follow_the_configuration() -> None:
     # backend auto: the CPU models are required (the fallback); the TPU builds are wanted. The default detector's
     # TPU build is Coral's compilation of the same network.
-    assert fetch.configured_models("ssd_mobilenet_v1", "movenet_lightning") == \
-        (["ssd_mobilenet_v1", "movenet_lightning"], ["ssd_mobilenet_v1_edgetpu", "movenet_lightning_edgetpu"])
-    assert fetch.configured_models("ssd_mobilenet_v1", "movenet_lightning", "cpu") == \
-        (["ssd_mobilenet_v1", "movenet_lightning"], [])
-    assert fetch.configured_models("ssd_mobilenet_v2", "movenet_thunder", "edgetpu") == \
-        (["ssd_mobilenet_v2", "movenet_thunder", "ssd_mobilenet_v2_edgetpu", "movenet_thunder_edgetpu"], [])
+    assert fetch.configured_models("ssd_mobilenet_v1", "movenet_lightning") == (
+        ["ssd_mobilenet_v1", "movenet_lightning"],
+        ["ssd_mobilenet_v1_edgetpu", "movenet_lightning_edgetpu"],
+    )
+    assert fetch.configured_models("ssd_mobilenet_v1", "movenet_lightning", "cpu") == (
+        ["ssd_mobilenet_v1", "movenet_lightning"],
+        [],
+    )
+    assert fetch.configured_models("ssd_mobilenet_v2", "movenet_thunder", "edgetpu") == (
+        ["ssd_mobilenet_v2", "movenet_thunder", "ssd_mobilenet_v2_edgetpu", "movenet_thunder_edgetpu"],
+        [],
+    )
     # BlazePose has no Edge TPU build
-    assert fetch.configured_models("blazepose_detector", "blazepose_full") == \
-        (["blazepose_detector", "blazepose_full"], [])
+    assert fetch.configured_models("blazepose_detector", "blazepose_full") == (
+        ["blazepose_detector", "blazepose_full"],
+        [],
+    )

@@ -1,4 +1,5 @@
 """The model registry against the real files in ../shared/models, and the model directory search order."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """The alternative model families on real images: MoveNet MultiPose as detector, BlazePose detector + full."""
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,9 @@ def spine_from_vertical(kps: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def blazepose(model_dir: Path) -> PoseEngine:
-    return PoseEngine(PoseSettings(backend="auto", detector="blazepose_detector", estimator="blazepose_full"),
-                      model_dir)
+    return PoseEngine(
+        PoseSettings(backend="auto", detector="blazepose_detector", estimator="blazepose_full"), model_dir
+    )
 
 
 def test_blazepose_anchor_count() -> None:
@@ -78,16 +80,18 @@ def test_blazepose_tracks_through_a_fall(blazepose: PoseEngine, data_dir: Path) 
     assert spine_from_vertical(last.persons[0].keypoints_raw) >= 60  # lying on the floor at the end
 
 
-def test_cli_pose_json_has_33_landmarks_with_blazepose(model_dir: Path, images_dir: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_cli_pose_json_has_33_landmarks_with_blazepose(
+    model_dir: Path, images_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import json
 
     from fallwatch.daemon.cli import main as cli_main
 
     config = tmp_path / "fallwatch.yaml"
     config.write_text("pose:\n  detector: blazepose_detector\n  estimator: blazepose_full\n")
-    rc = cli_main(["pose", "-c", str(config), "--model-dir", str(model_dir), "--json",
-                   str(images_dir / "fall_img_9.png")])
+    rc = cli_main(
+        ["pose", "-c", str(config), "--model-dir", str(model_dir), "--json", str(images_dir / "fall_img_9.png")]
+    )
     assert rc == 0
     people = json.loads(capsys.readouterr().out)["people"]
     assert len(people) == 1

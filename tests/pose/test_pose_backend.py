@@ -1,4 +1,5 @@
 """Backend selection with no Edge TPU on this machine, and the CPU interpreter refusing Edge TPU builds."""
+
 from __future__ import annotations
 
 import logging
@@ -79,8 +80,9 @@ def test_unknown_or_wrong_kind_model(model_dir: Path) -> None:
         PoseEngine(PoseSettings(detector="movenet_lightning"), model_dir)
 
 
-def test_tpu_failure_while_running_switches_to_cpu(model_dir: Path, images_dir: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_tpu_failure_while_running_switches_to_cpu(
+    model_dir: Path, images_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = PoseEngine(PoseSettings(backend="cpu"), model_dir)
     frame = load_rgb(images_dir / "fall_img_1.png")
     # Pretend the models run on a TPU that fails at the next invoke.

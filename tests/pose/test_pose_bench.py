@@ -1,4 +1,5 @@
 """`fallwatch bench` on a real clip: the report has every figure, consistent with itself (not a timing test)."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def test_bench_json_report(data_dir: Path, model_dir: Path, capsys: pytest.Captu
     assert isinstance(report["rss_growth_pct"], float)
 
 
-def test_bench_text_and_bad_source(data_dir: Path, model_dir: Path, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture, monkeypatch) -> None:
+def test_bench_text_and_bad_source(
+    data_dir: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
     rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(tmp_path / "nope.mp4")])
     assert rc == 1
@@ -73,8 +75,9 @@ def short_clip(clips: Path, tmp_path: Path, frames: int = 24) -> Path:
     return out
 
 
-def test_bench_cameras_prints_per_camera_figures(data_dir: Path, model_dir: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture, monkeypatch) -> None:
+def test_bench_cameras_prints_per_camera_figures(
+    data_dir: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
     clip = short_clip(data_dir / "gmdcsa24-dev", tmp_path)
     rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--cameras", "2"])
@@ -85,13 +88,17 @@ def test_bench_cameras_prints_per_camera_figures(data_dir: Path, model_dir: Path
     assert out[2].startswith("  camera2: 24 frames, ") and out[2].endswith(" fps, 0 dropped"), out
     assert "overhead ratio" in out[3]
 
-    rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--cameras", "3", "--loops", "2",
-                   "--json"])
+    rc = cli_main(
+        ["bench", "--model-dir", str(model_dir), "--source", str(clip), "--cameras", "3", "--loops", "2", "--json"]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["cameras"] == 3 and report["frames"] == 3 * 2 * 24 and report["fps"] > 0
     assert {name: cam["frames"] for name, cam in report["per_camera"].items()} == {
-        "camera1": 48, "camera2": 48, "camera3": 48}
+        "camera1": 48,
+        "camera2": 48,
+        "camera3": 48,
+    }
     assert report["overhead_ratio"] >= 1.0 and report["rules"] is True
 
     rc = cli_main(["bench", "--model-dir", str(model_dir), "--source", str(clip), "--cameras", "0"])

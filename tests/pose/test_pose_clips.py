@@ -1,4 +1,5 @@
 """Tracking on the real GMDCSA24 clips: one id per person, and a track that survives the fall."""
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ def manifest(data_dir: Path) -> dict:
 
 def fall_clips() -> list[str]:
     import os
+
     root = Path(os.environ.get("FALLWATCH_DATA_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "data")
     try:
         clips = json.loads((root / "gmdcsa24-dev" / "manifest.json").read_text())["clips"]
@@ -56,8 +58,9 @@ def test_one_person_keeps_one_id(engine: PoseEngine, data_dir: Path) -> None:
 def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) -> None:
     entry = next(c for c in manifest(data_dir)["clips"] if c["path"] == clip)
     engine.reset()
-    results: list[tuple[float, PoseResult]] = [(t, engine.process(rgb, t))
-                                               for t, rgb in video_frames(data_dir / "gmdcsa24-dev" / clip)]
+    results: list[tuple[float, PoseResult]] = [
+        (t, engine.process(rgb, t)) for t, rgb in video_frames(data_dir / "gmdcsa24-dev" / clip)
+    ]
     t_last = results[-1][0]
     # One second after the fall ends; several annotated falls end at (or past) the end of the clip, so then
     # the last frame.
@@ -71,8 +74,11 @@ def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) 
     assert person is not None, f"track {faller_id} lost by t={t:.2f}s (have {[p.track_id for p in at_check.persons]})"
     assert torso_score(person.keypoints_raw) >= CONFIDENT_TORSO
     # through the whole second before the check, with a torso the estimator is sure of
-    window = [max((torso_score(p.keypoints_raw) for p in r.persons if p.track_id == faller_id), default=0.0)
-              for t, r in results if t_check - 1.0 <= t <= t_check]
+    window = [
+        max((torso_score(p.keypoints_raw) for p in r.persons if p.track_id == faller_id), default=0.0)
+        for t, r in results
+        if t_check - 1.0 <= t <= t_check
+    ]
     assert min(window) >= engine.settings.min_torso_score
     assert float(np.median(window)) >= 0.4
     # and it was tracked, with its torso, through most of the time on the floor
@@ -81,8 +87,9 @@ def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) 
     assert tracked >= 0.9 * len(after)
 
 
-def test_track_times_out_and_a_returning_person_gets_a_new_id(model_dir: Path, data_dir: Path,
-                                                              images_dir: Path) -> None:
+def test_track_times_out_and_a_returning_person_gets_a_new_id(
+    model_dir: Path, data_dir: Path, images_dir: Path
+) -> None:
     engine = PoseEngine(PoseSettings(backend="cpu", track_timeout_s=1.0), model_dir)
     clip = data_dir / "gmdcsa24-dev" / "Subject 2" / "ADL" / "23.mp4"
     video = [rgb for _, rgb in first_frames(clip, 20)]

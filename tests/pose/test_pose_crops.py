@@ -1,4 +1,5 @@
 """Crop geometry: square crops with padding at the borders and ±90° rotation map back to frame pixels."""
+
 from __future__ import annotations
 
 import cv2
@@ -9,8 +10,13 @@ from fallwatch.pose.estimator import Crop, crop_around_box, whole_frame_crop
 
 
 def _warp(frame: np.ndarray, crop: Crop, size: int = 192) -> np.ndarray:
-    return cv2.warpAffine(frame, crop.matrix(size), (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(
+        frame,
+        crop.matrix(size),
+        (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
 
 
 @pytest.mark.parametrize("angle", [0.0, 90.0, -90.0])
@@ -43,7 +49,11 @@ def test_crop_around_box_is_square_with_margin() -> None:
 
 
 def test_nms_drops_overlaps_and_boxes_inside_boxes() -> None:
-    dets = [Detection((0, 0, 100, 200), 0.9), Detection((5, 5, 105, 195), 0.6),
-            Detection((20, 20, 80, 100), 0.7), Detection((300, 0, 400, 200), 0.55)]
+    dets = [
+        Detection((0, 0, 100, 200), 0.9),
+        Detection((5, 5, 105, 195), 0.6),
+        Detection((20, 20, 80, 100), 0.7),
+        Detection((300, 0, 400, 200), 0.55),
+    ]
     kept = nms(dets)
     assert [d.score for d in kept] == [0.9, 0.55]

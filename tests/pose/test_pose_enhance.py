@@ -1,5 +1,6 @@
 """Night enhancement (pose/enhance.py): dark, flat inputs are stretched, daylight ones are left alone, and a fall
 in a night clip made with the issue's recipe is caught."""
+
 from __future__ import annotations
 
 import shutil
@@ -28,7 +29,7 @@ def night_look(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
 def crop(rgb: np.ndarray, size: int = 192) -> np.ndarray:
     h, w = rgb.shape[:2]
     side = min(h, w)
-    square = rgb[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    square = rgb[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
     return np.ascontiguousarray(cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA))
 
 
@@ -101,8 +102,27 @@ def night_clip(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
         pytest.skip("ffmpeg is not installed")
     src = data_dir / "gmdcsa24-dev" / "Subject 1" / "Fall" / "15.mp4"
     out = tmp_path_factory.mktemp("night") / "fall15-night.mp4"
-    subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(src), "-vf", NIGHT_RECIPE, "-c:v", "libx264",
-                    "-crf", "28", "-preset", "veryfast", str(out)], check=True, timeout=120)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-vf",
+            NIGHT_RECIPE,
+            "-c:v",
+            "libx264",
+            "-crf",
+            "28",
+            "-preset",
+            "veryfast",
+            str(out),
+        ],
+        check=True,
+        timeout=120,
+    )
     return out
 
 

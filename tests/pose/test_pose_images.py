@@ -1,4 +1,5 @@
 """Real inference on the shared still images, bad frames, and `fallwatch pose` on good and bad files."""
+
 from __future__ import annotations
 
 import csv
@@ -35,10 +36,13 @@ def spine_from_vertical(kps: np.ndarray) -> float:
     return math.degrees(math.atan2(abs(dx), abs(dy)))
 
 
-@pytest.mark.parametrize("estimator, reference", [
-    ("movenet_lightning", "movenet_single_pose_lightning_ptq_reference.csv"),
-    ("movenet_thunder", "movenet_single_pose_thunder_ptq_reference.csv"),
-])
+@pytest.mark.parametrize(
+    "estimator, reference",
+    [
+        ("movenet_lightning", "movenet_single_pose_lightning_ptq_reference.csv"),
+        ("movenet_thunder", "movenet_single_pose_thunder_ptq_reference.csv"),
+    ],
+)
 def test_squat_matches_coral_reference(model_dir: Path, images_dir: Path, estimator: str, reference: str) -> None:
     from fallwatch.pose.models import MODELS
 
@@ -104,21 +108,26 @@ def test_lying_person_found_with_spine_near_horizontal(engine: PoseEngine, image
 
 def test_lying_person_needs_the_rotation_retry(model_dir: Path, images_dir: Path) -> None:
     """Without the ±90° retry MoveNet does not see the lying person as well (which is why the retry exists)."""
-    with_retry = run(PoseEngine(PoseSettings(backend="cpu", rotation_retry=True), model_dir),
-                     images_dir / "fall_img_9.png")
-    without = run(PoseEngine(PoseSettings(backend="cpu", rotation_retry=False), model_dir),
-                  images_dir / "fall_img_9.png")
+    with_retry = run(
+        PoseEngine(PoseSettings(backend="cpu", rotation_retry=True), model_dir), images_dir / "fall_img_9.png"
+    )
+    without = run(
+        PoseEngine(PoseSettings(backend="cpu", rotation_retry=False), model_dir), images_dir / "fall_img_9.png"
+    )
     score = lambda r: max((torso_score(p.keypoints_raw) for p in r.persons), default=0.0)  # noqa: E731
     assert score(with_retry) > score(without)
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros((480, 640), dtype=np.uint8),
-    np.zeros((480, 640, 4), dtype=np.uint8),
-    np.zeros((480, 640, 3), dtype=np.float32),
-    np.zeros((0, 640, 3), dtype=np.uint8),
-    "not an array",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((480, 640), dtype=np.uint8),
+        np.zeros((480, 640, 4), dtype=np.uint8),
+        np.zeros((480, 640, 3), dtype=np.float32),
+        np.zeros((0, 640, 3), dtype=np.uint8),
+        "not an array",
+    ],
+)
 def test_wrong_frame_is_frame_error(engine: PoseEngine, bad) -> None:
     before = engine.bad_frames
     with pytest.raises(FrameError) as err:
@@ -142,8 +151,16 @@ def test_non_contiguous_frame_is_fine(engine: PoseEngine, images_dir: Path) -> N
 
 def test_cli_pose_json(images_dir: Path, model_dir: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
-    rc = cli_main(["pose", "--model-dir", str(model_dir), "--json",
-                   str(images_dir / "test_couple.jpg"), str(images_dir / "background.jpg")])
+    rc = cli_main(
+        [
+            "pose",
+            "--model-dir",
+            str(model_dir),
+            "--json",
+            str(images_dir / "test_couple.jpg"),
+            str(images_dir / "background.jpg"),
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
@@ -157,15 +174,25 @@ def test_cli_pose_json(images_dir: Path, model_dir: Path, capsys: pytest.Capture
     assert empty == {"image": str(images_dir / "background.jpg"), "backend": "cpu", "people": []}
 
 
-def test_cli_pose_corrupt_image(images_dir: Path, model_dir: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture, monkeypatch) -> None:
+def test_cli_pose_corrupt_image(
+    images_dir: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 10)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    rc = cli_main(["pose", "--model-dir", str(model_dir), str(corrupt), str(images_dir / "fall_img_1.png"),
-                   str(empty), str(tmp_path / "missing.jpg")])
+    rc = cli_main(
+        [
+            "pose",
+            "--model-dir",
+            str(model_dir),
+            str(corrupt),
+            str(images_dir / "fall_img_1.png"),
+            str(empty),
+            str(tmp_path / "missing.jpg"),
+        ]
+    )
     assert rc != 0
     out, err = capsys.readouterr()
     assert "fall_img_1.png" in out and "1 person" in out and "left_hip" in out
@@ -176,11 +203,12 @@ def test_cli_pose_corrupt_image(images_dir: Path, model_dir: Path, tmp_path: Pat
     assert "Traceback" not in err
 
 
-def test_cli_pose_missing_model(images_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                monkeypatch) -> None:
+def test_cli_pose_missing_model(images_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
     rc = cli_main(["pose", "--model-dir", str(tmp_path), str(images_dir / "fall_img_1.png")])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"fallwatch: model file {tmp_path / 'ssd_mobilenet_v1_coco_quant_detect.tflite'} is missing; "
-                   "run: fallwatch models fetch ssd_mobilenet_v1"]
+    assert err == [
+        f"fallwatch: model file {tmp_path / 'ssd_mobilenet_v1_coco_quant_detect.tflite'} is missing; "
+        "run: fallwatch models fetch ssd_mobilenet_v1"
+    ]

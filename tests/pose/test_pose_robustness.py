@@ -1,5 +1,6 @@
 """Awkward inputs and failures on real images and clips: rotated people, time going back, tiny and odd frames,
 and an Edge TPU that fails in the middle of a run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,7 @@ def engine(model_dir: Path) -> PoseEngine:
 
 
 @pytest.mark.parametrize("k", [1, -1])
-def test_person_rotated_by_90_maps_back_onto_the_upright_result(engine: PoseEngine, images_dir: Path,
-                                                                k: int) -> None:
+def test_person_rotated_by_90_maps_back_onto_the_upright_result(engine: PoseEngine, images_dir: Path, k: int) -> None:
     """A standing person turned by np.rot90 lies along the frame; the rotation retry finds them and its
     keypoints, mapped back through np.rot90's own index mapping, land on the upright run's keypoints (same
     joint, same side: a mirrored or transposed mapping would swap left and right)."""
@@ -63,13 +63,16 @@ def test_tiny_and_extreme_frames_run(engine: PoseEngine, shape: tuple[int, int, 
     assert result.persons == []
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros((7, 640, 3), dtype=np.uint8),
-    np.zeros((1, 48, 64, 3), dtype=np.uint8),
-    np.zeros((48, 64, 3), dtype=np.int16),
-    np.zeros((48, 64, 3), dtype=bool),
-    np.zeros((48, 64, 3), dtype=object),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((7, 640, 3), dtype=np.uint8),
+        np.zeros((1, 48, 64, 3), dtype=np.uint8),
+        np.zeros((48, 64, 3), dtype=np.int16),
+        np.zeros((48, 64, 3), dtype=bool),
+        np.zeros((48, 64, 3), dtype=object),
+    ],
+)
 def test_more_wrong_frames_are_frame_errors(engine: PoseEngine, bad: np.ndarray) -> None:
     with pytest.raises(FrameError):
         engine.process(bad, 0.0)
@@ -99,8 +102,10 @@ def test_tpu_failing_mid_run_keeps_tracks_and_output(model_dir: Path, data_dir: 
 
 # -- the command line on unusable but readable input -------------------------------------------------------------
 
-def test_cli_pose_image_too_small_is_one_line(images_dir: Path, model_dir: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture, monkeypatch) -> None:
+
+def test_cli_pose_image_too_small_is_one_line(
+    images_dir: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
     from fallwatch.daemon.cli import main as cli_main
 
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
@@ -115,8 +120,9 @@ def test_cli_pose_image_too_small_is_one_line(images_dir: Path, model_dir: Path,
     assert "Traceback" not in err
 
 
-def test_bench_on_an_empty_room_is_valid_json(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                              monkeypatch) -> None:
+def test_bench_on_an_empty_room_is_valid_json(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
     """Nobody in view: every frame runs the whole-frame look with its rotations (never a single estimator
     invoke), and the report must still be JSON (no NaN) with a usable per-invoke figure."""
     import json

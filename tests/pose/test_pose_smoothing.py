@@ -1,4 +1,5 @@
 """The One Euro filter: jitter out when still, little lag when moving fast; raw keypoints kept; off-switch."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Ignore zones (TV, mirror, poster): people found inside one are not tracked, on real frames and real models."""
+
 from __future__ import annotations
 
 from pathlib import Path

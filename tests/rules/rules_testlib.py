@@ -5,6 +5,7 @@ Bodies are built from adult proportions (fractions of standing height H): hips 0
 shoulder-to-hip torso of 0.29 H, the head 0.1 H past the shoulders. Motions use realistic durations: a fall
 takes ~0.7 s from balance to floor; deliberate movements (kneeling, lying down) take a second or more.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -57,12 +58,25 @@ def keypoints(b: Body, h: float = H) -> np.ndarray:
     else:
         ankle = hip - 0.49 * h * up
     knee = (hip + ankle) / 2 if b.legs != "folded" else hip + np.array([0.2 * h, -0.02 * h])
-    pts = {0: nose, 1: nose + 0.02 * h * side, 2: nose - 0.02 * h * side, 3: nose + 0.04 * h * side,
-           4: nose - 0.04 * h * side, 5: shoulder + 0.1 * h * side, 6: shoulder - 0.1 * h * side,
-           7: shoulder + 0.12 * h * side + 0.15 * h * -up, 8: shoulder - 0.12 * h * side + 0.15 * h * -up,
-           9: shoulder + 0.12 * h * side + 0.3 * h * -up, 10: shoulder - 0.12 * h * side + 0.3 * h * -up,
-           11: hip + 0.07 * h * side, 12: hip - 0.07 * h * side, 13: knee + 0.06 * h * side,
-           14: knee - 0.06 * h * side, 15: ankle + 0.06 * h * side, 16: ankle - 0.06 * h * side}
+    pts = {
+        0: nose,
+        1: nose + 0.02 * h * side,
+        2: nose - 0.02 * h * side,
+        3: nose + 0.04 * h * side,
+        4: nose - 0.04 * h * side,
+        5: shoulder + 0.1 * h * side,
+        6: shoulder - 0.1 * h * side,
+        7: shoulder + 0.12 * h * side + 0.15 * h * -up,
+        8: shoulder - 0.12 * h * side + 0.15 * h * -up,
+        9: shoulder + 0.12 * h * side + 0.3 * h * -up,
+        10: shoulder - 0.12 * h * side + 0.3 * h * -up,
+        11: hip + 0.07 * h * side,
+        12: hip - 0.07 * h * side,
+        13: knee + 0.06 * h * side,
+        14: knee - 0.06 * h * side,
+        15: ankle + 0.06 * h * side,
+        16: ankle - 0.06 * h * side,
+    }
     for i, p in pts.items():
         kp[i, :2] = p
         kp[i, 2] = b.score
@@ -103,10 +117,16 @@ def timeline(keys: list[tuple[float, Body]], profile: Callable[[float], float] =
     return at
 
 
-def run(tracks: dict[int, Callable[[float], Optional[Body]]], duration: float, fps: float = 30.0,
-        settings: Optional[RuleSettings] = None, drop: float = 0.0, seed: int = 0,
-        mutate: Optional[Callable[[int, float, np.ndarray], np.ndarray]] = None,
-        rules=None) -> list[Event]:
+def run(
+    tracks: dict[int, Callable[[float], Optional[Body]]],
+    duration: float,
+    fps: float = 30.0,
+    settings: Optional[RuleSettings] = None,
+    drop: float = 0.0,
+    seed: int = 0,
+    mutate: Optional[Callable[[int, float, np.ndarray], np.ndarray]] = None,
+    rules=None,
+) -> list[Event]:
     """Feed the rules frame by frame; ``drop`` is the share of frames lost entirely."""
     rules = rules or make_rules(settings or RuleSettings(), source="synthetic")
     rng = random.Random(seed)

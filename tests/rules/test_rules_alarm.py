@@ -1,4 +1,5 @@
 """AlarmBook: which tracked person holds which alarm, and the room state that follows."""
+
 from __future__ import annotations
 
 from fallwatch.rules.alarm import AlarmBook, worst

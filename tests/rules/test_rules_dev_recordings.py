@@ -2,6 +2,7 @@
 Pi), replayed with perturbations the rules must shrug off: a few pixels of keypoint noise, half the frame rate,
 and the long-lie recipe (the last frame held for 75 s with light jitter, as ../shared/data/gmdcsa24-dev-longlie
 was made from the videos). Replays only: milliseconds per clip, no video decoding."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """The fallwatch rule on synthetic keypoint sequences (rules_testlib): each event type, each activity that fools
 simple rules, and the awkward inputs (missing frames, weak keypoints, head out of view, leaving, two people,
 15/30 fps)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,6 +13,7 @@ from fallwatch.rules.fall import MAX_UNSEEN_FALLS
 from rules_testlib import FLOOR, LYING, SIZE, STAND, Body, H, _fall_profile, keypoints, kinds, run, side_fall, timeline
 
 # -- falls and the three event types ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fps", [15.0, 30.0])
 def test_side_fall_emits_one_fall_soon_after_landing(fps: float) -> None:
@@ -69,8 +71,7 @@ def test_recovered_standing_up_nearer_the_camera() -> None:
     keys = [(0.0, STAND), (1.0, STAND), (1.7, fallen)]
     fall = timeline(keys, _fall_profile)
     rise = timeline([(1.7, fallen), (4.0, fallen), (5.5, Body(floor=near))])
-    events = run({1: lambda t: fall(t) if t <= 1.7 else rise(t)}, duration=12.0,
-                 settings=RuleSettings(recover_s=3.0))
+    events = run({1: lambda t: fall(t) if t <= 1.7 else rise(t)}, duration=12.0, settings=RuleSettings(recover_s=3.0))
     assert kinds(events) == ["fall", "recovered"]
 
 
@@ -100,8 +101,20 @@ def test_replay_is_deterministic() -> None:
 def test_event_dict_has_the_schema() -> None:
     (e,) = run({1: side_fall()}, duration=5.0)
     d = e.to_dict()
-    assert set(d) == {"event", "id", "source", "t", "frame", "ts", "track", "confidence", "spine_angle_deg",
-                      "angle_change_deg", "descent_rate", "box"}
+    assert set(d) == {
+        "event",
+        "id",
+        "source",
+        "t",
+        "frame",
+        "ts",
+        "track",
+        "confidence",
+        "spine_angle_deg",
+        "angle_change_deg",
+        "descent_rate",
+        "box",
+    }
     assert d["event"] == "fall" and len(d["id"]) == 36 and d["ts"].endswith("Z")
     assert isinstance(d["frame"], int) and isinstance(d["t"], float) and len(d["box"]) == 4
     x0, y0, x1, y1 = d["box"]
@@ -109,6 +122,7 @@ def test_event_dict_has_the_schema() -> None:
 
 
 # -- activities that fool simple rules ---------------------------------------------------------------------
+
 
 def _no_events(body, duration: float = 8.0, **kw) -> None:
     for fps in (15.0, 30.0):
@@ -143,8 +157,9 @@ def test_squatting() -> None:
 def test_lying_down_on_a_bed_slowly() -> None:
     sit_on_bed = Body(hip_up=0.3, spine=5.0)
     on_bed = Body(hip_up=0.3, spine=90.0, legs="along")
-    _no_events(timeline([(0.0, STAND), (1.0, STAND), (2.5, sit_on_bed), (3.5, sit_on_bed), (5.5, on_bed)]),
-               duration=10.0)
+    _no_events(
+        timeline([(0.0, STAND), (1.0, STAND), (2.5, sit_on_bed), (3.5, sit_on_bed), (5.5, on_bed)]), duration=10.0
+    )
 
 
 def test_exercising_on_the_floor() -> None:
@@ -174,6 +189,7 @@ def test_walking_around_and_standing() -> None:
 
 # -- awkward inputs ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("drop", [0.3, 0.5])
 def test_missing_frames(drop: float) -> None:
     for seed in range(3):
@@ -195,6 +211,7 @@ def test_low_confidence_keypoints() -> None:
         return kp
 
     assert kinds(run({1: side_fall()}, duration=6.0, mutate=weak)) == ["fall"]
+
     # With the whole torso under the threshold there is nothing to judge: no event, no crash.
     def gone(track: int, t: float, kp: np.ndarray) -> np.ndarray:
         kp = kp.copy()
@@ -228,7 +245,7 @@ def test_a_single_garbage_pose_is_not_a_fall() -> None:
 
 
 def test_head_out_of_view() -> None:
-    no_head = lambda body: (lambda t: replace(body(t), head=False))  # noqa: E731
+    no_head = lambda body: lambda t: replace(body(t), head=False)  # noqa: E731
     assert kinds(run({1: no_head(side_fall())}, duration=6.0)) == ["fall"]
     assert run({1: no_head(lambda t: STAND)}, duration=6.0) == []
 
@@ -265,8 +282,11 @@ def test_fallen_person_lost_by_the_detector_still_gets_person_down() -> None:
 def test_fallen_person_found_again_under_a_new_track_id_is_the_same_incident() -> None:
     s = RuleSettings(down_alert_s=6.0)
     body = side_fall(start=1.0)
-    events = run({1: lambda t: body(t) if t < 4.0 else None, 2: lambda t: body(t) if t >= 5.0 else None},
-                 duration=12.0, settings=s)
+    events = run(
+        {1: lambda t: body(t) if t < 4.0 else None, 2: lambda t: body(t) if t >= 5.0 else None},
+        duration=12.0,
+        settings=s,
+    )
     assert kinds(events) == ["fall", "person_down"]  # not a second fall for track 2
 
 
@@ -274,8 +294,11 @@ def test_someone_walking_in_does_not_take_over_a_lost_fallen_person() -> None:
     s = RuleSettings(down_alert_s=6.0, recover_s=2.0)
     body = side_fall(start=1.0)
     helper = timeline([(4.0, Body(x=600.0)), (6.0, Body(x=360.0))])
-    events = run({1: lambda t: body(t) if t < 3.5 else None, 2: lambda t: helper(t) if t >= 4.0 else None},
-                 duration=12.0, settings=s)
+    events = run(
+        {1: lambda t: body(t) if t < 3.5 else None, 2: lambda t: helper(t) if t >= 4.0 else None},
+        duration=12.0,
+        settings=s,
+    )
     assert [(e.event, e.track) for e in events] == [("fall", 1), ("person_down", 1)]
 
 
@@ -294,8 +317,12 @@ def test_someone_standing_in_view_ends_the_incident_of_a_fallen_person_gone_from
     s = RuleSettings(down_alert_s=5.0, track_forget_s=2.0, recover_s=2.0)
     body = side_fall(start=1.0)
     rules = make_rules(s, source="synthetic")
-    events = run({1: lambda t: body(t) if t < 3.5 else None, 2: lambda t: STAND if t >= 12.0 else None},
-                 duration=16.0, settings=s, rules=rules)
+    events = run(
+        {1: lambda t: body(t) if t < 3.5 else None, 2: lambda t: STAND if t >= 12.0 else None},
+        duration=16.0,
+        settings=s,
+        rules=rules,
+    )
     assert [(e.event, e.track) for e in events] == [("fall", 1), ("person_down", 1), ("recovered", 1)]
     assert 14.0 <= events[-1].t <= 14.5  # once track 2 has stood for recover_s
     assert rules.person_states() == {2: "upright"}
@@ -372,6 +399,7 @@ def test_settings_refuse_nonsense() -> None:
 
 # -- the Ambianic baseline on the same sequences ---------------------------------------------------------------
 
+
 def test_ambianic_baseline_flags_a_side_fall_and_is_fooled_by_a_bend() -> None:
     s = RuleSettings(strategy="ambianic")
     events = run({1: side_fall(start=2.0)}, duration=6.0, settings=s)
@@ -394,6 +422,7 @@ def test_ambianic_baseline_confidence_threshold() -> None:
 
 
 # -- numeric robustness ----------------------------------------------------------------------------------------
+
 
 def test_a_non_finite_keypoint_counts_as_missing_not_the_whole_pose() -> None:
     # A recording's null (read as NaN) or a model glitch in one joint nobody needs for the spine.
@@ -440,8 +469,9 @@ def test_time_going_back_to_zero_starts_afresh() -> None:
 
 def test_per_track_state_stays_bounded_with_many_people_coming_and_going() -> None:
     for strategy in ("fallwatch", "ambianic"):
-        rules = make_rules(RuleSettings(strategy=strategy, track_forget_s=2.0, cooldown_s=2.0, down_alert_s=4.0),
-                           source="s")
+        rules = make_rules(
+            RuleSettings(strategy=strategy, track_forget_s=2.0, cooldown_s=2.0, down_alert_s=4.0), source="s"
+        )
         fall = side_fall(start=0.5, took=0.7)
         t = 0.0
         for person in range(1, 41):  # forty people, each falls and is then gone
@@ -485,6 +515,7 @@ def test_huge_time_gap_is_no_motion_and_a_later_fall_is_caught() -> None:
 
 
 # -- at night: a dark body on a dark floor is lost right after it lands --------------------------------------
+
 
 def _seen_until_landing_then_lost(start: float = 2.0, took: float = 0.7, garbage=()):
     """A side fall seen standing and then only in its first lying pose (the poses in between missing too, as

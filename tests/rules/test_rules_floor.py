@@ -1,6 +1,7 @@
 """Whole incidents on synthetic keypoints: "on the floor" as a state of its own, one steady alarm for a still,
 partly hidden person, recovery only by the fallen person themself, fast squatting or sitting that is no fall, and
 the rest zones (the ignore zones act in the pose engine: tests/pose/test_pose_zones.py)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -39,10 +40,20 @@ def _hidden(seed: int, garbage_every_s: float = 7.0):
 def test_a_still_partly_hidden_person_keeps_one_steady_alarm(fps: float) -> None:
     s = RuleSettings(down_alert_s=60.0)
     rules = make_rules(s, source="synthetic")
-    events = run({1: side_fall(start=2.0)}, duration=150.0, fps=fps, settings=s, drop=0.3, seed=4,
-                 mutate=_hidden(seed=int(fps)), rules=rules)
-    assert [(e.event, e.after_fall) if e.event == "person_down" else e.event for e in events] == \
-        ["fall", ("person_down", True)]
+    events = run(
+        {1: side_fall(start=2.0)},
+        duration=150.0,
+        fps=fps,
+        settings=s,
+        drop=0.3,
+        seed=4,
+        mutate=_hidden(seed=int(fps)),
+        rules=rules,
+    )
+    assert [(e.event, e.after_fall) if e.event == "person_down" else e.event for e in events] == [
+        "fall",
+        ("person_down", True),
+    ]
     assert rules.person_states() == {1: "down"}
 
 
@@ -51,9 +62,11 @@ def test_a_fallen_person_found_again_under_new_ids_keeps_one_alarm() -> None:
     # still one `fall`, one `person_down`, nothing else.
     s = RuleSettings(down_alert_s=30.0)
     body = side_fall(start=1.0)
-    tracks = {1: lambda t: body(t) if t < 10.0 else None,
-              2: lambda t: body(t) if 13.0 <= t < 25.0 else None,
-              3: lambda t: body(t) if t >= 27.0 else None}
+    tracks = {
+        1: lambda t: body(t) if t < 10.0 else None,
+        2: lambda t: body(t) if 13.0 <= t < 25.0 else None,
+        3: lambda t: body(t) if t >= 27.0 else None,
+    }
     events = run(tracks, duration=60.0, settings=s, mutate=_hidden(seed=2, garbage_every_s=1000.0))
     assert kinds(events) == ["fall", "person_down"]
 
@@ -76,12 +89,18 @@ def test_the_fallen_person_getting_up_under_a_new_id_is_their_recovery() -> None
     s = RuleSettings(down_alert_s=60.0, recover_s=3.0, track_forget_s=5.0)
     body = side_fall(start=1.0)
     rise = timeline([(10.0, LYING), (12.0, STAND)])
-    events = run({1: lambda t: body(t) if t < 10.0 else None, 2: lambda t: rise(t) if t >= 12.0 else None},
-                 duration=20.0, settings=s)
+    events = run(
+        {1: lambda t: body(t) if t < 10.0 else None, 2: lambda t: rise(t) if t >= 12.0 else None},
+        duration=20.0,
+        settings=s,
+    )
     assert [(e.event, e.track) for e in events] == [("fall", 1), ("recovered", 1)]
     # Found again half-way up, still down: the new id takes the incident over at once, and recovers.
-    events = run({1: lambda t: body(t) if t < 10.0 else None, 2: lambda t: rise(t) if t >= 11.0 else None},
-                 duration=20.0, settings=s)
+    events = run(
+        {1: lambda t: body(t) if t < 10.0 else None, 2: lambda t: rise(t) if t >= 11.0 else None},
+        duration=20.0,
+        settings=s,
+    )
     assert [(e.event, e.track) for e in events] == [("fall", 1), ("recovered", 2)]
 
 
@@ -130,8 +149,7 @@ def test_fast_squat_or_sit_to_the_floor_then_getting_up_is_no_alarm(posture: Bod
     body = timeline([(0.0, STAND), (2.0, STAND), (2.5, posture), (4.5, posture), (5.3, STAND)])
     assert run({1: body}, duration=12.0, fps=fps) == []
     # The same drop is a fall candidate: without the confirmation it would have alarmed.
-    assert kinds(run({1: body}, duration=12.0, fps=fps, settings=RuleSettings(confirm_s=0.0))) == \
-        ["fall", "recovered"]
+    assert kinds(run({1: body}, duration=12.0, fps=fps, settings=RuleSettings(confirm_s=0.0))) == ["fall", "recovered"]
 
 
 def test_a_fast_squat_that_stays_down_is_a_fall_after_confirm_s() -> None:
@@ -235,6 +253,10 @@ def test_a_partial_upright_pose_where_the_fallen_person_lies_is_not_their_recove
             kp[13:17, 2] = 0.0
         return kp
 
-    events = run({1: lambda t: body(t) if t < 6.0 else None, 2: lambda t: ghost if 9.0 <= t < 19.0 else None},
-                 duration=30.0, settings=s, mutate=no_legs)
+    events = run(
+        {1: lambda t: body(t) if t < 6.0 else None, 2: lambda t: ghost if 9.0 <= t < 19.0 else None},
+        duration=30.0,
+        settings=s,
+        mutate=no_legs,
+    )
     assert kinds(events) == ["fall", "person_down"]

@@ -1,4 +1,5 @@
 """Spine vector, its angle from vertical, and body height from COCO-17 keypoints."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,13 +19,16 @@ def pose(shoulders, hips, ankles=None, score=0.9) -> np.ndarray:
     return kp
 
 
-@pytest.mark.parametrize("top, bottom, angle", [
-    ((0, 0), (0, 10), 0.0),  # upright
-    ((10, 10), (0, 10), 90.0),  # horizontal, head to the right
-    ((-10, 10), (0, 10), 90.0),  # horizontal, head to the left
-    ((0, 20), (0, 10), 180.0),  # upside down
-    ((10, 0), (0, 10), 45.0),
-])
+@pytest.mark.parametrize(
+    "top, bottom, angle",
+    [
+        ((0, 0), (0, 10), 0.0),  # upright
+        ((10, 10), (0, 10), 90.0),  # horizontal, head to the right
+        ((-10, 10), (0, 10), 90.0),  # horizontal, head to the left
+        ((0, 20), (0, 10), 180.0),  # upside down
+        ((10, 0), (0, 10), 45.0),
+    ],
+)
 def test_angle_from_vertical(top, bottom, angle) -> None:
     assert angle_from_vertical(np.array(top, float), np.array(bottom, float)) == pytest.approx(angle)
 

@@ -1,4 +1,5 @@
 """Pose recordings (JSONL) and manifest scoring, on small hand-made files and on the real URFD keypoints."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,22 @@ from fallwatch.rules.recording import RecordingError, RecordingWriter, read_reco
 
 
 def _event(t: float, kind: str = "fall") -> Event:
-    return Event(event=kind, source="s", t=t, frame=int(t * 30), track=1, confidence=0.9, spine_angle_deg=80,
-                 angle_change_deg=75, descent_rate=1.0, box=[0, 0, 1, 1])
+    return Event(
+        event=kind,
+        source="s",
+        t=t,
+        frame=int(t * 30),
+        track=1,
+        confidence=0.9,
+        spine_angle_deg=80,
+        angle_change_deg=75,
+        descent_rate=1.0,
+        box=[0, 0, 1, 1],
+    )
 
 
 # -- recordings ----------------------------------------------------------------------------------------------
+
 
 def test_recording_round_trip(tmp_path: Path) -> None:
     kp = np.arange(51, dtype=np.float32).reshape(17, 3) / 100
@@ -51,13 +63,16 @@ def test_recording_track_and_box_are_optional(tmp_path: Path) -> None:
     assert [p.track for p in frame.people] == [0, 1] and frame.people[0].box is None
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "not JSON"),
-    ('{"frame": 1}', '"t"'),
-    ('{"t": 0, "people": [{"keypoints": [[1, 2, 3]]}]}', "shape"),
-    ('{"t": 0, "people": [{"keypoints": [[1, 2, 0.5]], "box": [1]}]}', "shape"),
-    ('{"t": "soon"}', "bad value"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "not JSON"),
+        ('{"frame": 1}', '"t"'),
+        ('{"t": 0, "people": [{"keypoints": [[1, 2, 3]]}]}', "shape"),
+        ('{"t": 0, "people": [{"keypoints": [[1, 2, 0.5]], "box": [1]}]}', "shape"),
+        ('{"t": "soon"}', "bad value"),
+    ],
+)
 def test_bad_recording_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"t": 0, "people": []}\n' + line + "\n")
@@ -93,8 +108,13 @@ def test_adl_alarm_is_a_false_alarm_other_events_are_not() -> None:
 
 
 def test_summary_figures() -> None:
-    results = [score_clip(FALL, [_event(3.0)], 10), score_clip(FALL, [_event(3.5)], 10),
-               score_clip(FALL, [], 10), score_clip(ADL, [_event(1.0)], 1800), score_clip(ADL, [], 1780)]
+    results = [
+        score_clip(FALL, [_event(3.0)], 10),
+        score_clip(FALL, [_event(3.5)], 10),
+        score_clip(FALL, [], 10),
+        score_clip(ADL, [_event(1.0)], 1800),
+        score_clip(ADL, [], 1780),
+    ]
     s = summarize(results)
     assert (s["clips"], s["falls"], s["caught"], s["adl"], s["adl_false_alarm_clips"]) == (5, 3, 2, 2, 1)
     assert s["sensitivity"] == pytest.approx(2 / 3, abs=1e-3) and s["specificity"] == 0.5
@@ -109,8 +129,7 @@ def test_whole_incident_scoring_with_down_expected(tmp_path: Path) -> None:
     up = Clip(Path("up.jsonl"), "up.jsonl", "adl", down_expected=False)
     good = score_clip(lie, [_event(3.0), _event(63.0, "person_down")], 80)
     assert (good.result, good.person_down, good.false_recoveries, good.repeat_falls) == ("caught", 1, 0, 0)
-    flapping = score_clip(lie, [_event(3.0), _event(20.0, "recovered"), _event(25.0), _event(30.0, "recovered")],
-                          80)
+    flapping = score_clip(lie, [_event(3.0), _event(20.0, "recovered"), _event(25.0), _event(30.0, "recovered")], 80)
     assert (flapping.person_down, flapping.false_recoveries, flapping.repeat_falls) == (0, 2, 1)
     assert flapping.false_alarms == 1  # the second fall is outside the fall's span too, as before
     sat = score_clip(up, [_event(70.0, "person_down")], 80)
@@ -147,14 +166,14 @@ def test_manifest_errors(tmp_path: Path) -> None:
 def test_a_broken_clip_is_an_error_row_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text("{oops\n")
     m = tmp_path / "m.json"
-    m.write_text(json.dumps({"clips": [{"path": "bad.jsonl", "label": "adl"},
-                                       {"path": "clip.mp4", "label": "adl"}]}))
+    m.write_text(json.dumps({"clips": [{"path": "bad.jsonl", "label": "adl"}, {"path": "clip.mp4", "label": "adl"}]}))
     results = evaluate([m], RuleSettings())  # no video runner given for the .mp4
     assert [r.result for r in results] == ["error", "error"]
     assert summarize(results)["errors"] == 2
 
 
 # -- the real URFD keypoints (replay) --------------------------------------------------------------------------
+
 
 def test_urfd_replay_catches_at_least_29_of_30(data_dir: Path) -> None:
     results = evaluate([data_dir / "urfd-falls-keypoints" / "manifest.json"], RuleSettings())
@@ -178,6 +197,7 @@ def test_urfd_replay_ambianic_baseline_runs_and_is_weaker(data_dir: Path) -> Non
 
 # -- edge cases ------------------------------------------------------------------------------------------------
 
+
 def test_events_exactly_on_the_span_edges_count_inside() -> None:
     # 0.36 + 1.0 is 1.3599999999999999 in floating point, 0.16 - 0.5 is -0.33999999999999997: an event at the
     # edge (1.36 s is frame 34 at 25 fps) is inside the span the issue defines.
@@ -198,17 +218,22 @@ def test_zero_and_several_events() -> None:
     assert "-" in format_summary(s)
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"t": 0, "people": {"track": 1}}', '"people" must be a list'),
-    ('{"t": 0, "people": [5]}', "person 0 must be an object"),
-    ('{"t": NaN, "people": []}', "finite"),
-    ('{"t": Infinity}', "finite"),
-    ('{"t": 0, "frame": Infinity}', "bad value"),
-    ('{"t": 0, "size": [Infinity, 480]}', "bad value"),
-    ('{"t": 0, "people": [{"keypoints": [[1, 2, 0.5]], "box": [1, 2, NaN, 4]}]}', "shape"),
-    ('{"t": 0, "people": [{"keypoints": ' + json.dumps([[1, 2, 0.5]] * 17) + ', "box": [1, 2, NaN, 4]}]}',
-     "finite"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"t": 0, "people": {"track": 1}}', '"people" must be a list'),
+        ('{"t": 0, "people": [5]}', "person 0 must be an object"),
+        ('{"t": NaN, "people": []}', "finite"),
+        ('{"t": Infinity}', "finite"),
+        ('{"t": 0, "frame": Infinity}', "bad value"),
+        ('{"t": 0, "size": [Infinity, 480]}', "bad value"),
+        ('{"t": 0, "people": [{"keypoints": [[1, 2, 0.5]], "box": [1, 2, NaN, 4]}]}', "shape"),
+        (
+            '{"t": 0, "people": [{"keypoints": ' + json.dumps([[1, 2, 0.5]] * 17) + ', "box": [1, 2, NaN, 4]}]}',
+            "finite",
+        ),
+    ],
+)
 def test_malformed_frames_are_one_line_naming_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"t": 0, "people": []}\n\n' + line + "\n")
@@ -234,15 +259,19 @@ def test_null_keypoints_in_a_recording_are_missing_joints(tmp_path: Path) -> Non
     (frame,) = read_recording(path)
     assert np.isnan(frame.people[0].keypoints[3, 0])
     from fallwatch.rules.geometry import measure
+
     assert measure(frame.people[0].keypoints, 0.2) is not None
 
 
-@pytest.mark.parametrize("clip, message", [
-    ({"path": 5, "label": "adl"}, "path"),
-    ({"label": "adl"}, "path"),
-    ({"path": "a.jsonl", "label": "fall", "fall_start_s": float("nan"), "fall_end_s": 3}, "fall_start_s"),
-    ({"path": "a.jsonl", "label": "fall", "fall_start_s": True, "fall_end_s": 3}, "fall_start_s"),
-])
+@pytest.mark.parametrize(
+    "clip, message",
+    [
+        ({"path": 5, "label": "adl"}, "path"),
+        ({"label": "adl"}, "path"),
+        ({"path": "a.jsonl", "label": "fall", "fall_start_s": float("nan"), "fall_end_s": 3}, "fall_start_s"),
+        ({"path": "a.jsonl", "label": "fall", "fall_start_s": True, "fall_end_s": 3}, "fall_start_s"),
+    ],
+)
 def test_bad_manifest_clip_is_a_manifest_error(tmp_path: Path, clip: dict, message: str) -> None:
     m = tmp_path / "m.json"
     m.write_text(json.dumps({"clips": [clip]}))
@@ -253,7 +282,9 @@ def test_bad_manifest_clip_is_a_manifest_error(tmp_path: Path, clip: dict, messa
 
 def test_replaying_the_same_recordings_twice_gives_the_same_events(data_dir: Path) -> None:
     manifest = data_dir / "urfd-falls-keypoints" / "manifest.json"
-    strip = lambda results: [[{k: v for k, v in e.to_dict().items() if k not in ("id", "ts")} for e in r.events]  # noqa: E731
-                             for r in results]
+
+    def strip(results: list) -> list:
+        return [[{k: v for k, v in e.to_dict().items() if k not in ("id", "ts")} for e in r.events] for r in results]
+
     first, second = evaluate([manifest], RuleSettings()), evaluate([manifest], RuleSettings())
     assert strip(first) == strip(second) and any(r.events for r in first)

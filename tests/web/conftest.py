@@ -1,5 +1,6 @@
 """Fixtures for the debug web tests: real decoded frames from a shared clip, a feeder thread playing the pipeline's
 part, and a DebugServer on a free loopback port."""
+
 from __future__ import annotations
 
 import http.client
@@ -50,8 +51,25 @@ def make_person(track: int, width: int, height: int, lean_deg: float = 0.0) -> P
     """A plausible standing (or leaning) skeleton near the frame centre, keypoints in pixels."""
     cx, top, scale = width / 2, height * 0.15, height / 600
     # offsets (dx, dy) from the neck for COCO-17, a person ~450 px tall at 600 px frame height
-    offsets = [(0, -40), (-8, -50), (8, -50), (-18, -45), (18, -45), (-45, 20), (45, 20), (-60, 110), (60, 110),
-               (-65, 190), (65, 190), (-30, 190), (30, 190), (-32, 300), (32, 300), (-34, 400), (34, 400)]
+    offsets = [
+        (0, -40),
+        (-8, -50),
+        (8, -50),
+        (-18, -45),
+        (18, -45),
+        (-45, 20),
+        (45, 20),
+        (-60, 110),
+        (60, 110),
+        (-65, 190),
+        (65, 190),
+        (-30, 190),
+        (30, 190),
+        (-32, 300),
+        (32, 300),
+        (-34, 400),
+        (34, 400),
+    ]
     rot = np.deg2rad(lean_deg)
     kps = np.zeros((17, 3), np.float32)
     for i, (dx, dy) in enumerate(offsets):
@@ -60,8 +78,9 @@ def make_person(track: int, width: int, height: int, lean_deg: float = 0.0) -> P
         kps[i] = (cx + x * scale, top + 50 * scale + y * scale, 0.8)
     x0, y0 = kps[:, 0].min() - 10, kps[:, 1].min() - 10
     x1, y1 = kps[:, 0].max() + 10, kps[:, 1].max() + 10
-    return Person(track_id=track, box=(float(x0), float(y0), float(x1), float(y1)), score=0.9, keypoints=kps,
-                  detected=True)
+    return Person(
+        track_id=track, box=(float(x0), float(y0), float(x1), float(y1)), score=0.9, keypoints=kps, detected=True
+    )
 
 
 def set_figures(hub: StatusHub, device: Optional[dict] = None, **camera) -> None:
@@ -87,8 +106,14 @@ class Feeder:
             persons = [make_person(1, w, h), make_person(2, w, h, lean_deg=50)] if self.with_persons else []
             states = {1: "upright", 2: "falling"} if self.with_persons else {}
             self.hub.publish_frame(frame, persons, states)
-            set_figures(self.hub, {"backend": "cpu"}, fps=self.fps, persons=len(persons), frames=self.published + 1,
-                        stage_ms={"detect": 4.5, "pose": 7.25})
+            set_figures(
+                self.hub,
+                {"backend": "cpu"},
+                fps=self.fps,
+                persons=len(persons),
+                frames=self.published + 1,
+                stage_ms={"detect": 4.5, "pose": 7.25},
+            )
             self.published += 1
             i += 1
             self._stop.wait(1.0 / self.fps)
@@ -112,8 +137,9 @@ class Running:
     def port(self) -> int:
         return self.server.port
 
-    def request(self, path: str, method: str = "GET", headers: Optional[dict] = None,
-                timeout: float = 10) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def request(
+        self, path: str, method: str = "GET", headers: Optional[dict] = None, timeout: float = 10
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """Sends `path` byte for byte (no client-side normalisation), returns status, headers, body."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
@@ -195,22 +221,42 @@ def person_factory() -> Callable[..., Person]:
 
 
 def find_chromium() -> str:
-    found = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-                  if p and os.access(p, os.X_OK)), None)
+    found = next(
+        (
+            p
+            for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+            if p and os.access(p, os.X_OK)
+        ),
+        None,
+    )
     if not found:
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does this)")
     return found
 
 
-def _chromium(url: str, tmp_path: Path, profile: str, budget_ms: int, args: list[str],
-              what: str) -> tuple[str, str, int]:
+def _chromium(
+    url: str, tmp_path: Path, profile: str, budget_ms: int, args: list[str], what: str
+) -> tuple[str, str, int]:
     """Run headless Chromium on ``url`` once: (stdout, stderr, return code). Its own session, so a hung chromium and
     all its helper processes can be killed together."""
-    cmd = [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-           f"--user-data-dir={tmp_path / profile}", "--window-size=1024,768",
-           f"--virtual-time-budget={budget_ms}", *args, url]
+    cmd = [
+        find_chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={tmp_path / profile}",
+        "--window-size=1024,768",
+        f"--virtual-time-budget={budget_ms}",
+        *args,
+        url,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, stderr = proc.communicate(timeout=120)

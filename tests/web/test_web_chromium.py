@@ -1,4 +1,5 @@
 """Load the debug page in real headless Chromium and check from its screenshot that the stream shows a frame."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,7 @@ def _stream_region(shot: np.ndarray) -> np.ndarray:
     return shot[STREAM_REGION]
 
 
-def test_page_in_headless_chromium_shows_the_stream(start_server, feeders, clip_frames, tmp_path,
-                                                   chromium_screenshot):
+def test_page_in_headless_chromium_shows_the_stream(start_server, feeders, clip_frames, tmp_path, chromium_screenshot):
     run = start_server()
     run.hub.add_event({"event": "fall", "id": "e1", "ts": "2026-11-23T18:00:00Z", "track": 2, "confidence": 0.9})
     feeders(run.hub, clip_frames, fps=10)
@@ -38,8 +38,7 @@ def test_page_in_headless_chromium_shows_the_stream(start_server, feeders, clip_
     assert run.server.viewers in (0, 1)  # chromium may still be closing its connection
 
 
-def test_chromium_shows_the_waiting_card_before_any_frame(start_server, clip_frames, tmp_path,
-                                                          chromium_screenshot):
+def test_chromium_shows_the_waiting_card_before_any_frame(start_server, clip_frames, tmp_path, chromium_screenshot):
     """The check above can fail: without frames the same region holds the dark 'waiting' card, not the clip."""
     run = start_server()
     shot = chromium_screenshot(f"http://127.0.0.1:{run.port}/", tmp_path, budget_ms=2000)
@@ -67,8 +66,9 @@ def test_chromium_draws_the_zones_over_the_frame(start_server, feeders, clip_fra
     region = cv2.cvtColor(_stream_region(shot), cv2.COLOR_BGR2RGB).astype(float)
     frame = np.mean(clip_frames, axis=0)
     inner = (slice(264, 432), slice(344, 584))  # inside the bed's polygon at 640x480, away from its label
-    blue_gain = ((region[inner][..., 2] - region[inner][..., 0]).mean()
-                 - (frame[inner][..., 2] - frame[inner][..., 0]).mean())
+    blue_gain = (region[inner][..., 2] - region[inner][..., 0]).mean() - (
+        frame[inner][..., 2] - frame[inner][..., 0]
+    ).mean()
     assert blue_gain > 20, f"the rest zone is not tinted blue over the frame (blue-red gain {blue_gain:.1f})"
     outside = (slice(200, 230), slice(400, 600))  # between the zones: the frame as it is
     assert abs((region[outside] - frame[outside]).mean()) < 15
@@ -94,5 +94,7 @@ def test_chromium_zone_tool_gives_the_yaml_to_paste(start_server, tmp_path, chro
     text = html.unescape(text)
     cfg = parse_config(text)  # valid configuration as it stands
     assert [z.model_dump(mode="json") for z in cfg.zones] == [
-        BED, {"name": "bed", "kind": "rest", "points": [[0.1, 0.2], [0.3, 0.2], [0.3, 0.4], [0.1, 0.4]]}]
+        BED,
+        {"name": "bed", "kind": "rest", "points": [[0.1, 0.2], [0.3, 0.2], [0.3, 0.4], [0.1, 0.4]]},
+    ]
     assert yaml.safe_load(text)["zones"][0]["name"] == "bed"

@@ -1,4 +1,5 @@
 """The debug server inside a real `fallwatch run` (real models, real video decoding), over real HTTP."""
+
 from __future__ import annotations
 
 import base64
@@ -71,15 +72,19 @@ class Daemon:
             env.pop(var, None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(self.config), "--source", source],
-            stdout=subprocess.DEVNULL, stderr=open(self.stderr, "wb"), env=env)
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.stderr, "wb"),
+            env=env,
+        )
         self.auth: dict = {}
 
     @property
     def log(self) -> str:
         return self.stderr.read_text(errors="replace")
 
-    def request(self, path: str, headers: Optional[dict] = None, timeout: float = 10
-                ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def request(
+        self, path: str, headers: Optional[dict] = None, timeout: float = 10
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request("GET", path, headers={**self.auth, **(headers or {})})
@@ -131,12 +136,18 @@ def daemons():
 
 
 def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
-        tmp_path, model_dir, played_clip, daemons, mjpeg_parts):
+    tmp_path, model_dir, played_clip, daemons, mjpeg_parts
+):
     clip, frames = played_clip
     secret = tmp_path / "debug_password"
     secret.write_text("open-sesame\n")
-    d = daemons(tmp_path, model_dir, str(clip), camera={"realtime": True, "loop": False},
-                debug={"username": "carer", "password_file": str(secret)})
+    d = daemons(
+        tmp_path,
+        model_dir,
+        str(clip),
+        camera={"realtime": True, "loop": False},
+        debug={"username": "carer", "password_file": str(secret)},
+    )
     deadline = time.monotonic() + 60
     while d.health() is None and time.monotonic() < deadline and d.proc.poll() is None:
         time.sleep(0.1)
@@ -201,13 +212,13 @@ def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
 
 
 def test_daemon_healthz_503_while_the_camera_is_gone_and_200_when_it_is_back(
-        tmp_path, model_dir, start_server, feeders, clip_frames, daemons):
+    tmp_path, model_dir, start_server, feeders, clip_frames, daemons
+):
     # An IP camera: an MJPEG stream over HTTP of real decoded frames (served by a second DebugServer, no persons).
     camera = start_server()
     feeders(camera.hub, clip_frames, fps=15, persons=False)
     cam_port = camera.port
-    d = daemons(tmp_path, model_dir, f"http://127.0.0.1:{cam_port}/stream.mjpg?fps=15",
-                camera={"reopen_max_s": 1})
+    d = daemons(tmp_path, model_dir, f"http://127.0.0.1:{cam_port}/stream.mjpg?fps=15", camera={"reopen_max_s": 1})
     d.wait_health(200)
     assert json.loads(d.request("/api/stats")[2])["camera"] == "running"
 
@@ -236,8 +247,9 @@ def test_daemon_healthz_503_while_the_camera_is_gone_and_200_when_it_is_back(
     assert "reopen" in d.log
 
 
-def test_daemon_page_in_headless_chromium_shows_the_video(tmp_path, model_dir, played_clip, daemons,
-                                                          chromium_screenshot):
+def test_daemon_page_in_headless_chromium_shows_the_video(
+    tmp_path, model_dir, played_clip, daemons, chromium_screenshot
+):
     clip, frames = played_clip
     d = daemons(tmp_path, model_dir, str(clip), camera={"realtime": True, "loop": True})
     d.wait_health(200)

@@ -1,6 +1,7 @@
 """The events view: a real `fallwatch run` on a real fall clip keeps a record; the page (headless Chromium) lists
 it, plays its clip, draws its signal plot; a label posted as the page's buttons do is stored and survives a
 restart. And `privacy: skeleton`: no served or written image shows the camera's picture."""
+
 from __future__ import annotations
 
 import base64
@@ -31,11 +32,24 @@ FALL_CLIP = "Subject 2/Fall/12.mp4"
 def run_daemon(tmp_path: Path, model_dir: Path, source: str, **cfg) -> str:
     """`fallwatch run` over a whole clip, as fast as it goes; returns its log."""
     config = tmp_path / "fallwatch.yaml"
-    config.write_text(yaml.safe_dump({"camera": {"name": "eventtest", "realtime": False},
-                                      "mqtt": {"enabled": False}, "debug": {"enabled": False}, **cfg}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "camera": {"name": "eventtest", "realtime": False},
+                "mqtt": {"enabled": False},
+                "debug": {"enabled": False},
+                **cfg,
+            }
+        )
+    )
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
-    proc = subprocess.run([sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config),
-                           "--source", source], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", source],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stderr
 
@@ -47,8 +61,14 @@ def serve(events_dir: Path, **debug) -> DebugServer:
     return server
 
 
-def request(server: DebugServer, path: str, method: str = "GET", body: bytes | None = None,
-            headers: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
+def request(
+    server: DebugServer,
+    path: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict | None = None,
+    timeout: float = 10,
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -61,8 +81,14 @@ def request(server: DebugServer, path: str, method: str = "GET", body: bytes | N
 def chromium_eval(url: str, expression: str, tmp_path: Path) -> object:
     """Open ``url`` in headless Chromium and evaluate ``expression`` (awaited) in the page, over the DevTools
     protocol on a pipe (fd 3: commands in, fd 4: answers out; NUL-separated JSON), so a test can click."""
-    chromium = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-                     if p and os.access(p, os.X_OK)), None)
+    chromium = next(
+        (
+            p
+            for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+            if p and os.access(p, os.X_OK)
+        ),
+        None,
+    )
     if not chromium:
         pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does this)")
     r3, w3 = os.pipe()
@@ -72,10 +98,24 @@ def chromium_eval(url: str, expression: str, tmp_path: Path) -> object:
         os.dup2(r3, 3)
         os.dup2(w4, 4)
 
-    proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'cdp-profile'}",
-                             "--remote-debugging-pipe", "about:blank"], pass_fds=(3, 4), preexec_fn=child_fds,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'cdp-profile'}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ],
+        pass_fds=(3, 4),
+        preexec_fn=child_fds,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     os.close(r3)
     os.close(w4)
     commands, answers = os.fdopen(w3, "wb", buffering=0), os.fdopen(r4, "rb", buffering=0)
@@ -105,13 +145,18 @@ def chromium_eval(url: str, expression: str, tmp_path: Path) -> object:
         session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         # wait for the page itself (evaluating in about:blank while it navigates away fails)
         for _ in range(600):
-            loaded = call("Runtime.evaluate", {"expression": "location.protocol + document.readyState",
-                                               "returnByValue": True}, session, check=False)
+            loaded = call(
+                "Runtime.evaluate",
+                {"expression": "location.protocol + document.readyState", "returnByValue": True},
+                session,
+                check=False,
+            )
             if loaded.get("result", {}).get("value") == "http:complete":
                 break
             time.sleep(0.1)
-        result = call("Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True},
-                      session)
+        result = call(
+            "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, session
+        )
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
     finally:
@@ -136,8 +181,12 @@ CLICK_FALSE_ALARM = """(async () => {
 def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, data_dir, chromium_dom):
     dump_dom = partial(chromium_dom, budget_ms=8000)
     events_dir = tmp_path / "events"
-    run_daemon(tmp_path, model_dir, str(data_dir / "gmdcsa24-dev" / FALL_CLIP),
-               events={"dir": str(events_dir), "pre_s": 3, "post_s": 2})
+    run_daemon(
+        tmp_path,
+        model_dir,
+        str(data_dir / "gmdcsa24-dev" / FALL_CLIP),
+        events={"dir": str(events_dir), "pre_s": 3, "post_s": 2},
+    )
     records = [p.name for p in events_dir.iterdir() if not p.name.startswith(".")]
     assert len(records) == 1, records
     event_id = records[0]
@@ -156,8 +205,9 @@ def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, da
         assert duration and 3.0 < float(duration.group(1)) < 8.0, re.findall(r"<video[^>]*>", dom)
         assert 'class="plot" data-drawn="1"' in dom and "<canvas" in dom
         # the "false alarm" button, clicked in the browser
-        answer = chromium_eval(f"http://carer:open-sesame@127.0.0.1:{server.port}/events.html", CLICK_FALSE_ALARM,
-                               tmp_path)
+        answer = chromium_eval(
+            f"http://carer:open-sesame@127.0.0.1:{server.port}/events.html", CLICK_FALSE_ALARM, tmp_path
+        )
         assert answer == "label: false_alarm", answer
         assert request(server, f"/api/records/{event_id}/label", "POST", b'{"label":"oops"}', auth)[0] == 400
         assert request(server, "/api/records/nope/label", "POST", b'{"label":"fall"}', auth)[0] == 404
@@ -204,13 +254,24 @@ def test_privacy_skeleton_serves_no_camera_image(tmp_path, model_dir, privacy):
     port = port_sock.getsockname()[1]
     port_sock.close()
     config = tmp_path / "fallwatch.yaml"
-    config.write_text(yaml.safe_dump({"camera": {"name": "p", "realtime": True, "loop": True},
-                                      "mqtt": {"enabled": False}, "privacy": privacy,
-                                      "debug": {"enabled": True, "bind": f"127.0.0.1:{port}"},
-                                      "events": {"dir": str(tmp_path / "events")}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "camera": {"name": "p", "realtime": True, "loop": True},
+                "mqtt": {"enabled": False},
+                "privacy": privacy,
+                "debug": {"enabled": True, "bind": f"127.0.0.1:{port}"},
+                "events": {"dir": str(tmp_path / "events")},
+            }
+        )
+    )
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config),
-                             "--source", str(video)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(video)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         jpeg = None
         deadline = time.monotonic() + 60

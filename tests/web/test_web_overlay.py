@@ -1,4 +1,5 @@
 """Overlay drawing, JPEG encoding and the StatusHub, on real decoded frames."""
+
 from __future__ import annotations
 
 import threading
@@ -42,7 +43,7 @@ def test_overlay_draws_state_colours_and_leaves_the_frame_alone(clip_frames, per
         colour = np.array(STATE_COLOURS[state])
         x0, y0, x1, y1 = (int(round(v)) for v in people[0].box)
         # the box edge carries the state's colour
-        edge = out[y0 + 5:y1 - 5, x0]
+        edge = out[y0 + 5 : y1 - 5, x0]
         assert np.abs(edge.astype(int) - colour).max(axis=1).min() <= 10, state
     assert np.array_equal(frame, original)  # the pipeline's frame is never drawn on
     out = draw_overlay(frame, people, {1: "upright", 2: "down"}, extra={2: {"spine_angle_deg": 71.0}})
@@ -51,7 +52,7 @@ def test_overlay_draws_state_colours_and_leaves_the_frame_alone(clip_frames, per
     assert np.array_equal(draw_overlay(frame, [], {}), plain)
     stamped = draw_overlay(frame, [], {}, extra={"t": 1.5, "frame": 12})  # the daemon's frame number and time
     changed = np.any(stamped != plain, axis=2)
-    assert changed[h - 40:, :200].any() and not changed[: h // 2].any()
+    assert changed[h - 40 :, :200].any() and not changed[: h // 2].any()
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         draw_overlay(frame[:, :, 0], [], {})
 
@@ -110,9 +111,15 @@ def test_hub_wait_frame_and_health():
 
 def test_hub_stats_and_events():
     hub = StatusHub("1.2.3", camera="hall")
-    hub.publish_stats(Snapshot.starting("1.2.3", "hall", backend="edgetpu", settings={"model": "movenet"},
-                                        mqtt=MqttStats(enabled=True, connected=True, events_sent=4))
-                      .replace_camera("hall", fps=9.5, stage_ms={"pose": 3.0}))
+    hub.publish_stats(
+        Snapshot.starting(
+            "1.2.3",
+            "hall",
+            backend="edgetpu",
+            settings={"model": "movenet"},
+            mqtt=MqttStats(enabled=True, connected=True, events_sent=4),
+        ).replace_camera("hall", fps=9.5, stage_ms={"pose": 3.0})
+    )
     s = hub.stats()
     assert s["version"] == "1.2.3" and s["backend"] == "edgetpu" and s["fps"] == 9.5
     assert s["mqtt"]["connected"] is True and s["events"]["sent"] == 4 and s["model"] == "movenet"
@@ -124,8 +131,9 @@ def test_hub_stats_and_events():
     assert all("received_at" in e for e in events)
 
 
-@pytest.mark.parametrize("box", [(float("nan"), 0.0, 10.0, 10.0), (0.0, 0.0, float("inf"), 10.0),
-                                 (-5e9, 0.0, 1e12, 1e12)])
+@pytest.mark.parametrize(
+    "box", [(float("nan"), 0.0, 10.0, 10.0), (0.0, 0.0, float("inf"), 10.0), (-5e9, 0.0, 1e12, 1e12)]
+)
 def test_overlay_survives_non_finite_and_far_off_coordinates(clip_frames, person_factory, box):
     # A box of NaN/inf or beyond int32 raised inside cv2 (ValueError, OverflowError, cv2.error): every MJPEG
     # viewer's handler died on that frame and the MQTT snapshot was lost. The person's valid parts still show.
@@ -171,6 +179,6 @@ def test_overlay_says_when_the_models_saw_an_enhanced_picture(clip_frames):
     plain = draw_overlay(frame, [], {}, {})
     badged = draw_overlay(frame, [], {}, {"enhance": on})
     h, w = frame.shape[:2]
-    assert np.array_equal(plain[h // 4:, :], badged[h // 4:, :]), "only the top-left corner carries the badge"
+    assert np.array_equal(plain[h // 4 :, :], badged[h // 4 :, :]), "only the top-left corner carries the badge"
     assert not np.array_equal(plain[: h // 4, : w // 2], badged[: h // 4, : w // 2])
     assert np.array_equal(draw_overlay(frame, [], {}, {"enhance": {**on, "on": False}}), plain)

@@ -1,4 +1,5 @@
 """The debug web server over real HTTP on loopback, fed with real decoded video frames."""
+
 from __future__ import annotations
 
 import base64
@@ -62,8 +63,14 @@ def test_stream_height_and_fps_options(start_server, feeders, clip_frames, mjpeg
     # machine may make it slower: the parts arriving at all is the check that the stream flows)
     assert elapsed >= 1.2, elapsed
 
-    for bad in ("/stream.mjpg?fps=abc", "/stream.mjpg?fps=0", "/stream.mjpg?fps=1000", "/stream.mjpg?height=5",
-                "/stream.mjpg?height=-3", "/latest.jpg?height=99999"):
+    for bad in (
+        "/stream.mjpg?fps=abc",
+        "/stream.mjpg?fps=0",
+        "/stream.mjpg?fps=1000",
+        "/stream.mjpg?height=5",
+        "/stream.mjpg?height=-3",
+        "/latest.jpg?height=99999",
+    ):
         status, _, body = run.request(bad)
         assert status == 400, bad
         assert body.strip() and b"\n" not in body.strip(), body  # a one-line reason
@@ -89,7 +96,8 @@ def test_no_jpeg_encoding_without_a_viewer(start_server, feeders, clip_frames, m
     conn.close()
     # the handler notices the client left, stops encoding and frees its thread
     assert wait_until(lambda: run.json("/api/stats")[1]["viewers"] == 0), (
-        "stream handler did not notice the client left")
+        "stream handler did not notice the client left"
+    )
     settled, published = run.hub.encode_count, feeder.published
     assert wait_until(lambda: feeder.published >= published + 5, 30), "the feeder stopped"
     assert run.hub.encode_count == settled, "frames were encoded with nobody watching"
@@ -156,8 +164,11 @@ def test_stats_events_and_metrics(start_server, feeders, clip_frames):
     feeder = feeders(run.hub, clip_frames, fps=15)
     assert wait_until(lambda: run.hub.seq >= 3)
     feeder.stop()  # the daemon's next report: one Snapshot, these figures in it
-    run.set_figures({"mqtt": MqttStats(enabled=True, connected=True, events_sent=3, events_queued=2)},
-                    dropped_frames=7, state="fall")
+    run.set_figures(
+        {"mqtt": MqttStats(enabled=True, connected=True, events_sent=3, events_queued=2)},
+        dropped_frames=7,
+        state="fall",
+    )
     ev = {"event": "fall", "id": "abc", "t": 1.5, "ts": "2026-11-23T18:00:00Z", "track": 2, "confidence": 0.9}
     run.hub.add_event(ev)
 
@@ -180,8 +191,10 @@ def test_stats_events_and_metrics(start_server, feeders, clip_frames):
     status, headers, body = run.request("/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     samples = {}
-    sample_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? '
-                           r'(-?[0-9.e+-]+|NaN|[+-]Inf)$')
+    sample_re = re.compile(
+        r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? '
+        r"(-?[0-9.e+-]+|NaN|[+-]Inf)$"
+    )
     for line in body.decode().splitlines():
         if line.startswith("# "):
             assert re.match(r"^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* \S", line), line
@@ -215,12 +228,28 @@ def test_page_is_self_contained(start_server):
     assert status == 200 and head_body == b""
 
 
-@pytest.mark.parametrize("path", [
-    "/nope", "/static/index.html", "/daemon/web.py", "/../../etc/passwd", "/static/../../pyproject.toml",
-    "/%2e%2e/%2e%2e/etc/passwd", "/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/..%2f..%2fpyproject.toml",
-    "//etc/passwd", "/index.html/../../../pyproject.toml", "/./pyproject.toml", "/api/", "/api/stats/",
-    "/metrics/../../../etc/passwd", "/stream.mjpg/../../etc/passwd", "/%00", "/static/%2e%2e/web.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope",
+        "/static/index.html",
+        "/daemon/web.py",
+        "/../../etc/passwd",
+        "/static/../../pyproject.toml",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/..%2f..%2fpyproject.toml",
+        "//etc/passwd",
+        "/index.html/../../../pyproject.toml",
+        "/./pyproject.toml",
+        "/api/",
+        "/api/stats/",
+        "/metrics/../../../etc/passwd",
+        "/stream.mjpg/../../etc/passwd",
+        "/%00",
+        "/static/%2e%2e/web.py",
+    ],
+)
 def test_unknown_and_traversal_paths_404_without_file_content(start_server, path):
     run = start_server()
     status, _, body = run.request(path)
@@ -255,7 +284,7 @@ def test_basic_auth_enforced(start_server, tmp_path, feeders, clip_frames, mjpeg
     conn, resp = _open_stream(run.port, headers=good)
     try:
         assert resp.status == 200
-        (headers, payload), = mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
+        ((headers, payload),) = mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
         assert payload[:2] == b"\xff\xd8"
     finally:
         conn.close()
@@ -292,6 +321,7 @@ def test_bind_errors_are_one_clear_line(start_server):
     from fallwatch.config.schema import DebugConfig
     from fallwatch.daemon.status import StatusHub
     from fallwatch.daemon.web import DebugServer
+
     clash = DebugServer(DebugConfig(bind=f"127.0.0.1:{run.port}"), StatusHub("x"))
     with pytest.raises(OSError, match=rf"debug server cannot bind 127.0.0.1:{run.port}"):
         clash.start()
@@ -307,8 +337,9 @@ def test_json_is_strict_even_with_odd_figures(start_server):
     assert b'fallwatch_fps{camera="test-cam"} NaN' in body
 
 
-def test_idle_stream_repeats_the_last_frame_and_notices_a_client_leaving(start_server, feeders, clip_frames,
-                                                                          mjpeg_parts):
+def test_idle_stream_repeats_the_last_frame_and_notices_a_client_leaving(
+    start_server, feeders, clip_frames, mjpeg_parts
+):
     run = start_server()
     feeder = feeders(run.hub, clip_frames, fps=15)
     assert wait_until(lambda: run.hub.seq > 0)
@@ -329,13 +360,13 @@ def test_waiting_card_before_the_first_frame_then_the_video(start_server, feeder
     conn, resp = _open_stream(run.port, "/stream.mjpg?fps=10")
     try:
         boundary = resp.headers.get_param("boundary")
-        (_, card), = mjpeg_parts(resp, boundary, 1)
+        ((_, card),) = mjpeg_parts(resp, boundary, 1)
         img = cv2.imdecode(np.frombuffer(card, np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and float(np.median(img)) < 50  # the dark 'waiting for frames' card
         assert run.hub.encode_count == 0
         feeders(run.hub, clip_frames, fps=15)
         for _ in range(10):  # a few more cards may be in flight, then the video arrives
-            (_, payload), = mjpeg_parts(resp, boundary, 1)
+            ((_, payload),) = mjpeg_parts(resp, boundary, 1)
             if payload != card:
                 break
         frame = cv2.cvtColor(cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -347,6 +378,7 @@ def test_waiting_card_before_the_first_frame_then_the_video(start_server, feeder
 
 def test_viewer_cap(start_server, feeders, clip_frames, mjpeg_parts):
     from fallwatch.daemon.web import MAX_VIEWERS
+
     run = start_server()
     feeders(run.hub, clip_frames, fps=10)
     open_ = [_open_stream(run.port, "/stream.mjpg?fps=1&height=120") for _ in range(MAX_VIEWERS)]
@@ -369,6 +401,7 @@ def test_viewer_cap(start_server, feeders, clip_frames, mjpeg_parts):
 
 def test_ipv6_loopback(start_server, feeders, clip_frames):
     import socket
+
     if not socket.has_ipv6:
         pytest.skip("no IPv6 in this Python")
     try:
@@ -389,8 +422,19 @@ def test_ipv6_loopback(start_server, feeders, clip_frames):
         conn.close()
 
 
-@pytest.mark.parametrize("query", ["height=%C2%B2", "height=%D9%A3%D9%A0%D9%A0", "height=-20", "height=1e3",
-                                   "fps=%C2%B2", "fps=nan", "fps=inf", "fps=0"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "height=%C2%B2",
+        "height=%D9%A3%D9%A0%D9%A0",
+        "height=-20",
+        "height=1e3",
+        "fps=%C2%B2",
+        "fps=nan",
+        "fps=inf",
+        "fps=0",
+    ],
+)
 def test_bad_query_values_are_400_on_every_image_route(start_server, feeders, clip_frames, query):
     # '²' passes str.isdigit() but not int(): that used to kill the handler (no response, a traceback).
     run = start_server()
@@ -465,7 +509,7 @@ def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjp
     def card_height(height: int) -> int:
         conn, resp = _open_stream(run.port, f"/stream.mjpg?height={height}")
         try:
-            (headers, payload), = mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
+            ((headers, payload),) = mjpeg_parts(resp, resp.headers.get_param("boundary"), 1)
             return cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR).shape[0]
         finally:
             conn.close()
@@ -475,7 +519,7 @@ def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjp
     heights = list(range(100, 100 + 3 * PLACEHOLDER_CACHE))
     with ThreadPoolExecutor(PLACEHOLDER_CACHE) as pool:
         for i in range(0, len(heights), PLACEHOLDER_CACHE):
-            batch = heights[i:i + PLACEHOLDER_CACHE]
+            batch = heights[i : i + PLACEHOLDER_CACHE]
             assert wait_until(lambda: run.server.viewers + PLACEHOLDER_CACHE <= MAX_VIEWERS, timeout=10)
             assert list(pool.map(card_height, batch)) == batch
     assert len(run.server._placeholders) <= PLACEHOLDER_CACHE
@@ -531,8 +575,11 @@ def test_a_get_body_is_read_not_parsed_as_the_next_request(start_server):
     run = start_server()
     smuggled = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection(("127.0.0.1", run.port), timeout=5) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled
-                  + b"GET /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)
+            + smuggled
+            + b"GET /api/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while True:
             chunk = s.recv(65536)
