@@ -38,11 +38,16 @@ class CameraWorker:
         hub: StatusHub,
         on_event: OnEvent,
         records: Any = None,
+        name: Optional[str] = None,
+        tracker: Any = None,
     ):
-        self.name = cfg.camera.name
+        """``name``: this camera's (default ``cfg.camera.name``); ``tracker``: its own (engine.make_tracker(), when
+        several cameras share the engine), else the engine's."""
+        self.name = name or cfg.camera.name
         self.privacy = cfg.privacy
         self.engine = engine
-        self.pipeline = Pipeline(engine, rules)
+        self.tracker = tracker
+        self.pipeline = Pipeline(engine, rules, tracker=tracker)
         self.capture = capture
         self.hub = hub
         self.records = records  # EventRecorder, with events.enabled
@@ -58,14 +63,14 @@ class CameraWorker:
 
     def stop(self) -> None:
         self.capture.stop(timeout=0.5)
-        self.hub.mark_source_stopped()
+        self.hub.mark_source_stopped(self.name)
 
     # -- frames ----------------------------------------------------------------------------------------------
     def idle(self, now: float) -> None:
         """No frame came: waiting on the camera is not a hang (the pipeline is idle, not stuck)."""
         self.progress = now
         if self.capture.state != "running":
-            self.hub.mark_source_stopped()
+            self.hub.mark_source_stopped(self.name)
 
     @property
     def failing(self) -> bool:
@@ -100,6 +105,7 @@ class CameraWorker:
             pose.persons,
             result.states,
             extra={"t": frame.t, "frame": frame.frame_no, "enhance": self.enhance_figures()},
+            camera=self.name,
         )
         if self.records is not None:
             self.records.on_frame(frame.image, frame.t, frame.frame_no, pose.persons, result.states)
@@ -134,6 +140,13 @@ class CameraWorker:
         return image
 
     # -- configuration ---------------------------------------------------------------------------------------
+    def set_ignore_zones(self, polygons: tuple) -> None:
+        """The ignore zones of this camera: on its own tracker, else on the engine (whose tracker it uses)."""
+        if self.tracker is not None:
+            self.tracker.s.ignore_zones = tuple(polygons)
+        else:
+            self.engine.set_ignore_zones(tuple(polygons))
+
     def reconfigure(self, settings: Any, rules: Rules) -> bool:
         """New rule settings: in place for the same strategy, so a person already on the floor stays on record;
         else the new rules, which start without history and so could never report the people with an alarm

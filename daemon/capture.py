@@ -116,6 +116,14 @@ class Capture:
         self._thread.start()
         return self
 
+    def fail(self, error: str) -> None:
+        """This source cannot be used at all (with several cameras the others go on): said in one line, the
+        capture ends as failed without reading."""
+        log.error("%s", error)
+        self.error = error
+        self.state = "failed"
+        self._updated()
+
     def get(self, timeout: float = 0.5) -> Optional[Frame]:
         """The newest frame, or None after ``timeout`` (or at once when the source has ended)."""
         with self._cond:

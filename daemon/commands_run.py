@@ -26,6 +26,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     target = setup_logging(getattr(args, "log_level", None) or cfg.log.level)
     log.debug("logging to %s", target)
     source = getattr(args, "source", None)
+    if source and cfg.cameras is not None:
+        print(f"fallwatch: --source {source}: not with cameras: (each camera has its source there)", file=sys.stderr)
+        return 2
     if source:
         try:
             cfg.camera.source = source

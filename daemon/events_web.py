@@ -3,7 +3,8 @@
 GET  /events.html                          the page (list, clip, signal plot, label buttons)
 GET  /vendor/uPlot.iife.min.js, uPlot.min.css   uPlot, vendored (no network at run time)
 GET  /signal_plot.js                       the signal plot (shared with `replay --plot`)
-GET  /api/records                          every record's event JSON, newest first
+GET  /api/records[?camera=NAME]            every record's event JSON (each names its camera), newest first; or
+                                           those of one camera
 GET  /api/records/<id>/clip                the clip (Range requests answered, so browsers can seek)
 GET  /api/records/<id>/snapshot.jpg        the annotated snapshot
 GET  /api/records/<id>/signals             the rule's signals over the clip's span and the thresholds
@@ -46,8 +47,8 @@ def _static(name: str) -> bytes:
     return (STATIC_DIR / name).read_bytes()
 
 
-def serve(handler: Any, method: str, path: str, head: bool) -> None:
-    """Answer one request for a path ``handles`` accepted."""
+def serve(handler: Any, method: str, path: str, head: bool, query: Optional[dict[str, list[str]]] = None) -> None:
+    """Answer one request for a path ``handles`` accepted (``query``: its parsed query string)."""
     debug = handler.server.debug
     records = getattr(debug, "records", None)
     if path == "/events.html":
@@ -77,7 +78,9 @@ def serve(handler: Any, method: str, path: str, head: bool) -> None:
     if path == "/api/records":
         if method != "GET":
             return _method_not_allowed(handler, "GET, HEAD")
-        handler._json(HTTPStatus.OK, {"enabled": True, "records": records.records()}, head)
+        camera = (query or {}).get("camera", [""])[-1]  # a camera taken out since still has its records: no 404
+        listed = [r for r in records.records() if not camera or r.get("camera") == camera]
+        handler._json(HTTPStatus.OK, {"enabled": True, "records": listed}, head)
         return
     match = RECORD_RE.match(path)
     assert match is not None  # every other path handles() accepts was answered above
@@ -107,7 +110,8 @@ def _signals(debug: Any, folder: Path, meta: dict) -> dict:
     from fallwatch.rules.recording import read_recording
     from fallwatch.rules.signals import fall_signals
 
-    settings = debug.rule_settings() if getattr(debug, "rule_settings", None) else None
+    # the rules of the record's own camera (each camera may have its own)
+    settings = debug.rule_settings(meta.get("camera")) if getattr(debug, "rule_settings", None) else None
     if settings is None:
         from fallwatch.rules.base import RuleSettings
 

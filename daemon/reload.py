@@ -1,7 +1,8 @@
 """SIGHUP: the configuration file is read and checked off the pipeline thread, and applied on it between two frames.
 
-Only some sections apply while running (LIVE_SECTIONS); the others hold the camera, the models or the socket and
-need a restart: a reload says so for each changed key and keeps their running values.
+Only some sections apply while running (LIVE_SECTIONS, and each running camera's own rules and zones under
+``cameras:``); the others hold the cameras, the models or the socket and need a restart: a reload says so for each
+changed key (a camera added or taken out, a camera's source or size) and keeps their running values.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from fallwatch.config.cameras import camera_setups
 from fallwatch.config.loader import load_config
 from fallwatch.config.schema import Config
 
 log = logging.getLogger(__name__)
 
 LIVE_SECTIONS = ("rules", "zones", "mqtt", "alerts", "log")
+LIVE_CAMERA_KEYS = ("rules", "zones")  # of a `cameras:` entry, for a camera that runs before and after
 
 T = TypeVar("T")
 
@@ -50,18 +53,24 @@ class BackgroundRead(Generic[T]):
         self._result = self._read()
 
 
-def read_config(path: Path, source_override: Optional[str], camera: str) -> Optional[tuple[Config, Any]]:
-    """The new configuration and the rules made from it, or None (logged) when the file is refused."""
+def camera_rules(cfg: Config) -> dict[str, Any]:
+    """Each camera's rules, by camera name; ValueError for a combination the rules refuse."""
     from fallwatch.rules import make_rules
 
     from .settings import rule_settings
 
+    return {s.name: make_rules(rule_settings(cfg, s), source=s.name) for s in camera_setups(cfg)}
+
+
+def read_config(path: Path, source_override: Optional[str]) -> Optional[tuple[Config, dict[str, Any]]]:
+    """The new configuration and each camera's rules made from it, or None (logged) when the file is refused.
+    ``source_override`` (--source) replaces ``camera.source`` (one camera only)."""
     log.info("SIGHUP: reloading %s", path)
     try:
         new = load_config(path)
-        if source_override:
+        if source_override and new.cameras is None:
             new.camera.source = source_override
-        return new, make_rules(rule_settings(new), source=camera)
+        return new, camera_rules(new)
     except Exception as exc:  # ConfigError, a value the rules refuse, or anything else: never the daemon's end
         for line in getattr(exc, "errors", None) or str(exc).splitlines() or [repr(exc)]:
             log.error("%s", line)
@@ -69,9 +78,22 @@ def read_config(path: Path, source_override: Optional[str], camera: str) -> Opti
         return None
 
 
-def log_changes(changes: dict[str, tuple[Any, Any]]) -> None:
+def is_live(key: str, old: Config, new: Config) -> bool:
+    """Whether a changed key (dotted) applies while running."""
+    parts = key.split(".")
+    if parts[0] in LIVE_SECTIONS:
+        return True
+    return (
+        parts[0] == "cameras"
+        and len(parts) > 2
+        and parts[2] in LIVE_CAMERA_KEYS
+        and all(c is not None and parts[1] in c for c in (old.cameras, new.cameras))
+    )
+
+
+def log_changes(changes: dict[str, tuple[Any, Any]], old: Config, new: Config) -> None:
     for key, (before, after) in changes.items():
-        if key.split(".", 1)[0] in LIVE_SECTIONS:
+        if is_live(key, old, new):
             log.info("configuration reloaded: %s %s -> %s", key, before, after)
         else:
             log.warning(
@@ -84,6 +106,14 @@ def log_changes(changes: dict[str, tuple[Any, Any]]) -> None:
 
 
 def running_config(old: Config, new: Config) -> Config:
-    """The new live sections, the old rest: the next reload reports what was not applied again, and the status
-    stays truthful."""
-    return new.model_copy(update={s: getattr(old, s) for s in type(old).model_fields if s not in LIVE_SECTIONS})
+    """The new live sections (and the running cameras' new rules and zones), the old rest: the next reload reports
+    what was not applied again, and the status stays truthful."""
+    kept = {s: getattr(old, s) for s in type(old).model_fields if s not in LIVE_SECTIONS}
+    if old.cameras is not None and new.cameras is not None:
+        kept["cameras"] = {
+            name: entry.model_copy(update={k: getattr(new.cameras[name], k) for k in LIVE_CAMERA_KEYS})
+            if name in new.cameras
+            else entry
+            for name, entry in old.cameras.items()
+        }
+    return new.model_copy(update=kept)

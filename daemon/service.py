@@ -1,11 +1,15 @@
 """`fallwatch run`: capture -> pose -> rules -> outputs (MQTT, debug stream, log), under systemd or not.
 
-One main thread runs the pipeline: it takes the newest frame from the camera's capture thread and has its
-CameraWorker run pose and rules on it and hand the result to the outputs (the status hub is cheap; MQTT publishing
-and HTTP serving live in their own threads). The Daemon holds what the cameras share: the pose engine, the MQTT
-publisher, the debug server, the figures, reloads and the watchdog. Signals only set flags the loop checks between
-frames (daemon/signals.py): SIGTERM/SIGINT stop (within 2 s, exit 0), SIGHUP reloads the configuration file
-(daemon/reload.py).
+One main thread runs the pipeline: it takes the next frame from the cameras' capture threads (FrameScheduler:
+round-robin, each camera's newest frame) and has that camera's CameraWorker run pose and rules on it and hand the
+result to the outputs (the status hub is cheap; MQTT publishing and HTTP serving live in their own threads). The
+Daemon holds what the cameras share: the pose engine, the MQTT publisher, the debug server, the figures, reloads
+and the watchdog. Signals only set flags the loop checks between frames (daemon/signals.py): SIGTERM/SIGINT stop
+(within 2 s, exit 0), SIGHUP reloads the configuration file (daemon/reload.py).
+
+With several cameras (``cameras:``) one camera failing never stops the others: a source that cannot be made or
+opened is one error line and shows as failed, a file that ends stops its camera only; the daemon ends once every
+source has ended (exit 1 when one failed). With ``camera:`` such a source ends the daemon at start, as it always did.
 
 Start-up and shutdown are one ExitStack: each part registers its own stop as it starts, shutdown unwinds them in
 reverse.
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from fallwatch.config.cameras import CameraSetup, camera_setups, multi_camera
 from fallwatch.config.changes import config_changes
 from fallwatch.config.loader import ConfigError, default_config_path
 from fallwatch.config.schema import Config
@@ -32,9 +37,10 @@ from .capture import Capture
 from .logsetup import set_level
 from .notify import Notifier, Watchdog
 from .reload import BackgroundRead, log_changes, read_config, running_config
+from .scheduler import FrameScheduler
 from .signals import Shutdown, StopSignals
-from .sources import make_source
-from .stats import MqttStats, Snapshot, heartbeat, status_line
+from .sources import Source, SourceError, UnavailableSource, make_source
+from .stats import CameraStats, MqttStats, Snapshot, heartbeat, status_line
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ class Daemon:
         model_dir: Optional[str] = None,
         engine: Any = None,
         capture: Optional[Capture] = None,
+        captures: Optional[dict[str, Capture]] = None,
         notifier: Optional[Notifier] = None,
         stall_s: Optional[float] = None,
         log_level_override: Optional[str] = None,
@@ -71,14 +78,21 @@ class Daemon:
         self.model_dir_arg = model_dir
         self.log_level_override = log_level_override  # --log-level wins over log.level, also after a reload
         self.engine = engine
-        self._capture = capture  # handed in (tests); else made from cfg.camera at start
+        self._capture = capture  # handed in for the first camera (tests); else made from its settings at start
+        self._captures = dict(captures or {})  # handed in by camera name (tests)
+        self.multi = multi_camera(cfg)  # `cameras:`: per-camera topics, own trackers, a failing camera is not fatal
+        self._setups = camera_setups(cfg)  # of the running configuration
         self.notifier = notifier or Notifier()
         self.version = fallwatch_version()
         self.cameras: dict[str, CameraWorker] = {}
         self.hub: Any = None
         self.debug_server: Any = None
         self.publisher: Any = None
-        self.records: Any = None  # EventRecorder, with events.enabled
+        self.records: Any = None  # the EventRecorder the pages and MQTT feedback read (the first camera's)
+        self._recorders: dict[str, Any] = {}  # one per camera (each keeps its own pre-roll), one directory
+        self._scheduler = FrameScheduler()
+        self._ended: set[str] = set()  # cameras whose source has ended or failed (said once each)
+        self._camera_states: dict[str, dict] = {}  # several cameras: each one's last state handed to MQTT
         self.watchdog: Optional[Watchdog] = None
         # A pipeline making no progress for this long is hung: the watchdog pings stop.
         self.stall_s = stall_s or max(self.notifier.watchdog_s or 30.0, 4 * GET_TIMEOUT_S)
@@ -90,7 +104,7 @@ class Daemon:
         self._ready = False
         self._parts: Optional[contextlib.ExitStack] = None  # the started parts' stops, unwound at shutdown
         self._started_wall, self._started_mono = time.time(), time.monotonic()
-        self._stats = Snapshot.starting(self.version, cfg.camera.name)
+        self._stats = Snapshot(self.version, cameras={s.name: CameraStats(s.name) for s in self._setups})
         self._published_state: Optional[dict] = None
         self._last_status = 0.0
         self._last_sd_status = 0.0
@@ -100,7 +114,7 @@ class Daemon:
     # -- what tests and outputs read -------------------------------------------------------------------------
     @property
     def camera(self) -> CameraWorker:
-        """The one camera (a later configuration may name several)."""
+        """The first camera."""
         return next(iter(self.cameras.values()))
 
     @property
@@ -165,32 +179,25 @@ class Daemon:
         return self.exit_code  # (only when a stop raised and was swallowed; never in practice)
 
     def _start(self, parts: contextlib.ExitStack) -> None:
-        from fallwatch.rules import make_rules
-
-        from .settings import ignore_polygons, make_engine, rule_settings
+        from .settings import ignore_polygons, make_engine
         from .status import StatusHub
 
         cfg = self.cfg
         self.notifier.status("starting: loading models")
-        capture = self._capture
-        if capture is None:
-            source = make_source(cfg.camera, self.source_override)  # SourceError: no camera, no such file
+        # (before the models load: with `camera:` a missing camera or file ends the start in one line)
+        sources = {s.name: self._source(s) for s in self._setups if self._given_capture(s.name) is None}
         if self.engine is None:
             self.engine = make_engine(cfg, self.model_dir_arg)
         close_engine = getattr(self.engine, "close", None)  # a clean exit: the Edge TPU crash marker goes
         if close_engine is not None:  # (also when the start fails further on; closing twice does nothing)
             parts.callback(close_engine)
-        try:
-            rules = make_rules(rule_settings(cfg), source=cfg.camera.name)
-        except ValueError as exc:  # a combination of rules: values the rules refuse
-            raise ConfigError([str(exc)]) from None
-        if ignore_polygons(cfg):  # (an engine made here has them already; one handed in may not)
-            self.engine.set_ignore_zones(ignore_polygons(cfg))
-        self.hub = StatusHub(self.version, cfg.camera.name)
+        rules = self._camera_rules(cfg)
+        self.hub = StatusHub(self.version, cameras=[s.name for s in self._setups])
         self._stats = self._snapshot(time.monotonic())
         self.hub.publish_stats(self._stats)
         if cfg.events.enabled:
-            self.records = self._start_records(cfg)
+            self._recorders = self._start_records(cfg)
+            self.records = next(iter(self._recorders.values()))
             parts.callback(self._stop_records)
         if cfg.debug.enabled:
             self.debug_server = self._start_debug_server()
@@ -201,19 +208,35 @@ class Daemon:
         parts.callback(self._stop_mqtt)  # publishes `offline`, flushes what the broker will take (also after a reload)
         if close_engine is not None:  # again: a shutdown closes it before MQTT's flush may meet the stop deadline
             parts.callback(close_engine)
-        if capture is None:
-            c = cfg.camera
-            capture = Capture(
-                source, rotate=c.rotate, flip=c.flip, realtime=c.realtime, loop=c.loop, reopen_max_s=c.reopen_max_s
+        for setup in self._setups:
+            capture = self._given_capture(setup.name) or self._capture_of(setup.camera, sources[setup.name])
+            tracker = self.engine.make_tracker() if self.multi else None  # one camera: the engine's own, as always
+            worker = CameraWorker(
+                cfg,
+                self.engine,
+                rules[setup.name],
+                capture,
+                self.hub,
+                self._on_event,
+                self._recorders.get(setup.name),
+                name=setup.name,
+                tracker=tracker,
             )
-        worker = CameraWorker(cfg, self.engine, rules, capture, self.hub, self._on_event, self.records)
-        self.cameras = {worker.name: worker}
-        parts.callback(self._camera_stopped, worker)
-        worker.start()
+            zones = ignore_polygons(cfg, setup)
+            if zones or tracker is not None:  # (an engine made here has the global ones already; one handed in may not)
+                worker.set_ignore_zones(zones)
+            self.cameras[setup.name] = worker
+            self._scheduler.add(setup.name, capture)  # before it starts: no frame signal is missed
+            parts.callback(self._camera_stopped, worker)
+        for worker in self.cameras.values():
+            self._start_camera(worker)
         log.info(
             "fallwatch %s running: %s -> pose (%s) -> rules (%s) -> %s",
             self.version,
-            capture.source.describe(),
+            ", ".join(
+                w.capture.source.describe() if not self.multi else f"{name}: {w.capture.source.describe()}"
+                for name, w in self.cameras.items()
+            ),
             self.engine.backend,
             cfg.rules.strategy,
             ", ".join(
@@ -227,24 +250,78 @@ class Daemon:
             ),
         )
 
+    # -- cameras ---------------------------------------------------------------------------------------------
+    def _given_capture(self, name: str) -> Optional[Capture]:
+        if name in self._captures:
+            return self._captures[name]
+        return self._capture if name == self._setups[0].name else None
+
+    def _camera_error(self, name: str, exc: Exception) -> str:
+        """A source's one-line error naming the camera's own key (`cameras.<name>.source`)."""
+        text = str(exc)
+        return (
+            text.replace("camera.source", f"cameras.{name}.source", 1)
+            if "camera.source" in text
+            else (f"cameras.{name}: {text}")
+        )
+
+    def _source(self, setup: CameraSetup) -> Source:
+        """The camera's Source. A SourceError (no camera found, no such file) ends the start with one camera; with
+        several that camera fails alone (said when it starts)."""
+        if not self.multi:
+            return make_source(setup.camera, self.source_override)
+        try:
+            return make_source(setup.camera)
+        except SourceError as exc:
+            return UnavailableSource(setup.camera.source, self._camera_error(setup.name, exc))
+
+    @staticmethod
+    def _capture_of(c: Any, source: Source) -> Capture:
+        return Capture(
+            source, rotate=c.rotate, flip=c.flip, realtime=c.realtime, loop=c.loop, reopen_max_s=c.reopen_max_s
+        )
+
+    def _start_camera(self, worker: CameraWorker) -> None:
+        source = worker.capture.source
+        if isinstance(source, UnavailableSource):
+            worker.capture.fail(source.error)
+            return
+        try:
+            worker.start()  # SourceError for an unreadable file
+        except SourceError as exc:
+            if not self.multi:
+                raise
+            worker.capture.fail(self._camera_error(worker.name, exc))
+
+    def _camera_rules(self, cfg: Config) -> dict[str, Any]:
+        from .reload import camera_rules
+
+        try:
+            return camera_rules(cfg)
+        except ValueError as exc:  # a combination of rules: values the rules refuse
+            raise ConfigError([str(exc)]) from None
+
     def _camera_stopped(self, worker: CameraWorker) -> None:
         worker.stop()
         self._report(time.monotonic(), force=True)  # the page shows the camera stopped
 
     def _log_totals(self) -> None:
         if self._started:
-            s = self._stats.camera
-            log.info(
-                "stopped after %d frames, %d events, %d dropped, %d corrupt frames",
-                s.frames,
-                s.events,
-                s.dropped_frames,
-                s.corrupt_frames,
-            )
+            for s in self._stats.cameras.values():
+                log.info(
+                    "%sstopped after %d frames, %d events, %d dropped, %d corrupt frames",
+                    f"camera {s.name} " if self.multi else "",
+                    s.frames,
+                    s.events,
+                    s.dropped_frames,
+                    s.corrupt_frames,
+                )
 
     def _stop_records(self) -> None:
         # A stop asked for (SIGTERM) has the stop deadline; a source that ended has time to finish its clips.
-        if not self.records.stop(timeout=1.0 if self._stop.is_set() else 30.0):
+        deadline = time.monotonic() + (1.0 if self._stop.is_set() else 30.0)
+        finished = [r.stop(timeout=max(0.1, deadline - time.monotonic())) for r in self._recorders.values()]
+        if not all(finished):
             # The writer is inside the video encoder: a normal interpreter exit would tear the encoder's threads
             # down under it (the process aborts). The CLI ends the process at once instead; that record is lost.
             log.warning("an event record was still being written at shutdown; it is incomplete")
@@ -257,7 +334,7 @@ class Daemon:
         try:
             server = DebugServer(self.cfg.debug, self.hub)
             server.records = self.records
-            server.rule_settings = lambda: rule_settings(self.cfg)
+            server.rule_settings = lambda camera=None: rule_settings(self.cfg, self._setup(camera))
             server.start()
         except (OSError, ValueError, RuntimeError) as exc:  # bind, password file, packaging: each one line
             # The debug page helps tuning; fall detection must not depend on it.
@@ -271,14 +348,21 @@ class Daemon:
         except Exception:
             log.exception("stopping the debug server failed")
 
-    def _start_records(self, cfg: Config) -> Any:
+    def _setup(self, camera: Optional[str]) -> CameraSetup:
+        """The running setup of ``camera`` (default, or a camera no longer configured: the first)."""
+        return next((s for s in self._setups if s.name == camera), self._setups[0])
+
+    def _start_records(self, cfg: Config) -> dict[str, Any]:
         from .event_records import EventRecorder
         from .outbox import default_state_dir
 
         directory = (
             Path(cfg.events.dir).expanduser() if cfg.events.dir else default_state_dir(cfg.mqtt.state_dir) / "events"
         )
-        return EventRecorder(cfg.events, directory, privacy=cfg.privacy == "skeleton", camera=cfg.camera.name).start()
+        privacy = cfg.privacy == "skeleton"
+        return {
+            s.name: EventRecorder(cfg.events, directory, privacy=privacy, camera=s.name).start() for s in self._setups
+        }
 
     def _feedback(self, event_id: Any, label: Any) -> None:
         """The MQTT `{"feedback": {...}}` command; ValueError says what was wrong."""
@@ -291,7 +375,8 @@ class Daemon:
 
         self.publisher = MqttPublisher(
             cfg.mqtt,
-            camera=cfg.camera.name,
+            camera=self._setups[0].name,
+            cameras=[s.name for s in self._setups] if self.multi else None,
             version=self.version,
             status=self.heartbeat_status,
             on_alerts_changed=lambda _on: self._refresh.set(),
@@ -311,30 +396,50 @@ class Daemon:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def _loop(self) -> None:
-        worker = self.camera
-        capture = worker.capture
         while not self._stop.is_set():
             read = self._reload.take()
             if read is not None:
                 self._apply_reload(*read)
-            frame = capture.get(GET_TIMEOUT_S)
-            if frame is None:
-                if capture.finished:
-                    if capture.state == "failed":
-                        log.error("source failed: %s", capture.error)
-                        self.exit_code = 1
-                    else:
-                        log.info("source ended; stopping")
+            got = self._scheduler.next(GET_TIMEOUT_S)
+            served = None
+            if got is not None:
+                served = self.cameras[got[0]]
+                if served.process(got[1]):
+                    self._update_state()
+                    if not self._ready:
+                        self._first_frame(got[1])
+                elif served.failing:
+                    self.exit_code = 1  # let systemd restart us
                     break
-                worker.idle(time.monotonic())
-            elif worker.process(frame):
-                self._update_state()
-                if not self._ready:
-                    self._first_frame(frame)
-            elif worker.failing:
-                self.exit_code = 1  # let systemd restart us
+            now = time.monotonic()
+            for worker in self.cameras.values():
+                if worker is not served:  # waiting on its camera (or its turn, which comes within one round)
+                    worker.idle(now)
+            if self._sources_ended():
                 break
-            self._report(time.monotonic())
+            self._report(now)
+
+    def _sources_ended(self) -> bool:
+        """Say each camera whose source ended (once); True when every one has."""
+        for name, worker in self.cameras.items():
+            capture = worker.capture
+            if name in self._ended or not capture.finished:
+                continue
+            self._ended.add(name)
+            failed = capture.state == "failed"
+            if failed:
+                self.exit_code = 1
+            left = len(self.cameras) - len(self._ended)
+            if not self.multi:
+                if failed:
+                    log.error("source failed: %s", capture.error)
+                else:
+                    log.info("source ended; stopping")
+            elif left:
+                log.warning("camera %s has stopped (source %s); the other cameras go on", name, capture.state)
+            else:
+                log.info("camera %s has stopped (source %s); every camera has: stopping", name, capture.state)
+        return len(self._ended) == len(self.cameras)
 
     def _first_frame(self, frame: Any) -> None:
         self._ready = True
@@ -362,23 +467,36 @@ class Daemon:
             except Exception:
                 log.exception("snapshot encoding failed; publishing the event without it")
         try:
-            self.publisher.publish_event(data, jpeg)
+            if self.multi:
+                self.publisher.publish_event(data, jpeg, camera=data["camera"])
+            else:
+                self.publisher.publish_event(data, jpeg)
         except Exception:
             log.exception("queueing event %s for MQTT failed", data.get("id"))
 
     def _update_state(self) -> None:
+        """The room's state, and with several cameras each camera's, to MQTT when they change."""
         state = {"state": self.state, "persons": sum(w.counters.persons for w in self.cameras.values())}
+        changed: list[tuple[dict, Optional[str]]] = []
         if state != self._published_state:
             self._published_state = state
+            if not self.multi:
+                changed.append((state, None))
+        if self.multi:
+            for name, worker in self.cameras.items():
+                mine = {"state": worker.alarm.state, "persons": worker.counters.persons}
+                if mine != self._camera_states.get(name):
+                    self._camera_states[name] = mine
+                    changed.append((mine, name))
+        for one, camera in changed:
             if self.publisher is not None:
                 try:
-                    self.publisher.set_state(dict(state))
+                    self.publisher.set_state(dict(one), camera=camera)
                 except Exception:
                     log.exception("publishing the state failed")
 
     # -- figures ---------------------------------------------------------------------------------------------
     def _snapshot(self, now: float) -> Snapshot:
-        cfg = self.cfg
         return Snapshot(
             version=self.version,
             backend=getattr(self.engine, "backend", None),
@@ -388,11 +506,22 @@ class Daemon:
             uptime_s=round(now - self._started_mono, 3),
             ready=self._ready,
             mqtt=MqttStats.of(self.publisher),
-            settings={
-                "rules": cfg.rules.model_dump(mode="json"),
-                "zones": [z.model_dump(mode="json") for z in cfg.zones],
-            },
+            settings=self._settings_shown(),
         )
+
+    def _settings_shown(self) -> dict[str, Any]:
+        """The rules and zones the page shows: the first camera's, and with several each one's."""
+
+        def of(setup: CameraSetup) -> dict[str, Any]:
+            return {
+                "rules": setup.rules.model_dump(mode="json"),
+                "zones": [z.model_dump(mode="json") for z in setup.zones],
+            }
+
+        shown = of(self._setups[0])
+        if self.multi:
+            shown["camera_settings"] = {s.name: of(s) for s in self._setups}
+        return shown
 
     def _report(self, now: float, force: bool = False) -> None:
         if force or self._refresh.is_set() or now - self._last_status >= STATUS_EVERY_S:
@@ -415,13 +544,15 @@ class Daemon:
         """The new configuration and rules made from it, or None (logged) when the file is refused."""
         if self._ready:
             self.notifier.reloading()
-        read = read_config(self.config_path or default_config_path(), self.source_override, self.cfg.camera.name)
+        read = read_config(self.config_path or default_config_path(), None if self.multi else self.source_override)
         if read is None and self._ready:
             self.notifier.ready()  # ends RELOADING=1
         return read
 
-    def _apply_reload(self, new: Config, rules: Any) -> bool:
-        """On the detection thread, between two frames."""
+    def _apply_reload(self, new: Config, rules: dict[str, Any]) -> bool:
+        """On the detection thread, between two frames. ``rules``: each camera of ``new``'s rules."""
+        from fallwatch.rules import make_rules
+
         from .settings import ignore_polygons, rule_settings
 
         try:
@@ -430,6 +561,14 @@ class Daemon:
             if not changes:
                 log.info("configuration reloaded: no changes")
                 return True
+            running = running_config(old, new)
+            try:  # the running cameras with their new rules and zones (a camera taken out keeps its own)
+                setups = {s.name: s for s in camera_setups(running)}
+                settings = {name: rule_settings(running, setups[name]) for name in self.cameras}
+            except ValueError as exc:
+                log.error("%s", exc)
+                log.error("configuration reload rejected; keeping the running configuration")
+                return False
             if any(k.startswith("mqtt.") for k in changes):
                 # First, as it is the one step that can still fail (unusable TLS files): all or nothing.
                 try:
@@ -438,18 +577,22 @@ class Daemon:
                     log.error("mqtt: %s", exc)
                     log.error("configuration reload rejected; keeping the running configuration")
                     return False
-            log_changes(changes)
-            if any(k.startswith("zones") for k in changes) and ignore_polygons(new) != ignore_polygons(old):
-                self.engine.set_ignore_zones(ignore_polygons(new))
-            if any(k.startswith(("rules.", "zones")) for k in changes):
-                for worker in self.cameras.values():
-                    worker.reconfigure(rule_settings(new), rules)
-                self._update_state()
+            log_changes(changes, old, new)
+            before = {s.name: s for s in self._setups}
+            for name, worker in self.cameras.items():
+                setup, was = setups[name], before[name]
+                if ignore_polygons(running, setup) != ignore_polygons(old, was):
+                    worker.set_ignore_zones(ignore_polygons(running, setup))
+                if (setup.rules, setup.zones) != (was.rules, was.zones):
+                    same = name in rules and name in {s.name for s in camera_setups(new)}
+                    worker.reconfigure(settings[name], rules[name] if same else make_rules(settings[name], source=name))
+            self._update_state()
             if old.alerts != new.alerts and self.publisher is not None:
                 self.publisher.set_pause_max(new.alerts.pause_max_s)
             if old.log.level != new.log.level and not self.log_level_override:
                 set_level(new.log.level)
-            self.cfg = running_config(old, new)
+            self.cfg = running
+            self._setups = list(setups.values())
             self._report(time.monotonic(), force=True)  # the page shows the new rules and zones at once
             return True
         finally:

@@ -62,6 +62,17 @@ class Source:
         return self.name
 
 
+class UnavailableSource(Source):
+    """A source that could not be made (with several cameras, one camera's: the others go on); never opens."""
+
+    def __init__(self, spec: str, error: str):
+        self.name = redact_url(spec)
+        self.error = error
+
+    def open(self) -> None:
+        raise SourceError(self.error)
+
+
 def _cv2() -> Any:
     import cv2  # imported lazily: `fallwatch check-config` must not pay for OpenCV
 

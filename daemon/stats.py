@@ -157,6 +157,7 @@ class Snapshot:
             "alerts_resume_at": self.mqtt.alerts_resume_at,
             **self.settings,
             "cameras": {name: c.to_json() for name, c in self.cameras.items()},
+            "camera_names": list(self.cameras),  # configuration order (the page's camera picker)
         }
         del out["name"]
         if self.healthy is not None:

@@ -3,68 +3,121 @@
 The pipeline calls ``publish_frame`` for every processed frame; that only stores references and bumps a sequence
 number. JPEG encoding happens lazily in ``latest_jpeg``, i.e. only while someone watches the stream. The daemon's
 figures arrive as a Snapshot (``publish_stats``), once per report; the hub adds what it knows best itself: how old
-the newest frame is, whether the source stopped, how many events it keeps.
+each camera's newest frame is, whether its source stopped, how many events it keeps.
+
+One hub serves every camera of the daemon: each has its own frame slot, named as in the configuration. Every
+reader's ``camera=None`` means the first camera, so single-camera callers need not name it. Sequence numbers are
+counted over all cameras, so a frame's number is unique across them (the JPEG cache is keyed by it).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
 
-from .stats import Snapshot
+from .stats import CameraStats, Snapshot
 
 log = logging.getLogger(__name__)
 
-MAX_EVENTS = 50
-JPEG_CACHE = 8  # encodings of the newest frame kept (one per height asked for); viewers share them
+MAX_EVENTS = 50  # per camera
+JPEG_CACHE = 8  # encodings of a camera's newest frame kept (one per height asked for); viewers share them
 
 FrameTuple = tuple[int, np.ndarray, list, dict, dict]
 
 
-class StatusHub:
-    """Holds the newest processed frame, the newest Snapshot of the figures and the recent events."""
+class UnknownCamera(KeyError):
+    """A camera name the hub does not have; the message names the ones it has."""
 
-    def __init__(self, version: str, camera: str = "camera"):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One camera's newest processed frame."""
+
+    seq: int = 0
+    frame: Optional[np.ndarray] = None
+    persons: list = dataclasses.field(default_factory=list)
+    states: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
+    frame_mono: Optional[float] = None
+    source_stopped: bool = False
+
+    def tuple(self) -> FrameTuple:
+        assert self.frame is not None
+        return self.seq, self.frame, list(self.persons), dict(self.states), dict(self.extra)
+
+    def age(self, now: float) -> Optional[float]:
+        return None if self.frame_mono is None else now - self.frame_mono
+
+
+class StatusHub:
+    """Holds each camera's newest processed frame, the newest Snapshot of the figures and the recent events."""
+
+    def __init__(self, version: str, camera: str = "camera", cameras: Optional[Sequence[str]] = None):
+        """``cameras``: every camera's name in configuration order (default: just ``camera``)."""
         self.version = version
-        self.camera_name = camera
+        names = list(cameras) if cameras else [camera]
+        self.camera_name = names[0]  # the first camera: what camera=None means
+        self._slots: dict[str, _Slot] = {name: _Slot() for name in names}
         self._cond = threading.Condition()
-        self._seq = 0
-        self._frame: Optional[np.ndarray] = None
-        self._persons: list = []
-        self._states: dict = {}
-        self._extra: dict = {}
-        self._frame_mono: Optional[float] = None
-        self._source_stopped = False
-        self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
-        self._stats = Snapshot.starting(version, camera)
-        # JPEG cache: (seq, height) -> bytes; only the newest seq is kept.
+        self._seq = 0  # frames published, over all cameras
+        self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS * len(names))
+        self._stats = Snapshot(version=version, cameras={name: CameraStats(name) for name in names})
+        # JPEG cache: (seq, height) -> bytes; only each camera's newest seq is kept.
         self._jpeg_lock = threading.Lock()
         self._jpeg_cache: dict[tuple[int, Optional[int]], bytes] = {}
         self.encode_count = 0  # how many JPEGs were encoded (tests check that no viewer means no encoding)
 
+    @property
+    def cameras(self) -> list[str]:
+        """Every camera's name, in configuration order."""
+        return list(self._slots)
+
+    def has_camera(self, camera: Optional[str]) -> bool:
+        return camera is None or camera in self._slots
+
+    def _slot(self, camera: Optional[str]) -> _Slot:
+        slot = self._slots.get(self.camera_name if camera is None else camera)
+        if slot is None:
+            raise UnknownCamera(f"no camera {camera!r}; the cameras are {', '.join(self._slots)}")
+        return slot
+
     # ---- pipeline side -------------------------------------------------------------------------------------
     def publish_frame(
-        self, frame_rgb: np.ndarray, persons: list, states: dict[int, str], extra: Optional[dict] = None
+        self,
+        frame_rgb: np.ndarray,
+        persons: list,
+        states: dict[int, str],
+        extra: Optional[dict] = None,
+        camera: Optional[str] = None,
     ) -> None:
-        """Store references to the newest processed frame. Cheap on purpose: called for every frame."""
+        """Store references to the camera's newest processed frame. Cheap on purpose: called for every frame."""
         with self._cond:
+            slot = self._slot(camera)
             self._seq += 1
-            self._frame = frame_rgb
-            self._persons = list(persons)
-            self._states = dict(states)
-            self._extra = dict(extra) if extra else {}
-            self._frame_mono = time.monotonic()
-            self._source_stopped = False
+            slot.seq = self._seq
+            slot.frame = frame_rgb
+            slot.persons = list(persons)
+            slot.states = dict(states)
+            slot.extra = dict(extra) if extra else {}
+            slot.frame_mono = time.monotonic()
+            slot.source_stopped = False
             self._cond.notify_all()
 
     def add_event(self, event: dict) -> None:
+        """An event as published; its ``camera`` (default: the first camera) says whose it is."""
         with self._cond:
             ev = dict(event)
+            ev.setdefault("camera", self.camera_name)
             ev.setdefault("received_at", time.time())
             self._events.append(ev)
 
@@ -72,65 +125,106 @@ class StatusHub:
         with self._cond:
             self._stats = snapshot
 
-    def mark_source_stopped(self) -> None:
+    def mark_source_stopped(self, camera: Optional[str] = None) -> None:
         with self._cond:
-            self._source_stopped = True
+            self._slot(camera).source_stopped = True
             self._cond.notify_all()
 
     # ---- reader side ---------------------------------------------------------------------------------------
     @property
     def seq(self) -> int:
+        """Frames published so far, over all cameras."""
         with self._cond:
             return self._seq
 
-    @property
-    def source_stopped(self) -> bool:
+    def last_frame_age_s(self, camera: Optional[str] = None) -> Optional[float]:
         with self._cond:
-            return self._source_stopped
+            return self._slot(camera).age(time.monotonic())
 
-    def last_frame_age_s(self) -> Optional[float]:
-        with self._cond:
-            return None if self._frame_mono is None else time.monotonic() - self._frame_mono
+    def _healthy(self, slot: _Slot, now: float, max_age_s: float) -> bool:
+        age = slot.age(now)
+        return not slot.source_stopped and age is not None and age <= max_age_s
 
-    def healthy(self, max_age_s: float = 5.0) -> bool:
-        """True while frames flow through inference (newest within max_age_s) and the source has not stopped."""
+    def healthy(self, max_age_s: float = 5.0, camera: Optional[str] = None) -> bool:
+        """True while frames flow through inference (newest within max_age_s) and the source has not stopped: of
+        every camera, or of the one named."""
+        now = time.monotonic()
         with self._cond:
-            if self._source_stopped or self._frame_mono is None:
-                return False
-            return time.monotonic() - self._frame_mono <= max_age_s
+            slots = list(self._slots.values()) if camera is None else [self._slot(camera)]
+            return all(self._healthy(slot, now, max_age_s) for slot in slots)
+
+    def health(self, max_age_s: float = 5.0) -> dict[str, dict]:
+        """Per camera, in configuration order: ``healthy``, ``last_frame_age_s`` and, when unhealthy, ``reason``."""
+        now = time.monotonic()
+        with self._cond:
+            stats = self._stats.cameras
+            out: dict[str, dict] = {}
+            for name, slot in self._slots.items():
+                age = slot.age(now)
+                entry: dict = {
+                    "healthy": self._healthy(slot, now, max_age_s),
+                    "last_frame_age_s": None if age is None else round(age, 3),
+                }
+                if not entry["healthy"]:
+                    entry["reason"] = self._reason(slot, stats.get(name), age)
+                out[name] = entry
+            return out
+
+    @staticmethod
+    def _reason(slot: _Slot, stats: Optional[CameraStats], age: Optional[float]) -> str:
+        if slot.source_stopped:
+            if stats is not None and stats.capture == "reopening":  # the daemon is trying again: not stopped
+                return "camera reopening" + (f" ({stats.capture_error})" if stats.capture_error else "")
+            if stats is not None and stats.capture == "failed" and stats.capture_error:
+                return f"source failed ({stats.capture_error})"
+            return "source stopped"
+        if age is None:
+            return "no frame yet"
+        return f"no frame through inference for {age:.1f} s"
 
     def current(self) -> Snapshot:
-        """The newest Snapshot with the hub's own figures filled in (of the first camera, for now the only one)."""
+        """The newest Snapshot with the hub's own figures filled in for every camera, in configuration order."""
+        now = time.monotonic()
         with self._cond:
-            age = None if self._frame_mono is None else round(time.monotonic() - self._frame_mono, 3)
-            snap = self._stats.replace(recent_events=len(self._events))
-            return snap.replace_camera(snap.camera.name, last_frame_age_s=age, source_stopped=self._source_stopped)
+            snap = self._stats
+            cameras = {}
+            for name, slot in self._slots.items():
+                age = slot.age(now)
+                cameras[name] = dataclasses.replace(
+                    snap.cameras.get(name) or CameraStats(name),
+                    last_frame_age_s=None if age is None else round(age, 3),
+                    source_stopped=slot.source_stopped,
+                )
+            return snap.replace(cameras=cameras, recent_events=len(self._events))
 
     def stats(self) -> dict:
         """``current()`` as JSON: what /api/stats serves."""
         return self.current().to_json()
 
-    def recent_events(self) -> list[dict]:
+    def recent_events(self, camera: Optional[str] = None) -> list[dict]:
+        """The recent events, oldest first: all, or those of ``camera``."""
         with self._cond:
-            return [dict(e) for e in self._events]
+            if camera is not None:
+                self._slot(camera)  # an unknown camera is an error, not an empty list
+            return [dict(e) for e in self._events if camera is None or e.get("camera") == camera]
 
-    def snapshot(self) -> Optional[FrameTuple]:
-        """The newest frame tuple (seq, frame, persons, states, extra), or None before the first frame."""
+    def snapshot(self, camera: Optional[str] = None) -> Optional[FrameTuple]:
+        """The camera's newest frame tuple (seq, frame, persons, states, extra), or None before its first frame."""
         with self._cond:
-            if self._frame is None:
-                return None
-            return self._seq, self._frame, list(self._persons), dict(self._states), dict(self._extra)
+            slot = self._slot(camera)
+            return None if slot.frame is None else slot.tuple()
 
-    def wait_frame(self, after_seq: int, timeout: float) -> Optional[FrameTuple]:
-        """Block until a frame newer than ``after_seq`` exists (or the timeout passes; then None)."""
+    def wait_frame(self, after_seq: int, timeout: float, camera: Optional[str] = None) -> Optional[FrameTuple]:
+        """Block until the camera has a frame newer than ``after_seq`` (or the timeout passes; then None)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._seq <= after_seq or self._frame is None:
+            slot = self._slot(camera)
+            while slot.seq <= after_seq or slot.frame is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            return self._seq, self._frame, list(self._persons), dict(self._states), dict(self._extra)
+            return slot.tuple()
 
     def wake_all(self) -> None:
         """Wake every waiter (used by the web server on shutdown)."""
@@ -138,7 +232,8 @@ class StatusHub:
             self._cond.notify_all()
 
     def jpeg_for(self, snap: FrameTuple, height: Optional[int] = None) -> bytes:
-        """The annotated JPEG of one frame tuple, encoded once per (seq, height) however many clients watch."""
+        """The annotated JPEG of one frame tuple (of any camera), encoded once per (seq, height) however many
+        clients watch."""
         from .overlay import draw_overlay, encode_jpeg  # cv2 only when someone actually looks
 
         seq, frame, persons, states, extra = snap
@@ -151,15 +246,19 @@ class StatusHub:
                 return cached
             data = encode_jpeg(draw_overlay(frame, persons, states, extra), height=height)
             self.encode_count += 1
-            # keep only the newest sequence number's encodings, and only a few heights of it
-            for old in [k for k in self._jpeg_cache if k[0] < seq]:
+            # keep only the encodings of each camera's newest frame, and only a few heights of each
+            with self._cond:
+                newest = {slot.seq for slot in self._slots.values()}
+            for old in [k for k in self._jpeg_cache if k[0] not in newest]:
                 del self._jpeg_cache[old]
-            while len(self._jpeg_cache) >= JPEG_CACHE:
-                del self._jpeg_cache[next(iter(self._jpeg_cache))]
+            same = [k for k in self._jpeg_cache if k[0] == seq]
+            for old in same[: max(0, len(same) - JPEG_CACHE + 1)]:
+                del self._jpeg_cache[old]
             self._jpeg_cache[key] = data
             return data
 
-    def latest_jpeg(self, height: Optional[int] = None) -> Optional[bytes]:
-        """The newest annotated frame as JPEG (encoded on demand, cached per seq+height); None before any frame."""
-        snap = self.snapshot()
+    def latest_jpeg(self, height: Optional[int] = None, camera: Optional[str] = None) -> Optional[bytes]:
+        """The camera's newest annotated frame as JPEG (encoded on demand, cached per seq+height); None before its
+        first frame."""
+        snap = self.snapshot(camera)
         return None if snap is None else self.jpeg_for(snap, height)

@@ -64,6 +64,10 @@ class BadRequest(ValueError):
     """A query parameter is out of range; answered with 400 and the message."""
 
 
+class NotFound(ValueError):
+    """What a query names does not exist (a camera); answered with 404 and the message."""
+
+
 def parse_bind(bind: str) -> tuple[str, int]:
     """'host:port' (IPv6 as '[::1]:8080') -> (host, port)."""
     host, sep, port = bind.rpartition(":")
@@ -82,6 +86,16 @@ def _query_float(query: dict[str, list[str]], name: str, default: float, lo: flo
     if not math.isfinite(value) or not lo <= value <= hi:
         raise BadRequest(f"{name} must be between {lo:g} and {hi:g}, got {query[name][-1]!r}")
     return value
+
+
+def _query_camera(query: dict[str, list[str]], hub: StatusHub) -> Optional[str]:
+    """``?camera=NAME``: one of the hub's cameras; none (or empty) is the first camera."""
+    name = query.get("camera", [""])[-1]
+    if not name:
+        return None
+    if not hub.has_camera(name):
+        raise NotFound(f"no camera {name!r}; the cameras are {', '.join(hub.cameras)}")
+    return name
 
 
 def _query_height(query: dict[str, list[str]]) -> Optional[int]:
@@ -271,6 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
             getattr(self, "_r_" + route)(query, head)
         except BadRequest as e:
             self._send(HTTPStatus.BAD_REQUEST, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
+        except NotFound as e:
+            self._send(HTTPStatus.NOT_FOUND, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
         except Exception:
@@ -308,7 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not events_web.handles(path):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
             return
-        events_web.serve(self, self.command, path, head)
+        events_web.serve(self, self.command, path, head, query)
 
     def _r_page(self, query: dict, head: bool) -> None:
         self._send(HTTPStatus.OK, self.server.debug.page, "text/html; charset=utf-8", head)
@@ -321,14 +337,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK, plain(self.server.debug.stats()), head)
 
     def _r_events(self, query: dict, head: bool) -> None:
-        self._json(HTTPStatus.OK, plain({"events": self.server.debug.hub.recent_events()}), head)
+        hub = self.server.debug.hub
+        self._json(HTTPStatus.OK, plain({"events": hub.recent_events(_query_camera(query, hub))}), head)
 
     def _r_metrics(self, query: dict, head: bool) -> None:
         self._send(HTTPStatus.OK, metrics(self.server.debug.snapshot()), CONTENT_TYPE_PLAIN_0_0_4, head)
 
     def _r_latest(self, query: dict, head: bool) -> None:
+        hub = self.server.debug.hub
+        camera = _query_camera(query, hub)
         height = _query_height(query)
-        jpeg = self.server.debug.hub.latest_jpeg(height)
+        jpeg = hub.latest_jpeg(height, camera)
         if jpeg is None:
             self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet\n", "text/plain; charset=utf-8", head)
         else:
@@ -338,6 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
         debug = self.server.debug
         fps = _query_float(query, "fps", debug.cfg.stream_fps, 0.1, MAX_STREAM_FPS)
         height = _query_height(query)
+        camera = _query_camera(query, debug.hub)
         if not debug.viewer_joined():
             self._send(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -347,11 +367,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         try:
-            self._stream(fps, height, head)
+            self._stream(fps, height, camera, head)
         finally:
             debug.viewer_left()
 
-    def _stream(self, fps: float, height: Optional[int], head: bool) -> None:
+    def _stream(self, fps: float, height: Optional[int], camera: Optional[str], head: bool) -> None:
         debug = self.server.debug
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
@@ -368,7 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
         period = 1.0 / fps
         last_seq, last_jpeg, last_write = 0, debug.placeholder(height), 0.0
         while not debug.stopping.is_set():
-            snap = debug.hub.wait_frame(last_seq, timeout=KEEPALIVE_S / 2)
+            snap = debug.hub.wait_frame(last_seq, KEEPALIVE_S / 2, camera)
             if debug.stopping.is_set():
                 break
             if snap is None:
@@ -586,25 +606,23 @@ class DebugServer:
             return jpeg
 
     def health(self) -> tuple[bool, dict]:
-        age = self.hub.last_frame_age_s()
-        ok = self.hub.healthy(self.health_max_age_s)
+        """Healthy while every camera delivers frames through inference. The body: ``status``, the first camera's
+        ``last_frame_age_s``, and when unhealthy the ``reason`` (with several cameras, each failing camera's, named)
+        and ``unhealthy`` (their names); ``cameras`` has every camera's own."""
+        cameras = self.hub.health(self.health_max_age_s)
+        bad = [name for name, c in cameras.items() if not c["healthy"]]
         body: dict[str, Any] = {
-            "status": "ok" if ok else "unhealthy",
-            "last_frame_age_s": None if age is None else round(age, 3),
+            "status": "unhealthy" if bad else "ok",
+            "last_frame_age_s": next(iter(cameras.values()))["last_frame_age_s"],
         }
-        if not ok:
-            if self.hub.source_stopped:
-                camera = self.hub.current().camera
-                if camera.capture == "reopening":  # the daemon is trying again: not stopped
-                    error = camera.capture_error
-                    body["reason"] = "camera reopening" + (f" ({error})" if error else "")
-                else:
-                    body["reason"] = "source stopped"
-            elif age is None:
-                body["reason"] = "no frame yet"
+        if bad:
+            if len(cameras) == 1:
+                body["reason"] = cameras[bad[0]]["reason"]
             else:
-                body["reason"] = f"no frame through inference for {age:.1f} s"
-        return ok, body
+                body["reason"] = "; ".join(f"camera {name}: {cameras[name]['reason']}" for name in bad)
+            body["unhealthy"] = bad
+        body["cameras"] = cameras
+        return not bad, body
 
     def snapshot(self) -> Snapshot:
         """The hub's Snapshot with the server's own figures: health and viewers."""
