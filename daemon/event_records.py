@@ -170,7 +170,8 @@ class EventRecorder:
         self._disk_warned = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
-    def start(self) -> "EventRecorder":
+    def start(self, announce: bool = True) -> "EventRecorder":
+        """``announce``: log where records go (once per directory: several cameras' recorders share one)."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.prune()
@@ -180,15 +181,16 @@ class EventRecorder:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        log.info(
-            "event records in %s (%.0f s before, %.0f s after, at most %.0f MB, %.0f days)%s",
-            self.dir,
-            self.cfg.pre_s,
-            self.cfg.post_s,
-            self.cfg.max_mb,
-            self.cfg.keep_days,
-            "; privacy: skeletons only" if self.privacy else "",
-        )
+        if announce:
+            log.info(
+                "event records in %s (%.0f s before, %.0f s after, at most %.0f MB, %.0f days)%s",
+                self.dir,
+                self.cfg.pre_s,
+                self.cfg.post_s,
+                self.cfg.max_mb,
+                self.cfg.keep_days,
+                "; privacy: skeletons only" if self.privacy else "",
+            )
         return self
 
     def stop(self, timeout: float = 5.0) -> bool:

@@ -259,11 +259,9 @@ class Daemon:
     def _camera_error(self, name: str, exc: Exception) -> str:
         """A source's one-line error naming the camera's own key (`cameras.<name>.source`)."""
         text = str(exc)
-        return (
-            text.replace("camera.source", f"cameras.{name}.source", 1)
-            if "camera.source" in text
-            else (f"cameras.{name}: {text}")
-        )
+        if "camera.source" in text:
+            return text.replace("camera.source", f"cameras.{name}.source", 1)
+        return f"cameras.{name}: {text}"
 
     def _source(self, setup: CameraSetup) -> Source:
         """The camera's Source. A SourceError (no camera found, no such file) ends the start with one camera; with
@@ -361,7 +359,8 @@ class Daemon:
         )
         privacy = cfg.privacy == "skeleton"
         return {
-            s.name: EventRecorder(cfg.events, directory, privacy=privacy, camera=s.name).start() for s in self._setups
+            s.name: EventRecorder(cfg.events, directory, privacy=privacy, camera=s.name).start(announce=i == 0)
+            for i, s in enumerate(self._setups)
         }
 
     def _feedback(self, event_id: Any, label: Any) -> None:
@@ -420,26 +419,30 @@ class Daemon:
             self._report(now)
 
     def _sources_ended(self) -> bool:
-        """Say each camera whose source ended (once); True when every one has."""
+        """Say each camera whose source ended (once); True when every one has, the exit code then 1 when one of
+        them failed (a stop asked for is exit 0 whatever the cameras do)."""
         for name, worker in self.cameras.items():
             capture = worker.capture
             if name in self._ended or not capture.finished:
                 continue
             self._ended.add(name)
-            failed = capture.state == "failed"
-            if failed:
-                self.exit_code = 1
-            left = len(self.cameras) - len(self._ended)
+            last = len(self._ended) == len(self.cameras)
             if not self.multi:
-                if failed:
+                if capture.state == "failed":
                     log.error("source failed: %s", capture.error)
                 else:
                     log.info("source ended; stopping")
-            elif left:
-                log.warning("camera %s has stopped (source %s); the other cameras go on", name, capture.state)
-            else:
-                log.info("camera %s has stopped (source %s); every camera has: stopping", name, capture.state)
-        return len(self._ended) == len(self.cameras)
+            elif capture.state != "failed":  # (a failure was said where it happened, in one line)
+                log.info(
+                    "camera %s: source ended; %s", name, "every camera has: stopping" if last else "the others go on"
+                )
+            elif last:
+                log.info("every camera has stopped: stopping")
+        if len(self._ended) < len(self.cameras):
+            return False
+        if any(w.capture.state == "failed" for w in self.cameras.values()):
+            self.exit_code = 1
+        return True
 
     def _first_frame(self, frame: Any) -> None:
         self._ready = True
