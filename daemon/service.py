@@ -383,6 +383,7 @@ class Daemon:
             on_feedback=self._feedback,
         )
         self.publisher.start()
+        self._published_state, self._camera_states = None, {}  # a publisher started by a reload gets them too
         self._refresh.set()
 
     def _stop_mqtt(self) -> None:
