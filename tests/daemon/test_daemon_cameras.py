@@ -210,3 +210,17 @@ def test_reload_applies_each_cameras_rules_and_zones_and_asks_a_restart_for_the_
     )  # ... not the rest
     shown = daemon.stats().settings["camera_settings"]
     assert shown["hall"]["rules"]["fall_angle_deg"] == 55 and shown["bedroom"]["zones"][0]["name"] == "tv"
+
+
+def test_source_option_is_refused_with_cameras(tmp_path: Path) -> None:
+    config = tmp_path / "fallwatch.yaml"
+    config.write_text(yaml.safe_dump({"cameras": {"hall": {"source": "v4l2:/dev/video0"}}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", "x.mp4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "fallwatch: --source x.mp4: not with cameras: (each camera has its source there)"
+    ], proc.stderr

@@ -118,3 +118,19 @@ def test_healthz_and_stats_name_every_camera(server):
     assert stats["camera_names"] == CAMERAS and list(stats["cameras"]) == CAMERAS
     assert stats["camera_name"] == "hall" and stats["source_stopped"] is True  # the flat keys: the first camera
     assert stats["cameras"]["bedroom"]["source_stopped"] is False
+
+
+def test_records_name_their_camera_and_filter_by_it(server, tmp_path):
+    from fallwatch.config.schema import EventsConfig
+    from fallwatch.daemon.event_records import EventRecorder
+
+    for n, camera in enumerate(["hall", "bedroom", "attic"]):  # attic: a camera taken out since
+        folder = tmp_path / f"rec-{n}"
+        folder.mkdir()
+        meta = {"id": folder.name, "event": "fall", "camera": camera, "recorded": 1000.0 + n}
+        (folder / "event.json").write_text(json.dumps(meta))
+    server.records = EventRecorder(EventsConfig(), tmp_path)
+    listed = lambda q="": json.loads(request(server, f"/api/records{q}")[1])["records"]  # noqa: E731
+    assert [r["camera"] for r in listed()] == ["attic", "bedroom", "hall"]  # newest first, each names its camera
+    assert [r["id"] for r in listed("?camera=bedroom")] == ["rec-1"]
+    assert [r["id"] for r in listed("?camera=attic")] == ["rec-2"], "its records stay reachable"
