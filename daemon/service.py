@@ -511,21 +511,13 @@ class Daemon:
             ready=self._ready,
             mqtt=MqttStats.of(self.publisher),
             settings=self._settings_shown(),
+            camera_settings={s.name: self._settings_shown(s) for s in self._setups} if self.multi else {},
         )
 
-    def _settings_shown(self) -> dict[str, Any]:
-        """The rules and zones the page shows: the first camera's, and with several each one's."""
-
-        def of(setup: CameraSetup) -> dict[str, Any]:
-            return {
-                "rules": setup.rules.model_dump(mode="json"),
-                "zones": [z.model_dump(mode="json") for z in setup.zones],
-            }
-
-        shown = of(self._setups[0])
-        if self.multi:
-            shown["camera_settings"] = {s.name: of(s) for s in self._setups}
-        return shown
+    def _settings_shown(self, setup: Optional[CameraSetup] = None) -> dict[str, Any]:
+        """The rules and zones the page shows of ``setup`` (default: the first camera: the flat keys)."""
+        setup = setup or self._setups[0]
+        return {"rules": setup.rules.model_dump(mode="json"), "zones": [z.model_dump(mode="json") for z in setup.zones]}
 
     def _report(self, now: float, force: bool = False) -> None:
         if force or self._refresh.is_set() or now - self._last_status >= STATUS_EVERY_S:

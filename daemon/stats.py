@@ -106,6 +106,7 @@ class Snapshot:
     labelled: Optional[Mapping[str, int]] = None  # event records by label (heartbeats only: counted from disk)
     recent_events: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)  # what the page shows of the configuration: rules, zones
+    camera_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # each camera's, in `cameras`
     healthy: Optional[bool] = None  # the debug server's own figures, filled in as it answers
     viewers: int = 0
 
@@ -156,7 +157,9 @@ class Snapshot:
             "alerts": self.mqtt.alerts,
             "alerts_resume_at": self.mqtt.alerts_resume_at,
             **self.settings,
-            "cameras": {name: c.to_json() for name, c in self.cameras.items()},
+            "cameras": {
+                name: {**c.to_json(), **self.camera_settings.get(name, {})} for name, c in self.cameras.items()
+            },
             "camera_names": list(self.cameras),  # configuration order (the page's camera picker)
         }
         del out["name"]

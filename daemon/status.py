@@ -5,9 +5,10 @@ number. JPEG encoding happens lazily in ``latest_jpeg``, i.e. only while someone
 figures arrive as a Snapshot (``publish_stats``), once per report; the hub adds what it knows best itself: how old
 each camera's newest frame is, whether its source stopped, how many events it keeps.
 
-One hub serves every camera of the daemon: each has its own frame slot, named as in the configuration. Every
-reader's ``camera=None`` means the first camera, so single-camera callers need not name it. Sequence numbers are
-counted over all cameras, so a frame's number is unique across them (the JPEG cache is keyed by it).
+One hub serves every camera of the daemon: each has its own frame slot, named as in the configuration. The
+cameras are those of the newest Snapshot (the daemon's, in configuration order; before the first, the names the hub
+was made with). Every ``camera=None`` means the first camera, so single-camera callers need not name it. Sequence
+numbers are counted over all cameras, so a frame's number is unique across them (the JPEG cache is keyed by it).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ class StatusHub:
         """``cameras``: every camera's name in configuration order (default: just ``camera``)."""
         self.version = version
         names = list(cameras) if cameras else [camera]
-        self.camera_name = names[0]  # the first camera: what camera=None means
-        self._slots: dict[str, _Slot] = {name: _Slot() for name in names}
+        self._names = names  # what the newest Snapshot names, in its order
+        self._slots: dict[str, _Slot] = {name: _Slot() for name in names}  # made on demand for each name
         self._cond = threading.Condition()
         self._seq = 0  # frames published, over all cameras
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS * len(names))
@@ -80,16 +81,29 @@ class StatusHub:
     @property
     def cameras(self) -> list[str]:
         """Every camera's name, in configuration order."""
-        return list(self._slots)
+        with self._cond:
+            return list(self._names)
+
+    @property
+    def camera_name(self) -> str:
+        """The first camera: what camera=None means."""
+        with self._cond:
+            return self._names[0]
 
     def has_camera(self, camera: Optional[str]) -> bool:
-        return camera is None or camera in self._slots
+        with self._cond:
+            return camera is None or camera in self._names
 
     def _slot(self, camera: Optional[str]) -> _Slot:
-        slot = self._slots.get(self.camera_name if camera is None else camera)
-        if slot is None:
-            raise UnknownCamera(f"no camera {camera!r}; the cameras are {', '.join(self._slots)}")
-        return slot
+        """(under self._cond)"""
+        name = self._names[0] if camera is None else camera
+        if name not in self._names:
+            raise UnknownCamera(f"no camera {camera!r}; the cameras are {', '.join(self._names)}")
+        return self._slots.setdefault(name, _Slot())
+
+    def _named_slots(self) -> list[tuple[str, _Slot]]:
+        """(under self._cond) every camera's slot, in order"""
+        return [(name, self._slot(name)) for name in self._names]
 
     # ---- pipeline side -------------------------------------------------------------------------------------
     def publish_frame(
@@ -117,13 +131,18 @@ class StatusHub:
         """An event as published; its ``camera`` (default: the first camera) says whose it is."""
         with self._cond:
             ev = dict(event)
-            ev.setdefault("camera", self.camera_name)
+            ev.setdefault("camera", self._names[0])
             ev.setdefault("received_at", time.time())
             self._events.append(ev)
 
     def publish_stats(self, snapshot: Snapshot) -> None:
+        """The daemon's newest figures; its cameras are the hub's from now on."""
         with self._cond:
             self._stats = snapshot
+            if list(snapshot.cameras) != self._names and snapshot.cameras:
+                self._names = list(snapshot.cameras)
+                if (self._events.maxlen or 0) < MAX_EVENTS * len(self._names):
+                    self._events = collections.deque(self._events, maxlen=MAX_EVENTS * len(self._names))
 
     def mark_source_stopped(self, camera: Optional[str] = None) -> None:
         with self._cond:
@@ -150,7 +169,7 @@ class StatusHub:
         every camera, or of the one named."""
         now = time.monotonic()
         with self._cond:
-            slots = list(self._slots.values()) if camera is None else [self._slot(camera)]
+            slots = [slot for _, slot in self._named_slots()] if camera is None else [self._slot(camera)]
             return all(self._healthy(slot, now, max_age_s) for slot in slots)
 
     def health(self, max_age_s: float = 5.0) -> dict[str, dict]:
@@ -159,7 +178,7 @@ class StatusHub:
         with self._cond:
             stats = self._stats.cameras
             out: dict[str, dict] = {}
-            for name, slot in self._slots.items():
+            for name, slot in self._named_slots():
                 age = slot.age(now)
                 entry: dict = {
                     "healthy": self._healthy(slot, now, max_age_s),
@@ -188,7 +207,7 @@ class StatusHub:
         with self._cond:
             snap = self._stats
             cameras = {}
-            for name, slot in self._slots.items():
+            for name, slot in self._named_slots():
                 age = slot.age(now)
                 cameras[name] = dataclasses.replace(
                     snap.cameras.get(name) or CameraStats(name),
@@ -248,7 +267,7 @@ class StatusHub:
             self.encode_count += 1
             # keep only the encodings of each camera's newest frame, and only a few heights of each
             with self._cond:
-                newest = {slot.seq for slot in self._slots.values()}
+                newest = {slot.seq for _, slot in self._named_slots()}
             for old in [k for k in self._jpeg_cache if k[0] not in newest]:
                 del self._jpeg_cache[old]
             same = [k for k in self._jpeg_cache if k[0] == seq]

@@ -208,7 +208,7 @@ def test_reload_applies_each_cameras_rules_and_zones_and_asks_a_restart_for_the_
     assert (
         list(daemon.cfg.cameras) == ["hall", "bedroom"] and daemon.cfg.cameras["bedroom"].width == 640
     )  # ... not the rest
-    shown = daemon.stats().settings["camera_settings"]
+    shown = daemon.stats().to_json()["cameras"]  # what the page shows of each camera
     assert shown["hall"]["rules"]["fall_angle_deg"] == 55 and shown["bedroom"]["zones"][0]["name"] == "tv"
 
 
