@@ -224,3 +224,26 @@ def test_each_camera_streams_its_own_picture(start_server, clip_frames, tmp_path
     status, _, jpeg = run.request("/latest.jpg?camera=yard")
     assert status == 200
     assert _magenta_share(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)) > 0.3
+
+
+def test_zone_tool_with_several_cameras_gives_the_picked_cameras_zones(start_server, tmp_path, chromium_dom):
+    import html
+
+    import yaml
+    from fallwatch.config.loader import parse_config
+
+    run = start_server()
+    two_cameras(run)
+    dom = chromium_dom(f"http://127.0.0.1:{run.port}/#camera=yard&draw=0.1,0.2;0.3,0.2;0.3,0.4", tmp_path)
+    text = html.unescape(dom.split('id="zone-yaml"', 1)[1].split(">", 1)[1].split("</pre>", 1)[0])
+    assert "cameras: (replacing the zones: of yard)" in text.splitlines()[0]
+    data = yaml.safe_load(text)
+    assert list(data["cameras"]) == ["yard"]
+    # pasted beside the cameras' sources it is a valid configuration, with the zone on the yard camera
+    data["cameras"]["yard"]["source"] = "rtsp://yard.local/stream"
+    data["cameras"]["hall"] = {"source": "/dev/video0"}
+    cfg = parse_config(yaml.safe_dump(data))
+    assert cfg.cameras is not None and not cfg.cameras["hall"].zones
+    assert [z.model_dump(mode="json") for z in cfg.cameras["yard"].zones] == [
+        {"name": "bed", "kind": "rest", "points": [[0.1, 0.2], [0.3, 0.2], [0.3, 0.4]]}
+    ]
