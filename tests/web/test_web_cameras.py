@@ -176,6 +176,24 @@ def test_events_view_names_each_records_camera_and_filters_by_it(records_of_two_
     assert '<a id="live" href="./?camera=yard">' in dom
 
 
+PICK_HALL_RECORDS = """(async () => {
+  const until = async f => { for (let i = 0; i < 300; i++) { const v = f(); if (v) return v;
+    await new Promise(r => setTimeout(r, 50)); } return null; };
+  const select = await until(() => document.querySelector("#camera-filter option[value=hall]") &&
+    document.getElementById("camera-filter"));
+  select.value = "hall";
+  select.dispatchEvent(new Event("change"));
+  return {address: location.search + location.hash, summary: document.getElementById("summary").textContent,
+    shown: [...document.querySelectorAll(".record")].filter(d => !d.hidden).map(d => d.id)};
+})()"""
+
+
+def test_events_view_filter_picked_in_the_browser(records_of_two_cameras, tmp_path, chromium_eval):
+    run = records_of_two_cameras
+    page = chromium_eval(f"http://127.0.0.1:{run.port}/events.html#camera=yard", PICK_HALL_RECORDS, tmp_path)
+    assert page == {"address": "?camera=hall", "summary": "1 of 3 records", "shown": ["rec-ev0"]}
+
+
 def test_events_view_without_several_cameras_has_no_filter(start_server, tmp_path, chromium_dom):
     run = start_server()  # one camera, test-cam
     _record(tmp_path / "events", "ev0", "test-cam", recorded=1000.0)
