@@ -32,10 +32,11 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 from fallwatch.config.schema import EventsConfig
+from fallwatch.rules.events import ALARMS
 
 log = logging.getLogger(__name__)
 
-RECORDED_EVENTS = ("fall", "person_down")
+RECORDED_EVENTS = ALARMS  # a clip for each alarm; "recovered" ends none
 LABELS = ("fall", "false_alarm")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")  # event ids are uuid4s; nothing that could be a path
 FRAME_QUEUE = 8  # frames waiting to be drawn; more are skipped (the clip loses a frame, detection nothing)

@@ -25,6 +25,8 @@ from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 from fallwatch.config.schema import HomeAssistantConfig
+from fallwatch.rules.events import EVENT_TYPES as RULE_EVENTS
+from fallwatch.rules.events import TEST
 
 from .jsonsafe import to_json
 from .outbox import Outbox
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 ALERTS_ON = "ON"
 ALERTS_OFF = "OFF"
-EVENT_TYPES = ("fall", "person_down", "recovered", "test")
+EVENT_TYPES = (*RULE_EVENTS, TEST)
 AVAILABLE = "online"
 NOT_AVAILABLE = "offline"
 _REMEMBERED = "ha_discovery"  # the store's key for the config topics last published

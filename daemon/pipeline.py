@@ -16,6 +16,8 @@ import numpy as np
 from fallwatch.pose.types import PoseResult
 from fallwatch.rules import Event, PersonPose, Rules
 
+from .media_time import MediaClock, stated_fps
+
 if TYPE_CHECKING:  # the engine is only called, never constructed, here
     from fallwatch.pose.engine import PoseEngine
     from fallwatch.pose.tracker import Tracker
@@ -94,10 +96,8 @@ class Pipeline:
 
 
 class VideoFrames:
-    """Iterate (rgb, t, frame_no) over a video file; t is media time in seconds.
-
-    t comes from the container's time stamps (CAP_PROP_POS_MSEC) when the backend gives them, else
-    frame_no / fps. Frames that fail to decode are skipped and counted in ``corrupt``."""
+    """Iterate (rgb, t, frame_no) over a video file; t is media time in seconds, as the daemon's file source
+    has it (daemon/media_time.py). Frames that fail to decode are skipped and counted in ``corrupt``."""
 
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = str(path)
@@ -116,12 +116,11 @@ class VideoFrames:
         if not cap.isOpened():
             raise ValueError(f"{self.path}: cannot open video (unsupported or corrupt)")
         try:
-            fps = cap.get(cv2.CAP_PROP_FPS)
-            self.fps = fps if fps and np.isfinite(fps) and 0 < fps < 1000 else 30.0
+            self.fps = stated_fps(cap, self.path)
+            clock = MediaClock(self.fps)
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             frame_no = -1
             bad_run = 0
-            last_t = -1.0
             while True:
                 frame_no += 1
                 if not cap.grab():
@@ -139,11 +138,7 @@ class VideoFrames:
                         break
                     continue
                 bad_run = 0
-                ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                t = ms / 1000.0 if ms and ms > 0 else frame_no / self.fps
-                if t <= last_t:  # some backends report 0 or repeat a stamp: keep time moving forward
-                    t = max(frame_no / self.fps, last_t + 1e-3)
-                last_t = t
+                t = clock.stamp(cap.get(cv2.CAP_PROP_POS_MSEC), frame_no)
                 self.frames += 1
                 if self.first_t is None:
                     self.first_t = t

@@ -19,6 +19,7 @@ import numpy as np
 from fallwatch.config.loader import redact_url
 
 from .images import ImageError, read_image_bgr
+from .media_time import MediaClock, stated_fps
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,9 @@ class VideoFileSource(Source):
             if not os.path.isfile(self.path):
                 raise SourceError(f"camera.source {self.path}: no such file")
             raise SourceError(f"camera.source {self.path}: cannot decode this file as video")
-        fps = self.cap.get(cv2.CAP_PROP_FPS)
-        if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
-            log.warning(
-                "%s: the file does not state its frame rate; assuming camera.fps=%g", self.path, self.fallback_fps
-            )
-            fps = self.fallback_fps
-        self.fps = float(fps)
+        self.fps = stated_fps(self.cap, self.path, self.fallback_fps)
+        self.clock = MediaClock(self.fps)
+        self.clock.last_t = self.last_t  # (a reopened or looped file keeps time moving forward)
         count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(count) if count and math.isfinite(count) and count > 0 else 0
 
@@ -141,12 +138,7 @@ class VideoFileSource(Source):
             raise EndOfStream()
         # The container's time stamp when there is one (as `fallwatch detect` uses, so both agree), else
         # index / fps; always increasing, and continuing across loops.
-        ms = self.cap.get(_cv2().CAP_PROP_POS_MSEC)
-        t = ms / 1000.0 if ms and ms > 0 else self.index / fps
-        t = self.loop_offset + t
-        if t <= self.last_t:
-            t = max(self.loop_offset + self.index / fps, self.last_t + 1e-3)
-        self.last_t = t
+        t = self.last_t = self.clock.stamp(self.cap.get(_cv2().CAP_PROP_POS_MSEC), self.index, self.loop_offset)
         self.index += 1
         return image, t
 

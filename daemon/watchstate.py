@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
+from fallwatch.rules.events import ALARMS
+
 DEVICE_KINDS = ("availability", "heartbeat", "alerts", "state", "event")
 CAMERA_KINDS = ("state", "event")
-ALARM_STATES = ("fall", "person_down")
+ALARM_STATES = ALARMS
 DEFAULT_STALE_AFTER_S = 90.0  # 3 x the daemon's default heartbeat (30 s), when a device does not say its own
 MISSED_HEARTBEATS = 3  # as Home Assistant's expire_after for the heartbeat sensors
 

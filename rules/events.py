@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-EVENT_TYPES = ("fall", "person_down", "recovered")
+ALARMS = ("fall", "person_down")  # the events that mean someone needs help
+EVENT_TYPES = (*ALARMS, "recovered")
 TEST = "test"  # not from the rules: a household's end-to-end check of its alerts (MQTT `{"test": true}`)
 
 

@@ -791,3 +791,23 @@ def test_a_damaged_video_says_so_and_one_with_no_frame_fails(
     finally:
         capture.stop()
     assert capture.state == "failed" and "no frame could be decoded" in (capture.error or "")
+
+
+def test_the_daemon_and_the_tools_read_the_same_media_time_from_a_file(data_dir: Path) -> None:
+    # One clock for both readers of files: `run` (VideoFileSource) and `detect`/`eval` (VideoFrames) agree.
+    from fallwatch.daemon.pipeline import VideoFrames
+
+    path = str(data_dir / "gmdcsa24-dev" / CLIP_30FPS)
+    tools = [t for _, t, _ in VideoFrames(path)]
+    source = srcmod.VideoFileSource(path, fallback_fps=15.0)
+    source.open()
+    daemon: list[float] = []
+    try:
+        with pytest.raises(srcmod.EndOfStream):
+            while True:
+                read = source.read()
+                if read is not None:
+                    daemon.append(read[1])
+    finally:
+        source.close()
+    assert len(tools) == len(daemon) > 100 and tools == daemon

@@ -20,6 +20,7 @@ from fallwatch.config.schema import DebugConfig
 from fallwatch.daemon.status import StatusHub
 from fallwatch.daemon.web import DebugServer
 from fallwatch.pose.types import Person
+from waiting import wait_until
 
 CLIP = "Subject 1/Fall/13.mp4"  # a fall clip from the GMDCSA24 excerpt in ../shared/data
 
@@ -294,3 +295,92 @@ def chromium_screenshot() -> Callable[..., np.ndarray]:
     """screenshot(url, tmp_path, budget_ms=4000) -> BGR image of the page at 1024x768 (skips without chromium)."""
     find_chromium()
     return _screenshot
+
+
+def _evaluate(url: str, expression: str, tmp_path: Path) -> object:
+    """Open ``url`` in headless Chromium and evaluate ``expression`` (awaited) in the page, over the DevTools
+    protocol on a pipe (fd 3: commands in, fd 4: answers out; NUL-separated JSON), so a test can click."""
+    r3, w3 = os.pipe()
+    r4, w4 = os.pipe()
+
+    def child_fds() -> None:
+        os.dup2(r3, 3)
+        os.dup2(w4, 4)
+
+    proc = subprocess.Popen(
+        [
+            find_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--window-size=1024,768",
+            f"--user-data-dir={tmp_path / 'cdp-profile'}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ],
+        pass_fds=(3, 4),
+        preexec_fn=child_fds,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    os.close(r3)
+    os.close(w4)
+    commands, answers = os.fdopen(w3, "wb", buffering=0), os.fdopen(r4, "rb", buffering=0)
+    pending = b""
+    count = 0
+
+    def call(method: str, params: dict, session: Optional[str] = None, check: bool = True) -> dict:
+        nonlocal pending, count
+        count += 1
+        message = {"id": count, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        commands.write(json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in pending:
+                chunk = answers.read(65536)
+                assert chunk, "chromium closed its DevTools pipe"
+                pending += chunk
+            line, pending = pending.split(b"\0", 1)
+            reply = json.loads(line)
+            if reply.get("id") == count:
+                assert not check or "error" not in reply, reply
+                return reply.get("result", reply)
+
+    timer = threading.Timer(120, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        target = call("Target.createTarget", {"url": url})["targetId"]
+        session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+        # wait for the page itself (evaluating in about:blank while it navigates away fails)
+        def loaded() -> bool:
+            state = call(
+                "Runtime.evaluate",
+                {"expression": "location.protocol + document.readyState", "returnByValue": True},
+                session,
+                check=False,
+            )
+            return state.get("result", {}).get("value") == "http:complete"
+
+        assert wait_until(loaded, 60, step=0.1), f"chromium did not load {url}"
+        result = call(
+            "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, session
+        )
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+    finally:
+        timer.cancel()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        commands.close()
+        answers.close()
+
+
+@pytest.fixture
+def chromium_eval() -> Callable[..., object]:
+    """evaluate(url, expression, tmp_path) -> the value of ``expression`` (awaited) in the loaded page, so a test
+    can click and read the page back (skips without chromium)."""
+    find_chromium()
+    return _evaluate

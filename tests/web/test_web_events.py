@@ -9,8 +9,6 @@ import http.client
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -78,95 +76,6 @@ def request(
         conn.close()
 
 
-def chromium_eval(url: str, expression: str, tmp_path: Path) -> object:
-    """Open ``url`` in headless Chromium and evaluate ``expression`` (awaited) in the page, over the DevTools
-    protocol on a pipe (fd 3: commands in, fd 4: answers out; NUL-separated JSON), so a test can click."""
-    chromium = next(
-        (
-            p
-            for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-            if p and os.access(p, os.X_OK)
-        ),
-        None,
-    )
-    if not chromium:
-        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does this)")
-    r3, w3 = os.pipe()
-    r4, w4 = os.pipe()
-
-    def child_fds() -> None:
-        os.dup2(r3, 3)
-        os.dup2(w4, 4)
-
-    proc = subprocess.Popen(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'cdp-profile'}",
-            "--remote-debugging-pipe",
-            "about:blank",
-        ],
-        pass_fds=(3, 4),
-        preexec_fn=child_fds,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    os.close(r3)
-    os.close(w4)
-    commands, answers = os.fdopen(w3, "wb", buffering=0), os.fdopen(r4, "rb", buffering=0)
-    pending = b""
-    count = 0
-
-    def call(method: str, params: dict, session: str | None = None, check: bool = True) -> dict:
-        nonlocal pending, count
-        count += 1
-        message = {"id": count, "method": method, "params": params, **({"sessionId": session} if session else {})}
-        commands.write(json.dumps(message).encode() + b"\0")
-        while True:
-            while b"\0" not in pending:
-                chunk = answers.read(65536)
-                assert chunk, "chromium closed its DevTools pipe"
-                pending += chunk
-            line, pending = pending.split(b"\0", 1)
-            reply = json.loads(line)
-            if reply.get("id") == count:
-                assert not check or "error" not in reply, reply
-                return reply.get("result", reply)
-
-    timer = __import__("threading").Timer(120, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    timer.start()
-    try:
-        target = call("Target.createTarget", {"url": url})["targetId"]
-        session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        # wait for the page itself (evaluating in about:blank while it navigates away fails)
-        for _ in range(600):
-            loaded = call(
-                "Runtime.evaluate",
-                {"expression": "location.protocol + document.readyState", "returnByValue": True},
-                session,
-                check=False,
-            )
-            if loaded.get("result", {}).get("value") == "http:complete":
-                break
-            time.sleep(0.1)
-        result = call(
-            "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, session
-        )
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
-    finally:
-        timer.cancel()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        commands.close()
-        answers.close()
-
-
 CLICK_FALSE_ALARM = """(async () => {
   const until = async f => { for (let i = 0; i < 300; i++) { const v = f(); if (v) return v;
     await new Promise(r => setTimeout(r, 100)); } return null; };
@@ -178,7 +87,7 @@ CLICK_FALSE_ALARM = """(async () => {
 })()"""
 
 
-def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, data_dir, chromium_dom):
+def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, data_dir, chromium_dom, chromium_eval):
     dump_dom = partial(chromium_dom, budget_ms=8000)
     events_dir = tmp_path / "events"
     run_daemon(
