@@ -199,6 +199,12 @@ def status_line(snapshot: Snapshot) -> str:
     """systemd's STATUS=: what `systemctl status` shows; before the first frame, what the daemon waits for."""
     cam = snapshot.camera
     error = f" ({cam.capture_error})" if cam.capture_error else ""
+    if len(snapshot.cameras) > 1:  # every camera, briefly: which one is in trouble shows at a glance
+        cams = ", ".join(f"{c.name} {c.capture}" for c in snapshot.cameras.values())
+        if not snapshot.ready:
+            return f"waiting for a first frame: {cams}"
+        fps = sum(c.fps for c in snapshot.cameras.values())
+        return f"{fps:.1f} fps on {snapshot.backend}, {snapshot.persons} in view, state {snapshot.state}, {cams}"
     if not snapshot.ready:
         return f"waiting for {cam.source or cam.name}: {cam.capture}{error}"
     return (

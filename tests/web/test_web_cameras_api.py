@@ -134,3 +134,17 @@ def test_records_name_their_camera_and_filter_by_it(server, tmp_path):
     assert [r["camera"] for r in listed()] == ["attic", "bedroom", "hall"]  # newest first, each names its camera
     assert [r["id"] for r in listed("?camera=bedroom")] == ["rec-1"]
     assert [r["id"] for r in listed("?camera=attic")] == ["rec-2"], "its records stay reachable"
+
+
+def test_status_line_names_every_camera():
+    from fallwatch.daemon.stats import CameraStats, Snapshot, status_line
+
+    cams = {
+        "hall": CameraStats("hall", capture="running", fps=10.0, persons=1, state="fall"),
+        "door": CameraStats("door", capture="reopening", capture_error="cannot open rtsp://door"),
+    }
+    snap = Snapshot("1", cameras=cams, backend="cpu")
+    assert status_line(snap) == "waiting for a first frame: hall running, door reopening"
+    assert (
+        status_line(snap.replace(ready=True)) == "10.0 fps on cpu, 1 in view, state fall, hall running, door reopening"
+    )
