@@ -558,9 +558,15 @@ class Daemon:
                 log.info("configuration reloaded: no changes")
                 return True
             running = running_config(old, new)
+            before = {s.name: s for s in self._setups}
             try:  # the running cameras with their new rules and zones (a camera taken out keeps its own)
                 setups = {s.name: s for s in camera_setups(running)}
-                settings = {name: rule_settings(running, setups[name]) for name in self.cameras}
+                changed = [
+                    n for n in self.cameras if (setups[n].rules, setups[n].zones) != (before[n].rules, before[n].zones)
+                ]
+                settings = {n: rule_settings(running, setups[n]) for n in changed}
+                # (the rules read with the file are those of a camera running on; one taken out gets its own here)
+                new_rules = {n: rules[n] if n in rules else make_rules(settings[n], source=n) for n in changed}
             except ValueError as exc:
                 log.error("%s", exc)
                 log.error("configuration reload rejected; keeping the running configuration")
@@ -574,14 +580,11 @@ class Daemon:
                     log.error("configuration reload rejected; keeping the running configuration")
                     return False
             log_changes(changes, old, new)
-            before = {s.name: s for s in self._setups}
-            for name, worker in self.cameras.items():
-                setup, was = setups[name], before[name]
-                if ignore_polygons(running, setup) != ignore_polygons(old, was):
-                    worker.set_ignore_zones(ignore_polygons(running, setup))
-                if (setup.rules, setup.zones) != (was.rules, was.zones):
-                    same = name in rules and name in {s.name for s in camera_setups(new)}
-                    worker.reconfigure(settings[name], rules[name] if same else make_rules(settings[name], source=name))
+            for name in changed:
+                worker, zones = self.cameras[name], ignore_polygons(running, setups[name])
+                if zones != ignore_polygons(old, before[name]):
+                    worker.set_ignore_zones(zones)
+                worker.reconfigure(settings[name], new_rules[name])
             self._update_state()
             if old.alerts != new.alerts and self.publisher is not None:
                 self.publisher.set_pause_max(new.alerts.pause_max_s)
