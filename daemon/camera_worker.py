@@ -11,12 +11,14 @@ import logging
 import time
 from typing import Any, Callable, Optional
 
+from fallwatch.config.cameras import CameraSetup
 from fallwatch.config.schema import Config
 from fallwatch.rules import Rules
 from fallwatch.rules.alarm import AlarmBook
 
 from .capture import Capture
 from .pipeline import Pipeline
+from .sources import Source, SourceError, UnavailableSource, make_source
 from .stats import CameraCounters, CameraStats
 from .status import StatusHub
 
@@ -26,6 +28,25 @@ MAX_CONSECUTIVE_ERRORS = 25  # unexpected pipeline errors in a row: exit 1 and l
 
 # (event as published, () -> the annotated frame as JPEG): the daemon logs the event and hands it to MQTT
 OnEvent = Callable[[dict, Callable[[], bytes]], None]
+
+
+def camera_error(name: str, exc: Exception) -> str:
+    """A source's one-line error naming the camera's own key (`cameras.<name>.source`)."""
+    text = str(exc)
+    if "camera.source" in text:
+        return text.replace("camera.source", f"cameras.{name}.source", 1)
+    return f"cameras.{name}: {text}"
+
+
+def camera_source(setup: CameraSetup, alone: bool, override: Optional[str] = None) -> Source:
+    """The camera's Source. A SourceError (no camera found, no such file) ends the start of a daemon with one
+    camera; among several that camera fails alone (said when it starts: ``start_or_fail``)."""
+    if alone:
+        return make_source(setup.camera, override)
+    try:
+        return make_source(setup.camera)
+    except SourceError as exc:
+        return UnavailableSource(setup.camera.source, camera_error(setup.name, exc))
 
 
 class CameraWorker:
@@ -60,6 +81,20 @@ class CameraWorker:
     def start(self) -> None:
         self.capture.start()  # SourceError for an unreadable file
         self.progress = time.monotonic()
+
+    def start_or_fail(self, alone: bool) -> None:
+        """Start; a source that cannot be used ends the start of a daemon with one camera (``alone``), and fails
+        only this camera among several (its one error line, its camera shown failed)."""
+        source = self.capture.source
+        if isinstance(source, UnavailableSource):
+            self.capture.fail(source.error)
+            return
+        try:
+            self.start()
+        except SourceError as exc:
+            if alone:
+                raise
+            self.capture.fail(camera_error(self.name, exc))
 
     def stop(self) -> None:
         self.capture.stop(timeout=0.5)

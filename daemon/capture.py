@@ -335,14 +335,18 @@ class Capture:
                 log.debug("closing %s: %s", self.source.name, exc)
 
 
-def open_capture(camera: Any, source: Optional[str] = None) -> Capture:
-    """A started Capture for the camera configuration (``camera`` is config.schema.CameraConfig)."""
-    src = make_source(camera, source)
+def capture_for(camera: Any, source: Source) -> Capture:
+    """The (not yet started) Capture of ``source`` with the camera's settings (config.schema.CameraSettings)."""
     return Capture(
-        src,
+        source,
         rotate=camera.rotate,
         flip=camera.flip,
         realtime=camera.realtime,
         loop=camera.loop,
         reopen_max_s=camera.reopen_max_s,
-    ).start()
+    )
+
+
+def open_capture(camera: Any, source: Optional[str] = None) -> Capture:
+    """A started Capture for the camera configuration (``camera`` is config.schema.CameraConfig)."""
+    return capture_for(camera, make_source(camera, source)).start()

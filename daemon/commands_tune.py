@@ -26,7 +26,7 @@ from fallwatch.rules import RuleSettings, make_rules
 from fallwatch.rules.evaluate import EARLY_S, EDGE_S, LATE_S, ManifestError, load_manifest
 from fallwatch.rules.recording import RecordedFrame, RecordingError, read_recording
 
-from .event_records import list_records
+from .event_records import list_records, records_dir
 
 # The searched thresholds (physical: body heights, body heights per second); the current value is always tried.
 GRID: dict[str, tuple[float, ...]] = {
@@ -172,7 +172,6 @@ def _table(before: dict[str, Tally], after: dict[str, Tally]) -> list[str]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .outbox import default_state_dir
     from .settings import rule_settings
 
     started = time.monotonic()
@@ -191,12 +190,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if base.strategy != "fallwatch":
         print("fallwatch tune: tunes rules.strategy fallwatch only", file=sys.stderr)
         return 2
-    records_dir = (
-        Path(args.records)
-        if args.records
-        else (Path(cfg.events.dir).expanduser() if cfg.events.dir else default_state_dir(cfg.mqtt.state_dir) / "events")
-    )
-    cases = _records(records_dir)
+    records = Path(args.records) if args.records else records_dir(cfg)
+    cases = _records(records)
     try:
         for manifest in args.manifest or []:
             cases += _manifest(manifest, args, cfg)
@@ -206,7 +201,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     labelled = [c for c in cases if c.source == "records"]
     if not labelled:
         print(
-            f"fallwatch tune: no labelled event records in {records_dir} (label events on the events page or "
+            f"fallwatch tune: no labelled event records in {records} (label events on the events page or "
             "with the MQTT feedback command first)",
             file=sys.stderr,
         )

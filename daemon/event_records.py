@@ -147,6 +147,23 @@ def playable_clip(folder: Path) -> Optional[tuple[Path, str]]:
             return source, RECORD_CODEC[2]
 
 
+def records_dir(cfg: Any) -> Path:
+    """Where event records are kept: ``events.dir``, else ``events`` in the state directory (``cfg``: Config)."""
+    from .outbox import default_state_dir
+
+    return Path(cfg.events.dir).expanduser() if cfg.events.dir else default_state_dir(cfg.mqtt.state_dir) / "events"
+
+
+def start_recorders(cfg: Any, cameras: list[str]) -> dict[str, "EventRecorder"]:
+    """One recorder per camera (each keeps its own pre-roll), all writing to one folder, announced once."""
+    privacy = cfg.privacy == "skeleton"
+    directory = records_dir(cfg)
+    return {
+        name: EventRecorder(cfg.events, directory, privacy=privacy, camera=name).start(announce=i == 0)
+        for i, name in enumerate(cameras)
+    }
+
+
 class EventRecorder:
     """Keeps event records; also the store the events page, MQTT feedback and `tune` read."""
 

@@ -32,14 +32,13 @@ from fallwatch.config.loader import ConfigError, default_config_path
 from fallwatch.config.schema import Config
 from fallwatch.rules.alarm import worst
 
-from .camera_worker import CameraWorker
-from .capture import Capture
+from .camera_worker import CameraWorker, camera_source
+from .capture import Capture, capture_for
 from .logsetup import set_level
 from .notify import Notifier, Watchdog
 from .reload import BackgroundRead, log_changes, read_config, running_config
 from .scheduler import FrameScheduler
 from .signals import Shutdown, StopSignals
-from .sources import Source, SourceError, UnavailableSource, make_source
 from .stats import CameraStats, MqttStats, Snapshot, heartbeat, status_line
 
 log = logging.getLogger(__name__)
@@ -185,7 +184,11 @@ class Daemon:
         cfg = self.cfg
         self.notifier.status("starting: loading models")
         # (before the models load: with `camera:` a missing camera or file ends the start in one line)
-        sources = {s.name: self._source(s) for s in self._setups if self._given_capture(s.name) is None}
+        sources = {
+            s.name: camera_source(s, alone=not self.multi, override=self.source_override)
+            for s in self._setups
+            if self._given_capture(s.name) is None
+        }
         if self.engine is None:
             self.engine = make_engine(cfg, self.model_dir_arg)
         close_engine = getattr(self.engine, "close", None)  # a clean exit: the Edge TPU crash marker goes
@@ -196,7 +199,9 @@ class Daemon:
         self._stats = self._snapshot(time.monotonic())
         self.hub.publish_stats(self._stats)
         if cfg.events.enabled:
-            self._recorders = self._start_records(cfg)
+            from .event_records import start_recorders
+
+            self._recorders = start_recorders(cfg, [s.name for s in self._setups])
             self.records = next(iter(self._recorders.values()))
             parts.callback(self._stop_records)
         if cfg.debug.enabled:
@@ -209,7 +214,7 @@ class Daemon:
         if close_engine is not None:  # again: a shutdown closes it before MQTT's flush may meet the stop deadline
             parts.callback(close_engine)
         for setup in self._setups:
-            capture = self._given_capture(setup.name) or self._capture_of(setup.camera, sources[setup.name])
+            capture = self._given_capture(setup.name) or capture_for(setup.camera, sources[setup.name])
             tracker = self.engine.make_tracker() if self.multi else None  # one camera: the engine's own, as always
             worker = CameraWorker(
                 cfg,
@@ -229,7 +234,7 @@ class Daemon:
             self._scheduler.add(setup.name, capture)  # before it starts: no frame signal is missed
             parts.callback(self._camera_stopped, worker)
         for worker in self.cameras.values():
-            self._start_camera(worker)
+            worker.start_or_fail(alone=not self.multi)
         log.info(
             "fallwatch %s running: %s -> pose (%s) -> rules (%s) -> %s",
             self.version,
@@ -255,41 +260,6 @@ class Daemon:
         if name in self._captures:
             return self._captures[name]
         return self._capture if name == self._setups[0].name else None
-
-    def _camera_error(self, name: str, exc: Exception) -> str:
-        """A source's one-line error naming the camera's own key (`cameras.<name>.source`)."""
-        text = str(exc)
-        if "camera.source" in text:
-            return text.replace("camera.source", f"cameras.{name}.source", 1)
-        return f"cameras.{name}: {text}"
-
-    def _source(self, setup: CameraSetup) -> Source:
-        """The camera's Source. A SourceError (no camera found, no such file) ends the start with one camera; with
-        several that camera fails alone (said when it starts)."""
-        if not self.multi:
-            return make_source(setup.camera, self.source_override)
-        try:
-            return make_source(setup.camera)
-        except SourceError as exc:
-            return UnavailableSource(setup.camera.source, self._camera_error(setup.name, exc))
-
-    @staticmethod
-    def _capture_of(c: Any, source: Source) -> Capture:
-        return Capture(
-            source, rotate=c.rotate, flip=c.flip, realtime=c.realtime, loop=c.loop, reopen_max_s=c.reopen_max_s
-        )
-
-    def _start_camera(self, worker: CameraWorker) -> None:
-        source = worker.capture.source
-        if isinstance(source, UnavailableSource):
-            worker.capture.fail(source.error)
-            return
-        try:
-            worker.start()  # SourceError for an unreadable file
-        except SourceError as exc:
-            if not self.multi:
-                raise
-            worker.capture.fail(self._camera_error(worker.name, exc))
 
     def _camera_rules(self, cfg: Config) -> dict[str, Any]:
         from .reload import camera_rules
@@ -349,19 +319,6 @@ class Daemon:
     def _setup(self, camera: Optional[str]) -> CameraSetup:
         """The running setup of ``camera`` (default, or a camera no longer configured: the first)."""
         return next((s for s in self._setups if s.name == camera), self._setups[0])
-
-    def _start_records(self, cfg: Config) -> dict[str, Any]:
-        from .event_records import EventRecorder
-        from .outbox import default_state_dir
-
-        directory = (
-            Path(cfg.events.dir).expanduser() if cfg.events.dir else default_state_dir(cfg.mqtt.state_dir) / "events"
-        )
-        privacy = cfg.privacy == "skeleton"
-        return {
-            s.name: EventRecorder(cfg.events, directory, privacy=privacy, camera=s.name).start(announce=i == 0)
-            for i, s in enumerate(self._setups)
-        }
 
     def _feedback(self, event_id: Any, label: Any) -> None:
         """The MQTT `{"feedback": {...}}` command; ValueError says what was wrong."""
