@@ -3,15 +3,18 @@ part, and a DebugServer on a free loopback port."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -235,152 +238,190 @@ def find_chromium() -> str:
     return found
 
 
-def _chromium(
-    url: str, tmp_path: Path, profile: str, budget_ms: int, args: list[str], what: str
-) -> tuple[str, str, int]:
-    """Run headless Chromium on ``url`` once: (stdout, stderr, return code). Its own session, so a hung chromium and
-    all its helper processes can be killed together."""
-    cmd = [
-        find_chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--autoplay-policy=no-user-gesture-required",
-        f"--user-data-dir={tmp_path / profile}",
-        "--window-size=1024,768",
-        f"--virtual-time-budget={budget_ms}",
-        *args,
-        url,
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"chromium did not {what} within 120 s")
-    return out, stderr, proc.returncode
+class _Browser:
+    """One headless Chromium for the whole session, driven over the DevTools protocol on a pipe (fd 3: commands in,
+    fd 4: answers out; NUL-separated JSON). Each page gets a tab of its own, closed after use: starting Chromium
+    costs about 1.5 s, a tab a few milliseconds. Pages load under a virtual time budget, as --virtual-time-budget
+    does on the command line: the page's timers run ahead without waiting in real time."""
 
+    def __init__(self, profile: Path):
+        r3, w3 = os.pipe()
+        r4, w4 = os.pipe()
 
-def _screenshot(url: str, tmp_path: Path, budget_ms: int = 4000) -> np.ndarray:
-    shot = tmp_path / "shot.png"
-    _, stderr, rc = _chromium(url, tmp_path, "profile", budget_ms, [f"--screenshot={shot}"], "finish its screenshot")
-    assert shot.is_file(), f"chromium wrote no screenshot (rc {rc}): {stderr[-2000:]}"
-    img = cv2.imread(str(shot), cv2.IMREAD_COLOR)
-    assert img is not None
-    return img
+        def child_fds() -> None:
+            os.dup2(r3, 3)
+            os.dup2(w4, 4)
 
+        self.proc = subprocess.Popen(
+            [
+                find_chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--autoplay-policy=no-user-gesture-required",
+                "--window-size=1024,768",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            pass_fds=(3, 4),
+            preexec_fn=child_fds,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        os.close(r3)
+        os.close(w4)
+        self._commands, self._answers = os.fdopen(w3, "wb", buffering=0), os.fdopen(r4, "rb", buffering=0)
+        self._pending = b""
+        self._count = 0
+        self._events: list[dict] = []
+        self._lock = threading.Lock()
 
-def _dump_dom(url: str, tmp_path: Path, budget_ms: int = 3000) -> str:
-    out, stderr, rc = _chromium(url, tmp_path, "profile-dom", budget_ms, ["--dump-dom"], "dump the page")
-    assert "<html" in out, f"chromium dumped no page (rc {rc}): {stderr[-2000:]}"
-    return out
+    def close(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._commands.close()
+        self._answers.close()
 
+    def _read(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self._pending:
+            ready, _, _ = select.select([self._answers], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError("chromium did not answer")
+            chunk = os.read(self._answers.fileno(), 65536)
+            assert chunk, "chromium closed its DevTools pipe"
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\0", 1)
+        return json.loads(line)
 
-@pytest.fixture
-def chromium_dom() -> Callable[..., str]:
-    """dom(url, tmp_path, budget_ms=3000) -> the page's DOM as HTML after its scripts ran (skips without chromium)."""
-    find_chromium()
-    return _dump_dom
-
-
-@pytest.fixture
-def chromium_screenshot() -> Callable[..., np.ndarray]:
-    """screenshot(url, tmp_path, budget_ms=4000) -> BGR image of the page at 1024x768 (skips without chromium)."""
-    find_chromium()
-    return _screenshot
-
-
-def _evaluate(url: str, expression: str, tmp_path: Path) -> object:
-    """Open ``url`` in headless Chromium and evaluate ``expression`` (awaited) in the page, over the DevTools
-    protocol on a pipe (fd 3: commands in, fd 4: answers out; NUL-separated JSON), so a test can click."""
-    r3, w3 = os.pipe()
-    r4, w4 = os.pipe()
-
-    def child_fds() -> None:
-        os.dup2(r3, 3)
-        os.dup2(w4, 4)
-
-    proc = subprocess.Popen(
-        [
-            find_chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            "--window-size=1024,768",
-            f"--user-data-dir={tmp_path / 'cdp-profile'}",
-            "--remote-debugging-pipe",
-            "about:blank",
-        ],
-        pass_fds=(3, 4),
-        preexec_fn=child_fds,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    os.close(r3)
-    os.close(w4)
-    commands, answers = os.fdopen(w3, "wb", buffering=0), os.fdopen(r4, "rb", buffering=0)
-    pending = b""
-    count = 0
-
-    def call(method: str, params: dict, session: Optional[str] = None, check: bool = True) -> dict:
-        nonlocal pending, count
-        count += 1
-        message = {"id": count, "method": method, "params": params, **({"sessionId": session} if session else {})}
-        commands.write(json.dumps(message).encode() + b"\0")
+    def call(self, method: str, params: dict, session: Optional[str] = None, check: bool = True) -> dict:
+        self._count += 1
+        message = {"id": self._count, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        self._commands.write(json.dumps(message).encode() + b"\0")
         while True:
-            while b"\0" not in pending:
-                chunk = answers.read(65536)
-                assert chunk, "chromium closed its DevTools pipe"
-                pending += chunk
-            line, pending = pending.split(b"\0", 1)
-            reply = json.loads(line)
-            if reply.get("id") == count:
+            reply = self._read(60)
+            if reply.get("id") == self._count:
                 assert not check or "error" not in reply, reply
                 return reply.get("result", reply)
+            if "method" in reply:
+                self._events.append(reply)
 
-    timer = threading.Timer(120, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    timer.start()
+    def _wait_event(self, method: str, session: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, event in enumerate(self._events):
+                if event["method"] == method and event.get("sessionId") == session:
+                    del self._events[i]
+                    return
+            reply = self._read(max(0.0, deadline - time.monotonic()))
+            if "method" in reply:
+                self._events.append(reply)
+
+    def page(self, url: str, budget_ms: int, use: Callable[[str], object]) -> object:
+        """Load ``url`` in a new tab, let its scripts run for ``budget_ms`` of virtual time (0: until the page has
+        loaded, in real time), then ``use(session)``."""
+        with self._lock:
+            target = self.call("Target.createTarget", {"url": url})["targetId"]
+            session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            try:
+                self.call(  # the page at 1024x768, as --window-size gives a screenshot on the command line
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": 1024, "height": 768, "deviceScaleFactor": 1, "mobile": False},
+                    session,
+                )
+                # the page itself, loaded (evaluating in about:blank while it navigates away fails)
+                assert wait_until(lambda: _loaded(self, session), 60, step=0.05), f"chromium did not load {url}"
+                if budget_ms:
+                    self.call(
+                        "Emulation.setVirtualTimePolicy",
+                        {"policy": "pauseIfNetworkFetchesPending", "budget": budget_ms},
+                        session,
+                    )
+                    self._wait_event("Emulation.virtualTimeBudgetExpired", session, 60)
+                return use(session)
+            finally:
+                self.call("Target.closeTarget", {"targetId": target}, check=False)
+                self._events = [e for e in self._events if e.get("sessionId") != session]
+
+
+def _loaded(browser: _Browser, session: str) -> bool:
+    state = browser.call(
+        "Runtime.evaluate",
+        {"expression": "location.protocol + document.readyState", "returnByValue": True},
+        session,
+        check=False,
+    )
+    return state.get("result", {}).get("value") == "http:complete"
+
+
+_BROWSER: Optional[_Browser] = None
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Browser]:
+    """The session's headless Chromium (skips without chromium)."""
+    global _BROWSER
+    find_chromium()
+    _BROWSER = _Browser(tmp_path_factory.mktemp("chromium-profile"))
     try:
-        target = call("Target.createTarget", {"url": url})["targetId"]
-        session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-
-        # wait for the page itself (evaluating in about:blank while it navigates away fails)
-        def loaded() -> bool:
-            state = call(
-                "Runtime.evaluate",
-                {"expression": "location.protocol + document.readyState", "returnByValue": True},
-                session,
-                check=False,
-            )
-            return state.get("result", {}).get("value") == "http:complete"
-
-        assert wait_until(loaded, 60, step=0.1), f"chromium did not load {url}"
-        result = call(
-            "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, session
-        )
-        assert "exceptionDetails" not in result, result
-        return result["result"].get("value")
+        yield _BROWSER
     finally:
-        timer.cancel()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        commands.close()
-        answers.close()
+        _BROWSER.close()
+        _BROWSER = None
+
+
+def _js(browser: _Browser, session: str, expression: str) -> object:
+    result = browser.call(
+        "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, session
+    )
+    assert "exceptionDetails" not in result, result
+    return result["result"].get("value")
 
 
 @pytest.fixture
-def chromium_eval() -> Callable[..., object]:
+def chromium_dom(browser: _Browser) -> Callable[..., str]:
+    """dom(url, tmp_path, budget_ms=3000) -> the page's DOM as HTML after its scripts ran."""
+
+    def dom(url: str, tmp_path: Optional[Path] = None, budget_ms: int = 3000) -> str:
+        out = browser.page(url, budget_ms, lambda s: _js(browser, s, "document.documentElement.outerHTML"))
+        assert isinstance(out, str) and out.startswith("<html"), out
+        return out
+
+    return dom
+
+
+@pytest.fixture
+def chromium_screenshot(browser: _Browser) -> Callable[..., np.ndarray]:
+    """screenshot(url, tmp_path, budget_ms=4000) -> BGR image of the page at 1024x768."""
+
+    def shot(session: str) -> np.ndarray:
+        data = browser.call("Page.captureScreenshot", {"format": "png"}, session)["data"]
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None
+        return img
+
+    def screenshot(url: str, tmp_path: Optional[Path] = None, budget_ms: int = 4000) -> np.ndarray:
+        img = browser.page(url, budget_ms, shot)
+        assert isinstance(img, np.ndarray)
+        return img
+
+    return screenshot
+
+
+@pytest.fixture
+def chromium_eval(browser: _Browser) -> Callable[..., object]:
     """evaluate(url, expression, tmp_path) -> the value of ``expression`` (awaited) in the loaded page, so a test
-    can click and read the page back (skips without chromium)."""
-    find_chromium()
-    return _evaluate
+    can click and read the page back. Real time here: the expression waits for what it needs."""
+
+    def evaluate(url: str, expression: str, tmp_path: Optional[Path] = None) -> object:
+        return browser.page(url, 0, lambda s: _js(browser, s, expression))
+
+    return evaluate
