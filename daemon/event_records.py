@@ -103,6 +103,16 @@ def pick_codec(directory: Path, codecs: tuple = PLAYABLE) -> tuple[str, str, str
 
 
 _transcode_lock = threading.Lock()
+_folder_locks: dict[str, threading.Lock] = {}
+_folder_locks_guard = threading.Lock()
+
+
+def _folder_lock(directory: Path) -> threading.Lock:
+    """One lock per records folder: with several cameras each has its recorder, and one's pruning must not
+    remove a record while another's label is being written to it."""
+    key = os.path.abspath(directory)
+    with _folder_locks_guard:
+        return _folder_locks.setdefault(key, threading.Lock())
 
 
 def playable_clip(folder: Path) -> Optional[tuple[Path, str]]:
@@ -184,7 +194,7 @@ class EventRecorder:
         self._stop = threading.Event()
         self._flush = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()  # labels, pruning and listing
+        self._lock = _folder_lock(directory)  # labels and pruning; shared by the cameras' recorders of one folder
         self._disk_warned = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
