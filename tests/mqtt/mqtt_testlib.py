@@ -39,7 +39,8 @@ class Sub:
         host: str = "127.0.0.1",
         auth: Optional[tuple[str, str]] = None,
     ):
-        self.messages: list[tuple[str, bytes, bool, float]] = []
+        # (topic, payload, retained, arrival, dup: the broker's own re-delivery of a message it saw no PUBACK for)
+        self.messages: list[tuple[str, bytes, bool, float, bool]] = []
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
         self.topics = topics
@@ -64,12 +65,26 @@ class Sub:
 
     def _on_message(self, client, userdata, msg):
         with self.cond:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain), time.monotonic()))
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain), time.monotonic(), bool(msg.dup)))
             self.cond.notify_all()
 
     def on(self, topic: str) -> list[bytes]:
         with self.cond:
             return [m[1] for m in self.messages if m[0] == topic]
+
+    def first_copies(self, topic: str) -> list[bytes]:
+        """``on(topic)`` less the broker's re-deliveries (DUP set) of messages this subscriber already has: a
+        persistent session whose PUBACK was lost in a broker restart gets them again, whatever the publisher did.
+        (A publisher's own re-send reaches subscribers as a new message, without DUP: it stays.)"""
+        with self.cond:
+            seen: set[bytes] = set()
+            out = []
+            for topic_, payload, _, _, dup in self.messages:
+                if topic_ != topic or (dup and payload in seen):
+                    continue
+                seen.add(payload)
+                out.append(payload)
+            return out
 
     def json_on(self, topic: str) -> list[Any]:
         return [json.loads(p) for p in self.on(topic)]

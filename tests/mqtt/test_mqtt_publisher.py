@@ -21,7 +21,7 @@ def ids_before_marker(pub, sub) -> list[str]:
     assert sub.wait_for(lambda s: marker["id"] in [json.loads(p)["id"] for p in s.on(f"{PREFIX}/event")], 15), (
         "the marker event did not arrive"
     )
-    ids = [json.loads(p)["id"] for p in sub.on(f"{PREFIX}/event")]
+    ids = [json.loads(p)["id"] for p in sub.first_copies(f"{PREFIX}/event")]
     return ids[: ids.index(marker["id"])]
 
 
