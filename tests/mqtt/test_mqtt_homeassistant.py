@@ -77,7 +77,7 @@ def test_mqtt_discovery_published_retained_on_connect(mosquitto, subscriber, mqt
     assert sub.wait_for(lambda s: len([m for m in s.messages if m[0].startswith("homeassistant/")]) >= 7, 5)
     configs = {m[0]: m for m in sub.messages if m[0].startswith("homeassistant/")}
     assert len(configs) == 7
-    for topic, (_, payload, retained, _) in configs.items():
+    for topic, (_, payload, retained, _, _) in configs.items():
         assert retained, f"{topic} not retained"
         config = json.loads(payload)
         _check_entity(topic, config, PREFIX)
