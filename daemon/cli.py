@@ -29,7 +29,7 @@ HANDLERS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fallwatch", description="Fall detection for one room, over MQTT.")
+    parser = argparse.ArgumentParser(prog="fallwatch", description="Fall detection for the rooms of a home, over MQTT.")
     parser.add_argument(
         "--log-level",
         default=None,

@@ -14,7 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import waiting
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import waiting, testnet
+from testnet import free_port  # noqa: E402 (found once the path is set)
 
 
 def _dir_from_env(var: str, default: Path) -> Path:
@@ -37,12 +38,6 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def images_dir(data_dir: Path) -> Path:
     return _dir_from_env("FALLWATCH_IMAGES_DIR", data_dir.parent / "images")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

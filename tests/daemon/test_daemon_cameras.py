@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -15,16 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testnet import free_port
 from waiting import wait_until
 
 FALL_CLIP = "Subject 1/Fall/15.mp4"  # a side fall from a chair, at 1.8 - 6.0 s
 ADL_CLIP = "Subject 2/ADL/24.mp4"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(bind: str, path: str) -> tuple[int, bytes]:

@@ -10,23 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from event_schema import RULE_EVENT_KEYS as EVENT_KEYS
 from fallwatch.daemon.pipeline import VideoFrames, iter_video_frames
 
 REPO = Path(__file__).resolve().parents[2]
-EVENT_KEYS = {
-    "event",
-    "id",
-    "source",
-    "t",
-    "frame",
-    "ts",
-    "track",
-    "confidence",
-    "spine_angle_deg",
-    "angle_change_deg",
-    "descent_rate",
-    "box",
-}
 
 
 def fallwatch(model_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:

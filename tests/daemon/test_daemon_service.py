@@ -19,14 +19,8 @@ from typing import Optional
 
 import pytest
 import yaml
+from testnet import free_port
 from waiting import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 FALL_CLIP = "Subject 1/Fall/15.mp4"  # 640x480 30 fps, a side fall from a chair
 ADL_CLIP = "Subject 2/ADL/23.mp4"

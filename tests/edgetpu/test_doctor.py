@@ -17,19 +17,14 @@ import yaml
 from fallwatch.daemon import commands_doctor as doctor
 from fallwatch.daemon.commands_doctor import Environment, run_checks
 from fallwatch.pose import edgetpu_stack
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from testnet import SERVER_EXT, free_port, issue, make_ca, tls_listener
 
 
 def _config(tmp_path: Path, clip: Path, **sections) -> str:
     cfg = {
         "camera": {"source": str(clip)},
         "mqtt": {"enabled": False},
-        "debug": {"bind": f"127.0.0.1:{_free_port()}"},
+        "debug": {"bind": f"127.0.0.1:{free_port()}"},
         **sections,
     }
     path = tmp_path / "fallwatch.yaml"
@@ -122,7 +117,7 @@ def test_broker_checks_connect_for_real(mosquitto, mosquitto_factory, tmp_path: 
 
 
 def test_unreachable_broker_fails_fast_with_one_clear_line(tmp_path: Path, clip: Path, no_tpu) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     t0 = time.monotonic()
     checks = run_checks(_config(tmp_path, clip, mqtt={"host": "127.0.0.1", "port": port}))
     elapsed = time.monotonic() - t0
@@ -206,7 +201,7 @@ def test_bad_config_is_a_fail_line_and_the_rest_still_runs(tmp_path: Path, no_tp
 def test_cli_json_shape_exit_code_and_bounded_time(
     fake_edgetpu_dir: Path, tpu_models: Path, tmp_path: Path, clip: Path
 ) -> None:
-    config = _config(tmp_path, clip, mqtt={"host": "127.0.0.1", "port": _free_port()})
+    config = _config(tmp_path, clip, mqtt={"host": "127.0.0.1", "port": free_port()})
     env = dict(os.environ, LD_LIBRARY_PATH=str(fake_edgetpu_dir), FAKE_EDGETPU="hang")
     cmd = [sys.executable, "-m", "fallwatch.daemon.cli", "doctor", "--config", config, "--model-dir", str(tpu_models)]
     Path(config).write_text(Path(config).read_text() + "pose:\n  edgetpu_probe_timeout_s: 2\n")
@@ -244,59 +239,13 @@ def test_cli_json_shape_exit_code_and_bounded_time(
     assert all(line.split("  ", 1)[0].strip() in ("ok", "warn", "fail") for line in lines)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    assert result.returncode == 0, f"openssl {' '.join(args)}: {result.stderr}"
-
-
 def test_tls_broker_with_the_right_ca_and_an_unknown_one(mosquitto_factory, tmp_path: Path, clip: Path, no_tpu) -> None:
     pki = tmp_path / "pki"
     pki.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=doctor CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-        cwd=pki,
-    )
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=pki)
-    (pki / "server.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.cnf",
-        cwd=pki,
-    )
-    port = _free_port()
-    mosquitto_factory(
-        f"listener {port} 127.0.0.1\ncafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\n"
-        f"keyfile {pki / 'server.key'}\nallow_anonymous true\n",
-        port,
-    ).start()
+    make_ca(pki, "doctor CA")
+    issue(pki, "server", "localhost", SERVER_EXT)
+    port = free_port()
+    mosquitto_factory(tls_listener(port, {p.name: str(p) for p in pki.iterdir()}), port).start()
     mqtt = {"host": "127.0.0.1", "port": port, "tls": {"enabled": True, "ca_certs": str(pki / "ca.crt")}}
     ok = _by_name(run_checks(_config(tmp_path, clip, mqtt=mqtt)))["mqtt"]
     assert ok.status == "ok" and ok.detail == f"connected to 127.0.0.1:{port} (TLS)"

@@ -9,7 +9,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,10 @@ import paho.mqtt.client as mqtt
 import yaml
 from fallwatch.pose.edgetpu_stack import FIX
 from paho.mqtt.enums import CallbackAPIVersion
+from testnet import free_port
 
 FALL_CLIP = "Subject 1/Fall/13.mp4"
 CRASH_REASON = "the Edge TPU took fallwatch down while running"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(fake_dir: Path, mode: str, state: Path, **extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -111,12 +110,6 @@ class Sub:
 STATUS = {"backend": "cpu", "camera": "ok", "fps": 14.5, "persons": 1, "dropped_frames": 3, "state": "ok"}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_event(kind: str = "fall", n: int = 0) -> dict:
     return {
         "event": kind,
@@ -179,3 +172,10 @@ class PublisherProc:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def watch_args(port: int) -> Any:
+    """`fallwatch watch --host 127.0.0.1 --port PORT` as the command line parses it (its own defaults)."""
+    from fallwatch.daemon.cli import build_parser
+
+    return build_parser().parse_args(["watch", "--host", "127.0.0.1", "--port", str(port)])

@@ -4,12 +4,12 @@ unchanged, queued events to their camera's topic after a restart, one Home Assis
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from fallwatch.daemon.commands_watch import Watcher
 from fallwatch.daemon.homeassistant import discovery_messages
-from mqtt_testlib import PREFIX, free_port, make_event, wait_until
+from mqtt_testlib import PREFIX, make_event, wait_until, watch_args
+from testnet import free_port
 
 CAMERAS = ["bath", "bed room"]  # "bed room": its topic level is bed_room
 
@@ -154,18 +154,7 @@ def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(
 
 
 def test_watch_shows_one_row_per_camera(mosquitto, mqtt_cfg, publisher):
-    args = argparse.Namespace(
-        host="127.0.0.1",
-        port=mosquitto.port,
-        prefix="fallwatch",
-        stale=90.0,
-        username=None,
-        tls=False,
-        cafile=None,
-        certfile=None,
-        keyfile=None,
-        insecure=False,
-    )
+    args = watch_args(mosquitto.port)
     watcher = Watcher(args, None)
     assert watcher.start() is None
     try:

@@ -9,24 +9,7 @@ import subprocess
 import sys
 
 import yaml
-
-EVENT_KEYS = {
-    "event",
-    "id",
-    "source",
-    "t",
-    "frame",
-    "ts",
-    "track",
-    "confidence",
-    "spine_angle_deg",
-    "angle_change_deg",
-    "descent_rate",
-    "box",
-    "device",
-    "camera",
-    "backend",
-}
+from event_schema import PUBLISHED_EVENT_KEYS as EVENT_KEYS
 
 
 def test_mqtt_daemon_fall_event_then_last_will_on_sigkill(mosquitto, subscriber, model_dir, data_dir, tmp_path):
@@ -95,7 +78,8 @@ def test_two_cameras_in_one_daemon_each_on_its_own_topics(mosquitto, subscriber,
     import signal
     import urllib.request
 
-    from mqtt_testlib import free_port, wait_until
+    from mqtt_testlib import wait_until
+    from testnet import free_port
 
     clips = data_dir / "gmdcsa24-dev"
     prefix, bind = "fallwatch/e2e2", f"127.0.0.1:{free_port()}"

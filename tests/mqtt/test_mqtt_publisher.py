@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+from event_schema import PUBLISHED_EVENT_KEYS as EVENT_KEYS
 from mqtt_testlib import PREFIX, STATUS, make_event, wait_until
 
 
@@ -23,25 +24,6 @@ def ids_before_marker(pub, sub) -> list[str]:
     )
     ids = [json.loads(p)["id"] for p in sub.first_copies(f"{PREFIX}/event")]
     return ids[: ids.index(marker["id"])]
-
-
-EVENT_KEYS = {
-    "event",
-    "id",
-    "source",
-    "t",
-    "frame",
-    "ts",
-    "track",
-    "confidence",
-    "spine_angle_deg",
-    "angle_change_deg",
-    "descent_rate",
-    "box",
-    "device",
-    "camera",
-    "backend",
-}
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
@@ -405,7 +387,7 @@ def test_mqtt_read_only_outbox_keeps_sending_without_flooding_the_log(
 def test_mqtt_reload_with_a_read_only_outbox_still_reconnects(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
     """SIGHUP lowering mqtt.outbox_max and changing the broker while the outbox cannot be written: the outbox
     keeps its events (said in one line) and the new connection is made all the same."""
-    from mqtt_testlib import free_port
+    from testnet import free_port
 
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
     pub = publisher(mqtt_cfg(free_port(), outbox_max=20))  # no broker there

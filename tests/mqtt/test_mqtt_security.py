@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from fallwatch.daemon.mqtt import MqttError
-from mqtt_testlib import PREFIX, free_port, make_event, wait_until
+from mqtt_testlib import PREFIX, make_event, wait_until
+from testnet import SERVER_EXT, free_port, issue, make_ca, tls_listener
 
 AUTH_REASONS = ("Not authorized", "Bad user name or password")
 
@@ -56,73 +57,21 @@ def subscriber_auth(subscriber):
     return lambda port: subscriber(port, [f"{PREFIX}/#"], auth=("fallwatch", "s3cret"))
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    assert result.returncode == 0, f"openssl {' '.join(args)}: {result.stderr}"
-
-
 @pytest.fixture
 def tls_files(tmp_path: Path) -> dict:
     """A throwaway CA and a server certificate for localhost / 127.0.0.1 signed by it."""
     d = tmp_path / "pki"
     d.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=fallwatch test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=d,
-    )
-
-    def issue(name: str, cn: str, ext: str) -> None:
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d)
-        (d / f"{name}.cnf").write_text(
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n" + ext
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.cnf",
-            cwd=d,
-        )
-
-    issue("server", "localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    issue("othername", "broker.example", "subjectAltName=DNS:broker.example\nextendedKeyUsage=serverAuth\n")
-    issue("client", "fallwatch", "extendedKeyUsage=clientAuth\n")
+    make_ca(d, "fallwatch test CA")
+    issue(d, "server", "localhost", SERVER_EXT)
+    issue(d, "othername", "broker.example", "subjectAltName=DNS:broker.example\nextendedKeyUsage=serverAuth\n")
+    issue(d, "client", "fallwatch", "extendedKeyUsage=clientAuth\n")
     return {p.name: str(p) for p in d.iterdir()}
 
 
 def _tls_broker(mosquitto_factory, files: dict, server: str = "server", extra: str = ""):
     port = free_port()
-    conf = (
-        f"listener {port} 127.0.0.1\ncafile {files['ca.crt']}\ncertfile {files[server + '.crt']}\n"
-        f"keyfile {files[server + '.key']}\nallow_anonymous true\n{extra}"
-    )
-    return mosquitto_factory(conf, port).start()
+    return mosquitto_factory(tls_listener(port, files, server, extra), port).start()
 
 
 @pytest.fixture

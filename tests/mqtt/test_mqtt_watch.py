@@ -4,7 +4,6 @@ messages come, credentials, and an unreachable broker."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -12,7 +11,8 @@ import sys
 
 import paho.mqtt.publish as publish
 from fallwatch.daemon.commands_watch import Watcher
-from mqtt_testlib import free_port, make_event, wait_until
+from mqtt_testlib import make_event, wait_until, watch_args
+from testnet import free_port
 
 
 def run_watch(*args: str) -> subprocess.CompletedProcess:
@@ -119,18 +119,7 @@ def test_watch_read_only_user_and_bad_credentials(mosquitto_factory, tmp_path):
 def test_watch_live_view_follows_events_heartbeats_and_a_per_camera_device(mosquitto, mqtt_cfg, publisher, tmp_path):
     """What the live table shows, fed by MQTT as it happens: heartbeats, a fall event and its camera, and the
     per-camera topics of a device that watches several rooms."""
-    args = argparse.Namespace(
-        host="127.0.0.1",
-        port=mosquitto.port,
-        prefix="fallwatch",
-        stale=90.0,
-        username=None,
-        tls=False,
-        cafile=None,
-        certfile=None,
-        keyfile=None,
-        insecure=False,
-    )
+    args = watch_args(mosquitto.port)
     watcher = Watcher(args, None)
     assert watcher.start() is None
     try:

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from event_schema import RULE_EVENT_KEYS
 from fallwatch.rules import PersonPose, RuleSettings, make_rules
 from fallwatch.rules.fall import MAX_UNSEEN_FALLS
 from rules_testlib import FLOOR, LYING, SIZE, STAND, Body, H, _fall_profile, keypoints, kinds, run, side_fall, timeline
@@ -101,20 +102,7 @@ def test_replay_is_deterministic() -> None:
 def test_event_dict_has_the_schema() -> None:
     (e,) = run({1: side_fall()}, duration=5.0)
     d = e.to_dict()
-    assert set(d) == {
-        "event",
-        "id",
-        "source",
-        "t",
-        "frame",
-        "ts",
-        "track",
-        "confidence",
-        "spine_angle_deg",
-        "angle_change_deg",
-        "descent_rate",
-        "box",
-    }
+    assert set(d) == RULE_EVENT_KEYS
     assert d["event"] == "fall" and len(d["id"]) == 36 and d["ts"].endswith("Z")
     assert isinstance(d["frame"], int) and isinstance(d["t"], float) and len(d["box"]) == 4
     x0, y0, x1, y1 = d["box"]

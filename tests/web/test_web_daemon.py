@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,16 +19,11 @@ import pytest
 import yaml
 from fallwatch.config.schema import DebugConfig
 from fallwatch.daemon.web import DebugServer
+from testnet import free_port
 from waiting import wait_until
 
 # 8.9 s at 15 fps, 640x480: time to look while it plays (the checks take ~2 s), and it ends soon after.
 PLAYED_CLIP = "Subject 2/Fall/13.mp4"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _decode_small(path: Path, size: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -57,7 +51,7 @@ class Daemon:
     """`fallwatch run` as a subprocess with its debug server on a free loopback port."""
 
     def __init__(self, tmp_path: Path, model_dir: Path, source: str, camera: dict, debug: dict | None = None):
-        self.port = _free_port()
+        self.port = free_port()
         cfg = {
             "camera": {"name": "webtest", **camera},
             "mqtt": {"enabled": False},
