@@ -25,6 +25,7 @@ HANDLERS = {
     "doctor": "fallwatch.daemon.commands_doctor:cmd_doctor",
     "tune": "fallwatch.daemon.commands_tune:cmd_tune",
     "bench-records": "fallwatch.daemon.commands_bench_records:cmd_bench_records",
+    "notify": "fallwatch.daemon.commands_notify:cmd_notify",
 }
 
 
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write a new configuration file with the proposed settings (never the one in use)",
     )
+
+    p = add("notify", "notifications through Apprise (notify.urls): --test sends one to every URL now")
+    p.add_argument("--test", action="store_true", required=True, help="send one test notification to every URL")
 
     p = add("bench-records", "pipeline latency while event clips are written, against none", model_dir=True)
     p.add_argument("--source", required=True, help="video file (played at its own frame rate)")

@@ -107,6 +107,7 @@ class Snapshot:
     recent_events: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)  # what the page shows of the configuration: rules, zones
     camera_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # each camera's, in `cameras`
+    alarms: tuple[Mapping[str, Any], ...] = ()  # the open alarms (daemon/alarms.py Alarm.view), oldest first
     healthy: Optional[bool] = None  # the debug server's own figures, filled in as it answers
     viewers: int = 0
 
@@ -156,6 +157,7 @@ class Snapshot:
             "mqtt": self.mqtt.to_json(),
             "alerts": self.mqtt.alerts,
             "alerts_resume_at": self.mqtt.alerts_resume_at,
+            "alarms": [dict(a) for a in self.alarms],
             **self.settings,
             "cameras": {
                 name: {**c.to_json(), **self.camera_settings.get(name, {})} for name, c in self.cameras.items()
@@ -181,6 +183,7 @@ def heartbeat(snapshot: Snapshot) -> dict[str, Any]:
         "dropped_frames": cam.dropped_frames,
         "corrupt_frames": cam.corrupt_frames,
         "labelled": None if snapshot.labelled is None else dict(snapshot.labelled),
+        "alarms": [dict(a) for a in snapshot.alarms],
         "cameras": {
             name: {
                 "camera": c.capture,

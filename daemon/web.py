@@ -148,6 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/healthz": "healthz",
         "/api/stats": "stats",
         "/api/events": "events",
+        "/api/alarms": "alarms",
         "/metrics": "metrics",
     }
 
@@ -253,7 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         from . import events_web  # the events view's labels are the one thing posted
 
-        if events_web.handles(urlsplit(self.path).path):
+        path = urlsplit(self.path).path
+        if events_web.handles(path) or path == "/api/alarms":  # record labels, answers to alarms
             self._dispatch(head=False)
         else:
             self._not_allowed()
@@ -277,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = self.ROUTES.get(split.path)
         if route is None and split.path.startswith(("/events.html", "/vendor/", "/api/records", "/signal_plot.js")):
             route = "records"
-        if route is None or (self.command == "POST" and route != "records"):
+        if route is None or (self.command == "POST" and route not in ("records", "alarms")):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
             return
         query = parse_qs(split.query, keep_blank_values=True)
@@ -325,6 +327,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
             return
         events_web.serve(self, self.command, path, head, query)
+
+    def _r_alarms(self, query: dict, head: bool) -> None:
+        from . import alarms_web
+
+        alarms_web.serve(self, head)
 
     def _r_page(self, query: dict, head: bool) -> None:
         self._send(HTTPStatus.OK, self.server.debug.page, "text/html; charset=utf-8", head)
@@ -502,6 +509,7 @@ class DebugServer:
         self.page = b""
         self.records: Any = None  # the EventRecorder behind the events view, when events.enabled
         self.rule_settings: Any = None  # () -> RuleSettings of the running configuration (signal plots)
+        self.answer: Any = None  # (posted JSON) -> alarms closed; ValueError says why none (daemon/alarms_web.py)
 
     # ---- lifecycle ----
     def start(self) -> None:
