@@ -249,11 +249,12 @@ class Notifications:
         log.info("notify: %s", ", ".join(describe(u) for u in self.urls.values()))
 
     def stop(self) -> None:
+        if self._thread is None:
+            return
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)  # one send in progress may take Apprise's own timeouts
-            self._thread = None
+        self._thread.join(timeout=10)  # one send in progress may take Apprise's own timeouts
+        self._thread = None
         left = len(self)
         if left:
             log.info("notify: stopping with %d notification(s) queued; they are sent on the next start", left)
@@ -274,29 +275,32 @@ class Notifications:
             self._wake.clear()
 
     def pump(self) -> float:
-        """Send every row that is due, oldest first; the seconds until the next one is."""
-        now = self._clock()
-        with self._lock:
-            rows = [
-                Row(*r)
-                for r in self._db.execute(
-                    "SELECT seq, dest, id, title, body, kind, image, attempts FROM notify WHERE next_at <= ? "
-                    "ORDER BY seq",
-                    (now,),
-                ).fetchall()
-            ]
-        blocked: set[str] = set()  # a service that failed now: its later rows wait (order per service holds)
-        for row in rows:
-            if self._stop.is_set():
+        """Send what is due, each service's messages in the order they were queued (a message waiting for its
+        retry holds back the later ones to that service: a "resolved" never arrives before its "fall"); the seconds
+        until the next attempt is due."""
+        while not self._stop.is_set():
+            now = self._clock()
+            with self._lock:
+                heads = [
+                    Row(*r)
+                    for r in self._db.execute(
+                        "SELECT seq, dest, id, title, body, kind, image, attempts FROM notify "
+                        "WHERE seq IN (SELECT min(seq) FROM notify GROUP BY dest) AND next_at <= ? ORDER BY seq",
+                        (now,),
+                    ).fetchall()
+                ]
+            if not heads:
                 break
-            if row.dest in blocked:
-                continue
-            self._attempt(row, blocked)
+            if not any([self._attempt(row) for row in heads]):
+                break  # every service due failed: wait for the next attempt
         with self._lock:
-            nxt = self._db.execute("SELECT min(next_at) FROM notify").fetchone()[0]
+            nxt = self._db.execute(
+                "SELECT min(next_at) FROM notify WHERE seq IN (SELECT min(seq) FROM notify GROUP BY dest)"
+            ).fetchone()[0]
         return 3600.0 if nxt is None else max(0.05, min(3600.0, nxt - self._clock()))
 
-    def _attempt(self, row: Row, blocked: set[str]) -> None:
+    def _attempt(self, row: Row) -> bool:
+        """One message to its service; True when it took it."""
         url = self.urls[row.dest]
         try:
             ok = self._send(url, row.title, row.body, row.image, row.kind)
@@ -318,8 +322,7 @@ class Notifications:
                 self._failing.discard(row.dest)
                 log.warning("notify: %s takes notifications again", describe(url))
             log.info("notify: %s notification %s sent to %s", row.kind, row.id, describe(url))
-            return
-        blocked.add(row.dest)
+            return True
         if row.dest not in self._failing:
             self._failing.add(row.dest)
             log.error(
@@ -329,6 +332,7 @@ class Notifications:
                 row.id,
                 self.cfg.retry_max_s,
             )
+        return False
 
 
 def send_test(cfg: NotifyConfig, image: Optional[bytes] = None, camera: str = "test") -> list[tuple[str, bool]]:
