@@ -412,6 +412,8 @@ class NotifyConfig(Section):
     @field_validator("urls")
     @classmethod
     def _apprise_urls(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if not value:
+            return value  # (Apprise takes a while to import: only when there are URLs to check)
         from apprise import Apprise
 
         for i, url in enumerate(value):
