@@ -172,3 +172,27 @@ def test_commands_ack_and_false_alarm_parse_with_camera_and_by():
         assert not isinstance(cmd, str) and cmd.answer is None, payload
         assert any(problem in p for p in cmd.problems), (payload, cmd.problems)
     assert clean_by(" Anna ") == "Anna"
+
+
+def test_the_daemon_labels_the_record_of_a_false_alarm_and_closes_one_without_a_record(tmp_path: Path):
+    from fallwatch.config.schema import Config, EventsConfig
+    from fallwatch.daemon.event_records import EventRecorder
+    from fallwatch.daemon.service import Daemon
+
+    records = tmp_path / "events"
+    (records / "ev-1").mkdir(parents=True)
+    (records / "ev-1" / "event.json").write_text(json.dumps(event()))  # a record as the recorder keeps it
+    daemon = Daemon(Config())
+    daemon.records = EventRecorder(EventsConfig(), records)
+    sent: list[dict] = []
+    daemon.alarms = AlarmDesk(None, 120, sent.append)
+    daemon.alarms.on_event(event(id_="ev-1", track=1))
+    daemon.alarms.on_event(event(id_="ev-2", track=2))  # its record was pruned, or events are off
+    closed = daemon._answer(Answer(reason="false_alarm", target="all", by="Anna"))
+    assert sorted(a["id"] for a in closed) == ["ev-1", "ev-2"]
+    assert json.loads((records / "ev-1" / "event.json").read_text())["label"] == "false_alarm"
+    assert [(e["reason"], e["by"]) for e in sent] == [("false_alarm", "Anna")] * 2
+    with pytest.raises(ValueError, match="no open alarm"):
+        daemon._answer_from_page({"ack": "ev-1"})
+    with pytest.raises(ValueError, match='expected {"ack"'):
+        daemon._answer_from_page([])
