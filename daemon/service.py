@@ -383,10 +383,7 @@ class Daemon:
             for alarm in closed:
                 try:
                     self.records.label(alarm["id"], "false_alarm")
-                except (
-                    ValueError,
-                    OSError,
-                ) as exc:  # no record of it (events off, pruned): the alarm closes all the same
+                except (ValueError, OSError) as exc:  # no record (pruned, unwritable): it closes all the same
                     log.info("alarm %s: its event record is not labelled (%s)", alarm["id"], exc)
         return closed
 
