@@ -138,6 +138,13 @@ def test_notify_test_sends_one_to_every_url(tmp_path, endpoints):
     assert done.returncode == 1 and "FAILED: json://127.0.0.1:" in done.stdout
 
 
+def test_check_config_masks_the_urls(tmp_path):
+    from fallwatch.config.loader import effective_config_yaml
+
+    shown = effective_config_yaml(load_config(_config(tmp_path, {"urls": ["tgram://123456:SECRETTOKEN/987"]})))
+    assert "SECRETTOKEN" not in shown and "notify:" in shown
+
+
 def test_urls_apprise_cannot_use_are_refused_in_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(_config(tmp_path, {"urls": ["json://127.0.0.1/x", "nonsense://x"]}))
