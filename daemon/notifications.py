@@ -29,6 +29,7 @@ from fallwatch.config.loader import redact_url
 from fallwatch.config.schema import NotifyConfig
 
 log = logging.getLogger(__name__)
+logging.getLogger("apprise").setLevel(logging.WARNING)  # its INFO lines repeat ours; its warnings say why a send failed
 
 FILE_NAME = "notify.sqlite3"
 FIRST_RETRY_S = 2.0

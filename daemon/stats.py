@@ -300,6 +300,7 @@ class SnapshotCollector:
         yield gauge("fallwatch_mqtt_connected", "1 while connected to the MQTT broker.", int(s.mqtt.connected))
         yield gauge("fallwatch_healthy", "1 while frames flow through inference.", int(bool(s.healthy)))
         yield gauge("fallwatch_viewers", "Clients watching the MJPEG stream.", s.viewers)
+        yield gauge("fallwatch_open_alarms", "Alarms nobody has answered yet.", len(s.alarms))
         backend = GaugeMetricFamily("fallwatch_backend_info", "The inference backend in use.", labels=["backend"])
         backend.add_metric([s.backend or "none"], 1)
         yield backend
