@@ -196,3 +196,16 @@ def test_the_daemon_labels_the_record_of_a_false_alarm_and_closes_one_without_a_
         daemon._answer_from_page({"ack": "ev-1"})
     with pytest.raises(ValueError, match='expected {"ack"'):
         daemon._answer_from_page([])
+
+
+def test_a_new_period_counts_from_the_last_reminder(desk_on):
+    clock = Clock()
+    desk, sent = desk_on(clock)
+    desk.on_event(event())
+    clock.now = T0 + 120
+    desk.tick()
+    desk.set_remind_s(60)  # SIGHUP: alerts.remind_s 120 -> 60
+    clock.now = T0 + 179
+    assert desk.tick() == 0
+    clock.now = T0 + 180
+    assert desk.tick() == 1 and [e["level"] for e in sent] == [1, 2]
