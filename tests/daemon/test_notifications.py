@@ -6,7 +6,6 @@ URLs Apprise cannot use are refused in one line."""
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,16 +116,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_notify_test_sends_one_to_every_url(tmp_path, endpoints):
+def test_notify_test_sends_one_to_every_url(tmp_path, endpoints, monkeypatch):
     ep = endpoints().up()
     urls_file = tmp_path / "urls"
     urls_file.write_text(f"# the family's phones\n{ep.url('from-file')}\n")
-    os.environ["FW_TEST_NOTIFY_URL"] = ep.url("from-env")
-    try:
-        config = _config(tmp_path, {"urls": ["${FW_TEST_NOTIFY_URL}"], "urls_file": str(urls_file)})
-        done = _cli("notify", "--test", "--config", str(config))
-    finally:
-        del os.environ["FW_TEST_NOTIFY_URL"]
+    monkeypatch.setenv("FW_TEST_NOTIFY_URL", ep.url("from-env"))  # a secret from the environment
+    config = _config(tmp_path, {"urls": ["${FW_TEST_NOTIFY_URL}"], "urls_file": str(urls_file)})
+    done = _cli("notify", "--test", "--config", str(config))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("sent: json://127.0.0.1:") == 2
     assert ep.wait_count(2)
