@@ -207,6 +207,14 @@ class Notifications:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM notify").fetchone()[0])
 
+    def figures(self) -> dict[str, Any]:
+        """For /api/stats, the heartbeat and the page: queued, sent (this run), the services failing now."""
+        return {
+            "queued": len(self),
+            "sent": self.sent,
+            "failing": sorted(describe(self.urls[d]) for d in tuple(self._failing)),
+        }
+
     def enqueue(self, event: dict, image: Optional[bytes] = None) -> int:
         """Queue one message per URL for ``event`` (durably: on disk when this returns); how many were queued (an
         event already queued is not queued twice)."""

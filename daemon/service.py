@@ -568,6 +568,7 @@ class Daemon:
             settings=self._settings_shown(),
             camera_settings={s.name: self._settings_shown(s) for s in self._setups} if self.multi else {},
             alarms=tuple(self.alarms.open_alarms()) if self.alarms is not None else (),
+            notify=self.notifications.figures() if self.notifications is not None else None,
         )
 
     def _settings_shown(self, setup: Optional[CameraSetup] = None) -> dict[str, Any]:

@@ -108,6 +108,7 @@ class Snapshot:
     settings: Mapping[str, Any] = field(default_factory=dict)  # what the page shows of the configuration: rules, zones
     camera_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # each camera's, in `cameras`
     alarms: tuple[Mapping[str, Any], ...] = ()  # the open alarms (daemon/alarms.py Alarm.view), oldest first
+    notify: Optional[Mapping[str, Any]] = None  # Apprise notifications: queued, sent, failing (None: no notify.urls)
     healthy: Optional[bool] = None  # the debug server's own figures, filled in as it answers
     viewers: int = 0
 
@@ -158,6 +159,7 @@ class Snapshot:
             "alerts": self.mqtt.alerts,
             "alerts_resume_at": self.mqtt.alerts_resume_at,
             "alarms": [dict(a) for a in self.alarms],
+            "notify": None if self.notify is None else dict(self.notify),
             **self.settings,
             "cameras": {
                 name: {**c.to_json(), **self.camera_settings.get(name, {})} for name, c in self.cameras.items()
@@ -184,6 +186,7 @@ def heartbeat(snapshot: Snapshot) -> dict[str, Any]:
         "corrupt_frames": cam.corrupt_frames,
         "labelled": None if snapshot.labelled is None else dict(snapshot.labelled),
         "alarms": [dict(a) for a in snapshot.alarms],
+        "notify": None if snapshot.notify is None else dict(snapshot.notify),
         "cameras": {
             name: {
                 "camera": c.capture,

@@ -78,6 +78,7 @@ def test_down_endpoint_retried_nothing_lost_nothing_twice_across_a_restart(queue
     q.enqueue(fall("r1", "reminder", level=1, alarm_id="f1", alarm_kind="fall"), JPEG)
     assert wait_until(lambda: "did not take the fall notification f1" in caplog.text, 20)
     assert wait_until(lambda: q._db.execute("SELECT max(attempts) FROM notify").fetchone()[0] >= 2, 20)  # retried
+    assert q.figures() == {"queued": 2, "sent": 0, "failing": [f"json://127.0.0.1:{ep.port}/..."]}  # for the page
     q.stop()  # the daemon stops with both queued
 
     q2 = queues(ep.url())  # ... and starts again; the endpoint is still down
@@ -86,6 +87,7 @@ def test_down_endpoint_retried_nothing_lost_nothing_twice_across_a_restart(queue
     ep.up()
     assert ep.wait_count(3, 30)
     assert wait_until(lambda: len(q2) == 0, 20)  # every row delivered and deleted: nothing can be sent again
+    assert q2.figures() == {"queued": 0, "sent": 3, "failing": []}
     assert ep.titles() == ["Fall in hall", "Reminder 1: fall in hall", "Resolved: fall in hall"]
     assert "acknowledged by Anna" in ep.received[2]["body"]["message"]
     assert ep.received[2]["body"]["attachments"] == []  # none given

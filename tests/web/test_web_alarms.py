@@ -224,6 +224,8 @@ def test_daemon_alarm_notified_kept_across_a_restart_reminded_and_acknowledged_o
         assert (resolved["reason"], resolved["by"]) == ("ack", "page")
         assert wait_until(lambda: fall["id"] not in open_ids((second.stats() or {}).get("alarms")), 10)
         assert wait_until(lambda: "Resolved: fall in hall" in endpoint.titles(), 30)
+        assert wait_until(lambda: (second.stats() or {}).get("notify", {}).get("sent", 0) >= 2, 10)
+        assert second.stats()["notify"]["failing"] == []
         # no reminder of it after the answer
         n = len([e for e in _events(sub) if e.get("alarm_id") == fall["id"]])
         assert not sub.wait_for(lambda s: len([e for e in _events(s) if e.get("alarm_id") == fall["id"]]) > n, 12)
