@@ -252,10 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def do_POST(self) -> None:
-        from . import events_web  # the events view's labels are the one thing posted
+        from . import events_web  # posted: the events view's labels, and answers to alarms (alarms_web.py)
 
         path = urlsplit(self.path).path
-        if events_web.handles(path) or path == "/api/alarms":  # record labels, answers to alarms
+        if events_web.handles(path) or path == "/api/alarms":
             self._dispatch(head=False)
         else:
             self._not_allowed()
