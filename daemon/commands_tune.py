@@ -26,7 +26,8 @@ from fallwatch.rules import RuleSettings, make_rules
 from fallwatch.rules.evaluate import EARLY_S, EDGE_S, LATE_S, ManifestError, load_manifest
 from fallwatch.rules.recording import RecordedFrame, RecordingError, read_recording
 
-from .event_records import list_records, records_dir
+from .event_records import records_dir
+from .record_store import read_labels, scan_records
 
 # The searched thresholds (physical: body heights, body heights per second); the current value is always tried.
 GRID: dict[str, tuple[float, ...]] = {
@@ -61,8 +62,21 @@ class Case:
 
 
 def _records(directory: Path) -> list[Case]:
+    """The labelled records as cases; one line on stderr for each record left out, and one for the labels
+    whose records were pruned (their pose recordings are gone with them)."""
     cases = []
-    for meta in list_records(directory):
+    listing = scan_records(directory)
+    for skipped in listing.skipped:
+        print(f"fallwatch tune: skipping record {skipped['id']}: event.json {skipped['problem']}", file=sys.stderr)
+    kept = {meta["id"] for meta in listing.records}
+    gone = [i for i in read_labels(directory) if i not in kept]
+    if gone:
+        print(
+            f"fallwatch tune: {len(gone)} labelled record(s) were pruned (events.max_mb), their labels are kept "
+            "but their pose recordings are gone",
+            file=sys.stderr,
+        )
+    for meta in listing.records:
         label = meta.get("label")
         if label not in ("fall", "false_alarm"):
             continue
@@ -72,7 +86,7 @@ def _records(directory: Path) -> list[Case]:
         except (OSError, RecordingError) as exc:
             print(f"fallwatch tune: skipping record {meta['id']}: {exc}", file=sys.stderr)
             continue
-        t = float(meta.get("t", 0.0))
+        t = float(meta["t"])
         cases.append(
             Case(
                 f"record {meta['id'][:8]} ({meta.get('event')})",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import EventsConfig
-from fallwatch.daemon.event_records import EventRecorder, list_records, playable_clip
+from fallwatch.daemon.event_records import EventRecorder, playable_clip
+from fallwatch.daemon.record_store import list_records
 from fallwatch.pose.types import Person
 from fallwatch.rules.recording import read_recording
 
@@ -107,30 +109,53 @@ def test_a_fall_keeps_clip_pose_recording_snapshot_and_event(tmp_path: Path) -> 
     assert [m["id"] for m in list_records(tmp_path)] == [event_id]
 
 
-def test_max_mb_drops_the_oldest_unlabelled_first_and_labels_survive(tmp_path: Path) -> None:
+def test_max_mb_drops_the_oldest_records_labelled_or_not_and_keeps_their_labels(tmp_path: Path) -> None:
+    # Issue 21 item 6: labelled records were never pruned, so labelling every record (an MQTT feedback flood)
+    # made events.max_mb delete each new, real record instead. Now they count like the others, oldest first,
+    # and the label of a pruned record stays in the label index.
     cfg = EventsConfig(pre_s=0.3, post_s=0.3, clip_height=120)
     rec = EventRecorder(cfg, tmp_path).start()
     first = record(rec, seconds=1.0, event_at=0.4)
     wait_written(rec, 1)
-    rec.label(first, "false_alarm")
     second = record(rec, seconds=1.0, event_at=0.4, t0=10)
     wait_written(rec, 2)
+    for event_id, label in ((first, "false_alarm"), (second, "fall")):  # the flood labels every record
+        rec.label(event_id, label)
     one = sum(f.stat().st_size for f in (tmp_path / second).iterdir())
-    # room for about two records: the next one pushes out the oldest unlabelled, never the labelled one
+    # room for about two records: the next one pushes out the oldest, labelled or not
     rec.cfg = EventsConfig(pre_s=0.3, post_s=0.3, clip_height=120, max_mb=2.5 * one / 1e6)
     third = record(rec, seconds=1.0, event_at=0.4, t0=20)
     wait_written(rec, 3)
     rec.stop()
-    assert {m["id"] for m in list_records(tmp_path)} == {first, third}
-    assert rec.label_counts() == {"fall": 0, "false_alarm": 1}
-    # a restart reads the label back from the record
+    assert rec.records_written == 3
+    assert [m["id"] for m in list_records(tmp_path)] == [third, second]
+    assert rec.label_counts() == {"fall": 1, "false_alarm": 1}  # the pruned record's label is kept
+    # a restart reads the labels back from the index
     again = EventRecorder(cfg, tmp_path)
-    assert again.label_counts() == {"fall": 0, "false_alarm": 1}
+    assert again.label_counts() == {"fall": 1, "false_alarm": 1}
+    assert again.labels()[first]["label"] == "false_alarm" and again.labels()[first]["event"] == "fall"
     with pytest.raises(ValueError, match="label must be one of"):
         again.label(third, "maybe")
     with pytest.raises(ValueError, match="no event record"):
         again.label("../" + third, "fall")
+    with pytest.raises(ValueError, match="no event record"):
+        again.label(first, "fall")  # pruned: nothing left to label
     assert json.loads((tmp_path / third / "event.json").read_text())["label"] is None
+
+
+def test_a_label_given_before_the_index_existed_survives_pruning(tmp_path: Path) -> None:
+    # Records labelled by an older daemon carry their label in event.json only: pruning one moves it to the index.
+    rec = EventRecorder(EventsConfig(pre_s=0.3, post_s=0.3, clip_height=120), tmp_path).start()
+    old = record(rec, seconds=1.0, event_at=0.4)
+    wait_written(rec, 1)
+    rec.stop()
+    path = tmp_path / old / "event.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "label": "fall", "labelled": 5.0}))
+    assert not (tmp_path / "labels.json").exists() and rec.label_counts() == {"fall": 1, "false_alarm": 0}
+    rec.cfg = EventsConfig(max_mb=1e-6)
+    rec.prune()
+    assert list_records(tmp_path) == [] and rec.label_counts() == {"fall": 1, "false_alarm": 0}
+    assert json.loads((tmp_path / "labels.json").read_text())[old]["labelled"] == 5.0
 
 
 def test_keep_days_deletes_old_unlabelled_records_only(tmp_path: Path) -> None:
@@ -181,3 +206,50 @@ def test_privacy_skeleton_writes_no_camera_image(tmp_path: Path, privacy: bool) 
         assert all(float(np.std(img)) > 5 for img in images)
     else:  # the check itself can fail: without privacy the pattern is there
         assert min(shares) > 0.2
+
+
+DAMAGED = {  # issue 21 item 3: each made the records listing raise (TypeError at start, 500 on the page)
+    "recorded-null": ('"recorded": null', "recorded: must be a valid number"),
+    "recorded-string": ('"recorded": "yesterday"', "recorded: must be a valid number"),
+    "t-null": ('"t": null', "t: must be a valid number"),
+    "label-odd": ('"label": ["fall"]', "label: must be 'fall' or 'false_alarm'"),
+}
+
+
+def _damaged(directory: Path, name: str, field: str) -> None:
+    folder = directory / name
+    folder.mkdir()
+    good = {"event": "fall", "id": name, "t": 1.0, "track": 1, "label": None, "recorded": 1.0e9, "frames": 0}
+    text = json.dumps(good)
+    key = field.split(":")[0]
+    (folder / "event.json").write_text(re.sub(rf"{key}: [^,}}]*", field, text))
+
+
+def test_a_damaged_event_json_is_skipped_with_one_warning_never_a_crash(tmp_path: Path, caplog) -> None:
+    rec = EventRecorder(EventsConfig(pre_s=0.3, post_s=0.3, clip_height=120), tmp_path).start()
+    good = record(rec, seconds=1.0, event_at=0.4)
+    wait_written(rec, 1)
+    rec.stop()
+    for name, (field, _) in DAMAGED.items():
+        _damaged(tmp_path, name, field)
+    (tmp_path / "not-json").mkdir()
+    (tmp_path / "not-json" / "event.json").write_bytes(b"\xff{")
+    (tmp_path / "not-an-object").mkdir()
+    (tmp_path / "not-an-object" / "event.json").write_text("[1, 2]")
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.record_store"):
+        again = EventRecorder(EventsConfig(max_mb=1000), tmp_path).start()  # crashed here: TypeError in prune
+        listing = again.listing()
+        again.listing()  # listing again (the page polls) warns no more
+        again.stop()
+    assert [m["id"] for m in listing.records] == [good]
+    problems = {s["id"]: s["problem"] for s in listing.skipped}
+    assert {name: problems[name] for name in DAMAGED} == {name: p for name, (_, p) in DAMAGED.items()}
+    assert problems["not-json"].startswith("not JSON") and problems["not-an-object"] == "not a JSON object"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(DAMAGED) + 2, warnings
+    assert f"event record {tmp_path / 'recorded-null' / 'event.json'} skipped: recorded: must be" in "\n".join(warnings)
+    # the damaged records are left alone, and cannot be labelled, served or pruned
+    assert again.record_dir("recorded-null") is None and (tmp_path / "recorded-null").is_dir()
+    with pytest.raises(ValueError, match="no event record"):
+        again.label("t-null", "fall")
+    assert again.label_counts() == {"fall": 0, "false_alarm": 0}
