@@ -65,7 +65,7 @@ def _records(directory: Path) -> list[Case]:
     """The labelled records as cases; one line on stderr for each record left out, and one for the labels
     whose records were pruned (their pose recordings are gone with them)."""
     cases = []
-    listing = scan_records(directory)
+    listing = scan_records(directory, warn=False)  # one line of its own per skipped record, below
     for skipped in listing.skipped:
         print(f"fallwatch tune: skipping record {skipped['id']}: event.json {skipped['problem']}", file=sys.stderr)
     kept = {meta["id"] for meta in listing.records}

@@ -115,9 +115,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def scan_records(directory: Path) -> Listing:
+def scan_records(directory: Path, warn: bool = True) -> Listing:
     """Every record under ``directory``: the valid ones newest first, and what was skipped and why (each skipped
-    file is warned about once)."""
+    file is logged once, unless ``warn`` is false: the caller says it itself)."""
     listing = Listing()
     try:
         entries = list(Path(directory).iterdir())
@@ -131,7 +131,8 @@ def scan_records(directory: Path) -> Listing:
             listing.records.append(read_meta(entry))
         except (OSError, ValueError) as exc:
             problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            _warn_once(entry / "event.json", problem)
+            if warn:
+                _warn_once(entry / "event.json", problem)
             listing.skipped.append({"id": entry.name, "problem": problem})
     listing.records.sort(key=lambda m: m["recorded"], reverse=True)
     listing.skipped.sort(key=lambda s: s["id"])

@@ -82,3 +82,28 @@ def test_tune_never_unlearns_the_manifest_falls(household: Path, data_dir: Path,
     row = next(line for line in proc.stdout.splitlines() if line.startswith("manifest falls caught"))
     before, after = row.split()[3:]
     assert before == after == "8/8", proc.stdout
+
+
+def test_tune_skips_damaged_records_in_one_line_each_and_counts_pruned_labels(household: Path, tmp_path: Path):
+    # Issue 21 item 3: `"recorded": null` and `"t": null` in a labelled record's event.json printed tracebacks.
+    first = sorted(household.iterdir())[0]
+    for name, field in (("bad-recorded", "recorded"), ("bad-t", "t")):
+        folder = household / name
+        folder.mkdir()
+        (folder / "pose.jsonl").write_bytes((first / "pose.jsonl").read_bytes())
+        meta = json.loads((first / "event.json").read_text())
+        (folder / "event.json").write_text(json.dumps({**meta, "id": name, field: None}))
+    # a labelled record pruned over events.max_mb: its label is in the index, its folder gone
+    (household / "labels.json").write_text(json.dumps({"gone-1": {"label": "fall", "recorded": 1.0}}))
+    config = tmp_path / "fallwatch.yaml"
+    config.write_text(yaml.safe_dump({"camera": {"name": "home"}, "mqtt": {"enabled": False}}))
+    proc = fallwatch("tune", "--records", str(household), "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "fallwatch tune: skipping record bad-recorded: event.json recorded: must be a valid number",
+        "fallwatch tune: skipping record bad-t: event.json t: must be a valid number",
+        "fallwatch tune: 1 labelled record(s) were pruned (events.max_mb), their labels are kept but their pose "
+        "recordings are gone",
+    ]
+    assert "falls caught" in proc.stdout  # the four good records were tuned on
