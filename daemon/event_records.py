@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -42,6 +43,10 @@ FRAME_QUEUE = 8  # frames waiting to be drawn; more are skipped (the clip loses 
 MAX_ACTIVE = 4  # records collecting their post-roll at once
 WRITE_QUEUE = 4  # finished records waiting for the disk; beyond, new ones are dropped with a warning
 PLAIN_BACKGROUND = 48  # grey of the privacy mode's background
+# Free space kept beyond each frame written: the clip's index and the record's small files. A write on a full disk
+# would fail inside OpenCV, once per frame, each with a line of its own on stderr; checking first keeps it to our
+# one warning, and the partial record is removed.
+DISK_MARGIN = 256 * 1024
 RECORD_CODEC = ("MJPG", ".avi", "video/x-msvideo")
 # For watching: H.264 MP4 where OpenCV's FFmpeg has an encoder (e.g. the Pi's v4l2m2m), else VP8 WebM (Chromium and
 # Firefox play it; pip's OpenCV has it).
@@ -386,6 +391,7 @@ class EventRecorder:
         fourcc, ext, _ = RECORD_CODEC
         tmp = Path(tempfile.mkdtemp(prefix=f".{event_id}.", dir=self.dir))
         try:
+            _need_room(tmp, sum(len(jpeg) for _, jpeg, _ in frames))  # the whole clip, before any of it
             span = frames[-1][0] - frames[0][0] if len(frames) > 1 else 0.0
             fps = (len(frames) - 1) / span if span > 0 else 10.0
             if frames:
@@ -398,6 +404,7 @@ class EventRecorder:
                     raise OSError(f"cannot open a {fourcc} clip in {tmp}")
                 try:
                     for _, jpeg, _ in frames:
+                        _need_room(tmp, len(jpeg))
                         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                         if img is not None and (img.shape[1], img.shape[0]) == size:
                             writer.write(img)
@@ -522,6 +529,13 @@ class EventRecorder:
         if meta["id"] not in index:
             index[meta["id"]] = index_entry(meta, meta["label"], meta.get("labelled", meta["recorded"]))
             write_labels(self.dir, index)
+
+
+def _need_room(directory: Path, size: int) -> None:
+    """OSError (no space left) unless ``size`` bytes and the margin fit on the disk of ``directory``."""
+    st = os.statvfs(directory)
+    if st.f_bavail * st.f_frsize < size + DISK_MARGIN:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _size(path: Path) -> int:

@@ -253,3 +253,58 @@ def test_a_damaged_event_json_is_skipped_with_one_warning_never_a_crash(tmp_path
     with pytest.raises(ValueError, match="no event record"):
         again.label("t-null", "fall")
     assert again.label_counts() == {"fall": 0, "false_alarm": 0}
+
+
+FULL_DISK_CHILD = """
+import logging, sys, time, uuid
+sys.path.insert(0, sys.argv[2])
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
+from pathlib import Path
+from fallwatch.config.schema import EventsConfig
+from fallwatch.daemon.event_records import EventRecorder
+from test_event_records import record, wait_written
+import numpy as np
+noise = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)  # ~50 kB per JPEG frame
+rec = EventRecorder(EventsConfig(pre_s=1.0, post_s=1.0, clip_height=240), Path(sys.argv[1])).start()
+for n in range(3):
+    record(rec, seconds=2.5, event_at=1.2, t0=10.0 * n, image=noise)
+    wait_written(rec, n + 1)
+rec.stop()
+print(rec.records_written, rec.records_failed)
+print(sorted(p.name for p in Path(sys.argv[1]).iterdir()))  # what the failed records left behind
+"""
+
+
+def test_a_full_disk_costs_the_record_one_warning_not_a_line_per_frame(tmp_path: Path) -> None:
+    # Issue 21 item 7: a full disk while a record was written gave ~300 OpenCV "Failed to write frame" lines per
+    # record. A tmpfs of 256 kB (in a mount namespace of its own: no root needed, nothing mounted outside) holds
+    # no 2 s clip of camera noise.
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -rm (user and mount namespaces) to make a small full disk")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "child.py"
+    script.write_text(FULL_DISK_CHILD)
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=256k tmpfs "{disk}" && exec "{sys.executable}" "{script}" "{disk}/events" '
+            f'"{Path(__file__).resolve().parent}"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["0 3", "[]"], proc.stdout  # nothing partial is left
+    assert "Failed to write" not in proc.stderr, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0], warnings
+    assert "detection and MQTT go on" in warnings[0]
