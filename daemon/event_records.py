@@ -1,6 +1,8 @@
 """Event records kept locally: for every `fall` and `person_down`, a folder in the state directory with a short
 clip (events.pre_s before to events.post_s after), the pose recording of that span (JSONL, `replay` reads it),
-the annotated snapshot and the event JSON, where the user's label ("fall" / "false_alarm") is stored too.
+the annotated snapshot and the event JSON, where the user's label ("fall" / "false_alarm") is stored too (and in
+the label index, ``labels.json``, where it outlives the record: see record_store.py, which also checks every record
+read back).
 
 The pipeline thread only hands over references (``on_frame``, ``on_event``: a non-blocking queue put). Two
 low-priority threads do the rest: "events-frames" draws and JPEG-encodes each frame at clip height into the
@@ -448,10 +450,6 @@ class EventRecorder:
         except (OSError, ValueError):
             return None
         return path
-
-    def records(self) -> list[dict]:
-        """Every valid record's event JSON, newest first."""
-        return self.listing().records
 
     def listing(self) -> Listing:
         """The valid records, newest first, and the skipped ones with the reason."""

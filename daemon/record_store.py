@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -145,10 +144,6 @@ def list_records(directory: Path) -> list[dict]:
 
 
 # -- the label index -----------------------------------------------------------------------------------------------
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def read_labels(directory: Path) -> dict[str, dict]:
     """id -> {"label", "labelled", "event", "camera", "t", "recorded"} of every labelled record, pruned or not.
     A damaged index is warned about and read as empty (the records' own event.json still carry their labels)."""
@@ -163,11 +158,7 @@ def read_labels(directory: Path) -> dict[str, dict]:
     if not isinstance(data, dict):
         _warn_once(path, "the label index is not a JSON object")
         return {}
-    return {
-        k: v
-        for k, v in data.items()
-        if ID_RE.match(k) and isinstance(v, dict) and v.get("label") in LABELS and _finite(v.get("recorded", 0))
-    }
+    return {k: v for k, v in data.items() if ID_RE.match(k) and isinstance(v, dict) and v.get("label") in LABELS}
 
 
 def write_labels(directory: Path, labels: dict[str, dict]) -> None:
