@@ -138,11 +138,6 @@ def scan_records(directory: Path, warn: bool = True) -> Listing:
     return listing
 
 
-def list_records(directory: Path) -> list[dict]:
-    """The valid records' event JSON, newest first."""
-    return scan_records(directory).records
-
-
 # -- the label index -----------------------------------------------------------------------------------------------
 def read_labels(directory: Path) -> dict[str, dict]:
     """id -> {"label", "labelled", "event", "camera", "t", "recorded"} of every labelled record, pruned or not.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fallwatch.config.schema import EventsConfig
 from fallwatch.daemon.event_records import EventRecorder, playable_clip
-from fallwatch.daemon.record_store import list_records
+from fallwatch.daemon.record_store import scan_records
 from fallwatch.pose.types import Person
 from fallwatch.rules.recording import read_recording
 
@@ -106,7 +106,7 @@ def test_a_fall_keeps_clip_pose_recording_snapshot_and_event(tmp_path: Path) -> 
     path, mime = playable_clip(folder)
     assert mime in ("video/mp4", "video/webm") and len(clip_frames(path)) == len(clip)
     assert playable_clip(folder) == (path, mime)
-    assert [m["id"] for m in list_records(tmp_path)] == [event_id]
+    assert [m["id"] for m in scan_records(tmp_path).records] == [event_id]
 
 
 def test_max_mb_drops_the_oldest_records_labelled_or_not_and_keeps_their_labels(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_max_mb_drops_the_oldest_records_labelled_or_not_and_keeps_their_labels(
     wait_written(rec, 3)
     rec.stop()
     assert rec.records_written == 3
-    assert [m["id"] for m in list_records(tmp_path)] == [third, second]
+    assert [m["id"] for m in scan_records(tmp_path).records] == [third, second]
     assert rec.label_counts() == {"fall": 1, "false_alarm": 1}  # the pruned record's label is kept
     # a restart reads the labels back from the index
     again = EventRecorder(cfg, tmp_path)
@@ -154,7 +154,7 @@ def test_a_label_given_before_the_index_existed_survives_pruning(tmp_path: Path)
     assert not (tmp_path / "labels.json").exists() and rec.label_counts() == {"fall": 1, "false_alarm": 0}
     rec.cfg = EventsConfig(max_mb=1e-6)
     rec.prune()
-    assert list_records(tmp_path) == [] and rec.label_counts() == {"fall": 1, "false_alarm": 0}
+    assert scan_records(tmp_path).records == [] and rec.label_counts() == {"fall": 1, "false_alarm": 0}
     assert json.loads((tmp_path / "labels.json").read_text())[old]["labelled"] == 5.0
 
 
@@ -171,7 +171,7 @@ def test_keep_days_deletes_old_unlabelled_records_only(tmp_path: Path) -> None:
         meta["recorded"] -= 40 * 86400
         path.write_text(json.dumps(meta))
     rec.prune()
-    assert [m["id"] for m in list_records(tmp_path)] == [b]
+    assert [m["id"] for m in scan_records(tmp_path).records] == [b]
 
 
 def test_an_unwritable_directory_costs_the_records_only(tmp_path: Path, caplog) -> None:
@@ -184,7 +184,7 @@ def test_an_unwritable_directory_costs_the_records_only(tmp_path: Path, caplog) 
         record(rec, seconds=1.0, event_at=0.4, t0=10)
         wait_written(rec, 2)
         rec.stop()
-    assert rec.records_failed == 2 and not list_records(folder)
+    assert rec.records_failed == 2 and not scan_records(folder).records
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "detection and MQTT go on" in warnings[0].getMessage()
 
