@@ -36,7 +36,19 @@ import numpy as np
 from fallwatch.config.schema import EventsConfig
 from fallwatch.rules.events import ALARMS
 
-from .record_store import ID_RE, LABELS, Listing, index_entry, read_labels, read_meta, scan_records, write_labels
+from .record_store import (
+    ID_RE,
+    LABELS,
+    POSES_SHARE,
+    Listing,
+    index_entry,
+    keep_pose,
+    read_labels,
+    read_meta,
+    scan_records,
+    trim_poses,
+    write_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -497,25 +509,29 @@ class EventRecorder:
     def prune(self) -> None:
         """Unlabelled records older than keep_days go; then, over max_mb, the oldest records, labelled or not (a
         flood of labels must not make room for nothing but new records). A pruned record's label stays in the
-        index."""
+        index, and its pose recording among the kept ones (at most a tenth of max_mb, oldest out first)."""
         with self._lock:
             records = sorted(self.listing().records, key=lambda m: m["recorded"])
             now = time.time()
             sizes = {m["id"]: _size(self.dir / m["id"]) for m in records}
-            total = sum(sizes.values())
+            poses_max = POSES_SHARE * self.cfg.max_mb * 1e6
+            total = sum(sizes.values()) + trim_poses(self.dir, poses_max)
             for meta in records:
                 too_old = not meta.get("label") and now - meta["recorded"] > self.cfg.keep_days * 86400
                 if not (too_old or total > self.cfg.max_mb * 1e6):
                     continue
+                kept = 0
                 if meta.get("label") in LABELS:
                     self._keep_label(meta)
+                    kept = keep_pose(self.dir, meta["id"])
                 shutil.rmtree(self.dir / meta["id"], ignore_errors=True)
-                total -= sizes[meta["id"]]
+                total -= sizes[meta["id"]] - kept
                 log.info(
                     "event record %s deleted (%s)",
                     meta["id"],
                     "older than events.keep_days" if too_old else "over events.max_mb",
                 )
+            trim_poses(self.dir, poses_max)
             # Leftovers of a write cut short (power loss): never a record, always garbage.
             for partial in self.dir.glob(".*.*"):
                 if partial.is_dir() and now - partial.stat().st_mtime > 600:

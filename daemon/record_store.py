@@ -7,7 +7,8 @@ the events page and `tune` can say what they left out. Nothing here raises for a
 
 The label index (``labels.json``) holds each labelled record's label and the few fields `tune` and the counts
 need. Labelled records are pruned like the others (oldest first, over ``events.max_mb``); their labels stay in
-the index, so the household's count of labels survives and `tune` can say which labelled records are gone.
+the index and their pose recordings (a few dozen kB, where the clip is MBs) in ``labelled-poses/``, up to a tenth
+of ``events.max_mb``, so `tune` still learns from them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 LABELS = ("fall", "false_alarm")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")  # event ids are uuid4s; nothing that could be a path
 INDEX = "labels.json"
+POSES = "labelled-poses"  # <id>.jsonl: the pose recordings of pruned labelled records
+POSES_SHARE = 0.1  # of events.max_mb
 MAX_EVENT_JSON = 1_000_000  # a record's event.json is about 1 kB; a bigger one is not ours
 _WARNED_MAX = 1000  # files already warned about (one warning per file and version, not one per listing)
 
@@ -173,3 +176,37 @@ def index_entry(meta: dict, label: str, labelled: float) -> dict:
         "t": meta.get("t"),
         "recorded": meta.get("recorded"),
     }
+
+
+# -- the pose recordings of pruned labelled records ----------------------------------------------------------------
+def keep_pose(directory: Path, event_id: str) -> int:
+    """Move a labelled record's pose recording out of its folder (about to be deleted); its size, 0 if none."""
+    source = Path(directory) / event_id / "pose.jsonl"
+    try:
+        (Path(directory) / POSES).mkdir(exist_ok=True)
+        size = source.stat().st_size
+        os.replace(source, Path(directory) / POSES / f"{event_id}.jsonl")
+    except OSError:
+        return 0
+    return size
+
+
+def trim_poses(directory: Path, max_bytes: float) -> int:
+    """Delete the oldest kept pose recordings until they take at most ``max_bytes``; the bytes they still take."""
+    try:
+        kept = sorted((p.stat().st_mtime, p.stat().st_size, p) for p in (Path(directory) / POSES).glob("*.jsonl"))
+    except OSError:
+        return 0
+    total = sum(size for _, size, _ in kept)
+    for _, size, path in kept:
+        if total <= max_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+    return total
+
+
+def pose_recording(directory: Path, event_id: str) -> Path:
+    """Where a labelled record's pose recording is: in its folder, or kept after the folder was pruned."""
+    own = Path(directory) / event_id / "pose.jsonl"
+    return own if own.is_file() else Path(directory) / POSES / f"{event_id}.jsonl"

@@ -122,6 +122,7 @@ def test_max_mb_drops_the_oldest_records_labelled_or_not_and_keeps_their_labels(
     for event_id, label in ((first, "false_alarm"), (second, "fall")):  # the flood labels every record
         rec.label(event_id, label)
     one = sum(f.stat().st_size for f in (tmp_path / second).iterdir())
+    first_frames = json.loads((tmp_path / first / "event.json").read_text())["frames"]
     # room for about two records: the next one pushes out the oldest, labelled or not
     rec.cfg = EventsConfig(pre_s=0.3, post_s=0.3, clip_height=120, max_mb=2.5 * one / 1e6)
     third = record(rec, seconds=1.0, event_at=0.4, t0=20)
@@ -130,6 +131,8 @@ def test_max_mb_drops_the_oldest_records_labelled_or_not_and_keeps_their_labels(
     assert rec.records_written == 3
     assert [m["id"] for m in scan_records(tmp_path).records] == [third, second]
     assert rec.label_counts() == {"fall": 1, "false_alarm": 1}  # the pruned record's label is kept
+    kept = tmp_path / "labelled-poses" / f"{first}.jsonl"  # and its pose recording, for `tune`
+    assert len(list(read_recording(kept))) == first_frames > 5
     # a restart reads the labels back from the index
     again = EventRecorder(cfg, tmp_path)
     assert again.label_counts() == {"fall": 1, "false_alarm": 1}
@@ -156,6 +159,8 @@ def test_a_label_given_before_the_index_existed_survives_pruning(tmp_path: Path)
     rec.prune()
     assert scan_records(tmp_path).records == [] and rec.label_counts() == {"fall": 1, "false_alarm": 0}
     assert json.loads((tmp_path / "labels.json").read_text())[old]["labelled"] == 5.0
+    # kept pose recordings take at most a tenth of events.max_mb: none fits in this one
+    assert list((tmp_path / "labelled-poses").iterdir()) == []
 
 
 def test_keep_days_deletes_old_unlabelled_records_only(tmp_path: Path) -> None:
