@@ -76,7 +76,7 @@ def big_jpeg(side: int) -> bytes:
 @pytest.fixture(scope="module")
 def bypasses(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bypasses")
-    names = ("deflate.tif", "pbm.png", "app-segments.jpg", "junk-inside.jpg", "junk-before.jpg")
+    names = ("deflate.tif", "pbm.png", "app-segments.jpg", "junk-between.jpg", "junk-inside.jpg", "junk-before.jpg")
     files = {name: folder / name for name in names}
     deflate_tiff(files["deflate.tif"], SIDE)
     with files["pbm.png"].open("wb") as fh:  # a PBM (1 bit per pixel) however it is named
@@ -85,7 +85,9 @@ def bypasses(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     jpeg = big_jpeg(SIDE)
     app = b"".join(b"\xff\xe9" + struct.pack(">H", 65002) + bytes(65000) for _ in range(6))  # 390 kB
     files["app-segments.jpg"].write_bytes(jpeg[:2] + app + jpeg[2:])
-    files["junk-inside.jpg"].write_bytes(jpeg[:2] + b"\x00" + jpeg[2:])  # libjpeg skips it, with a warning
+    app0 = 4 + int.from_bytes(jpeg[4:6], "big")  # the end of the APP0 segment after the start marker
+    files["junk-between.jpg"].write_bytes(jpeg[:app0] + b"\x00" + jpeg[app0:])  # the header parser stopped there
+    files["junk-inside.jpg"].write_bytes(jpeg[:2] + b"\x00" + jpeg[2:])
     files["junk-before.jpg"].write_bytes(b"\x00" + jpeg)
     return files
 
@@ -99,9 +101,11 @@ def test_sizes_come_from_the_decoder_not_from_the_name_or_a_hand_parsed_header(
     too_large = f"{SIDE}x{SIDE} is larger than the limit of 16.8 megapixels; skipped (scale it down first)"
     assert got["deflate.tif"]["result"] == f"{bypasses['deflate.tif']}: {too_large}"
     assert got["pbm.png"]["result"] == f"{bypasses['pbm.png']}: {too_large}"
-    # a JPEG above the limit is decoded at a reduced scale, as libjpeg allows: 1/4 here
+    # a JPEG above the limit is decoded at a reduced scale, as libjpeg allows: 1/4 here (Pillow, like libjpeg,
+    # steps over a junk byte between two segments)
     assert got["app-segments.jpg"]["result"] == [SIDE // 4, SIDE // 4, 3]
-    # a junk byte after the JPEG's start or before it: Pillow does not take it for a JPEG, and nothing is decoded
+    assert got["junk-between.jpg"]["result"] == [SIDE // 4, SIDE // 4, 3]
+    # a junk byte right after the JPEG's start or before it: Pillow does not take it for a JPEG, nothing is decoded
     for name in ("junk-inside.jpg", "junk-before.jpg"):
         assert got[name]["result"] == f"{bypasses[name]}: not a readable image (unknown format)"
     # a full decode of any of them is 432 MB (the whole frame as BGR) above the baseline
