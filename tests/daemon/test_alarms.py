@@ -181,7 +181,8 @@ def test_the_daemon_labels_the_record_of_a_false_alarm_and_closes_one_without_a_
 
     records = tmp_path / "events"
     (records / "ev-1").mkdir(parents=True)
-    (records / "ev-1" / "event.json").write_text(json.dumps(event()))  # a record as the recorder keeps it
+    record = {**event(), "recorded": T0, "frames": 30}  # an event record as the recorder keeps it
+    (records / "ev-1" / "event.json").write_text(json.dumps(record))
     daemon = Daemon(Config())
     daemon.records = EventRecorder(EventsConfig(), records)
     sent: list[dict] = []
