@@ -15,8 +15,11 @@ commands are exactly the contract's.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -30,7 +33,7 @@ from typing import Any, Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: conftest (Mosquitto), testnet, waiting
-sys.path.insert(0, str(HERE.parent / "mqtt"))  # mqtt_testlib (Sub, make_event)
+sys.path.append(str(HERE.parent / "mqtt"))  # mqtt_testlib (Sub, make_event); after tests/, whose conftest is ours
 from conftest import Mosquitto  # noqa: E402
 from fallwatch.config.schema import MqttConfig  # noqa: E402
 from fallwatch.daemon.mqtt import MqttPublisher  # noqa: E402
@@ -167,8 +170,10 @@ class HomeAssistant:
 
 
 def write_config(config: Path, port: int, blueprint: Path) -> None:
-    """A small Home Assistant: the HTTP API, onboarding, config editors, automations, the companion app, MQTT."""
-    config.mkdir(parents=True, exist_ok=True)
+    """A small Home Assistant: the HTTP API, onboarding, config editors, automations, the companion app, MQTT.
+    A new one each run (the root filesystem is reused): no user, no integration, no registry left from before."""
+    shutil.rmtree(config, ignore_errors=True)
+    config.mkdir(parents=True)
     (config / "configuration.yaml").write_text(
         f"""homeassistant:
   name: fallwatch test home
@@ -243,6 +248,7 @@ class Harness:
             ("nobody answers: escalation -> false alarm", self.escalation),
             ("HA buttons: contract payloads, resolved closes the wait", self.buttons),
             ("a camera removed: its entities and device go", self.camera_removed),
+            ("fallwatch run on a fall clip: HA's button closes the real alarm", self.real_daemon),
         ]
         failed = None
         try:
@@ -319,6 +325,14 @@ class Harness:
         )
         ha.token = token["access_token"]
         check(ha.request("GET", "/api/")["message"] == "API running.", "the API does not answer with the token")
+        # the API answers before every integration is set up: wait for the start to finish
+        check(
+            wait_until(lambda: ha.request("GET", "/api/config")["state"] == "RUNNING", 300, step=0.5),
+            "Home Assistant did not finish starting in 300 s",
+        )
+        loaded = set(ha.request("GET", "/api/config")["components"])
+        missing = {"mobile_app", "automation", "person", "config"} - loaded
+        check(not missing, f"integrations not set up: {missing}")
 
     def setup_mqtt(self) -> None:
         ha = self.ha
@@ -547,6 +561,72 @@ class Harness:
         )
         for entity_id in entity_ids("living").values():
             check(ha.state(entity_id) is not None, f"{entity_id} went with the other camera")
+
+    def real_daemon(self) -> None:
+        """The daemon itself (`fallwatch run` on a dev fall clip, looped), with its alarms: the fall reaches the
+        phone, Home Assistant's "Acknowledge alarm" button reaches fallwatch, which closes the alarm and publishes
+        `resolved`, which ends the blueprint's wait and tells the phone."""
+        ha = self.ha
+        assert ha is not None and self.broker is not None
+        if importlib.util.find_spec("fallwatch.daemon.alarms") is None:
+            print("[ha-test]   skipped: this fallwatch has no alarms yet (daemon/alarms.py)", flush=True)
+            return
+        clip = Path(os.environ.get("FALLWATCH_DATA_DIR", HERE.parents[2] / "shared" / "data"))
+        clip = clip / "gmdcsa24-dev" / "Subject 1" / "Fall" / "13.mp4"  # the shortest dev fall clip (4.3 s)
+        check(clip.is_file(), f"no clip {clip} (set FALLWATCH_DATA_DIR)")
+        config = self.log_dir / "fallwatch.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "camera": {"source": str(clip), "loop": True},
+                    "mqtt": {
+                        "host": "127.0.0.1",
+                        "port": self.broker.port,
+                        "device_id": "pi",
+                        "state_dir": str(self.log_dir / "daemon-state"),
+                        "heartbeat_s": 5,
+                    },
+                    "debug": {"enabled": False},
+                }
+            )
+        )
+        events = Sub(self.broker.port, ["fallwatch/pi/event"])
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "fallwatch"), "run", "--config", str(config)],
+            stdout=open(self.log_dir / "fallwatch.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def first(kind: str, **fields: Any) -> Optional[dict]:
+                for payload in events.on("fallwatch/pi/event"):
+                    event = json.loads(payload)
+                    if event.get("event") == kind and all(event.get(k) == v for k, v in fields.items()):
+                        return event
+                return None
+
+            check(wait_until(lambda: first("fall"), 180, step=0.5), "fallwatch run published no fall in 180 s")
+            fall = first("fall")
+            assert fall is not None
+            self._push("ada", fall["id"], "the daemon's fall notification")
+            ha.wait_state("button.fallwatch_pi_ack", lambda s: s is not None and s["state"] != "unavailable", "no")
+            ha.request("POST", "/api/services/button/press", {"entity_id": "button.fallwatch_pi_ack"})
+            check(
+                wait_until(lambda: first("resolved", alarm_id=fall["id"]), SLOW, step=0.3),
+                f"fallwatch did not resolve the alarm {fall['id']}: {events.on('fallwatch/pi/event')[-3:]}",
+            )
+            resolved = first("resolved", alarm_id=fall["id"])
+            assert resolved is not None
+            check(resolved["reason"] == "ack" and resolved["by"] == "home-assistant", f"resolved {resolved}")
+            push = self._push("ada", fall["id"], "the resolved notice", title="Resolved: camera")
+            check("home-assistant is on the way" in push["message"], f"resolved notice {push['message']!r}")
+        finally:
+            daemon.terminate()
+            try:
+                daemon.wait(20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+            events.close()
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _push(self, who: str, event_id: str, what: str, title: Optional[str] = None) -> dict:

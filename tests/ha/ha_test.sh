@@ -9,9 +9,9 @@
 #
 #   sudo tests/ha/ha_test.sh [--rebuild] [--keep]
 #
-# Cached outside the checkout, in $HA_TEST_CACHE (/var/cache/fallwatch-ha-test): the root filesystem with Home
-# Assistant installed (trixie-amd64-ha-<version>.tar, rebuilt when the package list or the version changes) and
-# pip's cache, so a warm run only unpacks it.
+# Cached outside the checkout, in $HA_TEST_CACHE (/var/cache/fallwatch-ha-test): Debian's root filesystem
+# (trixie-amd64.tar), the same with Home Assistant installed, unpacked (trixie-amd64-ha-<version>/, rebuilt when the
+# package list or the version changes), and pip's cache; so a warm run starts Home Assistant at once.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -19,8 +19,9 @@ CACHE="${HA_TEST_CACHE:-/var/cache/fallwatch-ha-test}"
 MIRROR="${HA_TEST_MIRROR:-http://deb.debian.org/debian}"
 HA_VERSION="${HA_TEST_VERSION:-2026.2.3}"  # the newest Home Assistant for Python 3.13 (trixie's)
 PYTHON="${HA_TEST_PYTHON:-$REPO/.venv/bin/python}"  # runs the harness: fallwatch's own venv
-# gcc and python3-dev: for a requirement without a wheel (Home Assistant installs the MQTT integration's at start)
-PACKAGES="python3,python3-venv,python3-dev,ca-certificates,gcc,libc6-dev"
+# gcc, g++ and python3-dev: for the requirements without a wheel for Python 3.13 that Home Assistant builds at its
+# start (pymicro-vad and pyspeex-noise, for the voice pipeline the companion app pulls in)
+PACKAGES="python3,python3-venv,python3-dev,ca-certificates,gcc,g++,libc6-dev"
 REBUILD=0
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -50,20 +51,14 @@ fi
 
 RUN="$(mktemp -d /tmp/fallwatch-ha-test.XXXXXX)"
 ROOT=
-HASS=
 PHASE=
 phase_start() { PHASE="$1"; T0=$(date +%s); log "$PHASE"; }
 phase_end() { log "$PHASE took $(($(date +%s) - T0)) s"; }
 fail() { printf '[ha-test] %s FAILED: %s\n' "$PHASE" "$*" >&2; exit 1; }
 # shellcheck disable=SC2317  # (a trap)
 cleanup() {
-  if [ -n "$HASS" ]; then
-    kill "$HASS" 2>/dev/null || true
-    wait "$HASS" 2>/dev/null || true
-  fi
   if [ -n "$ROOT" ]; then
     umount -R "$ROOT/dev" "$ROOT/proc" "$ROOT/root/.cache/pip" 2>/dev/null || true
-    if [ "$KEEP" -eq 0 ]; then rm -rf --one-file-system "$ROOT"; else log "kept $ROOT"; fi
   fi
   if [ "$KEEP" -eq 0 ]; then rm -rf "$RUN"; else log "kept $RUN (hass.log)"; fi
 }
@@ -87,15 +82,16 @@ mount_root() {
 # --- the root filesystem with Home Assistant, built once and cached -----------------------------------------------
 phase_start "root filesystem with Home Assistant $HA_VERSION"
 mkdir -p "$CACHE"
-tar_ha="$CACHE/trixie-amd64-ha-$HA_VERSION.tar" stamp="$CACHE/trixie-amd64-ha-$HA_VERSION.packages"
+# The root filesystem stays unpacked in the cache: Home Assistant installs what its built-in integrations need
+# (the frontend, ...) into its venv at its first start, and keeps it for the next runs.
+ROOT="$CACHE/trixie-amd64-ha-$HA_VERSION" stamp="$CACHE/trixie-amd64-ha-$HA_VERSION.packages"
 base="$CACHE/trixie-amd64.tar" base_stamp="$CACHE/trixie-amd64.packages"
-ROOT="$(mktemp -d /var/tmp/fallwatch-ha-test-root.XXXXXX)"
-if [ "$REBUILD" -eq 0 ] && [ -f "$tar_ha" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$PACKAGES" ]; then
-  log "reusing $tar_ha"
-  tar -xf "$tar_ha" -C "$ROOT"
+if [ "$REBUILD" -eq 0 ] && [ -x "$ROOT/opt/ha/bin/hass" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$PACKAGES" ]; then
+  log "reusing $ROOT"
   mount_root
 else
-  rm -f "$tar_ha" "$stamp"
+  rm -rf --one-file-system "$ROOT" "$ROOT.partial"
+  rm -f "$stamp"
   if [ "$REBUILD" -eq 1 ] || [ ! -f "$base" ] || [ "$(cat "$base_stamp" 2>/dev/null)" != "$PACKAGES" ]; then
     rm -f "$base" "$base_stamp"
     mmdebstrap --quiet --variant=apt --format=tar --include="$PACKAGES" trixie "$base.partial" "$MIRROR" \
@@ -103,26 +99,35 @@ else
     mv "$base.partial" "$base"
     echo "$PACKAGES" >"$base_stamp"
   fi
+  ROOT="$ROOT.partial"
+  mkdir -p "$ROOT"
   tar -xf "$base" -C "$ROOT"
   mount_root
   in_root python3 -m venv /opt/ha
   in_root pip install --quiet --upgrade pip
-  in_root pip install --quiet "homeassistant==$HA_VERSION" || fail "pip could not install homeassistant==$HA_VERSION"
-  # The requirements of the integrations the test loads (MQTT: paho-mqtt; mobile_app: PyNaCl; ...), as their
-  # manifests pin them, installed now rather than by hass at start (so a warm run needs no network).
-  in_root python3 - >"$RUN/requirements.txt" <<'EOF' || fail "cannot read the integrations' manifests"
-import json, pathlib
-components = next(pathlib.Path("/opt/ha/lib").glob("python3*/site-packages/homeassistant/components"))
-for name in ("mqtt", "mobile_app", "http", "api", "config", "onboarding", "person", "tag", "webhook", "automation"):
-    manifest = components / name / "manifest.json"
-    if manifest.exists():
-        print("\n".join(json.loads(manifest.read_text()).get("requirements", [])))
+  # Home Assistant pins its whole dependency tree in the wheel's package_constraints.txt: without it pip
+  # backtracks through dozens of versions of its Bluetooth libraries for many minutes.
+  in_root pip download --quiet --no-deps -d /tmp/ha-wheel "homeassistant==$HA_VERSION" \
+    || fail "pip could not download homeassistant==$HA_VERSION"
+  # The requirements of the integrations the test sets up later (MQTT: paho-mqtt; the companion app: PyNaCl),
+  # as their manifests pin them, and of the login's TOTP module, installed now rather than by hass.
+  in_root python3 - <<'EOF' || fail "cannot read the wheel's constraints and the integrations' manifests"
+import json, pathlib, re, zipfile
+wheel = zipfile.ZipFile(next(pathlib.Path("/tmp/ha-wheel").glob("homeassistant-*.whl")))
+pathlib.Path("/tmp/ha-wheel/constraints.txt").write_bytes(wheel.read("homeassistant/package_constraints.txt"))
+wanted = []
+for name in ("mqtt", "mobile_app"):
+    wanted += json.loads(wheel.read(f"homeassistant/components/{name}/manifest.json")).get("requirements", [])
+totp = wheel.read("homeassistant/auth/mfa_modules/totp.py").decode()
+wanted += json.loads(re.search(r"REQUIREMENTS = (\[.*?\])", totp).group(1).replace("'", '"'))
+pathlib.Path("/tmp/ha-wheel/requirements.txt").write_text("\n".join(wanted) + "\n")
 EOF
-  cp "$RUN/requirements.txt" "$ROOT/tmp/requirements.txt"
-  in_root pip install --quiet -r /tmp/requirements.txt || fail "pip could not install $(tr '\n' ' ' <"$RUN/requirements.txt")"
+  in_root sh -c 'pip install --quiet -c /tmp/ha-wheel/constraints.txt /tmp/ha-wheel/homeassistant-*.whl \
+    -r /tmp/ha-wheel/requirements.txt' || fail "pip could not install homeassistant==$HA_VERSION"
+  rm -rf "$ROOT/tmp/ha-wheel"
   umount -R "$ROOT/dev" "$ROOT/proc" "$ROOT/root/.cache/pip"
-  tar -cf "$tar_ha.partial" -C "$ROOT" .
-  mv "$tar_ha.partial" "$tar_ha"
+  mv "$ROOT" "${ROOT%.partial}"
+  ROOT="${ROOT%.partial}"
   echo "$PACKAGES" >"$stamp"
   mount_root
 fi
@@ -133,7 +138,9 @@ phase_end
 # ha_harness.py starts mosquitto and a push endpoint on the host, writes Home Assistant's configuration into
 # $ROOT/tmp/ha-config, and starts hass in the chroot through the command given (so it can also stop it).
 phase_start harness
-HASS_CMD="chroot $ROOT /usr/bin/env -i PATH=/opt/ha/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 hass -c /tmp/ha-config"
+# SSL_CERT_FILE and UV_NATIVE_TLS: the uv that Home Assistant installs requirements with trusts what the host does
+HASS_CMD="chroot $ROOT /usr/bin/env -i PATH=/opt/ha/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 \
+SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt UV_NATIVE_TLS=1 hass -c /tmp/ha-config"
 "$PYTHON" "$REPO/tests/ha/ha_harness.py" --root "$ROOT" --hass "$HASS_CMD" --blueprint \
   "$REPO/homeassistant/blueprints/automation/fallwatch/fallwatch_alarm.yaml" --log-dir "$RUN" \
   || fail "see the lines above (and $RUN/hass.log with --keep)"
