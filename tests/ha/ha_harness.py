@@ -252,6 +252,7 @@ class Harness:
             ("phone: I'm on my way -> ack command -> resolved notice", self.phone_ack),
             ("nobody answers: escalation -> false alarm", self.escalation),
             ("HA buttons: contract payloads, resolved closes the wait", self.buttons),
+            ("a test event: a plain notification per camera", self.test_event),
             ("a camera removed: its entities and device go", self.camera_removed),
             ("fallwatch run on a fall clip: HA's button closes the real alarm", self.real_daemon),
         ]
@@ -554,6 +555,24 @@ class Harness:
         push = self._push("ada", event["id"], "the resolved notice after the button", title="Resolved: living")
         check("home-assistant is on the way" in push["message"], f"resolved notice {push['message']!r}")
         check(not self.relay.to("bob-push-token", lambda p: event["id"] in json.dumps(p)), "bob was told")
+
+    def test_event(self) -> None:
+        """{"test": true} on <prefix>/set: fallwatch's test event reaches the first contact, without ringing."""
+        assert self.broker is not None
+        sender = Sub(self.broker.port, [f"{PREFIX}/event"])
+        try:
+            sender.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1)
+            for camera in CAMERAS:
+                title = f"fallwatch test ({camera.replace('_', ' ')})"
+                check(
+                    wait_until(lambda t=title: self.relay.to("ada-push-token", lambda p: p.get("title") == t), SLOW),
+                    f"no test notification {title!r}",
+                )
+                push = self.relay.to("ada-push-token", lambda p, t=title: p.get("title") == t)[-1]
+                check("actions" not in push.get("data", {}) and "push" not in push.get("data", {}), f"{push}")
+            check(not self.relay.to("bob-push-token", lambda p: "test" in p.get("title", "")), "bob got a test")
+        finally:
+            sender.close()
 
     def camera_removed(self) -> None:
         ha = self.ha
