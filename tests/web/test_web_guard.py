@@ -54,15 +54,15 @@ def with_records(start_server, tmp_path, clip_frames, data_dir):
 
 
 # ---- item 4: slow bodies, reserved slots, per-client limit -------------------------------------------------------
-def test_dripping_post_bodies_cannot_hold_healthz_shut(start_server, feeders, clip_frames):
+def test_dripping_post_bodies_cannot_hold_healthz_shut(with_records, feeders, clip_frames):
     # 40 clients sent a POST head with Content-Length: 4000, then one body byte every 20 s: every slot was taken
     # and /healthz and /metrics answered 503 for as long as they dripped. Now the body is read within a deadline
     # before the request takes a slot, in the bounded waiting pool.
-    run = start_server()
+    run, _ = with_records(count=1)
     feeders(run.hub, clip_frames)
     assert wait_until(lambda: run.request("/healthz")[0] == 200, timeout=10)
     head = (
-        b"POST /api/records/x/label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"POST /api/records/rec0/label HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: 4000\r\n\r\n{"
     )
     drips, opened = [], time.monotonic()
@@ -80,6 +80,7 @@ def test_dripping_post_bodies_cannot_hold_healthz_shut(start_server, feeders, cl
                     pass
             answers += [run.request(path, timeout=3)[0] for path in ("/healthz", "/metrics")]
             time.sleep(0.5)
+        assert set(answers) == {200}, f"{answers.count(503)} of {len(answers)} answers were 503"
         # every dripping client is cut off at the deadline (408) or was dropped for a newer one: none is held
         for s in drips:
             s.settimeout(3)
@@ -90,15 +91,15 @@ def test_dripping_post_bodies_cannot_hold_healthz_shut(start_server, feeders, cl
     finally:
         for s in drips:
             s.close()
-    assert answers and set(answers) == {200}, f"{answers.count(503)} of {len(answers)} answers were 503"
 
 
-def _stream(port: int, source: str) -> http.client.HTTPConnection:
-    """An open MJPEG stream (it holds a slot until closed)."""
+def _stream(port: int, source: str) -> http.client.HTTPResponse:
+    """An open MJPEG stream (it holds a slot until closed; the response owns the socket)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
     conn.request("GET", "/stream.mjpg")
-    assert conn.getresponse().status == 200
-    return conn
+    resp = conn.getresponse()
+    assert resp.status == 200
+    return resp
 
 
 def test_healthz_and_metrics_have_slots_no_one_else_takes_and_each_address_a_limit(
@@ -122,8 +123,8 @@ def test_healthz_and_metrics_have_slots_no_one_else_takes_and_each_address_a_lim
             assert _request(run.port, "/healthz", source=source)[0] == 200
             assert _request(run.port, "/metrics", source=source)[0] == 200
     finally:
-        for conn in streams:
-            conn.close()
+        for resp in streams:
+            resp.close()
     assert wait_until(lambda: _request(run.port, "/api/stats")[0] == 200, timeout=10), "slots come back"
 
 
@@ -266,7 +267,7 @@ def test_a_clip_first_viewed_on_a_full_disk_is_an_error_and_leaves_nothing(
 def test_a_range_of_thousands_of_digits_is_416_not_a_traceback(with_records, caplog, capfd):
     run, events_dir = with_records(count=1)
     (events_dir / "rec0" / "clip.webm").write_bytes(b"x" * 1000)  # as if converted already
-    huge = "9" * 4300
+    huge = "9" * 4301  # one more than int() takes from a string
     with caplog.at_level(logging.WARNING):
         status, headers, _ = _request(run.port, "/api/records/rec0/clip", headers={"Range": f"bytes={huge}-"})
         assert status == 416 and headers["Content-Range"] == "bytes */1000"
@@ -290,7 +291,7 @@ def test_clients_that_leave_mid_request_or_mid_answer_leave_no_traceback(with_re
     requests = [
         f"GET /latest.jpg?camera={long_name} HTTP/1.1\r\nHost: a\r\n\r\n".encode(),
         b"GET /api/records?camera=nosuch HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"GET /api/records/rec0/clip HTTP/1.1\r\nHost: a\r\nRange: bytes=" + b"9" * 4300 + b"-\r\n\r\n",
+        b"GET /api/records/rec0/clip HTTP/1.1\r\nHost: a\r\nRange: bytes=" + b"9" * 4301 + b"-\r\n\r\n",
         b"POST /api/records/rec0/label HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100\r\n\r\n{",
         b"GET /healthz HTTP/1.1\r\nHost: a\r\n",
