@@ -10,6 +10,7 @@ last CACHED results, by key: the key must name everything the result depends on)
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import threading
@@ -68,7 +69,7 @@ class Offload:
                     future = self._executor().submit(fn, *args)
                 self._running[key] = future
                 self.jobs += 1
-                future.add_done_callback(lambda f, key=key: self._done(key, f))
+                future.add_done_callback(functools.partial(self._done, key))
         return future.result(timeout)
 
     def _done(self, key: Hashable, future: Future) -> None:

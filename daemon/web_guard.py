@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from email.message import Message
 from http import HTTPStatus
 from typing import Iterable, Mapping, Optional
 from urllib.parse import urlsplit
@@ -51,7 +52,7 @@ def _same_address(name: str, local_address: str) -> bool:
 
 
 def check_state_change(
-    headers: Mapping[str, str], names: frozenset[str], local_address: str
+    headers: "Message | Mapping[str, str]", names: frozenset[str], local_address: str
 ) -> Optional[tuple[int, str]]:
     """None when the request may change state, else (HTTP status, the reason in one line).
     ``local_address``: the address the connection was accepted on (getsockname)."""
