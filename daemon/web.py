@@ -356,7 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.BAD_REQUEST, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
         except NotFound as e:
             self._send(HTTPStatus.NOT_FOUND, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (ConnectionError, TimeoutError):  # the client left or stopped reading: nobody to answer
             self.close_connection = True
         except Exception:
             log.exception("debug server: %s %s failed", self.command, split.path)

@@ -11,6 +11,7 @@ Not a test (it takes minutes and a quiet machine); the figures are in the closin
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -20,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -51,9 +51,19 @@ def _frames(path: Path, count: int) -> list:
     return out
 
 
-def _get(url: str, timeout: float = 120) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.read()
+def _get(url: str, timeout: float = 600, source: str = "127.0.0.1") -> bytes:
+    """GET from a loopback address of its own (each load client is another 'machine', as in the issue)."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    conn = http.client.HTTPConnection(host, timeout=timeout, source_address=(source, 0))
+    try:
+        conn.request("GET", "/" + rest)
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise OSError(f"{url}: {resp.status} {body[:100]!r}")
+        return body
+    finally:
+        conn.close()
 
 
 def _fps_over(base: str, seconds: float) -> float:
@@ -65,10 +75,10 @@ def _fps_over(base: str, seconds: float) -> float:
     return statistics.mean(samples[2:])  # the first second still shows the window before
 
 
-def _signals_load(base: str, stop: threading.Event) -> None:
+def _signals_load(base: str, stop: threading.Event, source: str) -> None:
     i = 0
     while not stop.is_set():
-        _get(f"{base}api/records/rec{i % RECORDS}/signals")
+        _get(f"{base}api/records/rec{i % RECORDS}/signals", source=source)
         i += 1
 
 
@@ -115,7 +125,7 @@ def main() -> None:
         for _ in range(args.rounds):
             quiet = _fps_over(base, args.seconds)
             stop = threading.Event()
-            pollers = [threading.Thread(target=_signals_load, args=(base, stop)) for _ in range(8)]
+            pollers = [threading.Thread(target=_signals_load, args=(base, stop, f"127.0.1.{n}")) for n in range(8)]
             for t in pollers:
                 t.start()
             loaded = _fps_over(base, args.seconds)
@@ -128,7 +138,10 @@ def main() -> None:
                 for p in (events / f"rec{i}").glob("clip.*"):
                     if p.suffix != ".avi":
                         p.unlink()
-            openers = [threading.Thread(target=_get, args=(f"{base}api/records/rec{i}/clip",)) for i in range(RECORDS)]
+            openers = [
+                threading.Thread(target=_get, args=(f"{base}api/records/rec{i}/clip", 600, f"127.0.2.{i}"))
+                for i in range(RECORDS)
+            ]
             started = time.monotonic()
             for t in openers:
                 t.start()
