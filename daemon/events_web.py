@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from .event_records import ID_RE, ClipNotConverted, playable_clip
 from .offload import Busy
+from .web import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR = {
@@ -150,7 +151,10 @@ def _signals(debug: Any, folder: Path, meta: dict) -> dict:
 
         settings = RuleSettings()
     pose = folder / "pose.jsonl"
-    stat = pose.stat()
+    try:
+        stat = pose.stat()
+    except FileNotFoundError:
+        raise NotFound("this record has no pose recording") from None
     key = ("signals", str(pose), stat.st_mtime_ns, stat.st_size, repr(settings), meta.get("track"))
     out = dict(debug.offload.run(key, record_signals, str(pose), settings, meta.get("track")))
     out["event_t"] = meta.get("t")

@@ -25,7 +25,7 @@ NICE = 19
 
 
 class Busy(RuntimeError):
-    """Too many heavy jobs are waiting already; try again later."""
+    """Too many heavy jobs are waiting already, or this one takes long: try again later."""
 
 
 def _lowest_priority() -> None:
@@ -70,7 +70,10 @@ class Offload:
                 self._running[key] = future
                 self.jobs += 1
                 future.add_done_callback(functools.partial(self._done, key))
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError:  # (the job goes on, and its result is kept for the next ask)
+            raise Busy(f"still at it after {timeout:g} s") from None
 
     def _done(self, key: Hashable, future: Future) -> None:
         with self._lock:

@@ -187,7 +187,7 @@ def test_host_names_a_server_bound_to_every_address_answers_as():
 # ---- item 7: heavy work, odd headers, clients that leave, unknown cameras ------------------------------------------
 def test_signals_are_computed_once_in_a_low_priority_process(with_records):
     # 8 clients polling /signals halved the frame rate: each poll recomputed the signals in the server's thread.
-    run, _ = with_records()
+    run, events_dir = with_records()
     url = "/api/records/rec0/signals"
 
     def poll(_: int) -> bytes:
@@ -200,6 +200,8 @@ def test_signals_are_computed_once_in_a_low_priority_process(with_records):
     assert len(bodies) == 1 and json.loads(bodies.pop())["t"], "one and the same plot"
     assert run.server.offload.jobs == 1, "computed once, then kept"
     assert _request(run.port, "/api/records/rec1/signals")[0] == 200 and run.server.offload.jobs == 2
+    (events_dir / "rec1" / "pose.jsonl").unlink()
+    assert _request(run.port, "/api/records/rec1/signals")[:3:2] == (404, b"this record has no pose recording\n")
 
 
 def test_the_offload_worker_is_another_process_at_the_lowest_priority():
