@@ -142,7 +142,7 @@ def playable_clip(folder: Path, offload: Any = None) -> Optional[tuple[Path, str
     if offload is None:
         path, mime = convert_clip(str(folder))
     else:
-        path, mime = offload.run(("clip", str(folder)), convert_clip, str(folder))
+        path, mime = offload.run(("clip", str(folder)), convert_clip, str(folder), keep=False)
     return Path(path), mime
 
 
@@ -155,6 +155,8 @@ def convert_clip(folder_name: str) -> tuple[str, str]:
     if found is not None:
         return str(found[0]), found[1]
     source = folder / f"clip{RECORD_CODEC[1]}"
+    for stale in folder.glob(".clip-*"):  # of a conversion killed past its time (one runs at a time)
+        stale.unlink(missing_ok=True)
     fourcc, ext, mime = pick_codec(folder)
     fd, name = tempfile.mkstemp(prefix=".clip-", suffix=ext, dir=folder)
     os.close(fd)

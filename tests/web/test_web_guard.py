@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import struct
@@ -20,7 +21,7 @@ import pytest
 from fallwatch.config.schema import EventsConfig
 from fallwatch.daemon import web
 from fallwatch.daemon.event_records import EventRecorder
-from fallwatch.daemon.offload import Offload
+from fallwatch.daemon.offload import Busy, Offload
 from fallwatch.daemon.web_guard import check_state_change, server_names
 from records_testlib import count_frames, make_record
 from waiting import wait_until
@@ -213,6 +214,15 @@ def test_the_offload_worker_is_another_process_at_the_lowest_priority():
         offload.shutdown()
 
 
+def test_a_job_past_its_time_is_killed_and_answered_busy():
+    offload = Offload()
+    started = time.monotonic()
+    with pytest.raises(Busy, match="took too long"):
+        offload.run("sleep", time.sleep, 60, timeout=2)
+    assert time.monotonic() - started < 10 and not multiprocessing.active_children()
+    assert offload.run("pid", os.getpid) != os.getpid(), "the next job runs"
+
+
 def test_clips_opened_at_once_are_converted_one_by_one_and_kept(with_records):
     run, events_dir = with_records(count=5)
 
@@ -230,6 +240,10 @@ def test_clips_opened_at_once_are_converted_one_by_one_and_kept(with_records):
         ]
         assert count_frames(playable) == 20 + i, "every frame"
     assert [clip(i)[0] for i in range(5)] == [200] * 5 and run.server.offload.jobs == 5, "kept, not redone"
+    for p in (events_dir / "rec0").glob("clip.*"):  # the disk is the cache: a copy removed is made again
+        if p.suffix != ".avi":
+            p.unlink()
+    assert clip(0)[0] == 200 and run.server.offload.jobs == 6
 
 
 @pytest.fixture
