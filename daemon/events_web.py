@@ -127,7 +127,7 @@ def serve(handler: Any, method: str, path: str, head: bool, query: Optional[dict
         _file(handler, clip[0], clip[1], head)
     else:
         try:
-            handler._json(HTTPStatus.OK, _signals(debug, folder, meta), head)
+            handler._send(HTTPStatus.OK, _signals(debug, folder, meta), "application/json", head)
         except Busy as exc:
             _busy(handler, exc, head)
 
@@ -142,8 +142,9 @@ def _busy(handler: Any, exc: Exception, head: bool) -> None:
     )
 
 
-def _signals(debug: Any, folder: Path, meta: dict) -> dict:
-    """The record's signal plot, computed once per record and rule settings by the offload worker."""
+def _signals(debug: Any, folder: Path, meta: dict) -> bytes:
+    """The record's signal plot as JSON, made once per record and rule settings by the offload worker (and kept
+    as the bytes sent: pollers cost no serialising either)."""
     # the rules of the record's own camera (each camera may have its own)
     settings = debug.rule_settings(meta.get("camera")) if getattr(debug, "rule_settings", None) else None
     if settings is None:
@@ -155,19 +156,18 @@ def _signals(debug: Any, folder: Path, meta: dict) -> dict:
         stat = pose.stat()
     except FileNotFoundError:
         raise NotFound("this record has no pose recording") from None
-    key = ("signals", str(pose), stat.st_mtime_ns, stat.st_size, repr(settings), meta.get("track"))
-    out = dict(debug.offload.run(key, record_signals, str(pose), settings, meta.get("track")))
-    out["event_t"] = meta.get("t")
-    out["event"] = meta.get("event")
-    return out
+    extra = {"event_t": meta.get("t"), "event": meta.get("event")}
+    key = ("signals", str(pose), stat.st_mtime_ns, stat.st_size, repr(settings), meta.get("track"), repr(extra))
+    return debug.offload.run(key, record_signals, str(pose), settings, meta.get("track"), extra)
 
 
-def record_signals(pose_path: str, settings: Any, track: Optional[int]) -> dict:
-    """The rule's signals over a record's pose recording (runs in the offload worker)."""
+def record_signals(pose_path: str, settings: Any, track: Optional[int], extra: dict) -> bytes:
+    """The rule's signals over a record's pose recording and ``extra``, as JSON (runs in the offload worker)."""
     from fallwatch.rules.recording import read_recording
     from fallwatch.rules.signals import fall_signals
 
-    return fall_signals(list(read_recording(Path(pose_path))), settings, track=track)
+    out = {**fall_signals(list(read_recording(Path(pose_path))), settings, track=track), **extra}
+    return json.dumps(out, default=str, allow_nan=False).encode()
 
 
 def _label(handler: Any, records: Any, event_id: str) -> None:

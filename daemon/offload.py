@@ -1,7 +1,8 @@
 """Heavy work asked for by the debug page (a record's signal plot, a clip's first conversion) runs here: in a child
-process at the lowest CPU priority (nice 19), one job at a time, so viewers cost the pipeline neither a core it
-needs nor the GIL. Each job runs in a fresh process (spawned, so nothing of the daemon's threads is copied) that
-ends with the job: nothing stays in memory between views, and a job past its time is killed.
+process at low CPU priority (nice 10, as the recorder's own threads), one job at a time, so viewers cost the
+pipeline no core it needs and no GIL. Each job runs in a fresh process (spawned, so nothing of the daemon's
+threads is copied) that ends with the job: nothing stays in memory between views, and a job past its time is
+killed.
 
 Jobs waiting or running are bounded (MAX_PENDING): beyond, ``Busy``. The same job asked for again while it runs
 (five viewers opening one clip) waits for the one already under way, and once done its result is kept (the last
@@ -22,7 +23,7 @@ from typing import Any, Callable, Hashable, Optional
 
 MAX_PENDING = 8  # jobs waiting or running
 CACHED = 32  # results kept (a signal plot is a few tens of kB)
-NICE = 19
+NICE = 10  # 19 starved a first-view conversion for minutes on a busy machine; 10 still yields ~90 % to the pipeline
 _SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -50,7 +51,7 @@ class Offload:
         self._stopped = False
         self.jobs = 0  # jobs started, for tests and curiosity
 
-    def run(self, key: Hashable, fn: Callable[..., Any], *args: Any, keep: bool = True, timeout: float = 300) -> Any:
+    def run(self, key: Hashable, fn: Callable[..., Any], *args: Any, keep: bool = True, timeout: float = 600) -> Any:
         """``fn(*args)`` in a worker process (``fn`` importable by name); its result, or its exception raised here.
         ``key`` names the job: a caller asking for a job already under way waits for that one."""
         deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ import pytest
 from fallwatch.config.schema import EventsConfig
 from fallwatch.daemon import web
 from fallwatch.daemon.event_records import EventRecorder
-from fallwatch.daemon.offload import Busy, Offload
+from fallwatch.daemon.offload import NICE, Busy, Offload
 from fallwatch.daemon.web_guard import check_state_change, server_names
 from records_testlib import count_frames, make_record
 from waiting import wait_until
@@ -205,10 +205,10 @@ def test_signals_are_computed_once_in_a_low_priority_process(with_records):
     assert _request(run.port, "/api/records/rec1/signals")[:3:2] == (404, b"this record has no pose recording\n")
 
 
-def test_the_offload_worker_is_another_process_at_the_lowest_priority():
+def test_the_offload_worker_is_another_process_at_low_priority():
     offload = Offload()
     try:
-        assert offload.run("nice", os.nice, 0) == 19
+        assert offload.run("nice", os.nice, 0) == min(19, os.nice(0) + NICE)  # (this process may be niced too)
         assert offload.run("pid", os.getpid) != os.getpid()
     finally:
         offload.shutdown()
