@@ -5,7 +5,7 @@ GET  /vendor/uPlot.iife.min.js, uPlot.min.css   uPlot, vendored (no network at r
 GET  /signal_plot.js                       the signal plot (shared with `replay --plot`)
 GET  /api/records[?camera=NAME]            every record's event JSON (each names its camera), newest first; or
                                            those of one camera (404 for a name that is neither a camera nor in
-                                           any record)
+                                           any record); "skipped": [{"id", "problem"}] of damaged ones
 GET  /api/records/<id>/clip                the clip (Range requests answered, so browsers can seek)
 GET  /api/records/<id>/snapshot.jpg        the annotated snapshot
 GET  /api/records/<id>/signals             the rule's signals over the clip's span and the thresholds
@@ -85,7 +85,8 @@ def serve(handler: Any, method: str, path: str, head: bool, query: Optional[dict
         if method != "GET":
             return _method_not_allowed(handler, "GET, HEAD")
         camera = (query or {}).get("camera", [""])[-1]
-        listed = [r for r in records.records() if not camera or r.get("camera") == camera]
+        listing = records.listing()  # damaged event.json files are skipped there and named in "skipped"
+        listed = [r for r in listing.records if not camera or r.get("camera") == camera]
         if camera and not listed and not debug.hub.has_camera(camera):  # a camera taken out keeps its records
             handler._send(
                 HTTPStatus.NOT_FOUND,
@@ -94,7 +95,7 @@ def serve(handler: Any, method: str, path: str, head: bool, query: Optional[dict
                 head,
             )
             return
-        handler._json(HTTPStatus.OK, {"enabled": True, "records": listed}, head)
+        handler._json(HTTPStatus.OK, {"enabled": True, "records": listed, "skipped": listing.skipped}, head)
         return
     match = RECORD_RE.match(path)
     assert match is not None  # every other path handles() accepts was answered above
