@@ -75,17 +75,21 @@ def _fps_over(base: str, seconds: float) -> float:
     return statistics.mean(samples[2:])  # the first second still shows the window before
 
 
-def _signals_load(base: str, stop: threading.Event, source: str) -> None:
+def _signals_load(base: str, stop: threading.Event, source: str, every_s: float) -> None:
+    """One client polling the records' signals, one request every ``every_s`` (0: back to back)."""
     i = 0
     while not stop.is_set():
         _get(f"{base}api/records/rec{i % RECORDS}/signals", source=source)
         i += 1
+        stop.wait(every_s)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--poll-s", type=float, default=1.0, help="each /signals client's period (0: back to back)")
+    parser.add_argument("--no-clips", action="store_true", help="measure the /signals load only")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="page-load-"))
     events = work / "events"
@@ -125,7 +129,9 @@ def main() -> None:
         for _ in range(args.rounds):
             quiet = _fps_over(base, args.seconds)
             stop = threading.Event()
-            pollers = [threading.Thread(target=_signals_load, args=(base, stop, f"127.0.1.{n}")) for n in range(8)]
+            pollers = [
+                threading.Thread(target=_signals_load, args=(base, stop, f"127.0.1.{n}", args.poll_s)) for n in range(8)
+            ]
             for t in pollers:
                 t.start()
             loaded = _fps_over(base, args.seconds)
@@ -133,6 +139,9 @@ def main() -> None:
             for t in pollers:
                 t.join()
             ratios["signals"].append(loaded / quiet)
+            if args.no_clips:
+                print(f"round: signals x8 {ratios['signals'][-1]:.2f}, quiet {quiet:.1f} fps", flush=True)
+                continue
             quiet = _fps_over(base, args.seconds)
             for i in range(RECORDS):  # first views again
                 for p in (events / f"rec{i}").glob("clip.*"):
@@ -155,6 +164,8 @@ def main() -> None:
                 flush=True,
             )
         for name, values in ratios.items():
+            if not values:
+                continue
             each = ", ".join(f"{v:.2f}" for v in values)
             print(f"{name}: fps with the load / without = {statistics.mean(values):.2f} ({each})")
     finally:
