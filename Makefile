@@ -67,5 +67,11 @@ test: install-dev
 pi-test:
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/pi_test.sh $(PI_TEST_ARGS)
 
+# The picamera2 source against Debian trixie's libcamera: its virtual camera, fed by a dev fall clip, in a KVM
+# virtual machine running Debian's kernel (root; see README). PICAM_TEST_ARGS: --rebuild, --keep.
+.PHONY: picamera-test
+picamera-test:
+	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/picamera2_test.sh $(PICAM_TEST_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -121,6 +121,8 @@ class LibcameraSource(Source):
         self.cm = cm
 
     def describe(self) -> str:
+        if self.cam is None:
+            return "libcamera camera (not open)"
         w, h = self.size
         return f"libcamera camera {self.id} ({w}x{h} {self.format}, {self.rate:g} fps asked)"
 
@@ -218,7 +220,11 @@ class LibcameraSource(Source):
     @staticmethod
     def _stamp(request: Any) -> float:
         """When the frame was captured, in seconds on the clock of time.monotonic() (libcamera's is
-        CLOCK_MONOTONIC too)."""
+        CLOCK_MONOTONIC too): the request's SensorTimestamp (the virtual camera of libcamera 0.4 sets only that),
+        else the buffer's time stamp."""
+        for control, value in request.metadata.items():
+            if control.name == "SensorTimestamp":
+                return float(value) / 1e9
         (buffer,) = request.buffers.values()  # (one stream)
         return float(buffer.metadata.timestamp) / 1e9
 

@@ -136,7 +136,8 @@ class FakeCamera:
         (buffer,) = request.buffers.values()
         luma = buffer.length * 2 // 3
         os.pwrite(buffer.fd, bytes([self.sequence % 200 + 30]) * luma + bytes([128]) * (buffer.length - luma), 0)
-        buffer.metadata.timestamp = time.monotonic_ns()
+        # (libcamera 0.4's virtual camera sets only the request's SensorTimestamp, not the buffer's)
+        request.metadata = {self.lc.ControlId("SensorTimestamp"): time.monotonic_ns()}
         request.status = self.lc.Request.Status.Complete
         self.lc.manager.ready(request)
 
@@ -195,7 +196,7 @@ def fake_libcamera(period: Optional[float] = None) -> types.ModuleType:
             os.ftruncate(self.fd, size)
             self.length = size
             self.planes = [Plane(self.fd, 0, size)]
-            self.metadata = types.SimpleNamespace(timestamp=0)
+            self.metadata = types.SimpleNamespace(timestamp=123)  # not set by the virtual camera: not used
 
     class FrameBufferAllocator:
         def __init__(self, cam: FakeCamera):
@@ -216,6 +217,7 @@ def fake_libcamera(period: Optional[float] = None) -> types.ModuleType:
         def __init__(self, cookie: int):
             self.cookie = cookie
             self.buffers: dict = {}
+            self.metadata: dict = {}
             self.status = self.Status.Pending
 
         def add_buffer(self, stream: object, buffer: FrameBuffer) -> None:
@@ -223,6 +225,7 @@ def fake_libcamera(period: Optional[float] = None) -> types.ModuleType:
 
         def reuse(self) -> None:
             self.status = self.Status.Pending
+            self.metadata = {}
 
     class CameraManager:
         def __init__(self, cam: FakeCamera):
@@ -320,6 +323,7 @@ def test_picamera2_falls_back_to_libcamera_when_it_cannot_be_imported(
     caplog.set_level(logging.WARNING, logger="fallwatch.daemon.sources")
     source = make_source(CameraConfig(source="picamera2"))
     assert isinstance(source, LibcameraSource)
+    assert source.describe() == "libcamera camera (not open)", "the daemon describes sources before they open"
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert "picamera2 cannot be imported" in lines[0] and "libcamera's own Python bindings instead" in lines[0]
