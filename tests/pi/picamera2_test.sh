@@ -221,15 +221,17 @@ PY
 echo "--- fallwatch run"
 /opt/venv/bin/fallwatch run --config /picam-test/fallwatch.yaml >/tmp/run.log 2>&1 &
 pid=\$!
-i=0
-while [ \$i -lt $RUN_LIMIT_S ] && kill -0 \$pid 2>/dev/null && ! grep -q 'event fall ' /tmp/run.log; do
-  sleep 1; i=\$((i + 1))
+tail -n +1 -f /tmp/run.log &  # the log on the console as it comes
+tail=\$!
+start=\$(date +%s)
+while [ \$((\$(date +%s) - start)) -lt $RUN_LIMIT_S ] && kill -0 \$pid 2>/dev/null && ! grep -q 'event fall: ' /tmp/run.log; do
+  sleep 2
 done
 kill -INT \$pid 2>/dev/null
 wait \$pid
-echo "daemon exit \$? after \$i s"
-cat /tmp/run.log
-grep -q 'event fall ' /tmp/run.log
+echo "daemon exit \$? after \$((\$(date +%s) - start)) s"
+sleep 1; kill \$tail
+grep -q 'event fall: ' /tmp/run.log
 EOF
 chmod +x "$ROOT/picam-test/init.sh" "$ROOT/picam-test/in-vm.sh"
 
@@ -268,7 +270,9 @@ else
 fi
 grep -q 'delivers frames as fast as they are asked for' <<<"$out" ||
   fail "the virtual camera was not paced at camera.fps (the clip would not play in real time)"
-grep -q 'event fall ' <<<"$out" || fail "no fall event from the camera's frames"
+grep -q 'event fall: ' <<<"$out" || fail "no fall event from the camera's frames"
+log "$(grep -o 'event fall: .*"t": [0-9.]*' <<<"$out" | head -n 1)"
+log "$(grep -o 'stopped after .*' <<<"$out" | head -n 1)"
 grep -q '^PICAM-TEST-END rc=0' <<<"$out" || fail "the test in the VM failed"
 phase_end
 
