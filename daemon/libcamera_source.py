@@ -188,7 +188,9 @@ class LibcameraSource(Source):
             wait = self.next_due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            self.next_due = max(self.next_due + 1.0 / self.rate, time.monotonic())
+            # on a grid of periods; a late read does not make the next one come at once (never two frames
+            # closer than half a period: the picture must not jump ahead)
+            self.next_due = max(self.next_due + 1.0 / self.rate, time.monotonic() + 0.5 / self.rate)
             if self._free:
                 self._queue(self._free.pop(0))
         done = self._completed(READ_TIMEOUT_S)

@@ -289,7 +289,7 @@ def test_a_camera_that_ignores_its_frame_rate_is_asked_for_one_frame_per_period(
     gaps = np.diff(stamps)
     # on a schedule of one frame per period: a late frame makes the next gap shorter, the rate stays (a loaded
     # machine delays single frames, so the bounds are loose; unpaced, the gaps would be well under 1 ms)
-    assert 0.85 / fps < gaps.mean() < 1.3 / fps, f"not one frame per period: {gaps}"
+    assert 0.85 / fps < gaps.mean() < 2.0 / fps, f"not one frame per period: {gaps}"
     assert gaps.min() > 0.25 / fps, f"frames far closer than a period: {gaps}"
     # one frame made per frame read (unpaced, each read would queue the four buffers again: four frames made)
     assert lc.camera.sequence <= len(frames) + BUFFER_COUNT, f"{lc.camera.sequence} frames made for {len(frames)}"
