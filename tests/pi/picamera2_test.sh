@@ -11,9 +11,11 @@
 #   install  (chroot, with network) a venv with --system-site-packages (for the system's libcamera module), PyPI's
 #            picamera2 and fallwatch from this checkout, as a user would
 #   image    an ext4 disk image of the root filesystem
-#   boot     the VM runs `cam --list`, then `fallwatch run` with camera.source: picamera2 (MQTT off) until the
-#            `fall` event is raised or a time limit passes; it prints the log on its serial console
-#   check    frames came through picamera2 from the virtual camera, at the paced rate, and `fall` was raised
+#   boot     the VM shows where picamera2 breaks (its import; past it, with a stand-in pykms, Picamera2()), then
+#            runs `fallwatch run` with camera.source: picamera2 (MQTT off) until the `fall` event is raised or a
+#            time limit passes, its log on the serial console
+#   check    frames came from the virtual camera through picamera2 (or, where it cannot be imported, the libcamera
+#            fallback, said in one line), paced at camera.fps, and `fall` was raised
 # Prints the time of each phase and exits non-zero on any failure. Needs root (chroot, mounts).
 # PICAM_TEST_ACCEL=kvm runs the VM under KVM (fast) instead of qemu's emulation (tcg, the default: under nested KVM,
 # as on the project's machines, Debian's kernel dies in its decompressor with "KVM internal error. Suberror: 1").
@@ -44,7 +46,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --rebuild) REBUILD=1 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "picamera2_test.sh: unknown argument $1 (options: --rebuild --keep)" >&2; exit 2 ;;
   esac
   shift
