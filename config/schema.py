@@ -362,6 +362,11 @@ class DebugConfig(Section):
     password: Optional[SecretStr] = Field(None, description="basic-auth password")
     password_file: Optional[str] = Field(None, description="file holding the basic-auth password")
     stream_fps: float = Field(5, gt=0, le=30, description="default MJPEG stream frame rate")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="other host names the page is opened by (e.g. a reverse proxy's); changes (labels) from "
+        "any other name are refused",
+    )
 
     @field_validator("bind")
     @classmethod
