@@ -59,7 +59,8 @@ class CameraSettings(Section):
 
     source: str = Field(
         "auto",
-        description="auto | picamera2 | v4l2:/dev/videoN | rtsp://... | http://... | a video file | a folder of images",
+        description="auto | picamera2 | libcamera | v4l2:/dev/videoN | rtsp://... | http://... | a video file | "
+        "a folder of images",
     )
     width: int = Field(640, ge=64, le=4096, description="capture width in pixels (picamera2, v4l2)")
     height: int = Field(480, ge=64, le=4096, description="capture height in pixels (picamera2, v4l2)")
