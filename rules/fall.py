@@ -29,6 +29,7 @@ import numpy as np
 from .base import STRATEGIES, PersonPose, Rules, RuleSettings, finite_box, keypoint_box
 from .events import Event
 from .geometry import LEG_FRACTION, BodyGeometry, measure
+from .margins import Attempt, Gate, MarginLog
 from .zones import in_zone
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class _Fall:
     max_angle: float = 0.0  # the spine's largest angle from vertical since the drop began
     up_since: Optional[float] = None  # frames no longer looking down since then
     after_fall: bool = True  # False: the incident began as a long lie on the floor with no fall seen
+    peak: Optional["_Fall"] = None  # the strongest candidate of this attempt so far (for its margins)
 
 
 @dataclass
@@ -164,6 +166,7 @@ class FallRules(Rules):
         self.s = settings
         self.source = source
         self._tracks: dict[int, _Track] = {}
+        self.margins = MarginLog()  # how far each decision was from its thresholds (fallwatch eval)
 
     @property
     def _history_s(self) -> float:
@@ -352,11 +355,16 @@ class FallRules(Rules):
             if f.max_angle >= self.s.down_angle_deg:
                 f.folded = False  # toppled over: whatever it was, it was not squatting
             if f.folded and f.up_since is not None and t - f.up_since >= self.s.settle_s:
+                self.margins.missed(self._attempt(tr, f, f.up_since, "got up"))
                 tr.state, tr.fall = "upright", None  # up again from a squat or a seat on the floor: no fall
-            elif f.down < f.measured:
-                # The pending drop has a frame that did not look down (one bad pose can start a candidate):
-                # a fresh, fully consistent candidate from this frame replaces it.
-                self._start_falling(tr, self._candidate(tr, sample), sample)
+            else:
+                cand = self._candidate(tr, sample)
+                if f.down < f.measured:
+                    # The pending drop has a frame that did not look down (one bad pose can start a candidate):
+                    # a fresh, fully consistent candidate from this frame replaces it.
+                    self._start_falling(tr, cand, sample)
+                if cand is not None and tr.fall is not None:
+                    tr.fall.peak = self._stronger(tr.fall.peak, cand)
         elif tr.state == "down":
             f = _incident(tr)
             if self._is_upright(g, f.ref):
@@ -489,10 +497,12 @@ class FallRules(Rules):
                 tr.floor_since = tr.off_floor_since = None
                 if self._continues_lost_incident(tr):
                     return []
+                self.margins.fell(self._attempt(tr, f, t, "fall"))
                 return [self._event("fall", tr, t, frame, confidence=self._confidence(f))]
             # Still down but the hips have not come down yet (a side fall lands hips last): wait, within the
             # window; a bend keeps its hips up and runs out of time here.
             if not stayed_down or t - f.t > self.s.window_max_s:
+                self.margins.missed(self._attempt(tr, f, t, "hips up" if stayed_down else "not down"))
                 log.debug(
                     "track %s: drop at t=%.2f did not end down (%d/%d, hips %.2f)",
                     tr.track,
@@ -623,6 +633,7 @@ class FallRules(Rules):
             rate = peak_speed / s.ref.height
             need = self._needed_drop(turn)
             if drop < need or rate < self.s.min_descent_rate:
+                self._near_candidate(tr, now, drop, need, rate)
                 continue
             score = drop / need + max(turn, 0.0) / 90.0
             if best is None or score > best.score:
@@ -639,9 +650,40 @@ class FallRules(Rules):
                 )
         return best
 
+    def _near_candidate(self, tr: _Track, now: _Sample, drop: float, need: float, rate: float) -> None:
+        """Log a drop that fell short of a candidate when it is the nearest miss so far (cheap test first: this
+        runs for every "before" of every frame)."""
+        nearest = self.margins.nearest_miss
+        closeness = min(drop / need, rate / self.s.min_descent_rate if self.s.min_descent_rate > 0 else 1.0) - 1.0
+        if nearest is None or closeness > nearest.margin:
+            gates = (Gate("drop", drop, need), Gate("descent_rate", rate, self.s.min_descent_rate))
+            self.margins.missed(Attempt(now.t, tr.track, "no candidate", gates))
+
+    def _attempt(self, tr: _Track, f: _Fall, t: float, outcome: str) -> Attempt:
+        """The gates of a fall candidate that was decided at ``t``: raised as `fall` or given up."""
+        share = 1.0 if self._lost_lying(f) else (f.down / f.measured if f.measured else 0.0)
+        peak = f.peak or f  # the drop and descent at their strongest while the attempt lasted
+        gates = [
+            Gate("drop", peak.drop, peak.need),
+            Gate("descent_rate", peak.rate, self.s.min_descent_rate),
+            Gate("hip_drop", f.hip_drop, self.s.min_hip_drop),
+            Gate("settle", share, self.s.settle_fraction),
+        ]
+        if outcome == "got up":  # landed squatting or sitting upright and got up: how long it stayed down decided
+            gates.append(Gate("confirm_s", t - f.t, self.s.confirm_s))
+        return Attempt(t, tr.track, outcome, tuple(gates))
+
+    def _closeness(self, f: _Fall) -> float:
+        return min(f.drop / f.need, f.rate / self.s.min_descent_rate if self.s.min_descent_rate > 0 else 1.0)
+
+    def _stronger(self, a: Optional[_Fall], b: _Fall) -> _Fall:
+        return b if a is None or self._closeness(b) > self._closeness(a) else a
+
     def _start_falling(self, tr: _Track, cand: Optional[_Fall], now: _Sample) -> None:
         if cand is None:
             return
+        old = tr.fall if tr.state == "falling" else None
+        cand.peak = self._stronger(old.peak if old is not None else None, cand)
         cand.measured, cand.down = 1, int(self._is_down(now.g, cand.ref))
         cand.max_angle = now.g.spine_angle_deg
         tr.state, tr.fall = "falling", cand
