@@ -107,7 +107,8 @@ class _Fall:
     max_angle: float = 0.0  # the spine's largest angle from vertical since the drop began
     up_since: Optional[float] = None  # frames no longer looking down since then
     after_fall: bool = True  # False: the incident began as a long lie on the floor with no fall seen
-    peak: Optional["_Fall"] = None  # the strongest candidate of this attempt so far (for its margins)
+    # the strongest (drop, needed drop, descent rate) against any "before" while this attempt lasted (margins)
+    closest: tuple = (0.0, 1.0, 0.0)
 
 
 @dataclass
@@ -364,9 +365,11 @@ class FallRules(Rules):
                     # a fresh, fully consistent candidate from this frame replaces it.
                     self._start_falling(tr, cand, sample)
                 if cand is not None and tr.fall is not None:
-                    tr.fall.peak = self._stronger(tr.fall.peak, cand)
+                    tr.fall.closest = self._stronger(tr.fall.closest, cand.closest)
         elif tr.state == "down":
             f = _incident(tr)
+            if f.after_fall and f.event_t is not None and t - f.t <= self.s.window_max_s:
+                self._follow_margin(tr, f, sample)
             if self._is_upright(g, f.ref):
                 if f.upright_since is None or t - f.upright_last > UPRIGHT_GAP_S:
                     f.upright_since = t
@@ -620,6 +623,7 @@ class FallRules(Rules):
         """The strongest fall candidate ending at ``now``: against each robust "before" in the window, the
         torso drop must reach what the spine's turn calls for, and the descent must have been fast somewhere."""
         best: Optional[_Fall] = None
+        closest: Optional[tuple] = None  # the (drop, need, rate) nearest to or furthest past both thresholds
         peak_speed = 0.0  # fastest torso descent between the candidate "before" and now (pixels/s)
         for s in reversed(tr.samples):
             dt = now.t - s.t
@@ -632,8 +636,8 @@ class FallRules(Rules):
             turn = self._turn(now.g, s.ref)  # signed: standing up / lying back turns it back
             rate = peak_speed / s.ref.height
             need = self._needed_drop(turn)
+            closest = (drop, need, rate) if closest is None else self._stronger(closest, (drop, need, rate))
             if drop < need or rate < self.s.min_descent_rate:
-                self._near_candidate(tr, now, drop, need, rate)
                 continue
             score = drop / need + max(turn, 0.0) / 90.0
             if best is None or score > best.score:
@@ -648,24 +652,46 @@ class FallRules(Rules):
                     score=score,
                     hip_drop=(now.g.hip_y - s.ref.hip_y) / s.ref.height,
                 )
+        if best is not None and closest is not None:
+            best.closest = closest
+        elif closest is not None:
+            self._near_miss(tr, now, closest)
         return best
 
-    def _near_candidate(self, tr: _Track, now: _Sample, drop: float, need: float, rate: float) -> None:
-        """Log a drop that fell short of a candidate when it is the nearest miss so far (cheap test first: this
-        runs for every "before" of every frame)."""
+    def _closeness(self, closest: tuple) -> float:
+        """How near a (drop, need, rate) comes to a candidate: the smaller of drop / need and rate / its minimum
+        (1 at the thresholds)."""
+        drop, need, rate = closest
+        return min(drop / need, rate / self.s.min_descent_rate if self.s.min_descent_rate > 0 else 1.0)
+
+    def _stronger(self, a: tuple, b: tuple) -> tuple:
+        return b if self._closeness(b) > self._closeness(a) else a
+
+    def _near_miss(self, tr: _Track, now: _Sample, closest: tuple) -> None:
+        """Log a drop that fell short of a candidate when it is the nearest miss so far."""
         nearest = self.margins.nearest_miss
-        closeness = min(drop / need, rate / self.s.min_descent_rate if self.s.min_descent_rate > 0 else 1.0) - 1.0
-        if nearest is None or closeness > nearest.margin:
+        if nearest is None or self._closeness(closest) - 1.0 > nearest.margin:
+            drop, need, rate = closest
             gates = (Gate("drop", drop, need), Gate("descent_rate", rate, self.s.min_descent_rate))
             self.margins.missed(Attempt(now.t, tr.track, "no candidate", gates))
+
+    def _follow_margin(self, tr: _Track, f: _Fall, now: _Sample) -> None:
+        """After a `fall`, the drop and descent keep being measured for the rest of the fall window: stricter
+        thresholds would have raised it a little later, so its margin is the strongest evidence in the window."""
+        cand = self._candidate(tr, now)
+        if cand is None or self._closeness(cand.closest) <= self._closeness(f.closest):
+            return
+        f.closest = cand.closest
+        assert f.event_t is not None
+        self.margins.fell(self._attempt(tr, f, f.event_t, "fall"))
 
     def _attempt(self, tr: _Track, f: _Fall, t: float, outcome: str) -> Attempt:
         """The gates of a fall candidate that was decided at ``t``: raised as `fall` or given up."""
         share = 1.0 if self._lost_lying(f) else (f.down / f.measured if f.measured else 0.0)
-        peak = f.peak or f  # the drop and descent at their strongest while the attempt lasted
+        drop, need, rate = f.closest  # the drop and descent at their strongest while the attempt lasted
         gates = [
-            Gate("drop", peak.drop, peak.need),
-            Gate("descent_rate", peak.rate, self.s.min_descent_rate),
+            Gate("drop", drop, need),
+            Gate("descent_rate", rate, self.s.min_descent_rate),
             Gate("hip_drop", f.hip_drop, self.s.min_hip_drop),
             Gate("settle", share, self.s.settle_fraction),
         ]
@@ -673,17 +699,11 @@ class FallRules(Rules):
             gates.append(Gate("confirm_s", t - f.t, self.s.confirm_s))
         return Attempt(t, tr.track, outcome, tuple(gates))
 
-    def _closeness(self, f: _Fall) -> float:
-        return min(f.drop / f.need, f.rate / self.s.min_descent_rate if self.s.min_descent_rate > 0 else 1.0)
-
-    def _stronger(self, a: Optional[_Fall], b: _Fall) -> _Fall:
-        return b if a is None or self._closeness(b) > self._closeness(a) else a
-
     def _start_falling(self, tr: _Track, cand: Optional[_Fall], now: _Sample) -> None:
         if cand is None:
             return
-        old = tr.fall if tr.state == "falling" else None
-        cand.peak = self._stronger(old.peak if old is not None else None, cand)
+        if tr.state == "falling" and tr.fall is not None:  # a fresh candidate of the same attempt
+            cand.closest = self._stronger(tr.fall.closest, cand.closest)
         cand.measured, cand.down = 1, int(self._is_down(now.g, cand.ref))
         cand.max_angle = now.g.spine_angle_deg
         tr.state, tr.fall = "falling", cand

@@ -63,6 +63,11 @@ class MarginLog:
         self.nearest_miss: Optional[Attempt] = None
 
     def fell(self, attempt: Attempt) -> None:
+        """A `fall`'s attempt; again for the same fall (track and time) when its evidence grew afterwards."""
+        for i, a in enumerate(self.falls):
+            if a.track == attempt.track and a.t == attempt.t:
+                self.falls[i] = attempt
+                return
         self.falls.append(attempt)
 
     def missed(self, attempt: Attempt) -> None:
