@@ -29,6 +29,17 @@ HANDLERS = {
 }
 
 
+def _runs(text: str) -> int:
+    """--perturb N: a whole number of runs from 0 to 1000."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs") from None
+    if not 0 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"{n} runs: give 0 to 1000")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fallwatch", description="Fall detection for the rooms of a home, over MQTT.")
     parser.add_argument(
@@ -138,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strategy", choices=["fallwatch", "ambianic"], default=None, help="override rules.strategy")
+    p.add_argument(
+        "--perturb",
+        type=_runs,
+        default=0,
+        metavar="N",
+        help="also replay every recording N times under seeded perturbations of the size that separates two CPUs "
+        "(keypoint noise, dropped frames, timing jitter) and report the share of runs whose decision is unchanged",
+    )
 
     p = add(
         "doctor", "check the system, Edge TPU, cameras, models, configuration, broker and debug port", model_dir=True
