@@ -30,13 +30,14 @@ Decisions:
   ACLs (README), or set ``mqtt.commands: false`` to take no commands at all (a pause left from before is lifted).
 
 Guards (nothing a broker sends may silence the alarms):
-- Every paho callback is wrapped (``_guarded``): an exception is logged, never raised into paho's network thread,
-  which would end it for good. Topics are read from the raw bytes and decoded with ``errors="replace"``; a topic
-  that is not UTF-8 is refused in one line.
+- Every paho callback is wrapped (``guarded``, mqtt_client.py): an exception is logged, never raised into paho's
+  network thread, which would end it for good. Topics are read from the raw bytes; a topic that is not UTF-8 is
+  refused in one line.
 - Incoming messages above ``MAX_MESSAGE_BYTES`` are refused in one line, never parsed. With MQTT 5 the CONNECT
-  carries that Maximum Packet Size, so the broker never sends them (mosquitto drops them for us); MQTT 3.1.1 has
-  no such field, so paho reads them before we can refuse them. A retained command on ``set`` is cleared (an
-  empty retained message), so it is not delivered again on every reconnect.
+  carries that Maximum Packet Size, so the broker never sends them (mosquitto drops them for us); with MQTT 3.1.1,
+  which cannot say it, the client (``CappedClient``) drops their body as it arrives instead of holding it. A
+  retained command on ``set`` is cleared (an empty retained message), so it is not applied or read again on every
+  reconnect.
 - Remote ``feedback`` and ``test`` commands are rate-limited (``COMMAND_LIMITS``), and floods of bad commands
   are logged as one line and a count (ratelog.py).
 - A watchdog thread restarts the client when paho's network loop has stopped, or when it stayed disconnected
@@ -46,7 +47,6 @@ Guards (nothing a broker sends may silence the alarms):
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -75,6 +75,7 @@ from paho.mqtt.properties import Properties
 from . import homeassistant as ha
 from .alerts_switch import AlertsSwitch
 from .jsonsafe import to_json
+from .mqtt_client import MAX_MESSAGE_BYTES, CappedClient, abandon, flush_failures, guarded, loop_alive
 from .mqtt_command import Command, Feedback, parse_command
 from .mqtt_topics import CameraTopics, sanitize_id
 from .outbox import Outbox, default_state_dir
@@ -103,7 +104,6 @@ _CONNECTION_KEYS = (
     "commands",
 )
 DEFAULT_PAUSE_MAX_S = 12 * 3600.0
-MAX_MESSAGE_BYTES = 64 * 1024  # a command is a few dozen bytes; Home Assistant's birth message is "online"
 # Remote commands that write or queue something: at most N per window each (a flood must not churn the event
 # records or fill the outbox with test events); an alerts on/off command is never limited.
 COMMAND_LIMITS = {"feedback": (10, 60.0), "test": (5, 60.0)}
@@ -137,50 +137,6 @@ def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) ->
         return CameraTopics(prefix, camera, cameras)
     except ValueError as exc:  # two camera names that give the same topic
         raise MqttError(str(exc)) from None
-
-
-_callback_failures = LogLimiter(log)
-
-
-def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
-    """``callback`` for paho, never raising into paho's network thread: an exception there ends the loop for good
-    (no reconnect, no alert leaves the house). The failure is logged instead, with its traceback, once a minute at
-    most per callback."""
-
-    @functools.wraps(callback)
-    def guarded(*args: Any) -> None:
-        try:
-            callback(*args)
-        except Exception as exc:
-            _callback_failures.log(
-                logging.ERROR,
-                callback.__name__,
-                "MQTT: %s failed (%s); the client carries on",
-                callback.__name__,
-                type(exc).__name__,
-                exc_info=True,
-            )
-
-    return guarded
-
-
-def _loop_alive(client: mqtt.Client) -> bool:
-    """paho's network thread (loop_start) is running. paho has no public call for it: its ``_thread``."""
-    thread = getattr(client, "_thread", None)
-    return thread is not None and thread.is_alive()
-
-
-def _abandon(client: mqtt.Client) -> None:
-    """Let go of a client the watchdog replaced, in a thread of its own: stopping a wedged loop may block."""
-
-    def close() -> None:
-        try:
-            client.disconnect()
-            client.loop_stop()
-        except Exception as exc:
-            log.debug("closing the replaced MQTT client: %s", exc)
-
-    threading.Thread(target=close, name="mqtt-abandon", daemon=True).start()
 
 
 def cpu_temp_c(path: Path = CPU_TEMP) -> Optional[float]:
@@ -299,7 +255,7 @@ class MqttPublisher:
         """Seconds since MQTT could last deliver (not connected, or the network loop stopped); None while it can."""
         since = self._down_since
         client = self._client
-        if since is None and client is not None and not _loop_alive(client):
+        if since is None and client is not None and not loop_alive(client):
             return 0.0  # the watchdog restarts it within a tick
         return None if since is None else time.monotonic() - since
 
@@ -570,7 +526,7 @@ class MqttPublisher:
         """A configured paho client for ``cfg``; MqttError names the setting when it cannot work."""
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        client = CappedClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         # Wildcards in the prefixes, a password without a user name, a key without its certificate: the
         # configuration refuses those (config/schema.py). Files can still change after it was checked.
         if cfg.username:
@@ -597,12 +553,12 @@ class MqttPublisher:
         client.reconnect_delay_set(1, max(1, int(math.ceil(cfg.reconnect_max_s))))
         client.max_inflight_messages_set(WINDOW)
         client.suppress_exceptions = True  # paho's own guard, behind ours: a callback must never end its loop
-        client.on_connect = _guarded(self._on_connect)
-        client.on_connect_fail = _guarded(self._on_connect_fail)
-        client.on_disconnect = _guarded(self._on_disconnect)
-        client.on_publish = _guarded(self._on_publish)
-        client.on_message = _guarded(self._on_message)
-        client.on_subscribe = _guarded(self._on_subscribe)
+        client.on_connect = guarded(self._on_connect)
+        client.on_connect_fail = guarded(self._on_connect_fail)
+        client.on_disconnect = guarded(self._on_disconnect)
+        client.on_publish = guarded(self._on_publish)
+        client.on_message = guarded(self._on_message)
+        client.on_subscribe = guarded(self._on_subscribe)
         return client
 
     def _start_client(self, client: mqtt.Client, password: Optional[str]) -> None:
@@ -808,6 +764,8 @@ class MqttPublisher:
             self._limited.warning("bad topic", "MQTT: ignored a message whose topic is not UTF-8: %.100r", raw_topic)
             return
         size = len(msg.payload)
+        if isinstance(client, CappedClient) and client.dropped_size is not None:  # read only in part
+            size = client.dropped_size - 2 - len(raw_topic) - (2 if msg.qos else 0)
         if size > MAX_MESSAGE_BYTES:
             self._limited.warning(
                 "too large",
@@ -1030,7 +988,7 @@ class MqttPublisher:
     def _watchdog_loop(self) -> None:
         while not self._stop_evt.wait(WATCHDOG_TICK_S):
             self._limited.flush()
-            _callback_failures.flush()
+            flush_failures()
             try:
                 self._watch()
             except Exception:
@@ -1045,7 +1003,7 @@ class MqttPublisher:
                 return
             now = time.monotonic()
             limit = self.cfg.watchdog_s
-            if not _loop_alive(client):
+            if not loop_alive(client):
                 why = "its network loop stopped"
             elif self._down_since is not None and now - max(self._down_since, self._restarted_at) > limit:
                 why = (
@@ -1063,7 +1021,7 @@ class MqttPublisher:
                 return
             log.error("MQTT watchdog: restarting the client, %s", why)
             self._client = None
-            _abandon(client)
+            abandon(client)
             self._restarts += 1
             self._start_client(fresh, password)
 

@@ -118,8 +118,8 @@ class OneClientBroker:
     thread of its own), records what it publishes, and lets the test send it raw packets. Enough to show what a
     client does with what a real broker would not forward."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, port: int = 0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
         self.conn: Optional[socket.socket] = None
         self.subscribed: list[bytes] = []

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
+from pathlib import Path
 
+import pytest
 from fallwatch.daemon.mqtt import COMMAND_LIMITS, MAX_MESSAGE_BYTES
 from mqtt_testlib import PREFIX, make_event, wait_until
 from rawmqtt import OneClientBroker, RawClient, publish_head  # tests/ is on the path (tests/conftest.py)
@@ -164,3 +168,31 @@ def test_watchdog_says_mqtt_is_down_past_the_limit_and_recovers(mosquitto, subsc
         pub.publish_event(make_event("fall"))
         assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) == 1, 20)
     assert _lines(caplog, "MQTT watchdog: restarting the client, disconnected for")
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_huge_message_does_not_grow_memory(mosquitto, mqtt_cfg, publisher_proc, protocol):
+    """Issue 21 item 2: 200 MB on <prefix>/set took the daemon from 137 to 923 MB (paho held it whole, and copies).
+    Here 64 MB: the publisher process's peak RSS (VmHWM) must not grow by more than 16 MB. MQTT 5: the broker does
+    not send it (Maximum Packet Size); 3.1.1: the client drops the body as it arrives."""
+    proc = publisher_proc(mqtt_cfg(mosquitto.port, protocol=protocol))
+
+    def stats() -> dict:
+        proc.proc.stdin.write("stats\n")
+        proc.proc.stdin.flush()
+        return json.loads(proc.readline(30))
+
+    def peak_mb() -> float:
+        return int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{proc.proc.pid}/status").read_text()).group(1)) / 1024
+
+    assert wait_until(lambda: stats()["connected"], 20), proc.log()
+    time.sleep(0.5)  # the subscription follows the connection
+    before = peak_mb()
+    raw = RawClient(mosquitto.port, "attacker", timeout=60)
+    raw.publish_stream(f"{PREFIX}/set".encode(), 64 << 20)
+    raw.publish(f"{PREFIX}/set".encode(), json.dumps({"alerts": False}).encode())
+    raw.close()
+    assert wait_until(lambda: stats()["alerts"] is False, 60), proc.log()
+    grew = peak_mb() - before
+    assert grew < 16, f"peak RSS grew by {grew:.0f} MB"
+    assert stats()["connected"] and stats()["restarts"] == 0
