@@ -27,6 +27,7 @@ need an image-folder source and a full disk needs root: they are not part of thi
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import http.client
 import json
 import os
@@ -323,8 +324,8 @@ class Run:
         """Once, half-way: 1 MiB of invalid zones and SIGHUP; 20 s later the good file back and SIGHUP."""
         if self.stop.wait(self.args.minutes * 30):
             return
-        zone = {"name": "z", "kind": "rest", "points": [[2, 2], [3, 3]]}
-        bad = dict(self.good_config(), zones=[zone] * 17000)
+        zones = [{"name": f"z{i}", "kind": "rest", "points": [[2, 2], [3, 3]]} for i in range(17000)]
+        bad = dict(self.good_config(), zones=zones)  # no YAML aliases: each zone written out
         self.config.write_text(yaml.safe_dump(bad, default_flow_style=True)[: 1 << 20])
         self.daemon.send_signal(signal.SIGHUP)
         self.count("config: 1 MiB invalid + SIGHUP")
@@ -334,16 +335,34 @@ class Run:
 
     # ---- watching ---------------------------------------------------------------------------------------------
     def seen_healthy(self, now: float) -> bool:
-        """What the subscriber sees: a heartbeat within 3 periods, reporting frames flowing."""
+        """What the subscriber sees: heartbeats (MQTT delivers) within 3 periods, one of them with frames flowing
+        (its fps goes to 0 when no frame came for 2 s; /healthz allows 5 s)."""
         with self.lock:
             recent = [hb for at, hb in self.heartbeats if now - at <= 3 * HEARTBEAT_S]
-        return bool(recent) and (recent[-1].get("fps") or 0) > 0
+        return any((hb.get("fps") or 0) > 0 for hb in recent)
 
     def sample(self) -> None:
-        status = self.http("GET", "/healthz", timeout=3)
+        status, reason = None, "no answer"
+        conn = http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=3)
+        try:
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            body = resp.read()
+            status = resp.status
+            try:
+                reason = json.loads(body).get("reason") or "ok"
+            except ValueError:
+                reason = body[:60].decode("utf-8", "replace").strip()
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
         now = time.monotonic()
+        seen = self.seen_healthy(now)
+        reason = re.sub(r"[\d.]+ s\b", "N s", reason)  # one count per kind of reason, not per figure
         with self.lock:
-            self.health.append((now, status, self.seen_healthy(now)))
+            self.health.append((now, status, seen))
+            self.tally[f"healthz {status}: {reason}"] += 1
         rss = rss_mb(self.daemon.pid)
         if rss is not None:
             self.rss.append(rss)
@@ -418,6 +437,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, records)")
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: where each thread is
     if not args.clip.is_file():
         parser.error(f"--clip {args.clip}: no such file (the dev clips live in ../shared/data)")
     if not os.environ.get("FALLWATCH_MODEL_DIR") and (REPO.parent / "shared" / "models").is_dir():
@@ -464,7 +484,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             except subprocess.TimeoutExpired:
                 run.daemon.kill()
         if run.__dict__.get("sub") is not None:
-            run.sub.loop_stop()
+            run.sub.disconnect()
         if run.__dict__.get("broker") is not None:
             run.broker.terminate()
             run.broker.wait(10)
