@@ -313,6 +313,14 @@ class SnapshotCollector:
         )
         yield gauge("fallwatch_events_queued", "Events waiting in the outbox.", s.mqtt.events_queued)
         yield gauge("fallwatch_mqtt_connected", "1 while connected to the MQTT broker.", int(s.mqtt.connected))
+        yield gauge(
+            "fallwatch_mqtt_healthy",
+            "0 while MQTT is enabled and could not deliver for longer than mqtt.watchdog_s.",
+            int(s.mqtt.healthy),
+        )
+        yield CounterMetricFamily(
+            "fallwatch_mqtt_restarts_total", "MQTT clients restarted by the watchdog.", value=s.mqtt.restarts
+        )
         yield gauge("fallwatch_healthy", "1 while frames flow through inference.", int(bool(s.healthy)))
         yield gauge("fallwatch_viewers", "Clients watching the MJPEG stream.", s.viewers)
         backend = GaugeMetricFamily("fallwatch_backend_info", "The inference backend in use.", labels=["backend"])

@@ -196,3 +196,18 @@ def test_huge_message_does_not_grow_memory(mosquitto, mqtt_cfg, publisher_proc, 
     grew = peak_mb() - before
     assert grew < 16, f"peak RSS grew by {grew:.0f} MB"
     assert stats()["connected"] and stats()["restarts"] == 0
+
+
+def test_status_line_says_mqtt_is_down():
+    """systemd's STATUS=: nothing while MQTT delivers; how long it has not; DOWN past mqtt.watchdog_s."""
+    from fallwatch.daemon.stats import CameraStats, MqttStats, Snapshot, status_line
+
+    snap = Snapshot(version="x", cameras={"hall": CameraStats("hall", fps=9.5, capture="running")}, ready=True)
+    snap = snap.replace(backend="cpu")
+    assert status_line(snap.replace(mqtt=MqttStats(enabled=True, connected=True))).endswith("camera running")
+    brief = MqttStats(enabled=True, down_s=12.0, down_reason="MQTT broker 127.0.0.1:1883 unreachable")
+    assert status_line(snap.replace(mqtt=brief)).endswith("camera running, MQTT disconnected 12 s")
+    down = MqttStats(enabled=True, healthy=False, down_s=130.0, down_reason="MQTT broker 127.0.0.1:1883 unreachable")
+    assert status_line(snap.replace(mqtt=down)).endswith(
+        "MQTT DOWN for 130 s (MQTT broker 127.0.0.1:1883 unreachable): alerts cannot be sent"
+    )
