@@ -104,9 +104,10 @@ _CONNECTION_KEYS = (
     "commands",
 )
 DEFAULT_PAUSE_MAX_S = 12 * 3600.0
-# Remote commands that write or queue something: at most N per window each (a flood must not churn the event
-# records or fill the outbox with test events); an alerts on/off command is never limited.
-COMMAND_LIMITS = {"feedback": (10, 60.0), "test": (5, 60.0)}
+# Remote messages that write or send something: at most N per window each (a flood must not churn the event
+# records, fill the outbox with test events, or have discovery published again and again); an alerts on/off
+# command is never limited.
+COMMAND_LIMITS = {"feedback": (10, 60.0), "test": (5, 60.0), "birth": (3, 60.0)}  # birth: Home Assistant's
 WATCHDOG_TICK_S = 1.0
 
 
@@ -781,8 +782,15 @@ class MqttPublisher:
         if topic == f"{self.prefix}/set" and self.cfg.commands:
             self._handle_command(client, msg, topic)
         elif ha.Discovery.is_birth(self.cfg.homeassistant, msg):  # msg.topic is safe now: it is UTF-8
-            log.info("Home Assistant is back online: publishing discovery again")
-            self._publish_retained(client)
+            if self._within_limit("birth"):
+                log.info("Home Assistant is back online: publishing discovery again")
+                self._publish_retained(client)
+            else:
+                self._limited.warning(
+                    "birth limit",
+                    "Home Assistant said online more than %d times in %g s: ignored",
+                    *COMMAND_LIMITS["birth"],
+                )
 
     def _handle_command(self, client: mqtt.Client, msg: mqtt.MQTTMessage, topic: str) -> None:
         if msg.retain:
@@ -991,8 +999,18 @@ class MqttPublisher:
             flush_failures()
             try:
                 self._watch()
+                self._revive_workers()
             except Exception:
                 self._limited.log(logging.ERROR, "watchdog", "MQTT watchdog failed", exc_info=True)
+
+    def _revive_workers(self) -> None:
+        """The sender and heartbeat threads catch their own failures; should one end all the same, start it again."""
+        targets = {"mqtt-sender": self._sender_loop, "mqtt-heartbeat": self._heartbeat_loop}
+        for i, thread in enumerate(self._threads):
+            if thread.name in targets and not thread.is_alive() and not self._stop_evt.is_set():
+                log.error("MQTT watchdog: the %s thread ended; starting it again", thread.name)
+                self._threads[i] = threading.Thread(target=targets[thread.name], name=thread.name, daemon=True)
+                self._threads[i].start()
 
     def _watch(self) -> None:
         """Restart the client when its network loop stopped, or when it stayed disconnected past

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -211,3 +212,42 @@ def test_status_line_says_mqtt_is_down():
     assert status_line(snap.replace(mqtt=down)).endswith(
         "MQTT DOWN for 130 s (MQTT broker 127.0.0.1:1883 unreachable): alerts cannot be sent"
     )
+
+
+def test_home_assistant_birth_flood_publishes_discovery_a_few_times(mosquitto, mqtt_cfg, publisher, caplog):
+    pub = publisher(mqtt_cfg(mosquitto.port))
+    most, _ = COMMAND_LIMITS["birth"]
+    with caplog.at_level(logging.INFO, logger=MQTT_LOGGER):
+        pub.start()
+        assert wait_until(lambda: pub.listening, 10)
+        raw = RawClient(mosquitto.port, "flooder")
+        for _ in range(200):
+            raw.publish(b"homeassistant/status", b"online")
+        raw.publish(f"{PREFIX}/set".encode(), json.dumps({"alerts": False}).encode())
+        raw.close()
+        assert wait_until(lambda: not pub.alerts_enabled, 30)
+    assert len(_lines(caplog, "publishing discovery again")) == most
+    assert len(_lines(caplog, f"Home Assistant said online more than {most} times")) == 5
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread made to end
+def test_watchdog_starts_a_worker_thread_again(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
+    """The heartbeat thread ended by a failure it did not catch (e.g. the outbox failing as a pause expires): the
+    watchdog starts it again, so heartbeats (what watchers see of the device) go on."""
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/heartbeat"])
+    pub = publisher(mqtt_cfg(mosquitto.port, heartbeat_s=1))
+    real = pub._end_expired_pause
+    failed: list[bool] = []
+
+    def fail_once() -> None:
+        if not failed and threading.current_thread().name == "mqtt-heartbeat":
+            failed.append(True)
+            raise RuntimeError("disk I/O error")
+        real()
+
+    pub._end_expired_pause = fail_once
+    with caplog.at_level(logging.INFO, logger=MQTT_LOGGER):
+        pub.start()
+        assert wait_until(lambda: _lines(caplog, "the mqtt-heartbeat thread ended; starting it again"), 10)
+        seen = len(sub.on(f"{PREFIX}/heartbeat"))
+        assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/heartbeat")) >= seen + 2, 10)
