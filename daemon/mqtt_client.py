@@ -41,12 +41,10 @@ class CappedClient(mqtt.Client):
 
     def _sock_recv(self, bufsize: int) -> bytes:
         packet = self._in_packet
-        if not (
-            packet["have_remaining"]
-            and packet["command"] & 0xF0 == _PUBLISH
-            and packet["remaining_length"] > MAX_MESSAGE_BYTES + _KEEP
-        ):
+        if not (packet["have_remaining"] and packet["remaining_length"] > MAX_MESSAGE_BYTES + _KEEP):
             return super()._sock_recv(bufsize)
+        if packet["command"] & 0xF0 != _PUBLISH:  # no other packet a broker sends is anywhere near this size
+            raise ConnectionResetError(f"the broker sent a packet of {packet['remaining_length']} bytes")
         kept = len(packet["packet"])
         if kept < _KEEP:
             return super()._sock_recv(min(bufsize, _KEEP - kept))

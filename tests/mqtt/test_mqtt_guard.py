@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 from fallwatch.daemon.mqtt import COMMAND_LIMITS, MAX_MESSAGE_BYTES
 from mqtt_testlib import PREFIX, make_event, wait_until
-from rawmqtt import OneClientBroker, RawClient, publish_head  # tests/ is on the path (tests/conftest.py)
+from rawmqtt import (
+    OneClientBroker,
+    RawClient,
+    publish_head,
+    remaining_length,
+)  # tests/ is on the path (tests/conftest.py)
 
 MQTT_LOGGER = "fallwatch.daemon.mqtt"
 
@@ -251,3 +256,19 @@ def test_watchdog_starts_a_worker_thread_again(mosquitto, subscriber, mqtt_cfg, 
         assert wait_until(lambda: _lines(caplog, "the mqtt-heartbeat thread ended; starting it again"), 10)
         seen = len(sub.on(f"{PREFIX}/heartbeat"))
         assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/heartbeat")) >= seen + 2, 10)
+
+
+def test_a_huge_packet_of_another_kind_ends_the_connection(mqtt_cfg, publisher):
+    """Only a PUBLISH may be large (it is then dropped as it arrives); a broker sending any other packet of 1 MiB is
+    broken: the client hangs up (and reconnects) rather than reading it."""
+    broker = OneClientBroker()
+    try:
+        pub = publisher(mqtt_cfg(broker.port, homeassistant={"enabled": False}))
+        pub.start()
+        broker.accept()
+        assert wait_until(lambda: pub.listening, 10)
+        broker.send(bytes([0x90]) + remaining_length(1 << 20) + bytes(1 << 20))  # a SUBACK of 1 MiB
+        assert broker.closed.wait(10), "the client kept reading"
+        assert wait_until(lambda: not pub.connected, 10)
+    finally:
+        broker.close()
