@@ -16,12 +16,13 @@ attacks side by side, each bounded in rate and all on loopback:
 - records: an ``event.json`` with ``"recorded": null`` and one with ``"t": null`` dropped in the records folder;
 - configuration: half-way, a 1 MiB configuration of 17,000 invalid zones and SIGHUP, then the good one back.
 
-Watched throughout: falls detected (distinct ids on the subscriber) against the clip's loops, each event
-delivered once (copies by id, the broker's DUP re-deliveries apart), ``/healthz`` sampled every second against
+First the daemon is watched unattacked for ``--baseline-s`` (60 s): the figures to compare with, on the same machine
+in the same run. Watched throughout: falls detected (distinct ids on the subscriber) against the clip's loops, each
+event delivered once (copies by id, the broker's DUP re-deliveries apart), ``/healthz`` sampled every second against
 what the subscriber sees (a heartbeat within 3 heartbeat periods with frames flowing), the daemon's RSS, fps (from
-its heartbeats) and its log. Prints a summary (``--json``: as JSON); exit status 1 when the daemon died, no fall
-was detected, an event was delivered twice or /healthz disagreed with what was seen. Image attacks (issue item 5)
-need an image-folder source and a full disk needs root: they are not part of this run.
+its heartbeats) and its log. Prints a summary (``--json``: as JSON); exit status 1 when the daemon died, no fall was
+detected, an event was delivered twice or /healthz disagreed with what was seen. Image attacks (issue item 5) need
+an image-folder source and a full disk needs root: they are not part of this run.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class Run:
         self.heartbeats: list[tuple[float, dict]] = []
         self.health: list[tuple[float, Optional[int], bool]] = []  # (time, /healthz status, seen healthy)
         self.rss: list[float] = []
+        self.rss_before_config: Optional[float] = None
         self.mqtt_port = free_port()
         self.web_port = free_port()
         self.config = work / "fallwatch.yaml"
@@ -327,6 +329,7 @@ class Run:
         zones = [{"name": f"z{i}", "kind": "rest", "points": [[2, 2], [3, 3]]} for i in range(17000)]
         bad = dict(self.good_config(), zones=zones)  # no YAML aliases: each zone written out
         self.config.write_text(yaml.safe_dump(bad, default_flow_style=True)[: 1 << 20])
+        self.rss_before_config = rss_mb(self.daemon.pid)
         self.daemon.send_signal(signal.SIGHUP)
         self.count("config: 1 MiB invalid + SIGHUP")
         self.stop.wait(20)
@@ -380,8 +383,16 @@ def clip_seconds(clip: Path) -> Optional[float]:
         return None
 
 
-def summary(run: Run, started: float, ended: float, rc: Optional[int]) -> dict:
+def mean_fps(run: Run, since: float, until: float) -> Optional[float]:
+    """The mean of the heartbeats' fps (0 while frames stall for 2 s) between two moments."""
+    fps = [hb.get("fps") or 0 for at, hb in run.heartbeats if since <= at < until]
+    return round(statistics.mean(fps), 2) if fps else None
+
+
+def summary(run: Run, baseline: tuple[float, int], started: float, ended: float, rc: Optional[int]) -> dict:
     falls = [i for i, kind in run.kinds.items() if kind == "fall"]
+    base_fps = mean_fps(run, baseline[0], started)
+    attack_fps = mean_fps(run, started, ended)
     twice = {i: n for i, n in run.copies.items() if n > 1}
     # /healthz against what was seen: only where the view had been steady for 10 s (heartbeats lag a little)
     steady = []
@@ -390,7 +401,6 @@ def summary(run: Run, started: float, ended: float, rc: Optional[int]) -> dict:
         if all(s == seen for s in before):
             steady.append((status, seen))
     disagree = sum(1 for status, seen in steady if (status == 200) != seen)
-    fps = [hb.get("fps") or 0 for _, hb in run.heartbeats]
     log = run.log_path.read_text(errors="replace").splitlines()
     loops = None
     length = clip_seconds(run.args.clip)
@@ -399,7 +409,9 @@ def summary(run: Run, started: float, ended: float, rc: Optional[int]) -> dict:
     return {
         "minutes": round((ended - started) / 60, 2),
         "daemon_alive_at_end": rc is None,
-        "falls_detected": len(falls),
+        "baseline_s": round(started - baseline[0], 1),
+        "falls_detected_in_baseline": baseline[1],
+        "falls_detected_under_attack": len(falls) - baseline[1],
         "clip_loops": loops,
         "events_delivered": len(run.copies),
         "events_delivered_twice": len(twice),
@@ -414,12 +426,14 @@ def summary(run: Run, started: float, ended: float, rc: Optional[int]) -> dict:
         },
         "rss_mb": {
             "first": round(run.rss[0], 1) if run.rss else None,
+            "before_config_attack": None if run.rss_before_config is None else round(run.rss_before_config, 1),
             "max": round(max(run.rss), 1) if run.rss else None,
             "last": round(run.rss[-1], 1) if run.rss else None,
         },
-        "fps": {
-            "median": round(statistics.median(fps), 1) if fps else None,
-            "min": round(min(fps), 1) if fps else None,
+        "fps_mean": {
+            "baseline_no_attacks": base_fps,
+            "under_attack": attack_fps,
+            "ratio": round(attack_fps / base_fps, 2) if base_fps and attack_fps is not None else None,
         },
         "log_lines": len(log),
         "log_warning_or_worse": sum(1 for line in log if re.search(r" (WARNING|ERROR|CRITICAL) ", line)),
@@ -434,6 +448,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the attacks last (default 10)")
     parser.add_argument("--clip", type=Path, default=data / DEFAULT_CLIP, help="the looping fall clip")
     parser.add_argument("--huge-mb", type=int, default=200, help="size of the huge MQTT message (default 200)")
+    parser.add_argument("--baseline-s", type=float, default=60.0, help="seconds watched before the attacks (60)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, records)")
     args = parser.parse_args(argv)
@@ -452,7 +467,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         deadline = time.monotonic() + 120
         while not run.seen_healthy(time.monotonic()) and time.monotonic() < deadline:
             time.sleep(0.5)  # frames flowing and heartbeats arriving before the attacks begin
-        print(f"abuse run: {args.minutes:g} min, work folder {work}", file=sys.stderr)
+        baseline_at = time.monotonic()  # the same daemon on the same machine, not attacked: what to compare with
+        print(f"abuse run: {args.baseline_s:g} s baseline, then {args.minutes:g} min, in {work}", file=sys.stderr)
+        time.sleep(args.baseline_s)
+        baseline = (baseline_at, sum(1 for kind in list(run.kinds.values()) if kind == "fall"))
         started = time.monotonic()
         run.every(1.0, run.sample, "sample")
         run.every(5, run.bad_topic, "bad topic")
@@ -474,7 +492,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ended = time.monotonic()
         time.sleep(2 * HEARTBEAT_S)  # events raised at the end are delivered
         rc = run.daemon.poll()
-        result = summary(run, started, ended, rc)
+        result = summary(run, baseline, started, ended, rc)
     finally:
         run.stop.set()
         if run.__dict__.get("daemon") is not None and run.daemon.poll() is None:
@@ -498,7 +516,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     healthz = result["healthz"]
     ok = (
         result["daemon_alive_at_end"]
-        and result["falls_detected"] > 0
+        and result["falls_detected_under_attack"] > 0
         and result["events_delivered_twice"] == 0
         and healthz["disagreeing_steady_samples"] == 0
     )
