@@ -59,7 +59,8 @@ class CameraSettings(Section):
 
     source: str = Field(
         "auto",
-        description="auto | picamera2 | v4l2:/dev/videoN | rtsp://... | http://... | a video file | a folder of images",
+        description="auto | picamera2 | libcamera | v4l2:/dev/videoN | rtsp://... | http://... | a video file | "
+        "a folder of images",
     )
     width: int = Field(640, ge=64, le=4096, description="capture width in pixels (picamera2, v4l2)")
     height: int = Field(480, ge=64, le=4096, description="capture height in pixels (picamera2, v4l2)")
@@ -368,6 +369,11 @@ class DebugConfig(Section):
     password: Optional[SecretStr] = Field(None, description="basic-auth password")
     password_file: Optional[str] = Field(None, description="file holding the basic-auth password")
     stream_fps: float = Field(5, gt=0, le=30, description="default MJPEG stream frame rate")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="other host names the page is opened by (e.g. a reverse proxy's); changes (labels) from "
+        "any other name are refused",
+    )
 
     @field_validator("bind")
     @classmethod
