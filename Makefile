@@ -51,6 +51,12 @@ N ?= 50
 mqtt-load: install-dev
 	$(BIN)/python bench/mqtt_load.py --devices $(N) $(LOAD_ARGS)
 
+# Issue 21's attacks together against a running daemon (real mosquitto, the page on, a looping fall clip).
+.PHONY: abuse
+MINUTES ?= 10
+abuse: install-dev
+	$(BIN)/python bench/abuse.py --minutes $(MINUTES) $(ABUSE_ARGS)
+
 # ruff (lint, format) and mypy. The folders install as fallwatch.<folder>: mypy reads them through a linked
 # fallwatch/ tree so that the package's own imports resolve.
 lint: install-dev

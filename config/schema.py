@@ -333,6 +333,13 @@ class MqttConfig(Section):
         None, description="where the event outbox lives (default: $STATE_DIRECTORY or ~/.local/state/fallwatch)"
     )
     reconnect_max_s: float = Field(60, ge=1, le=3600, description="longest wait between reconnect attempts")
+    watchdog_s: float = Field(
+        120,
+        ge=2,
+        le=86400,
+        description="disconnected this long (or the network loop stopped), the MQTT client is restarted and "
+        "/healthz and the systemd status say MQTT is down",
+    )
     commands: bool = Field(
         True,
         description="accept commands on <prefix>/set (alerts on/off, test event); "

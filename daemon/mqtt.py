@@ -28,6 +28,21 @@ Decisions:
   ``alerts.pause_max_s`` (default 12 h): then alerts resume by themselves, announced in the log and on
   ``<prefix>/alerts``. Anyone who can publish to ``<prefix>/set`` can pause alerts: protect that topic with broker
   ACLs (README), or set ``mqtt.commands: false`` to take no commands at all (a pause left from before is lifted).
+
+Guards (nothing a broker sends may silence the alarms):
+- Every paho callback is wrapped (``guarded``, mqtt_client.py): an exception is logged, never raised into paho's
+  network thread, which would end it for good. Topics are read from the raw bytes; a topic that is not UTF-8 is
+  refused in one line.
+- Incoming messages above ``MAX_MESSAGE_BYTES`` are refused in one line, never parsed. With MQTT 5 the CONNECT
+  carries that Maximum Packet Size, so the broker never sends them (mosquitto drops them for us); with MQTT 3.1.1,
+  which cannot say it, the client (``CappedClient``) drops their body as it arrives instead of holding it. A
+  retained command on ``set`` is cleared (an empty retained message), so it is not applied or read again on every
+  reconnect.
+- Remote ``feedback`` and ``test`` commands are rate-limited (``COMMAND_LIMITS``), and floods of bad commands
+  are logged as one line and a count (ratelog.py).
+- A watchdog thread restarts the client when paho's network loop has stopped, or when it stayed disconnected
+  longer than ``mqtt.watchdog_s``; past that limit ``stats()["healthy"]`` is false, so ``/healthz`` answers 503
+  and the systemd status says MQTT is down: an alarm that cannot leave the house is not healthy.
 """
 
 from __future__ import annotations
@@ -42,7 +57,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,9 +75,11 @@ from paho.mqtt.properties import Properties
 from . import homeassistant as ha
 from .alerts_switch import AlertsSwitch
 from .jsonsafe import to_json
+from .mqtt_client import MAX_MESSAGE_BYTES, CappedClient, abandon, flush_failures, guarded, loop_alive
 from .mqtt_command import Answer, Command, Feedback, parse_command
 from .mqtt_topics import CameraTopics, sanitize_id
 from .outbox import Outbox, default_state_dir
+from .ratelog import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +104,11 @@ _CONNECTION_KEYS = (
     "commands",
 )
 DEFAULT_PAUSE_MAX_S = 12 * 3600.0
+# Remote messages that write or send something: at most N per window each (a flood must not churn the event
+# records, fill the outbox with test events, or have discovery published again and again); an alerts on/off
+# command is never limited.
+COMMAND_LIMITS = {"feedback": (10, 60.0), "test": (5, 60.0), "birth": (3, 60.0)}  # birth: Home Assistant's
+WATCHDOG_TICK_S = 1.0
 
 
 class MqttError(Exception):
@@ -193,6 +215,15 @@ class MqttPublisher:
         self._events_sent = 0
         self._events_suppressed = 0
 
+        # Guards and watchdog
+        self._limited = LogLimiter(log)  # floods of bad messages: one line and a count
+        self._command_times: dict[str, deque[float]] = {
+            n: deque(maxlen=most) for n, (most, _) in COMMAND_LIMITS.items()
+        }
+        self._down_since: Optional[float] = time.monotonic()  # not connected since (None while connected)
+        self._restarted_at = 0.0  # when the watchdog last restarted the client
+        self._restarts = 0
+
     # ----------------------------------------------------------------------------------------------- public API
     @property
     def connected(self) -> bool:
@@ -223,9 +254,27 @@ class MqttPublisher:
         self._end_expired_pause()
         self._hb_wake.set()
 
+    def down_s(self) -> Optional[float]:
+        """Seconds since MQTT could last deliver (not connected, or the network loop stopped); None while it can."""
+        since = self._down_since
+        client = self._client
+        if since is None and client is not None and not loop_alive(client):
+            return 0.0  # the watchdog restarts it within a tick
+        return None if since is None else time.monotonic() - since
+
+    def healthy(self) -> bool:
+        """False when MQTT is enabled and could not deliver for longer than ``mqtt.watchdog_s``."""
+        down = self.down_s() if self.cfg.enabled and self._started else None
+        return down is None or down <= self.cfg.watchdog_s
+
     def stats(self) -> dict:
+        down = self.down_s() if self.cfg.enabled else None
         return {
             "connected": self._connected,
+            "healthy": self.healthy(),
+            "down_s": None if down is None else round(down, 1),
+            "down_reason": self._last_error if down is not None else None,
+            "restarts": self._restarts,
             "events_sent": self._events_sent,
             "events_queued": len(self._outbox),
             "events_dropped": self._outbox.dropped,
@@ -270,7 +319,11 @@ class MqttPublisher:
                 self.alerts_resume_at(),
                 self.prefix,
             )
-        for name, target in (("mqtt-sender", self._sender_loop), ("mqtt-heartbeat", self._heartbeat_loop)):
+        for name, target in (
+            ("mqtt-sender", self._sender_loop),
+            ("mqtt-heartbeat", self._heartbeat_loop),
+            ("mqtt-watchdog", self._watchdog_loop),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -476,7 +529,7 @@ class MqttPublisher:
         """A configured paho client for ``cfg``; MqttError names the setting when it cannot work."""
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         client_id = cfg.client_id or f"fallwatch-{device_id_of(cfg)}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        client = CappedClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         # Wildcards in the prefixes, a password without a user name, a key without its certificate: the
         # configuration refuses those (config/schema.py). Files can still change after it was checked.
         if cfg.username:
@@ -502,12 +555,13 @@ class MqttPublisher:
         client.will_set(f"{prefix_of(cfg)}/availability", ha.NOT_AVAILABLE, qos=1, retain=True)
         client.reconnect_delay_set(1, max(1, int(math.ceil(cfg.reconnect_max_s))))
         client.max_inflight_messages_set(WINDOW)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
+        client.suppress_exceptions = True  # paho's own guard, behind ours: a callback must never end its loop
+        client.on_connect = guarded(self._on_connect)
+        client.on_connect_fail = guarded(self._on_connect_fail)
+        client.on_disconnect = guarded(self._on_disconnect)
+        client.on_publish = guarded(self._on_publish)
+        client.on_message = guarded(self._on_message)
+        client.on_subscribe = guarded(self._on_subscribe)
         return client
 
     def _start_client(self, client: mqtt.Client, password: Optional[str]) -> None:
@@ -520,7 +574,14 @@ class MqttPublisher:
         with self._state_lock:
             self._state_info, self._state_deferred = {}, False  # the old client's messages are gone
         self._client = client
-        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
+        self._connected = self._listening = False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        props = None
+        if cfg.protocol == "5":  # the broker must not send us more than we would take (mosquitto drops it)
+            props = Properties(PacketTypes.CONNECT)
+            props.MaximumPacketSize = MAX_MESSAGE_BYTES + 1024  # + topic and headers
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, properties=props)
         client.loop_start()
         log.info(
             "MQTT: connecting to %s:%d (MQTT %s%s) as %s, topics %s/...",
@@ -570,6 +631,7 @@ class MqttPublisher:
             self._refused = True
             return
         self._last_error = None
+        self._down_since = None
         log.info("MQTT connected to %s", self._where())
         client.publish(f"{self.prefix}/availability", ha.AVAILABLE, qos=1, retain=True)
         self._listening = False
@@ -666,6 +728,8 @@ class MqttPublisher:
             return
         was, refused = self._connected, self._refused
         self._connected = self._refused = self._listening = False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         if was:
             log.warning(
                 "MQTT disconnected from %s (%s); events are kept in the outbox until it is back",
@@ -697,59 +761,123 @@ class MqttPublisher:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if client is not self._client:
             return
-        try:
-            if msg.topic == f"{self.prefix}/set" and self.cfg.commands:
-                self._handle_command(msg)
-            elif ha.Discovery.is_birth(self.cfg.homeassistant, msg):
+        raw_topic = bytes(msg._topic)  # msg.topic raises on a topic that is not UTF-8
+        topic = raw_topic.decode("utf-8", "replace")
+        if topic.encode("utf-8") != raw_topic:
+            self._limited.warning("bad topic", "MQTT: ignored a message whose topic is not UTF-8: %.100r", raw_topic)
+            return
+        size = len(msg.payload)
+        if isinstance(client, CappedClient) and client.dropped_size is not None:  # read only in part
+            size = client.dropped_size - 2 - len(raw_topic) - (2 if msg.qos else 0)
+        if size > MAX_MESSAGE_BYTES:
+            self._limited.warning(
+                "too large",
+                "MQTT: ignored a message of %d bytes on %s (more than %d): not read",
+                size,
+                topic,
+                MAX_MESSAGE_BYTES,
+            )
+            msg.payload = b""  # let it go now, not when paho is done with the message
+            if msg.retain and topic == f"{self.prefix}/set":
+                self._clear_retained_command(client, topic)
+            return
+        if topic == f"{self.prefix}/set" and self.cfg.commands:
+            self._handle_command(client, msg, topic)
+        elif ha.Discovery.is_birth(self.cfg.homeassistant, msg):  # msg.topic is safe now: it is UTF-8
+            if self._within_limit("birth"):
                 log.info("Home Assistant is back online: publishing discovery again")
                 self._publish_retained(client)
-        except Exception:  # a bad command must never kill the network thread
-            log.exception("MQTT: failed to handle a message on %s", msg.topic)
+            else:
+                self._limited.warning(
+                    "birth limit",
+                    "Home Assistant said online more than %d times in %g s: ignored",
+                    *COMMAND_LIMITS["birth"],
+                )
 
-    def _handle_command(self, msg: mqtt.MQTTMessage) -> None:
+    def _handle_command(self, client: mqtt.Client, msg: mqtt.MQTTMessage, topic: str) -> None:
         if msg.retain:
-            log.warning("ignored a retained command on %s (commands must not be retained)", msg.topic)
+            self._clear_retained_command(client, topic)
+            return
+        if not msg.payload:  # how a retained command is cleared (by us or anyone): nothing to do
             return
         command = parse_command(bytes(msg.payload))
         if isinstance(command, str):
-            log.warning("ignored command on %s: %s", msg.topic, command)
+            self._limited.warning("bad command", "ignored command on %s: %s", topic, command)
             return
-        self._apply(command, msg.topic)
+        self._apply(command, topic)
+
+    def _clear_retained_command(self, client: mqtt.Client, topic: str) -> None:
+        """A retained command would be applied again on every reconnect, and a huge one read again each time: it
+        is ignored and cleared (an empty retained message; a broker ACL that forbids it keeps it, then it is only
+        ignored, logged once a minute at most)."""
+        self._limited.warning(
+            "retained command",
+            "ignored a retained command on %s (commands must not be retained); clearing it on the broker",
+            topic,
+        )
+        client.publish(topic, b"", qos=1, retain=True)
+
+    def _within_limit(self, name: str) -> bool:
+        """The ``name`` command (feedback, test) is within ``COMMAND_LIMITS``; counts it when it is."""
+        most, window_s = COMMAND_LIMITS[name]
+        times = self._command_times[name]
+        now = time.monotonic()
+        if len(times) == most and now - times[0] < window_s:
+            return False
+        times.append(now)
+        return True
 
     def _apply(self, command: Command, topic: str) -> None:
         for problem in command.problems:
-            log.warning("ignored command on %s: %s", topic, problem)
+            self._limited.warning("bad command", "ignored command on %s: %s", topic, problem)
         if command.feedback is not None:
-            self._feedback(topic, command.feedback)
+            if self._within_limit("feedback"):
+                self._feedback(topic, command.feedback)
+            else:
+                self._limited.warning(
+                    "feedback limit",
+                    "ignored feedback on %s: more than %d in %g s",
+                    topic,
+                    *COMMAND_LIMITS["feedback"],
+                )
         if command.answer is not None:
             self._answer(topic, command.answer)
         if command.alerts is not None:
             self._set_alerts(command.alerts, "by MQTT command")
         if command.test:
-            self.publish_test_event()
+            if self._within_limit("test"):
+                self.publish_test_event()
+            else:
+                self._limited.warning(
+                    "test limit", "ignored a test command on %s: more than %d in %g s", topic, *COMMAND_LIMITS["test"]
+                )
 
     def _feedback(self, topic: str, feedback: Feedback) -> None:
         """Label an event record (``{"feedback": {"id": ..., "label": ...}}``)."""
         if self._on_feedback is None:
-            log.warning("ignored feedback on %s: this daemon keeps no event records to label", topic)
+            self._limited.warning(
+                "bad feedback", "ignored feedback on %s: this daemon keeps no event records to label", topic
+            )
             return
         try:
             self._on_feedback(feedback.event_id, feedback.label)
         except ValueError as exc:
-            log.warning("ignored feedback on %s: %s", topic, exc)
+            self._limited.warning("bad feedback", "ignored feedback on %s: %s", topic, exc)
         except OSError as exc:
-            log.warning("ignored feedback on %s: the record cannot be written (%s)", topic, exc.strerror or exc)
+            self._limited.warning(
+                "bad feedback", "ignored feedback on %s: the record cannot be written (%s)", topic, exc.strerror or exc
+            )
 
     def _answer(self, topic: str, answer: Answer) -> None:
         """``{"ack": ...}`` / ``{"false_alarm": ...}``: close open alarms (logged there, with who answered)."""
         log.info("command on %s: %s %s by %s", topic, answer.reason, answer.target, answer.by)
         if self._on_answer is None:
-            log.warning("ignored %s on %s: this daemon keeps no alarms", answer.reason, topic)
+            self._limited.warning("bad answer", "ignored %s on %s: this daemon keeps no alarms", answer.reason, topic)
             return
         try:
             self._on_answer(answer)
         except ValueError as exc:
-            log.warning("ignored %s on %s: %s", answer.reason, topic, exc)
+            self._limited.warning("bad answer", "ignored %s on %s: %s", answer.reason, topic, exc)
 
     def _set_alerts(self, enabled: bool, why: str) -> None:
         changed = self._switch.set(enabled)
@@ -879,6 +1007,56 @@ class MqttPublisher:
     def _resend_from_outbox(self) -> None:
         self._last_handed = min(seq for seq, _, _ in self._inflight) - 1
         self._inflight = []
+
+    def _watchdog_loop(self) -> None:
+        while not self._stop_evt.wait(WATCHDOG_TICK_S):
+            self._limited.flush()
+            flush_failures()
+            try:
+                self._watch()
+                self._revive_workers()
+            except Exception:
+                self._limited.log(logging.ERROR, "watchdog", "MQTT watchdog failed", exc_info=True)
+
+    def _revive_workers(self) -> None:
+        """The sender and heartbeat threads catch their own failures; should one end all the same, start it again."""
+        targets = {"mqtt-sender": self._sender_loop, "mqtt-heartbeat": self._heartbeat_loop}
+        for i, thread in enumerate(self._threads):
+            if thread.name in targets and not thread.is_alive() and not self._stop_evt.is_set():
+                log.error("MQTT watchdog: the %s thread ended; starting it again", thread.name)
+                self._threads[i] = threading.Thread(target=targets[thread.name], name=thread.name, daemon=True)
+                self._threads[i].start()
+
+    def _watch(self) -> None:
+        """Restart the client when its network loop stopped, or when it stayed disconnected past
+        ``mqtt.watchdog_s`` (then again every ``watchdog_s`` while it stays so)."""
+        with self._client_lock:
+            client = self._client
+            if client is None or not self.cfg.enabled or self._stop_evt.is_set():
+                return
+            now = time.monotonic()
+            limit = self.cfg.watchdog_s
+            if not loop_alive(client):
+                why = "its network loop stopped"
+            elif self._down_since is not None and now - max(self._down_since, self._restarted_at) > limit:
+                why = (
+                    f"disconnected for {now - self._down_since:.0f} s (mqtt.watchdog_s: {limit:g}); "
+                    "/healthz and the systemd status say MQTT is down"
+                )
+            else:
+                return
+            self._restarted_at = now
+            try:
+                password = _password_of(self.cfg)
+                fresh = self._build_client(self.cfg, password)
+            except MqttError as exc:
+                self._limited.error("watchdog", "MQTT watchdog cannot restart the client: %s", exc)
+                return
+            log.error("MQTT watchdog: restarting the client, %s", why)
+            self._client = None
+            abandon(client)
+            self._restarts += 1
+            self._start_client(fresh, password)
 
     def _heartbeat_loop(self) -> None:
         # The first heartbeat goes out when the connection is made (on_connect wakes us), not also at start.

@@ -70,6 +70,10 @@ class CameraStats:
 class MqttStats:
     enabled: bool = False
     connected: bool = False
+    healthy: bool = True  # False: enabled and unable to deliver for longer than mqtt.watchdog_s
+    down_s: Optional[float] = None  # seconds since it could last deliver; None while connected
+    down_reason: Optional[str] = None  # the connection problem, when one was seen
+    restarts: int = 0  # clients restarted by the MQTT watchdog
     events_sent: int = 0
     events_queued: int = 0
     events_dropped: int = 0
@@ -208,15 +212,29 @@ def status_line(snapshot: Snapshot) -> str:
     if len(snapshot.cameras) > 1:  # every camera, briefly: which one is in trouble shows at a glance
         cams = ", ".join(f"{c.name} {c.capture}" for c in snapshot.cameras.values())
         if not snapshot.ready:
-            return f"waiting for a first frame: {cams}"
+            return f"waiting for a first frame: {cams}" + mqtt_status(snapshot.mqtt)
         fps = sum(c.fps for c in snapshot.cameras.values())
-        return f"{fps:.1f} fps on {snapshot.backend}, {snapshot.persons} in view, state {snapshot.state}, {cams}"
+        return (
+            f"{fps:.1f} fps on {snapshot.backend}, {snapshot.persons} in view, state {snapshot.state}, {cams}"
+            + mqtt_status(snapshot.mqtt)
+        )
     if not snapshot.ready:
-        return f"waiting for {cam.source or cam.name}: {cam.capture}{error}"
+        return f"waiting for {cam.source or cam.name}: {cam.capture}{error}" + mqtt_status(snapshot.mqtt)
     return (
         f"{cam.fps:.1f} fps on {snapshot.backend}, {snapshot.persons} in view, state {snapshot.state}, "
-        f"camera {cam.capture}{error}"
+        f"camera {cam.capture}{error}" + mqtt_status(snapshot.mqtt)
     )
+
+
+def mqtt_status(mqtt: MqttStats) -> str:
+    """What the status line says of MQTT: nothing while it delivers; else how long it has not (and DOWN past
+    mqtt.watchdog_s: alerts cannot leave the house)."""
+    if not mqtt.enabled or mqtt.down_s is None:
+        return ""
+    why = f" ({mqtt.down_reason})" if mqtt.down_reason else ""
+    if not mqtt.healthy:
+        return f", MQTT DOWN for {mqtt.down_s:.0f} s{why}: alerts cannot be sent"
+    return f", MQTT disconnected {mqtt.down_s:.0f} s"
 
 
 # ---- Prometheus ------------------------------------------------------------------------------------------------
@@ -301,6 +319,14 @@ class SnapshotCollector:
         )
         yield gauge("fallwatch_events_queued", "Events waiting in the outbox.", s.mqtt.events_queued)
         yield gauge("fallwatch_mqtt_connected", "1 while connected to the MQTT broker.", int(s.mqtt.connected))
+        yield gauge(
+            "fallwatch_mqtt_healthy",
+            "0 while MQTT is enabled and could not deliver for longer than mqtt.watchdog_s.",
+            int(s.mqtt.healthy),
+        )
+        yield CounterMetricFamily(
+            "fallwatch_mqtt_restarts_total", "MQTT clients restarted by the watchdog.", value=s.mqtt.restarts
+        )
         yield gauge("fallwatch_healthy", "1 while frames flow through inference.", int(bool(s.healthy)))
         yield gauge("fallwatch_viewers", "Clients watching the MJPEG stream.", s.viewers)
         yield gauge("fallwatch_open_alarms", "Alarms nobody has answered yet.", len(s.alarms))

@@ -724,23 +724,30 @@ class DebugServer:
             return jpeg
 
     def health(self) -> tuple[bool, dict]:
-        """Healthy while every camera delivers frames through inference. The body: ``status``, the first camera's
-        ``last_frame_age_s``, and when unhealthy the ``reason`` (with several cameras, each failing camera's, named)
-        and ``unhealthy`` (their names); ``cameras`` has every camera's own."""
+        """Healthy while every camera delivers frames through inference and MQTT (when enabled) can deliver
+        alerts. The body: ``status``, the first camera's ``last_frame_age_s``, and when unhealthy the ``reason``
+        (with several cameras, each failing camera's, named; MQTT's as ``mqtt: ...``) and ``unhealthy`` (their
+        names, ``mqtt`` among them); ``cameras`` has every camera's own, ``mqtt`` MQTT's."""
         cameras = self.hub.health(self.health_max_age_s)
         bad = [name for name, c in cameras.items() if not c["healthy"]]
+        reasons = [cameras[bad[0]]["reason"]] if len(cameras) == 1 and bad else []
+        reasons += [f"camera {name}: {cameras[name]['reason']}" for name in bad if len(cameras) > 1]
+        mqtt = self.hub.current().mqtt
+        mqtt_down = mqtt.enabled and not mqtt.healthy
+        if mqtt_down:
+            why = f" ({mqtt.down_reason})" if mqtt.down_reason else ""
+            reasons.append(f"mqtt: cannot deliver alerts, disconnected for {mqtt.down_s or 0:.0f} s{why}")
         body: dict[str, Any] = {
-            "status": "unhealthy" if bad else "ok",
+            "status": "unhealthy" if reasons else "ok",
             "last_frame_age_s": next(iter(cameras.values()))["last_frame_age_s"],
         }
-        if bad:
-            if len(cameras) == 1:
-                body["reason"] = cameras[bad[0]]["reason"]
-            else:
-                body["reason"] = "; ".join(f"camera {name}: {cameras[name]['reason']}" for name in bad)
-            body["unhealthy"] = bad
+        if reasons:
+            body["reason"] = "; ".join(reasons)
+            body["unhealthy"] = bad + (["mqtt"] if mqtt_down else [])
         body["cameras"] = cameras
-        return not bad, body
+        if mqtt.enabled:
+            body["mqtt"] = {"healthy": mqtt.healthy, "connected": mqtt.connected, "down_s": mqtt.down_s}
+        return not reasons, body
 
     def snapshot(self) -> Snapshot:
         """The hub's Snapshot with the server's own figures: health and viewers."""

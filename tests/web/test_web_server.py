@@ -210,6 +210,7 @@ def test_stats_events_and_metrics(start_server, feeders, clip_frames):
     assert samples[f'fallwatch_state_info{{{cam},state="fall"}}'] == 1
     assert samples["fallwatch_events_sent_total"] == 3 and samples["fallwatch_events_queued"] == 2
     assert samples["fallwatch_mqtt_connected"] == 1
+    assert samples["fallwatch_mqtt_healthy"] == 1 and samples["fallwatch_mqtt_restarts_total"] == 0
     assert samples['fallwatch_backend_info{backend="cpu"}'] == 1
     assert samples["fallwatch_uptime_seconds"] >= 0
 
