@@ -201,8 +201,10 @@ EOF
     /tmp/fallwatch/tests/edgetpu/fake_edgetpu.c -lpthread || fail "could not compile the stand-in library"
   mv "$ROOT/tmp/pi-test/libedgetpu.so.1.0" "$pkgdir/usr/lib/aarch64-linux-gnu/"
   ln -s libedgetpu.so.1.0 "$pkgdir/usr/lib/aarch64-linux-gnu/libedgetpu.so.1"
+  # (the dependencies Coral's own libedgetpu1 packages declare; trixie's libgcc-s1 still provides libgcc1)
   printf '%s\n' "Package: $package" "Version: $version" "Architecture: arm64" "Maintainer: fallwatch pi-test" \
-    "Depends: libc6, libusb-1.0-0" "Description: stand-in of feranick's $deb for make pi-test" >"$pkgdir/DEBIAN/control"
+    "Depends: libc6, libgcc1 (>= 1:3.0), libstdc++6, libusb-1.0-0" \
+    "Description: stand-in of feranick's $deb for make pi-test" >"$pkgdir/DEBIAN/control"
   dpkg-deb --root-owner-group --build "$pkgdir" "$ROOT/tmp/pi-test/coral/$deb" >/dev/null
   sha="$(sha256sum "$ROOT/tmp/pi-test/coral/$deb" | cut -d' ' -f1)"
   CORAL_ARGS=(--coral-from /tmp/pi-test/coral)
