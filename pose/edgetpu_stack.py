@@ -3,7 +3,7 @@ each other.
 
 Coral's own ``libedgetpu1-std``/``-max`` 16.0 was built against TensorFlow 2.5; runtimes from 2.12 on crash when
 its delegate is applied (google-coral/edgetpu#812). Rebuilds such as feranick's carry the TensorFlow version in
-their Debian version ("16.0tf2.17.1-1") and match ``tflite_runtime`` of that version.
+their Debian version ("16.0tf2.17.1-1"); MATCHED_PAIRS lists the runtimes `install.sh --with-coral` pairs with them.
 """
 
 from __future__ import annotations
