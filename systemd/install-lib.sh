@@ -155,3 +155,51 @@ check_sha256() {
   got="$(sha256sum "$file" | cut -d' ' -f1)"
   [ "$got" = "$sum" ] || { echo "$(basename "$file") has sha256 $got, not the expected $sum"; return 1; }
 }
+
+# Fetches the files of a plan (coral_plan's lines, on stdin) into DIR and checks each one's sha256, before anything
+# is installed: the library's .deb from FROM (a directory; "" for its GitHub URL), its sha256 from GitHub's API when
+# the plan says so; the runtime's wheel with PYTHON's pip, which checks it against PyPI's sha256 (--require-hashes;
+# --no-deps: its dependencies are fallwatch's own). Says what it did, a line each; sets LIB_DEB LIB_SUM LIB_SOURCE
+# RUNTIME RUNTIME_WHEEL. On the first failure: status 1 with the reason, one line, in CORAL_WHY.
+# shellcheck disable=SC2034  # (the variables it sets are install.sh's)
+coral_fetch() {
+  local dir="$1" from="$2" python="$3" kind a b c d e why
+  CORAL_WHY=
+  mkdir -p "$dir"
+  while read -r kind a b c d e; do
+    if [ "$kind" = library ]; then
+      LIB_DEB="$a" LIB_SUM="$d" LIB_SOURCE="$e"
+      if [ "$LIB_SOURCE" = github ]; then
+        # No other party published this file's sha256: GitHub's digest of the release asset is the published one.
+        if ! LIB_SUM="$(github_asset_digest "$c" "$LIB_DEB")"; then CORAL_WHY="$LIB_SUM"; return 1; fi
+        coral_say "GitHub's published sha256 of $LIB_DEB: $LIB_SUM (from $c)"
+      fi
+      if [ -n "$from" ]; then
+        [ -f "$from/$LIB_DEB" ] || { CORAL_WHY="$LIB_DEB is not in $from"; return 1; }
+        cp "$from/$LIB_DEB" "$dir/"
+        coral_say "took $LIB_DEB from $from"
+      else
+        coral_say "downloading $b"
+        if ! why="$(python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+            "$b" "$dir/$LIB_DEB" 2>&1)"; then
+          CORAL_WHY="could not download $b: $(tail -n 1 <<<"$why")"; return 1
+        fi
+      fi
+      if ! why="$(check_sha256 "$dir/$LIB_DEB" "$LIB_SUM")"; then CORAL_WHY="$why"; return 1; fi
+      coral_say "$LIB_DEB: sha256 $LIB_SUM matches ($LIB_SOURCE)"
+    elif [ "$kind" = runtime ]; then
+      RUNTIME="$a $b" RUNTIME_WHEEL="$c"
+      echo "$a==$b --hash=sha256:$d" >"$dir/runtime.txt"
+      if ! why="$("$python" -m pip download --quiet --no-deps --only-binary :all: --require-hashes \
+          -r "$dir/runtime.txt" -d "$dir" 2>&1)"; then
+        CORAL_WHY="pip could not fetch $a $b with PyPI's sha256 $d: $(grep -m 1 -i -e 'do not match' -e 'error' \
+          <<<"$why" || tail -n 1 <<<"$why")"
+        return 1
+      fi
+      [ -f "$dir/$c" ] || { CORAL_WHY="PyPI served another file than $c for this Python"; return 1; }
+      coral_say "$c: sha256 $d matches (published by PyPI, checked by pip)"
+    fi
+  done
+}
+
+coral_say() { printf 'fallwatch install: %s\n' "$*"; }

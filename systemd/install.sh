@@ -186,44 +186,8 @@ fi
 
 # 3a. The Coral's pair: both files fetched and their sha256 checked before either is installed (3b).
 CORAL_DIR="$WORK/coral"
-if [ -n "$CORAL_PLAN" ]; then
-  mkdir -p "$CORAL_DIR"
-  while read -r kind a b c d e; do
-    if [ "$kind" = library ]; then
-      LIB_DEB="$a" LIB_SUM="$d" LIB_SOURCE="$e"
-      if [ "$LIB_SOURCE" = github ]; then
-        # No other party published this file's sha256: GitHub's digest of the release asset is the published one.
-        if ! LIB_SUM="$(github_asset_digest "$c" "$LIB_DEB")"; then coral_refuse "$LIB_SUM"; break; fi
-        say "GitHub's published sha256 of $LIB_DEB: $LIB_SUM (from $c)"
-      fi
-      if [ -n "$CORAL_FROM" ]; then
-        [ -f "$CORAL_FROM/$LIB_DEB" ] || { coral_refuse "$LIB_DEB is not in $CORAL_FROM"; break; }
-        cp "$CORAL_FROM/$LIB_DEB" "$CORAL_DIR/"
-        say "took $LIB_DEB from $CORAL_FROM"
-      else
-        say "downloading $b"
-        if ! why="$(python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-            "$b" "$CORAL_DIR/$LIB_DEB" 2>&1)"; then
-          coral_refuse "could not download $b: $(tail -n 1 <<<"$why")"; break
-        fi
-      fi
-      if ! why="$(check_sha256 "$CORAL_DIR/$LIB_DEB" "$LIB_SUM")"; then coral_refuse "$why"; break; fi
-      say "$LIB_DEB: sha256 $LIB_SUM matches ($LIB_SOURCE)"
-    else
-      RUNTIME="$a $b" RUNTIME_WHEEL="$c"
-      # pip checks the wheel against the sha256 PyPI published (--require-hashes); --no-deps: its dependencies
-      # (numpy, ...) are fallwatch's own and come with it below.
-      echo "$a==$b --hash=sha256:$d" >"$CORAL_DIR/runtime.txt"
-      if ! "$VENV/bin/python" -m pip download --quiet --no-deps --only-binary :all: --require-hashes \
-          -r "$CORAL_DIR/runtime.txt" -d "$CORAL_DIR" >"$WORK/pip.log" 2>&1; then
-        coral_refuse "pip could not fetch $a $b with PyPI's sha256 $d:" \
-          "$(grep -m 1 -i -e 'do not match' -e 'error' "$WORK/pip.log" || tail -n 1 "$WORK/pip.log")"
-        break
-      fi
-      [ -f "$CORAL_DIR/$c" ] || { coral_refuse "PyPI served another file than $c for this Python"; break; }
-      say "$c: sha256 $d matches (published by PyPI, checked by pip)"
-    fi
-  done <<<"$CORAL_PLAN"
+if [ -n "$CORAL_PLAN" ] && ! coral_fetch "$CORAL_DIR" "$CORAL_FROM" "$VENV/bin/python" <<<"$CORAL_PLAN"; then
+  coral_refuse "$CORAL_WHY"
 fi
 
 if ! "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "${SRC}[systemd]"; then

@@ -240,6 +240,56 @@ def test_check_sha256_passes_the_right_file_and_names_a_mismatch_in_one_line(tmp
     assert wrong.returncode == 1 and wrong.stdout == f"{TRIXIE_DEB} has sha256 {right}, not the expected {'cd' * 32}\n"
 
 
+def fetch(plan: list[str], tmp_path: Path, ca: Path, source: Path) -> subprocess.CompletedProcess[str]:
+    """coral_fetch on a plan, the library taken from ``source`` (install.sh --coral-from); prints its variables."""
+    script = (
+        f"SSL_CERT_FILE={ca}; export SSL_CERT_FILE; "
+        f'if coral_fetch {tmp_path / "fetched"} {source} {sys.executable} <<<"$PLAN"; '
+        'then echo "ok $LIB_DEB $LIB_SUM $LIB_SOURCE"; else echo "refused: $CORAL_WHY"; fi'
+    )
+    return subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; . "$0"; {script}', str(LIB)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PLAN": "\n".join(plan)},
+    )
+
+
+def test_the_library_is_fetched_and_checked_against_githubs_digest(
+    release_api: tuple[str, Path], tmp_path: Path
+) -> None:
+    api, ca = release_api
+    source = tmp_path / "debs"
+    source.mkdir()
+    (source / TRIXIE_DEB).write_bytes(b"stand-in")
+    good = hashlib.sha256(b"stand-in").hexdigest()
+    tags = f"{api}/repos/feranick/libedgetpu/releases/tags"
+    line = f"library {TRIXIE_DEB} https://unused/{TRIXIE_DEB} {tags}/16.0TF2.19.1-1"
+    # the served digest is "cd"*32: the stand-in does not match it, and is refused in one line
+    result = fetch([f"{line} - github"], tmp_path, ca, source)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"fallwatch install: GitHub's published sha256 of {TRIXIE_DEB}: {'cd' * 32} (from {tags}/16.0TF2.19.1-1)",
+        f"fallwatch install: took {TRIXIE_DEB} from {source}",
+        f"refused: {TRIXIE_DEB} has sha256 {good}, not the expected {'cd' * 32}",
+    ]
+    # with the right sha256 (here an override: the stand-in's own) it passes, and is not asked of GitHub
+    result = fetch([f"{line} {good} override"], tmp_path, ca, source)
+    assert result.stdout.splitlines()[-2:] == [
+        f"fallwatch install: {TRIXIE_DEB}: sha256 {good} matches (override)",
+        f"ok {TRIXIE_DEB} {good} override",
+    ]
+    assert (tmp_path / "fetched" / TRIXIE_DEB).read_bytes() == b"stand-in"
+    # no digest to be had, or no file where it was said to be: refused before anything else is fetched
+    missing = fetch([f"{line.replace('16.0TF2.19.1-1', 'no-such-tag')} - github"], tmp_path, ca, source)
+    assert missing.stdout.startswith("refused: could not read ") and "HTTP Error 404" in missing.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    absent = fetch([f"{line} {good} pinned", "runtime x 1 x.whl " + "ab" * 32 + " pinned"], tmp_path, ca, empty)
+    assert absent.stdout == f"refused: {TRIXIE_DEB} is not in {empty}\n"
+
+
 def test_install_never_uses_corals_tf_2_5_library_nor_the_unrelated_pypi_pycoral() -> None:
     text = INSTALL.read_text() + LIB.read_text()
     assert "packages.cloud.google.com" not in text and "coral-edgetpu-stable" not in text
