@@ -236,7 +236,8 @@ EOF
   phase_end
 
   phase_start edgetpu
-  # The pair's runtime imports; load_delegate on the installed library, with no accelerator, ends in one line.
+  # The pair's runtime imports; load_delegate on the installed library, with no accelerator, raises the runtime's
+  # ValueError (no crash, no hang); doctor below turns it into its one line.
   in_root timeout 300 /opt/fallwatch/venv/bin/python - <<'PY' || fail "the Edge TPU runtime or delegate misbehaved"
 import importlib, importlib.metadata, sys
 for name, dist in (("tflite_runtime", "tflite-runtime"), ("ai_edge_litert", "ai-edge-litert")):
@@ -251,9 +252,9 @@ print(f"runtime {name} {importlib.metadata.version(dist)} ({interpreter.__file__
 try:
     interpreter.load_delegate("libedgetpu.so.1")
 except ValueError as exc:
-    lines = str(exc).strip().splitlines()
-    print(f"load_delegate with no accelerator: {lines[0] if lines else '(empty)'}")
-    sys.exit(0 if len(lines) == 1 else f"{len(lines)} lines instead of one")
+    said = " / ".join(str(exc).split("\n"))
+    print(f"load_delegate with no accelerator: ValueError: {said}")
+    sys.exit(0 if said.startswith("Failed to load delegate from libedgetpu.so.1") else "not the runtime's refusal")
 sys.exit("load_delegate gave a delegate with no accelerator plugged in")
 PY
   phase_end
@@ -290,7 +291,7 @@ expected = {  # the pair named and matched; no Edge TPU: a warning, and the prob
 }
 for name, (status, *words) in expected.items():
     c = by_name.get(name, {})
-    if c.get("status") != status or not all(w in c.get("detail", "") for w in words):
+    if c.get("status") != status or not all(w in c.get("detail", "") for w in words) or "\n" in c["detail"]:
         print(f"doctor {name}: expected {status} with '{words}', got {c}", file=sys.stderr)
         fails.append(c)
 print("doctor: " + "; ".join(f"{n}: {by_name[n]['status']} {by_name[n]['detail']}" for n in expected if n in by_name))
