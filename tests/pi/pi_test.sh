@@ -57,7 +57,7 @@ die() { printf '[pi-test] error: %s\n' "$*" >&2; exit 1; }
 
 # --- host tools: Debian's mmdebstrap, qemu-user-static and binfmt-support; mosquitto as the broker ----------------
 need=()
-for pkg in mmdebstrap arch-test qemu-user-static binfmt-support mosquitto openssl dpkg-dev; do
+for pkg in mmdebstrap arch-test qemu-user-static binfmt-support mosquitto openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
