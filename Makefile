@@ -21,7 +21,7 @@ endif
 # systemd-python compiles against libsystemd; install that extra only where the library's headers are present.
 EXTRAS := dev$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
 
-.PHONY: run test lint install install-dev models clean pi-test
+.PHONY: run test lint install install-dev models clean pi-test ha-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ test: install-dev
 # README). PI_TEST_ARGS: --rebuild, --keep, or one release.
 pi-test:
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/pi_test.sh $(PI_TEST_ARGS)
+
+# fallwatch against a real Home Assistant (PyPI, in a Debian trixie chroot): discovery, the blueprint, the buttons
+# (root; a cold run downloads Home Assistant: see README). HA_TEST_ARGS: --rebuild, --keep.
+ha-test: install-dev
+	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/ha/ha_test.sh $(HA_TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

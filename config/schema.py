@@ -412,13 +412,16 @@ class EventsConfig(Section):
         240, ge=64, le=1080, description="clip and pre-roll frame height in pixels (smaller costs less memory and CPU)"
     )
     max_mb: float = Field(
-        500, gt=0, le=1_000_000, description="disk the records may use; the oldest unlabelled go first"
+        500,
+        gt=0,
+        le=1_000_000,
+        description="disk the records may use; the oldest go first, labelled or not (labels stay in labels.json)",
     )
     keep_days: float = Field(
         30,
         gt=0,
         le=3650,
-        description="unlabelled records older than this are deleted; labelled ones are kept until you delete them",
+        description="unlabelled records older than this are deleted; labelled ones only when events.max_mb needs room",
     )
     dir: Optional[str] = Field(None, description="where records live (default: <state dir>/events)")
 

@@ -26,7 +26,8 @@ from fallwatch.rules import RuleSettings, make_rules
 from fallwatch.rules.evaluate import EARLY_S, EDGE_S, LATE_S, ManifestError, load_manifest
 from fallwatch.rules.recording import RecordedFrame, RecordingError, read_recording
 
-from .event_records import list_records, records_dir
+from .event_records import records_dir
+from .record_store import pose_recording, read_labels, scan_records
 
 # The searched thresholds (physical: body heights, body heights per second); the current value is always tried.
 GRID: dict[str, tuple[float, ...]] = {
@@ -61,29 +62,32 @@ class Case:
 
 
 def _records(directory: Path) -> list[Case]:
+    """The labelled records as cases, pruned ones too (from their kept pose recordings); one line on stderr for
+    each record left out."""
+    listing = scan_records(directory, warn=False)  # one line of its own per skipped record, below
+    for skipped in listing.skipped:
+        print(f"fallwatch tune: skipping record {skipped['id']}: event.json {skipped['problem']}", file=sys.stderr)
+    labelled = {m["id"]: m for m in listing.records if m.get("label") in ("fall", "false_alarm")}
+    pruned = {i: e for i, e in read_labels(directory).items() if i not in {m["id"] for m in listing.records}}
     cases = []
-    for meta in list_records(directory):
-        label = meta.get("label")
-        if label not in ("fall", "false_alarm"):
+    for event_id, meta in {**pruned, **labelled}.items():
+        path = pose_recording(directory, event_id)
+        if event_id in pruned and not path.is_file():
+            print(f"fallwatch tune: skipping record {event_id}: pruned, and its pose recording too", file=sys.stderr)
             continue
-        path = directory / meta["id"] / "pose.jsonl"
+        t = meta.get("t")
+        if not isinstance(t, (int, float)) or isinstance(t, bool):  # (event.json is checked; the index is not)
+            print(
+                f"fallwatch tune: skipping record {event_id}: its label index entry has no event time", file=sys.stderr
+            )
+            continue
         try:
             frames = list(read_recording(path))
         except (OSError, RecordingError) as exc:
-            print(f"fallwatch tune: skipping record {meta['id']}: {exc}", file=sys.stderr)
+            print(f"fallwatch tune: skipping record {event_id}: {exc}", file=sys.stderr)
             continue
-        t = float(meta.get("t", 0.0))
-        cases.append(
-            Case(
-                f"record {meta['id'][:8]} ({meta.get('event')})",
-                label,
-                "records",
-                frames,
-                t - RECORD_SLACK_S,
-                t + RECORD_SLACK_S,
-                t,
-            )
-        )
+        name = f"record {event_id[:8]} ({meta.get('event')}{', pruned' if event_id in pruned else ''})"
+        cases.append(Case(name, meta["label"], "records", frames, t - RECORD_SLACK_S, t + RECORD_SLACK_S, t))
     return cases
 
 

@@ -1,6 +1,8 @@
 """Event records kept locally: for every `fall` and `person_down`, a folder in the state directory with a short
 clip (events.pre_s before to events.post_s after), the pose recording of that span (JSONL, `replay` reads it),
-the annotated snapshot and the event JSON, where the user's label ("fall" / "false_alarm") is stored too.
+the annotated snapshot and the event JSON, where the user's label ("fall" / "false_alarm") is stored too (and in
+the label index, ``labels.json``, where it outlives the record: see record_store.py, which also checks every record
+read back).
 
 The pipeline thread only hands over references (``on_frame``, ``on_event``: a non-blocking queue put). Two
 low-priority threads do the rest: "events-frames" draws and JPEG-encodes each frame at clip height into the
@@ -16,12 +18,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import functools
 import json
 import logging
 import os
 import queue
-import re
 import shutil
 import tempfile
 import threading
@@ -34,15 +36,31 @@ import numpy as np
 from fallwatch.config.schema import EventsConfig
 from fallwatch.rules.events import ALARMS
 
+from .record_store import (
+    ID_RE,
+    LABELS,
+    POSES_SHARE,
+    Listing,
+    index_entry,
+    keep_pose,
+    read_labels,
+    read_meta,
+    scan_records,
+    trim_poses,
+    write_labels,
+)
+
 log = logging.getLogger(__name__)
 
 RECORDED_EVENTS = ALARMS  # a clip for each alarm; "recovered" ends none
-LABELS = ("fall", "false_alarm")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")  # event ids are uuid4s; nothing that could be a path
 FRAME_QUEUE = 8  # frames waiting to be drawn; more are skipped (the clip loses a frame, detection nothing)
 MAX_ACTIVE = 4  # records collecting their post-roll at once
 WRITE_QUEUE = 4  # finished records waiting for the disk; beyond, new ones are dropped with a warning
 PLAIN_BACKGROUND = 48  # grey of the privacy mode's background
+# Free space kept beyond each frame written: the clip's index and the record's small files. A write on a full disk
+# would fail inside OpenCV, once per frame, each with a line of its own on stderr; checking first keeps it to our
+# one warning, and the partial record is removed.
+DISK_MARGIN = 256 * 1024
 RECORD_CODEC = ("MJPG", ".avi", "video/x-msvideo")
 # For watching: H.264 MP4 where OpenCV's FFmpeg has an encoder (e.g. the Pi's v4l2m2m), else VP8 WebM (Chromium and
 # Firefox play it; pip's OpenCV has it).
@@ -387,6 +405,7 @@ class EventRecorder:
         fourcc, ext, _ = RECORD_CODEC
         tmp = Path(tempfile.mkdtemp(prefix=f".{event_id}.", dir=self.dir))
         try:
+            _need_room(tmp, sum(len(jpeg) for _, jpeg, _ in frames))  # the whole clip, before any of it
             span = frames[-1][0] - frames[0][0] if len(frames) > 1 else 0.0
             fps = (len(frames) - 1) / span if span > 0 else 10.0
             if frames:
@@ -399,6 +418,7 @@ class EventRecorder:
                     raise OSError(f"cannot open a {fourcc} clip in {tmp}")
                 try:
                     for _, jpeg, _ in frames:
+                        _need_room(tmp, len(jpeg))
                         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
                         if img is not None and (img.shape[1], img.shape[0]) == size:
                             writer.write(img)
@@ -433,82 +453,104 @@ class EventRecorder:
 
     # -- the store (web, MQTT, tune) -------------------------------------------------------------------------
     def record_dir(self, event_id: str) -> Optional[Path]:
+        """The folder of a valid record (a damaged one is skipped here as in the listing)."""
         if not isinstance(event_id, str) or not ID_RE.match(event_id):
             return None
         path = self.dir / event_id
-        return path if (path / "event.json").is_file() else None
+        try:
+            read_meta(path)
+        except (OSError, ValueError):
+            return None
+        return path
 
-    def records(self) -> list[dict]:
-        """Every record's event JSON, newest first."""
-        return list_records(self.dir)
+    def listing(self) -> Listing:
+        """The valid records, newest first, and the skipped ones with the reason."""
+        return scan_records(self.dir)
 
     def label(self, event_id: Any, label: Any) -> None:
-        """Store a user's label with the record; ValueError (with the reason) changes nothing."""
+        """Store a user's label with the record and in the label index; ValueError (with the reason) changes
+        nothing."""
         if label not in LABELS:
             raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
         path = self.record_dir(event_id) if isinstance(event_id, str) else None
         if path is None:
             raise ValueError(f"no event record with id {event_id!r}")
         with self._lock:
-            meta = json.loads((path / "event.json").read_text())
+            meta = read_meta(path)
             meta["label"] = label
             meta["labelled"] = time.time()
+            index = read_labels(self.dir)
+            index[event_id] = index_entry(meta, label, meta["labelled"])
+            write_labels(self.dir, index)
             tmp = path / "event.json.tmp"
             tmp.write_text(json.dumps(meta, indent=1))
             os.replace(tmp, path / "event.json")
         log.info("event %s labelled %s", event_id, label)
 
+    def labels(self) -> dict[str, dict]:
+        """Every label given, kept records and pruned ones: the index, plus the labels of records written
+        before the index existed."""
+        with self._lock:
+            return self._labels(self.listing().records)
+
+    def _labels(self, records: list[dict]) -> dict[str, dict]:
+        index = read_labels(self.dir)
+        for meta in records:
+            if meta.get("label") in LABELS and meta["id"] not in index:
+                index[meta["id"]] = index_entry(meta, meta["label"], meta.get("labelled", meta["recorded"]))
+        return index
+
     def label_counts(self) -> dict[str, int]:
         counts = {label: 0 for label in LABELS}
-        for meta in self.records():
-            if meta.get("label") in counts:
-                counts[meta["label"]] += 1
+        for entry in self.labels().values():
+            counts[entry["label"]] += 1
         return counts
 
     def prune(self) -> None:
-        """Unlabelled records older than keep_days go; then, over max_mb, the oldest unlabelled ones. Labelled
-        records are the household's own training data: only the user deletes them."""
+        """Unlabelled records older than keep_days go; then, over max_mb, the oldest records, labelled or not (a
+        flood of labels must not make room for nothing but new records). A pruned record's label stays in the
+        index, and its pose recording among the kept ones (at most a tenth of max_mb, oldest out first)."""
         with self._lock:
-            records = sorted(list_records(self.dir), key=lambda m: m.get("recorded", 0))
+            records = sorted(self.listing().records, key=lambda m: m["recorded"])
             now = time.time()
             sizes = {m["id"]: _size(self.dir / m["id"]) for m in records}
-            total = sum(sizes.values())
+            poses_max = POSES_SHARE * self.cfg.max_mb * 1e6
+            total = sum(sizes.values()) + trim_poses(self.dir, poses_max)
             for meta in records:
-                if meta.get("label"):
+                too_old = not meta.get("label") and now - meta["recorded"] > self.cfg.keep_days * 86400
+                if not (too_old or total > self.cfg.max_mb * 1e6):
                     continue
-                too_old = now - meta.get("recorded", now) > self.cfg.keep_days * 86400
-                if too_old or total > self.cfg.max_mb * 1e6:
-                    shutil.rmtree(self.dir / meta["id"], ignore_errors=True)
-                    total -= sizes[meta["id"]]
-                    log.info(
-                        "event record %s deleted (%s)",
-                        meta["id"],
-                        "older than events.keep_days" if too_old else "over events.max_mb",
-                    )
+                kept = 0
+                if meta.get("label") in LABELS:
+                    self._keep_label(meta)
+                    kept = keep_pose(self.dir, meta["id"])
+                shutil.rmtree(self.dir / meta["id"], ignore_errors=True)
+                total -= sizes[meta["id"]] - kept
+                log.info(
+                    "event record %s deleted (%s)",
+                    meta["id"],
+                    "older than events.keep_days" if too_old else "over events.max_mb",
+                )
+            trim_poses(self.dir, poses_max)
             # Leftovers of a write cut short (power loss): never a record, always garbage.
             for partial in self.dir.glob(".*.*"):
                 if partial.is_dir() and now - partial.stat().st_mtime > 600:
                     shutil.rmtree(partial, ignore_errors=True)
 
+    def _keep_label(self, meta: dict) -> None:
+        """Make sure the index has the label of a record about to go (one labelled before the index existed)."""
+        index = read_labels(self.dir)
+        if meta["id"] not in index:
+            index[meta["id"]] = index_entry(meta, meta["label"], meta.get("labelled", meta["recorded"]))
+            write_labels(self.dir, index)
+
+
+def _need_room(directory: Path, size: int) -> None:
+    """OSError (no space left) unless ``size`` bytes and the margin fit on the disk of ``directory``."""
+    st = os.statvfs(directory)
+    if st.f_bavail * st.f_frsize < size + DISK_MARGIN:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
 
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else 0
-
-
-def list_records(directory: Path) -> list[dict]:
-    """The event JSON of every record under ``directory``, newest first (unreadable ones skipped)."""
-    out = []
-    try:
-        entries = list(Path(directory).iterdir())
-    except OSError:
-        return []
-    for entry in entries:
-        if entry.name.startswith(".") or not ID_RE.match(entry.name):
-            continue
-        try:
-            meta = json.loads((entry / "event.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(meta, dict) and meta.get("id") == entry.name:
-            out.append(meta)
-    return sorted(out, key=lambda m: m.get("recorded", 0), reverse=True)

@@ -4,7 +4,7 @@ GET  /events.html                          the page (list, clip, signal plot, la
 GET  /vendor/uPlot.iife.min.js, uPlot.min.css   uPlot, vendored (no network at run time)
 GET  /signal_plot.js                       the signal plot (shared with `replay --plot`)
 GET  /api/records[?camera=NAME]            every record's event JSON (each names its camera), newest first; or
-                                           those of one camera
+                                           those of one camera; "skipped": [{"id", "problem"}] of damaged ones
 GET  /api/records/<id>/clip                the clip (Range requests answered, so browsers can seek)
 GET  /api/records/<id>/snapshot.jpg        the annotated snapshot
 GET  /api/records/<id>/signals             the rule's signals over the clip's span and the thresholds
@@ -79,8 +79,9 @@ def serve(handler: Any, method: str, path: str, head: bool, query: Optional[dict
         if method != "GET":
             return _method_not_allowed(handler, "GET, HEAD")
         camera = (query or {}).get("camera", [""])[-1]  # a camera taken out since still has its records: no 404
-        listed = [r for r in records.records() if not camera or r.get("camera") == camera]
-        handler._json(HTTPStatus.OK, {"enabled": True, "records": listed}, head)
+        listing = records.listing()  # damaged event.json files are skipped there and named in "skipped"
+        listed = [r for r in listing.records if not camera or r.get("camera") == camera]
+        handler._json(HTTPStatus.OK, {"enabled": True, "records": listed, "skipped": listing.skipped}, head)
         return
     match = RECORD_RE.match(path)
     assert match is not None  # every other path handles() accepts was answered above

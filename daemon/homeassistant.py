@@ -4,15 +4,20 @@ Entities, all tied to ``<prefix>/availability``:
 - binary_sensor ``fall``: on while the state is ``fall`` or ``person_down`` (from the retained ``state``)
 - binary_sensor ``person_down``: on while someone has stayed down (a "long lie")
 - sensor ``persons``: persons in view (from ``state``)
-- event ``alert``: fires on each event on ``event`` (event types fall, person_down, recovered, test)
+- event ``alert``: fires on each event on ``event`` (event types fall, person_down, recovered, test, reminder,
+  resolved)
 - diagnostic sensors ``fps`` and ``backend`` (from ``<prefix>/heartbeat``; unavailable after 3 missed heartbeats)
 - switch ``alerts``: commands ``{"alerts": true|false}`` on ``<prefix>/set``, state ``ON``/``OFF`` on
   ``<prefix>/alerts`` (HA's default switch payloads); a read-only binary_sensor instead with ``mqtt.commands: false``
+- buttons ``ack`` ("Acknowledge alarm") and ``false_alarm`` ("False alarm"): close the camera's open alarms with
+  ``{"ack"|"false_alarm": "all", "camera": "<name>", "by": "home-assistant"}`` on ``<prefix>/set`` (no ``camera``
+  key with one camera); none with ``mqtt.commands: false``
 
 With one camera (``camera:``) all of them belong to one device and read ``<prefix>/state`` and ``<prefix>/event``.
 With several cameras each camera is a device of its own (so each can be put in its own area, its room), holding
-the first four entities on ``<prefix>/<camera>/state|event``, linked by ``via_device`` to the daemon's device,
-which keeps the device-level ones (fps, backend, alerts).
+the first four entities and the two buttons on ``<prefix>/<camera>/state|event``, linked by ``via_device`` to the
+daemon's device, which keeps the device-level ones (fps, backend, alerts); the camera's device suggests an area
+named after the camera (``bedroom_2`` -> "Bedroom 2"), which Home Assistant creates and applies on discovery.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ log = logging.getLogger(__name__)
 
 ALERTS_ON = "ON"
 ALERTS_OFF = "OFF"
-EVENT_TYPES = (*RULE_EVENTS, TEST)
+# reminder and resolved: the alarm's own events (the alarm contract), on the same topic as fall
+EVENT_TYPES = tuple(dict.fromkeys((*RULE_EVENTS, TEST, "reminder", "resolved")))
+BY = "home-assistant"  # the "by" of the buttons' commands: who closed the alarm, echoed in `resolved`
 AVAILABLE = "online"
 NOT_AVAILABLE = "offline"
 _REMEMBERED = "ha_discovery"  # the store's key for the config topics last published
@@ -85,9 +92,34 @@ def discovery_messages(
         }
         return f"{discovery_prefix}/{component}/{owner}/{key}/config", payload
 
-    def camera_entities(owner: str, owner_device: dict[str, Any], base: str) -> list[tuple[str, dict[str, Any]]]:
-        state_topic = f"{base}/state"
+    def alarm_buttons(
+        owner: str, owner_device: dict[str, Any], camera: Optional[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The buttons that close this camera's open alarms (the alarm contract's commands)."""
+        where = {} if camera is None else {"camera": camera}
         return [
+            entity(
+                "button",
+                owner,
+                owner_device,
+                key,
+                name,
+                command_topic=f"{prefix}/set",
+                payload_press=json.dumps({key: "all", **where, "by": BY}),
+                icon=icon,
+            )
+            for key, name, icon in (
+                ("ack", "Acknowledge alarm", "mdi:account-check"),
+                ("false_alarm", "False alarm", "mdi:alarm-off"),
+            )
+        ]
+
+    def camera_entities(
+        owner: str, owner_device: dict[str, Any], base: str, camera: Optional[str] = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        state_topic = f"{base}/state"
+        buttons = alarm_buttons(owner, owner_device, camera) if commands else []
+        return buttons + [
             entity(
                 "binary_sensor",
                 owner,
@@ -207,8 +239,9 @@ def discovery_messages(
             "manufacturer": "fallwatch",
             "sw_version": version,
             "via_device": node,
+            "suggested_area": name.replace("_", " ").replace("-", " ").capitalize(),
         }
-        messages += camera_entities(owner, camera_device, f"{prefix}/{segment}")
+        messages += camera_entities(owner, camera_device, f"{prefix}/{segment}", name)
     return messages + device_entities
 
 

@@ -191,6 +191,8 @@ class ImageFolderSource(Source):
 
     def read(self) -> Optional[tuple[np.ndarray, float]]:
         if self.pos >= len(self.files):
+            if not self.decoded_in_pass:  # as a video with no decodable frame: a failure, not an end (exit 1)
+                raise SourceError(f"camera.source {self.path}: no image in the folder could be decoded")
             raise EndOfStream()
         file = self.files[self.pos]
         self.pos += 1
@@ -204,9 +206,7 @@ class ImageFolderSource(Source):
         self.decoded_in_pass = True
         return image, t
 
-    def rewind(self) -> None:
-        if not self.decoded_in_pass:  # looping images that all fail to decode would spin for ever
-            raise SourceError(f"camera.source {self.path}: no image in the folder could be decoded")
+    def rewind(self) -> None:  # (read ends a pass that decoded nothing with a SourceError, so looping never spins)
         self.pos = 0
         self.decoded_in_pass = False
 

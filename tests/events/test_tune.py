@@ -5,6 +5,7 @@ than rules.confirm_s, as when cleaning under the bed: the default rules take the
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,39 @@ def test_tune_never_unlearns_the_manifest_falls(household: Path, data_dir: Path,
     row = next(line for line in proc.stdout.splitlines() if line.startswith("manifest falls caught"))
     before, after = row.split()[3:]
     assert before == after == "8/8", proc.stdout
+
+
+def test_tune_skips_damaged_records_in_one_line_each_and_counts_pruned_labels(household: Path, tmp_path: Path):
+    # Issue 21 item 3: `"recorded": null` and `"t": null` in a labelled record's event.json printed tracebacks.
+    first = sorted(household.iterdir())[0]
+    for name, field in (("bad-recorded", "recorded"), ("bad-t", "t")):
+        folder = household / name
+        folder.mkdir()
+        (folder / "pose.jsonl").write_bytes((first / "pose.jsonl").read_bytes())
+        meta = json.loads((first / "event.json").read_text())
+        (folder / "event.json").write_text(json.dumps({**meta, "id": name, field: None}))
+    # labelled records pruned over events.max_mb: the labels are in the index, the folders gone; one pose
+    # recording kept (as prune keeps them), one not
+    fall = next(p for p in sorted(household.iterdir()) if json.loads((p / "event.json").read_text())["label"] == "fall")
+    meta = json.loads((fall / "event.json").read_text())
+    (household / "labelled-poses").mkdir()
+    (fall / "pose.jsonl").rename(household / "labelled-poses" / f"{fall.name}.jsonl")
+    shutil.rmtree(fall)
+    index = {
+        fall.name: {"label": "fall", "event": "fall", "t": meta["t"], "recorded": 1.0},
+        "gone-1": {"label": "fall", "event": "fall", "t": 2.0, "recorded": 1.0},
+    }
+    (household / "labels.json").write_text(json.dumps(index))
+    config = tmp_path / "fallwatch.yaml"
+    config.write_text(yaml.safe_dump({"camera": {"name": "home"}, "mqtt": {"enabled": False}}))
+    proc = fallwatch("tune", "--records", str(household), "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "fallwatch tune: skipping record bad-recorded: event.json recorded: must be a valid number",
+        "fallwatch tune: skipping record bad-t: event.json t: must be a valid number",
+        "fallwatch tune: skipping record gone-1: pruned, and its pose recording too",
+    ]
+    # the four good records were tuned on, the pruned fall among them
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("labelled falls caught"))
+    assert row.split()[3:] == ["2/2", "2/2"], proc.stdout

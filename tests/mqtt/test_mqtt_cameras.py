@@ -107,7 +107,7 @@ def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(
     sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
     pub = publisher(mqtt_cfg(mosquitto.port), camera="bath", cameras=CAMERAS)
     pub.start()
-    assert sub.wait_for(lambda s: len(_latest(s)) == 4 * 2 + 3, 5), sorted(_latest(sub))
+    assert sub.wait_for(lambda s: len(_latest(s)) == 6 * 2 + 3, 5), sorted(_latest(sub))
     configs = {topic: json.loads(payload) for topic, payload in _latest(sub).items()}
     devices: dict[str, dict] = {}
     for config in configs.values():
@@ -118,7 +118,7 @@ def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(
     for node in ("fallwatch_testdev_bath", "fallwatch_testdev_bed_room"):
         assert devices[node]["via_device"] == "fallwatch_testdev"
         keys = {topic.split("/")[3] for topic in configs if topic.split("/")[2] == node}
-        assert keys == {"fall", "person_down", "persons", "alert"}
+        assert keys == {"fall", "person_down", "persons", "alert", "ack", "false_alarm"}
     daemon_keys = {topic.split("/")[3] for topic in configs if topic.split("/")[2] == "fallwatch_testdev"}
     assert daemon_keys == {"fps", "backend", "alerts"}
     bed_fall = configs["homeassistant/binary_sensor/fallwatch_testdev_bed_room/fall/config"]
@@ -135,7 +135,7 @@ def test_home_assistant_one_device_per_camera_and_a_dropped_camera_removed(
     assert sub.wait_for(lambda s: all(_latest(s)[t] == b"" for t in gone), 5), "the dropped camera's entities stay"
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/bed_room/state")[-1:] == [b""], 5)
     late = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/+/state"])
-    assert late.wait_for(lambda s: len(_latest(s)) == 4 + 3 and s.on(f"{PREFIX}/bath/state"), 5)
+    assert late.wait_for(lambda s: len(_latest(s)) == 6 + 3 and s.on(f"{PREFIX}/bath/state"), 5)
     assert not any("bed_room" in m[0] for m in late.messages if m[1])
 
     # a restart in single-camera mode: the per-camera devices and states of the last run are removed too

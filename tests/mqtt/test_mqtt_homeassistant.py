@@ -14,6 +14,7 @@ REQUIRED = {
     "sensor": {"state_topic"},
     "event": {"state_topic", "event_types"},
     "switch": {"command_topic", "state_topic", "payload_on", "payload_off", "state_on", "state_off"},
+    "button": {"command_topic", "payload_press"},
 }
 COMMON = {"name", "unique_id", "availability_topic", "payload_available", "payload_not_available", "device"}
 DEVICE_KEYS = {"identifiers", "name", "model", "manufacturer", "sw_version"}
@@ -25,7 +26,7 @@ EVENT_KEYS = {"event", "id", "ts"}
 
 def _check_entity(topic: str, config: dict, prefix: str) -> None:
     m = re.fullmatch(
-        r"homeassistant/(binary_sensor|sensor|switch|event)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config", topic
+        r"homeassistant/(binary_sensor|sensor|switch|event|button)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config", topic
     )
     assert m, f"bad discovery topic {topic}"
     component = m.group(1)
@@ -43,11 +44,17 @@ def _check_entity(topic: str, config: dict, prefix: str) -> None:
         assert used <= HEARTBEAT_KEYS and used, f"{topic}: template uses {used}"
     elif config.get("state_topic") == f"{prefix}/event":
         assert used <= EVENT_KEYS and "event" in used, f"{topic}: template uses {used}"
-        assert set(config["event_types"]) == {"fall", "person_down", "recovered", "test"}
+        assert set(config["event_types"]) == {"fall", "person_down", "recovered", "test", "reminder", "resolved"}
     if component == "switch":
         assert json.loads(config["payload_on"]) == {"alerts": True}
         assert json.loads(config["payload_off"]) == {"alerts": False}
         assert config["command_topic"] == f"{prefix}/set" and config["state_topic"] == f"{prefix}/alerts"
+    if component == "button":  # the alarm contract's commands: close every open alarm (of this camera)
+        key = m.group(3)
+        assert key in ("ack", "false_alarm") and config["command_topic"] == f"{prefix}/set"
+        press = json.loads(config["payload_press"])
+        assert press[key] == "all" and press["by"] == "home-assistant"
+        assert set(press) - {key, "by"} <= {"camera"}
 
 
 def test_mqtt_discovery_payloads_pure():
@@ -55,9 +62,16 @@ def test_mqtt_discovery_payloads_pure():
         discovery_prefix="homeassistant", prefix="fallwatch/pi", device_id="pi", version="1.2.3", heartbeat_s=30
     )
     keys = {topic.split("/")[3] for topic, _ in messages}
-    assert keys == {"fall", "person_down", "persons", "fps", "backend", "alert", "alerts"}
+    assert keys == {"fall", "person_down", "persons", "fps", "backend", "alert", "alerts", "ack", "false_alarm"}
     for topic, config in messages:
         _check_entity(topic, json.loads(json.dumps(config)), "fallwatch/pi")
+    buttons = {c["name"]: json.loads(c["payload_press"]) for t, c in messages if t.startswith("homeassistant/button/")}
+    # one camera: no "camera" key (the alarm contract)
+    assert buttons == {
+        "Acknowledge alarm": {"ack": "all", "by": "home-assistant"},
+        "False alarm": {"false_alarm": "all", "by": "home-assistant"},
+    }
+    assert "suggested_area" not in messages[0][1]["device"]
     unique = [c["unique_id"] for _, c in messages]
     assert len(set(unique)) == len(unique)
     assert len({json.dumps(c["device"], sort_keys=True) for _, c in messages}) == 1, "one device entry"
@@ -71,12 +85,12 @@ def test_mqtt_discovery_published_retained_on_connect(mosquitto, subscriber, mqt
     assert wait_until(lambda: pub.connected, 5)
     pub.set_state({"state": "person_down", "persons": 1})
     first = subscriber(mosquitto.port, ["homeassistant/#"])
-    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
+    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 9, 5)
     # a Home Assistant that connects later finds everything retained
     sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
-    assert sub.wait_for(lambda s: len([m for m in s.messages if m[0].startswith("homeassistant/")]) >= 7, 5)
+    assert sub.wait_for(lambda s: len([m for m in s.messages if m[0].startswith("homeassistant/")]) >= 9, 5)
     configs = {m[0]: m for m in sub.messages if m[0].startswith("homeassistant/")}
-    assert len(configs) == 7
+    assert len(configs) == 9
     for topic, (_, payload, retained, _, _) in configs.items():
         assert retained, f"{topic} not retained"
         config = json.loads(payload)
@@ -121,7 +135,7 @@ def test_mqtt_discovery_templates_render_on_real_payloads(mosquitto, subscriber,
     sub = subscriber(mosquitto.port, ["homeassistant/#", f"{PREFIX}/#"])
     pub = publisher(mqtt_cfg(mosquitto.port, heartbeat_s=1))
     pub.start()
-    assert sub.wait_for(lambda s: len({m[0] for m in s.messages if m[0].startswith("homeassistant/")}) >= 7, 5)
+    assert sub.wait_for(lambda s: len({m[0] for m in s.messages if m[0].startswith("homeassistant/")}) >= 9, 5)
     cfg = {m[0].split("/")[3]: json.loads(m[1]) for m in sub.messages if m[0].startswith("homeassistant/")}
     expect = {"ok": ("OFF", "OFF"), "fall": ("ON", "OFF"), "person_down": ("ON", "ON")}
     for state, (fall, down) in expect.items():
@@ -151,7 +165,7 @@ def test_mqtt_discovery_follows_a_new_device_id_and_prefix(mosquitto, subscriber
     pub = publisher(mqtt_cfg(mosquitto.port))
     pub.start()
     first = subscriber(mosquitto.port, ["homeassistant/#"])
-    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
+    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 9, 5)
     pub.reconfigure(mqtt_cfg(mosquitto.port, device_id="kitchen"))
     assert wait_until(lambda: pub.connected, 5)
     sub = subscriber(mosquitto.port, ["homeassistant/#"])
@@ -167,10 +181,10 @@ def test_mqtt_discovery_follows_a_new_device_id_and_prefix(mosquitto, subscriber
         lambda s: all(s.on(t)[-1:] == [b""] for t in {m[0] for m in s.messages if "kitchen" in m[0]}), 3
     )
     ha2 = subscriber(mosquitto.port, ["ha2/#"])
-    assert ha2.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
+    assert ha2.wait_for(lambda s: len({m[0] for m in s.messages}) >= 9, 5)
     n = len(ha2.messages)
     ha2.client.publish("ha2/status", b"online", qos=1)  # Home Assistant on the new prefix restarted
-    assert ha2.wait_for(lambda s: len(s.messages) >= n + 7, 3), "discovery not re-sent on ha2/status"
+    assert ha2.wait_for(lambda s: len(s.messages) >= n + 9, 3), "discovery not re-sent on ha2/status"
     late = subscriber(mosquitto.port, ["homeassistant/#"])
     assert not wait_until(lambda: [m for m in late.messages if m[1]], 0.5), "entities left under the old prefix"
 
@@ -181,7 +195,7 @@ def test_mqtt_discovery_switched_off_across_a_restart_removes_the_entities(mosqu
     pub = publisher(mqtt_cfg(mosquitto.port))
     pub.start()
     first = subscriber(mosquitto.port, ["homeassistant/#"])
-    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 7, 5)
+    assert first.wait_for(lambda s: len({m[0] for m in s.messages}) >= 9, 5)
     pub.stop()
     again = publisher(mqtt_cfg(mosquitto.port, homeassistant={"enabled": False}))
     again.start()
@@ -206,7 +220,7 @@ def test_mqtt_without_commands_the_alerts_entity_is_read_only():
     assert "homeassistant/switch/fallwatch_pi/alerts/config" not in messages
     sensor = messages["homeassistant/binary_sensor/fallwatch_pi/alerts/config"]
     assert sensor["state_topic"] == "fallwatch/pi/alerts" and "command_topic" not in sensor
-    assert not any("command_topic" in c for c in messages.values())
+    assert not any("command_topic" in c for c in messages.values())  # no switch, no buttons
 
 
 def test_mqtt_discovery_payloads_per_camera_pure():
@@ -219,7 +233,7 @@ def test_mqtt_discovery_payloads_per_camera_pure():
         heartbeat_s=30,
         cameras={"bath": "bath", "bed room": "bed_room"},
     )
-    assert len(messages) == 2 * 4 + 3
+    assert len(messages) == 2 * 6 + 3
     for topic, config in messages:
         _check_entity(topic, config, "fallwatch/pi")
         used = set(re.findall(r"value_json\.(\w+)", config.get("value_template", "")))
@@ -227,6 +241,11 @@ def test_mqtt_discovery_payloads_per_camera_pure():
         if node != "fallwatch_pi":
             level = node.removeprefix("fallwatch_pi_")
             assert config["device"]["via_device"] == "fallwatch_pi" and config["device"]["identifiers"] == [node]
+            camera = {"bath": "bath", "bed_room": "bed room"}[level]
+            assert config["device"]["suggested_area"] == camera.capitalize()
+            if topic.startswith("homeassistant/button/"):  # the camera's name, not its topic segment
+                assert json.loads(config["payload_press"])["camera"] == camera
+                continue
             assert config["state_topic"] in (f"fallwatch/pi/{level}/state", f"fallwatch/pi/{level}/event")
             assert used <= (STATE_KEYS if config["state_topic"].endswith("/state") else EVENT_KEYS) and used
     names = {c["device"]["name"] for _, c in messages}
