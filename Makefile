@@ -67,6 +67,12 @@ test: install-dev
 pi-test:
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/pi_test.sh $(PI_TEST_ARGS)
 
+# The picamera2 source against Debian trixie's libcamera: its virtual camera, fed by a dev fall clip, in a virtual
+# machine (qemu) running Debian's kernel (root; see README). PICAM_TEST_ARGS: --rebuild, --keep.
+.PHONY: picamera-test
+picamera-test:
+	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/picamera2_test.sh $(PICAM_TEST_ARGS)
+
 # fallwatch against a real Home Assistant (PyPI, in a Debian trixie chroot): discovery, the blueprint, the buttons
 # (root; a cold run downloads Home Assistant: see README). HA_TEST_ARGS: --rebuild, --keep.
 ha-test: install-dev

@@ -350,6 +350,13 @@ def _check_secret_files(config: Config, lines: dict, name: str) -> list[str]:
                 continue
             if not secret and section == "mqtt":  # (an empty debug one leaves only the debug page off, logged)
                 errors.append(f"{where}: {file} is empty")
+    urls_file = config.notify.urls_file
+    if urls_file:
+        where = f"{name}:{_line_of(('notify', 'urls_file'), lines)}: notify.urls_file"
+        try:
+            Path(urls_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            errors.append(f"{where}: cannot read {urls_file}")
     return errors
 
 

@@ -59,7 +59,8 @@ class CameraSettings(Section):
 
     source: str = Field(
         "auto",
-        description="auto | picamera2 | v4l2:/dev/videoN | rtsp://... | http://... | a video file | a folder of images",
+        description="auto | picamera2 | libcamera | v4l2:/dev/videoN | rtsp://... | http://... | a video file | "
+        "a folder of images",
     )
     width: int = Field(640, ge=64, le=4096, description="capture width in pixels (picamera2, v4l2)")
     height: int = Field(480, ge=64, le=4096, description="capture height in pixels (picamera2, v4l2)")
@@ -361,6 +362,11 @@ class DebugConfig(Section):
     password: Optional[SecretStr] = Field(None, description="basic-auth password")
     password_file: Optional[str] = Field(None, description="file holding the basic-auth password")
     stream_fps: float = Field(5, gt=0, le=30, description="default MJPEG stream frame rate")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="other host names the page is opened by (e.g. a reverse proxy's); changes (labels) from "
+        "any other name are refused",
+    )
 
     @field_validator("bind")
     @classmethod
@@ -390,6 +396,37 @@ class AlertsConfig(Section):
         le=7 * 86400,
         description="alerts paused by an MQTT command resume by themselves after this long (announced)",
     )
+    remind_s: float = Field(
+        120,
+        ge=10,
+        le=86400,
+        description="while an alarm is open (nobody answered), a reminder event every this many seconds, "
+        "with level 1, 2, 3...",
+    )
+
+
+class NotifyConfig(Section):
+    urls: list[SecretStr] = Field(
+        default_factory=list,
+        description="Apprise URLs to notify of falls, reminders and resolved alarms (ntfy://, tgram://, "
+        "pover://, json://...); use ${ENV} or urls_file for their secrets",
+    )
+    urls_file: Optional[str] = Field(None, description="file with more Apprise URLs, one a line (# comments)")
+    snapshot: bool = Field(True, description="attach the snapshot (skeleton only under privacy: skeleton)")
+    retry_max_s: float = Field(300, ge=1, le=86400, description="longest wait between attempts while a service fails")
+
+    @field_validator("urls")
+    @classmethod
+    def _apprise_urls(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if not value:
+            return value  # (Apprise takes a while to import: only when there are URLs to check)
+        from apprise import Apprise
+
+        for i, url in enumerate(value):
+            if Apprise.instantiate(url.get_secret_value(), suppress_exceptions=True) is None:
+                scheme = url.get_secret_value().partition("://")[0] or "(none)"
+                raise ValueError(f"urls[{i}]: not an Apprise URL Apprise can use (scheme {scheme})")
+        return value
 
 
 class ModelsConfig(Section):
@@ -625,6 +662,7 @@ class Config(Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     debug: DebugConfig = Field(default_factory=DebugConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)

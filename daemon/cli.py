@@ -25,7 +25,19 @@ HANDLERS = {
     "doctor": "fallwatch.daemon.commands_doctor:cmd_doctor",
     "tune": "fallwatch.daemon.commands_tune:cmd_tune",
     "bench-records": "fallwatch.daemon.commands_bench_records:cmd_bench_records",
+    "notify": "fallwatch.daemon.commands_notify:cmd_notify",
 }
+
+
+def _runs(text: str) -> int:
+    """--perturb N: a whole number of runs from 0 to 1000."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs") from None
+    if not 0 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"{n} runs: give 0 to 1000")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+")
     p.add_argument("--json", action="store_true")
     p.add_argument("--strategy", choices=["fallwatch", "ambianic"], default=None, help="override rules.strategy")
+    p.add_argument(
+        "--perturb",
+        type=_runs,
+        default=0,
+        metavar="N",
+        help="also replay every recording N times under seeded perturbations of the size that separates two CPUs "
+        "(keypoint noise, dropped frames, timing jitter) and report the share of runs whose decision is unchanged",
+    )
 
     p = add(
         "doctor", "check the system, Edge TPU, cameras, models, configuration, broker and debug port", model_dir=True
@@ -158,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write a new configuration file with the proposed settings (never the one in use)",
     )
+
+    p = add("notify", "notifications through Apprise (notify.urls): --test sends one to every URL now")
+    p.add_argument("--test", action="store_true", required=True, help="send one test notification to every URL")
 
     p = add("bench-records", "pipeline latency while event clips are written, against none", model_dir=True)
     p.add_argument("--source", required=True, help="video file (played at its own frame rate)")

@@ -207,7 +207,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         settings = _rule_settings(config, getattr(args, "strategy", None))
-        results = evaluate(args.manifests, settings, video_runner=_LazyVideoRunner(args, config))
+        results = evaluate(
+            args.manifests,
+            settings,
+            video_runner=_LazyVideoRunner(args, config),
+            perturbations=getattr(args, "perturb", 0),
+        )
     except (ManifestError, ModelError, BackendError) as exc:
         print(f"fallwatch eval: {exc}", file=sys.stderr)
         return 2

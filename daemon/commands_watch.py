@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 from fallwatch.config.loader import read_secret
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .watchstate import WatchModel, age_text, topic_filters
+from .watchstate import WatchModel, age_text, parse_ts, topic_filters
 
 QUIET_S = 0.5  # --once: retained messages come in one burst after the SUBACK; this long without one ends it
 CONNECT_TIMEOUT_S = 5.0
@@ -206,7 +206,7 @@ def render_table(args: argparse.Namespace, devices: list[dict], connected: bool)
         f"{alarms} with a fall, {down} down"
     )
     table = Table(title=title, title_justify="left", expand=False)
-    for column in ("device", "camera", "status", "state", "persons", "event", "age", "beat", "alerts"):
+    for column in ("device", "camera", "status", "state", "persons", "event", "age", "beat", "alerts", "open alarms"):
         table.add_column(column, no_wrap=column in ("device", "camera", "state"), overflow="fold")
     for device in devices:
         availability = device["down_reason"] or device["availability"] or "?"
@@ -224,11 +224,23 @@ def render_table(args: argparse.Namespace, devices: list[dict], connected: bool)
                 age_text(cam["last_event_age_s"]),
                 heartbeat if i == 0 else "",
                 Text(alerts, style="bold yellow") if alerts == "OFF" and i == 0 else (alerts if i == 0 else ""),
+                open_alarms_text(cam.get("open_alarms") or []),
                 style=style,
             )
     if not devices:
         table.caption = f"no device has published under {args.prefix}/ yet"
     return table
+
+
+def open_alarms_text(alarms: list[dict]) -> str:
+    """``fall since 18:03:12, reminder 2``, one line per open alarm (local time)."""
+    lines = []
+    for a in alarms:
+        opened = parse_ts(a.get("opened"))
+        since = datetime.fromtimestamp(opened).strftime("%H:%M:%S") if opened is not None else "?"
+        level = f", reminder {a['level']}" if a.get("level") else ""
+        lines.append(f"{a.get('kind') or 'alarm'} since {since}{level}")
+    return "\n".join(lines)
 
 
 _NO_CAMERA = {

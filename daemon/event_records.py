@@ -120,7 +120,6 @@ def pick_codec(directory: Path, codecs: tuple = PLAYABLE) -> tuple[str, str, str
     raise OSError(f"OpenCV cannot write {' or '.join(c[0] for c in codecs)} video")
 
 
-_transcode_lock = threading.Lock()
 _folder_locks: dict[str, threading.Lock] = {}
 _folder_locks_guard = threading.Lock()
 
@@ -133,46 +132,103 @@ def _folder_lock(directory: Path) -> threading.Lock:
         return _folder_locks.setdefault(key, threading.Lock())
 
 
-def playable_clip(folder: Path) -> Optional[tuple[Path, str]]:
-    """(path, MIME type) of the record's clip as a browser plays it, transcoded from the MJPEG clip on first use
-    and kept next to it. On a read-only disk the MJPEG clip is all there is."""
+class ClipNotConverted(OSError):
+    """The playable copy of a record's clip could not be made (the disk filled up, the codec failed); nothing
+    of it was left behind. ``errno`` is ENOSPC when the disk is the cause."""
+
+
+def _playable(folder: Path) -> Optional[tuple[Path, str]]:
     for _, ext, mime in PLAYABLE:
         if (folder / f"clip{ext}").is_file():
             return folder / f"clip{ext}", mime
+    return None
+
+
+def playable_clip(folder: Path, offload: Any = None) -> Optional[tuple[Path, str]]:
+    """(path, MIME type) of the record's clip as a browser plays it: converted from the MJPEG clip on first use
+    (by ``offload``, the debug server's low-priority worker, when given) and kept next to it. On a read-only disk
+    the MJPEG clip is all there is. ClipNotConverted when the conversion failed."""
+    found = _playable(folder)
+    if found is not None:
+        return found
     source = folder / f"clip{RECORD_CODEC[1]}"
     if not source.is_file():
         return None
-    with _transcode_lock:
-        for _, ext, mime in PLAYABLE:  # another request may have made it meanwhile
-            if (folder / f"clip{ext}").is_file():
-                return folder / f"clip{ext}", mime
-        try:
-            fourcc, ext, mime = pick_codec(folder)
-            tmp = folder / f".clip{ext}"
-            cap = cv2.VideoCapture(str(source))
-            fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-            writer = None
-            try:
-                while True:
-                    ok, img = cap.read()
-                    if not ok:
-                        break
-                    if writer is None:
-                        writer = cv2.VideoWriter(
-                            str(tmp), cv2.VideoWriter.fourcc(*fourcc), fps, (img.shape[1], img.shape[0])
-                        )
-                    writer.write(img)
-            finally:
-                cap.release()
-                if writer is not None:
-                    writer.release()
-            if writer is None or not tmp.is_file():
-                return source, RECORD_CODEC[2]
-            os.replace(tmp, folder / f"clip{ext}")
-            return folder / f"clip{ext}", mime
-        except OSError as exc:
-            log.warning("event clip %s: no playable copy (%s)", folder.name, exc.strerror or exc)
-            return source, RECORD_CODEC[2]
+    if not os.access(folder, os.W_OK):  # read-only file system (or folder): nowhere to keep a copy
+        return source, RECORD_CODEC[2]
+    if offload is None:
+        path, mime = convert_clip(str(folder))
+    else:
+        path, mime = offload.run(("clip", str(folder)), convert_clip, str(folder), keep=False)
+    return Path(path), mime
+
+
+def convert_clip(folder_name: str) -> tuple[str, str]:
+    """Writes the record's browser-playable clip from its MJPEG clip; (path, MIME type). Written under a temporary
+    name and read back: only a copy with every frame is renamed into place (OpenCV's writer does not report a full
+    disk; it leaves a truncated file that would be served as whole). Runs in the offload worker."""
+    folder = Path(folder_name)
+    found = _playable(folder)
+    if found is not None:
+        return str(found[0]), found[1]
+    source = folder / f"clip{RECORD_CODEC[1]}"
+    for stale in folder.glob(".clip-*"):  # of a conversion killed past its time (one runs at a time)
+        stale.unlink(missing_ok=True)
+    fourcc, ext, mime = pick_codec(folder)
+    fd, name = tempfile.mkstemp(prefix=".clip-", suffix=ext, dir=folder)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        written = _transcode(source, tmp, fourcc)
+        readable = _count_frames(tmp)
+        if written == 0 or readable < written:
+            free = shutil.disk_usage(folder).free
+            full = free < source.stat().st_size
+            raise ClipNotConverted(
+                errno.ENOSPC if full else errno.EIO,
+                f"{readable} of {written} frames could be written"
+                + (f" ({free // 1024} KiB free on the disk)" if full else ""),
+            )
+        os.replace(tmp, folder / f"clip{ext}")
+        return str(folder / f"clip{ext}"), mime
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _transcode(source: Path, target: Path, fourcc: str) -> int:
+    """Frames of ``source`` written to ``target`` in ``fourcc``; how many were handed to the writer."""
+    cap = cv2.VideoCapture(str(source))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    writer = None
+    written = 0
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                return written
+            if writer is None:
+                writer = cv2.VideoWriter(
+                    str(target), cv2.VideoWriter.fourcc(*fourcc), fps, (img.shape[1], img.shape[0])
+                )
+                if not writer.isOpened():
+                    raise ClipNotConverted(errno.EIO, f"cannot open a {fourcc} writer")
+            writer.write(img)
+            written += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+
+
+def _count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        count = 0
+        while cap.grab():
+            count += 1
+        return count
+    finally:
+        cap.release()
 
 
 def records_dir(cfg: Any) -> Path:

@@ -4,25 +4,31 @@ GET  /events.html                          the page (list, clip, signal plot, la
 GET  /vendor/uPlot.iife.min.js, uPlot.min.css   uPlot, vendored (no network at run time)
 GET  /signal_plot.js                       the signal plot (shared with `replay --plot`)
 GET  /api/records[?camera=NAME]            every record's event JSON (each names its camera), newest first; or
-                                           those of one camera; "skipped": [{"id", "problem"}] of damaged ones
+                                           those of one camera (404 for a name that is neither a camera nor in
+                                           any record); "skipped": [{"id", "problem"}] of damaged ones
 GET  /api/records/<id>/clip                the clip (Range requests answered, so browsers can seek)
 GET  /api/records/<id>/snapshot.jpg        the annotated snapshot
 GET  /api/records/<id>/signals             the rule's signals over the clip's span and the thresholds
 POST /api/records/<id>/label               {"label": "fall" | "false_alarm"}
 
 Paths are matched against this fixed table and an id pattern; a file name is never taken from a request.
-The caller (web.py) has already checked the page's auth.
+The caller (web.py) has already checked the page's auth, and for the POST the state-change guard (web_guard.py).
+Signals and first-view clip conversions run in the server's offload worker (offload.py: low priority, one at a
+time, results kept).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Optional
 
-from .event_records import ID_RE, playable_clip
+from .event_records import ID_RE, ClipNotConverted, playable_clip
+from .offload import Busy
+from .web import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR = {
@@ -78,9 +84,17 @@ def serve(handler: Any, method: str, path: str, head: bool, query: Optional[dict
     if path == "/api/records":
         if method != "GET":
             return _method_not_allowed(handler, "GET, HEAD")
-        camera = (query or {}).get("camera", [""])[-1]  # a camera taken out since still has its records: no 404
+        camera = (query or {}).get("camera", [""])[-1]
         listing = records.listing()  # damaged event.json files are skipped there and named in "skipped"
         listed = [r for r in listing.records if not camera or r.get("camera") == camera]
+        if camera and not listed and not debug.hub.has_camera(camera):  # a camera taken out keeps its records
+            handler._send(
+                HTTPStatus.NOT_FOUND,
+                f"no camera {camera!r}; the cameras are {', '.join(debug.hub.cameras)}\n".encode(),
+                "text/plain; charset=utf-8",
+                head,
+            )
+            return
         handler._json(HTTPStatus.OK, {"enabled": True, "records": listed, "skipped": listing.skipped}, head)
         return
     match = RECORD_RE.match(path)
@@ -98,43 +112,71 @@ def serve(handler: Any, method: str, path: str, head: bool, query: Optional[dict
     if what == "snapshot.jpg":
         _file(handler, folder / "snapshot.jpg", "image/jpeg", head)
     elif what == "clip":
-        clip = playable_clip(folder) if meta.get("clip") else None
+        try:
+            clip = playable_clip(folder, debug.offload) if meta.get("clip") else None
+        except Busy as exc:
+            _busy(handler, exc, head)
+            return
+        except ClipNotConverted as exc:
+            status = HTTPStatus.INSUFFICIENT_STORAGE if exc.errno == errno.ENOSPC else HTTPStatus.INTERNAL_SERVER_ERROR
+            text = f"clip not converted for the browser: {exc.strerror}\n"
+            handler._send(status, text.encode(), "text/plain; charset=utf-8", head)
+            return
         if clip is None:
             handler._send(HTTPStatus.NOT_FOUND, b"this record has no clip\n", "text/plain; charset=utf-8", head)
             return
         _file(handler, clip[0], clip[1], head)
     else:
-        handler._json(HTTPStatus.OK, _signals(debug, folder, meta), head)
+        try:
+            handler._send(HTTPStatus.OK, _signals(debug, folder, meta), "application/json", head)
+        except Busy as exc:
+            _busy(handler, exc, head)
 
 
-def _signals(debug: Any, folder: Path, meta: dict) -> dict:
-    from fallwatch.rules.recording import read_recording
-    from fallwatch.rules.signals import fall_signals
+def _busy(handler: Any, exc: Exception, head: bool) -> None:
+    handler._send(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        f"{exc}; try again\n".encode(),
+        "text/plain; charset=utf-8",
+        head,
+        {"Retry-After": "5"},
+    )
 
+
+def _signals(debug: Any, folder: Path, meta: dict) -> bytes:
+    """The record's signal plot as JSON, made once per record and rule settings by the offload worker (and kept
+    as the bytes sent: pollers cost no serialising either)."""
     # the rules of the record's own camera (each camera may have its own)
     settings = debug.rule_settings(meta.get("camera")) if getattr(debug, "rule_settings", None) else None
     if settings is None:
         from fallwatch.rules.base import RuleSettings
 
         settings = RuleSettings()
-    frames = list(read_recording(folder / "pose.jsonl"))
-    out = fall_signals(frames, settings, track=meta.get("track"))
-    out["event_t"] = meta.get("t")
-    out["event"] = meta.get("event")
-    return out
+    pose = folder / "pose.jsonl"
+    try:
+        stat = pose.stat()
+    except FileNotFoundError:
+        raise NotFound("this record has no pose recording") from None
+    extra = {"event_t": meta.get("t"), "event": meta.get("event")}
+    key = ("signals", str(pose), stat.st_mtime_ns, stat.st_size, repr(settings), meta.get("track"), repr(extra))
+    return debug.offload.run(key, record_signals, str(pose), settings, meta.get("track"), extra)
+
+
+def record_signals(pose_path: str, settings: Any, track: Optional[int], extra: dict) -> bytes:
+    """The rule's signals over a record's pose recording and ``extra``, as JSON (runs in the offload worker)."""
+    from fallwatch.rules.recording import read_recording
+    from fallwatch.rules.signals import fall_signals
+
+    out = {**fall_signals(list(read_recording(Path(pose_path))), settings, track=track), **extra}
+    return json.dumps(out, default=str, allow_nan=False).encode()
 
 
 def _label(handler: Any, records: Any, event_id: str) -> None:
-    try:
-        length = int(handler.headers.get("Content-Length") or 0)
-    except ValueError:
-        length = -1
-    if not 0 < length <= MAX_BODY:
-        handler.close_connection = True
+    if not 0 < len(handler.body) <= MAX_BODY:  # the body was read by web.py, within its deadline
         handler._send(HTTPStatus.BAD_REQUEST, b'expected a JSON body {"label": ...}\n', "text/plain; charset=utf-8")
         return
     try:
-        body = json.loads(handler.rfile.read(length).decode("utf-8"))
+        body = json.loads(handler.body.decode("utf-8"))
         label = body.get("label") if isinstance(body, dict) else None
     except (ValueError, UnicodeDecodeError):
         handler._send(HTTPStatus.BAD_REQUEST, b"body is not JSON\n", "text/plain; charset=utf-8")
@@ -177,12 +219,11 @@ def _file(handler: Any, path: Path, ctype: str, head: bool) -> None:
     extra = {"Accept-Ranges": "bytes"}
     match = re.match(r"^bytes=(\d*)-(\d*)$", (handler.headers.get("Range") or "").strip())
     if match and (match.group(1) or match.group(2)) and data:
-        start: Optional[int]
         first, last = match.groups()
         if first:
-            start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+            start, end = _offset(first), min(_offset(last) if last else len(data) - 1, len(data) - 1)
         else:
-            start, end = max(0, len(data) - int(last)), len(data) - 1
+            start, end = max(0, len(data) - _offset(last)), len(data) - 1
         if start >= len(data) or start > end:
             handler._send(
                 HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", ctype, head, {"Content-Range": f"bytes */{len(data)}"}
@@ -192,3 +233,9 @@ def _file(handler: Any, path: Path, ctype: str, head: bool) -> None:
         handler._send(HTTPStatus.PARTIAL_CONTENT, data[start : end + 1], ctype, head, extra)
         return
     handler._send(HTTPStatus.OK, data, ctype, head, extra)
+
+
+def _offset(digits: str) -> int:
+    """A byte offset of a Range header; one past any file for more digits than a file size has (int() refuses
+    strings of more than 4300 digits, and a number that long means nothing here)."""
+    return int(digits) if len(digits) <= 18 else 10**18

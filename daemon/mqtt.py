@@ -60,7 +60,7 @@ from paho.mqtt.properties import Properties
 from . import homeassistant as ha
 from .alerts_switch import AlertsSwitch
 from .jsonsafe import to_json
-from .mqtt_command import Command, Feedback, parse_command
+from .mqtt_command import Answer, Command, Feedback, parse_command
 from .mqtt_topics import CameraTopics, sanitize_id
 from .outbox import Outbox, default_state_dir
 
@@ -138,6 +138,7 @@ class MqttPublisher:
         pause_max_s: float = DEFAULT_PAUSE_MAX_S,
         on_feedback: Optional[Callable[[Any, Any], None]] = None,
         cameras: Optional[Sequence[str]] = None,
+        on_answer: Optional[Callable[[Answer], object]] = None,
     ):
         """``camera``: the camera of events and states that name none. ``cameras``: every camera's name, for a
         daemon with several (per-camera topics and Home Assistant devices); None keeps one camera's topics."""
@@ -147,6 +148,7 @@ class MqttPublisher:
         self._status = status
         self._on_alerts_changed = on_alerts_changed
         self._on_feedback = on_feedback  # labels an event record; raises ValueError naming what was wrong
+        self._on_answer = on_answer  # answers an open alarm (daemon/alarms.py); raises ValueError naming why not
         self.device_id = device_id_of(cfg)
         self.prefix = prefix_of(cfg)
         self._topics = camera_topics(self.prefix, camera, cameras)
@@ -719,6 +721,8 @@ class MqttPublisher:
             log.warning("ignored command on %s: %s", topic, problem)
         if command.feedback is not None:
             self._feedback(topic, command.feedback)
+        if command.answer is not None:
+            self._answer(topic, command.answer)
         if command.alerts is not None:
             self._set_alerts(command.alerts, "by MQTT command")
         if command.test:
@@ -735,6 +739,17 @@ class MqttPublisher:
             log.warning("ignored feedback on %s: %s", topic, exc)
         except OSError as exc:
             log.warning("ignored feedback on %s: the record cannot be written (%s)", topic, exc.strerror or exc)
+
+    def _answer(self, topic: str, answer: Answer) -> None:
+        """``{"ack": ...}`` / ``{"false_alarm": ...}``: close open alarms (logged there, with who answered)."""
+        log.info("command on %s: %s %s by %s", topic, answer.reason, answer.target, answer.by)
+        if self._on_answer is None:
+            log.warning("ignored %s on %s: this daemon keeps no alarms", answer.reason, topic)
+            return
+        try:
+            self._on_answer(answer)
+        except ValueError as exc:
+            log.warning("ignored %s on %s: %s", answer.reason, topic, exc)
 
     def _set_alerts(self, enabled: bool, why: str) -> None:
         changed = self._switch.set(enabled)

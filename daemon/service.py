@@ -88,6 +88,9 @@ class Daemon:
         self.debug_server: Any = None
         self.publisher: Any = None
         self.records: Any = None  # the EventRecorder the pages and MQTT feedback read (the first camera's)
+        self.alarms: Any = None  # the open alarms (AlarmDesk), with their reminders
+        self.notifications: Any = None  # Apprise notifications (Notifications), with notify.urls
+        self._alarms_changed = threading.Event()  # answered or reminded from another thread: new state and figures
         self._recorders: dict[str, Any] = {}  # one per camera (each keeps its own pre-roll), one directory
         self._scheduler = FrameScheduler()
         self._ended: set[str] = set()  # cameras whose source has ended or failed (said once each)
@@ -204,6 +207,7 @@ class Daemon:
             self._recorders = start_recorders(cfg, [s.name for s in self._setups])
             self.records = next(iter(self._recorders.values()))
             parts.callback(self._stop_records)
+        self._start_alarms(cfg, parts)
         if cfg.debug.enabled:
             self.debug_server = self._start_debug_server()
             if self.debug_server is not None:
@@ -302,6 +306,7 @@ class Daemon:
         try:
             server = DebugServer(self.cfg.debug, self.hub)
             server.records = self.records
+            server.answer = self._answer_from_page
             server.rule_settings = lambda camera=None: rule_settings(self.cfg, self._setup(camera))
             server.start()
         except (OSError, ValueError, RuntimeError) as exc:  # bind, password file, packaging: each one line
@@ -326,6 +331,72 @@ class Daemon:
             raise ValueError("event records are off (events.enabled: false)")
         self.records.label(event_id, label)
 
+    # -- alarms and notifications ----------------------------------------------------------------------------
+    def _start_alarms(self, cfg: Config, parts: contextlib.ExitStack) -> None:
+        """The open alarms, kept in the daemon's store (the outbox file), and the notifications."""
+        from .alarms import AlarmDesk
+        from .notifications import Notifications, NotifyError
+        from .outbox import Outbox, default_state_dir
+
+        state_dir = default_state_dir(cfg.mqtt.state_dir)
+        store = Outbox(state_dir / "outbox.sqlite3", cfg.mqtt.outbox_max)  # (the publisher's file: its key/values)
+        parts.callback(store.close)
+        if cfg.notify.urls or cfg.notify.urls_file:
+            try:
+                self.notifications = Notifications(cfg.notify, state_dir)
+            except NotifyError as exc:  # (check-config reads the file too; it can change after)
+                log.error("%s; continuing without notifications", exc)
+            else:
+                self.notifications.start()
+                parts.callback(self._stop_notifications)
+        self.alarms = AlarmDesk(store, cfg.alerts.remind_s, self._alarm_event, on_change=self._alarms_changed.set)
+
+    def _stop_notifications(self) -> None:
+        notifications, self.notifications = self.notifications, None
+        if notifications is not None:
+            notifications.stop()
+            notifications.close()
+
+    def _alerting(self) -> bool:
+        """Alerts are on (not paused by an MQTT command)."""
+        return self.publisher is None or self.publisher.alerts_enabled
+
+    def _alarm_event(self, event: dict) -> None:
+        """A reminder or resolved from the alarm desk: to the log (said there), the page, MQTT and notifications.
+        Their image is the camera's view now (what a carer wants to see: is the person still down?)."""
+        camera = event.get("camera")
+        if self.hub is not None:
+            self.hub.add_event(event)
+        if self.publisher is not None:
+            self.publisher.publish_event(event, camera=camera if self.multi else None)
+        if self.notifications is not None and self._alerting():
+            jpeg = self.hub.latest_jpeg(None, camera) if self.hub is not None and self.cfg.notify.snapshot else None
+            self.notifications.enqueue(event, jpeg)
+
+    def _answer(self, answer: Any) -> list[dict]:
+        """An answer to open alarms (MQTT command or the page); ValueError says why it closed none. A false
+        alarm labels the event records of the alarms it closed, as the feedback command does."""
+        if self.alarms is None:
+            raise ValueError("the daemon is not running yet")
+        closed = self.alarms.answer(answer.target, answer.reason, answer.by, answer.camera)
+        if answer.reason == "false_alarm" and self.records is not None:
+            for alarm in closed:
+                try:
+                    self.records.label(alarm["id"], "false_alarm")
+                except (ValueError, OSError) as exc:  # no record (pruned, unwritable): it closes all the same
+                    log.info("alarm %s: its event record is not labelled (%s)", alarm["id"], exc)
+        return closed
+
+    def _answer_from_page(self, data: Any) -> list[dict]:
+        """The page's POST: the same object as the MQTT command (``{"ack": id}``), answered by "page"."""
+        from .mqtt_command import parse_answer
+
+        problems: list[str] = []
+        answer = parse_answer(data if isinstance(data, dict) else {}, problems, by="page")
+        if answer is None:
+            raise ValueError(problems[0] if problems else 'expected {"ack": "<id>"} or {"false_alarm": "<id>"}')
+        return self._answer(answer)
+
     def _start_mqtt(self, cfg: Config) -> None:
         from .mqtt import MqttPublisher
 
@@ -338,6 +409,7 @@ class Daemon:
             on_alerts_changed=lambda _on: self._refresh.set(),
             pause_max_s=cfg.alerts.pause_max_s,
             on_feedback=self._feedback,
+            on_answer=self._answer,
         )
         self.publisher.start()
         self._published_state, self._camera_states = None, {}  # a publisher started by a reload gets them too
@@ -374,6 +446,7 @@ class Daemon:
                     worker.idle(now)
             if self._sources_ended():
                 break
+            self._alarm_duties(now)
             self._report(now)
 
     def _sources_ended(self) -> bool:
@@ -402,6 +475,15 @@ class Daemon:
             self.exit_code = 1
         return True
 
+    def _alarm_duties(self, now: float) -> None:
+        """Reminders due, and the state and figures after an alarm changed (from whichever thread)."""
+        if self.alarms is not None:
+            self.alarms.tick()
+        if self._alarms_changed.is_set():
+            self._alarms_changed.clear()
+            self._update_state()
+            self._report(now, force=True)
+
     def _first_frame(self, frame: Any) -> None:
         self._ready = True
         log.info(
@@ -419,25 +501,37 @@ class Daemon:
         """A camera's event to the log and MQTT, with the annotated frame when mqtt.snapshots asks for it."""
         level = logging.INFO if data["event"] == "recovered" else logging.WARNING
         log.log(level, "event %s: %s", data["event"], json.dumps(data, sort_keys=False))
-        if self.publisher is None:
-            return
+        alerting = self._alerting()
+        notify = self.notifications is not None and alerting and data["event"] != "recovered"
         jpeg = None
-        if self.cfg.mqtt.snapshots:
+        if (self.publisher is not None and self.cfg.mqtt.snapshots) or (notify and self.cfg.notify.snapshot):
             try:
                 jpeg = snapshot()
             except Exception:
                 log.exception("snapshot encoding failed; publishing the event without it")
-        try:
-            if self.multi:
-                self.publisher.publish_event(data, jpeg, camera=data["camera"])
-            else:
-                self.publisher.publish_event(data, jpeg)
-        except Exception:
-            log.exception("queueing event %s for MQTT failed", data.get("id"))
+        if self.publisher is not None:
+            try:
+                if self.multi:
+                    self.publisher.publish_event(data, jpeg if self.cfg.mqtt.snapshots else None, camera=data["camera"])
+                else:
+                    self.publisher.publish_event(data, jpeg if self.cfg.mqtt.snapshots else None)
+            except Exception:
+                log.exception("queueing event %s for MQTT failed", data.get("id"))
+        if notify:
+            self.notifications.enqueue(data, jpeg if self.cfg.notify.snapshot else None)
+        # An alarm while alerts are paused is not opened: nobody was asked, and its reminders would page the
+        # family with a stale fall once alerts resume. A recovery always closes what is open.
+        if self.alarms is not None and (alerting or data["event"] == "recovered"):
+            self.alarms.on_event(data)
 
     def _update_state(self) -> None:
         """The room's state, and with several cameras each camera's, to MQTT when they change."""
-        state = {"state": self.state, "persons": sum(w.counters.persons for w in self.cameras.values())}
+        alarms = self.alarms.open_alarms() if self.alarms is not None else []
+        state = {
+            "state": self.state,
+            "persons": sum(w.counters.persons for w in self.cameras.values()),
+            "alarms": alarms,
+        }
         changed: list[tuple[dict, Optional[str]]] = []
         if state != self._published_state:
             self._published_state = state
@@ -445,7 +539,11 @@ class Daemon:
                 changed.append((state, None))
         if self.multi:
             for name, worker in self.cameras.items():
-                mine = {"state": worker.alarm.state, "persons": worker.counters.persons}
+                mine = {
+                    "state": worker.alarm.state,
+                    "persons": worker.counters.persons,
+                    "alarms": [a for a in alarms if a["camera"] == name],
+                }
                 if mine != self._camera_states.get(name):
                     self._camera_states[name] = mine
                     changed.append((mine, name))
@@ -469,6 +567,8 @@ class Daemon:
             mqtt=MqttStats.of(self.publisher),
             settings=self._settings_shown(),
             camera_settings={s.name: self._settings_shown(s) for s in self._setups} if self.multi else {},
+            alarms=tuple(self.alarms.open_alarms()) if self.alarms is not None else (),
+            notify=self.notifications.figures() if self.notifications is not None else None,
         )
 
     def _settings_shown(self, setup: Optional[CameraSetup] = None) -> dict[str, Any]:
@@ -545,6 +645,10 @@ class Daemon:
             self._update_state()
             if old.alerts != new.alerts and self.publisher is not None:
                 self.publisher.set_pause_max(new.alerts.pause_max_s)
+            if old.alerts.remind_s != new.alerts.remind_s and self.alarms is not None:
+                self.alarms.set_remind_s(new.alerts.remind_s)
+            if old.notify != new.notify:
+                self._reload_notifications(new)
             if old.log.level != new.log.level and not self.log_level_override:
                 set_level(new.log.level)
             self.cfg = running
@@ -554,6 +658,27 @@ class Daemon:
         finally:
             if self._ready:  # READY=1 ends the RELOADING=1 state; before the first frame it would lie
                 self.notifier.ready()
+
+    def _reload_notifications(self, new: Config) -> None:
+        """New notify settings: a new sender over the same queue (what is queued for a URL still there is kept)."""
+        from .notifications import Notifications, NotifyError
+        from .outbox import default_state_dir
+
+        if not (new.notify.urls or new.notify.urls_file):
+            self._stop_notifications()
+            log.info("notify: no URLs in the new configuration; notifications off")
+            return
+        try:
+            made = Notifications(new.notify, default_state_dir(new.mqtt.state_dir))
+        except NotifyError as exc:
+            log.error("%s; keeping the running notifications", exc)
+            return
+        started = self.notifications is None
+        self._stop_notifications()
+        self.notifications = made
+        made.start()
+        if started and self._parts is not None:
+            self._parts.callback(self._stop_notifications)
 
     def _reload_mqtt(self, new: Config) -> None:
         if not new.mqtt.enabled:

@@ -1,7 +1,7 @@
 """Frame sources: what ``camera.source`` names, opened and read one frame at a time.
 
-``camera.source``: ``auto``, ``picamera2``, ``v4l2:/dev/videoN``, ``rtsp://…``/``http://…``, a video file or a
-folder of images. :func:`make_source` picks the Source; the Capture thread (capture.py) reads it.
+``camera.source``: ``auto``, ``picamera2``, ``libcamera``, ``v4l2:/dev/videoN``, ``rtsp://…``/``http://…``, a
+video file or a folder of images. :func:`make_source` picks the Source; the Capture thread (capture.py) reads it.
 """
 
 from __future__ import annotations
@@ -334,6 +334,28 @@ def import_picamera2() -> Any:
     return Picamera2
 
 
+def picamera2_source(width: int, height: int, fps: float, controls: dict[str, Any]) -> Source:
+    """picamera2, or libcamera's own Python bindings where picamera2 cannot be imported but they can (PyPI's
+    picamera2 on Debian needs Raspberry Pi OS's pykms): the same camera, said in one line."""
+    try:
+        import_picamera2()
+    except SourceError as picamera2_error:
+        from .libcamera_source import LibcameraSource, import_libcamera
+
+        try:
+            import_libcamera()
+        except SourceError:
+            raise picamera2_error from None
+        reason = str(picamera2_error).split(" cannot be imported (", 1)[-1].split("); ", 1)[0]
+        log.warning(
+            "camera.source picamera2: picamera2 cannot be imported (%s); reading the camera through libcamera's "
+            "own Python bindings instead",
+            reason,
+        )
+        return LibcameraSource(width, height, fps, controls)
+    return PiCamera2Source(width, height, fps, controls)
+
+
 def v4l2_cameras(dev_dir: str = "/dev", sysfs_dir: str = "/sys/class/video4linux") -> list[str]:
     """/dev/video* nodes that look like cameras: capture nodes (index 0), not Pi codecs or ISPs."""
     found = []
@@ -375,9 +397,13 @@ def make_source(camera: Any, source: Optional[str] = None) -> Source:
             log.info("camera.source auto: using %s", devices[0])
             return OpenCVCameraSource(devices[0], w, h, fps)
         raise SourceError("no camera found (no Pi camera, no /dev/video*); set camera.source or use --source FILE")
-    if spec == "picamera2":
-        import_picamera2()  # a clear error now rather than a retry loop on a missing package
-        return PiCamera2Source(w, h, fps, picamera2_controls(camera))
+    if spec == "picamera2":  # (a clear error now rather than a retry loop on a missing package)
+        return picamera2_source(w, h, fps, picamera2_controls(camera))
+    if spec == "libcamera":
+        from .libcamera_source import LibcameraSource, import_libcamera
+
+        import_libcamera()
+        return LibcameraSource(w, h, fps, picamera2_controls(camera))
     if spec.startswith("v4l2:"):
         return OpenCVCameraSource(spec[len("v4l2:") :] or "/dev/video0", w, h, fps)
     if spec.startswith("/dev/"):
@@ -390,5 +416,6 @@ def make_source(camera: Any, source: Optional[str] = None) -> Source:
     if path.is_file():
         return VideoFileSource(str(path), fps)
     raise SourceError(
-        f"camera.source {spec}: no such file or folder (and not auto, picamera2, v4l2:/dev/videoN, rtsp:// or http://)"
+        f"camera.source {spec}: no such file or folder "
+        f"(and not auto, picamera2, libcamera, v4l2:/dev/videoN, rtsp:// or http://)"
     )

@@ -107,6 +107,8 @@ class Snapshot:
     recent_events: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)  # what the page shows of the configuration: rules, zones
     camera_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # each camera's, in `cameras`
+    alarms: tuple[Mapping[str, Any], ...] = ()  # the open alarms (daemon/alarms.py Alarm.view), oldest first
+    notify: Optional[Mapping[str, Any]] = None  # Apprise notifications: queued, sent, failing (None: no notify.urls)
     healthy: Optional[bool] = None  # the debug server's own figures, filled in as it answers
     viewers: int = 0
 
@@ -156,6 +158,8 @@ class Snapshot:
             "mqtt": self.mqtt.to_json(),
             "alerts": self.mqtt.alerts,
             "alerts_resume_at": self.mqtt.alerts_resume_at,
+            "alarms": [dict(a) for a in self.alarms],
+            "notify": None if self.notify is None else dict(self.notify),
             **self.settings,
             "cameras": {
                 name: {**c.to_json(), **self.camera_settings.get(name, {})} for name, c in self.cameras.items()
@@ -181,6 +185,8 @@ def heartbeat(snapshot: Snapshot) -> dict[str, Any]:
         "dropped_frames": cam.dropped_frames,
         "corrupt_frames": cam.corrupt_frames,
         "labelled": None if snapshot.labelled is None else dict(snapshot.labelled),
+        "alarms": [dict(a) for a in snapshot.alarms],
+        "notify": None if snapshot.notify is None else dict(snapshot.notify),
         "cameras": {
             name: {
                 "camera": c.capture,
@@ -297,6 +303,7 @@ class SnapshotCollector:
         yield gauge("fallwatch_mqtt_connected", "1 while connected to the MQTT broker.", int(s.mqtt.connected))
         yield gauge("fallwatch_healthy", "1 while frames flow through inference.", int(bool(s.healthy)))
         yield gauge("fallwatch_viewers", "Clients watching the MJPEG stream.", s.viewers)
+        yield gauge("fallwatch_open_alarms", "Alarms nobody has answered yet.", len(s.alarms))
         backend = GaugeMetricFamily("fallwatch_backend_info", "The inference backend in use.", labels=["backend"])
         backend.add_metric([s.backend or "none"], 1)
         yield backend

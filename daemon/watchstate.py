@@ -12,7 +12,8 @@ publish besides (a summary) is then not shown as a camera of its own.
 
 A device is *down* when its availability is ``offline`` (a clean stop, or its Last Will) or when no heartbeat has
 come for 3 heartbeat periods (the period the device states in its heartbeats, else ``stale_after``). A camera
-has an *alarm* while its state is ``fall`` or ``person_down``. Devices with an alarm come first, then down
+has an *alarm* while its state is ``fall`` or ``person_down``, or while an alarm it raised is open (nobody has
+answered it yet: the state's ``alarms``, daemon/alarms.py). Devices with an alarm come first, then down
 devices, then the rest, each group by name.
 """
 
@@ -67,6 +68,7 @@ class CameraView:
     persons: Optional[int] = None
     event: Optional[dict] = None  # the last event: kind, id, ts, camera
     event_at: Optional[float] = None  # when it happened (its ts; else when it arrived)
+    alarms: list[dict] = field(default_factory=list)  # open alarms: id, camera, kind, opened, level, acknowledged
 
 
 @dataclass
@@ -117,6 +119,8 @@ class WatchModel:
             if kind == "state":
                 view.state = _str_or_none(data.get("state")) if data else None
                 view.persons = _int_or_none(data.get("persons")) if data else None
+                raw = data.get("alarms") if data else None
+                view.alarms = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
             elif data:
                 view.event = {
                     "event": _str_or_none(data.get("event")),
@@ -171,7 +175,10 @@ class WatchModel:
             "camera": key if key is not None else event.get("camera"),
             "state": view.state,
             "persons": view.persons,
-            "alarm": view.state in ALARM_STATES,
+            "alarm": view.state in ALARM_STATES or bool(view.alarms),
+            "open_alarms": [
+                {k: a.get(k) for k in ("id", "camera", "kind", "opened", "level", "acknowledged")} for a in view.alarms
+            ],
             "last_event": event.get("event"),
             "last_event_id": event.get("id"),
             "last_event_ts": event.get("ts"),

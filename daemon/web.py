@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -29,8 +30,10 @@ from fallwatch.config.schema import DebugConfig
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from .jsonsafe import plain
+from .offload import Offload
 from .stats import Snapshot, metrics
 from .status import StatusHub
+from .web_guard import check_state_change, server_names
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,19 @@ MAX_CONNECTIONS = 32  # requests served at once (a thread each); more get 503 ra
 # A slot is taken only once a full request head is in. Until then a connection waits in a bounded pool: it has
 # HEAD_DEADLINE_S to send its whole head (request line and headers), and when the pool is full the oldest waiting
 # connection is dropped for the newcomer. So slow or idle clients cannot hold /healthz shut.
+# A request's body is read in the same pool, before the request takes a slot, within BODY_DEADLINE_S: a client
+# dripping its body holds no slot either.
 MAX_WAITING = 64
+MAX_WAITING_PER_CLIENT = 16  # waiting connections from one address; its oldest is dropped for its newest
 HEAD_DEADLINE_S = 5.0
+BODY_DEADLINE_S = 5.0
 MAX_IGNORED_BODY = 64 * 1024  # a GET/HEAD body up to this size is read and ignored; a larger one closes the link
+MAX_POST_BODY = 16 * 1024  # a POST's body (a label is a few bytes): larger is 413, never read
+MAX_PER_CLIENT = 12  # requests in progress from one address (a browser opens 6 per host): more get 429
+# /healthz and /metrics have slots of their own that no other route can take: a watchdog or Prometheus still gets
+# an answer while every other slot is busy. They are quick (nothing to wait for), so a few suffice.
+HEALTH_ROUTES = ("/healthz", "/metrics")
+HEALTH_SLOTS = 4
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -110,11 +123,13 @@ def _query_height(query: dict[str, list[str]]) -> Optional[int]:
 # ---- the handler -----------------------------------------------------------------------------------------------
 class _DeadlineReader(io.RawIOBase):
     """The connection's reads, bounded in total (not per recv) while ``deadline`` is set: a client dripping one
-    byte every few seconds still runs out of time."""
+    byte every few seconds still runs out of time (``what`` names the part being read, for the message)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.deadline: Optional[float] = None
+        self.what = "request head"
+        self.limit_s = HEAD_DEADLINE_S
 
     def readable(self) -> bool:
         return True
@@ -124,7 +139,7 @@ class _DeadlineReader(io.RawIOBase):
             return self.sock.recv_into(buffer)
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"request head not complete within {HEAD_DEADLINE_S:g} s")
+            raise TimeoutError(f"{self.what} not complete within {self.limit_s:g} s")
         before = self.sock.gettimeout()
         self.sock.settimeout(left)
         try:
@@ -148,6 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         "/healthz": "healthz",
         "/api/stats": "stats",
         "/api/events": "events",
+        "/api/alarms": "alarms",
         "/metrics": "metrics",
     }
 
@@ -158,59 +174,102 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self._reader = _DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
-        self._slot = False
+        self._slot: Optional[str] = None
+        self.body = b""
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError) as exc:  # the client left or stalled: nobody to answer, no traceback
+            log.debug("debug server: %s: %s", self.client_address[0], exc)
 
     def handle_one_request(self) -> None:
         self._reader.deadline = time.monotonic() + HEAD_DEADLINE_S
-        self.server.waiting(self.connection)
+        self._reader.what, self._reader.limit_s = "request head", HEAD_DEADLINE_S
+        self.server.waiting(self.connection, self.client_address[0])
         try:
             super().handle_one_request()
         finally:
-            if self._slot:
-                self._slot = False
-                self.server.release_slot()
+            if self._slot is not None:
+                self.server.release_slot(self._slot, self.client_address[0])
+                self._slot = None
 
     def parse_request(self) -> bool:
-        """The head is in: leave the waiting pool, take a slot, read (and ignore) the body of any request but a POST
-        (left unread, it would be parsed as the next request). A POST's body is read by its handler, the label of an
-        event record; any other POST is refused and its connection closed."""
+        """The head is in: read the body (a POST's is kept for its route, any other is read and ignored: left
+        unread, it would be parsed as the next request), still in the waiting pool and within BODY_DEADLINE_S; then
+        leave the pool and take a slot."""
         ok = super().parse_request()
-        self.server.head_done(self.connection)
-        if ok and self.command != "POST":
-            self._skip_body()
-        self._reader.deadline = None
+        try:
+            if ok:
+                self._reader.deadline = time.monotonic() + BODY_DEADLINE_S
+                self._reader.what, self._reader.limit_s = "request body", BODY_DEADLINE_S
+                ok = self._read_post_body() if self.command == "POST" else self._skip_body()
+        finally:
+            self.server.head_done(self.connection)
+            self._reader.deadline = None
         if not ok:
             return False
-        if not self.server.take_slot():
-            self.close_connection = True
-            self._send(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                b"busy, try again\n",
-                "text/plain; charset=utf-8",
-                self.command == "HEAD",
-                {"Connection": "close", "Retry-After": "1"},
-            )
-            return False
-        self._slot = True
-        return True
+        refused = self.server.take_slot(urlsplit(self.path).path, self.client_address[0])
+        if isinstance(refused, str):
+            self._slot = refused
+            return True
+        status, text = refused
+        self.close_connection = True
+        self._send(
+            status,
+            f"{text}\n".encode(),
+            "text/plain; charset=utf-8",
+            self.command == "HEAD",
+            {"Connection": "close", "Retry-After": "1"},
+        )
+        return False
 
-    def _skip_body(self) -> None:
+    def _read_post_body(self) -> bool:
+        """A POST's body into ``self.body``: by Content-Length, at most MAX_POST_BODY. False once answered."""
+        refusal = None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if self.headers.get("Transfer-Encoding"):
+            refusal = HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked"
+        elif length < 0:
+            refusal = HTTPStatus.BAD_REQUEST, "Content-Length is not a number"
+        elif length > MAX_POST_BODY:
+            refusal = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body too large (at most {MAX_POST_BODY} bytes)"
+        else:
+            try:
+                self.body = self.rfile.read(length)
+            except TimeoutError as exc:
+                refusal = HTTPStatus.REQUEST_TIMEOUT, str(exc)
+            else:
+                if len(self.body) < length:
+                    return False  # the client closed before its body was in: nobody to answer
+        if refusal is None:
+            return True
+        self.close_connection = True
+        self._send(refusal[0], f"{refusal[1]}\n".encode(), "text/plain; charset=utf-8", False, {"Connection": "close"})
+        return False
+
+    def _skip_body(self) -> bool:
+        """Reads and drops the body of a request other than POST; False when the client went away meanwhile."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True  # not worth decoding chunks to throw them away: answer, then close
-            return
+            return True
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         if not 0 <= length <= MAX_IGNORED_BODY:
             self.close_connection = True
-            return
+            return True
         while length > 0:
-            chunk = self.rfile.read(min(length, 16384))
+            chunk = self.rfile.read(min(length, 16384))  # TimeoutError past the deadline: closed quietly
             if not chunk:
                 self.close_connection = True
-                return
+                return False
             length -= len(chunk)
+        return True
 
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Errors the base class answers itself (a malformed request line, an unknown method) in plain text like
@@ -251,12 +310,24 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def do_POST(self) -> None:
-        from . import events_web  # the events view's labels are the one thing posted
+        """Every POST route (the events view's labels, answers to alarms: alarms_web.py) passes auth, then the
+        state-change guard (Host, Origin, JSON: web_guard.py) before its route runs."""
+        from . import events_web
 
-        if events_web.handles(urlsplit(self.path).path):
-            self._dispatch(head=False)
-        else:
+        path = urlsplit(self.path).path
+        if not (events_web.handles(path) or path == "/api/alarms"):
             self._not_allowed()
+        elif self._authorized(head=False) and self._state_change_allowed():
+            self._dispatch(head=False)
+
+    def _state_change_allowed(self) -> bool:
+        refused = check_state_change(self.headers, self.server.debug.names, self.connection.getsockname()[0])
+        if refused is None:
+            return True
+        log.debug("debug server: %s %s from %s: %s", self.command, self.path, self.client_address[0], refused[1])
+        self.close_connection = True
+        self._send(refused[0], f"{refused[1]}\n".encode(), "text/plain; charset=utf-8", False, {"Connection": "close"})
+        return False
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
@@ -277,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = self.ROUTES.get(split.path)
         if route is None and split.path.startswith(("/events.html", "/vendor/", "/api/records", "/signal_plot.js")):
             route = "records"
-        if route is None or (self.command == "POST" and route != "records"):
+        if route is None or (self.command == "POST" and route not in ("records", "alarms")):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
             return
         query = parse_qs(split.query, keep_blank_values=True)
@@ -287,7 +358,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.BAD_REQUEST, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
         except NotFound as e:
             self._send(HTTPStatus.NOT_FOUND, f"{e}\n".encode(), "text/plain; charset=utf-8", head)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (ConnectionError, TimeoutError):  # the client left or stopped reading: nobody to answer
             self.close_connection = True
         except Exception:
             log.exception("debug server: %s %s failed", self.command, split.path)
@@ -325,6 +396,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", head)
             return
         events_web.serve(self, self.command, path, head, query)
+
+    def _r_alarms(self, query: dict, head: bool) -> None:
+        from . import alarms_web
+
+        alarms_web.serve(self, head)
 
     def _r_page(self, query: dict, head: bool) -> None:
         self._send(HTTPStatus.OK, self.server.debug.page, "text/html; charset=utf-8", head)
@@ -425,14 +501,18 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._waiting: OrderedDict[int, socket.socket] = OrderedDict()  # connections without a full head yet
+        self._free = {"any": MAX_CONNECTIONS, "health": HEALTH_SLOTS}  # slots left, per kind
+        self._per_client: dict[str, int] = {}  # requests in progress per address (health slots not counted)
+        self._slots_lock = threading.Lock()
+        # connections without a full request yet: id -> (socket, client address)
+        self._waiting: OrderedDict[int, tuple[socket.socket, str]] = OrderedDict()
         self._waiting_lock = threading.Lock()
         self._full_logged = False
+        self._client_logged = False
         self._evict_logged = False
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        self.waiting(request)
+        self.waiting(request, client_address[0] if client_address else "?")
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -441,14 +521,18 @@ class _Server(ThreadingHTTPServer):
         finally:
             self.head_done(request)
 
-    def waiting(self, conn: socket.socket) -> None:
-        """``conn`` waits for its request head; the oldest waiting connection makes room when the pool is full."""
+    def waiting(self, conn: socket.socket, client: str) -> None:
+        """``conn`` waits for its request; the oldest waiting connection makes room when the pool is full, and
+        the client's own oldest one when it has MAX_WAITING_PER_CLIENT waiting (so one address cannot fill it)."""
         evicted = []
         with self._waiting_lock:
-            self._waiting[id(conn)] = conn
+            self._waiting[id(conn)] = (conn, client)
             self._waiting.move_to_end(id(conn))
+            mine = [key for key, (_, c) in self._waiting.items() if c == client]
+            for key in mine[: max(0, len(mine) - MAX_WAITING_PER_CLIENT)]:
+                evicted.append(self._waiting.pop(key)[0])
             while len(self._waiting) > MAX_WAITING:
-                evicted.append(self._waiting.popitem(last=False)[1])
+                evicted.append(self._waiting.popitem(last=False)[1][0])
         for old in evicted:
             try:
                 old.shutdown(socket.SHUT_RDWR)  # its thread reads EOF and ends
@@ -464,19 +548,49 @@ class _Server(ThreadingHTTPServer):
         with self._waiting_lock:
             self._waiting.pop(id(conn), None)
 
-    def take_slot(self) -> bool:
-        if self._slots.acquire(blocking=False):
-            return True
-        if not self._full_logged:
+    def take_slot(self, path: str, client: str) -> "str | tuple[int, str]":
+        """A slot for a request to ``path`` from ``client``: its kind (give it back with release_slot), or the
+        refusal (status, line). /healthz and /metrics take their own slots first, and count against no client."""
+        with self._slots_lock:
+            if path in HEALTH_ROUTES and self._free["health"] > 0:
+                self._free["health"] -= 1
+                return "health"
+            if path not in HEALTH_ROUTES and self._per_client.get(client, 0) >= MAX_PER_CLIENT:
+                refused: tuple[int, str] = (
+                    HTTPStatus.TOO_MANY_REQUESTS,
+                    f"too many requests at once from your address (at most {MAX_PER_CLIENT})",
+                )
+                first, self._client_logged = not self._client_logged, True
+            elif self._free["any"] > 0:
+                self._free["any"] -= 1
+                if path not in HEALTH_ROUTES:
+                    self._per_client[client] = self._per_client.get(client, 0) + 1
+                return "any" if path in HEALTH_ROUTES else "client"
+            else:
+                refused = HTTPStatus.SERVICE_UNAVAILABLE, "busy, try again"
+                first, self._full_logged = not self._full_logged, True
+        if first and refused[0] == HTTPStatus.TOO_MANY_REQUESTS:
+            log.warning("debug server: %s has %d requests in progress; answering 429 to more", client, MAX_PER_CLIENT)
+        elif first:
             log.warning("debug server: %d requests in progress; answering 503 until some finish", MAX_CONNECTIONS)
-            self._full_logged = True
-        return False
+        return refused
 
-    def release_slot(self) -> None:
-        self._slots.release()
+    def release_slot(self, kind: str, client: str) -> None:
+        with self._slots_lock:
+            if kind == "health":
+                self._free["health"] += 1
+                return
+            self._free["any"] += 1
+            if kind == "client":
+                left = self._per_client.pop(client) - 1
+                if left:
+                    self._per_client[client] = left
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # Through logging (the journal, with a priority), not socketserver's traceback on stderr.
+        # Through logging (the journal, with a priority), not socketserver's traceback on stderr; a client that
+        # went away is no error of ours.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
         log.exception("debug server: request from %s failed", client_address[0] if client_address else "?")
 
 
@@ -502,6 +616,9 @@ class DebugServer:
         self.page = b""
         self.records: Any = None  # the EventRecorder behind the events view, when events.enabled
         self.rule_settings: Any = None  # () -> RuleSettings of the running configuration (signal plots)
+        self.answer: Any = None  # (posted JSON) -> alarms closed; ValueError says why none (daemon/alarms_web.py)
+        self.names = server_names(self._host, cfg.hosts)  # the Host names a state-changing request may use
+        self.offload = Offload()  # signal plots and clip conversions: a low-priority process, one at a time
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -545,6 +662,7 @@ class DebugServer:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        self.offload.shutdown()
         self._httpd = None
         log.info("debug stream stopped")
 

@@ -20,11 +20,13 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, TypeGuard, Union
+from typing import Any, Callable, Iterable, Optional, TypeGuard, Union
 
 from .base import RuleSettings
 from .events import Event
-from .recording import read_recording
+from .margins import Attempt
+from .perturb import perturb, seed_for
+from .recording import RecordedFrame, read_recording
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class ClipResult:
     person_down: int = 0  # person_down events
     false_recoveries: int = 0  # recovered while the person is still down (down_expected clips)
     repeat_falls: int = 0  # fall events after the first caught one, for the same incident
+    decision: Optional[Attempt] = None  # what decided it, gate by gate (recordings only: replayed here)
+    unchanged: Optional[float] = None  # share of perturbed replays with the same result (eval --perturb)
 
 
 # (clip path, settings) -> (events, footage seconds)
@@ -172,36 +176,102 @@ def summarize(results: list[ClipResult]) -> dict:
         "down_false_alarm_clips": sum(r.clip.down_expected is False and r.person_down > 0 for r in ok),
         "false_recoveries": sum(r.false_recoveries for r in ok),
         "repeat_falls": sum(r.repeat_falls for r in ok),
+        "narrowest": [
+            {"clip": r.clip.name, "result": r.result, **(r.decision.to_dict() if r.decision else {})}
+            for r in narrowest(ok)
+        ],
+        **_perturb_summary(ok),
     }
+
+
+NARROWEST = 5  # decisions listed in the summary
+
+
+def narrowest(results: list[ClipResult], n: int = NARROWEST) -> list[ClipResult]:
+    """The ``n`` decisions nearest to going the other way (smallest margin either side of the thresholds)."""
+    measured = [r for r in results if r.decision is not None]
+    return sorted(measured, key=lambda r: abs(r.decision.margin) if r.decision else 0.0)[:n]
+
+
+def _perturb_summary(results: list[ClipResult]) -> dict:
+    shaken = [r for r in results if r.unchanged is not None]
+    if not shaken:
+        return {}
+    return {
+        "perturbed_clips": len(shaken),
+        "unchanged_min": min(r.unchanged for r in shaken if r.unchanged is not None),
+        "unchanged_below_95": sorted(r.clip.name for r in shaken if r.unchanged is not None and r.unchanged < 0.95),
+    }
+
+
+def replay_frames(
+    frames: Iterable[RecordedFrame], settings: RuleSettings, source: str = ""
+) -> tuple[list[Event], float, Any]:
+    """Run only the rules over recorded frames: (events, footage seconds, the rules, for their margins)."""
+    from . import make_rules
+
+    rules = make_rules(settings, source=source)
+    events: list[Event] = []
+    first: Optional[float] = None
+    last = 0.0
+    for fr in frames:
+        first = fr.t if first is None else first
+        last = fr.t
+        events.extend(rules.update(fr.t, fr.frame, fr.people, fr.size))
+    return events, (last - first if first is not None else 0.0), rules
 
 
 def replay_clip(path: Path, settings: RuleSettings) -> tuple[list[Event], float]:
     """Run only the rules over a pose recording. Returns the events and the footage duration."""
-    from . import make_rules
+    events, duration, _ = replay_frames(read_recording(path), settings, source=path.stem)
+    return events, duration
 
-    rules = make_rules(settings, source=path.stem)
-    events: list[Event] = []
-    first: Optional[float] = None
-    last = 0.0
-    for fr in read_recording(path):
-        first = fr.t if first is None else first
-        last = fr.t
-        events.extend(rules.update(fr.t, fr.frame, fr.people, fr.size))
-    return events, (last - first if first is not None else 0.0)
+
+def _decision(clip: Clip, result: "ClipResult", rules: Any) -> Optional[Attempt]:
+    """The attempt that decided the clip: the caught fall (or the false alarm), else the nearest miss."""
+    margins = getattr(rules, "margins", None)  # the ambianic baseline keeps none
+    if margins is None:
+        return None
+    falls = [e for e in result.events if e.event == "fall"]
+    if clip.label == "fall" and result.result == "caught" and result.delay_s is not None:
+        assert clip.fall_start_s is not None
+        return margins.decision(clip.fall_start_s + result.delay_s)
+    return margins.decision(falls[0].t if falls else None)
+
+
+def _replay_scored(clip: Clip, settings: RuleSettings, perturbations: int) -> "ClipResult":
+    frames = list(read_recording(clip.path))
+    events, duration, rules = replay_frames(frames, settings, source=clip.path.stem)
+    result = score_clip(clip, events, duration)
+    result.decision = _decision(clip, result, rules)
+    if perturbations:
+        same = 0
+        for run in range(perturbations):
+            shaken = perturb(frames, seed_for(clip.name, run))
+            ev, dur, _ = replay_frames(shaken, settings, source=clip.path.stem)
+            same += score_clip(clip, ev, dur).result == result.result
+        result.unchanged = same / perturbations
+    return result
 
 
 def evaluate(
-    manifests: Iterable[Union[str, Path]], settings: RuleSettings, video_runner: Optional[ClipRunner] = None
+    manifests: Iterable[Union[str, Path]],
+    settings: RuleSettings,
+    video_runner: Optional[ClipRunner] = None,
+    perturbations: int = 0,
 ) -> list[ClipResult]:
-    """Score every clip of the manifests. JSONL clips are replayed here; anything else goes to video_runner."""
+    """Score every clip of the manifests. JSONL clips are replayed here (with their decision margins, and
+    ``perturbations`` seeded perturbed replays each); anything else goes to video_runner."""
     results = []
     for manifest in manifests:
         for clip in load_manifest(manifest):
-            runner = replay_clip if clip.path.suffix.lower() == ".jsonl" else video_runner
             try:
-                if runner is None:
+                if clip.path.suffix.lower() == ".jsonl":
+                    results.append(_replay_scored(clip, settings, perturbations))
+                    continue
+                if video_runner is None:
                     raise ValueError(f"{clip.path}: not a .jsonl recording and no video runner given")
-                events, duration = runner(clip.path, settings)
+                events, duration = video_runner(clip.path, settings)
             except (OSError, ValueError) as exc:
                 log.error("%s", exc)
                 results.append(ClipResult(clip, "error", error=str(exc)))
@@ -213,11 +283,17 @@ def evaluate(
 def format_table(results: list[ClipResult]) -> list[str]:
     width = max([len(r.clip.name) for r in results] + [4])
     incidents = any(r.clip.down_expected is not None for r in results)
-    head = f"{'clip':<{width}}  {'label':<5}  {'result':<11}  delay_s  false_alarms"
-    lines = [head + ("  down  person_down  false_rec  repeat_falls" if incidents else "")]
+    shaken = any(r.unchanged is not None for r in results)
+    head = f"{'clip':<{width}}  {'label':<5}  {'result':<11}  delay_s  false_alarms  margin  deciding      "
+    head += "unchanged  " if shaken else ""
+    lines = [head + ("down  person_down  false_rec  repeat_falls" if incidents else "")]
     for r in results:
         delay = f"{r.delay_s:7.2f}" if r.delay_s is not None else "      -"
         line = f"{r.clip.name:<{width}}  {r.clip.label:<5}  {r.result:<11}  {delay}  {r.false_alarms:<12}"
+        d = r.decision
+        line += f"  {d.margin:+6.2f}  {d.weakest.signal:<12}" if d is not None else f"  {'-':>6}  {'-':<12}"
+        if shaken:
+            line += f"  {r.unchanged:>9.0%}" if r.unchanged is not None else f"  {'-':>9}"
         if incidents:
             want = {True: "yes", False: "no", None: "-"}[r.clip.down_expected]
             line += f"  {want:<4}  {r.person_down:<11}  {r.false_recoveries:<9}  {r.repeat_falls}"
@@ -241,5 +317,16 @@ def format_summary(summary: dict) -> str:
             f"; person_down caught {summary['down_caught']}/{summary['down_expected']}, on clips not down "
             f"{summary['down_false_alarm_clips']}, false recoveries {summary['false_recoveries']}, "
             f"repeated falls {summary['repeat_falls']}"
+        )
+    if summary.get("narrowest"):
+        text += "\nnarrowest decisions (margin: weakest signal / its threshold - 1; + raised fall, - did not):"
+        for n in summary["narrowest"]:
+            gates = ", ".join(f"{k} {v:.2f}/{th:.2f}" for k, (v, th) in n["gates"].items())
+            text += f"\n  {n['clip']}: {n['result']}, {n['margin']:+.2f} on {n['deciding']} ({n['outcome']}: {gates})"
+    if summary.get("perturbed_clips"):
+        below = summary["unchanged_below_95"]
+        text += (
+            f"\nperturbed: {summary['perturbed_clips']} clips, decision unchanged in at least "
+            f"{summary['unchanged_min']:.0%} of runs; under 95 %: {', '.join(below) if below else 'none'}"
         )
     return text

@@ -29,6 +29,7 @@ import numpy as np
 from .base import STRATEGIES, PersonPose, Rules, RuleSettings, finite_box, keypoint_box
 from .events import Event
 from .geometry import LEG_FRACTION, BodyGeometry, measure
+from .margins import Attempt, Gate, MarginLog
 from .zones import in_zone
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class _Fall:
     max_angle: float = 0.0  # the spine's largest angle from vertical since the drop began
     up_since: Optional[float] = None  # frames no longer looking down since then
     after_fall: bool = True  # False: the incident began as a long lie on the floor with no fall seen
+    # the strongest (drop, needed drop, descent rate) against any "before" while this attempt lasted (margins)
+    closest: tuple = (0.0, 1.0, 0.0)
 
 
 @dataclass
@@ -164,6 +167,7 @@ class FallRules(Rules):
         self.s = settings
         self.source = source
         self._tracks: dict[int, _Track] = {}
+        self.margins = MarginLog()  # how far each decision was from its thresholds (fallwatch eval)
 
     @property
     def _history_s(self) -> float:
@@ -352,13 +356,20 @@ class FallRules(Rules):
             if f.max_angle >= self.s.down_angle_deg:
                 f.folded = False  # toppled over: whatever it was, it was not squatting
             if f.folded and f.up_since is not None and t - f.up_since >= self.s.settle_s:
+                self.margins.missed(self._attempt(tr, f, f.up_since, "got up"))
                 tr.state, tr.fall = "upright", None  # up again from a squat or a seat on the floor: no fall
-            elif f.down < f.measured:
-                # The pending drop has a frame that did not look down (one bad pose can start a candidate):
-                # a fresh, fully consistent candidate from this frame replaces it.
-                self._start_falling(tr, self._candidate(tr, sample), sample)
+            else:
+                cand = self._candidate(tr, sample)
+                if f.down < f.measured:
+                    # The pending drop has a frame that did not look down (one bad pose can start a candidate):
+                    # a fresh, fully consistent candidate from this frame replaces it.
+                    self._start_falling(tr, cand, sample)
+                if cand is not None and tr.fall is not None:
+                    tr.fall.closest = self._stronger(tr.fall.closest, cand.closest)
         elif tr.state == "down":
             f = _incident(tr)
+            if f.after_fall and f.event_t is not None and t - f.t <= self.s.window_max_s:
+                self._follow_margin(tr, f, sample)
             if self._is_upright(g, f.ref):
                 if f.upright_since is None or t - f.upright_last > UPRIGHT_GAP_S:
                     f.upright_since = t
@@ -489,10 +500,12 @@ class FallRules(Rules):
                 tr.floor_since = tr.off_floor_since = None
                 if self._continues_lost_incident(tr):
                     return []
+                self.margins.fell(self._attempt(tr, f, t, "fall"))
                 return [self._event("fall", tr, t, frame, confidence=self._confidence(f))]
             # Still down but the hips have not come down yet (a side fall lands hips last): wait, within the
             # window; a bend keeps its hips up and runs out of time here.
             if not stayed_down or t - f.t > self.s.window_max_s:
+                self.margins.missed(self._attempt(tr, f, t, "hips up" if stayed_down else "not down"))
                 log.debug(
                     "track %s: drop at t=%.2f did not end down (%d/%d, hips %.2f)",
                     tr.track,
@@ -610,6 +623,7 @@ class FallRules(Rules):
         """The strongest fall candidate ending at ``now``: against each robust "before" in the window, the
         torso drop must reach what the spine's turn calls for, and the descent must have been fast somewhere."""
         best: Optional[_Fall] = None
+        closest: Optional[tuple] = None  # the (drop, need, rate) nearest to or furthest past both thresholds
         peak_speed = 0.0  # fastest torso descent between the candidate "before" and now (pixels/s)
         for s in reversed(tr.samples):
             dt = now.t - s.t
@@ -622,6 +636,7 @@ class FallRules(Rules):
             turn = self._turn(now.g, s.ref)  # signed: standing up / lying back turns it back
             rate = peak_speed / s.ref.height
             need = self._needed_drop(turn)
+            closest = (drop, need, rate) if closest is None else self._stronger(closest, (drop, need, rate))
             if drop < need or rate < self.s.min_descent_rate:
                 continue
             score = drop / need + max(turn, 0.0) / 90.0
@@ -637,11 +652,58 @@ class FallRules(Rules):
                     score=score,
                     hip_drop=(now.g.hip_y - s.ref.hip_y) / s.ref.height,
                 )
+        if best is not None and closest is not None:
+            best.closest = closest
+        elif closest is not None:
+            self._near_miss(tr, now, closest)
         return best
+
+    def _closeness(self, closest: tuple) -> float:
+        """How near a (drop, need, rate) comes to a candidate: the smaller of drop / need and rate / its minimum
+        (1 at the thresholds)."""
+        drop, need, rate = closest
+        return min(drop / need, rate / self.s.min_descent_rate if self.s.min_descent_rate > 0 else 1.0)
+
+    def _stronger(self, a: tuple, b: tuple) -> tuple:
+        return b if self._closeness(b) > self._closeness(a) else a
+
+    def _near_miss(self, tr: _Track, now: _Sample, closest: tuple) -> None:
+        """Log a drop that fell short of a candidate when it is the nearest miss so far."""
+        nearest = self.margins.nearest_miss
+        if nearest is None or self._closeness(closest) - 1.0 > nearest.margin:
+            drop, need, rate = closest
+            gates = (Gate("drop", drop, need), Gate("descent_rate", rate, self.s.min_descent_rate))
+            self.margins.missed(Attempt(now.t, tr.track, "no candidate", gates))
+
+    def _follow_margin(self, tr: _Track, f: _Fall, now: _Sample) -> None:
+        """After a `fall`, the drop and descent keep being measured for the rest of the fall window: stricter
+        thresholds would have raised it a little later, so its margin is the strongest evidence in the window."""
+        cand = self._candidate(tr, now)
+        if cand is None or self._closeness(cand.closest) <= self._closeness(f.closest):
+            return
+        f.closest = cand.closest
+        assert f.event_t is not None
+        self.margins.fell(self._attempt(tr, f, f.event_t, "fall"))
+
+    def _attempt(self, tr: _Track, f: _Fall, t: float, outcome: str) -> Attempt:
+        """The gates of a fall candidate that was decided at ``t``: raised as `fall` or given up."""
+        share = 1.0 if self._lost_lying(f) else (f.down / f.measured if f.measured else 0.0)
+        drop, need, rate = f.closest  # the drop and descent at their strongest while the attempt lasted
+        gates = [
+            Gate("drop", drop, need),
+            Gate("descent_rate", rate, self.s.min_descent_rate),
+            Gate("hip_drop", f.hip_drop, self.s.min_hip_drop),
+            Gate("settle", share, self.s.settle_fraction),
+        ]
+        if outcome == "got up":  # landed squatting or sitting upright and got up: how long it stayed down decided
+            gates.append(Gate("confirm_s", t - f.t, self.s.confirm_s))
+        return Attempt(t, tr.track, outcome, tuple(gates))
 
     def _start_falling(self, tr: _Track, cand: Optional[_Fall], now: _Sample) -> None:
         if cand is None:
             return
+        if tr.state == "falling" and tr.fall is not None:  # a fresh candidate of the same attempt
+            cand.closest = self._stronger(tr.fall.closest, cand.closest)
         cand.measured, cand.down = 1, int(self._is_down(now.g, cand.ref))
         cand.max_angle = now.g.spine_angle_deg
         tr.state, tr.fall = "falling", cand

@@ -22,6 +22,7 @@ SECTIONS = [
     "mqtt",
     "debug",
     "alerts",
+    "notify",
     "models",
     "log",
     "events",

@@ -52,7 +52,7 @@ def test_unknown_section(tmp_path: Path) -> None:
     errors = errors_of(tmp_path, "log:\n  level: INFO\n\ncamaras:\n  name: hall\n")
     assert errors == [
         "fallwatch.yaml:4: camaras: unknown key (known keys: camera, cameras, pose, rules, zones, mqtt, "
-        "debug, alerts, models, log, events, privacy)"
+        "debug, alerts, notify, models, log, events, privacy)"
     ]
 
 

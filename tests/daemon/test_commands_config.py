@@ -98,6 +98,7 @@ def test_config_schema_prints_the_json_schema() -> None:
         "mqtt",
         "debug",
         "alerts",
+        "notify",
         "models",
         "log",
         "events",

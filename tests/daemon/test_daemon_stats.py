@@ -77,3 +77,13 @@ def test_counters_measure_fps_and_read_zero_when_frames_stop() -> None:
     assert abs(counters.fps(101.0) - 10.0) < 1e-6 and counters.frames == 11
     assert abs(counters.latency_ms - 50.0) < 1e-6
     assert counters.fps(104.0) == 0.0  # stale
+
+
+def test_open_alarms_in_every_view() -> None:
+    alarm = {"id": "ev-1", "camera": "hall", "kind": "fall", "opened": "2027-01-15T08:00:00.000Z", "level": 1}
+    snap = snapshot(alarms=({**alarm, "acknowledged": False},))
+    assert snap.to_json()["alarms"] == [{**alarm, "acknowledged": False}]
+    assert heartbeat(snap)["alarms"] == [{**alarm, "acknowledged": False}]
+    assert snapshot().to_json()["alarms"] == [] and heartbeat(snapshot())["alarms"] == []
+    families = {f.name: f for f in text_string_to_metric_families(metrics(snap).decode())}
+    assert families["fallwatch_open_alarms"].samples[0].value == 1

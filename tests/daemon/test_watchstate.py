@@ -149,3 +149,21 @@ def test_table_rows_follow_the_model_order():
         "a-ok",
     ]
     assert "FALL" in lines[0] and "offline" in lines[1] and "OFF" in lines[2]
+
+
+def test_open_alarms_from_the_state_mark_the_camera_and_show_in_the_table():
+    m = WatchModel(started_at=T0)
+    alarm = {"id": "ev-1", "camera": "bath", "kind": "fall", "opened": iso(T0 - 300), "level": 2, "acknowledged": False}
+    # the person got up unseen, or left the view: the state is ok, but nobody has answered the alarm yet
+    feed(m, "fallwatch/care-3/bath/state", {"state": "ok", "persons": 0, "alarms": [alarm]})
+    feed(m, "fallwatch/care-3/hall/state", {"state": "ok", "persons": 1, "alarms": []})
+    (row,) = m.snapshot(T0)
+    assert row["alarm"] and row["cameras"][0]["camera"] == "bath"
+    assert row["cameras"][0]["open_alarms"] == [alarm] and row["cameras"][1]["open_alarms"] == []
+    args = argparse.Namespace(host="broker", port=1883, prefix="fallwatch")
+    console = Console(record=True, width=200)
+    console.print(render_table(args, m.snapshot(T0), connected=True))
+    since = datetime.fromtimestamp(T0 - 300).strftime("%H:%M:%S")
+    assert f"fall since {since}, reminder 2" in console.export_text()
+    feed(m, "fallwatch/care-3/bath/state", {"state": "ok", "persons": 0, "alarms": []})  # answered
+    assert not m.snapshot(T0)[0]["alarm"]

@@ -11,6 +11,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ from fallwatch.daemon.status import StatusHub
 from fallwatch.daemon.web import DebugServer
 from fallwatch.pose.types import Person
 from waiting import wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import records_testlib
 
 CLIP = "Subject 1/Fall/13.mp4"  # a fall clip from the GMDCSA24 excerpt in ../shared/data
 

@@ -137,7 +137,7 @@ def test_one_camera_shows_no_camera_list(start_server, tmp_path, chromium_dom):
 def _record(events_dir: Path, event_id: str, camera: str, recorded: float) -> None:
     folder = events_dir / event_id
     folder.mkdir(parents=True)
-    meta = {"id": event_id, "event": "fall", "camera": camera, "track": 3, "confidence": 0.9, "frames": 0}
+    meta = {"id": event_id, "event": "fall", "t": 5.0, "camera": camera, "track": 3, "confidence": 0.9, "frames": 0}
     (folder / "event.json").write_text(json.dumps({**meta, "clip": None, "label": None, "recorded": recorded}))
     (folder / "pose.jsonl").write_text("")
 

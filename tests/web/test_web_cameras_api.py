@@ -127,7 +127,7 @@ def test_records_name_their_camera_and_filter_by_it(server, tmp_path):
     for n, camera in enumerate(["hall", "bedroom", "attic"]):  # attic: a camera taken out since
         folder = tmp_path / f"rec-{n}"
         folder.mkdir()
-        meta = {"id": folder.name, "event": "fall", "camera": camera, "recorded": 1000.0 + n}
+        meta = {"id": folder.name, "event": "fall", "t": 5.0, "camera": camera, "recorded": 1000.0 + n}
         (folder / "event.json").write_text(json.dumps(meta))
     server.records = EventRecorder(EventsConfig(), tmp_path)
     listed = lambda q="": json.loads(request(server, f"/api/records{q}")[1])["records"]  # noqa: E731

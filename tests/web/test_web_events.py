@@ -118,8 +118,9 @@ def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, da
             f"http://carer:open-sesame@127.0.0.1:{server.port}/events.html", CLICK_FALSE_ALARM, tmp_path
         )
         assert answer == "label: false_alarm", answer
-        assert request(server, f"/api/records/{event_id}/label", "POST", b'{"label":"oops"}', auth)[0] == 400
-        assert request(server, "/api/records/nope/label", "POST", b'{"label":"fall"}', auth)[0] == 404
+        as_json = {**auth, "Content-Type": "application/json"}
+        assert request(server, f"/api/records/{event_id}/label", "POST", b'{"label":"oops"}', as_json)[0] == 400
+        assert request(server, "/api/records/nope/label", "POST", b'{"label":"fall"}', as_json)[0] == 404
         assert request(server, f"/api/records/{event_id}/clip", "DELETE", None, auth)[0] == 405
         status, body = request(server, "/api/records", headers=auth)
         assert [r["label"] for r in json.loads(body)["records"]] == ["false_alarm"]
