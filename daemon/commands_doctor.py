@@ -25,6 +25,14 @@ from fallwatch.config.schema import Config
 from fallwatch.pose import edgetpu_stack
 
 CORAL_IDS = {("1a6e", "089a"): "not yet initialised", ("18d1", "9302"): "initialised"}
+# USB power, from Raspberry Pi's documentation: "Power supply" (raspberrypi.com/documentation/computers/
+# raspberry-pi.html#power-supply: the USB ports of a Pi 4, 400 and 3B/3B+ give 1.2 A in all; a Pi 5 gives 1.6 A
+# with a 5 A USB-PD supply and 600 mA otherwise) and config.txt's `usb_max_current_enable` (raspberrypi.com/
+# documentation/computers/config_txt.html: on a Pi 5, 1 lifts the 600 mA limit for a supply that does not
+# negotiate 5 A). The Pi 5 firmware leaves what it negotiated in the device tree, chosen/power/max_current and
+# usb_max_current_enable (big-endian u32). A Coral USB Accelerator draws up to 900 mA (a USB 3 port's budget).
+CORAL_MAX_MA = 900
+PI5_USB_LIMITED_MA = 600
 MQTT_TIMEOUT_S = 5.0
 CAMERA_TIMEOUT_S = 10.0
 
@@ -90,6 +98,7 @@ def run_checks(
     coral_plugged = wants_tpu and bool(coral_devices(env.sysfs))
     checks.append(check_library(library, package, must_tpu, coral_plugged))
     checks.append(check_coral_usb(env.sysfs, wants_tpu and library is not None, must_tpu))
+    checks.append(check_board(env, coral_plugged or (wants_tpu and library is not None)))
     checks.append(check_crash_marker(cfg, package))
     checks.append(check_probe(cfg, models_dir, library, package, must_tpu))
     checks.append(check_cameras(cfg, env))
@@ -116,6 +125,67 @@ def check_os(env: Environment) -> Check:
             "use the 64-bit Raspberry Pi OS: TFLite wheels and the Coral runtime are built for aarch64",
         )
     return Check("ok", "os", f"{name}, {machine}, kernel {platform.release()}")
+
+
+def _device_tree(env: Environment) -> Optional[Path]:
+    """The device tree the firmware passed to the kernel (/proc/device-tree, or its sysfs path), None if absent."""
+    for base in (env.proc / "device-tree", env.sysfs / "firmware" / "devicetree" / "base"):
+        if (base / "model").is_file():
+            return base
+    return None
+
+
+def _dt_u32(path: Path) -> Optional[int]:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    return int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+
+
+def check_board(env: Environment, coral: bool) -> Check:
+    """The board's model (from the device tree) and, where a Coral is used, whether its USB ports can power it."""
+    tree = _device_tree(env)
+    if tree is None:
+        return Check(
+            "ok",
+            "board",
+            f"no device-tree model ({env.proc / 'device-tree/model'} absent): not a Raspberry Pi, or a container",
+        )
+    model = (tree / "model").read_bytes().rstrip(b"\0").decode(errors="replace").strip()
+    if not coral:
+        return Check("ok", "board", model)
+    need = f"a Coral USB Accelerator draws up to {CORAL_MAX_MA} mA"
+    if "Raspberry Pi 5" not in model:
+        return Check(
+            "ok",
+            "board",
+            f"{model}; {need}: the USB ports of a Pi 4 give 1.2 A in all, so keep other power-hungry USB devices "
+            "on a powered hub",
+        )
+    supply = _dt_u32(tree / "chosen" / "power" / "max_current")
+    lifted = _dt_u32(tree / "chosen" / "power" / "usb_max_current_enable")
+    if supply is None and lifted is None:
+        return Check(
+            "warn",
+            "board",
+            f"{model}; {need}, and this Pi 5's firmware does not say what its supply negotiated "
+            f"(no {tree / 'chosen/power/max_current'}): with less than a 5 A supply the USB ports give "
+            f"{PI5_USB_LIMITED_MA} mA in all",
+            "use the official 27 W (5 V, 5 A) USB-C supply, or (if yours can give it) set usb_max_current_enable=1 "
+            "in /boot/firmware/config.txt and reboot",
+        )
+    if (supply or 0) >= 5000 or lifted:
+        why = f"the supply negotiated {supply} mA" if (supply or 0) >= 5000 else "usb_max_current_enable=1"
+        return Check("ok", "board", f"{model}; {need}: {why}, the USB ports give up to 1.6 A in all")
+    return Check(
+        "warn",
+        "board",
+        f"{model}; {need}, but the supply negotiated {supply} mA, so the USB ports give {PI5_USB_LIMITED_MA} mA "
+        "in all: the Coral may drop off the bus under load",
+        "use the official 27 W (5 V, 5 A) USB-C supply, or (if yours can give it) set usb_max_current_enable=1 in "
+        "/boot/firmware/config.txt and reboot",
+    )
 
 
 def check_python() -> Check:
@@ -191,6 +261,7 @@ def check_library(
         f"{edgetpu_stack.runtime_label(module, version)}"
     )
     matched = edgetpu_stack.stack_matches(package, module, version)
+    paired = edgetpu_stack.pair_label(package)
     if matched is None:
         return Check(
             "warn",
@@ -202,10 +273,12 @@ def check_library(
         return Check(
             bad,
             "edgetpu library",
-            f"{text}: NOT built for each other (the delegate is likely to crash)",
+            f"{text}: NOT built for each other (the delegate is likely to crash)"
+            + (f"; this library's matched runtime is {paired}" if paired else ""),
             edgetpu_stack.FIX,
         )
-    return Check("ok", "edgetpu library", f"{text}: built for each other")
+    which = f"the matched pair (library for {paired})" if paired else "a rebuild for this runtime's TensorFlow"
+    return Check("ok", "edgetpu library", f"{text}: built for each other, {which}")
 
 
 def coral_devices(sysfs: Path) -> list[tuple[str, str, Optional[int]]]:
@@ -232,7 +305,7 @@ def check_coral_usb(sysfs: Path, expected: bool, must: bool) -> Check:
             return Check(
                 "fail" if must else "warn",
                 "coral usb",
-                "no Coral USB Accelerator on the USB bus (ids 1a6e:089a or 18d1:9302)",
+                "no Edge TPU found: no Coral USB Accelerator on the USB bus (ids 1a6e:089a or 18d1:9302)",
                 "plug the Coral in (a USB 3 port), or set pose.backend: cpu",
             )
         return Check("ok", "coral usb", "none on the bus (CPU only)")

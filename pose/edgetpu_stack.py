@@ -3,7 +3,7 @@ each other.
 
 Coral's own ``libedgetpu1-std``/``-max`` 16.0 was built against TensorFlow 2.5; runtimes from 2.12 on crash when
 its delegate is applied (google-coral/edgetpu#812). Rebuilds such as feranick's carry the TensorFlow version in
-their Debian version ("16.0tf2.17.1-1") and match ``tflite_runtime`` of that version.
+their Debian version ("16.0tf2.17.1-1"); MATCHED_PAIRS lists the runtimes `install.sh --with-coral` pairs with them.
 """
 
 from __future__ import annotations
@@ -111,17 +111,45 @@ def library_label(package: Optional[tuple[str, str]]) -> str:
     return f"libedgetpu {package[1]}" + (f" (TF {tf})" if tf else "")
 
 
+# The pairs `install.sh --with-coral` installs (systemd/install-lib.sh gives the evidence for each): the TensorFlow
+# version a libedgetpu rebuild was built against -> the runtime it is matched with and that runtime's versions
+# known to work with it (inclusive).
+MATCHED_PAIRS: dict[str, tuple[str, str, str]] = {
+    "2.17.1": ("tflite_runtime", "2.11.1", "2.17.1"),  # bookworm; feranick's 16.0TF2.17.1-1 release notes
+    "2.19.1": ("ai_edge_litert", "2.2.0", "2.2.0"),  # trixie; the version paired with 16.0TF2.19.1-1 in public
+}
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
 def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
 def stack_matches(package: Optional[tuple[str, str]], module: str, version: Optional[str]) -> Optional[bool]:
     """True if the library was built for this runtime, False if not, None if the library's build is unknown.
-    Only tflite_runtime has libedgetpu builds made for it; LiteRT (ai_edge_litert) has none."""
+    A rebuild of MATCHED_PAIRS matches its runtime in the versions listed there; another rebuild matches only
+    tflite_runtime of its own TensorFlow major.minor (the one feranick builds it for)."""
     tf = library_tf_version(package[1]) if package else None
     if tf is None:
         return None
-    return module == "tflite_runtime" and bool(version) and _major_minor(tf) == _major_minor(str(version))
+    if not version:
+        return False
+    if tf in MATCHED_PAIRS:
+        paired, low, high = MATCHED_PAIRS[tf]
+        return module == paired and _version_tuple(low) <= _version_tuple(str(version)) <= _version_tuple(high)
+    return module == "tflite_runtime" and _major_minor(tf) == _major_minor(str(version))
+
+
+def pair_label(package: Optional[tuple[str, str]]) -> str:
+    """ "tflite_runtime 2.11.1 to 2.17.1": the runtime matched with this library, or "" if none is known."""
+    tf = library_tf_version(package[1]) if package else None
+    if tf not in MATCHED_PAIRS:
+        return ""
+    module, low, high = MATCHED_PAIRS[tf]
+    return runtime_label(module, low if low == high else f"{low} to {high}")
 
 
 def cpu_runtime() -> Optional[str]:

@@ -2,11 +2,12 @@
 # Install fallwatch as a systemd service on Raspberry Pi OS / Debian 12 bookworm or 13 trixie (64-bit).
 #
 #   sudo ./systemd/install.sh [--with-mosquitto] [--with-coral] [--no-models | --models-from DIR] [--no-start]
-#                             [--no-systemd] [--source PATH] [--coral-sha256 FILE=SHA256]...
+#                             [--no-systemd] [--source PATH] [--coral-from DIR] [--coral-sha256 FILE=SHA256]...
 #
 # Idempotent: run it again after `git pull` to upgrade. It never overwrites an edited
 # /etc/fallwatch/fallwatch.yaml (a newer default goes beside it as fallwatch.yaml.dist).
-# --with-coral installs a TFLite runtime and an Edge TPU library built for each other (pinned, sha256-checked).
+# --with-coral installs a TFLite runtime and an Edge TPU library built for each other (pinned, sha256-checked);
+#   --coral-from DIR takes the library's .deb from DIR instead of GitHub (it is checked all the same).
 # --models-from DIR copies the models from DIR instead of downloading them (they are verified all the same).
 # --no-systemd (automatic where systemd is not running, e.g. a chroot) installs everything, the unit included,
 #   but does not reload, enable or start anything.
@@ -27,9 +28,10 @@ FETCH_MODELS=1
 MODELS_FROM=
 START=1
 SYSTEMD=auto
-CORAL_SHA256=()  # FILE=SHA256 given on the command line, for assets without a published sha256
+CORAL_SHA256=()  # FILE=SHA256 given on the command line: overrides any other sha256 of that file
+CORAL_FROM=
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 bad_usage() { printf 'install.sh: %s (see --help)\n' "$*" >&2; exit 2; }
 # shellcheck source=systemd/install-lib.sh
 . "$HERE/install-lib.sh"
@@ -43,6 +45,10 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || bad_usage "--models-from needs a directory"
       shift; [ -d "$1" ] || bad_usage "--models-from $1: no such directory"
       MODELS_FROM="$(cd "$1" && pwd)" ;;
+    --coral-from)
+      [ $# -ge 2 ] || bad_usage "--coral-from needs a directory"
+      shift; [ -d "$1" ] || bad_usage "--coral-from $1: no such directory"
+      CORAL_FROM="$(cd "$1" && pwd)" ;;
     --no-start) START=0 ;;
     --no-systemd) SYSTEMD=0 ;;
     --coral-sha256)
@@ -93,17 +99,21 @@ case "$ARCH" in
   *) say "warning: $ARCH is not 64-bit; LiteRT wheels exist for aarch64 and x86_64 only" ;;
 esac
 
-# The Coral's matched pair, decided before anything is installed: both files pinned and sha256-checked, or neither.
-CORAL_ASSETS=()
+# The Coral's matched pair, decided before anything is installed: both files sha256-checked, or neither installed.
+CORAL_PLAN=
 if [ "$WITH_CORAL" -eq 1 ]; then
   PYTAG="$(python3 -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")' 2>/dev/null || echo none)"
-  plan="$(coral_plan "$ARCH" "$PYTAG" "${CORAL_SHA256[@]}")"
-  if [ "${plan%% *}" = cpu ]; then
-    say "--with-coral: ${plan#cpu }; installing the CPU path only"
-  else
-    while read -r _ name url sum; do CORAL_ASSETS+=("$name $url $sum"); done <<<"$plan"
+  CORAL_PLAN="$(coral_plan "$ARCH" "$PYTAG" "${CORAL_SHA256[@]}")"
+  if [ "${CORAL_PLAN%% *}" = cpu ]; then
+    say "--with-coral: ${CORAL_PLAN#cpu }; installing the CPU path only"
+    CORAL_PLAN=
   fi
 fi
+# One line, then the CPU path goes on: nothing of the pair is installed.
+coral_refuse() {
+  say "--with-coral: refusing the Edge TPU pair: $*; nothing of it was installed, installing the CPU path only"
+  CORAL_PLAN=
+}
 
 # 1. System packages. picamera2 comes from apt (it is tied to the system's libcamera), hence the venv below
 #    uses --system-site-packages. gcc and the headers build systemd-python; passwd (useradd) is no longer
@@ -173,6 +183,13 @@ if [ -s "$CONSTRAINTS" ]; then
   say "system numpy $SYSTEM_NUMPY: keeping the venv on $(cat "$CONSTRAINTS") so apt's compiled modules" \
       "(picamera2's simplejpeg, ...) keep importing"
 fi
+
+# 3a. The Coral's pair: both files fetched and their sha256 checked before either is installed (3b).
+CORAL_DIR="$WORK/coral"
+if [ -n "$CORAL_PLAN" ] && ! coral_fetch "$CORAL_DIR" "$CORAL_FROM" "$VENV/bin/python" <<<"$CORAL_PLAN"; then
+  coral_refuse "$CORAL_WHY"
+fi
+
 if ! "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "${SRC}[systemd]"; then
   # systemd-python builds from source and needs libsystemd-dev and pkg-config; fall back to the plain package,
   # which speaks the sd_notify protocol itself and logs to stderr (which journald captures).
@@ -182,27 +199,22 @@ fi
 say "installed fallwatch $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("fallwatch"))')" \
     "into $VENV (numpy $("$VENV/bin/python" -c 'import numpy; print(numpy.__version__)'))"
 
-# 3b. The Coral's matched pair: download, check each file's sha256, then install the library and the runtime.
-if [ ${#CORAL_ASSETS[@]} -gt 0 ]; then
-  for asset in "${CORAL_ASSETS[@]}"; do
-    read -r name url sum <<<"$asset"
-    say "downloading $url"
-    python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-      "$url" "$WORK/$name" || die "could not download $url"
-    echo "$sum  $WORK/$name" | sha256sum --check --quiet - ||
-      die "$name does not match its pinned sha256 $sum; nothing of the Coral pair was installed"
-  done
-  for asset in "${CORAL_ASSETS[@]}"; do
-    read -r name _ _ <<<"$asset"
-    case "$name" in
-      *.deb)
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$WORK/$name" ;;
-      *.whl) "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" "$WORK/$name" ;;
-    esac
-  done
-  say "installed the Edge TPU pair: libedgetpu $LIBEDGETPU_VERSION and tflite_runtime $TFLITE_RUNTIME_VERSION" \
-      "(built for each other); replug the Coral USB accelerator once"
+# 3b. The Coral's pair, both files checked above: the library from its .deb (apt resolves its dependencies, such as
+#     libusb-1.0-0), the runtime into the venv from the checked wheel only (no index).
+if [ -n "$CORAL_PLAN" ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$CORAL_DIR/$LIB_DEB" ||
+    die "apt could not install $LIB_DEB (its sha256 matched; see above)"
+  "$VENV/bin/python" -m pip install --quiet --no-index --no-deps --require-hashes --find-links "$CORAL_DIR" \
+    -r "$CORAL_DIR/runtime.txt" || die "pip could not install $RUNTIME_WHEEL (its sha256 matched; see above)"
+  # What was installed and where each sha256 came from, for whoever looks later (doctor names the pair).
+  {
+    echo "# fallwatch install.sh --with-coral, $(date -u +%Y-%m-%dT%H:%M:%SZ): the Edge TPU pair and its checks"
+    echo "library $LIB_DEB sha256 $LIB_SUM $LIB_SOURCE"
+    echo "runtime $RUNTIME_WHEEL sha256 $(sed 's/.*sha256://' "$CORAL_DIR/runtime.txt") pypi"
+  } >"$PREFIX/edgetpu-pair.txt"
+  say "installed the Edge TPU pair: $LIB_DEB and $RUNTIME (built for each other; recorded in" \
+      "$PREFIX/edgetpu-pair.txt); replug the Coral USB accelerator once"
 fi
 
 # 4. Configuration: install the default once; afterwards never overwrite the administrator's file.

@@ -5,10 +5,16 @@ The installer itself is proven on emulated arm64 trixie and bookworm by `make pi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from packaging.requirements import Requirement
@@ -63,44 +69,65 @@ def test_no_system_numpy_means_no_constraint_and_garbage_is_refused() -> None:
 
 
 # -- the Coral's matched pair -----------------------------------------------------------------------------------
-def plan(arch: str, pytag: str, *given: str) -> list[str]:
+BOOKWORM_DEB = "libedgetpu1-max_16.0tf2.17.1-1.bookworm_arm64.deb"
+TRIXIE_DEB = "libedgetpu1-std_16.0tf2.19.1-1.trixie_arm64.deb"
+
+
+def plan(arch: str, pytag: str, *given: str) -> list[list[str]]:
     result = lib(" ".join(["coral_plan", arch, pytag, *given]))
     assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
+    return [line.split() for line in result.stdout.splitlines()]
 
 
-def test_coral_pair_is_feranicks_libedgetpu_for_tf_2_17_1_with_tflite_runtime_2_17_1() -> None:
-    result = lib("coral_pair aarch64 cp313")
-    assert result.returncode == 0, result.stderr
-    (deb, deb_url), (wheel, wheel_url) = (line.split() for line in result.stdout.splitlines())
-    assert deb == "libedgetpu1-max_16.0tf2.17.1-1.bookworm_arm64.deb"
-    assert deb_url == f"https://github.com/feranick/libedgetpu/releases/download/16.0TF2.17.1-1/{deb}"
-    assert wheel == "tflite_runtime-2.17.1-cp313-cp313-linux_aarch64.whl"
-    assert wheel_url == f"https://github.com/feranick/TFlite-builds/releases/download/v2.17.1/{wheel}"
+def test_bookworm_pairs_feranicks_tf_2_17_1_library_with_pypis_tflite_runtime_2_14_0_both_pinned() -> None:
+    (library, runtime) = plan("aarch64", "cp311")
+    assert library == [
+        "library",
+        BOOKWORM_DEB,
+        f"https://github.com/feranick/libedgetpu/releases/download/16.0TF2.17.1-1/{BOOKWORM_DEB}",
+        "https://api.github.com/repos/feranick/libedgetpu/releases/tags/16.0TF2.17.1-1",
+        "eab8aa4576b4dbf738135d8094f32270b24117f77147d25cbe0f49d0144d85f2",
+        "pinned",
+    ]
+    kind, dist, version, wheel, sha, source = runtime
+    assert (kind, dist, version, source) == ("runtime", "tflite-runtime", "2.14.0", "pinned")
+    assert wheel == "tflite_runtime-2.14.0-cp311-cp311-manylinux_2_34_aarch64.whl" and SHA256.match(sha)
 
 
-def test_a_pinned_pair_is_installed_whole_with_its_sha256() -> None:
-    lines = plan("aarch64", "cp312")  # the one Python for which both files have a published sha256
-    assert len(lines) == 2 and all(line.startswith("asset ") for line in lines), lines
-    for line in lines:
-        _, name, url, sha = line.split()
-        assert url.endswith("/" + name) and SHA256.match(sha), line
+def test_trixie_pairs_the_tf_2_19_1_library_whose_sha256_comes_from_github_with_pypis_litert() -> None:
+    (library, runtime) = plan("aarch64", "cp313")
+    assert library[:4] == [
+        "library",
+        TRIXIE_DEB,
+        f"https://github.com/feranick/libedgetpu/releases/download/16.0TF2.19.1-1/{TRIXIE_DEB}",
+        "https://api.github.com/repos/feranick/libedgetpu/releases/tags/16.0TF2.19.1-1",
+    ]
+    assert library[4:] == ["-", "github"]  # no third party published it: GitHub's digest, fetched at install time
+    kind, dist, version, wheel, sha, source = runtime
+    assert (kind, dist, version, source) == ("runtime", "ai-edge-litert", "2.2.0", "pinned")
+    assert wheel == "ai_edge_litert-2.2.0-cp313-cp313-manylinux_2_27_aarch64.whl" and SHA256.match(sha)
 
 
-@pytest.mark.parametrize("pytag", ["cp311", "cp313"])
-def test_an_asset_without_a_published_sha256_is_refused_in_one_line(pytag: str) -> None:
-    # bookworm (3.11) and trixie (3.13): no published sha256 was found for these wheels, so nothing is downloaded
-    # unchecked, and the library is not installed alone either (it would meet LiteRT, which it was not built for).
-    lines = plan("aarch64", pytag)
-    assert len(lines) == 1 and lines[0].startswith("cpu refusing tflite_runtime-2.17.1-"), lines
-    assert f"{pytag}-{pytag}-linux_aarch64.whl" in lines[0] and "no published sha256" in lines[0]
+def test_the_pairs_agree_with_what_doctor_calls_matched() -> None:
+    from fallwatch.pose import edgetpu_stack
+
+    for pytag in ("cp311", "cp313"):
+        library, runtime = plan("aarch64", pytag)
+        name, version, _ = library[1].split("_")  # libedgetpu1-max, 16.0tf2.17.1-1.bookworm, arm64.deb
+        package = name, version.rsplit(".", 1)[0]
+        module = runtime[1].replace("-", "_")
+        assert edgetpu_stack.stack_matches(package, module, runtime[2]) is True, (package, runtime)
 
 
-def test_a_sha256_the_user_checked_completes_the_pair() -> None:
-    wheel = "tflite_runtime-2.17.1-cp311-cp311-linux_aarch64.whl"
-    lines = plan("aarch64", "cp311", f"{wheel}={'ab' * 32}")
-    assert [line.split()[1] for line in lines] == ["libedgetpu1-max_16.0tf2.17.1-1.bookworm_arm64.deb", wheel]
-    assert lines[1].split()[3] == "ab" * 32
+def test_a_given_sha256_overrides_the_pin_and_githubs_digest() -> None:
+    for pytag, deb in (("cp311", BOOKWORM_DEB), ("cp313", TRIXIE_DEB)):
+        library, _ = plan("aarch64", pytag, f"{deb}={'ab' * 32}")
+        assert library[4:] == ["ab" * 32, "override"]
+
+
+def test_the_github_api_can_be_pointed_elsewhere_for_the_test_only() -> None:
+    result = lib('FALLWATCH_GITHUB_API=https://127.0.0.1:1; . "$0"; coral_plan aarch64 cp313')
+    assert "https://127.0.0.1:1/repos/feranick/libedgetpu/releases/tags/16.0TF2.19.1-1" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -108,23 +135,159 @@ def test_a_sha256_the_user_checked_completes_the_pair() -> None:
     [
         ("x86_64", "cp311", "pinned for x86_64"),
         ("armv7l", "cp311", "pinned for armv7l"),
-        ("aarch64", "cp310", "no tflite_runtime 2.17.1 build for Python 3.10"),
-        ("aarch64", "cp314", "no tflite_runtime 2.17.1 build for Python 3.14"),
+        ("aarch64", "cp312", "no matched Edge TPU pair is pinned for Python 3.12"),
+        ("aarch64", "cp314", "no matched Edge TPU pair is pinned for Python 3.14"),
+        ("aarch64", "none", "unexpected Python tag 'none'"),
     ],
 )
 def test_no_matched_pair_means_the_cpu_path_in_one_line(arch: str, pytag: str, reason: str) -> None:
     lines = plan(arch, pytag)
-    assert len(lines) == 1 and lines[0].startswith("cpu ") and reason in lines[0], lines
+    assert len(lines) == 1 and lines[0][0] == "cpu" and reason in " ".join(lines[0]), lines
 
 
 def test_published_sha256_values_are_well_formed_and_unknown_files_have_none() -> None:
     for name in (
-        "libedgetpu1-max_16.0tf2.17.1-1.bookworm_arm64.deb",
-        "tflite_runtime-2.17.1-cp312-cp312-linux_aarch64.whl",
+        BOOKWORM_DEB,
+        "tflite_runtime-2.14.0-cp311-cp311-manylinux_2_34_aarch64.whl",
+        "ai_edge_litert-2.2.0-cp313-cp313-manylinux_2_27_aarch64.whl",
     ):
         result = lib(f"published_sha256 {name}")
         assert result.returncode == 0 and SHA256.match(result.stdout.strip()), name
+    assert lib(f"published_sha256 {TRIXIE_DEB}").returncode == 1  # GitHub's digest, not a pin
     assert lib("published_sha256 libedgetpu1-std_16.0_arm64.deb").returncode == 1
+
+
+# -- GitHub's digest over TLS and the sha256 check (a real TLS server with a throwaway CA) -----------------------
+@pytest.fixture(scope="module")
+def release_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A stand-in of GitHub's release API over TLS: (base URL, CA bundle); it serves the files under root."""
+    from testnet import SERVER_EXT, free_port, issue, make_ca
+
+    tls = tmp_path_factory.mktemp("tls")
+    make_ca(tls, "fallwatch test CA")
+    issue(tls, "server", "127.0.0.1", SERVER_EXT)
+    root = tmp_path_factory.mktemp("api")
+    tag = root / "repos/feranick/libedgetpu/releases/tags"
+    tag.mkdir(parents=True)
+    assets = [
+        {"name": TRIXIE_DEB, "digest": "sha256:" + "cd" * 32},
+        {"name": "no-digest.deb", "digest": None},
+    ]
+    (tag / "16.0TF2.19.1-1").write_text(json.dumps({"assets": assets}))
+    port = free_port()
+    code = (
+        "import functools, http.server, ssl, sys\n"
+        "h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])\n"
+        "s = http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), h)\n"
+        "c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[3], sys.argv[4])\n"
+        "s.socket = c.wrap_socket(s.socket, server_side=True); s.serve_forever()\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", code, str(port), str(root), str(tls / "server.crt"), str(tls / "server.key")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"https://127.0.0.1:{port}", tls / "ca.crt"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def digest(api: str, ca: Path, name: str, path: str = "16.0TF2.19.1-1") -> subprocess.CompletedProcess[str]:
+    url = f"{api}/repos/feranick/libedgetpu/releases/tags/{path}"
+    return lib(f"SSL_CERT_FILE={ca} github_asset_digest {url} {name}")
+
+
+def test_githubs_digest_is_read_over_tls(release_api: tuple[str, Path]) -> None:
+    result = digest(*release_api, TRIXIE_DEB)
+    assert result.returncode == 0 and result.stdout == "cd" * 32 + "\n", result
+
+
+@pytest.mark.parametrize(
+    "name, path, why",
+    [
+        ("other.deb", "16.0TF2.19.1-1", "gives no sha256 digest for other.deb (no such asset)"),
+        ("no-digest.deb", "16.0TF2.19.1-1", "gives no sha256 digest for no-digest.deb (digest: '')"),
+        (TRIXIE_DEB, "no-such-tag", "HTTP Error 404"),
+    ],
+)
+def test_no_digest_is_one_line_and_a_failure(release_api: tuple[str, Path], name: str, path: str, why: str) -> None:
+    result = digest(*release_api, name, path)
+    assert result.returncode == 1 and result.stdout.count("\n") == 1 and why in result.stdout, result
+
+
+def test_an_untrusted_certificate_or_plain_http_gives_no_digest(release_api: tuple[str, Path]) -> None:
+    api, _ = release_api
+    untrusted = digest(api, Path("/nonexistent-ca.crt"), TRIXIE_DEB)
+    assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stdout, untrusted
+    plain = lib(f"github_asset_digest {api.replace('https', 'http')}/x {TRIXIE_DEB}")
+    assert plain.returncode == 1 and "must come over TLS" in plain.stdout
+
+
+def test_check_sha256_passes_the_right_file_and_names_a_mismatch_in_one_line(tmp_path: Path) -> None:
+    deb = tmp_path / TRIXIE_DEB
+    deb.write_bytes(b"the stand-in")
+    right = hashlib.sha256(b"the stand-in").hexdigest()
+    assert lib(f"check_sha256 {deb} {right}").returncode == 0
+    wrong = lib(f"check_sha256 {deb} {'cd' * 32}")
+    assert wrong.returncode == 1 and wrong.stdout == f"{TRIXIE_DEB} has sha256 {right}, not the expected {'cd' * 32}\n"
+
+
+def fetch(plan: list[str], tmp_path: Path, ca: Path, source: Path) -> subprocess.CompletedProcess[str]:
+    """coral_fetch on a plan, the library taken from ``source`` (install.sh --coral-from); prints its variables."""
+    script = (
+        f"SSL_CERT_FILE={ca}; export SSL_CERT_FILE; "
+        f'if coral_fetch {tmp_path / "fetched"} {source} {sys.executable} <<<"$PLAN"; '
+        'then echo "ok $LIB_DEB $LIB_SUM $LIB_SOURCE"; else echo "refused: $CORAL_WHY"; fi'
+    )
+    return subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; . "$0"; {script}', str(LIB)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PLAN": "\n".join(plan)},
+    )
+
+
+def test_the_library_is_fetched_and_checked_against_githubs_digest(
+    release_api: tuple[str, Path], tmp_path: Path
+) -> None:
+    api, ca = release_api
+    source = tmp_path / "debs"
+    source.mkdir()
+    (source / TRIXIE_DEB).write_bytes(b"stand-in")
+    good = hashlib.sha256(b"stand-in").hexdigest()
+    tags = f"{api}/repos/feranick/libedgetpu/releases/tags"
+    line = f"library {TRIXIE_DEB} https://unused/{TRIXIE_DEB} {tags}/16.0TF2.19.1-1"
+    # the served digest is "cd"*32: the stand-in does not match it, and is refused in one line
+    result = fetch([f"{line} - github"], tmp_path, ca, source)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"fallwatch install: GitHub's published sha256 of {TRIXIE_DEB}: {'cd' * 32} (from {tags}/16.0TF2.19.1-1)",
+        f"fallwatch install: took {TRIXIE_DEB} from {source}",
+        f"refused: {TRIXIE_DEB} has sha256 {good}, not the expected {'cd' * 32}",
+    ]
+    # with the right sha256 (here an override: the stand-in's own) it passes, and is not asked of GitHub
+    result = fetch([f"{line} {good} override"], tmp_path, ca, source)
+    assert result.stdout.splitlines()[-2:] == [
+        f"fallwatch install: {TRIXIE_DEB}: sha256 {good} matches (override)",
+        f"ok {TRIXIE_DEB} {good} override",
+    ]
+    assert (tmp_path / "fetched" / TRIXIE_DEB).read_bytes() == b"stand-in"
+    # no digest to be had, or no file where it was said to be: refused before anything else is fetched
+    missing = fetch([f"{line.replace('16.0TF2.19.1-1', 'no-such-tag')} - github"], tmp_path, ca, source)
+    assert missing.stdout.startswith("refused: could not read ") and "HTTP Error 404" in missing.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    absent = fetch([f"{line} {good} pinned", "runtime x 1 x.whl " + "ab" * 32 + " pinned"], tmp_path, ca, empty)
+    assert absent.stdout == f"refused: {TRIXIE_DEB} is not in {empty}\n"
 
 
 def test_install_never_uses_corals_tf_2_5_library_nor_the_unrelated_pypi_pycoral() -> None:
@@ -151,6 +314,8 @@ def test_help_names_the_modes() -> None:
         (["--source", "/nonexistent/src"], "--source /nonexistent/src: no such directory"),
         (["--coral-sha256", "x.whl=1234"], "--coral-sha256 x.whl=1234: expected FILE=SHA256"),
         (["--coral-sha256"], "--coral-sha256 needs FILE=SHA256"),
+        (["--coral-from"], "--coral-from needs a directory"),
+        (["--coral-from", "/nonexistent/debs"], "--coral-from /nonexistent/debs: no such directory"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], message: str) -> None:

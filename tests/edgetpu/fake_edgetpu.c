@@ -7,7 +7,9 @@
                      kernels (the test's "_edgetpu" files are copies of CPU models)
    With FAKE_EDGETPU_CRASH_WHEN=<file>, an ok delegate starts a thread that raises SIGSEGV once that file exists:
    a TPU that crashes the process mid-run, at a moment the test chooses. With FAKE_EDGETPU_LOG=<file>, each call
-   appends "create <pid>" there, so a test can see that the runtime's real load_delegate reached the library. */
+   appends "create <pid>" there, so a test can see that the runtime's real load_delegate reached the library.
+   -DFAKE_EDGETPU_DEFAULT='"null"' changes the mode used when FAKE_EDGETPU is unset: make pi-test's stand-in .deb
+   behaves so, like the real library with no accelerator plugged in. */
 #include <pthread.h>
 #include <stdio.h>
 #include <signal.h>
@@ -15,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#ifndef FAKE_EDGETPU_DEFAULT
+#define FAKE_EDGETPU_DEFAULT "segv"
+#endif
 
 /* TfLiteDelegate's layout: data_, Prepare, CopyFromBufferHandle, CopyToBufferHandle, FreeBufferHandle, flags,
    opaque_delegate_builder; padded, since newer runtimes may read further fields (zero = unused). */
@@ -44,8 +50,9 @@ void *tflite_plugin_create_delegate(char **keys, char **values, size_t n, void (
     if (f) { fprintf(f, "create %d\n", (int)getpid()); fclose(f); }
   }
   const char *mode = getenv("FAKE_EDGETPU");
+  if (!mode || !*mode) mode = FAKE_EDGETPU_DEFAULT;
   if (mode && strcmp(mode, "hang") == 0) { for (;;) pause(); }
-  if (mode && strcmp(mode, "null") == 0) { if (report_error) report_error("fake: no Edge TPU"); return NULL; }
+  if (mode && strcmp(mode, "null") == 0) { if (report_error) report_error("no Edge TPU device found (stand-in libedgetpu)"); return NULL; }
   if (mode && strcmp(mode, "ok") == 0) {
     FakeDelegate *d = calloc(1, sizeof *d);
     d->Prepare = prepare;

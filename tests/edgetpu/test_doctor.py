@@ -195,7 +195,7 @@ def test_bad_config_is_a_fail_line_and_the_rest_still_runs(tmp_path: Path, no_tp
     checks = run_checks(str(bad))
     config = _by_name(checks)["config"]
     assert config.status == "fail" and "backend" in config.detail
-    assert len(checks) == 13 and _by_name(checks)["models"].status in ("ok", "fail")
+    assert len(checks) == 14 and _by_name(checks)["models"].status in ("ok", "fail")
 
 
 def test_cli_json_shape_exit_code_and_bounded_time(
@@ -223,6 +223,7 @@ def test_cli_json_shape_exit_code_and_bounded_time(
         "runtime tflite_runtime",
         "edgetpu library",
         "coral usb",
+        "board",
         "edgetpu crash marker",
         "edgetpu probe",
         "camera",
@@ -251,3 +252,84 @@ def test_tls_broker_with_the_right_ca_and_an_unknown_one(mosquitto_factory, tmp_
     assert ok.status == "ok" and ok.detail == f"connected to 127.0.0.1:{port} (TLS)"
     unknown = _by_name(run_checks(_config(tmp_path, clip, mqtt={**mqtt, "tls": {"enabled": True}})))["mqtt"]
     assert unknown.status == "fail" and "CERTIFICATE_VERIFY_FAILED" in unknown.detail and "mqtt.tls" in unknown.fix
+
+
+def test_the_pairs_install_sh_installs_are_matched_and_their_neighbours_are_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bookworm, trixie = ("libedgetpu1-max", "16.0tf2.17.1-1"), ("libedgetpu1-std", "16.0tf2.19.1-1")
+    matches = edgetpu_stack.stack_matches
+    # bookworm: feranick's TF 2.17.1 build with tflite_runtime 2.11.1 to 2.17.1 (PyPI's 2.14.0 is the one installed)
+    assert [matches(bookworm, "tflite_runtime", v) for v in ("2.11.1", "2.14.0", "2.17.1")] == [True] * 3
+    assert [matches(bookworm, "tflite_runtime", v) for v in ("2.10.0", "2.11.0", "2.18.0")] == [False] * 3
+    assert matches(bookworm, "ai_edge_litert", "2.2.0") is False
+    # trixie: the TF 2.19.1 build with ai_edge_litert 2.2.0 only
+    assert matches(trixie, "ai_edge_litert", "2.2.0") is True
+    assert matches(trixie, "ai_edge_litert", "2.3.0") is False and matches(trixie, "tflite_runtime", "2.19.1") is False
+    # another rebuild: tflite_runtime of its own TensorFlow major.minor, as before
+    assert matches(("libedgetpu1-std", "16.0tf2.16.1-1"), "tflite_runtime", "2.16.1") is True
+    # doctor names the pair and says whether it is the matched one
+    monkeypatch.setattr(edgetpu_stack, "runtime_versions", lambda: {"tflite_runtime": None, "ai_edge_litert": "2.2.0"})
+    ok = doctor.check_library(tmp_path / "libedgetpu.so.1", trixie, must=False)
+    assert ok.status == "ok", ok
+    assert ok.detail.startswith("libedgetpu1-std libedgetpu 16.0tf2.19.1-1 (TF 2.19.1) at ")
+    assert ok.detail.endswith("LiteRT 2.2.0: built for each other, the matched pair (library for LiteRT 2.2.0)")
+    monkeypatch.setattr(edgetpu_stack, "runtime_versions", lambda: {"tflite_runtime": None, "ai_edge_litert": "2.3.0"})
+    bad = doctor.check_library(tmp_path / "libedgetpu.so.1", trixie, must=False)
+    assert bad.status == "warn" and "NOT built for each other" in bad.detail
+    assert bad.detail.endswith("this library's matched runtime is LiteRT 2.2.0") and bad.fix == edgetpu_stack.FIX
+
+
+def test_no_coral_while_the_tpu_is_expected_says_no_edge_tpu_found(tmp_path: Path) -> None:
+    check = doctor.check_coral_usb(tmp_path / "empty", expected=True, must=False)
+    assert check.status == "warn" and check.detail.startswith("no Edge TPU found: ")
+
+
+def _device_tree(root: Path, model: str, power: dict[str, int] | None = None) -> Environment:
+    """A /proc with the device tree a Raspberry Pi's firmware leaves: model (NUL-terminated) and, on a Pi 5,
+    chosen/power/* as big-endian u32."""
+    tree = root / "proc" / "device-tree"
+    tree.mkdir(parents=True)
+    (tree / "model").write_bytes(model.encode() + b"\0")
+    for name, value in (power or {}).items():
+        (tree / "chosen" / "power").mkdir(parents=True, exist_ok=True)
+        (tree / "chosen" / "power" / name).write_bytes(value.to_bytes(4, "big"))
+    return Environment(proc=root / "proc", sysfs=root / "sys")
+
+
+def test_board_names_the_model_or_says_cleanly_that_there_is_none(tmp_path: Path) -> None:
+    none = doctor.check_board(Environment(proc=tmp_path / "proc", sysfs=tmp_path / "sys"), coral=True)
+    assert (
+        none.status == "ok" and none.detail.startswith("no device-tree model (") and "not a Raspberry Pi" in none.detail
+    )
+    pi4 = _device_tree(tmp_path / "pi4", "Raspberry Pi 4 Model B Rev 1.4")
+    assert doctor.check_board(pi4, coral=False) == doctor.Check("ok", "board", "Raspberry Pi 4 Model B Rev 1.4")
+    with_coral = doctor.check_board(pi4, coral=True)
+    assert with_coral.status == "ok" and "draws up to 900 mA" in with_coral.detail and "1.2 A" in with_coral.detail
+    # the sysfs path of the same tree, where /proc/device-tree is not there
+    sysfs = tmp_path / "sysfs-only" / "sys" / "firmware" / "devicetree" / "base"
+    sysfs.mkdir(parents=True)
+    (sysfs / "model").write_bytes(b"Raspberry Pi 3 Model B Plus Rev 1.3\0")
+    env = Environment(proc=tmp_path / "sysfs-only" / "proc", sysfs=tmp_path / "sysfs-only" / "sys")
+    assert doctor.check_board(env, coral=False).detail == "Raspberry Pi 3 Model B Plus Rev 1.3"
+
+
+@pytest.mark.parametrize(
+    "power, status, words",
+    [
+        ({"max_current": 5000, "usb_max_current_enable": 0}, "ok", "the supply negotiated 5000 mA"),
+        ({"max_current": 3000, "usb_max_current_enable": 1}, "ok", "usb_max_current_enable=1"),
+        ({"max_current": 3000, "usb_max_current_enable": 0}, "warn", "negotiated 3000 mA, so the USB ports give 600"),
+        (None, "warn", "does not say what its supply negotiated"),
+    ],
+)
+def test_a_pi_5_with_a_coral_is_told_about_usb_power(
+    tmp_path: Path, power: dict[str, int] | None, status: str, words: str
+) -> None:
+    env = _device_tree(tmp_path, "Raspberry Pi 5 Model B Rev 1.0", power)
+    check = doctor.check_board(env, coral=True)
+    assert check.status == status and words in check.detail, check
+    assert check.detail.startswith("Raspberry Pi 5 Model B Rev 1.0; a Coral USB Accelerator draws up to 900 mA")
+    if status == "warn":
+        assert "usb_max_current_enable=1" in check.fix and "5 A" in check.fix
+    assert doctor.check_board(env, coral=False) == doctor.Check("ok", "board", "Raspberry Pi 5 Model B Rev 1.0")

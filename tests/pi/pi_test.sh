@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # `make pi-test`: systemd/install.sh proven on emulated arm64 Debian 13 trixie and 12 bookworm (Raspberry Pi OS's
 # bases). For each release: build (or reuse) an arm64 root filesystem with mmdebstrap under qemu-user-static,
-# copy this checkout (git ls-files), a dev fall clip and the models into its /tmp, run install.sh there (no
-# systemd in a chroot: its no-systemd mode), then check that
+# copy this checkout (git ls-files), a dev fall clip and the models into its /tmp, run install.sh --with-coral there
+# (no systemd in a chroot: its no-systemd mode), then check that
+#   - the Edge TPU pair was installed, both files checked: the runtime is the real one from PyPI (pip
+#     --require-hashes); the library is a stand-in .deb built here (GitHub's release downloads cannot be reached
+#     from here), given with --coral-from, its sha256 from a local TLS stand-in of GitHub's release API (trixie)
+#     or given with --coral-sha256 (bookworm, whose pinned sha256 is the real file's and always wins otherwise);
+#   - the runtime imports in the venv and load_delegate on the installed library, no accelerator plugged in, ends
+#     in one line (no crash, no hang);
 #   - python3-bottleneck, a Debian-built extension compiled against the system numpy (the stand-in for picamera2's
 #     simplejpeg), still imports in the venv, whose numpy has the system's major version;
 #   - `fallwatch doctor --json` passes, with the clip as camera and a mosquitto on the host's loopback as broker
-#     (the chroot shares the host's network);
+#     (the chroot shares the host's network), names the matched pair, and warns "no Edge TPU found" while its
+#     probe falls back to the CPU;
 #   - `fallwatch detect CLIP` prints the `fall` event.
 # Prints the time of each phase and exits non-zero on any failure. Needs root (chroot, mounts).
 #
@@ -45,10 +52,12 @@ die() { printf '[pi-test] error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (chroot and mounts): sudo $0"
 [ -f "$CLIP" ] || die "no clip $CLIP (set PI_TEST_CLIP)"
 [ -d "$MODELS" ] || die "no model directory $MODELS (set PI_TEST_MODELS)"
+# shellcheck source=systemd/install-lib.sh
+. "$REPO/systemd/install-lib.sh"  # coral_pair: which .deb each release's pair names
 
 # --- host tools: Debian's mmdebstrap, qemu-user-static and binfmt-support; mosquitto as the broker ----------------
 need=()
-for pkg in mmdebstrap qemu-user-static binfmt-support mosquitto; do
+for pkg in mmdebstrap arch-test qemu-user-static binfmt-support mosquitto openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -68,15 +77,40 @@ RUN="$(mktemp -d /tmp/fallwatch-pi-test.XXXXXX)"
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$PORT" >"$RUN/mosquitto.conf"
 mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.log" 2>&1 &
 BROKER=$!
+# A stand-in of GitHub's REST API over TLS (a throwaway CA, trusted in the chroot by install.sh only): it serves
+# $RUN/api/repos/<owner>/<repo>/releases/tags/<tag>, whose assets[].digest each release's test writes.
+API_PORT="$(free_port)"
+mkdir -p "$RUN/tls" "$RUN/api"
+(
+  cd "$RUN/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 \
+    -subj /CN=fallwatch-pi-test-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout api.key -out api.csr -subj /CN=127.0.0.1
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >api.ext
+  openssl x509 -req -in api.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out api.crt -days 2 -extfile api.ext
+) >"$RUN/tls/openssl.log" 2>&1 || die "openssl could not make the stand-in API's certificate"
+python3 - "$API_PORT" "$RUN/api" "$RUN/tls/api.crt" "$RUN/tls/api.key" >"$RUN/api.log" 2>&1 <<'PY' &
+import functools, http.server, ssl, sys
+port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+PY
+API=$!
 # shellcheck disable=SC2317  # (a trap)
 cleanup() {
-  kill "$BROKER" 2>/dev/null || true
+  kill "$BROKER" "$API" 2>/dev/null || true
   rm -rf "$RUN"
 }
 trap cleanup EXIT
-for _ in $(seq 50); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null && break
-  sleep 0.1
+for port in "$PORT" "$API_PORT"; do
+  for _ in $(seq 50); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
 done
 
 # In the chroot: a clean environment (nothing of the host's FALLWATCH_* leaks in) and a Raspberry Pi 4 CPU for qemu
@@ -148,17 +182,81 @@ models:
   dir: /var/lib/fallwatch/models
 debug:
   bind: 127.0.0.1:$DEBUG_PORT
+pose:
+  edgetpu_probe_timeout_s: 120  # the probe's child imports the runtime under emulation
 EOF
   chmod -R a+rX "$ROOT/tmp/pi-test"
   phase_end
 
+  phase_start coral-standin
+  # The library's stand-in .deb, named and versioned as the release's pair names it: tests/edgetpu/fake_edgetpu.c
+  # compiled for arm64 in the root fs, answering like the real library with no accelerator (NULL delegate, one
+  # error line). Its sha256 is served by the API stand-in (trixie: as GitHub's digest) or given as an override.
+  local pytag deb package version pkgdir sha
+  case "$RELEASE" in bookworm) pytag=cp311 ;; *) pytag=cp313 ;; esac
+  read -r _ deb TAG < <(coral_pair aarch64 "$pytag" | grep '^library ')
+  package="${deb%%_*}" version="${deb#*_}"
+  version="${version%.*_arm64.deb}"
+  pkgdir="$RUN/deb-$RELEASE"
+  mkdir -p "$pkgdir/DEBIAN" "$pkgdir/usr/lib/aarch64-linux-gnu" "$ROOT/tmp/pi-test/coral"
+  in_root gcc -shared -fPIC -O2 "-DFAKE_EDGETPU_DEFAULT=\"null\"" -o /tmp/pi-test/libedgetpu.so.1.0 \
+    /tmp/fallwatch/tests/edgetpu/fake_edgetpu.c -lpthread || fail "could not compile the stand-in library"
+  mv "$ROOT/tmp/pi-test/libedgetpu.so.1.0" "$pkgdir/usr/lib/aarch64-linux-gnu/"
+  ln -s libedgetpu.so.1.0 "$pkgdir/usr/lib/aarch64-linux-gnu/libedgetpu.so.1"
+  # (the dependencies Coral's own libedgetpu1 packages declare; trixie's libgcc-s1 still provides libgcc1)
+  printf '%s\n' "Package: $package" "Version: $version" "Architecture: arm64" "Maintainer: fallwatch pi-test" \
+    "Depends: libc6, libgcc1 (>= 1:3.0), libstdc++6, libusb-1.0-0" \
+    "Description: stand-in of feranick's $deb for make pi-test" >"$pkgdir/DEBIAN/control"
+  dpkg-deb --root-owner-group --build "$pkgdir" "$ROOT/tmp/pi-test/coral/$deb" >/dev/null
+  sha="$(sha256sum "$ROOT/tmp/pi-test/coral/$deb" | cut -d' ' -f1)"
+  CORAL_ARGS=(--coral-from /tmp/pi-test/coral)
+  if published_sha256 "$deb" >/dev/null; then
+    CORAL_ARGS+=(--coral-sha256 "$deb=$sha")  # the real file's pin would refuse the stand-in
+  else
+    mkdir -p "$RUN/api/repos/feranick/libedgetpu/releases/tags"
+    printf '{"tag_name": "%s", "assets": [{"name": "%s", "digest": "sha256:%s"}]}\n' "$TAG" "$deb" "$sha" \
+      >"$RUN/api/repos/feranick/libedgetpu/releases/tags/$TAG"
+  fi
+  cat "$ROOT/etc/ssl/certs/ca-certificates.crt" "$RUN/tls/ca.crt" >"$ROOT/tmp/pi-test/ca-bundle.crt"
+  log "$RELEASE: stand-in $deb ($package $version), sha256 $sha"
+  phase_end
+
   phase_start install
-  # --with-coral: no Coral here, but the pair is chosen, checked and installed (or refused in one line) all the same.
-  in_root bash /tmp/fallwatch/systemd/install.sh --with-coral --models-from /tmp/pi-test/models 2>&1 |
+  # --with-coral: no Coral here, but the pair is chosen, checked and installed all the same.
+  in_root env SSL_CERT_FILE=/tmp/pi-test/ca-bundle.crt FALLWATCH_GITHUB_API="https://127.0.0.1:$API_PORT" \
+    bash /tmp/fallwatch/systemd/install.sh --with-coral "${CORAL_ARGS[@]}" --models-from /tmp/pi-test/models 2>&1 |
     tee "$RUN/install.log" || fail "install.sh exited with an error"
   grep -q "systemd is not running here" "$RUN/install.log" || fail "install.sh did not notice that systemd is absent"
-  grep -q -e "installed the Edge TPU pair" -e "with-coral: .*installing the CPU path only" "$RUN/install.log" ||
-    fail "install.sh --with-coral neither installed the pair nor said why not"
+  grep -q "installed the Edge TPU pair" "$RUN/install.log" || fail "install.sh --with-coral did not install the pair"
+  grep -q "sha256 .* matches (published by PyPI, checked by pip)" "$RUN/install.log" || fail "the runtime was not checked"
+  if [ -f "$RUN/api/repos/feranick/libedgetpu/releases/tags/$TAG" ]; then
+    grep -q "GitHub's published sha256 of $deb" "$RUN/install.log" || fail "the library's digest was not fetched"
+  fi
+  cat "$ROOT/opt/fallwatch/edgetpu-pair.txt"
+  phase_end
+
+  phase_start edgetpu
+  # The pair's runtime imports; load_delegate on the installed library, with no accelerator, raises the runtime's
+  # ValueError (no crash, no hang); doctor below turns it into its one line.
+  in_root timeout 300 /opt/fallwatch/venv/bin/python - <<'PY' || fail "the Edge TPU runtime or delegate misbehaved"
+import importlib, importlib.metadata, sys
+for name, dist in (("tflite_runtime", "tflite-runtime"), ("ai_edge_litert", "ai-edge-litert")):
+    try:
+        interpreter = importlib.import_module(name + ".interpreter")
+        break
+    except ImportError:
+        continue
+else:
+    sys.exit("no TFLite runtime imports in the venv")
+print(f"runtime {name} {importlib.metadata.version(dist)} ({interpreter.__file__})")
+try:
+    interpreter.load_delegate("libedgetpu.so.1")
+except ValueError as exc:
+    said = " / ".join(str(exc).split("\n"))
+    print(f"load_delegate with no accelerator: ValueError: {said}")
+    sys.exit(0 if said.startswith("Failed to load delegate from libedgetpu.so.1") else "not the runtime's refusal")
+sys.exit("load_delegate gave a delegate with no accelerator plugged in")
+PY
   phase_end
 
   phase_start numpy-coupling
@@ -185,6 +283,18 @@ checks = report.get("checks", report) if isinstance(report, dict) else report
 fails = [c for c in checks if isinstance(c, dict) and c.get("status") == "fail"]
 for c in fails:
     print(f"doctor fail: {c}", file=sys.stderr)
+by_name = {c["name"]: c for c in checks}
+expected = {  # the pair named and matched; no Edge TPU: a warning, and the probe falls back to the CPU
+    "edgetpu library": ("ok", "the matched pair"),
+    "coral usb": ("warn", "no Edge TPU found"),
+    "edgetpu probe": ("warn", "failed: ", "the daemon runs on the CPU"),
+}
+for name, (status, *words) in expected.items():
+    c = by_name.get(name, {})
+    if c.get("status") != status or not all(w in c.get("detail", "") for w in words) or "\n" in c["detail"]:
+        print(f"doctor {name}: expected {status} with '{words}', got {c}", file=sys.stderr)
+        fails.append(c)
+print("doctor: " + "; ".join(f"{n}: {by_name[n]['status']} {by_name[n]['detail']}" for n in expected if n in by_name))
 sys.exit(1 if fails else 0)
 PY
   [ "$rc" -eq 0 ] || fail "fallwatch doctor reported a failure (exit $rc)"
