@@ -43,8 +43,13 @@ class Run:
             path = str(tmp_path / "notify.sock")
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.sock.bind(path)
+            self.sock.settimeout(0.2)
             env["NOTIFY_SOCKET"] = path
         self.messages: list[str] = []
+        if self.sock is not None:
+            # Read the socket all the time, as systemd does: a receive queue left full blocks the daemon's
+            # sd_notify (systemd-python's has no send timeout), and a test that reads only now and then hangs it.
+            threading.Thread(target=self._drain, daemon=True).start()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(self.config_file), *args],
             stdout=open(self.out_file, "wb"),
@@ -77,15 +82,12 @@ class Run:
         assert self.sock is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for msg in self.messages:
+            for msg in list(self.messages):
                 if text in msg:
                     return msg
-            self.sock.settimeout(0.2)
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
-                if self.proc.poll() is not None:
-                    break
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
         raise AssertionError(f"no {text!r} from the daemon (rc={self.proc.poll()}):\n{self.log[-3000:]}")
 
     def signal_and_wait(self, sig: int, timeout: float = 10.0) -> tuple[int, float]:
@@ -100,6 +102,16 @@ class Run:
             self.proc.wait()
         if self.sock is not None:
             self.sock.close()
+
+    def _drain(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+            except OSError:  # closed
+                return
 
 
 @pytest.fixture
