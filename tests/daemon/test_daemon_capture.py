@@ -505,7 +505,9 @@ def test_network_stream_that_goes_away_is_reopened_when_it_returns(
         # (Served as a file, the stream ends every ~170 frames and is reopened: a camera that keeps dropping out.)
         first = drain(capture, 1.5)
         assert len(first) > 10
-        assert abs(first[-1].t - first[-1].captured) < 0.01, "a camera's t is its capture time"
+        # t is its capture time, not the file's media time (seconds from 0): read a moment before the frame is
+        # converted and stamped `captured`, so on a loaded machine the two differ by a scheduling delay only
+        assert abs(first[-1].t - first[-1].captured) < 0.25, "a camera's t is its capture time"
         server.shutdown()
         server.server_close()
 
