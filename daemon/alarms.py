@@ -22,8 +22,9 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Protocol
+
+from fallwatch.rules.events import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ class Store(Protocol):
     def recall(self, key: str) -> Optional[str]: ...
 
     def remember(self, key: str, value: str) -> None: ...
-
-
-def iso(wall: float) -> str:
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -62,7 +59,7 @@ class Alarm:
             "id": self.id,
             "camera": self.camera,
             "kind": self.kind,
-            "opened": iso(self.opened_at),
+            "opened": utc_iso(self.opened_at),
             "level": self.level,
             "acknowledged": self.acknowledged,
         }
@@ -205,7 +202,7 @@ class AlarmDesk:
             **alarm.event,
             "event": kind,
             "id": str(uuid.uuid4()),
-            "ts": iso(self._clock()),
+            "ts": utc_iso(self._clock()),
             "alarm_id": alarm.id,
             "alarm_kind": alarm.kind,
             **extra,

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 from fallwatch.config.loader import redact_url
 from fallwatch.config.schema import NotifyConfig
@@ -350,9 +350,3 @@ def send_test(cfg: NotifyConfig, image: Optional[bytes] = None, camera: str = "t
 
     title, body = message({"event": "test", "camera": camera, "ts": utc_now_iso()})
     return [(describe(u), send(u, title, body, image, "test")) for u in notify_urls(cfg)]
-
-
-def state_dir_of(state_dir: Union[str, Path, None]) -> Path:
-    from .outbox import default_state_dir
-
-    return default_state_dir(str(state_dir) if state_dir else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,9 +14,14 @@ EVENT_TYPES = (*ALARMS, "recovered")
 TEST = "test"  # not from the rules: a household's end-to-end check of its alerts (MQTT `{"test": true}`)
 
 
+def utc_iso(wall: float) -> str:
+    """A wall-clock time (seconds since the epoch) as ISO-8601 UTC with milliseconds and a trailing Z."""
+    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utc_now_iso() -> str:
-    """Wall-clock time as ISO-8601 UTC with milliseconds and a trailing Z."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Wall-clock time now, as ``utc_iso``."""
+    return utc_iso(time.time())
 
 
 @dataclass
