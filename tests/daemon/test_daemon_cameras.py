@@ -45,7 +45,12 @@ def daemon(tmp_path: Path, model_dir: Path):
         config.setdefault("events", {"dir": str(tmp_path / "events")})  # not the user's state directory
         path = tmp_path / "fallwatch.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))  # cameras in this order
-        env = {"FALLWATCH_MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+        env = {
+            "FALLWATCH_MODEL_DIR": str(model_dir),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": "/usr/bin:/bin",
+            "STATE_DIRECTORY": str(tmp_path / "state"),  # open alarms too: not the user's, not another run's
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(path)],
             stdout=subprocess.DEVNULL,
