@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from fallwatch.rules import Event, RuleSettings, make_rules
+from fallwatch.rules import Event, Rules, RuleSettings, make_rules
+from fallwatch.rules.margins import MarginLog
 from fallwatch.rules.evaluate import ManifestError, evaluate, format_summary, format_table, summarize
 from fallwatch.rules.recording import RecordingError, RecordingWriter, read_recording
 
@@ -63,9 +64,15 @@ def _print_event(event: Event, as_json: bool) -> None:
 
 
 def run_video(
-    engine: Any, path: Path, settings: RuleSettings, record: Optional[Path] = None, on_event: Any = None
+    engine: Any,
+    path: Path,
+    settings: RuleSettings,
+    record: Optional[Path] = None,
+    on_event: Any = None,
+    rules: Optional[Rules] = None,
 ) -> tuple[list[Event], float]:
-    """The whole pipeline over one video file: (events, footage seconds). ValueError if it cannot be decoded."""
+    """The whole pipeline over one video file: (events, footage seconds). ValueError if it cannot be decoded.
+    ``rules``: the rules to run (default: new ones from ``settings``), e.g. ones keeping their margins."""
     from fallwatch.pose.engine import FrameError
 
     from .pipeline import Pipeline, VideoFrames
@@ -74,7 +81,7 @@ def run_video(
         raise ValueError(f"{path}: no such video file")
     engine.reset()  # every clip starts with no tracks
     recorder = RecordingWriter(record) if record is not None else None
-    pipeline = Pipeline(engine, make_rules(settings, source=path.name), recorder=recorder)
+    pipeline = Pipeline(engine, rules or make_rules(settings, source=path.name), recorder=recorder)
     frames = VideoFrames(path)
     events: list[Event] = []
     skipped = 0
@@ -194,10 +201,12 @@ class _LazyVideoRunner:
     def __init__(self, args: argparse.Namespace, config: Any) -> None:
         self.args, self.config, self.engine = args, config, None
 
-    def __call__(self, path: Path, settings: RuleSettings) -> tuple[list[Event], float]:
+    def __call__(self, path: Path, settings: RuleSettings) -> tuple[list[Event], float, Optional[MarginLog]]:
         if self.engine is None:
             self.engine = _make_engine(self.args, self.config)
-        return run_video(self.engine, path, settings)
+        rules = make_rules(settings, source=Path(path).name, margins=True)
+        events, duration = run_video(self.engine, path, settings, rules=rules)
+        return events, duration, getattr(rules, "margins", None)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Optional, TypeGuard, Union
 
 from .base import RuleSettings
 from .events import Event
-from .margins import Attempt
+from .margins import Attempt, MarginLog
 from .perturb import perturb, seed_for
 from .recording import RecordedFrame, read_recording
 
@@ -65,8 +65,8 @@ class ClipResult:
     unchanged: Optional[float] = None  # share of perturbed replays with the same result (eval --perturb)
 
 
-# (clip path, settings) -> (events, footage seconds)
-ClipRunner = Callable[[Path, RuleSettings], tuple[list[Event], float]]
+# (clip path, settings) -> (events, footage seconds, the rules' margins or None)
+ClipRunner = Callable[[Path, RuleSettings], tuple[list[Event], float, Optional[MarginLog]]]
 
 
 def _seconds(v: object) -> TypeGuard[float]:
@@ -205,12 +205,13 @@ def _perturb_summary(results: list[ClipResult]) -> dict:
 
 
 def replay_frames(
-    frames: Iterable[RecordedFrame], settings: RuleSettings, source: str = ""
+    frames: Iterable[RecordedFrame], settings: RuleSettings, source: str = "", margins: bool = False
 ) -> tuple[list[Event], float, Any]:
-    """Run only the rules over recorded frames: (events, footage seconds, the rules, for their margins)."""
+    """Run only the rules over recorded frames: (events, footage seconds, the rules, with their margins when
+    ``margins``)."""
     from . import make_rules
 
-    rules = make_rules(settings, source=source)
+    rules = make_rules(settings, source=source, margins=margins)
     events: list[Event] = []
     first: Optional[float] = None
     last = 0.0
@@ -227,10 +228,9 @@ def replay_clip(path: Path, settings: RuleSettings) -> tuple[list[Event], float]
     return events, duration
 
 
-def _decision(clip: Clip, result: "ClipResult", rules: Any) -> Optional[Attempt]:
+def _decision(clip: Clip, result: "ClipResult", margins: Optional[MarginLog]) -> Optional[Attempt]:
     """The attempt that decided the clip: the caught fall (or the false alarm), else the nearest miss."""
-    margins = getattr(rules, "margins", None)  # the ambianic baseline keeps none
-    if margins is None:
+    if margins is None:  # the ambianic baseline keeps none
         return None
     falls = [e for e in result.events if e.event == "fall"]
     if clip.label == "fall" and result.result == "caught" and result.delay_s is not None:
@@ -241,9 +241,9 @@ def _decision(clip: Clip, result: "ClipResult", rules: Any) -> Optional[Attempt]
 
 def _replay_scored(clip: Clip, settings: RuleSettings, perturbations: int) -> "ClipResult":
     frames = list(read_recording(clip.path))
-    events, duration, rules = replay_frames(frames, settings, source=clip.path.stem)
+    events, duration, rules = replay_frames(frames, settings, source=clip.path.stem, margins=True)
     result = score_clip(clip, events, duration)
-    result.decision = _decision(clip, result, rules)
+    result.decision = _decision(clip, result, getattr(rules, "margins", None))
     if perturbations:
         same = 0
         for run in range(perturbations):
@@ -271,12 +271,14 @@ def evaluate(
                     continue
                 if video_runner is None:
                     raise ValueError(f"{clip.path}: not a .jsonl recording and no video runner given")
-                events, duration = video_runner(clip.path, settings)
+                events, duration, margins = video_runner(clip.path, settings)
             except (OSError, ValueError) as exc:
                 log.error("%s", exc)
                 results.append(ClipResult(clip, "error", error=str(exc)))
                 continue
-            results.append(score_clip(clip, events, duration))
+            result = score_clip(clip, events, duration)
+            result.decision = _decision(clip, result, margins)
+            results.append(result)
     return results
 
 

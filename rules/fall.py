@@ -163,11 +163,13 @@ def _incident(tr: "_Track") -> _Fall:
 
 
 class FallRules(Rules):
-    def __init__(self, settings: RuleSettings, source: str = "") -> None:
+    def __init__(self, settings: RuleSettings, source: str = "", margins: bool = False) -> None:
         self.s = settings
         self.source = source
         self._tracks: dict[int, _Track] = {}
-        self.margins = MarginLog()  # how far each decision was from its thresholds (fallwatch eval)
+        # how far each decision was from its thresholds: kept for fallwatch eval only (the daemon does not pay
+        # for it: a list growing with every fall, and a candidate search per frame after each fall)
+        self.margins: Optional[MarginLog] = MarginLog() if margins else None
 
     @property
     def _history_s(self) -> float:
@@ -356,7 +358,8 @@ class FallRules(Rules):
             if f.max_angle >= self.s.down_angle_deg:
                 f.folded = False  # toppled over: whatever it was, it was not squatting
             if f.folded and f.up_since is not None and t - f.up_since >= self.s.settle_s:
-                self.margins.missed(self._attempt(tr, f, f.up_since, "got up"))
+                if self.margins is not None:
+                    self.margins.missed(self._attempt(tr, f, f.up_since, "got up"))
                 tr.state, tr.fall = "upright", None  # up again from a squat or a seat on the floor: no fall
             else:
                 cand = self._candidate(tr, sample)
@@ -368,7 +371,7 @@ class FallRules(Rules):
                     tr.fall.closest = self._stronger(tr.fall.closest, cand.closest)
         elif tr.state == "down":
             f = _incident(tr)
-            if f.after_fall and f.event_t is not None and t - f.t <= self.s.window_max_s:
+            if self.margins is not None and f.after_fall and f.event_t is not None and t - f.t <= self.s.window_max_s:
                 self._follow_margin(tr, f, sample)
             if self._is_upright(g, f.ref):
                 if f.upright_since is None or t - f.upright_last > UPRIGHT_GAP_S:
@@ -500,12 +503,14 @@ class FallRules(Rules):
                 tr.floor_since = tr.off_floor_since = None
                 if self._continues_lost_incident(tr):
                     return []
-                self.margins.fell(self._attempt(tr, f, t, "fall"))
+                if self.margins is not None:
+                    self.margins.fell(self._attempt(tr, f, t, "fall"))
                 return [self._event("fall", tr, t, frame, confidence=self._confidence(f))]
             # Still down but the hips have not come down yet (a side fall lands hips last): wait, within the
             # window; a bend keeps its hips up and runs out of time here.
             if not stayed_down or t - f.t > self.s.window_max_s:
-                self.margins.missed(self._attempt(tr, f, t, "hips up" if stayed_down else "not down"))
+                if self.margins is not None:
+                    self.margins.missed(self._attempt(tr, f, t, "hips up" if stayed_down else "not down"))
                 log.debug(
                     "track %s: drop at t=%.2f did not end down (%d/%d, hips %.2f)",
                     tr.track,
@@ -588,6 +593,8 @@ class FallRules(Rules):
 
     # -- the rule ------------------------------------------------------------------------------------------
     def _reference(self, tr: _Track, t: float, size: tuple[int, int]) -> Optional[_Ref]:
+        if tr.first_seen is None or t - tr.first_seen < self.s.reference_s:
+            return None  # a median over less than reference_s of the person is no settled "before" yet
         span = [s.g for s in tr.samples if s.t >= t - self.s.reference_s]
         if len(span) < MIN_REFERENCE_SAMPLES:
             return None
@@ -635,6 +642,8 @@ class FallRules(Rules):
             drop = (_centre(now.g) - s.ref.centre_y) / s.ref.height
             turn = self._turn(now.g, s.ref)  # signed: standing up / lying back turns it back
             rate = peak_speed / s.ref.height
+            if rate > MAX_TORSO_SPEED:
+                continue  # faster than a body moves: that "before" was of something else (a new track's first poses)
             need = self._needed_drop(turn)
             closest = (drop, need, rate) if closest is None else self._stronger(closest, (drop, need, rate))
             if drop < need or rate < self.s.min_descent_rate:
@@ -669,6 +678,8 @@ class FallRules(Rules):
 
     def _near_miss(self, tr: _Track, now: _Sample, closest: tuple) -> None:
         """Log a drop that fell short of a candidate when it is the nearest miss so far."""
+        if self.margins is None:
+            return
         nearest = self.margins.nearest_miss
         if nearest is None or self._closeness(closest) - 1.0 > nearest.margin:
             drop, need, rate = closest
@@ -682,7 +693,7 @@ class FallRules(Rules):
         if cand is None or self._closeness(cand.closest) <= self._closeness(f.closest):
             return
         f.closest = cand.closest
-        assert f.event_t is not None
+        assert f.event_t is not None and self.margins is not None
         self.margins.fell(self._attempt(tr, f, f.event_t, "fall"))
 
     def _attempt(self, tr: _Track, f: _Fall, t: float, outcome: str) -> Attempt:
@@ -791,10 +802,11 @@ class FallRules(Rules):
         )
 
 
-def make_rules(settings: RuleSettings, source: str = "") -> Rules:
-    """The rule strategy ``settings.strategy`` names, for one video source."""
+def make_rules(settings: RuleSettings, source: str = "", margins: bool = False) -> Rules:
+    """The rule strategy ``settings.strategy`` names, for one video source; ``margins``: keep each decision's
+    margins (fallwatch eval; the ambianic baseline keeps none)."""
     if settings.strategy == "fallwatch":
-        return FallRules(settings, source)
+        return FallRules(settings, source, margins=margins)
     if settings.strategy == "ambianic":
         from .ambianic import AmbianicRules
 

@@ -47,6 +47,10 @@ def test_eval_gmdcsa24_videos_meets_the_targets(model_dir: Path, gmdcsa: Path) -
     assert (summary["adl"], summary["adl_false_alarm_clips"], summary["false_alarms"]) == (5, 0, 0)
     assert summary["median_delay_s"] <= 1.5
     assert summary["strategy"] == "fallwatch" and summary["footage_s"] > 60
+    # video clips get their decisions' margins too: every row has one, and the summary lists the narrowest
+    for row in lines[1:-1]:
+        assert row.split()[5] not in ("-", ""), row
+    assert len(summary["narrowest"]) == 5 and all("margin" in n for n in summary["narrowest"])
     for key in (
         "clips",
         "falls",

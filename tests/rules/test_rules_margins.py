@@ -30,7 +30,7 @@ def dev_manifests(data_dir: Path) -> list[Path]:
 
 
 def test_a_clear_fall_passes_every_gate_with_room_to_spare() -> None:
-    rules = make_rules(RuleSettings(), source="synthetic")
+    rules = make_rules(RuleSettings(), source="synthetic", margins=True)
     events = run({1: side_fall(start=2.0, took=0.6)}, duration=6.0, rules=rules)
     assert [e.event for e in events] == ["fall"]
     d = rules.margins.decision(events[0].t)
@@ -42,7 +42,7 @@ def test_a_clear_fall_passes_every_gate_with_room_to_spare() -> None:
 
 
 def test_lying_down_slowly_is_a_miss_on_the_descent_rate() -> None:
-    rules = make_rules(RuleSettings(), source="synthetic")
+    rules = make_rules(RuleSettings(), source="synthetic", margins=True)
     slow = timeline([(0.0, STAND), (2.0, STAND), (8.0, LYING)])  # six seconds from standing to lying
     assert run({1: slow}, duration=10.0, rules=rules) == []
     d = rules.margins.decision()
@@ -64,11 +64,11 @@ def _scaled(settings: RuleSettings, k: float) -> RuleSettings:
 def test_the_candidate_margin_is_how_much_stricter_the_thresholds_could_be(k: float, kept: bool) -> None:
     """Drop and descent are judged together (the pair against the same "before"): their closer one to its
     threshold says how much stricter both could be and still raise the fall, and no more."""
-    rules = make_rules(RuleSettings(), source="synthetic")
+    rules = make_rules(RuleSettings(), source="synthetic", margins=True)
     events = run({1: side_fall(start=2.0, took=0.6)}, duration=6.0, rules=rules)
     gates = {g.signal: g for g in rules.margins.decision(events[0].t).gates}
     closeness = min(gates["drop"].value / gates["drop"].threshold, gates["descent_rate"].value / 0.5)
-    stricter = make_rules(_scaled(RuleSettings(), closeness * k), source="synthetic")
+    stricter = make_rules(_scaled(RuleSettings(), closeness * k), source="synthetic", margins=True)
     again = run({1: side_fall(start=2.0, took=0.6)}, duration=6.0, rules=stricter)
     assert bool(again) == kept, (closeness, again)
 
@@ -92,8 +92,10 @@ def test_every_dev_decision_has_a_margin_on_the_side_it_went(dev_manifests: list
     summary = summarize(results)
     widths = [abs(n["margin"]) for n in summary["narrowest"]]
     assert len(widths) == 5 and widths == sorted(widths)
-    # the x86 long-lie ADL clip's false alarm is one of the knife edges the issue reports
-    assert "longlie_Subject_2_ADL_26.jsonl" in [n["clip"] for n in summary["narrowest"]]
+    # the x86 long-lie ADL clip was a knife-edge false alarm (descent 0.52 against 0.50, judged against a
+    # "before" from the track's first half second, no settled reference yet); now it is far from an alarm
+    lie = next(r for r in results if r.clip.name == "longlie_Subject_2_ADL_26.jsonl")
+    assert lie.result == "ok" and lie.decision is not None and lie.decision.margin < -0.3, lie.decision
     assert "narrowest decisions" in format_summary(summary)
 
 
@@ -165,3 +167,14 @@ def test_eval_cli_prints_margins_and_perturbation(data_dir: Path) -> None:
     assert summary["perturbed_clips"] == 11 and len(summary["narrowest"]) == 5
     bad = _cli("eval", manifest, "--perturb", "-1")
     assert bad.returncode == 2 and "--perturb: -1 runs: give 0 to 1000" in bad.stderr
+
+
+def test_only_eval_pays_for_margins() -> None:
+    """The daemon's rules keep no margins (no list growing with every fall, no candidate search after one);
+    eval's replay asks for them. The events are the same either way."""
+    daemon_rules = make_rules(RuleSettings(), source="synthetic")
+    eval_rules = make_rules(RuleSettings(), source="synthetic", margins=True)
+    events = [[e.event for e in run({1: side_fall()}, duration=6.0, rules=r)] for r in (daemon_rules, eval_rules)]
+    assert events[0] == events[1] == ["fall"]
+    assert getattr(daemon_rules, "margins") is None
+    assert getattr(eval_rules, "margins").decision() is not None
