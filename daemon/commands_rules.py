@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fallwatch.rules import Event, Rules, RuleSettings, make_rules
-from fallwatch.rules.margins import MarginLog
 from fallwatch.rules.evaluate import ManifestError, evaluate, format_summary, format_table, summarize
+from fallwatch.rules.margins import MarginLog
 from fallwatch.rules.recording import RecordingError, RecordingWriter, read_recording
 
 log = logging.getLogger(__name__)

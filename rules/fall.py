@@ -641,6 +641,8 @@ class FallRules(Rules):
                 continue
             drop = (_centre(now.g) - s.ref.centre_y) / s.ref.height
             turn = self._turn(now.g, s.ref)  # signed: standing up / lying back turns it back
+            if self._standing_nearer(now.g, s.ref):
+                continue
             rate = peak_speed / s.ref.height
             if rate > MAX_TORSO_SPEED:
                 continue  # faster than a body moves: that "before" was of something else (a new track's first poses)
@@ -666,6 +668,17 @@ class FallRules(Rules):
         elif closest is not None:
             self._near_miss(tr, now, closest)
         return best
+
+    def _standing_nearer(self, g: BodyGeometry, ref: _Ref) -> bool:
+        """Walking toward a camera high on the wall moves the whole body down the image, torso and all, as far as
+        a fall does: but the body stays upright on its legs and grows (torso NEARER_SCALE longer than before)."""
+        return (
+            ref.torso > 0
+            and g.torso_px >= NEARER_SCALE * ref.torso
+            and g.spine_angle_deg <= self.s.upright_angle_deg
+            and g.legs_px is not None
+            and g.legs_px / LEG_FRACTION >= STANDING_LEGS * ref.height
+        )
 
     def _closeness(self, closest: tuple) -> float:
         """How near a (drop, need, rate) comes to a candidate: the smaller of drop / need and rate / its minimum

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fallwatch.rules import RuleSettings, make_rules
+from fallwatch.rules import FallRules, RuleSettings, make_rules
 from fallwatch.rules.evaluate import evaluate, format_summary, summarize
 from fallwatch.rules.margins import Gate
 from fallwatch.rules.perturb import DROP_SHARE, perturb, seed_for
@@ -172,9 +172,9 @@ def test_eval_cli_prints_margins_and_perturbation(data_dir: Path) -> None:
 def test_only_eval_pays_for_margins() -> None:
     """The daemon's rules keep no margins (no list growing with every fall, no candidate search after one);
     eval's replay asks for them. The events are the same either way."""
-    daemon_rules = make_rules(RuleSettings(), source="synthetic")
-    eval_rules = make_rules(RuleSettings(), source="synthetic", margins=True)
+    daemon_rules = FallRules(RuleSettings(), source="synthetic")
+    eval_rules = FallRules(RuleSettings(), source="synthetic", margins=True)
     events = [[e.event for e in run({1: side_fall()}, duration=6.0, rules=r)] for r in (daemon_rules, eval_rules)]
     assert events[0] == events[1] == ["fall"]
-    assert getattr(daemon_rules, "margins") is None
-    assert getattr(eval_rules, "margins").decision() is not None
+    assert daemon_rules.margins is None
+    assert eval_rules.margins is not None and eval_rules.margins.decision() is not None
