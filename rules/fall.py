@@ -671,13 +671,12 @@ class FallRules(Rules):
 
     def _standing_nearer(self, g: BodyGeometry, ref: _Ref) -> bool:
         """Walking toward a camera high on the wall moves the whole body down the image, torso and all, as far as
-        a fall does: but the body stays upright on its legs and grows (torso NEARER_SCALE longer than before)."""
+        a fall does: but the body stays upright on legs at least as long as before (nearer, they look longer).
+        A torso that came down that far in a fall has no full-length legs under it."""
         return (
-            ref.torso > 0
-            and g.torso_px >= NEARER_SCALE * ref.torso
-            and g.spine_angle_deg <= self.s.upright_angle_deg
+            g.spine_angle_deg <= self.s.upright_angle_deg
             and g.legs_px is not None
-            and g.legs_px / LEG_FRACTION >= STANDING_LEGS * ref.height
+            and g.legs_px / LEG_FRACTION >= ref.height
         )
 
     def _closeness(self, closest: tuple) -> float:
