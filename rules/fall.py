@@ -641,12 +641,12 @@ class FallRules(Rules):
                 continue
             drop = (_centre(now.g) - s.ref.centre_y) / s.ref.height
             turn = self._turn(now.g, s.ref)  # signed: standing up / lying back turns it back
-            if self._standing_nearer(now.g, s.ref):
-                continue
             rate = peak_speed / s.ref.height
             if rate > MAX_TORSO_SPEED:
                 continue  # faster than a body moves: that "before" was of something else (a new track's first poses)
             need = self._needed_drop(turn)
+            if drop >= need and self._standing_nearer(now.g, s.ref):
+                continue  # far down the image but standing: walking toward the camera
             closest = (drop, need, rate) if closest is None else self._stronger(closest, (drop, need, rate))
             if drop < need or rate < self.s.min_descent_rate:
                 continue
