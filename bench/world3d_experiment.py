@@ -32,11 +32,10 @@ from typing import Optional
 
 import cv2
 import numpy as np
-
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.estimator import Crop, Estimate, crop_around_box
 from fallwatch.pose.models import resolve_model_dir
-from fallwatch.pose.world3d import Torso3D, angle_between, torso3d
+from fallwatch.pose.world3d import Segment3D, angle_between, legs3d, torso3d
 from fallwatch.rules.recording import RecordedFrame, read_recording
 
 # The clips where 2D is ambiguous in kul-train (/work/cache/ana/causes.py on the default pipeline's recordings):
@@ -137,25 +136,44 @@ def read_frames(video: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     return out
 
 
-def torso_in(estimator, rgb: np.ndarray, box: tuple, kps2d: np.ndarray) -> Optional[Torso3D]:
-    """BlazePose's 3D torso in the person's box: the crop turned by the 2D spine, then BlazePose's own region."""
+def segments_in(estimator, rgb: np.ndarray, box: tuple, kps2d: np.ndarray) -> Optional[dict[str, Segment3D]]:
+    """BlazePose's 3D torso and legs in the person's box: the crop turned by the 2D spine, then once more on
+    BlazePose's own region; the pass whose torso is the more confident."""
     angle = 0.0
     if min(kps2d[[5, 6, 11, 12], 2]) >= 0.2:
         dx, dy = kps2d[[5, 6], :2].mean(axis=0) - kps2d[[11, 12], :2].mean(axis=0)
         angle = math.degrees(math.atan2(dx, -dy))
-    best: Optional[Torso3D] = None
+    best: Optional[dict[str, Segment3D]] = None
     crop: Optional[Crop] = crop_around_box(box, angle=angle)
     for _ in range(2):
         assert crop is not None
         est: Estimate = estimator.estimate(rgb, crop)
         assert est.world is not None and est.kps33 is not None
-        t = torso3d(est.world, est.kps33[:, 2])
-        if t is not None and (best is None or t.confidence > best.confidence):
-            best = t
+        torso, legs = torso3d(est.world, est.kps33[:, 2]), legs3d(est.world, est.kps33[:, 2])
+        if torso is not None and (best is None or torso.confidence > best["torso"].confidence):
+            best = {"torso": torso} | ({"legs": legs} if legs is not None else {})
         crop = est.roi
         if crop is None:
             break
     return best
+
+
+MEASURES = ("2d", "torso_incl", "torso_vs_ref", "body_incl", "body_vs_ref")
+
+
+def frame_measures(spine2d: Optional[float], seg: dict[str, Segment3D], ref: dict[str, np.ndarray]) -> dict:
+    """One frame's measures. "body" is the smaller of the torso's and the legs' angle (lying: both are
+    horizontal; bending or sitting: one of them is not); None when the legs are not seen confidently."""
+    torso, legs = seg["torso"], seg.get("legs")
+    out: dict = {"2d": spine2d, "torso_incl": torso.inclination_deg, "torso_vs_ref": None}
+    if "torso" in ref:
+        out["torso_vs_ref"] = angle_between(torso.vector, ref["torso"])
+    legs_ok = legs is not None and legs.confidence >= MIN_CONFIDENCE
+    out["body_incl"] = min(torso.inclination_deg, legs.inclination_deg) if legs_ok else None
+    out["body_vs_ref"] = None
+    if legs_ok and "legs" in ref and out["torso_vs_ref"] is not None:
+        out["body_vs_ref"] = min(out["torso_vs_ref"], angle_between(legs.vector, ref["legs"]))
+    return out
 
 
 def measure_clip(estimator, rec: Path, video: Path, label: str) -> Optional[dict]:
@@ -168,32 +186,33 @@ def measure_clip(estimator, rec: Path, video: Path, label: str) -> Optional[dict
     win = windows(frames, track, label, events)
     by_number = {f.frame: p for f in frames for p in f.people if p.track == track}
     rgb = read_frames(video, set(win["before"]) | set(win["after"]))
-    found: dict[str, list[tuple[Optional[float], Torso3D]]] = {"before": [], "after": []}
+    found: dict[str, list[tuple[Optional[float], dict[str, Segment3D]]]] = {"before": [], "after": []}
     for name, numbers in win.items():
         for n in numbers:
             if n not in rgb:
                 continue
             p = by_number[n]
             kps = np.asarray(p.keypoints, dtype=np.float64)
-            t3 = torso_in(estimator, rgb[n], tuple(p.box), kps)
-            if t3 is not None and t3.confidence >= MIN_CONFIDENCE:
-                found[name].append((spine_angle_2d(kps), t3))
-    if not found["before"] or not found["after"]:
-        return {"clip": rec.stem, "label": label, "fall_event": bool(events), "usable": False}
-    ref = np.median(np.array([t.vector / t.length_m for _, t in found["before"]]), axis=0)
-
-    def med(values: list[Optional[float]]) -> Optional[float]:
-        vals = [v for v in values if v is not None]
-        return round(statistics.median(vals), 1) if vals else None
-
+            seg = segments_in(estimator, rgb[n], tuple(p.box), kps)
+            if seg is not None and seg["torso"].confidence >= MIN_CONFIDENCE:
+                found[name].append((spine_angle_2d(kps), seg))
     row: dict = {"clip": rec.stem, "label": label, "fall_event": any(e.get("event") == "fall" for e in events)}
+    if not found["before"] or not found["after"]:
+        return row | {"usable": False}
+    # the person's own upright reference: the median direction of each segment over the first second
+    ref = {}
+    for part in ("torso", "legs"):
+        segs = [seg[part] for _, seg in found["before"] if part in seg]
+        vs = [g.vector / g.length_m for g in segs if g.confidence >= MIN_CONFIDENCE]
+        if vs:
+            ref[part] = np.median(np.array(vs), axis=0)
     for name, got in found.items():
-        row[f"{name}_2d"] = med([a for a, _ in got])
-        row[f"{name}_incl"] = med([t.inclination_deg for _, t in got])
-        row[f"{name}_vs_ref"] = med([angle_between(t.vector, ref) for _, t in got])
+        per_frame = [frame_measures(a, seg, ref) for a, seg in got]
+        for m in MEASURES:
+            vals = [f[m] for f in per_frame if f[m] is not None]
+            row[f"{name}_{m}"] = round(statistics.median(vals), 1) if vals else None
         row[f"{name}_n"] = len(got)
-    row["usable"] = True
-    return row
+    return row | {"usable": True}
 
 
 def separation(lying: list[float], upright: list[float]) -> dict:
@@ -226,12 +245,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--videos", help="the kul-train clips (default $FALLWATCH_DATA_DIR/kul-train)")
     ap.add_argument("--model-dir", help="where the models are (default: the usual search order)")
     ap.add_argument("--clips", help="comma-separated recording names (default: the ambiguous ones and controls)")
+    ap.add_argument("--all", action="store_true", help="every clip of the recordings' manifest.json")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     rec_dir = Path(args.recordings)
     videos = Path(args.videos or Path(os.environ.get("FALLWATCH_DATA_DIR", "../shared/data")) / "kul-train")
     names = args.clips.split(",") if args.clips else AMBIGUOUS + CONTROLS
+    if args.all:
+        manifest = json.loads((rec_dir / "manifest.json").read_text())
+        names = [Path(c["path"]).stem for c in manifest["clips"]]
     engine = PoseEngine(
         PoseSettings(
             backend="cpu", detector="blazepose_detector", estimator="blazepose_full", num_threads=args.threads
@@ -250,41 +273,37 @@ def main(argv: Optional[list[str]] = None) -> int:
         label = "fall" if folder == "FALL" else "adl"
         row = measure_clip(engine.estimator, rec, video, label)
         if row is not None:
-            row["group"] = "ambiguous" if name in AMBIGUOUS else "control"
+            row["group"] = "ambiguous" if name in AMBIGUOUS else "control" if name in CONTROLS else "other"
             rows.append(row)
     usable = [r for r in rows if r["usable"]]
     summary = {}
-    for measure in ("2d", "incl", "vs_ref"):
-        lying = [r[f"after_{measure}"] for r in usable if r["label"] == "fall" and r[f"after_{measure}"] is not None]
-        upright = [r[f"before_{measure}"] for r in usable if r[f"before_{measure}"] is not None]
-        upright += [r[f"after_{measure}"] for r in usable if r["label"] == "adl" and r[f"after_{measure}"] is not None]
-        summary[measure] = separation(lying, upright)
+    for m in MEASURES:
+        lying = [r[f"after_{m}"] for r in usable if r["label"] == "fall" and r[f"after_{m}"] is not None]
+        upright = [r[f"before_{m}"] for r in usable if r[f"before_{m}"] is not None]
+        upright += [r[f"after_{m}"] for r in usable if r["label"] == "adl" and r[f"after_{m}"] is not None]
+        summary[m] = separation(lying, upright)
     if args.json:
         print(json.dumps({"clips": rows, "separation": summary}, indent=1))
         return 0
-    cols = ("before_2d", "after_2d", "before_incl", "after_incl", "before_vs_ref", "after_vs_ref")
-    print(f"{'clip':16} {'group':9} {'label':5} {'2D fall':7} " + " ".join(f"{c:>13}" for c in cols) + "  frames")
+    print("median degrees over each window, before -> after; 2D: spine from the image's vertical (MoveNet);")
+    print("incl: 3D from the camera's up; vs_ref: 3D against the person's own first second; body: min(torso, legs)")
+    print(f"{'clip':16} {'group':9} {'label':5} {'2D fall':7} " + " ".join(f"{m:>15}" for m in MEASURES) + "  frames")
     for r in rows:
+        head = f"{r['clip']:16} {r['group']:9} {r['label']:5} {'yes' if r['fall_event'] else 'no':7}"
         if not r["usable"]:
-            print(
-                f"{r['clip']:16} {r['group']:9} {r['label']:5} {'yes' if r['fall_event'] else 'no':7} no confident 3D torso"
-            )
+            print(f"{head} no confident 3D torso")
             continue
-        vals = " ".join(f"{'-' if r[c] is None else r[c]:>13}" for c in cols)
-        print(
-            f"{r['clip']:16} {r['group']:9} {r['label']:5} {'yes' if r['fall_event'] else 'no':7} {vals}"
-            f"  {r['before_n']}+{r['after_n']}"
-        )
-    print("\nseparation of lying (falls, after) from upright (all before, ADLs after), lying above the threshold:")
-    for measure, title in (
-        ("2d", "2D spine from image vertical"),
-        ("incl", "3D from camera up"),
-        ("vs_ref", "3D vs own standing"),
-    ):
-        s = summary[measure]
+        cells = []
+        for m in MEASURES:
+            b, a = r[f"before_{m}"], r[f"after_{m}"]
+            cells.append(f"{'-' if b is None else round(b):>6} -> {'-' if a is None else round(a):>4}")
+        print(f"{head} " + " ".join(f"{c:>15}" for c in cells) + f"  {r['before_n']}+{r['after_n']}")
+    print("\nseparation of lying (falls, after) from upright (every before, ADLs after), lying above the threshold:")
+    for m in MEASURES:
+        s = summary[m]
         if s:
             print(
-                f"  {title:30} threshold {s['threshold']:5.1f} deg  gap {s['gap_deg']:+6.1f} deg  "
+                f"  {m:13} threshold {s['threshold']:5.1f} deg  gap {s['gap_deg']:+6.1f} deg  "
                 f"lying below {s['lying_below']}/{s['lying_n']}  upright above {s['upright_above']}/{s['upright_n']}"
             )
     return 0

@@ -1,4 +1,4 @@
-"""BlazePose's 3D world landmarks and the torso's inclination they give.
+"""BlazePose's 3D world landmarks and the inclination of the torso and the legs they give.
 
 The landmark model's output ``Identity_4`` (1x117) holds 39 points x (x, y, z) in metres, origin between the hips,
 in the axes of the model's (possibly rotated) input crop: x right, y down, z away from the camera. MediaPipe's
@@ -19,19 +19,20 @@ import numpy as np
 
 WORLD_OUTPUT_SIZE = 117  # 39 points x (x, y, z)
 
-# BlazePose's own indices of the shoulders and hips (of its 33 body landmarks).
-BP_L_SHOULDER, BP_R_SHOULDER, BP_L_HIP, BP_R_HIP = 11, 12, 23, 24
+# BlazePose's own indices of the shoulders, hips and ankles (of its 33 body landmarks).
+BP_L_SHOULDER, BP_R_SHOULDER, BP_L_HIP, BP_R_HIP, BP_L_ANKLE, BP_R_ANKLE = 11, 12, 23, 24, 27, 28
 
 # The image's up direction in the camera's axes (y points down in the image).
 CAMERA_UP = np.array([0.0, -1.0, 0.0])
 
 
 @dataclass(frozen=True)
-class Torso3D:
-    """The torso in 3D: the vector from the hips' mid-point to the shoulders' mid-point, in metres."""
+class Segment3D:
+    """A body segment in 3D, pointing up when standing: the torso (hips' mid-point to shoulders' mid-point) or the
+    legs (ankles' mid-point to hips' mid-point), in metres."""
 
     vector: np.ndarray  # (3,) x right, y down, z away from the camera
-    confidence: float  # 0..1: the weakest of the four torso landmarks' scores
+    confidence: float  # 0..1: the weakest of its four landmarks' scores
 
     @property
     def length_m(self) -> float:
@@ -61,16 +62,22 @@ def world_landmarks(raw: np.ndarray, crop_angle_deg: float) -> np.ndarray:
     return pts
 
 
-def torso3d(world: np.ndarray, scores: np.ndarray) -> Optional[Torso3D]:
+def torso3d(world: np.ndarray, scores: np.ndarray) -> Optional[Segment3D]:
     """The torso of 33 world landmarks with their 0..1 scores (the 2D landmarks' visibility), or None when the
     shoulders and hips coincide (no torso to measure)."""
-    shoulders = world[[BP_L_SHOULDER, BP_R_SHOULDER]].mean(axis=0)
-    hips = world[[BP_L_HIP, BP_R_HIP]].mean(axis=0)
-    v = shoulders - hips
+    return _segment(world, scores, (BP_L_HIP, BP_R_HIP), (BP_L_SHOULDER, BP_R_SHOULDER))
+
+
+def legs3d(world: np.ndarray, scores: np.ndarray) -> Optional[Segment3D]:
+    """The legs (ankles to hips) of 33 world landmarks with their scores, or None when they coincide."""
+    return _segment(world, scores, (BP_L_ANKLE, BP_R_ANKLE), (BP_L_HIP, BP_R_HIP))
+
+
+def _segment(world: np.ndarray, scores: np.ndarray, low: tuple[int, int], high: tuple[int, int]) -> Optional[Segment3D]:
+    v = world[list(high)].mean(axis=0) - world[list(low)].mean(axis=0)
     if float(np.linalg.norm(v)) < 1e-3:
         return None
-    conf = float(np.min(scores[[BP_L_SHOULDER, BP_R_SHOULDER, BP_L_HIP, BP_R_HIP]]))
-    return Torso3D(v, conf)
+    return Segment3D(v, float(np.min(scores[[*low, *high]])))
 
 
 def angle_between(a: np.ndarray, b: np.ndarray) -> float:
