@@ -143,7 +143,7 @@ class Run:
             env.pop(var, None)
         self.log_path = self.work / "daemon.log"
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(self.config)]
+            [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(self.config)]
             + ["--source", str(self.args.clip)],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log_path, "wb"),

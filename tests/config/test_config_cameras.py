@@ -9,7 +9,7 @@ import yaml
 from fallwatch.config.cameras import CameraSetup, camera_setups, multi_camera
 from fallwatch.config.loader import DEFAULT_CONFIG, ConfigError, effective_config_yaml, load_config, parse_config
 from fallwatch.config.schema import CameraConfig, Config
-from fallwatch.daemon.settings import ignore_polygons, pose_settings, rule_settings
+from fallwatch.daemon.app.settings import ignore_polygons, pose_settings, rule_settings
 from pydantic import ValidationError
 
 SOFA = "[[0.1, 0.5], [0.4, 0.5], [0.4, 0.9], [0.1, 0.9]]"

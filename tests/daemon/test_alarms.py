@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fallwatch.daemon.alarms import AlarmDesk, clean_by
-from fallwatch.daemon.mqtt_command import Answer, parse_command
-from fallwatch.daemon.outbox import Outbox
+from fallwatch.daemon.alarms.open_alarms import AlarmDesk, clean_by
+from fallwatch.daemon.mqtt.commands import Answer, parse_command
+from fallwatch.daemon.mqtt.outbox import Outbox
 
 T0 = 1_800_000_000.0
 
@@ -176,8 +176,8 @@ def test_commands_ack_and_false_alarm_parse_with_camera_and_by():
 
 def test_the_daemon_labels_the_record_of_a_false_alarm_and_closes_one_without_a_record(tmp_path: Path):
     from fallwatch.config.schema import Config, EventsConfig
-    from fallwatch.daemon.event_records import EventRecorder
-    from fallwatch.daemon.service import Daemon
+    from fallwatch.daemon.app.service import Daemon
+    from fallwatch.daemon.records.recorder import EventRecorder
 
     records = tmp_path / "events"
     (records / "ev-1").mkdir(parents=True)

@@ -9,10 +9,10 @@ from typing import Optional
 
 import numpy as np
 from fallwatch.config.schema import Config
-from fallwatch.daemon.capture import Capture
-from fallwatch.daemon.notify import Notifier
-from fallwatch.daemon.service import Daemon
-from fallwatch.daemon.sources import Source
+from fallwatch.daemon.app.sd_notify import Notifier
+from fallwatch.daemon.app.service import Daemon
+from fallwatch.daemon.capture.reader import Capture
+from fallwatch.daemon.capture.sources import Source
 from fallwatch.pose.types import PoseResult
 from waiting import wait_until
 
