@@ -3,7 +3,10 @@ near horizontal, in metres, and a rotated crop's points come back in the frame's
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +89,20 @@ def test_bad_world_output_is_refused_in_one_line() -> None:
         angle_between(np.zeros(3), CAMERA_UP)
     # shoulders on the hips: no torso to measure
     assert torso3d(np.zeros((33, 3)), np.ones(33)) is None
+
+
+def test_cost_bench_measures_both_in_one_run(model_dir: Path, data_dir: Path) -> None:
+    bench = Path(__file__).resolve().parents[2] / "bench" / "world3d_cost.py"
+    clip = data_dir / "gmdcsa24-dev" / "Subject 2" / "Fall" / "13.mp4"
+    args = [sys.executable, str(bench), "--source", str(clip), "--frames", "5", "--model-dir", str(model_dir)]
+    out = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["calls"] == 5
+    # BlazePose full (fp32, 256 px, 39 points in 2D and 3D) costs more CPU than int8 MoveNet Lightning (192 px)
+    assert figures["cpu_ratio"] > 1.0
+    missing = subprocess.run([*args[:2], "--source", str(clip.with_name("nosuch.mp4"))], capture_output=True, text=True)
+    assert (
+        missing.returncode == 2
+        and missing.stderr.strip() == f"world3d_cost: cannot open video {clip.with_name('nosuch.mp4')}"
+    )
