@@ -101,7 +101,11 @@ def test_cost_bench_measures_both_in_one_run(model_dir: Path, data_dir: Path) ->
     assert figures["calls"] == 5
     # BlazePose full (fp32, 256 px, 39 points in 2D and 3D) costs more CPU than int8 MoveNet Lightning (192 px)
     assert figures["cpu_ratio"] > 1.0
-    missing = subprocess.run([*args[:2], "--source", str(clip.with_name("nosuch.mp4"))], capture_output=True, text=True)
+    missing = subprocess.run(
+        [*args[:2], "--source", str(clip.with_name("nosuch.mp4")), "--model-dir", str(model_dir)],
+        capture_output=True,
+        text=True,
+    )
     assert (
         missing.returncode == 2
         and missing.stderr.strip() == f"world3d_cost: cannot open video {clip.with_name('nosuch.mp4')}"
