@@ -2,7 +2,7 @@
 
 A pause never outlasts ``pause_max_s``, counted on the wall clock from when it began (so it outlives restarts),
 and never more than ``pause_max_s`` from now, should the clock have been set back. Telling anyone about a change
-(MQTT, the log, the debug page) is the caller's part: see MqttPublisher._set_alerts.
+(MQTT, the log, the debug page) is the caller's part: see MqttPublisher._set_alerts (mqtt/publisher.py).
 """
 
 from __future__ import annotations
