@@ -38,6 +38,7 @@ from fallwatch.daemon.app.sd_notify import Notifier, Watchdog
 from fallwatch.daemon.app.stop_signals import Shutdown, StopSignals
 from fallwatch.daemon.capture.reader import Capture, capture_for
 from fallwatch.daemon.telemetry.snapshot import CameraStats, MqttStats, Snapshot, heartbeat, status_line
+from fallwatch.daemon.telemetry.system import cpu_temp_c
 from fallwatch.rules.alarm import worst
 
 log = logging.getLogger(__name__)
@@ -568,6 +569,7 @@ class Daemon:
             camera_settings={s.name: self._settings_shown(s) for s in self._setups} if self.multi else {},
             alarms=tuple(self.alarms.open_alarms()) if self.alarms is not None else (),
             notify=self.notifications.figures() if self.notifications is not None else None,
+            cpu_temp_c=cpu_temp_c(),
         )
 
     def _settings_shown(self, setup: Optional[CameraSetup] = None) -> dict[str, Any]:

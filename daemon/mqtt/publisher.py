@@ -28,7 +28,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from types import EllipsisType
 from typing import Any, Callable, Optional, Union
 
@@ -195,14 +194,7 @@ class MqttPublisher:
         if not self._switch.enabled and not self.cfg.commands:
             self._set_alerts(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
         self._end_expired_pause()
-        if not self._switch.enabled:
-            log.warning(
-                "alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "
-                'until %s (alerts.pause_max_s), or until {"alerts": true} on %s/set',
-                datetime.fromtimestamp(self._switch.paused_at, timezone.utc).isoformat(timespec="seconds"),
-                self.alerts_resume_at(),
-                self.prefix,
-            )
+        self._switch.say_paused(self.prefix)
         watchdog = Watchdog(self._link, self._workers, self._inbox.limited)
         self._workers.start(
             {"mqtt-sender": self._sender.loop, "mqtt-heartbeat": self._heartbeat.loop, "mqtt-watchdog": watchdog.loop}
@@ -338,20 +330,12 @@ class MqttPublisher:
             self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._switch.pause_max_s:g} s)")
 
     def _set_alerts(self, enabled: bool, why: str) -> None:
-        changed = self._switch.set(enabled)
+        changed = self._switch.turn(enabled, why)
         client = self._link.client
         if client is not None:
             self._retained.publish_alerts(client, self.cfg)
         if not changed:
             return
-        if enabled:
-            log.warning("alerts resumed: %s", why)
-        else:
-            log.warning(
-                "alerts PAUSED %s: fall events are only logged until %s (alerts.pause_max_s) or until resumed",
-                why,
-                self.alerts_resume_at(),
-            )
         self._heartbeat.wake.set()  # the heartbeat says so at once
         if self._on_alerts_changed is not None:
             try:
