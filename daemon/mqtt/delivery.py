@@ -23,8 +23,9 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import paho.mqtt.client as mqtt
 from fallwatch.daemon.mqtt.link.client import LOGGER
@@ -32,6 +33,7 @@ from fallwatch.daemon.mqtt.link.connection import WINDOW, Connection
 from fallwatch.daemon.mqtt.outbox import Outbox
 from fallwatch.daemon.mqtt.retained import Retained
 from fallwatch.daemon.mqtt.topics import CameraTopics
+from fallwatch.rules.events import utc_now_iso
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -64,6 +66,7 @@ class Sender:
         self._count_lock = threading.Lock()
         self.events_sent = 0
         self.events_suppressed = 0
+        self._unknown_cameras: set[str] = set()  # events for a camera not in `cameras`: said once each
 
     # ------------------------------------------------------------------------------------------ any thread
     def queue(self, kind: Any, event_id: str, data: bytes, snapshot_jpeg: Optional[bytes]) -> None:
@@ -89,6 +92,26 @@ class Sender:
                     self._snapshots.popitem(last=False)
         log.debug("queued %s event %s as #%d", kind, event_id, seq)
         self.wake.set()
+
+    def stamp(self, event: dict, camera: Optional[str], device: str, backend: Callable[[], Any]) -> dict:
+        """The event as it leaves: an id and a time if it has none, the device, its ``camera`` (else the event's
+        own, else the default one; said once when it is none of ours), the backend if it names none."""
+        payload = dict(event)
+        payload.setdefault("id", str(uuid.uuid4()))
+        payload.setdefault("ts", utc_now_iso())
+        payload["device"] = device
+        payload["camera"] = camera = camera or payload.get("camera") or self.topics.default_camera
+        if not self.topics.known(camera) and camera not in self._unknown_cameras:
+            self._unknown_cameras.add(camera)
+            log.warning(
+                "event for camera %r, which is not among the cameras %s: published on %s all the same",
+                camera,
+                ", ".join(self.topics.cameras),
+                self.topics.event(camera),
+            )
+        if payload.get("backend") is None:
+            payload["backend"] = backend()
+        return payload
 
     def suppressed(self) -> None:
         with self._count_lock:

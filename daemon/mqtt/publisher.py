@@ -6,19 +6,12 @@ Topics under ``<prefix>`` (``mqtt.topic_prefix``, default ``fallwatch/<device_id
 on change), ``set`` (commands) and ``alerts`` (retained ``ON``/``OFF``). With several cameras each camera's
 ``event``, ``event/snapshot`` and ``state`` move one level down, to ``<prefix>/<camera>/...`` (mqtt/topics.py).
 
-``MqttPublisher`` is the facade the daemon uses; each job is a part that reads and tests alone:
-link/ (the paho client, TLS, reconnects, the watchdog), delivery.py + outbox.py (events in order, never lost),
-retained.py (states, the alerts switch, discovery via homeassistant.py), commands/ (what comes in, the alerts
-switch), heartbeat.py. The watchdog makes ``healthy()`` false once MQTT could not deliver for longer than
-``mqtt.watchdog_s``, so ``/healthz`` answers 503 and the systemd status says MQTT is down.
-
-Decisions:
-- While alerts are paused (``{"alerts": false}``) events are logged and counted (``events_suppressed``) but not
-  queued: queueing them would page the family with stale falls the moment alerts resume. A ``{"test": true}``
-  command is published even while paused: it is an explicit request by the household.
-- The alerts switch survives restarts (remembered in the outbox database), but a pause never lasts longer than
-  ``alerts.pause_max_s`` (default 12 h). Anyone who can publish to ``<prefix>/set`` can pause alerts: protect that
-  topic with broker ACLs (README), or set ``mqtt.commands: false`` (a pause left from before is then lifted).
+``MqttPublisher`` is the facade the daemon calls; it wires the parts, each read and tested alone: link/ (the paho
+client, TLS, reconnects, the watchdog), delivery.py + outbox.py (events in order, never lost), retained.py
+(states, the alerts topic, discovery via homeassistant.py), commands/ (what comes in; the alerts switch, whose
+pause never outlasts ``alerts.pause_max_s``), heartbeat.py. While alerts are paused, events are logged and counted
+(``events_suppressed``), not queued: queued, they would page the family with stale falls when alerts resume; a
+``test`` command still goes out. Past ``mqtt.watchdog_s`` without delivering, ``healthy()`` is false.
 """
 
 from __future__ import annotations
@@ -26,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from types import EllipsisType
 from typing import Any, Callable, Optional, Union
@@ -47,7 +39,7 @@ from fallwatch.daemon.mqtt.retained import Retained
 from fallwatch.daemon.mqtt.topics import CameraTopics
 from fallwatch.daemon.telemetry.jsonsafe import to_json
 from fallwatch.daemon.telemetry.snapshot import MqttStats
-from fallwatch.rules.events import Event, utc_now_iso
+from fallwatch.rules.events import Event
 
 log = logging.getLogger(LOGGER)
 
@@ -101,7 +93,6 @@ class MqttPublisher:
         self._heartbeat = heartbeat.Heartbeat(
             self._link, self._switch, self.heartbeat, lambda: self._end_expired_pause(), self._stop
         )
-        self._unknown_cameras: set[str] = set()  # events for a camera not in `cameras`: said once each
 
     # ----------------------------------------------------------------------------------------------- figures
     @property
@@ -228,21 +219,7 @@ class MqttPublisher:
     def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None, camera: Optional[str] = None) -> None:
         """Queue one event durably (on disk when this returns) and have it sent (mqtt/delivery.py).
         ``camera``: whose event it is; else the event's own ``camera``, else the constructor's ``camera``."""
-        payload = dict(event)
-        payload.setdefault("id", str(uuid.uuid4()))
-        payload.setdefault("ts", utc_now_iso())
-        payload["device"] = self.device_id
-        payload["camera"] = camera = camera or payload.get("camera") or self.camera
-        if not self._topics.known(camera) and camera not in self._unknown_cameras:
-            self._unknown_cameras.add(camera)
-            log.warning(
-                "event for camera %r, which is not among the cameras %s: published on %s all the same",
-                camera,
-                ", ".join(self.cameras),
-                self._topics.event(camera),
-            )
-        if payload.get("backend") is None:
-            payload["backend"] = self._safe_status().get("backend")
+        payload = self._sender.stamp(event, camera, self.device_id, lambda: self._safe_status().get("backend"))
         kind = payload.get("event")
         if not self.cfg.enabled:
             log.info("event %s %s not published: mqtt.enabled is false", kind, payload["id"])
