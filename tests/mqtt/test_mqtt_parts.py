@@ -4,6 +4,8 @@ retained states and the sender (the last two against a real mosquitto, wired by 
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from fallwatch.daemon.mqtt.commands.alerts_switch import AlertsSwitch
 from fallwatch.daemon.mqtt.commands.inbox import COMMAND_LIMITS, Actions, Inbox
 from fallwatch.daemon.mqtt.delivery import Sender
 from fallwatch.daemon.mqtt.heartbeat import message
+from fallwatch.daemon.mqtt.link.client import LOGGER
 from fallwatch.daemon.mqtt.link.connection import WINDOW, Connection, Hooks
 from fallwatch.daemon.mqtt.link.watchdog import Workers
 from fallwatch.daemon.mqtt.outbox import Outbox
@@ -191,3 +194,32 @@ def test_sender_delivers_the_outbox_in_order_within_its_window(mosquitto, subscr
         wired.close()
         watcher.join(2)
     assert 0 < most <= WINDOW, most
+
+
+# ---- the publisher's outbox seam ------------------------------------------------------------------------------
+class FullDisk(Outbox):
+    """An outbox on a disk that has filled up: every new event fails to be stored."""
+
+    def put(self, event_id: str, payload: bytes):  # type: ignore[override]
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_publisher_sends_an_event_its_outbox_cannot_store(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
+    sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
+    made: list[Outbox] = []
+
+    def full_disk(cfg: MqttConfig) -> Outbox:
+        made.append(FullDisk(Path(cfg.state_dir or ".") / "full.sqlite3", cfg.outbox_max))
+        return made[-1]
+
+    pub = publisher(mqtt_cfg(mosquitto.port), outbox=full_disk)
+    pub.start()
+    assert wait_until(lambda: pub.connected, 5)
+    event = make_event("fall")
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        pub.publish_event(event)
+    assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
+    assert len(made) == 1 and len(made[0]) == 0 and pub.outbox_path == made[0].path
+    assert any(
+        "cannot store fall event" in r.getMessage() and "sent without it" in r.getMessage() for r in caplog.records
+    )
