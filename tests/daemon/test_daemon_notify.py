@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -181,8 +182,8 @@ class StallableEngine:
         self.release = threading.Event()
         self.frames = 0
 
-    def make_tracker(self) -> object:
-        return object()  # (its tracks are this stand-in's business)
+    def make_tracker(self) -> SimpleNamespace:
+        return SimpleNamespace(s=SimpleNamespace(ignore_zones=()))  # (its tracks are this stand-in's business)
 
     def process(self, frame_rgb: np.ndarray, t: float, tracker: object = None) -> PoseResult:
         if self.stall.is_set():
