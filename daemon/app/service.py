@@ -31,7 +31,6 @@ from fallwatch.config.cameras import CameraSetup, camera_setups
 from fallwatch.config.loader import ConfigError, default_config_path
 from fallwatch.config.schema import Config
 from fallwatch.daemon.app.camera_worker import CameraWorker, camera_source
-from fallwatch.daemon.app.logsetup import set_level
 from fallwatch.daemon.app.outputs import Outputs
 from fallwatch.daemon.app.pipeline import Engine
 from fallwatch.daemon.app.reload import BackgroundRead, apply_reload, read_config
@@ -41,6 +40,7 @@ from fallwatch.daemon.app.settings import settings_shown
 from fallwatch.daemon.app.stop_signals import Shutdown, StopSignals
 from fallwatch.daemon.capture.reader import Capture, CaptureState, capture_for
 from fallwatch.daemon.telemetry.builder import SnapshotBuilder
+from fallwatch.daemon.telemetry.logsetup import set_level
 from fallwatch.daemon.telemetry.snapshot import MqttStats, Snapshot, heartbeat, status_line
 from fallwatch.daemon.telemetry.system import cpu_temp_c
 from fallwatch.rules.alarm import worst
