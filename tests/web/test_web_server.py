@@ -557,16 +557,19 @@ def test_slow_clients_cannot_hold_healthz_shut(start_server, feeders, clip_frame
 
 def test_unknown_method_and_bad_request_line_are_plain_text(start_server):
     # Side door 8: a method no handler knows got Python's default 501 HTML page (naming the server's internals).
+    # aiohttp's parser refuses a method HTTP does not define (400) before any route sees it; a method HTTP defines
+    # is 405 (test_other_methods_are_405_with_allow_and_auth_first). Its answer to a garbled request line is an
+    # HTTP/1.0 status line (it could not read the client's version).
     import socket
 
     run = start_server()
     status, headers, body = run.request("/api/stats", method="BREW")
-    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    assert status == 400 and b"method" in body
     assert headers["Content-Type"].startswith("text/plain") and b"<" not in body
     with socket.create_connection(("127.0.0.1", run.port), timeout=5) as s:
         s.sendall(b"GET /a b c d\r\n\r\n")
         reply = s.recv(4096)
-    assert reply.startswith(b"HTTP/1.1 400") and b"text/plain" in reply and b"<html" not in reply.lower()
+    assert reply.startswith(b"HTTP/1.0 400") and b"text/plain" in reply and b"<html" not in reply.lower()
 
 
 def test_a_get_body_is_read_not_parsed_as_the_next_request(start_server):
