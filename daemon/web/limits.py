@@ -44,7 +44,10 @@ class Slots:
                 f"too many requests at once from your address (at most {self.per_client})",
             )
             self._log_once(
-                refused[0], "debug server: %s has %d requests in progress; answering 429 to more", client, self.per_client
+                refused[0],
+                "debug server: %s has %d requests in progress; answering 429 to more",
+                client,
+                self.per_client,
             )
             return refused
         if self.total > 0:
@@ -53,7 +56,9 @@ class Slots:
                 return "any"
             self._per_client[client] = self._per_client.get(client, 0) + 1
             return "client"
-        self._log_once(HTTPStatus.SERVICE_UNAVAILABLE, "debug server: every slot is busy; answering 503 until some finish")
+        self._log_once(
+            HTTPStatus.SERVICE_UNAVAILABLE, "debug server: every slot is busy; answering 503 until some finish"
+        )
         return HTTPStatus.SERVICE_UNAVAILABLE, "busy, try again"
 
     def release(self, kind: str, client: str) -> None:

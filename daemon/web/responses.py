@@ -8,7 +8,6 @@ import math
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from aiohttp import web
-
 from fallwatch.daemon.telemetry.status_hub import StatusHub
 
 if TYPE_CHECKING:

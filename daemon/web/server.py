@@ -21,7 +21,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 from aiohttp import web
-
 from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import DebugConfig
 from fallwatch.daemon.telemetry.snapshot import Snapshot

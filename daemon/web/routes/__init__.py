@@ -5,7 +5,6 @@ not here with 404 and a method not listed for a path with 405 (web/server.py wor
 from __future__ import annotations
 
 from aiohttp import web
-
 from fallwatch.daemon.web.routes import alarms, records, static, status, stream
 
 ROUTES = [

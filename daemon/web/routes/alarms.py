@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
-
 from fallwatch.daemon.web.responses import DEBUG, json_response, text
 
 MAX_BODY = 4096

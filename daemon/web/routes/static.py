@@ -7,7 +7,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from aiohttp import web
-
 from fallwatch.daemon.web.responses import DEBUG, body
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -38,4 +37,3 @@ async def packaged_file(request: web.Request) -> web.Response:
     name, ctype = FILES[request.path]
     headers = {"Content-Security-Policy": EVENTS_PAGE_CSP} if name == "events.html" else {}
     return body(200, _read(name), ctype, headers)
-

@@ -4,11 +4,10 @@ watchdogs, ``/api/stats`` and ``/api/events`` for the page, ``/metrics`` for Pro
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-
 from fallwatch.daemon.telemetry.jsonsafe import plain
 from fallwatch.daemon.telemetry.snapshot import metrics as metrics_text
 from fallwatch.daemon.web.responses import DEBUG, body, json_response, query_camera
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 
 async def healthz(request: web.Request) -> web.Response:

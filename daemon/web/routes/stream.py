@@ -9,7 +9,6 @@ import time
 from typing import Optional
 
 from aiohttp import web
-
 from fallwatch.daemon.web.responses import DEBUG, body, query_camera, query_float, query_height, text
 
 BOUNDARY = "fallwatchframe"
