@@ -137,6 +137,7 @@ async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)  # a page may set its own Content-Security-Policy
+    response.headers["Server"] = SECURITY_HEADERS["Server"]  # (aiohttp has set its own by now)
 
 
 class _QuietLog(logging.LoggerAdapter):
@@ -162,7 +163,6 @@ class DebugServer:
         self._runner: Optional[web.AppRunner] = None
         self._thread: Optional[threading.Thread] = None
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._wake: Optional[asyncio.Event] = None  # set at stop: paced streams stop sleeping
         self._viewers = 0
         self._viewers_lock = threading.Lock()
         self._credentials: Optional[bytes] = None
@@ -230,7 +230,6 @@ class DebugServer:
         app[DEBUG] = self
         app.router.add_routes(ROUTES)
         app.on_response_prepare.append(_security_headers)
-        self._wake = asyncio.Event()
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -253,8 +252,7 @@ class DebugServer:
         self._runner = runner
 
     async def _close(self) -> None:
-        assert self._wake is not None and self._runner is not None
-        self._wake.set()
+        assert self._runner is not None
         await self._runner.cleanup()  # stops listening, lets requests finish for SHUTDOWN_S, then cancels them
 
     def stop(self) -> None:
@@ -289,14 +287,6 @@ class DebugServer:
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the server's thread pool (it blocks: waits, encodes, reads the disk)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, or less when the server stops."""
-        if seconds > 0 and self._wake is not None:
-            try:
-                await asyncio.wait_for(self._wake.wait(), seconds)
-            except asyncio.TimeoutError:
-                pass
 
     def authorized(self, header: Optional[str]) -> bool:
         if self._credentials is None:

@@ -53,7 +53,11 @@ async def _parts(
     debug = request.app[DEBUG]
     hub = debug.hub
 
-    def next_frame(after: int) -> Optional[tuple[int, bytes]]:  # in a thread: waits, then encodes (seq, jpeg)
+    def next_frame(after: int, not_before: float) -> Optional[tuple[int, bytes]]:
+        """In a thread: at ``not_before`` at the earliest (pacing to the requested fps: frames published meanwhile
+        are skipped, not queued), a frame newer than ``after`` as (seq, JPEG); None for none within a while."""
+        if debug.stopping.wait(max(0.0, not_before - time.monotonic())):
+            return None
         snap = hub.wait_frame(after, KEEPALIVE_S / 2, camera)
         return None if snap is None or debug.stopping.is_set() else (snap[0], hub.jpeg_for(snap, height))
 
@@ -61,13 +65,14 @@ async def _parts(
         # Each part is followed at once by the next boundary: browsers show a part only when they see the
         # boundary after it, so a trailing one avoids lagging a frame behind (or never showing a lone frame).
         part = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg
-        await asyncio.wait_for(resp.write(part + f"\r\n--{BOUNDARY}\r\n".encode()), WRITE_TIMEOUT_S)
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            await resp.write(part + f"\r\n--{BOUNDARY}\r\n".encode())
 
     await resp.write(f"--{BOUNDARY}\r\n".encode())
     period = 1.0 / fps
-    last_seq, last_jpeg, last_write = 0, await debug.in_thread(debug.placeholder, height), 0.0
+    last_seq, last_jpeg, last_write, next_at = 0, await debug.in_thread(debug.placeholder, height), 0.0, 0.0
     while not debug.stopping.is_set():
-        got = await debug.in_thread(next_frame, last_seq)
+        got = await debug.in_thread(next_frame, last_seq, next_at)
         if debug.stopping.is_set():
             break
         if got is None:
@@ -77,9 +82,7 @@ async def _parts(
                 await write(last_jpeg)
                 last_write = time.monotonic()
             continue
-        sent_at = time.monotonic()
+        next_at = time.monotonic() + period
         last_seq, last_jpeg = got
         await write(last_jpeg)
         last_write = time.monotonic()
-        # pace to the requested fps; frames published meanwhile are skipped, not queued
-        await debug.sleep(period - (time.monotonic() - sent_at))
