@@ -181,7 +181,10 @@ class StallableEngine:
         self.release = threading.Event()
         self.frames = 0
 
-    def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
+    def make_tracker(self) -> object:
+        return object()  # (its tracks are this stand-in's business)
+
+    def process(self, frame_rgb: np.ndarray, t: float, tracker: object = None) -> PoseResult:
         if self.stall.is_set():
             self.release.wait(30)  # a hung inference (a wedged TPU, a deadlocked delegate)
         self.frames += 1

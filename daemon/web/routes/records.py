@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from aiohttp import web
-from fallwatch.daemon.records.recorder import ID_RE, ClipNotConverted, playable_clip
+from fallwatch.daemon.records.clips import ClipNotConverted, playable_clip
+from fallwatch.daemon.records.store import ID_RE
 from fallwatch.daemon.web.offload import Busy
 from fallwatch.daemon.web.responses import DEBUG, NotFound, body, json_response, text
 
