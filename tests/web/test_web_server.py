@@ -616,3 +616,24 @@ def test_healthz_says_the_camera_is_reopening(start_server, clip_frames):
     assert status == 503 and body["reason"] == "camera reopening (no frames)"
     run.set_figures(capture="eof", capture_error=None)
     assert run.json("/healthz")[1]["reason"] == "source stopped"
+
+
+def test_answers_name_no_library_or_python_version_and_405_names_the_methods(start_server):
+    # aiohttp's default Server header names Python's and its own version; every answer of ours says "fallwatch".
+    run = start_server(username="alice", password="pw")
+    ok = {"Authorization": "Basic " + base64.b64encode(b"alice:pw").decode()}
+    for path, headers, want in (
+        ("/api/stats", ok, 200),
+        ("/nope", ok, 404),
+        ("/api/stats", {}, 401),
+        ("/latest.jpg", ok, 503),
+        ("/api/records/x/label", ok, 405),
+    ):
+        status, resp_headers, body = run.request(path, headers=headers)
+        assert status == want, (path, status)
+        assert resp_headers["Server"] == "fallwatch" and resp_headers["Cache-Control"] == "no-store", path
+        assert resp_headers["X-Content-Type-Options"] == "nosniff", path
+        if status != 200:
+            assert body.count(b"\n") == 1 and resp_headers["Content-Type"].startswith("text/plain"), (path, body)
+    assert run.request("/api/records/x/label", headers=ok)[1]["Allow"] == "POST"
+    assert run.request("/api/alarms", method="PUT", headers=ok)[1]["Allow"] == "GET, HEAD, POST"

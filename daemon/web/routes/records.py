@@ -26,6 +26,7 @@ from fallwatch.daemon.records.clips import ClipNotConverted, playable_clip
 from fallwatch.daemon.records.store import ID_RE
 from fallwatch.daemon.web.offload import Busy
 from fallwatch.daemon.web.responses import DEBUG, NotFound, body, json_response, text
+from fallwatch.daemon.web.signal_plot import record_signals
 
 MAX_BODY = 4096
 RECORDS_OFF = "event records are off (events.enabled: false)"
@@ -133,15 +134,6 @@ def _signals(debug: Any, folder: Path, meta: dict, range_: Optional[str]) -> web
     key = ("signals", str(pose), stat.st_mtime_ns, stat.st_size, repr(settings), meta.get("track"), repr(extra))
     plot = debug.offload.run(key, record_signals, str(pose), settings, meta.get("track"), extra)
     return body(200, plot, "application/json")
-
-
-def record_signals(pose_path: str, settings: Any, track: Optional[int], extra: dict) -> bytes:
-    """The rule's signals over a record's pose recording and ``extra``, as JSON (runs in the offload worker)."""
-    from fallwatch.rules.recording import read_recording
-    from fallwatch.rules.signals import fall_signals
-
-    out = {**fall_signals(list(read_recording(Path(pose_path))), settings, track=track), **extra}
-    return json.dumps(out, default=str, allow_nan=False).encode()
 
 
 def _file(path: Path, ctype: str, range_: Optional[str] = None) -> web.Response:
