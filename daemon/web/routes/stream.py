@@ -5,6 +5,7 @@ them); waiting for a frame and encoding run in the server's threads, never on th
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Optional
 
@@ -39,7 +40,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         if request.method != "HEAD":
             try:
-                await _parts(request, resp, fps, height, camera)
+                await _Parts(request, resp, height, camera).run(fps)
             except (ConnectionError, asyncio.TimeoutError):  # the client left or stopped reading: nobody to answer
                 pass
         return resp
@@ -47,42 +48,57 @@ async def stream(request: web.Request) -> web.StreamResponse:
         debug.viewer_left()
 
 
-async def _parts(
-    request: web.Request, resp: web.StreamResponse, fps: float, height: Optional[int], camera: Optional[str]
-) -> None:
-    debug = request.app[DEBUG]
-    hub = debug.hub
+class _Parts:
+    """One viewer's parts: the frame thread's side (``next_frame``) and the event loop's (``run``)."""
 
-    def next_frame(after: int, not_before: float) -> Optional[tuple[int, bytes]]:
+    def __init__(self, request: web.Request, resp: web.StreamResponse, height: Optional[int], camera: Optional[str]):
+        self.debug, self.resp, self.height, self.camera = request.app[DEBUG], resp, height, camera
+        self.gone = threading.Event()  # the client left: a frame thread still waiting for it encodes nothing more
+        self.encoding = threading.Lock()
+
+    def next_frame(self, after: int, not_before: float) -> Optional[tuple[int, bytes]]:
         """In a thread: at ``not_before`` at the earliest (pacing to the requested fps: frames published meanwhile
         are skipped, not queued), a frame newer than ``after`` as (seq, JPEG); None for none within a while."""
+        debug, hub = self.debug, self.debug.hub
         if debug.stopping.wait(max(0.0, not_before - time.monotonic())):
             return None
-        snap = hub.wait_frame(after, KEEPALIVE_S / 2, camera)
-        return None if snap is None or debug.stopping.is_set() else (snap[0], hub.jpeg_for(snap, height))
+        snap = hub.wait_frame(after, KEEPALIVE_S / 2, self.camera)
+        with self.encoding:
+            if snap is None or debug.stopping.is_set() or self.gone.is_set():
+                return None
+            return snap[0], hub.jpeg_for(snap, self.height)
 
-    async def write(jpeg: bytes) -> None:
+    async def write(self, jpeg: bytes) -> None:
         # Each part is followed at once by the next boundary: browsers show a part only when they see the
         # boundary after it, so a trailing one avoids lagging a frame behind (or never showing a lone frame).
         part = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg
         async with asyncio.timeout(WRITE_TIMEOUT_S):
-            await resp.write(part + f"\r\n--{BOUNDARY}\r\n".encode())
+            await self.resp.write(part + f"\r\n--{BOUNDARY}\r\n".encode())
 
-    await resp.write(f"--{BOUNDARY}\r\n".encode())
-    period = 1.0 / fps
-    last_seq, last_jpeg, last_write, next_at = 0, await debug.in_thread(debug.placeholder, height), 0.0, 0.0
-    while not debug.stopping.is_set():
-        got = await debug.in_thread(next_frame, last_seq, next_at)
-        if debug.stopping.is_set():
-            break
-        if got is None:
-            # No new frame (none yet, or the source stopped): repeat the last part now and then. The bytes are
-            # kept, so this costs no encoding, and a client that went away is noticed.
-            if time.monotonic() - last_write >= KEEPALIVE_S or last_seq == 0:
-                await write(last_jpeg)
-                last_write = time.monotonic()
-            continue
-        next_at = time.monotonic() + period
-        last_seq, last_jpeg = got
-        await write(last_jpeg)
-        last_write = time.monotonic()
+    async def run(self, fps: float) -> None:
+        try:
+            await self._run(fps)
+        finally:
+            with self.encoding:  # (waits for an encoding under way: at most one frame's, only as a viewer leaves)
+                self.gone.set()
+
+    async def _run(self, fps: float) -> None:
+        debug = self.debug
+        await self.resp.write(f"--{BOUNDARY}\r\n".encode())
+        period = 1.0 / fps
+        last_seq, last_jpeg, last_write, next_at = 0, await debug.in_thread(debug.placeholder, self.height), 0.0, 0.0
+        while not debug.stopping.is_set():
+            got = await debug.in_thread(self.next_frame, last_seq, next_at)
+            if debug.stopping.is_set():
+                break
+            if got is None:
+                # No new frame (none yet, or the source stopped): repeat the last part now and then. The bytes are
+                # kept, so this costs no encoding, and a client that went away is noticed.
+                if time.monotonic() - last_write >= KEEPALIVE_S or last_seq == 0:
+                    await self.write(last_jpeg)
+                    last_write = time.monotonic()
+                continue
+            next_at = time.monotonic() + period
+            last_seq, last_jpeg = got
+            await self.write(last_jpeg)
+            last_write = time.monotonic()
