@@ -66,7 +66,7 @@ class _Parts:
         with self.encoding:
             if snap is None or debug.stopping.is_set() or self.gone.is_set():
                 return None
-            return snap[0], hub.jpeg_for(snap, self.height)
+            return snap.seq, hub.jpeg_for(snap, self.height)
 
     async def write(self, jpeg: bytes) -> None:
         # Each part is followed at once by the next boundary: browsers show a part only when they see the
