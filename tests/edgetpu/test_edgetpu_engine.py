@@ -163,13 +163,13 @@ def test_compare_accepts_a_real_edge_tpu_and_rejects_wrong_keypoints(model_dir: 
     tpu = _coral_reference(model_dir / "movenet_single_pose_lightning_ptq_edgetpu_reference.csv")
     cpu = _coral_reference(model_dir / "movenet_single_pose_lightning_ptq_reference.csv")
     assert float(np.abs(tpu - cpu)[..., 2].max()) > 0.35
-    assert compare("estimator", [tpu], [cpu]) is None
+    assert compare("keypoints", [tpu], [cpu]) is None
     far = tpu.copy()
     far[0, 0, 5, 1] += 0.2  # one confident shoulder 20 % of the image away
-    assert "keypoints off by 2" in compare("estimator", [far], [cpu])
+    assert "keypoints off by 2" in compare("keypoints", [far], [cpu])
     low = tpu.copy()
     low[..., 2] = 0.0  # no confident keypoint left: the scores give it away
-    assert "on average (allowed 0.25)" in compare("estimator", [low], [cpu])
+    assert "on average (allowed 0.25)" in compare("keypoints", [low], [cpu])
 
 
 def test_compare_ssd_tolerance() -> None:
@@ -180,15 +180,15 @@ def test_compare_ssd_tolerance() -> None:
     cpu = [boxes, classes, scores, count]
     shifted = boxes.copy()
     shifted[0, 0] += 0.02
-    assert compare("detector", [shifted, classes, scores - 0.1, count], cpu) is None
+    assert compare("detections", [shifted, classes, scores - 0.1, count], cpu) is None
     moved = boxes.copy()
     moved[0, 0] = [0.5, 0.5, 0.9, 0.8]
-    assert "no partner with IoU >= 0.5" in compare("detector", [moved, classes, scores, count], cpu)
+    assert "no partner with IoU >= 0.5" in compare("detections", [moved, classes, scores, count], cpu)
     other_class = classes + 1
-    assert "no partner" in compare("detector", [boxes, other_class, scores, count], cpu)
+    assert "no partner" in compare("detections", [boxes, other_class, scores, count], cpu)
     # another conversion of the network (not the exact twin): classes and score levels may differ, boxes not
-    assert compare("detector", [boxes, other_class, scores - 0.25, count], cpu, exact_twin=False) is None
-    assert "scores off by 0.30 on average" in compare("detector", [boxes, classes, scores - 0.3, count], cpu)
+    assert compare("detections", [boxes, other_class, scores - 0.25, count], cpu, exact_twin=False) is None
+    assert "scores off by 0.30 on average" in compare("detections", [boxes, classes, scores - 0.3, count], cpu)
 
 
 def test_probe_input_is_a_person_movenet_sees(model_dir: Path) -> None:
