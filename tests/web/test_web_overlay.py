@@ -96,9 +96,10 @@ def test_hub_wait_frame_and_health():
     got = []
     waiter = threading.Thread(target=lambda: got.append(hub.wait_frame(0, 5)))
     waiter.start()
-    time.sleep(0.1)
+    assert wait_until(lambda: hub.waiting == 1, 5)  # blocked, waiting for the frame
     hub.publish_frame(frame, [], {}, extra={7: {"spine_angle_deg": 3}})
     waiter.join(2)
+    assert hub.waiting == 0
     seq, f, persons, states, extra = got[0]
     assert seq == 1 and f is frame and extra == {7: {"spine_angle_deg": 3}}
     assert hub.wait_frame(1, 0.05) is None  # nothing newer
