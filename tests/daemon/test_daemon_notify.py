@@ -9,16 +9,17 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
 import pytest
 from fallwatch.config.schema import Config
-from fallwatch.daemon.app.logsetup import setup_logging
 from fallwatch.daemon.app.sd_notify import Notifier, Watchdog
 from fallwatch.daemon.app.service import Daemon
 from fallwatch.daemon.capture.reader import Capture
 from fallwatch.daemon.capture.sources import Source
+from fallwatch.daemon.telemetry.logsetup import setup_logging
 from fallwatch.pose.types import PoseResult
 from waiting import wait_until
 
@@ -182,8 +183,8 @@ class StallableEngine:
         self.release = threading.Event()
         self.frames = 0
 
-    def make_tracker(self) -> object:
-        return object()  # (its tracks are this stand-in's business)
+    def make_tracker(self) -> SimpleNamespace:
+        return SimpleNamespace(s=SimpleNamespace(ignore_zones=()))  # (its tracks are this stand-in's business)
 
     def process(self, frame_rgb: np.ndarray, t: float, tracker: object = None) -> PoseResult:
         if self.stall.is_set():
