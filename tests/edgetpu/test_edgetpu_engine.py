@@ -100,6 +100,7 @@ def test_working_tpu_is_used_and_marked_while_in_use(
     assert not markers[0].exists()
 
 
+@pytest.mark.slow
 def test_leftover_marker_keeps_the_next_start_on_the_cpu(
     fake_tpu, tpu_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -189,6 +190,7 @@ def test_tpu_failure_while_running_switches_to_cpu(
     engine.close()
 
 
+@pytest.mark.slow
 def test_tpu_failing_mid_run_keeps_tracks_and_output(
     fake_tpu, tpu_models: Path, model_dir: Path, data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

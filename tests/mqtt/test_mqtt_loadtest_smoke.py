@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "mqtt_load.py"
 
 
+@pytest.mark.slow
 def test_mqtt_load_script_delivers_every_event_across_a_restart(tmp_path):
     done = subprocess.run(
         [

@@ -126,6 +126,7 @@ def test_mqtt_outbox_damage_inside_the_payloads_is_found_at_open(tmp_path, caplo
     assert [i for _, i, _ in box.after(0, 10)] == ["new"]
 
 
+@pytest.mark.slow
 def test_events_queued_before_a_restart_are_sent_from_a_read_only_disk(tmp_path, mosquitto):
     # Side door 5: with the state disk read-only (a common SD-card failure) the outbox fell back to memory and
     # the events queued before the restart were never delivered. A tmpfs remounted read-only in a private mount

@@ -139,6 +139,7 @@ def test_a_long_lost_track_does_not_overflow_its_search(model_dir: Path, images_
     assert result.persons == [] and len(engine.tracker.tracks) == 1  # still searching, within its timeout
 
 
+@pytest.mark.slow
 def test_cameras_sharing_one_engine_each_keep_their_own_tracks(model_dir: Path, data_dir: Path) -> None:
     """Two trackers on one engine, fed alternately (two cameras): each gives what an engine of its own gives."""
     frames = first_frames(data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4", 30)
