@@ -118,6 +118,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_notify_test_sends_one_to_every_url(tmp_path, endpoints, monkeypatch):
     ep = endpoints().up()
     urls_file = tmp_path / "urls"
