@@ -39,7 +39,7 @@ KP_THRESHOLD = 0.2  # a keypoint at least this confident shapes the next crop an
 TORSO = (L_SHOULDER, R_SHOULDER, L_HIP, R_HIP)
 RETRY_COOLDOWN_FRAMES = 5
 CROP_SHRINK = 0.85  # a crop shrinks by at most this factor from one frame to the next
-NIGHT_CROP_SHRINK = 0.98  # ...and by this much when the crop was dark (night enhancement on)
+NIGHT_CROP_SHRINK = 0.95  # ...and by this much when the crop was dark (night enhancement on)
 
 
 @dataclass
@@ -62,7 +62,7 @@ class TrackerSettings:
     # search grown to the frame) runs only every idle_search_every_s, not every frame (an empty or dark room
     # otherwise costs the detector and three estimates per frame: 3x a tracked person's work at night).
     idle_after_s: float = 0.5
-    idle_search_every_s: float = 0.2
+    idle_search_every_s: float = 0.4
 
 
 def in_ignore_zone(box: tuple[float, float, float, float], zones: tuple, fw: int, fh: int) -> bool:
@@ -341,11 +341,7 @@ class Tracker:
             c = tr.crop
             # (the exponent capped: 1.4 ** 30 outgrows any frame, and 1.4 ** 2110 overflows a float, which a
             # 60 s track_timeout_s at 60 fps would reach)
-            size = c.size * 1.4 ** min(tr.lost, 30)
-            if size >= longest:  # grown to the frame: the whole-frame crop itself, so step 3 need not repeat it
-                whole = whole_frame_crop(fw, fh)
-                return Crop(whole.cx, whole.cy, whole.size, c.angle), False
-            return Crop(c.cx, c.cy, size, c.angle), False
+            return Crop(c.cx, c.cy, min(c.size * 1.4 ** min(tr.lost, 30), longest * 1.2), c.angle), False
         if tr.roi is not None:
             return tr.roi, True
         crop = crop_from_keypoints(tr.kps, tr.box, fw, fh, tr.angle)
@@ -371,10 +367,12 @@ class Tracker:
                     # The crop lost the person but the detector has them: estimate on its box (or region).
                     crop = det.crop or crop_around_box(det.box, angle=tr.angle)
                     e = self._estimate_best(frame, crop, det.box, st, aligned=det.crop is not None)
-                    # Only a torso found there moves the track: at night the SSD's box is often a tight part of
-                    # the person, and junk keypoints from it would drag the track's crop off the body.
+                    # Only a torso found there gives the track new keypoints: at night the SSD's box is often a
+                    # part of the person, and the estimate on it junk (torso 0.07). The search moves there.
                     if torso_score(e.kps) >= self.s.min_torso_score:
                         self._update(tr, e, t, det.box)
+                    else:
+                        tr.crop, tr.box = crop, det.box
                 continue
             if sum(1 for tr in self.tracks if self._alive(tr, t)) >= self.s.max_persons:
                 continue
