@@ -21,7 +21,7 @@ def engine(model_dir: Path) -> PoseEngine:
 
 
 def test_a_person_is_held_through_dark_frames_at_a_bounded_cost(engine: PoseEngine, data_dir: Path) -> None:
-    clip = data_dir / "gmdcsa24-dev-night" / "Subject 1" / "ADL" / "10.mp4"  # walking, reading, by night
+    clip = data_dir / "gmdcsa24-dev-night" / "Subject 2" / "ADL" / "23.mp4"  # eating, sitting on the bed, by night
     engine.reset()
     frames = list(video_frames(clip))
     fps = 1.0 / (frames[1][0] - frames[0][0])
@@ -29,20 +29,24 @@ def test_a_person_is_held_through_dark_frames_at_a_bounded_cost(engine: PoseEngi
     for t, rgb in frames[:30]:
         before_ids |= {p.track_id for p in engine.process(rgb, t).persons}
     assert len(before_ids) == 1, "the person is tracked before the lights go out"
-    # The lights go out for DARK_FRAMES frames: the same room, five times darker.
-    dark_detector = dark_calls = 0
+    # The picture goes black for DARK_FRAMES frames (the IR lamp switching over), then comes back.
+    dark_detector = 0
+    dark_calls: list[int] = []
     dark_ids: set[int] = set()
     for t, rgb in frames[30 : 30 + DARK_FRAMES]:
-        result = engine.process((rgb // 5).astype(np.uint8), t)
+        result = engine.process(np.zeros_like(rgb), t)
         dark_ids |= {p.track_id for p in result.persons}
         dark_detector += result.detector_ran
-        dark_calls += result.estimator_calls
-    assert dark_ids <= before_ids, "no other track starts in the dark"
+        dark_calls.append(result.estimator_calls)
+    assert not dark_ids, "nobody is seen in a black frame"
     # Searched every frame for idle_after_s, then every idle_search_every_s: not the detector on every dark frame.
     s = engine.tracker.s
     expected = round(s.idle_after_s * fps) + DARK_FRAMES / (s.idle_search_every_s * fps) + 1
     assert dark_detector <= expected < DARK_FRAMES
-    assert dark_calls <= 3 * dark_detector  # a whole-frame look (three angles) only where the search ran
+    # One look per frame at most (three angles): a lost track's search grown to the frame is not repeated by the
+    # whole-frame pass; and frames without any look once the search is on the idle schedule.
+    assert max(dark_calls[DARK_FRAMES // 2 :]) <= 3, dark_calls  # by then the lost search has grown to the frame
+    assert sum(1 for n in dark_calls if n) <= expected
     after_ids: list[int] = []
     for t, rgb in frames[30 + DARK_FRAMES : 75 + DARK_FRAMES]:
         after_ids.extend(p.track_id for p in engine.process(rgb, t).persons)
