@@ -63,6 +63,9 @@ class TrackerSettings:
     # otherwise costs the detector and three estimates per frame: 3x a tracked person's work at night).
     idle_after_s: float = 0.5
     idle_search_every_s: float = 0.4
+    # A track missed for up to this many frames is held (searched in its grown crop) without calling the
+    # detector: at night a crop misses the person for a frame now and then, and the next frame's finds them.
+    hold_frames: int = 1
 
 
 def in_ignore_zone(box: tuple[float, float, float, float], zones: tuple, fw: int, fh: int) -> bool:
@@ -299,7 +302,8 @@ class Tracker:
 
         # 2. The detector: when nobody was in view, and every detect_every frames for newcomers.
         self._since_detect += 1
-        anyone = any(tr.updated for tr in self.tracks)
+        # someone in view: found this frame, or held through a missed frame or two
+        anyone = any(tr.updated or 0 < tr.lost <= self.s.hold_frames for tr in self.tracks)
         if (due and not (self._anyone_last_frame and anyone)) or self._since_detect >= self.s.detect_every:
             self._since_detect = 0
             if not anyone:
@@ -325,7 +329,7 @@ class Tracker:
 
         self._drop_duplicates()
         self.tracks = [tr for tr in self.tracks if self._alive(tr, t)]
-        self._anyone_last_frame = any(tr.updated for tr in self.tracks)
+        self._anyone_last_frame = any(tr.updated or 0 < tr.lost <= self.s.hold_frames for tr in self.tracks)
         return [self._person(tr) for tr in self.tracks if tr.updated], st
 
     def _alive(self, tr: Track, t: float) -> bool:
