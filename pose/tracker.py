@@ -65,7 +65,9 @@ class TrackerSettings:
     idle_search_every_s: float = 0.4
     # A track missed for up to this many frames is held (searched in its grown crop) without calling the
     # detector: at night a crop misses the person for a frame now and then, and the next frame's finds them.
-    hold_frames: int = 1
+    # Off (0): 1 spares the detector on a single missed frame (a quarter of the night's runs), but by day a crop
+    # collapsed onto a lying person (84 px) then grows back too slowly and the track is lost.
+    hold_frames: int = 0
 
 
 def in_ignore_zone(box: tuple[float, float, float, float], zones: tuple, fw: int, fh: int) -> bool:
