@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
 
+from fallwatch.daemon.capture.reader import CaptureState
 from fallwatch.rules.alarm import worst
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,7 +27,7 @@ FPS_STALE_S = 2.0  # no inference for this long: fps reads 0
 class CameraStats:
     name: str
     source: Optional[str] = None  # what the capture reads (device, file, URL without secrets)
-    capture: str = "starting"  # the capture's state: starting, running, reopening, failed, ended, stopped
+    capture: str = CaptureState.STARTING  # the capture's state (a CaptureState: eof when a file ended)
     capture_error: Optional[str] = None
     reopens: int = 0
     fps: float = 0.0
@@ -115,6 +116,7 @@ class Snapshot:
         Mapping[str, Any], ...
     ] = ()  # the open alarms (daemon/alarms/open_alarms.py Alarm.view), oldest first
     notify: Optional[Mapping[str, Any]] = None  # Apprise notifications: queued, sent, failing (None: no notify.urls)
+    cpu_temp_c: Optional[float] = None  # the SoC temperature (telemetry/system.py), where the system exposes it
     healthy: Optional[bool] = None  # the debug server's own figures, filled in as it answers
     viewers: int = 0
 
@@ -153,6 +155,7 @@ class Snapshot:
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "ready": self.ready,
+            "cpu_temp_c": self.cpu_temp_c,
             **cam.to_json(),
             "state": self.state,
             "events": {
@@ -193,6 +196,7 @@ def heartbeat(snapshot: Snapshot) -> dict[str, Any]:
         "labelled": None if snapshot.labelled is None else dict(snapshot.labelled),
         "alarms": [dict(a) for a in snapshot.alarms],
         "notify": None if snapshot.notify is None else dict(snapshot.notify),
+        "cpu_temp_c": snapshot.cpu_temp_c,
         "cameras": {
             name: {
                 "camera": c.capture,
@@ -332,6 +336,8 @@ class SnapshotCollector:
         yield gauge("fallwatch_healthy", "1 while frames flow through inference.", int(bool(s.healthy)))
         yield gauge("fallwatch_viewers", "Clients watching the MJPEG stream.", s.viewers)
         yield gauge("fallwatch_open_alarms", "Alarms nobody has answered yet.", len(s.alarms))
+        if s.cpu_temp_c is not None:
+            yield gauge("fallwatch_cpu_temperature_celsius", "The SoC temperature.", s.cpu_temp_c)
         backend = GaugeMetricFamily("fallwatch_backend_info", "The inference backend in use.", labels=["backend"])
         backend.add_metric([s.backend or "none"], 1)
         yield backend
