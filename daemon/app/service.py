@@ -340,8 +340,10 @@ class Daemon:
         fig.provide("cameras", lambda now: {"cameras": {n: w.stats(now) for n, w in self.cameras.items()}})
         fig.provide("state", lambda now: {"ready": self._ready, **settings_shown(self._setups)})
         fig.provide("mqtt", lambda now: {"mqtt": MqttStats.of(out.publisher)})
-        fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms else ()})
-        fig.provide("notify", lambda now: {"notify": out.notifications.figures() if out.notifications else None})
+        fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms is not None else ()})
+        fig.provide(
+            "notify", lambda now: {"notify": out.notifications.figures() if out.notifications is not None else None}
+        )
         fig.provide("system", lambda now: {"cpu_temp_c": cpu_temp_c()})
 
     def _report(self, now: float, force: bool = False) -> None:
