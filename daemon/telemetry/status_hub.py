@@ -87,6 +87,7 @@ class StatusHub:
         self._jpeg_lock = threading.Lock()
         self._jpeg_cache: dict[tuple[int, Optional[int]], bytes] = {}
         self.encode_count = 0  # how many JPEGs were encoded (tests check that no viewer means no encoding)
+        self._waiting = 0  # clients blocked in wait_frame now
 
     @property
     def cameras(self) -> list[str]:
@@ -248,12 +249,22 @@ class StatusHub:
         deadline = time.monotonic() + timeout
         with self._cond:
             slot = self._slot(camera)
-            while slot.seq <= after_seq or slot.frame is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            return slot.shown()
+            self._waiting += 1
+            try:
+                while slot.seq <= after_seq or slot.frame is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+                return slot.shown()
+            finally:
+                self._waiting -= 1
+
+    @property
+    def waiting(self) -> int:
+        """How many clients are blocked in wait_frame now (the streams waiting for their next frame)."""
+        with self._cond:
+            return self._waiting
 
     def wake_all(self) -> None:
         """Wake every waiter (used by the web server on shutdown)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -305,7 +306,7 @@ def test_camera_outage_is_not_a_hang(notify_socket: NotifySocket, tmp_path: Path
 def test_journal_logging_without_systemd_python(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     st = os.fstat(2)
     monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
-    monkeypatch.setattr("fallwatch.daemon.telemetry.logsetup._journal_handler", lambda: None)
+    monkeypatch.setitem(sys.modules, "systemd.journal", None)  # as if systemd-python were not installed
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:
