@@ -18,7 +18,7 @@ HANDLERS = {
     "config": "fallwatch.daemon.cli.admin.config:cmd_config_schema",
     "models": "fallwatch.daemon.cli.admin.models:cmd_models",
     "pose": "fallwatch.daemon.cli.measure.pose:cmd_pose",
-    "bench": "fallwatch.daemon.cli.measure.pose:cmd_bench",
+    "bench": "fallwatch.daemon.cli.measure.bench:cmd_bench",
     "detect": "fallwatch.daemon.cli.measure.rules:cmd_detect",
     "replay": "fallwatch.daemon.cli.measure.rules:cmd_replay",
     "eval": "fallwatch.daemon.cli.measure.rules:cmd_eval",
@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="open the clip as N cameras sharing one pose engine (fair scheduling; per-camera figures)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="VIDEO",
+        help="also run this clip first and print the source's model work per frame over its (e.g. night / day)",
     )
 
     p = add("detect", "run the whole pipeline on video files and print fall events", model_dir=True)
