@@ -7,18 +7,20 @@ its own but the capture.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Callable, Optional
 
-from fallwatch.config.cameras import CameraSetup
+from fallwatch.config.cameras import CameraSetup, camera_setups
 from fallwatch.config.schema import Config
-from fallwatch.daemon.app.pipeline import Pipeline
-from fallwatch.daemon.capture.reader import Capture
+from fallwatch.daemon.app.pipeline import Engine, Pipeline
+from fallwatch.daemon.capture.reader import Capture, CaptureState, Frame
 from fallwatch.daemon.capture.sources import Source, SourceError, UnavailableSource, make_source
 from fallwatch.daemon.telemetry.snapshot import CameraCounters, CameraStats
 from fallwatch.daemon.telemetry.status_hub import StatusHub
-from fallwatch.rules import Rules
+from fallwatch.pose.types import PoseResult
+from fallwatch.rules import Event, Rules
 from fallwatch.rules.alarm import AlarmBook
 
 log = logging.getLogger(__name__)
@@ -52,22 +54,22 @@ class CameraWorker:
     def __init__(
         self,
         cfg: Config,
-        engine: Any,
+        engine: Engine,
         rules: Rules,
         capture: Capture,
         hub: StatusHub,
         on_event: OnEvent,
         records: Any = None,
-        name: Optional[str] = None,
-        tracker: Any = None,
+        setup: Optional[CameraSetup] = None,
     ):
-        """``name``: this camera's (default ``cfg.camera.name``); ``tracker``: its own (engine.make_tracker(), when
-        several cameras share the engine), else the engine's."""
-        self.name = name or cfg.camera.name
+        """``setup``: this camera's (default: the first of ``cfg``). Each camera has its own tracker on the shared
+        engine (engine.make_tracker()): its tracks, ids and detector schedule are its own."""
+        self.setup = setup or camera_setups(cfg)[0]
+        self.name = self.setup.name
         self.privacy = cfg.privacy
         self.engine = engine
-        self.tracker = tracker
-        self.pipeline = Pipeline(engine, rules, tracker=tracker)
+        self.tracker = engine.make_tracker()
+        self.pipeline = Pipeline(engine, rules, tracker=self.tracker)
         self.capture = capture
         self.hub = hub
         self.records = records  # EventRecorder, with events.enabled
@@ -75,6 +77,20 @@ class CameraWorker:
         self.alarm = AlarmBook()
         self.counters = CameraCounters()
         self.progress = time.monotonic()  # inference completed, or the loop idled waiting on the camera
+
+    @property
+    def log_prefix(self) -> str:
+        """How its log lines name it: not at all when it is the only camera of a ``camera:`` file."""
+        return "" if self.setup.alone else f"camera {self.name} "
+
+    def describe(self) -> str:
+        source = self.capture.source.describe()
+        return source if self.setup.alone else f"{self.name}: {source}"
+
+    @property
+    def room_state(self) -> dict[str, Any]:
+        """Its part of the room's state on MQTT: the worst alarm its people hold, and how many it sees."""
+        return {"state": self.alarm.state, "persons": self.counters.persons}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -95,6 +111,21 @@ class CameraWorker:
                 raise
             self.capture.fail(camera_error(self.name, exc))
 
+    def say_ended(self, last: bool) -> None:
+        """Its source ended or failed: one line (a failure among several cameras was said where it happened)."""
+        failed = self.capture.state == CaptureState.FAILED
+        if self.setup.alone:
+            if failed:
+                log.error("source failed: %s", self.capture.error)
+            else:
+                log.info("source ended; stopping")
+        elif not failed:
+            log.info(
+                "camera %s: source ended; %s", self.name, "every camera has: stopping" if last else "the others go on"
+            )
+        elif last:
+            log.info("every camera has stopped: stopping")
+
     def stop(self) -> None:
         self.capture.stop(timeout=0.5)
         self.hub.mark_source_stopped(self.name)
@@ -103,7 +134,7 @@ class CameraWorker:
     def idle(self, now: float) -> None:
         """No frame came: waiting on the camera is not a hang (the pipeline is idle, not stuck)."""
         self.progress = now
-        if self.capture.state != "running":
+        if self.capture.state != CaptureState.RUNNING:
             self.hub.mark_source_stopped(self.name)
 
     @property
@@ -148,11 +179,9 @@ class CameraWorker:
         self.alarm.follow(result.states)
         return True
 
-    def _emit(self, event: Any, frame: Any, pose: Any, states: dict) -> None:
+    def _emit(self, event: Event, frame: Frame, pose: PoseResult, states: dict) -> None:
         self.counters.events += 1
-        data = event.to_dict()
-        data.setdefault("camera", self.name)
-        data.setdefault("backend", self.engine.backend)
+        data = dataclasses.replace(event, camera=self.name, backend=self.engine.backend).to_dict()
         self.hub.add_event(data)
         if self.records is not None:
             self.records.on_event(data)
@@ -175,11 +204,8 @@ class CameraWorker:
 
     # -- configuration ---------------------------------------------------------------------------------------
     def set_ignore_zones(self, polygons: tuple) -> None:
-        """The ignore zones of this camera: on its own tracker, else on the engine (whose tracker it uses)."""
-        if self.tracker is not None:
-            self.tracker.s.ignore_zones = tuple(polygons)
-        else:
-            self.engine.set_ignore_zones(tuple(polygons))
+        """The ignore zones of this camera, on its own tracker."""
+        self.tracker.s.ignore_zones = tuple(polygons)
 
     def reconfigure(self, settings: Any, rules: Rules) -> bool:
         """New rule settings: in place for the same strategy, so a person already on the floor stays on record;
@@ -222,6 +248,17 @@ class CameraWorker:
             pipeline_errors=n.errors,
             events=n.events,
             enhance=self.enhance_figures(),
+        )
+
+    def log_totals(self) -> None:
+        s = self.stats(time.monotonic())
+        log.info(
+            "%sstopped after %d frames, %d events, %d dropped, %d corrupt frames",
+            self.log_prefix,
+            s.frames,
+            s.events,
+            s.dropped_frames,
+            s.corrupt_frames,
         )
 
     def alive(self, now: float, stall_s: float) -> bool:

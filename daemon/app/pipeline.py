@@ -10,7 +10,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Protocol, Union
 
 import numpy as np
 from fallwatch.daemon.capture.media_time import MediaClock, stated_fps
@@ -18,7 +18,6 @@ from fallwatch.pose.types import PoseResult
 from fallwatch.rules import Event, PersonPose, Rules
 
 if TYPE_CHECKING:  # the engine is only called, never constructed, here
-    from fallwatch.pose.engine import PoseEngine
     from fallwatch.pose.tracker import Tracker
     from fallwatch.rules.recording import RecordingWriter
 
@@ -50,13 +49,25 @@ def person_poses(persons: list[Any]) -> list[PersonPose]:
     ]
 
 
+class Engine(Protocol):
+    """What the daemon needs of the pose engine (pose/engine.py PoseEngine; tests hand in stand-ins)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def backend_reason(self) -> Optional[str]: ...
+
+    def make_tracker(self) -> Any: ...
+    def process(self, frame_rgb: np.ndarray, t: float, tracker: Any = None) -> PoseResult: ...
+
+
 class Pipeline:
     """One camera's frames -> events. Cameras sharing one engine each have their own Pipeline, with their own
     ``tracker`` (engine.make_tracker()) and rules; without a tracker the engine's own is used."""
 
     def __init__(
         self,
-        engine: "PoseEngine",
+        engine: Engine,
         rules: Rules,
         recorder: Optional["RecordingWriter"] = None,
         tracker: Optional["Tracker"] = None,

@@ -7,12 +7,15 @@ changed key (a camera added or taken out, a camera's source or size) and keeps t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Mapping, Optional, TypeVar
 
-from fallwatch.config.cameras import camera_setups
+from fallwatch.config.cameras import CameraSetup, camera_setups
+from fallwatch.config.changes import config_changes
 from fallwatch.config.loader import load_config
 from fallwatch.config.schema import Config
 
@@ -116,3 +119,62 @@ def running_config(old: Config, new: Config) -> Config:
             for name, entry in old.cameras.items()
         }
     return new.model_copy(update=kept)
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """A reload applied: the changed keys, the running configuration, and each running camera's setup after it."""
+
+    changes: dict[str, tuple[Any, Any]]
+    running: Config
+    setups: dict[str, CameraSetup]
+
+
+def apply_reload(
+    old: Config,
+    new: Config,
+    rules: dict[str, Any],
+    cameras: Mapping[str, Any],
+    outputs: Any,
+    status: Callable[[], dict],
+    parts: Optional[contextlib.ExitStack],
+) -> Optional[ReloadPlan]:
+    """Apply what of ``new`` applies live to the running ``cameras`` (CameraWorker) and ``outputs`` (Outputs):
+    each running camera's rules and zones, MQTT, alerts, reminders, notifications. ``rules``: those read with the
+    file, by camera (a camera taken out of the file keeps running with its own). None when refused (logged)."""
+    from fallwatch.daemon.app.settings import ignore_polygons, rule_settings
+    from fallwatch.rules import make_rules
+
+    changes = config_changes(old, new)
+    if not changes:
+        log.info("configuration reloaded: no changes")
+        return ReloadPlan(changes, old, {})
+    running = running_config(old, new)
+    setups = {s.name: s for s in camera_setups(running)}
+    changed = [n for n, w in cameras.items() if (setups[n].rules, setups[n].zones) != (w.setup.rules, w.setup.zones)]
+    try:
+        settings = {n: rule_settings(running, setups[n]) for n in changed}
+        made = {n: rules[n] if n in rules else make_rules(settings[n], source=n) for n in changed}
+    except ValueError as exc:
+        return _rejected(str(exc))
+    if any(k.startswith("mqtt.") for k in changes):
+        try:  # first, as it is the one step that can still fail (unusable TLS files): all or nothing
+            outputs.reload_mqtt(new, status)
+        except Exception as exc:
+            return _rejected(f"mqtt: {exc}")
+    log_changes(changes, old, new)
+    for name in changed:
+        worker, zones = cameras[name], ignore_polygons(running, setups[name])
+        if zones != ignore_polygons(old, worker.setup):
+            worker.set_ignore_zones(zones)
+        worker.reconfigure(settings[name], made[name])
+    for name, worker in cameras.items():
+        worker.setup = setups[name]
+    outputs.apply_reload(old, new, parts)
+    return ReloadPlan(changes, running, setups)
+
+
+def _rejected(problem: str) -> Optional[ReloadPlan]:
+    log.error("%s", problem)
+    log.error("configuration reload rejected; keeping the running configuration")
+    return None

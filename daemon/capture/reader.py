@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -27,6 +28,20 @@ log = logging.getLogger(__name__)
 MIN_FRAME_SIDE = 16
 FAILED_READS_BEFORE_REOPEN = 3
 PACE_JUMP_S = 5.0  # realtime files: a frame due further ahead than this is a jump in the time stamps, not a wait
+
+
+class CaptureState(StrEnum):
+    """Where a capture is; the value is what /api/stats, heartbeats and /metrics show (``camera``)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    REOPENING = "reopening"  # lost the camera or stream; trying again with backoff
+    EOF = "eof"  # a file (or a source that ends) has no more frames
+    STOPPED = "stopped"  # stopped by the daemon
+    FAILED = "failed"  # cannot be used: one error line says why (``error``)
+
+
+ENDED = (CaptureState.EOF, CaptureState.STOPPED, CaptureState.FAILED)
 
 
 @dataclass
@@ -92,7 +107,7 @@ class Capture:
         self._slot: Optional[Frame] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self.state = "starting"  # starting | running | reopening | eof | stopped | failed
+        self.state = CaptureState.STARTING
         self.error: Optional[str] = None
         self.delivered = 0  # frames read and put in the slot
         self.taken = 0
@@ -109,7 +124,7 @@ class Capture:
         if self.source.is_file:
             self.source.open()
             self._opened = True
-            self.state = "running"
+            self.state = CaptureState.RUNNING
             log.info("source: %s", self.source.describe())
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
@@ -120,7 +135,7 @@ class Capture:
         capture ends as failed without reading."""
         log.error("%s", error)
         self.error = error
-        self.state = "failed"
+        self.state = CaptureState.FAILED
         self._updated()
 
     def get(self, timeout: float = 0.5) -> Optional[Frame]:
@@ -137,7 +152,7 @@ class Capture:
     @property
     def ended(self) -> bool:
         """The source will deliver nothing more (EOF without loop, a fatal error, or stop())."""
-        return self.state in ("eof", "stopped", "failed")
+        return self.state in ENDED
 
     @property
     def finished(self) -> bool:
@@ -155,7 +170,7 @@ class Capture:
             if self._thread.is_alive():
                 log.warning("capture thread still blocked in the source after %.1fs; leaving it", timeout)
         if not self.ended:
-            self.state = "stopped"
+            self.state = CaptureState.STOPPED
         if self._thread is None or not self._thread.is_alive():
             self._close()
         self._updated()
@@ -186,13 +201,13 @@ class Capture:
                         self.source.open()
                     except SourceError as exc:  # will not get better by retrying
                         self.error = str(exc)
-                        self.state = "failed"
+                        self.state = CaptureState.FAILED
                         log.error("%s", exc)
                         break
                     except Exception as exc:
                         self.reopens += 1
                         self.error = f"{exc}"
-                        self.state = "reopening"
+                        self.state = CaptureState.REOPENING
                         log.warning(
                             "camera %s unavailable: %s; retrying in %gs (attempt %d)",
                             self.source.name,
@@ -205,7 +220,7 @@ class Capture:
                         continue
                     self._opened = True
                     failed_reads = 0
-                    self.state = "running"
+                    self.state = CaptureState.RUNNING
                     self.error = None
                     log.info("source: %s opened", self.source.describe())
                 try:
@@ -215,21 +230,21 @@ class Capture:
                         try:
                             self.source.rewind()
                         except EndOfStream:
-                            self.state = "eof"
+                            self.state = CaptureState.EOF
                             break
                         except SourceError as exc:  # the file went away or changed under us
                             self.error = str(exc)
-                            self.state = "failed"
+                            self.state = CaptureState.FAILED
                             log.error("%s", exc)
                             break
                         log.info("%s: end of file, looping", self.source.name)
                         continue
-                    self.state = "eof"
+                    self.state = CaptureState.EOF
                     log.info("%s: end of source after %d frames", self.source.name, self._frame_no)
                     break
                 except SourceError as exc:  # a file with no decodable frame
                     self.error = str(exc)
-                    self.state = "failed"
+                    self.state = CaptureState.FAILED
                     log.error("%s", exc)
                     break
                 except Exception as exc:  # a camera driver error: treat like a failed read
@@ -243,7 +258,7 @@ class Capture:
                     failed_reads += 1
                     if failed_reads >= FAILED_READS_BEFORE_REOPEN:
                         self.reopens += 1
-                        self.state = "reopening"
+                        self.state = CaptureState.REOPENING
                         self.error = "no frames"
                         log.warning(
                             "camera %s stopped delivering frames; reopening in %gs", self.source.name, round(backoff, 3)
@@ -287,10 +302,10 @@ class Capture:
         except Exception:
             log.exception("capture thread failed")
             self.error = "capture thread failed"
-            self.state = "failed"
+            self.state = CaptureState.FAILED
         finally:
             if self._stop.is_set() and not self.ended:
-                self.state = "stopped"
+                self.state = CaptureState.STOPPED
             with self._cond:
                 self._cond.notify_all()
             self._updated()

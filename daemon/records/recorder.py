@@ -34,18 +34,10 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 from fallwatch.config.schema import EventsConfig
+from fallwatch.daemon.records.clips import RECORD_CODEC
+from fallwatch.daemon.records.folder import RecordFolder
 from fallwatch.daemon.records.store import (
     ID_RE,
-    LABELS,
-    POSES_SHARE,
-    Listing,
-    index_entry,
-    keep_pose,
-    read_labels,
-    read_meta,
-    scan_records,
-    trim_poses,
-    write_labels,
 )
 from fallwatch.rules.events import ALARMS
 
@@ -60,10 +52,6 @@ PLAIN_BACKGROUND = 48  # grey of the privacy mode's background
 # would fail inside OpenCV, once per frame, each with a line of its own on stderr; checking first keeps it to our
 # one warning, and the partial record is removed.
 DISK_MARGIN = 256 * 1024
-RECORD_CODEC = ("MJPG", ".avi", "video/x-msvideo")
-# For watching: H.264 MP4 where OpenCV's FFmpeg has an encoder (e.g. the Pi's v4l2m2m), else VP8 WebM (Chromium and
-# Firefox play it; pip's OpenCV has it).
-PLAYABLE = (("avc1", ".mp4", "video/mp4"), ("VP80", ".webm", "video/webm"))
 
 
 @functools.lru_cache(maxsize=1)  # one camera frame size at a time
@@ -104,132 +92,6 @@ def _lower_priority() -> None:
         pass
 
 
-def pick_codec(directory: Path, codecs: tuple = PLAYABLE) -> tuple[str, str, str]:
-    """The first of ``codecs`` this OpenCV can write, probed with a tiny file."""
-    for fourcc, ext, mime in codecs:
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            path = str(Path(tmp) / f"probe{ext}")
-            writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*fourcc), 10, (64, 48))
-            ok = writer.isOpened()
-            if ok:
-                writer.write(np.zeros((48, 64, 3), np.uint8))
-            writer.release()
-            if ok and os.path.getsize(path) > 0:
-                return fourcc, ext, mime
-    raise OSError(f"OpenCV cannot write {' or '.join(c[0] for c in codecs)} video")
-
-
-_folder_locks: dict[str, threading.Lock] = {}
-_folder_locks_guard = threading.Lock()
-
-
-def _folder_lock(directory: Path) -> threading.Lock:
-    """One lock per records folder: with several cameras each has its recorder, and one's pruning must not
-    remove a record while another's label is being written to it."""
-    key = os.path.abspath(directory)
-    with _folder_locks_guard:
-        return _folder_locks.setdefault(key, threading.Lock())
-
-
-class ClipNotConverted(OSError):
-    """The playable copy of a record's clip could not be made (the disk filled up, the codec failed); nothing
-    of it was left behind. ``errno`` is ENOSPC when the disk is the cause."""
-
-
-def _playable(folder: Path) -> Optional[tuple[Path, str]]:
-    for _, ext, mime in PLAYABLE:
-        if (folder / f"clip{ext}").is_file():
-            return folder / f"clip{ext}", mime
-    return None
-
-
-def playable_clip(folder: Path, offload: Any = None) -> Optional[tuple[Path, str]]:
-    """(path, MIME type) of the record's clip as a browser plays it: converted from the MJPEG clip on first use
-    (by ``offload``, the debug server's low-priority worker, when given) and kept next to it. On a read-only disk
-    the MJPEG clip is all there is. ClipNotConverted when the conversion failed."""
-    found = _playable(folder)
-    if found is not None:
-        return found
-    source = folder / f"clip{RECORD_CODEC[1]}"
-    if not source.is_file():
-        return None
-    if not os.access(folder, os.W_OK):  # read-only file system (or folder): nowhere to keep a copy
-        return source, RECORD_CODEC[2]
-    if offload is None:
-        path, mime = convert_clip(str(folder))
-    else:
-        path, mime = offload.run(("clip", str(folder)), convert_clip, str(folder), keep=False)
-    return Path(path), mime
-
-
-def convert_clip(folder_name: str) -> tuple[str, str]:
-    """Writes the record's browser-playable clip from its MJPEG clip; (path, MIME type). Written under a temporary
-    name and read back: only a copy with every frame is renamed into place (OpenCV's writer does not report a full
-    disk; it leaves a truncated file that would be served as whole). Runs in the offload worker."""
-    folder = Path(folder_name)
-    found = _playable(folder)
-    if found is not None:
-        return str(found[0]), found[1]
-    source = folder / f"clip{RECORD_CODEC[1]}"
-    for stale in folder.glob(".clip-*"):  # of a conversion killed past its time (one runs at a time)
-        stale.unlink(missing_ok=True)
-    fourcc, ext, mime = pick_codec(folder)
-    fd, name = tempfile.mkstemp(prefix=".clip-", suffix=ext, dir=folder)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        written = _transcode(source, tmp, fourcc)
-        readable = _count_frames(tmp)
-        if written == 0 or readable < written:
-            free = shutil.disk_usage(folder).free
-            full = free < source.stat().st_size
-            raise ClipNotConverted(
-                errno.ENOSPC if full else errno.EIO,
-                f"{readable} of {written} frames could be written"
-                + (f" ({free // 1024} KiB free on the disk)" if full else ""),
-            )
-        os.replace(tmp, folder / f"clip{ext}")
-        return str(folder / f"clip{ext}"), mime
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _transcode(source: Path, target: Path, fourcc: str) -> int:
-    """Frames of ``source`` written to ``target`` in ``fourcc``; how many were handed to the writer."""
-    cap = cv2.VideoCapture(str(source))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    writer = None
-    written = 0
-    try:
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                return written
-            if writer is None:
-                writer = cv2.VideoWriter(
-                    str(target), cv2.VideoWriter.fourcc(*fourcc), fps, (img.shape[1], img.shape[0])
-                )
-                if not writer.isOpened():
-                    raise ClipNotConverted(errno.EIO, f"cannot open a {fourcc} writer")
-            writer.write(img)
-            written += 1
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-
-
-def _count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        count = 0
-        while cap.grab():
-            count += 1
-        return count
-    finally:
-        cap.release()
-
-
 def records_dir(cfg: Any) -> Path:
     """Where event records are kept: ``events.dir``, else ``events`` in the state directory (``cfg``: Config)."""
     from fallwatch.daemon.mqtt.outbox import default_state_dir
@@ -247,12 +109,11 @@ def start_recorders(cfg: Any, cameras: list[str]) -> dict[str, "EventRecorder"]:
     }
 
 
-class EventRecorder:
+class EventRecorder(RecordFolder):
     """Keeps event records; also the store the events page, MQTT feedback and `tune` read."""
 
     def __init__(self, cfg: EventsConfig, directory: Path, privacy: bool = False, camera: str = "camera"):
-        self.cfg = cfg
-        self.dir = Path(directory)
+        super().__init__(cfg, directory)
         self.privacy = privacy
         self.camera = camera
         self.frames_dropped = 0
@@ -267,7 +128,6 @@ class EventRecorder:
         self._stop = threading.Event()
         self._flush = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = _folder_lock(directory)  # labels and pruning; shared by the cameras' recorders of one folder
         self._disk_warned = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -506,106 +366,9 @@ class EventRecorder:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    # -- the store (web, MQTT, tune) -------------------------------------------------------------------------
-    def record_dir(self, event_id: str) -> Optional[Path]:
-        """The folder of a valid record (a damaged one is skipped here as in the listing)."""
-        if not isinstance(event_id, str) or not ID_RE.match(event_id):
-            return None
-        path = self.dir / event_id
-        try:
-            read_meta(path)
-        except (OSError, ValueError):
-            return None
-        return path
-
-    def listing(self) -> Listing:
-        """The valid records, newest first, and the skipped ones with the reason."""
-        return scan_records(self.dir)
-
-    def label(self, event_id: Any, label: Any) -> None:
-        """Store a user's label with the record and in the label index; ValueError (with the reason) changes
-        nothing."""
-        if label not in LABELS:
-            raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
-        path = self.record_dir(event_id) if isinstance(event_id, str) else None
-        if path is None:
-            raise ValueError(f"no event record with id {event_id!r}")
-        with self._lock:
-            meta = read_meta(path)
-            meta["label"] = label
-            meta["labelled"] = time.time()
-            index = read_labels(self.dir)
-            index[event_id] = index_entry(meta, label, meta["labelled"])
-            write_labels(self.dir, index)
-            tmp = path / "event.json.tmp"
-            tmp.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, path / "event.json")
-        log.info("event %s labelled %s", event_id, label)
-
-    def labels(self) -> dict[str, dict]:
-        """Every label given, kept records and pruned ones: the index, plus the labels of records written
-        before the index existed."""
-        with self._lock:
-            return self._labels(self.listing().records)
-
-    def _labels(self, records: list[dict]) -> dict[str, dict]:
-        index = read_labels(self.dir)
-        for meta in records:
-            if meta.get("label") in LABELS and meta["id"] not in index:
-                index[meta["id"]] = index_entry(meta, meta["label"], meta.get("labelled", meta["recorded"]))
-        return index
-
-    def label_counts(self) -> dict[str, int]:
-        counts = {label: 0 for label in LABELS}
-        for entry in self.labels().values():
-            counts[entry["label"]] += 1
-        return counts
-
-    def prune(self) -> None:
-        """Unlabelled records older than keep_days go; then, over max_mb, the oldest records, labelled or not (a
-        flood of labels must not make room for nothing but new records). A pruned record's label stays in the
-        index, and its pose recording among the kept ones (at most a tenth of max_mb, oldest out first)."""
-        with self._lock:
-            records = sorted(self.listing().records, key=lambda m: m["recorded"])
-            now = time.time()
-            sizes = {m["id"]: _size(self.dir / m["id"]) for m in records}
-            poses_max = POSES_SHARE * self.cfg.max_mb * 1e6
-            total = sum(sizes.values()) + trim_poses(self.dir, poses_max)
-            for meta in records:
-                too_old = not meta.get("label") and now - meta["recorded"] > self.cfg.keep_days * 86400
-                if not (too_old or total > self.cfg.max_mb * 1e6):
-                    continue
-                kept = 0
-                if meta.get("label") in LABELS:
-                    self._keep_label(meta)
-                    kept = keep_pose(self.dir, meta["id"])
-                shutil.rmtree(self.dir / meta["id"], ignore_errors=True)
-                total -= sizes[meta["id"]] - kept
-                log.info(
-                    "event record %s deleted (%s)",
-                    meta["id"],
-                    "older than events.keep_days" if too_old else "over events.max_mb",
-                )
-            trim_poses(self.dir, poses_max)
-            # Leftovers of a write cut short (power loss): never a record, always garbage.
-            for partial in self.dir.glob(".*.*"):
-                if partial.is_dir() and now - partial.stat().st_mtime > 600:
-                    shutil.rmtree(partial, ignore_errors=True)
-
-    def _keep_label(self, meta: dict) -> None:
-        """Make sure the index has the label of a record about to go (one labelled before the index existed)."""
-        index = read_labels(self.dir)
-        if meta["id"] not in index:
-            index[meta["id"]] = index_entry(meta, meta["label"], meta.get("labelled", meta["recorded"]))
-            write_labels(self.dir, index)
-
 
 def _need_room(directory: Path, size: int) -> None:
     """OSError (no space left) unless ``size`` bytes and the margin fit on the disk of ``directory``."""
     st = os.statvfs(directory)
     if st.f_bavail * st.f_frsize < size + DISK_MARGIN:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else 0

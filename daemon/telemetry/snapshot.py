@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional
 
+from fallwatch.daemon.capture.reader import CaptureState
 from fallwatch.rules.alarm import worst
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,7 +27,7 @@ FPS_STALE_S = 2.0  # no inference for this long: fps reads 0
 class CameraStats:
     name: str
     source: Optional[str] = None  # what the capture reads (device, file, URL without secrets)
-    capture: str = "starting"  # the capture's state: starting, running, reopening, failed, ended, stopped
+    capture: str = CaptureState.STARTING  # the capture's state (a CaptureState: eof when a file ended)
     capture_error: Optional[str] = None
     reopens: int = 0
     fps: float = 0.0

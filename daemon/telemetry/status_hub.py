@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
+from fallwatch.daemon.capture.reader import CaptureState
 from fallwatch.daemon.telemetry.snapshot import CameraStats, Snapshot
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,9 @@ class StatusHub:
     @staticmethod
     def _reason(slot: _Slot, stats: Optional[CameraStats], age: Optional[float]) -> str:
         if slot.source_stopped:
-            if stats is not None and stats.capture == "reopening":  # the daemon is trying again: not stopped
+            if stats is not None and stats.capture == CaptureState.REOPENING:  # the daemon is trying again: not stopped
                 return "camera reopening" + (f" ({stats.capture_error})" if stats.capture_error else "")
-            if stats is not None and stats.capture == "failed" and stats.capture_error:
+            if stats is not None and stats.capture == CaptureState.FAILED and stats.capture_error:
                 return f"source failed ({stats.capture_error})"
             return "source stopped"
         if age is None:

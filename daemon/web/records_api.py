@@ -26,7 +26,8 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Optional
 
-from fallwatch.daemon.records.recorder import ID_RE, ClipNotConverted, playable_clip
+from fallwatch.daemon.records.clips import ClipNotConverted, playable_clip
+from fallwatch.daemon.records.store import ID_RE
 from fallwatch.daemon.web.offload import Busy
 from fallwatch.daemon.web.server import NotFound
 

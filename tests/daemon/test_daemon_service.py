@@ -431,7 +431,7 @@ def test_daemon_and_detect_agree_to_the_last_event(
     got = [
         key(json.loads(line.split(": ", 1)[1].split(": ", 1)[1]))
         for line in run.log.splitlines()
-        if re.search(r"fallwatch\.daemon\.service: event \w+: ", line)
+        if re.search(r"fallwatch\.daemon\.app\.outputs: event \w+: ", line)
     ]
     assert expected, "the clip is a fall"
     assert got == expected
@@ -595,7 +595,7 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(
         cfg, engine=make_engine(cfg, str(model_dir)), capture=Capture(FallEmptyThenStanding(), realtime=False)
     )
     assert daemon.run() == 0
-    kinds = [e["event"] for e in daemon.hub.recent_events()]
+    kinds = [e["event"] for e in daemon.outputs.hub.recent_events()]
     assert kinds[:2] == ["fall", "person_down"], kinds
     assert states == ["person_down"], "the alarm lapsed while the fallen person was out of view"
     assert kinds == ["fall", "person_down"], kinds
@@ -654,7 +654,7 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     )
     assert daemon.run() == 0
     assert daemon.camera.pipeline.rules.s.fall_angle_deg == 65  # the reload was applied ...
-    kinds = [e["event"] for e in daemon.hub.recent_events()]
+    kinds = [e["event"] for e in daemon.outputs.hub.recent_events()]
     assert kinds == ["fall", "person_down"], kinds  # ... and the incident went on through it
     assert daemon.state == "person_down"
 

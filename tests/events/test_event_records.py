@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import EventsConfig
-from fallwatch.daemon.records.recorder import EventRecorder, playable_clip
+from fallwatch.daemon.records.clips import playable_clip
+from fallwatch.daemon.records.recorder import EventRecorder
 from fallwatch.daemon.records.store import scan_records
 from fallwatch.pose.types import Person
 from fallwatch.rules.recording import read_recording

@@ -243,11 +243,11 @@ def test_mqtt_sighup_rereads_a_changed_password_file(password_broker, tmp_path, 
 def test_the_readme_acl_keeps_other_users_from_pausing_alerts(
     tmp_path, mosquitto_factory, subscriber, mqtt_cfg, publisher
 ):
-    # Side door 3: anyone who could publish to the broker could switch alerts off for good. The README's ACL,
-    # run here as it is printed, lets only Home Assistant (and the daemon) command fallwatch.
+    # Side door 3: anyone who could publish to the broker could switch alerts off for good. The ACL of the MQTT
+    # page (docs/mqtt.md), run here as it is printed, lets only Home Assistant (and the daemon) command fallwatch.
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "mqtt.md").read_text()
     acl_text = re.search(r"```text\n(# mosquitto ACL for fallwatch\n.*?)```", readme, re.S).group(1)
     acl = tmp_path / "acl"
     acl.write_text(acl_text)
