@@ -49,7 +49,7 @@ ACCEL="${PICAM_TEST_ACCEL:-tcg}"
 # libcamera's virtual camera shows each image for 4 frames (ImageFrameGenerator's frameRepeat in 0.4.0) and
 # completes a request as soon as it is queued, whatever FrameDurationLimits says: fallwatch asks for a frame every
 # 1/camera.fps s (see PiCamera2Source), so images at IMAGE_FPS play in real time with camera.fps = 4 x IMAGE_FPS.
-IMAGE_FPS=15
+IMAGE_FPS="${PICAM_TEST_IMAGE_FPS:-15}"  # the clip's frames at this rate (an integer); fewer frames cost the guest less
 CAMERA_FPS=$((4 * IMAGE_FPS))
 PACKAGES="python3,python3-venv,python3-pip,python3-dev,gcc,libc6-dev,libcap-dev,pkg-config,ca-certificates"
 PACKAGES="$PACKAGES,python3-libcamera,libcamera-tools,linux-image-amd64,kmod"
