@@ -145,7 +145,7 @@ def test_a_camera_that_ignores_its_frame_rate_is_read_once_per_period(
 ) -> None:
     picamera2.period = None  # a frame as soon as one is asked for, as libcamera's virtual camera
     caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture.camera_timing")
-    fps = 25.0
+    fps = 10.0  # a long period: a loaded machine's scheduling delays are small beside it
     source = PiCamera2Source(64, 48, fps)
     source.open()
     try:
@@ -156,8 +156,8 @@ def test_a_camera_that_ignores_its_frame_rate_is_read_once_per_period(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and lines[0].startswith("picamera2 camera imx708 delivers frames as fast as they are"), lines
     gaps = np.diff([t for _, t in frames[2:]])
-    # one frame per period (loose bounds: a loaded machine delays single reads; unpaced, the gaps are microseconds)
-    assert 0.85 / fps < gaps.mean() < 2.0 / fps, f"not one frame per period: {gaps}"
+    # one frame per period (the median: a loaded machine delays single reads; unpaced, the gaps are microseconds)
+    assert 0.85 / fps < float(np.median(gaps)) < 1.5 / fps, f"not one frame per period: {gaps}"
     assert gaps.min() > 0.25 / fps, f"frames far closer than a period: {gaps}"
     brightness = [int(image[0, 0, 0]) for image, _ in frames]
     assert brightness == sorted(brightness) and len(set(brightness)) == len(frames), "each frame a newer one"
