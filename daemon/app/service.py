@@ -42,6 +42,7 @@ from fallwatch.daemon.capture.reader import Capture, CaptureState, capture_for
 from fallwatch.daemon.telemetry.builder import SnapshotBuilder
 from fallwatch.daemon.telemetry.logsetup import set_level
 from fallwatch.daemon.telemetry.snapshot import MqttStats, Snapshot, heartbeat, status_line
+from fallwatch.daemon.telemetry.system import cpu_temp_c
 from fallwatch.rules.alarm import worst
 
 log = logging.getLogger(__name__)
@@ -339,8 +340,11 @@ class Daemon:
         fig.provide("cameras", lambda now: {"cameras": {n: w.stats(now) for n, w in self.cameras.items()}})
         fig.provide("state", lambda now: {"ready": self._ready, **settings_shown(self._setups)})
         fig.provide("mqtt", lambda now: {"mqtt": MqttStats.of(out.publisher)})
-        fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms else ()})
-        fig.provide("notify", lambda now: {"notify": out.notifications.figures() if out.notifications else None})
+        fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms is not None else ()})
+        fig.provide(
+            "notify", lambda now: {"notify": out.notifications.figures() if out.notifications is not None else None}
+        )
+        fig.provide("system", lambda now: {"cpu_temp_c": cpu_temp_c()})
 
     def _report(self, now: float, force: bool = False) -> None:
         if force or self.outputs.refresh.is_set() or now - self._last_status >= STATUS_EVERY_S:

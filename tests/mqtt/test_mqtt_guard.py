@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fallwatch.daemon.mqtt.publisher import COMMAND_LIMITS, MAX_MESSAGE_BYTES
+from fallwatch.daemon.mqtt.commands.inbox import COMMAND_LIMITS
+from fallwatch.daemon.mqtt.link.client import MAX_MESSAGE_BYTES
 from mqtt_testlib import PREFIX, make_event, wait_until
 from rawmqtt import (
     OneClientBroker,
@@ -146,7 +147,7 @@ def test_watchdog_restarts_a_stopped_network_loop(mosquitto, subscriber, mqtt_cf
     with caplog.at_level(logging.INFO, logger=MQTT_LOGGER):
         pub.start()
         assert wait_until(lambda: pub.listening, 10)
-        pub._client.loop_stop()  # what an exception inside paho's thread did before the guards
+        pub._link.client.loop_stop()  # what an exception inside paho's thread did before the guards
         assert wait_until(lambda: _lines(caplog, "restarting the client, its network loop stopped"), 10)
         assert wait_until(lambda: pub.listening, 10)
         pub.publish_event(make_event("fall"))

@@ -273,7 +273,7 @@ def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(
     assert wait_until(lambda: pub.connected, 5)
     broker.stop()
     assert wait_until(lambda: not pub.connected, 5)
-    pub._connected = True  # the window: paho has lost the link, the publisher does not know yet
+    pub._link.connected = True  # the window: paho has lost the link, the publisher does not know yet
     events = [make_event("fall", i) for i in range(2)]
     pub.publish_event(events[0])
     assert wait_until(lambda: pub.in_flight() == 1, 3), "the event was not handed to paho"
