@@ -23,13 +23,21 @@ numpy_constraint() {
 # issue 812); Google's apt repository is reported to answer 403 anyway. feranick rebuilds libedgetpu 16.0 for
 # newer TensorFlow releases (github.com/feranick/libedgetpu, Debian packages per release in its GitHub releases;
 # debian/changelog: "16.0tf2.17.1-1 Build against TF v2.17.1", "16.0tf2.18.1-1 ...", tag 16.0TF2.19.1-1).
+# Checked on 2026-12-07 in a snapshot of github.com/feranick/libedgetpu (commit c38ac3f): debian/changelog has
+# "libedgetpu (16.0tf2.17.1-1) stable ... * Build against TF v2.17.1" and "libedgetpu (16.0tf2.19.1-1) stable ...
+# * Build against TF v2.19.1"; README.md: "The current version of Tensorflow supported is `2.19.1`." The release
+# notes themselves (the text of github.com/feranick/libedgetpu/releases/tag/16.0TF2.17.1-1 and .../16.0TF2.19.1-1)
+# are not in the repository and could not be read from here (no api.github.com; no stored copy of either page or
+# of a quote of their runtime ranges was found), so the ranges below are the issue's leads, not verified quotes.
+# What was verified of the ranges: feranick on github.com/google-coral/edgetpu/issues/812 (2024-01-28), of his
+# TF 2.13.1 build: "edgeTPU works perfectly with tflite_runtime 2.13.1, 2.14.1, and 2.15.0. No more segmentation
+# faults." (a library works with runtimes of other TF versions than its own, within a range).
 # One pair per Raspberry Pi OS release, chosen so that the runtime comes from PyPI (its sha256 published there,
 # checked by pip --require-hashes) and the library's sha256 is published too:
 #
 # bookworm, Python 3.11: libedgetpu1-max 16.0tf2.17.1-1 (bookworm arm64 .deb) with tflite-runtime 2.14.0 (PyPI's
 #   cp311 manylinux_2_34_aarch64 wheel; bookworm has glibc 2.36). feranick's release notes of 16.0TF2.17.1-1 give
-#   tflite_runtime 2.11.1 to 2.17.1 as compatible (the lead of fallwatch issue 20; the notes themselves could not be
-#   read from here). PyPI has no newer tflite-runtime for aarch64 (2.14.0 is its last release with that wheel).
+#   tflite_runtime 2.11.1 to 2.17.1 as compatible (the lead of fallwatch issue 20; not verified, see above). PyPI has no newer tflite-runtime for aarch64 (2.14.0 is its last release with that wheel).
 #   The .deb's sha256 is published beside Frigate's download of it (docker/main/install_deps.sh); "max" is the
 #   build Frigate pins (full clock; the accelerator gets hot).
 # trixie, Python 3.13: libedgetpu1-std 16.0tf2.19.1-1 (trixie arm64 .deb, built against TF 2.19.1) with

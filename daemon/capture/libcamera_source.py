@@ -3,10 +3,9 @@
 ``camera.source: libcamera`` chooses it, and the ``picamera2`` source falls back to it where picamera2 cannot be
 imported (PyPI's picamera2 on Debian: its preview module needs Raspberry Pi OS's ``pykms``). Imported only then.
 
-Frames are time-stamped by the camera (the buffer's capture time, on the clock of ``time.monotonic()``). A camera
-that honours FrameDurationLimits delivers at ``camera.fps`` by itself; one that completes each request as soon as
-it is queued (libcamera's virtual camera) would otherwise run as fast as the CPU allows, so once two frames come
-closer than half a frame apart, requests are queued one at a time, a frame period apart.
+Frames are time-stamped by the camera (its SensorTimestamp, on the clock of ``time.monotonic()``). A camera that
+completes each request as soon as it is queued (libcamera's virtual camera) is paced by camera_timing.FramePacer:
+requests are then queued one at a time, a frame period apart.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import time
 from typing import Any, Optional
 
 import numpy as np
+from fallwatch.daemon.capture.camera_timing import FramePacer, sensor_time
 from fallwatch.daemon.capture.sources import Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -88,14 +88,12 @@ class LibcameraSource(Source):
 
     def __init__(self, width: int, height: int, fps: float, controls: dict[str, Any]):
         self.width, self.height = width, height
-        self.fps = self.rate = float(fps)
+        self.fps = float(fps)
         self.controls = controls
         self.cam: Any = None
         self.id = ""
         self.format = ""
-        self.paced = False  # the camera ignores FrameDurationLimits: requests go one at a time, 1/fps apart
-        self.next_due = 0.0
-        self.last_t: Optional[float] = None
+        self.pacer = FramePacer(fps, "libcamera camera")
         self._free: list[Any] = []  # completed requests not queued again yet (paced)
         self._maps: list[mmap.mmap] = []
 
@@ -117,13 +115,14 @@ class LibcameraSource(Source):
                 pass
             raise
         self.cam, self.id = cam, cam.id
+        self.pacer.camera = f"libcamera camera {cam.id}"
         self.cm = cm
 
     def describe(self) -> str:
         if self.cam is None:
             return "libcamera camera (not open)"
         w, h = self.size
-        return f"libcamera camera {self.id} ({w}x{h} {self.format}, {self.rate:g} fps asked)"
+        return f"libcamera camera {self.id} ({w}x{h} {self.format}, {self.fps:g} fps asked)"
 
     def _configure(self, lc: Any, cam: Any) -> None:
         config = cam.generate_configuration([lc.StreamRole.VideoRecording])
@@ -180,36 +179,23 @@ class LibcameraSource(Source):
         cam.start(controls)
         for request in self.requests:
             cam.queue_request(request)
-        self.paced, self._free, self.last_t = False, [], None
+        self._free = []
+        self.pacer.reset()
+
+    @property
+    def paced(self) -> bool:
+        """The camera ignores FrameDurationLimits: requests go one at a time, 1/fps apart."""
+        return self.pacer.paced
 
     def read(self) -> Optional[tuple[np.ndarray, float]]:
-        if self.paced:
-            wait = self.next_due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            # on a grid of periods; a late read does not make the next one come at once (never two frames
-            # closer than half a period: the picture must not jump ahead)
-            self.next_due = max(self.next_due + 1.0 / self.rate, time.monotonic() + 0.5 / self.rate)
-            if self._free:
-                self._queue(self._free.pop(0))
+        if self.pacer.wait() and self._free:
+            self._queue(self._free.pop(0))
         done = self._completed(READ_TIMEOUT_S)
         if not done:
             return None
         newest = done[-1]
         t = self._stamp(newest)
-        before = self._stamp(done[-2]) if len(done) > 1 else self.last_t
-        if not self.paced and before is not None and t - before < 0.5 / self.rate:
-            self.paced = True
-            self.next_due = time.monotonic() + 1.0 / self.rate
-            log.info(
-                "libcamera camera %s delivers frames as fast as they are asked for (%.1f ms apart, not %.1f ms): "
-                "asking for one every 1/%g s",
-                self.id,
-                (t - before) * 1000.0,
-                1000.0 / self.rate,
-                self.rate,
-            )
-        self.last_t = t
+        self.pacer.saw(t, self._stamp(done[-2]) if len(done) > 1 else None)
         for request in done[:-1]:
             self._recycle(request)
         try:
@@ -223,9 +209,9 @@ class LibcameraSource(Source):
         """When the frame was captured, in seconds on the clock of time.monotonic() (libcamera's is
         CLOCK_MONOTONIC too): the request's SensorTimestamp (the virtual camera of libcamera 0.4 sets only that),
         else the buffer's time stamp."""
-        for control, value in request.metadata.items():
-            if control.name == "SensorTimestamp":
-                return float(value) / 1e9
+        t = sensor_time({control.name: value for control, value in request.metadata.items()})
+        if t is not None:
+            return t
         (buffer,) = request.buffers.values()  # (one stream)
         return float(buffer.metadata.timestamp) / 1e9
 

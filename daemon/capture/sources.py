@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 from fallwatch.config.loader import redact_url
+from fallwatch.daemon.capture.camera_timing import FramePacer, sensor_time
 from fallwatch.daemon.capture.images import ImageError, read_image_bgr
 from fallwatch.daemon.capture.media_time import MediaClock, stated_fps
 
@@ -280,7 +281,10 @@ def picamera2_controls(camera: Any) -> dict[str, Any]:
 
 
 class PiCamera2Source(Source):
-    """The Raspberry Pi camera through picamera2 (apt's python3-picamera2). Imported only when chosen."""
+    """The Raspberry Pi camera through picamera2 (apt's python3-picamera2). Imported only when chosen.
+
+    Frames carry the camera's SensorTimestamp (time.monotonic()'s clock) and are paced as the libcamera source's
+    (capture/camera_timing.py)."""
 
     name = "picamera2"
 
@@ -288,6 +292,7 @@ class PiCamera2Source(Source):
         self.width, self.height, self.fps = width, height, fps
         self.controls = controls or {"FrameRate": float(fps)}
         self.cam: Any = None
+        self.pacer = FramePacer(fps, "picamera2 camera")
 
     def open(self) -> None:
         Picamera2 = import_picamera2()
@@ -307,10 +312,22 @@ class PiCamera2Source(Source):
             cam.close()
             raise
         self.cam = cam
+        model = (getattr(cam, "camera_properties", None) or {}).get("Model")
+        self.pacer.camera = f"picamera2 camera {model}" if model else "picamera2 camera"
+        self.pacer.reset()
 
     def read(self) -> Optional[tuple[np.ndarray, float]]:
-        image = self.cam.capture_array("main")
-        return image, time.monotonic()
+        self.pacer.wait()
+        request = self.cam.capture_request()  # the image and the metadata of one frame
+        try:
+            image = request.make_array("main")  # (a copy: the buffer goes back to the camera below)
+            t = sensor_time(request.get_metadata())
+        finally:
+            request.release()
+        if t is None:
+            t = time.monotonic()
+        self.pacer.saw(t)
+        return image, t
 
     def close(self) -> None:
         if self.cam is not None:

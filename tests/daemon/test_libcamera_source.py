@@ -271,7 +271,7 @@ def test_a_camera_that_ignores_its_frame_rate_is_asked_for_one_frame_per_period(
 ) -> None:
     lc = fake_libcamera(period=None)  # completes each request as soon as it is queued
     monkeypatch.setitem(sys.modules, "libcamera", lc)
-    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture.libcamera_source")
+    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture.camera_timing")
     fps = 25.0
     source = make_source(CameraConfig(source="libcamera", width=96, height=64, fps=fps, min_fps=fps))
     assert isinstance(source, LibcameraSource)
@@ -281,7 +281,7 @@ def test_a_camera_that_ignores_its_frame_rate_is_asked_for_one_frame_per_period(
     finally:
         source.close()
     assert lc.camera.started_with == {"FrameDurationLimits": (40000, 40000)}, "only the controls it advertises"
-    assert source.paced and "delivers frames as fast as they are asked for" in caplog.text
+    assert source.paced and "libcamera camera fake0 delivers frames as fast as they are asked for" in caplog.text
     image, _ = frames[-1]
     assert image.shape == (64, 96, 3) and image.dtype == np.uint8
     paced = frames[4:]  # the first reads find the requests queued at start completed already
