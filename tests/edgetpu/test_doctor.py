@@ -16,6 +16,7 @@ import pytest
 import yaml
 from fallwatch.daemon.cli.admin import doctor
 from fallwatch.daemon.cli.admin.doctor import Environment, run_checks
+from fallwatch.daemon.cli.admin.doctor.services import MQTT_TIMEOUT_S
 from fallwatch.pose import edgetpu_stack
 from testnet import SERVER_EXT, free_port, issue, make_ca, tls_listener
 
@@ -127,7 +128,7 @@ def test_unreachable_broker_fails_fast_with_one_clear_line(tmp_path: Path, clip:
         f"fail  mqtt: cannot reach the broker at 127.0.0.1:{port}: Connection refused "
         "[fix: start the broker or correct mqtt.host/mqtt.port]"
     )
-    assert elapsed < doctor.MQTT_TIMEOUT_S * 4  # bounded: nothing waits past its timeout
+    assert elapsed < MQTT_TIMEOUT_S * 4  # bounded: nothing waits past its timeout
 
 
 def test_segfaulting_tpu_is_reported_and_doctor_survives(
