@@ -21,7 +21,7 @@ endif
 # systemd-python compiles against libsystemd; install that extra only where the library's headers are present.
 EXTRAS := dev$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
 
-.PHONY: run test lint install install-dev models clean pi-test ha-test
+.PHONY: run test lint install install-dev models clean pi-test ha-test docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,21 +68,30 @@ lint: install-dev
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or a page missing from nav fails.
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # systemd/install.sh on emulated arm64 Debian 13 trixie and 12 bookworm: install, doctor, detect (root; slow: see
-# README). PI_TEST_ARGS: --rebuild, --keep, or one release.
+# docs/development/pi-test.md). PI_TEST_ARGS: --rebuild, --keep, or one release.
 pi-test:
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/pi_test.sh $(PI_TEST_ARGS)
 
 # The picamera2 source against Debian trixie's libcamera: its virtual camera, fed by a dev fall clip, in a virtual
-# machine (qemu) running Debian's kernel (root; see README). PICAM_TEST_ARGS: --rebuild, --keep.
+# machine (qemu) running Debian's kernel (root; see docs/development/picamera-test.md).
+# PICAM_TEST_ARGS: --rebuild, --keep.
 .PHONY: picamera-test
 picamera-test:
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/picamera2_test.sh $(PICAM_TEST_ARGS)
 
 # fallwatch against a real Home Assistant (PyPI, in a Debian trixie chroot): discovery, the blueprint, the buttons
-# (root; a cold run downloads Home Assistant: see README). HA_TEST_ARGS: --rebuild, --keep.
+# (root; a cold run downloads Home Assistant: see docs/development/ha-test.md). HA_TEST_ARGS: --rebuild, --keep.
 ha-test: install-dev
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/ha/ha_test.sh $(HA_TEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site

@@ -104,7 +104,7 @@ def worker(
         level=logging.WARNING, filename=log_file, format=f"%(asctime)s w{index} %(levelname)s %(name)s: %(message)s"
     )
     from fallwatch.config.schema import MqttConfig
-    from fallwatch.daemon.mqtt import MqttPublisher
+    from fallwatch.daemon.mqtt.publisher import MqttPublisher
 
     pubs = []
     for device in devices:

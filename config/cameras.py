@@ -21,6 +21,15 @@ class CameraSetup:
     camera: CameraConfig
     rules: RulesConfig
     zones: tuple[ZoneConfig, ...]
+    # The file's ``camera:`` form (one camera): its MQTT topics are the device's own (no camera level), ``--source``
+    # may replace its source, and a source that cannot be used ends the start. Under ``cameras:`` (even with one
+    # entry) each camera has its own topics and fails alone.
+    alone: bool = False
+
+    @property
+    def topic(self) -> str | None:
+        """The camera level of its MQTT topics (``<prefix>/<device>/<topic>/...``); None: the device's own."""
+        return None if self.alone else self.name
 
 
 def multi_camera(cfg: Config) -> bool:
@@ -33,7 +42,7 @@ def camera_setups(cfg: Config) -> list[CameraSetup]:
     """Every configured camera in file order; ``camera:`` gives exactly one (its name, the global rules and
     zones)."""
     if cfg.cameras is None:
-        return [CameraSetup(cfg.camera.name, cfg.camera, cfg.rules, tuple(cfg.zones))]
+        return [CameraSetup(cfg.camera.name, cfg.camera, cfg.rules, tuple(cfg.zones), alone=True)]
     return [_resolve(name, entry, cfg.rules) for name, entry in cfg.cameras.items()]
 
 

@@ -45,6 +45,8 @@ class Event:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     ts: str = field(default_factory=utc_now_iso)
     after_fall: Optional[bool] = None  # person_down only: whether a `fall` was seen before this long lie
+    camera: Optional[str] = None  # the camera that saw it and the pose backend, set by the daemon as it leaves
+    backend: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.event not in EVENT_TYPES and self.event != TEST:
@@ -84,6 +86,9 @@ class Event:
             "descent_rate": round(float(self.descent_rate), 3),
             "box": [round(float(v), 1) for v in self.box],
         }
+        for key in ("camera", "backend"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
         if self.event == "person_down":
             data["after_fall"] = bool(self.after_fall) if self.after_fall is not None else True
         elif self.event == TEST:

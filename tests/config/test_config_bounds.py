@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from fallwatch.config.loader import DEFAULT_CONFIG, MAX_CONFIG_BYTES, MAX_REPORTED, MAX_VALUES
-from fallwatch.daemon.reload import read_config
+from fallwatch.daemon.app.reload import read_config
 
 ZONE = "  - {{name: z{i}, kind: rest, points: [[1.5, 0.5], [0.4, 0.5]]}}"  # invalid: 2 points (the first problem)
 
@@ -38,7 +38,7 @@ def check_config(path: Path) -> tuple[subprocess.CompletedProcess, float, float]
     """`fallwatch check-config` in a child: its result, wall seconds and peak RSS (MB, the child's own)."""
     script = (
         "import re, sys\n"
-        "from fallwatch.daemon.cli import main\n"
+        "from fallwatch.daemon.cli.main import main\n"
         "try:\n"
         "    code = main(['check-config', sys.argv[1]])\n"
         "except SystemExit as exc:\n"
@@ -86,7 +86,7 @@ def test_a_reload_of_such_a_file_logs_a_bounded_report(tmp_path: Path, caplog) -
     for count, lines in ((None, 1), (1000, MAX_REPORTED + 1)):
         path = zones_file(tmp_path / "fallwatch.yaml", count)
         caplog.clear()
-        with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.reload"):
+        with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.app.reload"):
             assert read_config(path, None) is None
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == lines + 1 and errors[-1].startswith("configuration reload rejected"), errors[-3:]

@@ -9,7 +9,7 @@ import yaml
 from fallwatch.config.cameras import CameraSetup, camera_setups, multi_camera
 from fallwatch.config.loader import DEFAULT_CONFIG, ConfigError, effective_config_yaml, load_config, parse_config
 from fallwatch.config.schema import CameraConfig, Config
-from fallwatch.daemon.settings import ignore_polygons, pose_settings, rule_settings
+from fallwatch.daemon.app.settings import ignore_polygons, pose_settings, rule_settings
 from pydantic import ValidationError
 
 SOFA = "[[0.1, 0.5], [0.4, 0.5], [0.4, 0.9], [0.1, 0.9]]"
@@ -80,12 +80,12 @@ def test_a_single_camera_file_resolves_exactly_as_before() -> None:
     )
     cfg = parse_config(text, "t.yaml")
     assert not multi_camera(cfg) and cfg.cameras is None
-    assert camera_setups(cfg) == [CameraSetup("Hall Way", cfg.camera, cfg.rules, tuple(cfg.zones))]
+    assert camera_setups(cfg) == [CameraSetup("Hall Way", cfg.camera, cfg.rules, tuple(cfg.zones), alone=True)]
     (setup,) = camera_setups(cfg)
     assert rule_settings(cfg, setup) == rule_settings(cfg) and rule_settings(cfg).down_alert_s == 20
     assert pose_settings(cfg, setup) == pose_settings(cfg)
     default = load_config(DEFAULT_CONFIG)
-    assert camera_setups(default) == [CameraSetup("camera", default.camera, default.rules, ())]
+    assert camera_setups(default) == [CameraSetup("camera", default.camera, default.rules, (), alone=True)]
     assert not multi_camera(default)
 
 

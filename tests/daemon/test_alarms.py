@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fallwatch.daemon.alarms import AlarmDesk, clean_by
-from fallwatch.daemon.mqtt_command import Answer, parse_command
-from fallwatch.daemon.outbox import Outbox
+from fallwatch.daemon.alarms.open_alarms import AlarmDesk, clean_by
+from fallwatch.daemon.mqtt.commands import Answer, parse_command
+from fallwatch.daemon.mqtt.outbox import Outbox
 
 T0 = 1_800_000_000.0
 
@@ -176,27 +176,27 @@ def test_commands_ack_and_false_alarm_parse_with_camera_and_by():
 
 def test_the_daemon_labels_the_record_of_a_false_alarm_and_closes_one_without_a_record(tmp_path: Path):
     from fallwatch.config.schema import Config, EventsConfig
-    from fallwatch.daemon.event_records import EventRecorder
-    from fallwatch.daemon.service import Daemon
+    from fallwatch.daemon.app.service import Daemon
+    from fallwatch.daemon.records.recorder import EventRecorder
 
     records = tmp_path / "events"
     (records / "ev-1").mkdir(parents=True)
     record = {**event(), "recorded": T0, "frames": 30}  # an event record as the recorder keeps it
     (records / "ev-1" / "event.json").write_text(json.dumps(record))
-    daemon = Daemon(Config())
-    daemon.records = EventRecorder(EventsConfig(), records)
+    outputs = Daemon(Config()).outputs
+    outputs.records = EventRecorder(EventsConfig(), records)
     sent: list[dict] = []
-    daemon.alarms = AlarmDesk(None, 120, sent.append)
-    daemon.alarms.on_event(event(id_="ev-1", track=1))
-    daemon.alarms.on_event(event(id_="ev-2", track=2))  # its record was pruned, or events are off
-    closed = daemon._answer(Answer(reason="false_alarm", target="all", by="Anna"))
+    outputs.alarms = AlarmDesk(None, 120, sent.append)
+    outputs.alarms.on_event(event(id_="ev-1", track=1))
+    outputs.alarms.on_event(event(id_="ev-2", track=2))  # its record was pruned, or events are off
+    closed = outputs.answer(Answer(reason="false_alarm", target="all", by="Anna"))
     assert sorted(a["id"] for a in closed) == ["ev-1", "ev-2"]
     assert json.loads((records / "ev-1" / "event.json").read_text())["label"] == "false_alarm"
     assert [(e["reason"], e["by"]) for e in sent] == [("false_alarm", "Anna")] * 2
     with pytest.raises(ValueError, match="no open alarm"):
-        daemon._answer_from_page({"ack": "ev-1"})
+        outputs.answer_from_page({"ack": "ev-1"})
     with pytest.raises(ValueError, match='expected {"ack"'):
-        daemon._answer_from_page([])
+        outputs.answer_from_page([])
 
 
 def test_a_new_period_counts_from_the_last_reminder(desk_on):

@@ -17,7 +17,7 @@ def fallwatch(*args: str, env_extra: dict | None = None) -> subprocess.Completed
     env = {k: v for k, v in os.environ.items() if k != "FALLWATCH_CONFIG"}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -128,7 +128,7 @@ def test_config_schema_into_a_closed_pipe_is_quiet() -> None:
     # Side door 8: `fallwatch config schema | head` ended in a BrokenPipeError traceback.
     env = {k: v for k, v in os.environ.items() if k != "FALLWATCH_CONFIG"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "config", "schema"],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "config", "schema"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -34,7 +34,7 @@ def run(
     if home is not None:
         env["HOME"] = str(home)
     env.update(env_extra or {})
-    argv = [sys.executable, "-m", "fallwatch.daemon.cli", *args]
+    argv = [sys.executable, "-m", "fallwatch.daemon.cli.main", *args]
     if config is not None:
         argv += ["--config", str(config)]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)

@@ -52,7 +52,7 @@ def daemon(tmp_path: Path, model_dir: Path):
             "STATE_DIRECTORY": str(tmp_path / "state"),  # open alarms too: not the user's, not another run's
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(path)],
+            [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(path)],
             stdout=subprocess.DEVNULL,
             stderr=open(log_file, "wb"),
             env=env,
@@ -164,8 +164,8 @@ def test_reload_applies_each_cameras_rules_and_zones_and_asks_a_restart_for_the_
     import logging
 
     from fallwatch.config.loader import load_config
-    from fallwatch.daemon.service import Daemon
-    from fallwatch.daemon.settings import make_engine
+    from fallwatch.daemon.app.service import Daemon
+    from fallwatch.daemon.app.settings import make_engine
 
     folders = {}
     for name, image in (("hall", "person.jpg"), ("bedroom", "squat.bmp")):
@@ -193,7 +193,7 @@ def test_reload_applies_each_cameras_rules_and_zones_and_asks_a_restart_for_the_
     assert hall.pipeline.rules.s.fall_angle_deg == 50 and bedroom.pipeline.rules.s.fall_angle_deg != 50
 
     write(55, {"zones": [zone], "width": 800}, {"attic": {"source": str(images_dir)}})
-    with caplog.at_level(logging.INFO, logger="fallwatch.daemon.reload"):
+    with caplog.at_level(logging.INFO, logger="fallwatch.daemon.app.reload"):
         assert daemon.reload()
     said = caplog.text
     assert "configuration reloaded: cameras.hall.rules.fall_angle_deg 50.0 -> 55.0" in said, said
@@ -215,7 +215,7 @@ def test_source_option_is_refused_with_cameras(tmp_path: Path) -> None:
     config = tmp_path / "fallwatch.yaml"
     config.write_text(yaml.safe_dump({"cameras": {"hall": {"source": "v4l2:/dev/video0"}}}))
     proc = subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", "x.mp4"],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", "x.mp4"],
         capture_output=True,
         text=True,
         timeout=60,

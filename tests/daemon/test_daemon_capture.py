@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import CameraConfig
-from fallwatch.daemon import sources as srcmod
-from fallwatch.daemon.capture import Capture, open_capture, to_rgb, transform
-from fallwatch.daemon.sources import ImageFolderSource, OpenCVCameraSource, Source, SourceError, make_source
+from fallwatch.daemon.capture import sources as srcmod
+from fallwatch.daemon.capture.reader import Capture, open_capture, to_rgb, transform
+from fallwatch.daemon.capture.sources import ImageFolderSource, OpenCVCameraSource, Source, SourceError, make_source
 from waiting import wait_until
 
 CLIP_30FPS = "Subject 1/Fall/15.mp4"  # 640x480, 30 fps, 178 frames
@@ -215,7 +215,7 @@ def test_malformed_frames_are_skipped_and_counted() -> None:
 def test_camera_that_fails_to_open_is_retried_with_capped_backoff(caplog: pytest.LogCaptureFixture) -> None:
     good = np.full((48, 64, 3), 9, np.uint8)
     source = ScriptedSource([good], fail_open=4)
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.reader")
     capture = Capture(source, reopen_min_s=0.05, reopen_max_s=0.2).start()
     try:
         frame = capture.get(5)
@@ -233,7 +233,7 @@ def test_camera_that_fails_to_open_is_retried_with_capped_backoff(caplog: pytest
 def test_camera_that_stops_delivering_is_reopened(caplog: pytest.LogCaptureFixture) -> None:
     good = np.full((48, 64, 3), 9, np.uint8)
     source = ScriptedSource([good, None, None, None, None, good])
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.reader")
     capture = Capture(source, reopen_min_s=0.05, reopen_max_s=0.1).start()
     try:
         frames = drain(capture, 1.0)
@@ -244,7 +244,7 @@ def test_camera_that_stops_delivering_is_reopened(caplog: pytest.LogCaptureFixtu
 
 
 def test_missing_v4l2_device_is_retried_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.reader")
     source = make_source(CameraConfig(), "v4l2:/dev/video-fallwatch-missing")
     capture = Capture(source, reopen_min_s=0.1, reopen_max_s=0.4).start()
     try:
@@ -259,7 +259,7 @@ def test_missing_v4l2_device_is_retried_and_logged(caplog: pytest.LogCaptureFixt
 
 
 def test_unreachable_rtsp_stream_is_retried(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.reader")
     url = f"rtsp://user:secret@127.0.0.1:{closed_port()}/stream"
     capture = Capture(make_source(CameraConfig(), url), reopen_min_s=0.1, reopen_max_s=0.2).start()
     try:
@@ -467,7 +467,7 @@ def test_picamera2_without_a_camera_is_retried(
     monkeypatch.setattr(srcmod, "v4l2_cameras", lambda: [])
     with pytest.raises(SourceError, match="no camera found"):
         make_source(CameraConfig(source="auto"))
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.reader")
     capture = Capture(make_source(CameraConfig(source="picamera2")), reopen_min_s=0.05, reopen_max_s=0.1).start()
     try:
         assert wait_until(lambda: capture.reopens >= 2, 30), capture.stats()
@@ -497,7 +497,7 @@ def test_network_stream_that_goes_away_is_reopened_when_it_returns(
 
     server = serve()
     port = server.server_address[1]
-    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture.reader")
     capture = Capture(
         make_source(CameraConfig(), f"http://127.0.0.1:{port}/cam.mp4"), reopen_min_s=0.1, reopen_max_s=0.3
     ).start()
@@ -577,7 +577,7 @@ def test_camera_delivering_only_malformed_frames_is_reported(caplog: pytest.LogC
     bad = np.zeros((48, 64, 2), np.uint8)
     good = np.full((48, 64, 3), 5, np.uint8)
     source = ScriptedSource([bad] * 30 + [good] + [bad] * 30)
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.reader")
     capture = Capture(source, realtime=True).start()
     try:
         assert wait_until(lambda: capture.corrupt >= 10, 30), capture.stats()
@@ -598,7 +598,7 @@ def test_looping_file_that_disappears_fails_with_one_clear_line(
     # "capture thread failed" traceback. It is the source's one-line error and a failed capture.
     clip = tmp_path / "clip.mp4"
     clip.write_bytes((clips / CLIP_15FPS).read_bytes())
-    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture.reader")
     capture = open_capture(CameraConfig(source=str(clip), realtime=False, loop=True))
     try:
         assert capture.get(5) is not None
@@ -622,7 +622,7 @@ def test_looping_folder_without_one_decodable_image_fails_instead_of_spinning(
     folder.mkdir()
     for i in range(3):
         (folder / f"{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.reader")
     capture = open_capture(CameraConfig(source=str(folder), realtime=True, loop=True, fps=10))
     try:
         frames = drain(capture, 5)
@@ -728,7 +728,7 @@ def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled
     script = (
         "import sys, logging\n"
         "logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format='%(levelname)s %(message)s')\n"
-        "from fallwatch.daemon.sources import ImageFolderSource\n"
+        "from fallwatch.daemon.capture.sources import ImageFolderSource\n"
         "src = ImageFolderSource(sys.argv[1], 10); src.open()\n"
         "for _ in range(3):\n"
         "    got = src.read()\n"
@@ -770,7 +770,7 @@ def test_a_damaged_video_says_so_and_one_with_no_frame_fails(
     # decodable frame ended as "eof" after 0 frames (the daemon exited 0). Now the damage is skipped and said,
     # and a file that gives no frame fails.
     path = _damaged_copy(clips, tmp_path, 0.5, 0.75)
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.sources"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.capture.sources"):
         capture = open_capture(CameraConfig(source=str(path), realtime=False))
         try:
             frames = drain(capture, 60)
@@ -797,7 +797,7 @@ def test_a_damaged_video_says_so_and_one_with_no_frame_fails(
 
 def test_the_daemon_and_the_tools_read_the_same_media_time_from_a_file(data_dir: Path) -> None:
     # One clock for both readers of files: `run` (VideoFileSource) and `detect`/`eval` (VideoFrames) agree.
-    from fallwatch.daemon.pipeline import VideoFrames
+    from fallwatch.daemon.app.pipeline import VideoFrames
 
     path = str(data_dir / "gmdcsa24-dev" / CLIP_30FPS)
     tools = [t for _, t, _ in VideoFrames(path)]

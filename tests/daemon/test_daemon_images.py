@@ -23,7 +23,7 @@ from PIL import Image
 SIDE = 12000  # 144 megapixels: 432 MB as a decoded BGR frame, above the 16.8 megapixel limit
 READ = (  # VmHWM: this process's own peak (ru_maxrss would start from the parent's size at fork)
     "import json, re, sys\n"
-    "from fallwatch.daemon.images import ImageError, read_image_bgr\n"
+    "from fallwatch.daemon.capture.images import ImageError, read_image_bgr\n"
     "try:\n"
     "    out = list(read_image_bgr(sys.argv[1]).shape)\n"
     "except ImageError as exc:\n"
@@ -131,7 +131,7 @@ def test_a_folder_with_no_decodable_image_stops_the_daemon_with_exit_1(tmp_path:
         )
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(folder)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(folder)],
         env=dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir)),
         capture_output=True,
         text=True,

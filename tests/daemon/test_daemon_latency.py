@@ -9,10 +9,10 @@ from typing import Optional
 
 import numpy as np
 from fallwatch.config.schema import Config
-from fallwatch.daemon.capture import Capture
-from fallwatch.daemon.notify import Notifier
-from fallwatch.daemon.service import Daemon
-from fallwatch.daemon.sources import Source
+from fallwatch.daemon.app.sd_notify import Notifier
+from fallwatch.daemon.app.service import Daemon
+from fallwatch.daemon.capture.reader import Capture
+from fallwatch.daemon.capture.sources import Source
 from fallwatch.pose.types import PoseResult
 from waiting import wait_until
 
@@ -53,7 +53,10 @@ class SlowEngine:
         self.seen: list[int] = []
         self.newest_when_taken: list[int] = []  # frames the capture had delivered when this one was processed
 
-    def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
+    def make_tracker(self) -> object:
+        return object()  # (its tracks are this stand-in's business)
+
+    def process(self, frame_rgb: np.ndarray, t: float, tracker: object = None) -> PoseResult:
         assert self.capture is not None
         self.newest_when_taken.append(self.capture.delivered)
         self.seen.append(int(frame_rgb[0, 0, 0]))

@@ -13,11 +13,11 @@ from typing import Optional
 import numpy as np
 import pytest
 from fallwatch.config.schema import Config
-from fallwatch.daemon.capture import Capture
-from fallwatch.daemon.logsetup import setup_logging
-from fallwatch.daemon.notify import Notifier, Watchdog
-from fallwatch.daemon.service import Daemon
-from fallwatch.daemon.sources import Source
+from fallwatch.daemon.app.logsetup import setup_logging
+from fallwatch.daemon.app.sd_notify import Notifier, Watchdog
+from fallwatch.daemon.app.service import Daemon
+from fallwatch.daemon.capture.reader import Capture
+from fallwatch.daemon.capture.sources import Source
 from fallwatch.pose.types import PoseResult
 from waiting import wait_until
 
@@ -126,7 +126,7 @@ def test_watchdog_settings_from_environment() -> None:
 
 def test_send_failure_is_logged_once_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.notify"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.app.sd_notify"):
         assert notifier.watchdog() is False
         assert notifier.watchdog() is False
     assert sum("sd_notify" in r.getMessage() for r in caplog.records) == 1
@@ -145,7 +145,7 @@ def test_a_receiver_that_does_not_read_cannot_block_the_pipeline(
     results: list[bool] = []
     sender = threading.Thread(target=lambda: results.extend(notifier.status(f"n {i}") for i in range(14)), daemon=True)
     try:
-        with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.notify"):
+        with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.app.sd_notify"):
             sender.start()
             sender.join(20)
             assert not sender.is_alive(), f"sd_notify blocked after {len(results)} messages"
@@ -181,7 +181,10 @@ class StallableEngine:
         self.release = threading.Event()
         self.frames = 0
 
-    def process(self, frame_rgb: np.ndarray, t: float) -> PoseResult:
+    def make_tracker(self) -> object:
+        return object()  # (its tracks are this stand-in's business)
+
+    def process(self, frame_rgb: np.ndarray, t: float, tracker: object = None) -> PoseResult:
         if self.stall.is_set():
             self.release.wait(30)  # a hung inference (a wedged TPU, a deadlocked delegate)
         self.frames += 1
@@ -230,7 +233,7 @@ def start_daemon(socket_path: str, watchdog_usec: int) -> tuple[Daemon, threadin
 def test_ready_status_and_watchdog_stop_when_inference_stalls(
     notify_socket: NotifySocket, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.notify")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.app.sd_notify")
     daemon, thread, engine, checks = start_daemon(str(tmp_path / "notify.sock"), watchdog_usec=400_000)
     try:
         ready = notify_socket.wait_for("READY=1", timeout=30)
@@ -301,7 +304,7 @@ def test_camera_outage_is_not_a_hang(notify_socket: NotifySocket, tmp_path: Path
 def test_journal_logging_without_systemd_python(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     st = os.fstat(2)
     monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
-    monkeypatch.setattr("fallwatch.daemon.logsetup._journal_handler", lambda: None)
+    monkeypatch.setattr("fallwatch.daemon.app.logsetup._journal_handler", lambda: None)
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:

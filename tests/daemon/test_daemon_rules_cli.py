@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from event_schema import RULE_EVENT_KEYS as EVENT_KEYS
-from fallwatch.daemon.pipeline import VideoFrames, iter_video_frames
+from fallwatch.daemon.app.pipeline import VideoFrames, iter_video_frames
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ def fallwatch(model_dir: Path, *args: str, timeout: float = 240) -> subprocess.C
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
     env.pop("FALLWATCH_CONFIG", None)
     return subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", *args],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -165,7 +165,7 @@ def test_video_frames_use_media_time_and_skip_corrupt_data(gmdcsa: Path, tmp_pat
 
 
 def test_record_paths_for_several_videos(tmp_path: Path) -> None:
-    from fallwatch.daemon.commands_rules import _record_paths
+    from fallwatch.daemon.cli.measure.rules import _record_paths
 
     assert _record_paths(["a/13.mp4"], str(tmp_path / "r.jsonl")) == [tmp_path / "r.jsonl"]
     assert _record_paths(["a/13.mp4", "b/13.mp4", "c.mp4"], str(tmp_path)) == [

@@ -51,7 +51,7 @@ class Run:
             # sd_notify (systemd-python's has no send timeout), and a test that reads only now and then hangs it.
             threading.Thread(target=self._drain, daemon=True).start()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(self.config_file), *args],
+            [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(self.config_file), *args],
             stdout=open(self.out_file, "wb"),
             stderr=open(self.log_file, "wb"),
             env=env,
@@ -292,7 +292,7 @@ def test_fall_clip_logs_the_event(run_daemon, data_dir: Path, tmp_path: Path) ->
 
 
 def test_no_camera_is_one_clear_line(run_daemon, tmp_path: Path) -> None:
-    from fallwatch.daemon.sources import picamera2_available, v4l2_cameras
+    from fallwatch.daemon.capture.sources import picamera2_available, v4l2_cameras
 
     if v4l2_cameras() or picamera2_available():
         pytest.skip("this machine has a camera")
@@ -414,7 +414,7 @@ def test_daemon_and_detect_agree_to_the_last_event(
     path = data_dir / "gmdcsa24-dev" / clip
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
     detect = subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "detect", "--json", str(path)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "detect", "--json", str(path)],
         capture_output=True,
         text=True,
         env=env,
@@ -465,7 +465,7 @@ def test_signal_handler_only_sets_flags(monkeypatch: pytest.MonkeyPatch, caplog:
     # The handler runs between two bytecodes of the main thread. Starting a thread there (threading's limbo lock)
     # or logging could deadlock against the very lock the interrupted code holds; the deadline thread exists
     # before any signal and does both.
-    from fallwatch.daemon.signals import StopSignals
+    from fallwatch.daemon.app.stop_signals import StopSignals
 
     stop, reload = threading.Event(), threading.Event()
     signals = StopSignals(stop=stop.set, reload=reload.set, starting=lambda: False, exit_code=lambda: 0)
@@ -475,7 +475,7 @@ def test_signal_handler_only_sets_flags(monkeypatch: pytest.MonkeyPatch, caplog:
     try:
         signals.install()
         monkeypatch.setattr("threading.Thread.start", lambda self: (started.append(self.name), real_start(self)))
-        with caplog.at_level(logging.INFO, logger="fallwatch.daemon.signals"):
+        with caplog.at_level(logging.INFO, logger="fallwatch.daemon.app.stop_signals"):
             signal.raise_signal(signal.SIGTERM)
             assert stop.is_set()
             assert started == [], started
@@ -492,7 +492,7 @@ def test_signal_handler_only_sets_flags(monkeypatch: pytest.MonkeyPatch, caplog:
 
 STUCK_IN_C = """
 import ctypes, signal, sys, time
-from fallwatch.daemon.signals import StopSignals
+from fallwatch.daemon.app.stop_signals import StopSignals
 StopSignals(stop=lambda: None, reload=lambda: None, starting=lambda: False, exit_code=lambda: 0).install()
 # The main thread goes into C code that releases the GIL and does not return on a signal (libusb and camera
 # drivers retry on EINTR): with SIGTERM blocked in this thread the kernel hands it to another thread.
@@ -544,10 +544,10 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(
     # lay, is not their recovery (only they, seen getting up there, are: tests/rules/test_rules_floor.py).
     import cv2
     from fallwatch.config.schema import Config
-    from fallwatch.daemon.capture import Capture
-    from fallwatch.daemon.service import Daemon
-    from fallwatch.daemon.settings import make_engine
-    from fallwatch.daemon.sources import EndOfStream, Source
+    from fallwatch.daemon.app.service import Daemon
+    from fallwatch.daemon.app.settings import make_engine
+    from fallwatch.daemon.capture.reader import Capture
+    from fallwatch.daemon.capture.sources import EndOfStream, Source
 
     class FallEmptyThenStanding(Source):
         """The fall clip at its own time stamps, 4 s of an empty room, then 5 s of a person standing, 10 fps."""
@@ -595,7 +595,7 @@ def test_room_state_keeps_an_unseen_fall_when_someone_else_stands_in_view(
         cfg, engine=make_engine(cfg, str(model_dir)), capture=Capture(FallEmptyThenStanding(), realtime=False)
     )
     assert daemon.run() == 0
-    kinds = [e["event"] for e in daemon.hub.recent_events()]
+    kinds = [e["event"] for e in daemon.outputs.hub.recent_events()]
     assert kinds[:2] == ["fall", "person_down"], kinds
     assert states == ["person_down"], "the alarm lapsed while the fallen person was out of view"
     assert kinds == ["fall", "person_down"], kinds
@@ -606,10 +606,10 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     # SIGHUP with new thresholds of the same strategy applies them in place: the fallen person's incident
     # (and so the alarm and the coming person_down) survives the reload.
     import cv2
-    from fallwatch.daemon.capture import Capture
-    from fallwatch.daemon.service import Daemon
-    from fallwatch.daemon.settings import make_engine
-    from fallwatch.daemon.sources import EndOfStream, Source
+    from fallwatch.daemon.app.service import Daemon
+    from fallwatch.daemon.app.settings import make_engine
+    from fallwatch.daemon.capture.reader import Capture
+    from fallwatch.daemon.capture.sources import EndOfStream, Source
 
     config_file = tmp_path / "fallwatch.yaml"
     base = "mqtt:\n  enabled: false\ndebug:\n  enabled: false\ncamera:\n  realtime: false\n"
@@ -654,7 +654,7 @@ def test_rules_reload_keeps_a_person_on_the_floor_on_record(data_dir: Path, mode
     )
     assert daemon.run() == 0
     assert daemon.camera.pipeline.rules.s.fall_angle_deg == 65  # the reload was applied ...
-    kinds = [e["event"] for e in daemon.hub.recent_events()]
+    kinds = [e["event"] for e in daemon.outputs.hub.recent_events()]
     assert kinds == ["fall", "person_down"], kinds  # ... and the incident went on through it
     assert daemon.state == "person_down"
 

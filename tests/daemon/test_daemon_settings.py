@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fallwatch.config.loader import parse_config
-from fallwatch.daemon.settings import pose_settings, rule_settings
+from fallwatch.daemon.app.settings import pose_settings, rule_settings
 
 YAML = """
 pose:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import math
 
-from fallwatch.daemon.stats import CameraCounters, CameraStats, MqttStats, Snapshot, heartbeat, metrics, status_line
+from fallwatch.daemon.telemetry.snapshot import (
+    CameraCounters,
+    CameraStats,
+    MqttStats,
+    Snapshot,
+    heartbeat,
+    metrics,
+    status_line,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import CameraConfig
-from fallwatch.daemon import sources as srcmod
-from fallwatch.daemon.libcamera_source import BUFFER_COUNT, LibcameraSource, to_bgr
-from fallwatch.daemon.sources import SourceError, make_source
+from fallwatch.daemon.capture import sources as srcmod
+from fallwatch.daemon.capture.libcamera_source import BUFFER_COUNT, LibcameraSource, to_bgr
+from fallwatch.daemon.capture.sources import SourceError, make_source
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +271,7 @@ def test_a_camera_that_ignores_its_frame_rate_is_asked_for_one_frame_per_period(
 ) -> None:
     lc = fake_libcamera(period=None)  # completes each request as soon as it is queued
     monkeypatch.setitem(sys.modules, "libcamera", lc)
-    caplog.set_level(logging.INFO, logger="fallwatch.daemon.libcamera_source")
+    caplog.set_level(logging.INFO, logger="fallwatch.daemon.capture.libcamera_source")
     fps = 25.0
     source = make_source(CameraConfig(source="libcamera", width=96, height=64, fps=fps, min_fps=fps))
     assert isinstance(source, LibcameraSource)
@@ -320,7 +320,7 @@ def test_picamera2_falls_back_to_libcamera_when_it_cannot_be_imported(
 ) -> None:
     monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 raises ImportError
     monkeypatch.setitem(sys.modules, "libcamera", fake_libcamera())
-    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.sources")
+    caplog.set_level(logging.WARNING, logger="fallwatch.daemon.capture.sources")
     source = make_source(CameraConfig(source="picamera2"))
     assert isinstance(source, LibcameraSource)
     assert source.describe() == "libcamera camera (not open)", "the daemon describes sources before they open"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from fallwatch.config.loader import ConfigError, load_config
 from fallwatch.config.schema import NotifyConfig
-from fallwatch.daemon.notifications import Notifications, NotifyError, notify_urls
+from fallwatch.daemon.alarms.notifications import Notifications, NotifyError, notify_urls
 from notify_endpoint import JsonEndpoint
 from waiting import wait_until
 
@@ -114,7 +114,7 @@ def _config(tmp_path: Path, notify: dict) -> Path:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", *args], capture_output=True, text=True, timeout=60
     )
 
 

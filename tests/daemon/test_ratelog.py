@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fallwatch.daemon.ratelog import MAX_KEYS, LogLimiter
+from fallwatch.daemon.telemetry.ratelog import MAX_KEYS, LogLimiter
 
 
 class Clock:

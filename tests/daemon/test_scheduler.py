@@ -9,9 +9,9 @@ from typing import Optional
 
 import numpy as np
 import pytest
-from fallwatch.daemon.capture import Capture
-from fallwatch.daemon.scheduler import FrameScheduler
-from fallwatch.daemon.sources import EndOfStream, Source
+from fallwatch.daemon.app.scheduler import FrameScheduler
+from fallwatch.daemon.capture.reader import Capture
+from fallwatch.daemon.capture.sources import EndOfStream, Source
 from waiting import wait_until
 
 END = object()

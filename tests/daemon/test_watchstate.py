@@ -6,8 +6,8 @@ import argparse
 import json
 from datetime import datetime, timezone
 
-from fallwatch.daemon.commands_watch import render_table
-from fallwatch.daemon.watchstate import WatchModel, age_text, parse_topic, parse_ts, topic_filters
+from fallwatch.daemon.cli.admin.watch import render_table
+from fallwatch.daemon.cli.admin.watch_state import WatchModel, age_text, parse_topic, parse_ts, topic_filters
 from rich.console import Console
 
 T0 = 1_800_000_000.0  # wall-clock seconds; the model never reads the clock itself

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fallwatch.daemon import commands_doctor as doctor
-from fallwatch.daemon.commands_doctor import Environment, run_checks
+from fallwatch.daemon.cli.admin import doctor
+from fallwatch.daemon.cli.admin.doctor import Environment, run_checks
 from fallwatch.pose import edgetpu_stack
 from testnet import SERVER_EXT, free_port, issue, make_ca, tls_listener
 
@@ -203,7 +203,16 @@ def test_cli_json_shape_exit_code_and_bounded_time(
 ) -> None:
     config = _config(tmp_path, clip, mqtt={"host": "127.0.0.1", "port": free_port()})
     env = dict(os.environ, LD_LIBRARY_PATH=str(fake_edgetpu_dir), FAKE_EDGETPU="hang")
-    cmd = [sys.executable, "-m", "fallwatch.daemon.cli", "doctor", "--config", config, "--model-dir", str(tpu_models)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fallwatch.daemon.cli.main",
+        "doctor",
+        "--config",
+        config,
+        "--model-dir",
+        str(tpu_models),
+    ]
     Path(config).write_text(Path(config).read_text() + "pose:\n  edgetpu_probe_timeout_s: 2\n")
     # Both forms at once: each waits out the hung probe's 2 s.
     as_json = subprocess.Popen(cmd + ["--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

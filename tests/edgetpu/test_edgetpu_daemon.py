@@ -43,7 +43,16 @@ def test_detect_survives_a_segfaulting_delegate(
 ) -> None:
     clip = data_dir / "gmdcsa24-dev" / FALL_CLIP
     proc = subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "detect", str(clip), "--json", "--model-dir", str(tpu_models)],
+        [
+            sys.executable,
+            "-m",
+            "fallwatch.daemon.cli.main",
+            "detect",
+            str(clip),
+            "--json",
+            "--model-dir",
+            str(tpu_models),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -78,7 +87,16 @@ class Run:
         config.write_text(yaml.safe_dump(cfg))
         self.log_path = tmp_path / f"daemon-{self.port}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--model-dir", str(models)],
+            [
+                sys.executable,
+                "-m",
+                "fallwatch.daemon.cli.main",
+                "run",
+                "--config",
+                str(config),
+                "--model-dir",
+                str(models),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log_path, "wb"),
             env=env,

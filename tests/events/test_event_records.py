@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import EventsConfig
-from fallwatch.daemon.event_records import EventRecorder, playable_clip
-from fallwatch.daemon.record_store import scan_records
+from fallwatch.daemon.records.clips import playable_clip
+from fallwatch.daemon.records.recorder import EventRecorder
+from fallwatch.daemon.records.store import scan_records
 from fallwatch.pose.types import Person
 from fallwatch.rules.recording import read_recording
 
@@ -183,7 +184,7 @@ def test_an_unwritable_directory_costs_the_records_only(tmp_path: Path, caplog) 
     # A file where the state directory should be: no write can succeed, for root too (chmod would not stop root).
     (tmp_path / "state").write_text("not a directory")
     folder = tmp_path / "state" / "events"
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.event_records"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.records.recorder"):
         rec = EventRecorder(EventsConfig(pre_s=0.3, post_s=0.3, clip_height=120), folder).start()
         record(rec, seconds=1.0, event_at=0.4)
         record(rec, seconds=1.0, event_at=0.4, t0=10)
@@ -241,7 +242,7 @@ def test_a_damaged_event_json_is_skipped_with_one_warning_never_a_crash(tmp_path
     (tmp_path / "not-json" / "event.json").write_bytes(b"\xff{")
     (tmp_path / "not-an-object").mkdir()
     (tmp_path / "not-an-object" / "event.json").write_text("[1, 2]")
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.record_store"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.records.store"):
         again = EventRecorder(EventsConfig(max_mb=1000), tmp_path).start()  # crashed here: TypeError in prune
         listing = again.listing()
         again.listing()  # listing again (the page polls) warns no more
@@ -266,7 +267,7 @@ sys.path.insert(0, sys.argv[2])
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
 from pathlib import Path
 from fallwatch.config.schema import EventsConfig
-from fallwatch.daemon.event_records import EventRecorder
+from fallwatch.daemon.records.recorder import EventRecorder
 from test_event_records import record, wait_written
 import numpy as np
 noise = np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8)  # ~50 kB per JPEG frame

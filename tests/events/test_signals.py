@@ -40,7 +40,7 @@ def test_replay_plot_writes_a_self_contained_html(tmp_path: Path) -> None:
     rec.write_text("".join(json.dumps(f) + "\n" for f in hh.topple()))
     out = tmp_path / "plot.html"
     proc = subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "replay", str(rec), "--plot", str(out)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "replay", str(rec), "--plot", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,7 +50,7 @@ def test_replay_plot_writes_a_self_contained_html(tmp_path: Path) -> None:
     page = out.read_text()
     assert "uPlot" in page and "plotSignals(" in page and '"event_t": 2.' in page and "<script src" not in page
     bad = subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "replay", str(rec), "--plot", str(tmp_path / "plot.png")],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "replay", str(rec), "--plot", str(tmp_path / "plot.png")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,14 +16,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import household as hh
 from fallwatch.config.loader import load_config
-from fallwatch.daemon.settings import rule_settings
+from fallwatch.daemon.app.settings import rule_settings
 from fallwatch.rules import make_rules
 from fallwatch.rules.recording import read_recording
 
 
 def fallwatch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", *args], capture_output=True, text=True, timeout=600
     )
 
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))  # tests/: conftest (Mosquitto), testnet, w
 sys.path.append(str(HERE.parent / "mqtt"))  # mqtt_testlib (Sub, make_event); after tests/, whose conftest is ours
 from conftest import Mosquitto  # noqa: E402
 from fallwatch.config.schema import MqttConfig  # noqa: E402
-from fallwatch.daemon.mqtt import MqttPublisher  # noqa: E402
+from fallwatch.daemon.mqtt.publisher import MqttPublisher  # noqa: E402
 from mqtt_testlib import Sub, make_event  # noqa: E402
 from testnet import free_port  # noqa: E402
 from waiting import wait_until  # noqa: E402
@@ -596,8 +596,8 @@ class Harness:
         `resolved`, which ends the blueprint's wait and tells the phone."""
         ha = self.ha
         assert ha is not None and self.broker is not None
-        if importlib.util.find_spec("fallwatch.daemon.alarms") is None:
-            return "this fallwatch has no alarms yet (daemon/alarms.py)"
+        if importlib.util.find_spec("fallwatch.daemon.alarms.open_alarms") is None:
+            return "this fallwatch has no alarms yet (daemon/alarms/open_alarms.py)"
         clip = Path(os.environ.get("FALLWATCH_DATA_DIR", HERE.parents[2] / "shared" / "data"))
         clip = clip / "gmdcsa24-dev" / "Subject 1" / "Fall" / "13.mp4"  # the shortest dev fall clip (4.3 s)
         check(clip.is_file(), f"no clip {clip} (set FALLWATCH_DATA_DIR)")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fallwatch.config.schema import MqttConfig
-from fallwatch.daemon.mqtt import MqttPublisher
+from fallwatch.daemon.mqtt.publisher import MqttPublisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import mqtt_testlib
 from mqtt_testlib import DEVICE, STATUS, PublisherProc, Sub

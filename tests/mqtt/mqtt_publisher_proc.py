@@ -15,7 +15,7 @@ import signal
 import sys
 
 from fallwatch.config.loader import load_config
-from fallwatch.daemon.mqtt import MqttPublisher
+from fallwatch.daemon.mqtt.publisher import MqttPublisher
 from mqtt_testlib import STATUS, make_event  # beside this script
 
 

@@ -176,6 +176,6 @@ class PublisherProc:
 
 def watch_args(port: int) -> Any:
     """`fallwatch watch --host 127.0.0.1 --port PORT` as the command line parses it (its own defaults)."""
-    from fallwatch.daemon.cli import build_parser
+    from fallwatch.daemon.cli.main import build_parser
 
     return build_parser().parse_args(["watch", "--host", "127.0.0.1", "--port", str(port)])

@@ -11,8 +11,8 @@ import time
 import uuid
 
 from fallwatch.config.schema import MqttConfig
-from fallwatch.daemon.mqtt import MqttPublisher
-from fallwatch.daemon.outbox import Outbox
+from fallwatch.daemon.mqtt.outbox import Outbox
+from fallwatch.daemon.mqtt.publisher import MqttPublisher
 
 state_dir, port = sys.argv[1], int(sys.argv[2])
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

@@ -1,15 +1,15 @@
 """Open alarms over a real broker: an unanswered fall reminds at level 1, 2, 3 on time (a fake clock), an `ack` on
 `<prefix>/set` closes it with `resolved` (reason, by) and stops the reminders, `false_alarm: all` of one camera, a
 bad answer is one warning, and an alarm is still open, and reminding, after a restart of the publisher and desk
-over the same state directory (as the daemon wires them, daemon/service.py)."""
+over the same state directory (as the daemon wires them, daemon/app/service.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 
-from fallwatch.daemon.alarms import AlarmDesk
-from fallwatch.daemon.outbox import Outbox
+from fallwatch.daemon.alarms.open_alarms import AlarmDesk
+from fallwatch.daemon.mqtt.outbox import Outbox
 from mqtt_testlib import PREFIX, make_event, wait_until
 
 T0 = 1_800_000_000.0

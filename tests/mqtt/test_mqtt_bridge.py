@@ -84,7 +84,7 @@ def test_bridge_forwards_events_and_loses_none_while_central_is_down(
         [
             sys.executable,
             "-m",
-            "fallwatch.daemon.cli",
+            "fallwatch.daemon.cli.main",
             "watch",
             "--host",
             "127.0.0.1",

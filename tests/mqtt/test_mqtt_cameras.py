@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from fallwatch.daemon.commands_watch import Watcher
-from fallwatch.daemon.homeassistant import discovery_messages
+from fallwatch.daemon.cli.admin.watch import Watcher
+from fallwatch.daemon.mqtt.homeassistant import discovery_messages
 from mqtt_testlib import PREFIX, make_event, wait_until, watch_args
 from testnet import free_port
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fallwatch.daemon.mqtt import MqttError, camera_topics
-from fallwatch.daemon.mqtt_command import Command, Feedback, parse_command
-from fallwatch.daemon.mqtt_topics import CameraTopics
+from fallwatch.daemon.mqtt.commands import Command, Feedback, parse_command
+from fallwatch.daemon.mqtt.publisher import MqttError, camera_topics
+from fallwatch.daemon.mqtt.topics import CameraTopics
 from fallwatch.rules.events import Event
 from mqtt_testlib import make_event
 

@@ -37,7 +37,7 @@ def test_mqtt_daemon_fall_event_then_last_will_on_sigkill(mosquitto, subscriber,
     log_file = tmp_path / "daemon.log"
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(clip)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(clip)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(log_file, "wb"),
@@ -108,7 +108,7 @@ def test_two_cameras_in_one_daemon_each_on_its_own_topics(mosquitto, subscriber,
     sub = subscriber(mosquitto.port, [f"{prefix}/#"])
     log_file = tmp_path / "daemon.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config)],
         env=dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir)),
         stdout=subprocess.DEVNULL,
         stderr=open(log_file, "wb"),

@@ -40,7 +40,7 @@ def _start(tmp_path: Path, mosquitto, model_dir: Path, data_dir: Path, events_di
     log_file = tmp_path / "daemon.log"
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(clip)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(clip)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(log_file, "wb"),

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fallwatch.daemon.mqtt import COMMAND_LIMITS, MAX_MESSAGE_BYTES
+from fallwatch.daemon.mqtt.publisher import COMMAND_LIMITS, MAX_MESSAGE_BYTES
 from mqtt_testlib import PREFIX, make_event, wait_until
 from rawmqtt import (
     OneClientBroker,
@@ -22,7 +22,7 @@ from rawmqtt import (
     remaining_length,
 )  # tests/ is on the path (tests/conftest.py)
 
-MQTT_LOGGER = "fallwatch.daemon.mqtt"
+MQTT_LOGGER = "fallwatch.daemon.mqtt.publisher"
 
 
 def _lines(caplog, text: str) -> list[str]:
@@ -206,7 +206,7 @@ def test_huge_message_does_not_grow_memory(mosquitto, mqtt_cfg, publisher_proc, 
 
 def test_status_line_says_mqtt_is_down():
     """systemd's STATUS=: nothing while MQTT delivers; how long it has not; DOWN past mqtt.watchdog_s."""
-    from fallwatch.daemon.stats import CameraStats, MqttStats, Snapshot, status_line
+    from fallwatch.daemon.telemetry.snapshot import CameraStats, MqttStats, Snapshot, status_line
 
     snap = Snapshot(version="x", cameras={"hall": CameraStats("hall", fps=9.5, capture="running")}, ready=True)
     snap = snap.replace(backend="cpu")

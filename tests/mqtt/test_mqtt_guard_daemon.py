@@ -71,7 +71,7 @@ def test_daemon_survives_a_bad_topic_and_healthz_says_when_mqtt_is_down(tmp_path
         env.pop(var, None)
     log_file = tmp_path / "daemon.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(clip)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(clip)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(log_file, "wb"),

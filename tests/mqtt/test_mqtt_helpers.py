@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 from fallwatch.config.schema import MqttConfig
-from fallwatch.daemon.mqtt import MqttPublisher, cpu_temp_c, device_id_of, prefix_of, sanitize_id, to_json
-from fallwatch.daemon.outbox import Outbox
+from fallwatch.daemon.mqtt.outbox import Outbox
+from fallwatch.daemon.mqtt.publisher import MqttPublisher, cpu_temp_c, device_id_of, prefix_of, sanitize_id, to_json
 from mqtt_testlib import make_event
 
 

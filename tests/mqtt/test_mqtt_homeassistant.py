@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from fallwatch.daemon.homeassistant import discovery_messages
+from fallwatch.daemon.mqtt.homeassistant import discovery_messages
 from mqtt_testlib import PREFIX, wait_until
 
 # Required per component in HA's MQTT platform schemas (plus what we promise for every entity).

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 
 import pytest
-from fallwatch.daemon.outbox import Outbox, default_state_dir
+from fallwatch.daemon.mqtt.outbox import Outbox, default_state_dir
 
 
 def test_mqtt_outbox_order_remove_and_reopen(tmp_path):
@@ -50,7 +50,7 @@ def test_mqtt_outbox_same_id_is_not_queued_twice(tmp_path):
 def test_mqtt_outbox_damaged_file_is_set_aside(tmp_path, caplog):
     path = tmp_path / "outbox.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
-    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.outbox"):
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt.outbox"):
         box = Outbox(path, 10)
     assert any("not a usable SQLite database" in r.getMessage() for r in caplog.records)
     assert list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
@@ -74,7 +74,7 @@ def test_mqtt_outbox_unopenable_path_is_left_alone(tmp_path, caplog):
     path = tmp_path / "outbox.sqlite3"
     path.mkdir()
     (path / "keep").write_text("x")
-    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.outbox"):
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt.outbox"):
         box = Outbox(path, 10)
     assert (path / "keep").exists() and not list(tmp_path.glob("outbox.sqlite3.corrupt-*"))
     messages = [r.getMessage() for r in caplog.records]
@@ -109,7 +109,7 @@ def test_mqtt_outbox_damage_inside_the_payloads_is_found_at_open(tmp_path, caplo
     data[6 * page : 6 * page + 8] = b"\xff" * 8
     data[7 * page : 7 * page + 4] = b"\xff" * 4
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.outbox"):
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt.outbox"):
         box = Outbox(path, 100)
     assert any("not a usable SQLite database" in r.getMessage() for r in caplog.records), [
         r.getMessage() for r in caplog.records

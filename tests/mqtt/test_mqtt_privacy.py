@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 import yaml
-from fallwatch.daemon.event_records import PLAIN_BACKGROUND
+from fallwatch.daemon.records.recorder import PLAIN_BACKGROUND
 
 PREFIX = "fallwatch/priv"
 
@@ -47,7 +47,7 @@ def test_privacy_skeleton_images_over_mqtt_and_on_disk(mosquitto, subscriber, mo
     sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
     log_file = tmp_path / "daemon.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(clip)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(clip)],
         env=dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir)),
         stdout=subprocess.DEVNULL,
         stderr=open(log_file, "wb"),

@@ -140,7 +140,7 @@ def test_mqtt_set_commands(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
     assert late.wait_count(f"{PREFIX}/alerts", 1) == [b"ON"]
 
     # bad commands: one clear warning each, nothing changes, the client keeps working
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         sub.client.publish(f"{PREFIX}/set", b"not json", qos=1)
         sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": "maybe"}), qos=1)
         assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), [
@@ -217,7 +217,7 @@ def test_mqtt_outbox_bound_drops_oldest(persistent_broker, subscriber, mqtt_cfg,
     pub = publisher(mqtt_cfg(broker.port, outbox_max=10))
     pub.start()
     events = [make_event("fall", i) for i in range(13)]
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         for event in events:
             pub.publish_event(event)
     assert sum("outbox full" in r.getMessage() for r in caplog.records) == 3
@@ -336,7 +336,7 @@ def test_mqtt_event_still_sent_when_the_outbox_cannot_store_it(mosquitto, subscr
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
     event = dict(make_event("fall"), note="x" * 50_000)  # needs new pages
-    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt.publisher"):
         pub.publish_event(event)
     assert [json.loads(p)["id"] for p in sub.wait_count(f"{PREFIX}/event", 1)] == [event["id"]]
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -349,7 +349,7 @@ def test_mqtt_set_command_wrong_types_get_one_clear_warning(mosquitto, subscribe
     pub.start()
     # published after its subscription to <prefix>/set: once seen, the broker routes commands to it
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         sub.client.publish(f"{PREFIX}/set", json.dumps({"test": "yes"}), qos=1)
         sub.client.publish(f"{PREFIX}/set", b"[" * 60_000, qos=1)  # JSON nested too deep (under the size cap)
         assert wait_until(lambda: sum("ignored command" in r.getMessage() for r in caplog.records) >= 2, 3), [
@@ -370,7 +370,7 @@ def test_mqtt_read_only_outbox_keeps_sending_without_flooding_the_log(
     old = make_event("fall", 0)
     pub.publish_event(old)  # queued before the start
     pub._outbox._db.execute("PRAGMA query_only=ON")  # every write now fails: "attempt to write a readonly db"
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         pub.start()
         assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 1, 5)
         new = make_event("person_down", 1)
@@ -396,7 +396,7 @@ def test_mqtt_reload_with_a_read_only_outbox_still_reconnects(mosquitto, subscri
     for event in events:
         pub.publish_event(event)
     pub._outbox._db.execute("PRAGMA query_only=ON")  # the file system went read-only
-    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt.publisher"):
         pub.reconfigure(mqtt_cfg(mosquitto.port, outbox_max=10))
     assert any("outbox_max" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
     assert wait_until(lambda: pub.connected, 8), "no connection after the reload"
@@ -411,7 +411,7 @@ def test_mqtt_alerts_pause_expires_by_itself_and_says_so(mosquitto, subscriber, 
     pub = publisher(mqtt_cfg(mosquitto.port), pause_max_s=1.0)
     pub.start()
     assert sub.wait_for(lambda s: s.on(f"{PREFIX}/alerts") == [b"ON"], 5)
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1)
         assert sub.wait_for(lambda s: b"OFF" in s.on(f"{PREFIX}/alerts"), 5)
         paused_beat = sub.wait_for(lambda s: any(h["alerts"] is False for h in s.json_on(f"{PREFIX}/heartbeat")), 5)
@@ -442,7 +442,7 @@ def test_mqtt_paused_alerts_warn_at_start_and_commands_can_be_switched_off(
     pub.stop()
 
     # a restart while paused says so, as a warning naming when alerts resume
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         again = publisher(cfg)
         again.start()
     starts = [r.getMessage() for r in caplog.records if "alerts are PAUSED" in r.getMessage()]
@@ -453,7 +453,7 @@ def test_mqtt_paused_alerts_warn_at_start_and_commands_can_be_switched_off(
     # mqtt.commands: false lifts the pause and takes no more commands
     closed = mqtt_cfg(mosquitto.port, commands=False)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         third = publisher(closed)
         third.start()
     assert third.alerts_enabled is True

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fallwatch.daemon.mqtt import MqttError
+from fallwatch.daemon.mqtt.publisher import MqttError
 from mqtt_testlib import PREFIX, make_event, wait_until
 from testnet import SERVER_EXT, free_port, issue, make_ca, tls_listener
 
@@ -30,7 +30,7 @@ def test_mqtt_wrong_password_one_clear_line_then_right_one_connects(
     password_broker, tmp_path, subscriber_auth, mqtt_cfg, publisher, caplog, protocol
 ):
     pub = publisher(mqtt_cfg(password_broker.port, protocol=protocol, username="fallwatch", password="wrong"))
-    with caplog.at_level(logging.DEBUG, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.DEBUG, logger="fallwatch.daemon.mqtt.publisher"):
         pub.start()
         # retried with backoff (1 s here): the refusal is seen again, but said clearly only once
         assert wait_until(lambda: any("(still)" in r.getMessage() for r in caplog.records), 5), [
@@ -94,7 +94,7 @@ def test_mqtt_tls_with_self_signed_ca(tls_broker, tls_files, subscriber, mqtt_cf
 def test_mqtt_tls_unknown_ca_is_refused_with_clear_line(tls_broker, mqtt_cfg, publisher, caplog):
     # the system store does not know our throwaway CA: the broker must not be trusted
     pub = publisher(mqtt_cfg(tls_broker.port, host="localhost", tls={"enabled": True}))
-    with caplog.at_level(logging.DEBUG, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.DEBUG, logger="fallwatch.daemon.mqtt.publisher"):
         pub.start()
         assert wait_until(lambda: any("TLS" in r.getMessage() for r in caplog.records), 5)
         # it retries (the repeat goes to DEBUG), without a second error line
@@ -124,7 +124,7 @@ def test_mqtt_tls_host_name_check_and_insecure(tls_files, mosquitto_factory, mqt
     """A certificate for another name is refused; `insecure: true` skips only the name check (CA still checked)."""
     broker = _tls_broker(mosquitto_factory, tls_files, server="othername")
     strict = publisher(mqtt_cfg(broker.port, tls={"enabled": True, "ca_certs": tls_files["ca.crt"]}))
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         strict.start()
         assert wait_until(lambda: any("TLS" in r.getMessage() for r in caplog.records), 5)
     assert not strict.connected
@@ -147,7 +147,7 @@ def test_mqtt_tls_client_certificate(tls_files, mosquitto_factory, mqtt_cfg, pub
     without = publisher(
         mqtt_cfg(broker.port, client_id="nocert", tls={"enabled": True, "ca_certs": tls_files["ca.crt"]})
     )
-    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         without.start()
         assert wait_until(lambda: any("certfile" in r.getMessage() for r in caplog.records), 5), [
             r.getMessage() for r in caplog.records
@@ -203,7 +203,7 @@ def test_mqtt_event_refused_by_the_broker_acl_is_kept(
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
     event = make_event("fall")
-    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt"):
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt.publisher"):
         pub.publish_event(event)
         assert wait_until(lambda: any(event["id"] in r.getMessage() for r in caplog.records), 5), [
             r.getMessage() for r in caplog.records
@@ -243,11 +243,11 @@ def test_mqtt_sighup_rereads_a_changed_password_file(password_broker, tmp_path, 
 def test_the_readme_acl_keeps_other_users_from_pausing_alerts(
     tmp_path, mosquitto_factory, subscriber, mqtt_cfg, publisher
 ):
-    # Side door 3: anyone who could publish to the broker could switch alerts off for good. The README's ACL,
-    # run here as it is printed, lets only Home Assistant (and the daemon) command fallwatch.
+    # Side door 3: anyone who could publish to the broker could switch alerts off for good. The ACL of the MQTT
+    # page (docs/mqtt.md), run here as it is printed, lets only Home Assistant (and the daemon) command fallwatch.
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "mqtt.md").read_text()
     acl_text = re.search(r"```text\n(# mosquitto ACL for fallwatch\n.*?)```", readme, re.S).group(1)
     acl = tmp_path / "acl"
     acl.write_text(acl_text)

@@ -10,14 +10,14 @@ import subprocess
 import sys
 
 import paho.mqtt.publish as publish
-from fallwatch.daemon.commands_watch import Watcher
+from fallwatch.daemon.cli.admin.watch import Watcher
 from mqtt_testlib import make_event, wait_until, watch_args
 from testnet import free_port
 
 
 def run_watch(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "watch", *args],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "watch", *args],
         capture_output=True,
         text=True,
         timeout=30,

@@ -85,7 +85,7 @@ def test_cli_pose_json_has_33_landmarks_with_blazepose(
 ) -> None:
     import json
 
-    from fallwatch.daemon.cli import main as cli_main
+    from fallwatch.daemon.cli.main import main as cli_main
 
     config = tmp_path / "fallwatch.yaml"
     config.write_text("pose:\n  detector: blazepose_detector\n  estimator: blazepose_full\n")

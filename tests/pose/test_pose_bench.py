@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from fallwatch.daemon.cli import main as cli_main
+from fallwatch.daemon.cli.main import main as cli_main
 
 
 def test_bench_json_report(data_dir: Path, model_dir: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:

@@ -130,8 +130,8 @@ def test_a_fall_at_night_is_caught(night_clip: Path, model_dir: Path) -> None:
     """A sitting person falling off a chair, through the issue's night recipe: the default pipeline alarms, after
     the fall began (1.8 s) and before it ended (6.0 s)."""
     from fallwatch.config.loader import load_config
-    from fallwatch.daemon.commands_rules import run_video
-    from fallwatch.daemon.settings import make_engine, rule_settings
+    from fallwatch.daemon.app.settings import make_engine, rule_settings
+    from fallwatch.daemon.cli.measure.rules import run_video
 
     config = load_config(None)
     engine = make_engine(config, str(model_dir))

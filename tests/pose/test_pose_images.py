@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fallwatch.daemon.cli import main as cli_main
+from fallwatch.daemon.cli.main import main as cli_main
 from fallwatch.pose.engine import FrameError, PoseEngine, PoseSettings
 from fallwatch.pose.estimator import torso_score
 from fallwatch.pose.types import KEYPOINT_NAMES, PoseResult

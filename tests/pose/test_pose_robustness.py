@@ -106,7 +106,7 @@ def test_tpu_failing_mid_run_keeps_tracks_and_output(model_dir: Path, data_dir: 
 def test_cli_pose_image_too_small_is_one_line(
     images_dir: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:
-    from fallwatch.daemon.cli import main as cli_main
+    from fallwatch.daemon.cli.main import main as cli_main
 
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
     tiny = tmp_path / "tiny.png"
@@ -127,7 +127,7 @@ def test_bench_on_an_empty_room_is_valid_json(
     invoke), and the report must still be JSON (no NaN) with a usable per-invoke figure."""
     import json
 
-    from fallwatch.daemon.cli import main as cli_main
+    from fallwatch.daemon.cli.main import main as cli_main
 
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
     clip = tmp_path / "empty.avi"

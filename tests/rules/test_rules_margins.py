@@ -151,7 +151,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("FALLWATCH_CONFIG", None)
     return subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", *args], capture_output=True, text=True, env=env, cwd=REPO
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", *args], capture_output=True, text=True, env=env, cwd=REPO
     )
 
 

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import DebugConfig
-from fallwatch.daemon.status import StatusHub
-from fallwatch.daemon.web import DebugServer
+from fallwatch.daemon.telemetry.status_hub import StatusHub
+from fallwatch.daemon.web.server import DebugServer
 from fallwatch.pose.types import Person
 from waiting import wait_until
 

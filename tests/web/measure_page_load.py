@@ -110,7 +110,7 @@ def main() -> None:
     )
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(SHARED / "models"))
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(SOURCE)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(SOURCE)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from fallwatch.daemon.alarms import AlarmDesk
-from fallwatch.daemon.event_records import PLAIN_BACKGROUND
-from fallwatch.daemon.mqtt_command import parse_answer
+from fallwatch.daemon.alarms.open_alarms import AlarmDesk
+from fallwatch.daemon.mqtt.commands import parse_answer
+from fallwatch.daemon.records.recorder import PLAIN_BACKGROUND
 from notify_endpoint import JsonEndpoint
 from testnet import free_port
 from waiting import wait_until
@@ -60,7 +60,7 @@ def test_post_answers_only_json_from_the_page_itself(start_server):
 
     running.server.answer = answer
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    # the debug server's state-change guard (web_guard.py) applies to this POST as to every other
+    # the debug server's state-change guard (web/guard.py) applies to this POST as to every other
     status, body = _post(running, b"ack=ev-1", form)  # what a cross-site form can send
     assert status == 415 and b"Content-Type must be application/json" in body
     status, body = _post(running, {"ack": "ev-1"}, {"Origin": "http://evil.example"})
@@ -115,7 +115,7 @@ class Run:
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "FALLWATCH_CONFIG"):
             env.pop(var, None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(clip)],
+            [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(clip)],
             stdout=subprocess.DEVNULL,
             stderr=open(self.stderr, "wb"),
             env=env,

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from fallwatch.config.schema import EventsConfig
-from fallwatch.daemon.event_records import EventRecorder
-from fallwatch.daemon.stats import CameraStats
-from fallwatch.daemon.status import StatusHub
+from fallwatch.daemon.records.recorder import EventRecorder
+from fallwatch.daemon.telemetry.snapshot import CameraStats
+from fallwatch.daemon.telemetry.status_hub import StatusHub
 from waiting import wait_until
 
 HALL = CameraStats("hall", source="/dev/video0", capture="running", fps=12.5, persons=1, state="ok", frames=900)

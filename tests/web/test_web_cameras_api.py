@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 from fallwatch.config.schema import DebugConfig
-from fallwatch.daemon.status import StatusHub, UnknownCamera
-from fallwatch.daemon.web import BOUNDARY, DebugServer
+from fallwatch.daemon.telemetry.status_hub import StatusHub, UnknownCamera
+from fallwatch.daemon.web.server import BOUNDARY, DebugServer
 
 CAMERAS = ["hall", "bedroom"]
 
@@ -122,7 +122,7 @@ def test_healthz_and_stats_name_every_camera(server):
 
 def test_records_name_their_camera_and_filter_by_it(server, tmp_path):
     from fallwatch.config.schema import EventsConfig
-    from fallwatch.daemon.event_records import EventRecorder
+    from fallwatch.daemon.records.recorder import EventRecorder
 
     for n, camera in enumerate(["hall", "bedroom", "attic"]):  # attic: a camera taken out since
         folder = tmp_path / f"rec-{n}"
@@ -137,7 +137,7 @@ def test_records_name_their_camera_and_filter_by_it(server, tmp_path):
 
 
 def test_status_line_names_every_camera():
-    from fallwatch.daemon.stats import CameraStats, Snapshot, status_line
+    from fallwatch.daemon.telemetry.snapshot import CameraStats, Snapshot, status_line
 
     cams = {
         "hall": CameraStats("hall", capture="running", fps=10.0, persons=1, state="fall"),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 from fallwatch.config.schema import DebugConfig
-from fallwatch.daemon.web import DebugServer
+from fallwatch.daemon.web.server import DebugServer
 from testnet import free_port
 from waiting import wait_until
 
@@ -65,7 +65,16 @@ class Daemon:
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "FALLWATCH_CONFIG"):
             env.pop(var, None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(self.config), "--source", source],
+            [
+                sys.executable,
+                "-m",
+                "fallwatch.daemon.cli.main",
+                "run",
+                "--config",
+                str(self.config),
+                "--source",
+                source,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.stderr, "wb"),
             env=env,

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import yaml
 from fallwatch.config.schema import DebugConfig, EventsConfig
-from fallwatch.daemon.event_records import EventRecorder
-from fallwatch.daemon.status import StatusHub
-from fallwatch.daemon.web import DebugServer
+from fallwatch.daemon.records.recorder import EventRecorder
+from fallwatch.daemon.telemetry.status_hub import StatusHub
+from fallwatch.daemon.web.server import DebugServer
 
 FALL_CLIP = "Subject 2/Fall/12.mp4"
 
@@ -42,7 +42,7 @@ def run_daemon(tmp_path: Path, model_dir: Path, source: str, **cfg) -> str:
     )
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
     proc = subprocess.run(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", source],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", source],
         env=env,
         capture_output=True,
         text=True,
@@ -177,7 +177,7 @@ def test_privacy_skeleton_serves_no_camera_image(tmp_path, model_dir, privacy):
     )
     env = dict(os.environ, FALLWATCH_MODEL_DIR=str(model_dir))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fallwatch.daemon.cli", "run", "--config", str(config), "--source", str(video)],
+        [sys.executable, "-m", "fallwatch.daemon.cli.main", "run", "--config", str(config), "--source", str(video)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 from fallwatch.config.schema import EventsConfig
-from fallwatch.daemon import web
-from fallwatch.daemon.event_records import EventRecorder
-from fallwatch.daemon.offload import NICE, Busy, Offload
-from fallwatch.daemon.web_guard import check_state_change, server_names
+from fallwatch.daemon.records.recorder import EventRecorder
+from fallwatch.daemon.web import server as web
+from fallwatch.daemon.web.guard import check_state_change, server_names
+from fallwatch.daemon.web.offload import NICE, Busy, Offload
 from records_testlib import count_frames, make_record
 from waiting import wait_until
 

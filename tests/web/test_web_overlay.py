@@ -8,9 +8,9 @@ import time
 import cv2
 import numpy as np
 import pytest
-from fallwatch.daemon.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, enhance_badge, spine
-from fallwatch.daemon.stats import MqttStats, Snapshot
-from fallwatch.daemon.status import StatusHub
+from fallwatch.daemon.telemetry.snapshot import MqttStats, Snapshot
+from fallwatch.daemon.telemetry.status_hub import StatusHub
+from fallwatch.daemon.web.overlay import STATE_COLOURS, draw_overlay, encode_jpeg, enhance_badge, spine
 from waiting import wait_until
 
 
@@ -153,7 +153,7 @@ def test_overlay_survives_non_finite_and_far_off_coordinates(clip_frames, person
 def test_jpeg_cache_is_bounded_when_frames_stop(clip_frames):
     # Only older sequence numbers were evicted: while no new frame came (a camera down), every ?height= asked of
     # /latest.jpg stayed cached, growing without bound. One frame's encodings are now capped as well.
-    from fallwatch.daemon.status import JPEG_CACHE
+    from fallwatch.daemon.telemetry.status_hub import JPEG_CACHE
 
     hub = StatusHub("1")
     hub.publish_frame(clip_frames[0], [], {})

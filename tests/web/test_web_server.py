@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from fallwatch.daemon.stats import MqttStats
+from fallwatch.daemon.telemetry.snapshot import MqttStats
 from waiting import wait_until
 
 
@@ -320,8 +320,8 @@ def test_stop_ends_open_streams_promptly(start_server, feeders, clip_frames, mjp
 def test_bind_errors_are_one_clear_line(start_server):
     run = start_server()
     from fallwatch.config.schema import DebugConfig
-    from fallwatch.daemon.status import StatusHub
-    from fallwatch.daemon.web import DebugServer
+    from fallwatch.daemon.telemetry.status_hub import StatusHub
+    from fallwatch.daemon.web.server import DebugServer
 
     clash = DebugServer(DebugConfig(bind=f"127.0.0.1:{run.port}"), StatusHub("x"))
     with pytest.raises(OSError, match=rf"debug server cannot bind 127.0.0.1:{run.port}"):
@@ -378,7 +378,7 @@ def test_waiting_card_before_the_first_frame_then_the_video(start_server, feeder
 
 
 def test_viewer_cap(start_server, feeders, clip_frames, mjpeg_parts):
-    from fallwatch.daemon.web import MAX_VIEWERS
+    from fallwatch.daemon.web.server import MAX_VIEWERS
 
     run = start_server()
     feeders(run.hub, clip_frames, fps=10)
@@ -468,10 +468,10 @@ def test_an_unexpected_handler_error_is_a_500_and_one_log_record(start_server, c
     run = start_server()
     run.hub.publish_frame(np.zeros((48, 64), np.uint8), [], {})  # greyscale: draw_overlay raises ValueError
     capfd.readouterr()
-    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.web"):
+    with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.web.server"):
         status, _, body = run.request("/latest.jpg")
     assert status == 500 and body == b"internal error\n"
-    records = [r for r in caplog.records if r.name == "fallwatch.daemon.web" and r.levelno == logging.ERROR]
+    records = [r for r in caplog.records if r.name == "fallwatch.daemon.web.server" and r.levelno == logging.ERROR]
     assert len(records) == 1 and "/latest.jpg" in records[0].getMessage() and records[0].exc_info
     assert "Traceback" not in capfd.readouterr().err
     assert run.request("/healthz")[0] in (200, 503), "the server still answers"
@@ -483,7 +483,7 @@ def test_idle_connections_cannot_pile_up_threads(start_server):
     import socket
     import threading
 
-    from fallwatch.daemon.web import MAX_WAITING
+    from fallwatch.daemon.web.server import MAX_WAITING
 
     run = start_server()
     before = threading.active_count()
@@ -503,7 +503,7 @@ def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjp
     # Every new ?height= added a cached 'waiting' JPEG: walking 16..2160 grew the daemon by ~80 MB.
     from concurrent.futures import ThreadPoolExecutor
 
-    from fallwatch.daemon.web import MAX_VIEWERS, PLACEHOLDER_CACHE
+    from fallwatch.daemon.web.server import MAX_VIEWERS, PLACEHOLDER_CACHE
 
     run = start_server()
 
@@ -532,7 +532,7 @@ def test_slow_clients_cannot_hold_healthz_shut(start_server, feeders, clip_frame
     # with a complete request head, the waiting ones are bounded (oldest dropped first) and each has a deadline.
     import socket
 
-    from fallwatch.daemon.web import HEAD_DEADLINE_S, MAX_CONNECTIONS, MAX_WAITING
+    from fallwatch.daemon.web.server import HEAD_DEADLINE_S, MAX_CONNECTIONS, MAX_WAITING
 
     run = start_server()
     feeders(run.hub, clip_frames)

@@ -1,0 +1,1 @@
+"""Alarms that stay open until someone answers, and notifications through Apprise."""

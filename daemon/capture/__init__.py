@@ -1,0 +1,1 @@
+"""Where frames come from: camera and file sources, the reader thread, media time, still images."""

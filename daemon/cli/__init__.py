@@ -1,0 +1,1 @@
+"""The `fallwatch` command line: main parser, operator commands (admin/) and measuring tools (measure/)."""

@@ -1,0 +1,1 @@
+"""Commands an operator runs: run, watch, doctor, check-config, models, notify."""

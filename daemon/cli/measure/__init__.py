@@ -1,0 +1,1 @@
+"""Commands that measure: pose, bench, detect/replay/eval, tune, bench-records."""

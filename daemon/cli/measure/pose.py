@@ -1,0 +1,451 @@
+"""`fallwatch pose IMAGE...` (detector + estimator on still images) and `fallwatch bench --source VIDEO
+[--cameras N]`.
+
+Exit codes: 0 fine; 1 an image could not be read or a clip could not be decoded; 2 bad configuration, a missing
+model or an unusable backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from fallwatch.config.loader import load_config
+from fallwatch.daemon.app.settings import make_engine
+from fallwatch.pose.engine import BackendError, FrameError, PoseEngine
+from fallwatch.pose.models import ModelError
+from fallwatch.pose.types import KEYPOINT_NAMES, PoseResult
+
+log = logging.getLogger(__name__)
+
+
+def _engine(args: argparse.Namespace) -> tuple[Optional[PoseEngine], int, Any]:
+    """(engine, 0, config) as the configuration says, or (None, 2, None) after printing one line per problem."""
+    config = load_config(args.config)
+    try:
+        return make_engine(config, getattr(args, "model_dir", None)), 0, config
+    except (ModelError, BackendError) as exc:
+        print(f"fallwatch: {exc}", file=sys.stderr)
+        return None, 2, None
+
+
+def read_image_rgb(path: str) -> np.ndarray:
+    """An image file as RGB uint8, or ValueError with one line naming the file and the problem."""
+    import cv2
+    from fallwatch.daemon.capture.images import read_image_bgr
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file")
+    return cv2.cvtColor(read_image_bgr(path), cv2.COLOR_BGR2RGB)  # ImageError is a ValueError
+
+
+def person_json(p: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "track_id": p.track_id,
+        "box": [round(float(v), 1) for v in p.box],
+        "score": round(float(p.score), 4),
+        "keypoints": {
+            name: [
+                round(float(p.keypoints[i, 0]), 1),
+                round(float(p.keypoints[i, 1]), 1),
+                round(float(p.keypoints[i, 2]), 4),
+            ]
+            for i, name in enumerate(KEYPOINT_NAMES)
+        },
+    }
+    if p.keypoints33 is not None:  # BlazePose: all 33 landmarks too, in its own order
+        out["keypoints33"] = [[round(float(x), 1), round(float(y), 1), round(float(s), 4)] for x, y, s in p.keypoints33]
+    return out
+
+
+def cmd_pose(args: argparse.Namespace) -> int:
+    engine, rc, _ = _engine(args)
+    if engine is None:
+        return rc
+    status = 0
+    for path in args.images:
+        try:
+            rgb = read_image_rgb(path)
+        except ValueError as exc:
+            print(f"fallwatch pose: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        engine.reset()  # every image stands alone: no tracks carried over
+        try:
+            result = engine.process(rgb, 0.0)
+        except FrameError as exc:  # decodable but unusable (e.g. a few pixels)
+            print(f"fallwatch pose: {path}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        if args.json:
+            print(
+                json.dumps(
+                    {"image": path, "backend": result.backend, "people": [person_json(p) for p in result.persons]}
+                ),
+                flush=True,
+            )
+        else:
+            _print_people(path, rgb.shape, result)
+    return status
+
+
+def _print_people(path: str, shape: tuple[int, ...], result: PoseResult) -> None:
+    n = len(result.persons)
+    print(f"{path}: {shape[1]}x{shape[0]}, {n} {'person' if n == 1 else 'people'} ({result.backend})")
+    for p in result.persons:
+        x0, y0, x1, y1 = p.box
+        print(
+            f"  person {p.track_id}: box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}] score {p.score:.2f}"
+            f"{' (detector)' if p.detected else ''}"
+        )
+        for i, name in enumerate(KEYPOINT_NAMES):
+            x, y, s = p.keypoints[i]
+            print(f"    {name:<15} {x:7.1f} {y:7.1f}  {s:.2f}")
+
+
+# -- bench ---------------------------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def _growth_pct(rss: list[float]) -> float:
+    """RSS growth from the start to the end of the run: the median of the last three loops over the median of
+    the first three (decoder and allocator buffers swing a few MB from one loop to the next)."""
+    if len(rss) < 2:
+        return 0.0
+    k = min(3, len(rss) // 2)
+    first, last = float(np.median(rss[:k])), float(np.median(rss[-k:]))
+    return 100.0 * (last - first) / first if first > 0 else 0.0
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": 0.0, "p95": 0.0, "mean": 0.0}
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "median": round(float(np.median(a)), 3),
+        "p95": round(float(np.percentile(a, 95)), 3),
+        "mean": round(float(a.mean()), 3),
+    }
+
+
+def _finite(value: float, digits: int = 3) -> Optional[float]:
+    """Rounded, or None (JSON null) when there was nothing to measure."""
+    return round(value, digits) if np.isfinite(value) else None
+
+
+def _rules(config: Any, source: str = "bench") -> Optional[Any]:
+    """The configured rules, or None when the rules floor cannot be built (the bench then measures pose only)."""
+    try:
+        from fallwatch.daemon.app.settings import rule_settings
+        from fallwatch.rules import make_rules
+
+        return make_rules(rule_settings(config), source=source)
+    except Exception as exc:  # no usable rules floor just means: bench without the rules stage
+        log.warning("bench without the rules stage (%s)", exc)
+        return None
+
+
+def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[Any] = None) -> dict[str, Any]:
+    """The daemon's pipeline (decode -> pose -> rules) over ``source``, ``loops`` times, as fast as possible."""
+    from fallwatch.daemon.app.pipeline import Pipeline, VideoFrames, person_poses
+
+    # enhance (night enhancement) is part of detect, estimate and track, and is shown apart too
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("decode", "detect", "estimate", "track", "enhance", "pose", "rules", "pipeline")
+    }
+    det_invokes: list[float] = []
+    est_invokes: list[float] = []
+    det_frame: list[float] = []
+    est_frame: list[float] = []
+    est_calls = det_runs = frames = 0
+    rss_per_loop: list[float] = []
+    pipeline = Pipeline(engine, rules) if rules is not None else None
+    t_offset = 0.0
+    engine.reset()
+    t_start = time.perf_counter()
+    for _ in range(max(1, loops)):
+        video = VideoFrames(source)
+        it = iter(video)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                rgb, t, frame_no = next(it)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            est_before = engine.estimator_model.invoke_count
+            det_before = engine.detector_model.invoke_count
+            # media time keeps running across loops, as the daemon's capture does for a looping file
+            if pipeline is not None:
+                pose = pipeline.process(rgb, t + t_offset, frames).pose
+            else:
+                pose = engine.process(rgb, t + t_offset)
+                person_poses(pose.persons)
+            t2 = time.perf_counter()
+            sm = pose.stage_ms
+            stages["decode"].append((t1 - t0) * 1000)
+            stages["detect"].append(sm["detect"])
+            stages["estimate"].append(sm["estimate"])
+            stages["track"].append(sm["track"])
+            stages["enhance"].append(sm.get("enhance", 0.0))
+            stages["pose"].append(sm["total"])
+            stages["rules"].append(max(0.0, (t2 - t1) * 1000 - sm["total"]))
+            stages["pipeline"].append((t2 - t0) * 1000)
+            det_frame.append(sm["detect_invoke"])
+            est_frame.append(sm["estimate_invoke"])
+            if engine.detector_model.invoke_count > det_before:
+                det_invokes.append(engine.detector_model.last_invoke_ms)
+                det_runs += 1
+            n_est = engine.estimator_model.invoke_count - est_before
+            est_calls += n_est
+            if n_est == 1:
+                est_invokes.append(engine.estimator_model.last_invoke_ms)
+            frames += 1
+        t_offset += video.duration_s
+        rss_per_loop.append(_rss_mb())
+    wall = time.perf_counter() - t_start
+    invoke_per_frame = float(np.mean(det_frame) + np.mean(est_frame))
+    # One estimator invoke: the median over frames with exactly one; with none such (an empty room, a person
+    # lying: every frame also tries the rotations) the mean over all of them, so the report stays valid JSON.
+    per_call = float(np.sum(est_frame)) / est_calls if est_calls else float("nan")
+    est_invoke = float(np.median(est_invokes)) if est_invokes else per_call
+    est_mean = float(np.mean(est_invokes)) if est_invokes else per_call
+    det_invoke = float(np.median(det_invokes)) if det_invokes else 0.0
+    # Medians per invoke times how often each model ran: robust to the scheduling spikes of a busy machine.
+    model_cost = (est_calls / frames * est_invoke + det_runs / frames * det_invoke) / est_invoke
+    ours_mean = float(np.mean(stages["pose"])) + float(np.mean(stages["rules"]))
+    pipeline_mean = float(np.mean(stages["pipeline"]))
+    if pipeline is None:
+        stages.pop("rules")
+    return {
+        "source": source,
+        "loops": max(1, loops),
+        "frames": frames,
+        "fps": round(frames / wall, 2),
+        "backend": engine.backend,
+        "backend_reason": engine.backend_reason,
+        # which runtime (module and version) ran each model, on which backend
+        "models": {
+            role: {"file": m.path.name, "backend": m.backend, "runtime": m.runtime}
+            for role, m in (("detector", engine.detector_model), ("estimator", engine.estimator_model))
+        },
+        "stage_ms": {k: _stats(v) for k, v in stages.items()},
+        "invoke_ms": {
+            "detector": {**_stats(det_invokes), "count": len(det_invokes)},
+            "estimator": {**_stats(est_invokes), "count": len(est_invokes)},
+        },
+        "model_invoke_ms_per_frame": round(invoke_per_frame, 3),
+        # night enhancement (pose.enhance): its share of the overhead, and how many model inputs it changed
+        "enhance_ms_per_frame": round(float(np.mean(stages["enhance"])), 3),
+        "enhanced_fraction": engine.enhancer.figures()["enhanced_fraction"],
+        # our per-frame work (crops, tracking, smoothing, rules) over the models' own invoke time
+        "overhead_ratio": round(ours_mean / invoke_per_frame, 3),
+        "overhead_ratio_without_enhance": round((ours_mean - float(np.mean(stages["enhance"]))) / invoke_per_frame, 3),
+        # the same with video decoding (OpenCV/FFmpeg) counted in too
+        "overhead_ratio_with_decode": round(pipeline_mean / invoke_per_frame, 3),
+        # detector + estimator invoke time per frame over one estimator invoke (crop tracking saves the detector)
+        "model_cost_ratio": _finite(model_cost),
+        "model_cost_ratio_mean": _finite(invoke_per_frame / est_mean),
+        "detector_run_fraction": round(det_runs / frames, 4),
+        "estimator_calls_per_frame": round(est_calls / frames, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "rss_per_loop_mb": [round(v, 1) for v in rss_per_loop],
+        "rss_growth_pct": round(_growth_pct(rss_per_loop), 2),
+        "rules": pipeline is not None,
+    }
+
+
+def run_bench_cameras(
+    engine: PoseEngine,
+    source: str,
+    cameras: int,
+    loops: int = 1,
+    rules: Optional[Callable[[str], Optional[Any]]] = None,
+) -> dict[str, Any]:
+    """``source`` opened ``cameras`` times as that many captures sharing ``engine``, each with its own tracker and
+    rules (``rules(name)``), frames taken through a FrameScheduler as fast as the engine goes: every capture is
+    lossless (its reader decodes the next frame once the last is taken), so the engine is never idle and no
+    decoding is wasted."""
+    from fallwatch.daemon.app.pipeline import Pipeline, person_poses
+    from fallwatch.daemon.app.scheduler import FrameScheduler
+    from fallwatch.daemon.capture.reader import Capture
+    from fallwatch.daemon.capture.sources import EndOfStream, SourceError, VideoFileSource
+
+    class Passes(VideoFileSource):
+        """The clip ``loops`` times, media time running on (as a looping camera.source file)."""
+
+        def __init__(self, path: str, passes: int):
+            super().__init__(path, 30.0)
+            self.passes = passes
+
+        def rewind(self) -> None:
+            self.passes -= 1
+            if self.passes <= 0:
+                raise EndOfStream()
+            super().rewind()
+
+    loops = max(1, loops)
+    scheduler = FrameScheduler()
+    captures = []
+    # per camera: its own tracker, and its Pipeline (tracker + rules) when there are rules
+    per: dict[str, tuple[Any, Optional[Pipeline]]] = {}
+    for i in range(cameras):
+        name = f"camera{i + 1}"
+        captures.append(scheduler.add(name, Capture(Passes(source, loops), realtime=False, loop=True)))
+        tracker = engine.make_tracker()
+        camera_rules = rules(name) if rules is not None else None
+        per[name] = tracker, Pipeline(engine, camera_rules, tracker=tracker) if camera_rules is not None else None
+    pose_ms: list[float] = []
+    ours_ms: list[float] = []
+    invoke_ms: list[float] = []
+    frames = 0
+    try:
+        for capture in captures:
+            capture.start()  # opens the file: SourceError for one that cannot be decoded
+        t_start = time.perf_counter()
+        while True:
+            got = scheduler.next(1.0)
+            if got is None:
+                if scheduler.finished:
+                    break
+                continue
+            name, frame = got
+            tracker, pipeline = per[name]
+            t0 = time.perf_counter()
+            if pipeline is not None:
+                pose = pipeline.process(frame.image, frame.t, frame.frame_no).pose
+            else:
+                pose = engine.process(frame.image, frame.t, tracker)
+                person_poses(pose.persons)
+            ours_ms.append((time.perf_counter() - t0) * 1000)
+            sm = pose.stage_ms
+            pose_ms.append(sm["total"])
+            invoke_ms.append(sm["detect_invoke"] + sm["estimate_invoke"])
+            frames += 1
+        wall = time.perf_counter() - t_start
+    except SourceError as exc:
+        raise ValueError(str(exc)) from None
+    finally:
+        for capture in captures:
+            capture.stop()
+    failed = [c for c in captures if c.state == "failed"]
+    if failed or not frames:
+        raise ValueError((failed[0].error if failed else None) or f"{source}: no frame could be decoded")
+    invoke_per_frame = float(np.mean(invoke_ms))
+    per_camera = {
+        name: {"frames": st["handed"], "fps": round(st["handed"] / wall, 2), "dropped": st["dropped"]}
+        for name, st in scheduler.stats().items()
+    }
+    return {
+        "source": source,
+        "cameras": cameras,
+        "loops": loops,
+        "frames": frames,
+        "fps": round(frames / wall, 2),  # total inference throughput: frames through the engine per second
+        "backend": engine.backend,
+        "backend_reason": engine.backend_reason,
+        "per_camera": per_camera,
+        "stage_ms": {"pose": _stats(pose_ms), "pipeline": _stats(ours_ms)},
+        "model_invoke_ms_per_frame": round(invoke_per_frame, 3),
+        # as run_bench: our per-frame work (pose + rules) over the models' own invoke time
+        "overhead_ratio": round(float(np.mean(ours_ms)) / invoke_per_frame, 3),
+        # wall time per frame over invoke time: the above plus waiting for decoders and scheduling
+        "overhead_ratio_wall": round(1000.0 * wall / frames / invoke_per_frame, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "rules": any(pipeline is not None for _, pipeline in per.values()),
+    }
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if not Path(args.source).is_file():
+        print(f"fallwatch bench: {args.source}: no such file", file=sys.stderr)
+        return 1
+    if args.cameras is not None and args.cameras < 1:
+        print(f"fallwatch bench: --cameras must be at least 1, not {args.cameras}", file=sys.stderr)
+        return 2
+    engine, rc, config = _engine(args)
+    if engine is None:
+        return rc
+    try:
+        if args.cameras is not None:
+            report = run_bench_cameras(
+                engine, args.source, args.cameras, args.loops, lambda name: _rules(config, f"bench:{name}")
+            )
+        else:
+            report = run_bench(engine, args.source, args.loops, _rules(config))
+    except ValueError as exc:
+        print(f"fallwatch bench: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    if args.cameras is not None:
+        _print_cameras(report)
+        return 0
+    print(
+        f"source {report['source']} x{report['loops']}: {report['frames']} frames, {report['fps']} fps, "
+        f"backend {report['backend']} ({report['backend_reason']})"
+    )
+    print("; ".join(f"{role} {m['file']} on {m['backend']} ({m['runtime']})" for role, m in report["models"].items()))
+    print("stage            median ms   p95 ms")
+    for name, st in report["stage_ms"].items():
+        print(f"  {name:<14} {st['median']:9.2f} {st['p95']:8.2f}")
+    for name, st in report["invoke_ms"].items():
+        print(f"  {name + ' invoke':<14} {st['median']:9.2f} {st['p95']:8.2f}  ({st['count']} single invokes)")
+    print(
+        f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
+        f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_with_decode']:.3f} with decoding); "
+        f"detector+estimator / estimator invoke "
+        f"{'-' if report['model_cost_ratio'] is None else format(report['model_cost_ratio'], '.3f')}"
+    )
+    print(
+        f"night enhancement ({engine.settings.enhance.mode}) {report['enhance_ms_per_frame']:.2f} ms per frame "
+        f"(mean), {100 * report['enhanced_fraction']:.0f}% of model inputs enhanced; overhead ratio without it "
+        f"{report['overhead_ratio_without_enhance']:.3f}"
+    )
+    print(
+        f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
+        f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame"
+    )
+    loops_mb = report["rss_per_loop_mb"]
+    print(
+        f"peak RSS {report['peak_rss_mb']:.1f} MB; RSS growth {report['rss_growth_pct']:+.2f}% over "
+        f"{len(loops_mb)} loop(s) ({loops_mb[0]:.1f} -> {loops_mb[-1]:.1f} MB after the first/last)"
+        + ("; rules included" if report["rules"] else "")
+    )
+    return 0
+
+
+def _print_cameras(report: dict[str, Any]) -> None:
+    n = report["cameras"]
+    print(
+        f"source {report['source']} x{report['loops']} as {n} camera{'s' if n > 1 else ''} sharing one engine "
+        f"(not realtime): {report['frames']} frames, {report['fps']} fps through the engine, backend "
+        f"{report['backend']} ({report['backend_reason']})"
+    )
+    for name, cam in report["per_camera"].items():
+        print(f"  {name}: {cam['frames']} frames, {cam['fps']:.2f} fps, {cam['dropped']} dropped")
+    print(
+        f"model invoke per frame {report['model_invoke_ms_per_frame']:.2f} ms; overhead ratio "
+        f"{report['overhead_ratio']:.3f} ({report['overhead_ratio_wall']:.3f} wall time per frame); peak RSS "
+        f"{report['peak_rss_mb']:.1f} MB" + ("; rules included" if report["rules"] else "")
+    )

@@ -1,0 +1,82 @@
+"""The alerts switch: fall events sent (on) or only logged (paused), remembered across restarts.
+
+A pause never outlasts ``pause_max_s``, counted on the wall clock from when it began (so it outlives restarts),
+and never more than ``pause_max_s`` from now, should the clock have been set back. Telling anyone about a change
+(MQTT, the log, the debug page) is the caller's part: see MqttPublisher._set_alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Optional
+
+from fallwatch.daemon.mqtt.homeassistant import ALERTS_OFF, ALERTS_ON
+from fallwatch.daemon.mqtt.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class AlertsSwitch:
+    def __init__(self, store: Outbox, pause_max_s: float):
+        self._store = store
+        self._lock = threading.RLock()
+        self.pause_max_s = float(pause_max_s)
+        self.enabled = store.recall("alerts") != ALERTS_OFF
+        self.paused_at = time.time()  # wall clock, remembered
+        if not self.enabled:
+            try:
+                self.paused_at = float(store.recall("alerts_paused_at") or "nan")
+            except ValueError:
+                self.paused_at = float("nan")
+            if not math.isfinite(self.paused_at):
+                self.paused_at = time.time()  # a pause from a version that did not record its start
+
+    @property
+    def state(self) -> str:
+        """``ON``/``OFF``, as published on ``<prefix>/alerts``."""
+        return ALERTS_ON if self.enabled else ALERTS_OFF
+
+    def set(self, enabled: bool) -> bool:
+        """Switch and remember it; True when that changed anything. A store that cannot write is logged: the
+        switch then holds until a restart."""
+        with self._lock:
+            changed = enabled != self.enabled
+            self.enabled = enabled
+            if changed and not enabled:
+                self.paused_at = time.time()
+            try:
+                if changed and not enabled:
+                    self._store.remember("alerts_paused_at", repr(self.paused_at))
+                self._store.remember("alerts", self.state)
+            except sqlite3.Error as exc:
+                log.error(
+                    "outbox %s cannot remember the alerts switch (%s): it holds until a restart", self._store.path, exc
+                )
+        return changed
+
+    def left_s(self) -> Optional[float]:
+        """Seconds until a pause ends; None while alerts are on."""
+        with self._lock:
+            if self.enabled:
+                return None
+            return min(max(0.0, self.paused_at + self.pause_max_s - time.time()), self.pause_max_s)
+
+    def expired(self) -> bool:
+        left = self.left_s()
+        return left is not None and left <= 0
+
+    def resume_at(self) -> Optional[str]:
+        """While paused, when alerts resume by themselves (UTC, ISO 8601); else None."""
+        left = self.left_s()
+        if left is None:
+            return None
+        return (
+            datetime.fromtimestamp(time.time() + left, timezone.utc)
+            .isoformat(timespec="seconds")
+            .replace("+00:00", "Z")
+        )

@@ -1,0 +1,1 @@
+"""Event records on disk: the recorder (clips, snapshots, signals), the validated store, signal plots."""

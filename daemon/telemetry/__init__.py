@@ -1,0 +1,1 @@
+"""What the daemon says about itself: the typed Snapshot and its views, the status hub, JSON safety, log rate limits."""

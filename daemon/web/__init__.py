@@ -1,0 +1,3 @@
+"""The debug page and its HTTP API: server, records and alarms endpoints, request guards, the overlay, off-pipeline
+work, static files.
+"""
