@@ -81,11 +81,11 @@ PREFIX = f"fallwatch/{DEVICE}"
 HEARTBEAT_S = 2.0
 DEFAULT_CLIP = Path("gmdcsa24-dev") / "Subject 1" / "Fall" / "13.mp4"
 HOLD_S = 5.0  # the first (standing) frame held this long: recover_s (3 s) upright, then a "before" pose to fall from
-LOOPING = "end of file, looping"  # the daemon's log line at each loop (daemon/capture.py)
+LOOPING = "end of file, looping"  # the daemon's log line at each loop (daemon/capture/reader.py)
 SOLO = ("signals", "mqtt", "http", "config", "clips")
 # Bounds after the attacks (a 10 s settle) against the baseline's first sample, and for the peak under attack:
 # the huge MQTT message is dropped as it arrives (issue item 2: 923 MB before), the 5 clip conversions run beside.
-# "end": the latest sample, at most SETTLE_S after the attacks stopped: the page's heavy jobs (web/offload.py, at
+# "end": the latest sample, at most SETTLE_S after the attacks stopped: the page's heavy jobs (daemon/web/offload.py, at
 # most 8 queued, one at a time at nice 10) run to their end even when the client that asked has hung up, and each
 # holds a thread and its connection until then (on a loaded machine, minutes).
 RSS_PEAK_MB, RSS_END_MB, THREADS_END, FDS_END, SETTLE_S = 250.0, 60.0, 5, 10, 300.0
@@ -139,7 +139,7 @@ def build_source(fall_clip: Path, out: Path) -> None:
 
 
 def loop_seconds(clip: Path) -> float:
-    """One pass in media time as the daemon counts it: frames / stated fps (daemon/sources.py rewind)."""
+    """One pass in media time as the daemon counts it: frames / stated fps (daemon/capture/sources.py rewind)."""
     import cv2
 
     cap = cv2.VideoCapture(str(clip))
