@@ -118,21 +118,10 @@ def build_source(fall_clip: Path, out: Path) -> None:
         f"[0:v]split[a][b];[b]reverse[r];[a]tpad=start_mode=clone:start_duration={HOLD_S:g}[f];"
         "[f][r]concat=n=2:v=1:a=0,noise=alls=4:allf=t,format=yuv420p[v]"
     )
-    cmd = [
-        "nice",
-        "-n",
-        "10",
-        "ffmpeg",
-        "-nostdin",
-        "-v",
-        "error",
-        "-y",
-        "-i",
-        str(fall_clip),
-        "-filter_complex",
-        graph,
-    ]
-    cmd += ["-map", "[v]", "-an", "-c:v", "libx264", "-crf", "23", "-preset", "veryfast", str(out)]
+    # (made before the daemon starts, so it takes no CPU from it: not niced further, which on a loaded machine
+    # starved it for minutes)
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(fall_clip), "-filter_complex", graph, "-map", "[v]"]
+    cmd += ["-an", "-c:v", "libx264", "-crf", "23", "-preset", "ultrafast", str(out)]
     done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"ffmpeg could not make the looping source from {fall_clip}: {done.stderr.strip()[-300:]}")
