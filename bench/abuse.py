@@ -65,6 +65,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -79,6 +81,7 @@ from rawmqtt import RawClient, publish_head  # noqa: E402  (the tests' raw-socke
 DEVICE = "abuse"
 PREFIX = f"fallwatch/{DEVICE}"
 HEARTBEAT_S = 2.0
+WATCHDOG_S = 30  # mqtt.watchdog_s: disconnected this long, the daemon calls MQTT down
 DEFAULT_CLIP = Path("gmdcsa24-dev") / "Subject 1" / "Fall" / "13.mp4"
 HOLD_S = 5.0  # the first (standing) frame held this long: recover_s (3 s) upright, then a "before" pose to fall from
 LOOPING = "end of file, looping"  # the daemon's log line at each loop (daemon/capture/reader.py)
@@ -137,6 +140,11 @@ def loop_seconds(clip: Path) -> float:
     if not frames or not fps:
         raise SystemExit(f"{clip}: cannot read its frame count and rate")
     return frames / fps
+
+
+def wall(iso: str) -> float:
+    """Seconds since the epoch of a message's ``ts`` (ISO-8601 UTC)."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def proc_figures(pid: int) -> Optional[tuple[float, int, int]]:
@@ -221,7 +229,9 @@ class Run:
         self.events: dict[str, tuple[str, float]] = {}  # id -> (kind, media time)
         self.viewed: set[str] = set()  # records whose clip was asked for
         self.heartbeats: list[tuple[float, dict]] = []
-        self.health: list[tuple[float, Optional[int], bool]] = []  # (time, /healthz status, seen healthy)
+        self.health: list[tuple[float, Optional[int], Optional[bool]]] = []  # (time, /healthz status, seen healthy)
+        self.lags: list[tuple[str, float, float]] = []  # (topic, delivery lag s, when made): what MQTT took
+        self.views: dict[float, str] = {}  # sample time -> what /healthz and the heartbeats said
         self.frames: list[tuple[float, float]] = []  # (time, fallwatch_frames_total)
         self.dropped: list[tuple[float, float]] = []  # (time, fallwatch_dropped_frames_total)
         self.procs: list[tuple[float, float, int, int]] = []  # (time, RSS MB, threads, fds)
@@ -252,7 +262,7 @@ class Run:
                 "device_id": DEVICE,
                 "heartbeat_s": HEARTBEAT_S,
                 "reconnect_max_s": 2,
-                "watchdog_s": 30,
+                "watchdog_s": WATCHDOG_S,
                 "state_dir": str(self.work / "state"),
             },
             "debug": {"enabled": True, "bind": f"127.0.0.1:{self.web_port}"},
@@ -302,11 +312,14 @@ class Run:
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic.endswith("/heartbeat"):
+            hb = json.loads(msg.payload)
             with self.lock:
-                self.heartbeats.append((time.monotonic(), json.loads(msg.payload)))
+                self.heartbeats.append((time.monotonic(), hb))
+                self.lags.append(("heartbeat", time.time() - wall(hb["ts"]), wall(hb["ts"])))
         elif msg.topic.endswith("/event"):
             event = json.loads(msg.payload)
             with self.lock:
+                self.lags.append(("event", time.time() - wall(event["ts"]), wall(event["ts"])))
                 if msg.dup and self.copies[event["id"]]:
                     self.dups += 1  # the broker's own re-delivery (its PUBACK lost): not the daemon's doing
                 else:
@@ -511,12 +524,18 @@ class Run:
         self.daemon.send_signal(signal.SIGHUP)
 
     # ---- watching ---------------------------------------------------------------------------------------------
-    def seen_healthy(self, now: float) -> bool:
-        """What the subscriber sees: heartbeats (MQTT delivers) within 3 periods, one of them with frames flowing
-        (its fps goes to 0 when no frame came for 2 s; /healthz allows 5 s)."""
+    def seen_healthy(self, now: float) -> Optional[bool]:
+        """What the subscriber sees. True: heartbeats arrive (one within 3 periods), one of them with frames
+        flowing (its fps goes to 0 when no frame came for 2 s; /healthz allows 5 s). False: they arrive with fps 0,
+        or none came for ``mqtt.watchdog_s`` (the daemon's own limit before it calls MQTT down). None in between:
+        heartbeats late by less than that limit tell nothing (mosquitto, single-threaded, stalls every client's
+        messages while it takes in a 200 MB one; the daemon, still connected, cannot know)."""
         with self.lock:
             recent = [hb for at, hb in self.heartbeats if now - at <= 3 * HEARTBEAT_S]
-        return any((hb.get("fps") or 0) > 0 for hb in recent)
+            newest = self.heartbeats[-1][0] if self.heartbeats else None
+        if recent:
+            return any((hb.get("fps") or 0) > 0 for hb in recent)
+        return None if newest is not None and now - newest < WATCHDOG_S else False
 
     def sample(self) -> None:
         """Every second: /healthz against what is seen, the frame counters (/metrics), RSS, threads, fds."""
@@ -537,6 +556,10 @@ class Run:
             conn.close()
         now = time.monotonic()
         seen = self.seen_healthy(now)
+        with self.lock:
+            recent = [(round(now - at, 1), hb.get("fps")) for at, hb in self.heartbeats[-3:]]
+        # what each side said, for the samples where they disagree
+        self.views[now] = f"healthz {status} {reason}; last heartbeats (age s, fps): {recent}"
         reason = re.sub(r"[\d.]+ s\b", "N s", reason)  # one count per kind of reason, not per figure
         with self.lock:
             self.health.append((now, status, seen))
@@ -601,21 +624,39 @@ def fps_figures(run: Run, since: float, until: float, base: Optional[float]) -> 
     }
 
 
-def health_figures(run: Run) -> dict[str, Any]:
+def health_figures(run: Run, t0: float) -> dict[str, Any]:
     # /healthz against what was seen: only where the view had been steady for 10 s (heartbeats lag a little)
-    steady = []
+    disagree = []
     for at, status, seen in run.health:
         before = [s for t, _, s in run.health if at - 10 <= t <= at]
-        if all(s == seen for s in before):
-            steady.append((status, seen))
+        if seen is not None and all(s == seen for s in before) and (status == 200) != seen:
+            disagree.append(at)
     return {
         "samples": len(run.health),
         "200": sum(1 for _, s, _ in run.health if s == 200),
         "503": sum(1 for _, s, _ in run.health if s == 503),
         "no_answer": sum(1 for _, s, _ in run.health if s is None),
         "seen_healthy": sum(1 for _, _, seen in run.health if seen),
-        "disagreeing_steady_samples": sum(1 for status, seen in steady if (status == 200) != seen),
+        "seen_unhealthy": sum(1 for _, _, seen in run.health if seen is False),
+        "heartbeats_late_under_watchdog_s": sum(1 for _, _, seen in run.health if seen is None),
+        "disagreeing_steady_samples": len(disagree),
+        "disagreeing_first": [f"+{at - t0:.0f} s: {run.views.get(at)}" for at in disagree[:5]],
     }
+
+
+def delivery_figures(run: Run) -> dict[str, Any]:
+    """How long MQTT took from the daemon's stamp to the subscriber, and the longest silence between heartbeats
+    made (the daemon's side) and received (the whole path)."""
+    out: dict[str, Any] = {}
+    for topic in ("heartbeat", "event"):
+        lags = sorted(lag for kind, lag, _ in run.lags if kind == topic)
+        if lags:
+            out[f"{topic}_lag_s"] = {"median": round(lags[len(lags) // 2], 2), "max": round(lags[-1], 2)}
+    made = sorted(at for kind, _, at in run.lags if kind == "heartbeat")
+    got = [at for at, _ in run.heartbeats]
+    out["heartbeat_gap_made_max_s"] = round(max((b - a for a, b in pairwise(made)), default=0), 1)
+    out["heartbeat_gap_received_max_s"] = round(max((b - a for a, b in pairwise(got)), default=0), 1)
+    return out
 
 
 def proc_summary(run: Run, base_at: float, attack_at: float, ended: float) -> dict[str, Any]:
@@ -748,7 +789,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         result["events_delivered"] = len(run.copies)
         result["events_delivered_twice"] = len(twice)
         result["broker_dup_redeliveries"] = run.dups
-        result["healthz"] = health_figures(run)
+        result["healthz"] = health_figures(run, base_at)
+        result["mqtt_delivery"] = delivery_figures(run)
         log = run.log_path.read_text(errors="replace").splitlines()
         result["log"] = {
             "lines": len(log),
