@@ -34,9 +34,10 @@ Watched throughout, from the daemon's own figures: loops (its log's "end of file
 of each loop (an event's media time ``t`` over the loop's length: media time runs on across loops); frames through
 inference (``fallwatch_frames_total`` on ``/metrics``, which has slots no attack can take) for the frame rates;
 each event delivered once (copies by id, the broker's DUP re-deliveries apart); ``/healthz`` every second against
-what the subscriber sees (a heartbeat within 3 heartbeat periods with frames flowing); RSS, threads and open file
-descriptors from /proc. Playback is realtime: a loaded machine makes the daemon drop frames (counted), so the
-checks rest on counts of loops and events, never on absolute speed.
+what the subscriber sees (a heartbeat within 3 heartbeat periods with frames flowing; heartbeats late by less than
+``mqtt.watchdog_s`` are undecided: see ``Run.seen_healthy``); MQTT's delivery lag (each message's ``ts`` against
+its arrival); RSS, threads and open file descriptors from /proc. Playback is realtime: a loaded machine makes the
+daemon drop frames (counted), so the checks rest on counts of loops and events, never on absolute speed.
 
 Exit status 1 unless: the daemon lived; under attack (solo windows and mixed) at most ``tolerance`` loops of
 those that ran whole went without a ``fall``; no event was delivered twice; /healthz never disagreed with what was
