@@ -68,6 +68,11 @@ lint: install-dev
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The loop of daily work: everything but the tests marked slow (CI runs `make test`, all of them).
+.PHONY: test-fast
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or a page missing from nav fails.
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[docs]"

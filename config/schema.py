@@ -7,6 +7,9 @@ import ipaddress
 import re
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Mapping, Optional
 
+# The one model catalogue (standard library only, so loading a configuration stays light): which names each role
+# accepts is read from it when a value is checked.
+from fallwatch.pose import models as catalogue
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -22,22 +25,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-# The models each role can use, by registry name (fallwatch.pose.models; a test keeps the two in step, as config
-# imports nothing of the project). Edge TPU builds are not named: the engine picks them for the CPU model.
-DETECTOR_MODELS = (
-    "blazepose_detector",
-    "movenet_multipose",
-    "ssd_mobilenet_v1",
-    "ssd_mobilenet_v1_coral",
-    "ssd_mobilenet_v2",
-)
-ESTIMATOR_MODELS = ("blazepose_full", "blazepose_heavy", "blazepose_lite", "movenet_lightning", "movenet_thunder")
-EDGETPU_MODELS = {
-    "movenet_lightning_edgetpu": "movenet_lightning",
-    "movenet_thunder_edgetpu": "movenet_thunder",
-    "ssd_mobilenet_v1_edgetpu": "ssd_mobilenet_v1_coral",
-    "ssd_mobilenet_v2_edgetpu": "ssd_mobilenet_v2",
-}
 TOPIC_WILDCARDS = "+#\0"
 # A `cameras:` key becomes an MQTT topic level and part of Home Assistant object ids: lower case, no spaces,
 # no wildcards, no slashes.
@@ -162,14 +149,13 @@ class PoseConfig(Section):
     @classmethod
     def _known_model(cls, name: str, info: Any) -> str:
         role = info.field_name
-        known, other = (
-            (DETECTOR_MODELS, ESTIMATOR_MODELS) if role == "detector" else (ESTIMATOR_MODELS, DETECTOR_MODELS)
-        )
+        known = catalogue.cpu_models(role)
         if name in known:
             return name
-        if name in EDGETPU_MODELS:
-            raise ValueError(f"name the CPU model ({EDGETPU_MODELS[name]}); the engine picks its Edge TPU build itself")
-        if name in other:
+        twins = catalogue.edgetpu_twins()
+        if name in twins:
+            raise ValueError(f"name the CPU model ({twins[name]}); the engine picks its Edge TPU build itself")
+        if name in catalogue.cpu_models("estimator" if role == "detector" else "detector"):
             raise ValueError(
                 f"{name} is {'a pose estimator' if role == 'detector' else 'a person detector'}, "
                 f"not a {role} (known {role}s: {', '.join(known)})"

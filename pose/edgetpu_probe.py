@@ -30,6 +30,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import edgetpu_stack
+from .models import ProbeCompare
 
 PROBE_TIMEOUT_S = 20.0
 KEYPOINT_TOLERANCE = 0.05  # of the image side
@@ -48,7 +49,7 @@ class ProbeModel:
     name: str  # registry name of the Edge TPU build
     tpu_path: Path
     cpu_path: Path  # the reference: its CPU twin, or the CPU model the engine runs instead
-    kind: str  # registry kind: "estimator", "detector", ...
+    compare: ProbeCompare  # how its outputs are compared with the CPU's (the catalogue entry's probe_compare)
     exact_twin: bool = True  # cpu_path is the CPU build of the same file (else: another conversion)
 
 
@@ -89,10 +90,10 @@ def probe_model(tpu_name: str, tpu_path: Path, cpu_path: Path, model_dir: Path) 
     twin = spec.cpu_twin
     if twin:
         try:
-            return ProbeModel(tpu_name, tpu_path, model_path(twin, model_dir), spec.kind)
+            return ProbeModel(tpu_name, tpu_path, model_path(twin, model_dir), spec.probe_compare)
         except ModelError:
             pass
-    return ProbeModel(tpu_name, tpu_path, cpu_path, spec.kind, exact_twin=False)
+    return ProbeModel(tpu_name, tpu_path, cpu_path, spec.probe_compare, exact_twin=False)
 
 
 def run_probe(
@@ -116,7 +117,8 @@ def run_probe(
     spec = {
         "device": device,
         "models": [
-            {"name": m.name, "tpu": str(m.tpu_path), "cpu": str(m.cpu_path), "kind": m.kind, "exact": m.exact_twin}
+            {"name": m.name, "tpu": str(m.tpu_path), "cpu": str(m.cpu_path), "compare": m.compare}
+            | {"exact": m.exact_twin}
             for m in models
         ],
     }
@@ -192,13 +194,15 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def compare(kind: str, tpu: list[np.ndarray], cpu: list[np.ndarray], exact_twin: bool = True) -> Optional[str]:
-    """None if the Edge TPU's outputs agree with the CPU's (see the module doc), else how far off they are."""
+def compare(mode: str, tpu: list[np.ndarray], cpu: list[np.ndarray], exact_twin: bool = True) -> Optional[str]:
+    """None if the Edge TPU's outputs agree with the CPU's (see the module doc), else how far off they are.
+    ``mode`` is the catalogue entry's probe_compare; outputs of another shape than it expects fall back to
+    "outputs"."""
     if [o.shape for o in tpu] != [o.shape for o in cpu]:
         return f"output shapes differ ({[o.shape for o in tpu]} vs {[o.shape for o in cpu]})"
     tpu = [o.astype(np.float64) for o in tpu]
     cpu = [o.astype(np.float64) for o in cpu]
-    if kind == "estimator" and len(cpu) == 1 and cpu[0].shape[-2:] == (17, 3):
+    if mode == "keypoints" and len(cpu) == 1 and cpu[0].shape[-2:] == (17, 3):
         t, c = tpu[0].reshape(17, 3), cpu[0].reshape(17, 3)
         both = (t[:, 2] >= KEYPOINT_MIN_SCORE) & (c[:, 2] >= KEYPOINT_MIN_SCORE)
         off = float(np.abs(t[both, :2] - c[both, :2]).max()) if both.any() else 0.0
@@ -209,7 +213,7 @@ def compare(kind: str, tpu: list[np.ndarray], cpu: list[np.ndarray], exact_twin:
                 f"scores by {score:.2f} on average (allowed {MEAN_SCORE_TOLERANCE})"
             )
         return None
-    if kind == "detector" and len(cpu) == 4:
+    if mode == "detections" and len(cpu) == 4:
         (tb, tc, ts, _), (cb, cc, cs, _) = tpu, cpu
         if exact_twin:
             score = float(np.abs(np.sort(ts.ravel()) - np.sort(cs.ravel())).mean())
@@ -267,7 +271,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
                 "invoke_ms": invoke_ms,
             }
         cpu_out, _ = _outputs(cpu, x)
-        diff = compare(m["kind"], tpu_out, cpu_out, m.get("exact", True))
+        diff = compare(m["compare"], tpu_out, cpu_out, m.get("exact", True))
         if diff:
             return {
                 "outcome": "disagreed",

@@ -25,7 +25,7 @@ from .edgetpu_marker import leftover as leftover_marker
 from .edgetpu_probe import ProbeResult, probe_model, run_probe
 from .enhance import Enhancer, EnhanceSettings
 from .estimator import ESTIMATORS, Estimator
-from .models import MODELS, ModelError, ModelSpec, edgetpu_build, model_path
+from .models import MODELS, ModelError, ModelSpec, Role, cpu_models, edgetpu_build, model_path
 from .runtime import BackendError, Model
 from .tracker import Tracker, TrackerSettings
 from .types import PoseResult
@@ -75,14 +75,11 @@ class PoseSettings:
     enhance: EnhanceSettings = field(default_factory=EnhanceSettings)
 
 
-def _spec(name: str, kinds: tuple[str, ...], role: str) -> ModelSpec:
+def _spec(name: str, role: Role) -> ModelSpec:
     spec = MODELS.get(name)
     if spec is None:
-        raise ModelError(
-            f"unknown {role} model {name!r}; known: "
-            f"{', '.join(sorted(n for n, s in MODELS.items() if s.kind in kinds and not s.edgetpu))}"
-        )
-    if spec.kind not in kinds:
+        raise ModelError(f"unknown {role} model {name!r}; known: {', '.join(cpu_models(role))}")
+    if spec.role != role:
         raise ModelError(f"model {name!r} is a {spec.kind}, not a {role}")
     if spec.edgetpu:
         raise ModelError(
@@ -98,8 +95,8 @@ class PoseEngine:
         self.settings = settings
         self.model_dir = Path(model_dir)
         self.enhancer = Enhancer(settings.enhance)  # night enhancement of every model input (pose/enhance.py)
-        self._det_spec = _spec(settings.detector, tuple(DETECTORS), "detector")
-        self._est_spec = _spec(settings.estimator, tuple(ESTIMATORS), "estimator")
+        self._det_spec = _spec(settings.detector, "detector")
+        self._est_spec = _spec(settings.estimator, "estimator")
         # Fail early on missing CPU models: they are the fallback whatever the backend.
         self._cpu_paths = {s.name: model_path(s.name, self.model_dir) for s in (self._det_spec, self._est_spec)}
         self.probe: Optional[ProbeResult] = None  # the isolated Edge TPU probe's result, if it ran

@@ -20,6 +20,7 @@ import numpy as np
 
 from .enhance import Enhancer
 from .runtime import Model
+from .world3d import WORLD_OUTPUT_SIZE, world_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Estimate:
     crop: Crop  # the crop it looked in (with the angle that was used)
     kps33: Optional[np.ndarray] = None  # BlazePose: its 33 landmarks (x, y, score) in frame pixels
     roi: Optional[Crop] = None  # BlazePose: the next frame's region of interest its landmarks give (rotated)
+    world: Optional[np.ndarray] = None  # BlazePose: its 33 world landmarks (x, y, z) in metres (pose/world3d.py)
     dark: bool = False  # night enhancement had to stretch this crop (a dark one)
 
     @property
@@ -142,7 +144,8 @@ class MoveNetEstimator(Estimator):
 
 class BlazePoseEstimator(Estimator):
     """BlazePose GHUM full landmark model (fp32 input 0..1, 39 landmarks in input pixels; 33 are the body, 33 and
-    34 are the alignment points that give the next frame's region of interest, as MediaPipe tracks it)."""
+    34 are the alignment points that give the next frame's region of interest, as MediaPipe tracks it; and the same
+    39 points in 3D, metres from the hips' centre, its output ``Identity_4``)."""
 
     keypoint_count = 33
 
@@ -153,7 +156,11 @@ class BlazePoseEstimator(Estimator):
         self._rgb = np.zeros((h, w, 3), dtype=np.uint8)
         self._input = np.zeros((1, h, w, 3), dtype=np.float32)
         self._uv1 = np.ones((35, 3), dtype=np.float64)
-        self._which = [model.output_where(lambda s: s[-1] == 195), model.output_where(lambda s: s == (1, 1))]
+        self._which = [
+            model.output_where(lambda s: s[-1] == 195),
+            model.output_where(lambda s: s == (1, 1)),
+            model.output_where(lambda s: s[-1] == WORLD_OUTPUT_SIZE),
+        ]
 
     def estimate(self, frame: np.ndarray, crop: Crop) -> Estimate:
         m = crop.matrix(self.size)
@@ -167,7 +174,7 @@ class BlazePoseEstimator(Estimator):
         )
         dark = self._enhance(self._rgb)
         np.multiply(self._rgb, 1.0 / 255.0, out=self._input[0], casting="unsafe")
-        landmarks, flag = self.model.run(self._input, self._which)
+        landmarks, flag, world = self.model.run(self._input, self._which)
         landmarks = landmarks.reshape(39, 5)
         presence = min(max(float(flag.reshape(-1)[0]), 0.0), 1.0)  # the pose flag is a probability already
         uv1 = self._uv1
@@ -179,7 +186,14 @@ class BlazePoseEstimator(Estimator):
         # visibility is a logit; the pose flag scales it so an empty crop has no confident keypoints.
         kps33[:, 2] = presence / (1.0 + np.exp(-np.clip(landmarks[:33, 3], -80, 80)))
         roi = alignment_crop(xy[33], xy[34]) if presence >= 0.5 else None
-        return Estimate(kps33[BLAZEPOSE_TO_COCO].copy(), crop, kps33=kps33, roi=roi, dark=dark)
+        return Estimate(
+            kps33[BLAZEPOSE_TO_COCO].copy(),
+            crop,
+            kps33=kps33,
+            roi=roi,
+            world=world_landmarks(world, crop.angle),
+            dark=dark,
+        )
 
 
 def alignment_crop(centre: np.ndarray, top: np.ndarray, scale: float = 1.25) -> Crop:

@@ -1,7 +1,10 @@
-"""The registry of supported models, and where to find them on disk.
+"""The catalogue of supported models, and where to find them on disk: adding a model is one entry here.
 
-Each entry names its file, sha256, upstream address, input size and keypoint topology; every Edge TPU build
-names its CPU twin, because an ``*_edgetpu.tflite`` cannot run on the CPU.
+Each entry names its file, sha256, upstream address, kind, input size and keypoint topology; every Edge TPU build
+names its CPU twin, because an ``*_edgetpu.tflite`` cannot run on the CPU. Everything else reads this catalogue:
+the config schema (which names each role accepts), the engine (the adapter registered for the entry's kind in
+``DETECTORS``/``ESTIMATORS``), the Edge TPU probe (how to compare a TPU build with its CPU twin), ``fetch`` and the
+``models`` command. Standard library only: config imports this module when it loads.
 """
 
 from __future__ import annotations
@@ -10,11 +13,36 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 # Pinned to the commit the published sha256 values were taken at, so an upstream change cannot break them.
 CORAL = "https://raw.githubusercontent.com/google-coral/test_data/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
 MEDIAPIPE = "https://storage.googleapis.com/mediapipe-assets/"
+
+
+Role = Literal["detector", "estimator"]
+# How the Edge TPU probe compares a TPU build's outputs with its CPU twin's (pose/edgetpu_probe.py compare):
+# keypoints (17 x (y, x, score)), detections (SSD boxes, classes, scores, count) or outputs (each within a share
+# of its range, for models without a specific rule).
+ProbeCompare = Literal["keypoints", "detections", "outputs"]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A model family: the role it plays in the engine and how the probe checks it. Its adapter is registered
+    under the same key in ``DETECTORS`` (pose/detector.py) or ``ESTIMATORS`` (pose/estimator.py)."""
+
+    role: Role
+    probe_compare: ProbeCompare
+
+
+KINDS: dict[str, Kind] = {
+    "detector": Kind("detector", "detections"),  # SSD with its postprocess op
+    "multipose": Kind("detector", "outputs"),  # MoveNet MultiPose: people with their keypoints
+    "blazepose_detector": Kind("detector", "outputs"),
+    "estimator": Kind("estimator", "keypoints"),  # MoveNet single pose
+    "blazepose_landmark": Kind("estimator", "outputs"),
+}
 
 
 @dataclass(frozen=True)
@@ -23,12 +51,26 @@ class ModelSpec:
     file: str
     sha256: Optional[str]
     url: str
-    kind: str  # "detector" | "estimator" | "multipose" | "blazepose_detector" | "blazepose_landmark"
+    kind: str  # a key of KINDS
     input_size: tuple[int, int]  # width, height
     keypoints: str  # "coco17" | "blazepose33" | "none"
     edgetpu: bool = False
     cpu_twin: Optional[str] = None  # registry name of the CPU build of an Edge TPU model
     archive_member: Optional[str] = None  # the file inside a zip download
+    # the Edge TPU build that replaces this CPU model on a TPU when that build's own cpu_twin is another file
+    edgetpu_stand_in: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model {self.name}: unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+
+    @property
+    def role(self) -> Role:
+        return KINDS[self.kind].role
+
+    @property
+    def probe_compare(self) -> ProbeCompare:
+        return KINDS[self.kind].probe_compare
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -64,6 +106,8 @@ MODELS: dict[str, ModelSpec] = {
             (300, 300),
             "none",
             archive_member="detect.tflite",
+            # the TF model zoo's SSD MobileNet v1 quant is the network Coral compiled for the TPU
+            edgetpu_stand_in="ssd_mobilenet_v1_edgetpu",
         ),
         ModelSpec(
             "movenet_multipose",
@@ -189,18 +233,26 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-# The TF model zoo's SSD MobileNet v1 quant (the default CPU detector) is the network Coral compiled for the TPU.
-_EDGETPU_ALIASES = {"ssd_mobilenet_v1": "ssd_mobilenet_v1_edgetpu"}
-
-
 def edgetpu_build(name: str) -> Optional[str]:
     """The registry name of the Edge TPU build that replaces CPU model ``name`` on a TPU, if any."""
-    if name in _EDGETPU_ALIASES and _EDGETPU_ALIASES[name] in MODELS:
-        return _EDGETPU_ALIASES[name]
+    stand_in = MODELS[name].edgetpu_stand_in if name in MODELS else None
+    if stand_in in MODELS:
+        return stand_in
     for spec in MODELS.values():
         if spec.edgetpu and spec.cpu_twin == name:
             return spec.name
     return None
+
+
+def cpu_models(role: Role) -> tuple[str, ...]:
+    """The names a configuration may give for ``role`` (pose.detector, pose.estimator), sorted: CPU builds only,
+    as the engine picks the Edge TPU build itself."""
+    return tuple(sorted(n for n, s in MODELS.items() if s.role == role and not s.edgetpu))
+
+
+def edgetpu_twins() -> dict[str, str]:
+    """Edge TPU build name -> the CPU model a configuration names instead."""
+    return {n: s.cpu_twin for n, s in MODELS.items() if s.edgetpu and s.cpu_twin}
 
 
 class ModelError(Exception):

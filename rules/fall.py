@@ -178,6 +178,11 @@ class FallRules(Rules):
     def person_states(self) -> dict[int, str]:
         return {k: tr.state for k, tr in self._tracks.items()}
 
+    def history_s(self, track: int) -> float:
+        """Seconds of poses held for ``track`` (0 when none): how far back a fall's "before" can reach."""
+        tr = self._tracks.get(track)
+        return tr.samples[-1].t - tr.samples[0].t if tr is not None and tr.samples else 0.0
+
     def on_floor(self) -> dict[int, bool]:
         """Per track: down after a fall, or on the floor with no fall seen (what person_down counts)."""
         return {k: tr.state == "down" or tr.floor_since is not None for k, tr in self._tracks.items()}

@@ -174,6 +174,7 @@ class Notifications:
         self._thread: Optional[threading.Thread] = None
         self._failing: set[str] = set()  # dests whose last attempt failed: said once, and again when they recover
         self.sent = 0
+        self.failed_attempts = 0  # this run's sends a service did not take (each is retried)
         self._forget_unknown()
 
     @staticmethod
@@ -325,6 +326,8 @@ class Notifications:
                     "UPDATE notify SET attempts = attempts + 1, next_at = ? WHERE seq = ?",
                     (self._clock() + delay, row.seq),
                 )
+        if not ok:
+            self.failed_attempts += 1
         if ok:
             self.sent += 1
             if row.dest in self._failing:

@@ -250,6 +250,17 @@ class CameraWorker:
             enhance=self.enhance_figures(),
         )
 
+    def log_totals(self) -> None:
+        s = self.stats(time.monotonic())
+        log.info(
+            "%sstopped after %d frames, %d events, %d dropped, %d corrupt frames",
+            self.log_prefix,
+            s.frames,
+            s.events,
+            s.dropped_frames,
+            s.corrupt_frames,
+        )
+
     def alive(self, now: float, stall_s: float) -> bool:
         """For the watchdog: progress within stall_s, and the capture thread is not stuck inside a driver."""
         c = self.capture

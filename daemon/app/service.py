@@ -31,16 +31,18 @@ from fallwatch.config.cameras import CameraSetup, camera_setups
 from fallwatch.config.loader import ConfigError, default_config_path
 from fallwatch.config.schema import Config
 from fallwatch.daemon.app.camera_worker import CameraWorker, camera_source
-from fallwatch.daemon.app.logsetup import set_level
 from fallwatch.daemon.app.outputs import Outputs
 from fallwatch.daemon.app.pipeline import Engine
 from fallwatch.daemon.app.reload import BackgroundRead, apply_reload, read_config
 from fallwatch.daemon.app.scheduler import FrameScheduler
 from fallwatch.daemon.app.sd_notify import Notifier, Watchdog
+from fallwatch.daemon.app.settings import settings_shown
 from fallwatch.daemon.app.stop_signals import Shutdown, StopSignals
 from fallwatch.daemon.capture.reader import Capture, CaptureState, capture_for
 from fallwatch.daemon.telemetry.builder import SnapshotBuilder
+from fallwatch.daemon.telemetry.logsetup import set_level
 from fallwatch.daemon.telemetry.snapshot import MqttStats, Snapshot, heartbeat, status_line
+from fallwatch.daemon.telemetry.system import cpu_temp_c
 from fallwatch.rules.alarm import worst
 
 log = logging.getLogger(__name__)
@@ -255,15 +257,8 @@ class Daemon:
 
     def _log_totals(self) -> None:
         if self._started:
-            for name, s in self.stats().cameras.items():
-                log.info(
-                    "%sstopped after %d frames, %d events, %d dropped, %d corrupt frames",
-                    self.cameras[name].log_prefix if name in self.cameras else "",
-                    s.frames,
-                    s.events,
-                    s.dropped_frames,
-                    s.corrupt_frames,
-                )
+            for worker in self.cameras.values():
+                worker.log_totals()
 
     def _setup(self, camera: Optional[str]) -> CameraSetup:
         """The running setup of ``camera`` (default, or a camera no longer configured: the first)."""
@@ -343,25 +338,13 @@ class Daemon:
             },
         )
         fig.provide("cameras", lambda now: {"cameras": {n: w.stats(now) for n, w in self.cameras.items()}})
-        fig.provide("state", lambda now: {"ready": self._ready, **self._settings_shown()})
+        fig.provide("state", lambda now: {"ready": self._ready, **settings_shown(self._setups)})
         fig.provide("mqtt", lambda now: {"mqtt": MqttStats.of(out.publisher)})
-        fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms else ()})
-        fig.provide("notify", lambda now: {"notify": out.notifications.figures() if out.notifications else None})
-
-    def _settings_shown(self) -> dict[str, Any]:
-        """The rules and zones the page shows: the first camera's flat, every camera's under ``camera_settings``."""
-
-        def shown(setup: CameraSetup) -> dict[str, Any]:
-            return {
-                "rules": setup.rules.model_dump(mode="json"),
-                "zones": [z.model_dump(mode="json") for z in setup.zones],
-            }
-
-        alone = self._setups[0].alone
-        return {
-            "settings": shown(self._setups[0]),
-            "camera_settings": {} if alone else {s.name: shown(s) for s in self._setups},
-        }
+        fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms is not None else ()})
+        fig.provide(
+            "notify", lambda now: {"notify": out.notifications.figures() if out.notifications is not None else None}
+        )
+        fig.provide("system", lambda now: {"cpu_temp_c": cpu_temp_c()})
 
     def _report(self, now: float, force: bool = False) -> None:
         if force or self.outputs.refresh.is_set() or now - self._last_status >= STATUS_EVERY_S:

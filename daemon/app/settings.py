@@ -71,3 +71,16 @@ def make_engine(cfg: Any, model_dir_arg: Optional[str] = None) -> PoseEngine:
     settings = pose_settings(cfg)
     settings.state_dir = str(default_state_dir(cfg.mqtt.state_dir))  # the Edge TPU crash marker lives there
     return PoseEngine(settings, resolve_model_dir(model_dir_arg, cfg.models.dir))
+
+
+def settings_shown(setups: list[CameraSetup]) -> dict[str, Any]:
+    """The rules and zones the page shows: the first camera's flat (``settings``), and with ``cameras:`` every
+    camera's (``camera_settings``)."""
+
+    def shown(setup: CameraSetup) -> dict[str, Any]:
+        return {"rules": setup.rules.model_dump(mode="json"), "zones": [z.model_dump(mode="json") for z in setup.zones]}
+
+    return {
+        "settings": shown(setups[0]),
+        "camera_settings": {} if setups[0].alone else {s.name: shown(s) for s in setups},
+    }

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ def default_state_dir(state_dir: Optional[str] = None) -> Path:
     return Path.home() / ".local" / "state" / "fallwatch"
 
 
+def connect_sqlite(path: str) -> sqlite3.Connection:
+    """The outbox's database connection (the default of Outbox's ``connect``)."""
+    return sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+
+
 class _Damaged(sqlite3.DatabaseError):
     """PRAGMA quick_check found problems it reports as rows rather than raising."""
 
@@ -57,18 +62,24 @@ class _Damaged(sqlite3.DatabaseError):
 class Outbox:
     """The event outbox and the daemon's small key/value store. Thread-safe; every method is one short transaction."""
 
-    def __init__(self, path: Union[str, Path], max_items: int):
+    def __init__(
+        self,
+        path: Union[str, Path],
+        max_items: int,
+        connect: Callable[[str], sqlite3.Connection] = connect_sqlite,
+    ):
+        """``connect``: opens the database (a seam for tests that break the disk under a working outbox)."""
         if max_items < 1:
             raise ValueError(f"outbox max_items must be at least 1, got {max_items}")
         self.max_items = max_items
         self.path = str(path)
         self.read_only = False
         self._lock = threading.Lock()
+        self._connect_db = connect
         self._db = self._open(self.path)
 
-    @staticmethod
-    def _connect(path: str) -> sqlite3.Connection:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+    def _connect(self, path: str) -> sqlite3.Connection:
+        db = self._connect_db(path)
         if path != ":memory:":
             db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed event survives a power cut, not just a crash; events are rare, the cost is nothing.

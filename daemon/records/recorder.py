@@ -177,6 +177,11 @@ class EventRecorder(RecordFolder):
         return False
 
     # -- pipeline side (cheap, never blocks) -----------------------------------------------------------------
+    @property
+    def frames_waiting(self) -> int:
+        """Frames handed over and not yet taken by the frames thread (when FRAME_QUEUE wait, the next is dropped)."""
+        return self._frames.qsize()
+
     def on_frame(self, image: np.ndarray, t: float, frame_no: int, persons: list, states: dict) -> None:
         try:
             self._frames.put_nowait((image, float(t), int(frame_no), list(persons), dict(states)))

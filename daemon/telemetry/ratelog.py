@@ -66,6 +66,12 @@ class LogLimiter:
         self._log.log(level, msg, *args, exc_info=exc_info)
         return True
 
+    @property
+    def keys_watched(self) -> int:
+        """How many keys have a window open now (never more than MAX_KEYS)."""
+        with self._lock:
+            return len(self._windows)
+
     def warning(self, key: str, msg: str, *args: Any) -> bool:
         return self.log(logging.WARNING, key, msg, *args)
 

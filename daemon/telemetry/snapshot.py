@@ -116,6 +116,7 @@ class Snapshot:
         Mapping[str, Any], ...
     ] = ()  # the open alarms (daemon/alarms/open_alarms.py Alarm.view), oldest first
     notify: Optional[Mapping[str, Any]] = None  # Apprise notifications: queued, sent, failing (None: no notify.urls)
+    cpu_temp_c: Optional[float] = None  # the SoC temperature (telemetry/system.py), where the system exposes it
     healthy: Optional[bool] = None  # the debug server's own figures, filled in as it answers
     viewers: int = 0
 
@@ -154,6 +155,7 @@ class Snapshot:
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "ready": self.ready,
+            "cpu_temp_c": self.cpu_temp_c,
             **cam.to_json(),
             "state": self.state,
             "events": {
@@ -194,6 +196,7 @@ def heartbeat(snapshot: Snapshot) -> dict[str, Any]:
         "labelled": None if snapshot.labelled is None else dict(snapshot.labelled),
         "alarms": [dict(a) for a in snapshot.alarms],
         "notify": None if snapshot.notify is None else dict(snapshot.notify),
+        "cpu_temp_c": snapshot.cpu_temp_c,
         "cameras": {
             name: {
                 "camera": c.capture,
@@ -333,6 +336,8 @@ class SnapshotCollector:
         yield gauge("fallwatch_healthy", "1 while frames flow through inference.", int(bool(s.healthy)))
         yield gauge("fallwatch_viewers", "Clients watching the MJPEG stream.", s.viewers)
         yield gauge("fallwatch_open_alarms", "Alarms nobody has answered yet.", len(s.alarms))
+        if s.cpu_temp_c is not None:
+            yield gauge("fallwatch_cpu_temperature_celsius", "The SoC temperature.", s.cpu_temp_c)
         backend = GaugeMetricFamily("fallwatch_backend_info", "The inference backend in use.", labels=["backend"])
         backend.add_metric([s.backend or "none"], 1)
         yield backend

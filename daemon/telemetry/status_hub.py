@@ -30,7 +30,17 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 50  # per camera
 JPEG_CACHE = 8  # encodings of a camera's newest frame kept (one per height asked for); viewers share them
 
-FrameTuple = tuple[int, np.ndarray, list, dict, dict]
+
+@dataclasses.dataclass(frozen=True)
+class ShownFrame:
+    """A camera's processed frame as the page shows it: ``seq`` numbers frames over all cameras (the JPEG cache's
+    key), ``extra`` carries the badge figures (time, frame number, night enhancement)."""
+
+    seq: int
+    image: np.ndarray
+    persons: list
+    states: dict
+    extra: dict
 
 
 class UnknownCamera(KeyError):
@@ -52,9 +62,9 @@ class _Slot:
     frame_mono: Optional[float] = None
     source_stopped: bool = False
 
-    def tuple(self) -> FrameTuple:
+    def shown(self) -> ShownFrame:
         assert self.frame is not None
-        return self.seq, self.frame, list(self.persons), dict(self.states), dict(self.extra)
+        return ShownFrame(self.seq, self.frame, list(self.persons), dict(self.states), dict(self.extra))
 
     def age(self, now: float) -> Optional[float]:
         return None if self.frame_mono is None else now - self.frame_mono
@@ -77,6 +87,7 @@ class StatusHub:
         self._jpeg_lock = threading.Lock()
         self._jpeg_cache: dict[tuple[int, Optional[int]], bytes] = {}
         self.encode_count = 0  # how many JPEGs were encoded (tests check that no viewer means no encoding)
+        self._waiting = 0  # clients blocked in wait_frame now
 
     @property
     def cameras(self) -> list[str]:
@@ -227,35 +238,45 @@ class StatusHub:
                 self._slot(camera)  # an unknown camera is an error, not an empty list
             return [dict(e) for e in self._events if camera is None or e.get("camera") == camera]
 
-    def snapshot(self, camera: Optional[str] = None) -> Optional[FrameTuple]:
-        """The camera's newest frame tuple (seq, frame, persons, states, extra), or None before its first frame."""
+    def snapshot(self, camera: Optional[str] = None) -> Optional[ShownFrame]:
+        """The camera's newest frame, or None before its first frame."""
         with self._cond:
             slot = self._slot(camera)
-            return None if slot.frame is None else slot.tuple()
+            return None if slot.frame is None else slot.shown()
 
-    def wait_frame(self, after_seq: int, timeout: float, camera: Optional[str] = None) -> Optional[FrameTuple]:
+    def wait_frame(self, after_seq: int, timeout: float, camera: Optional[str] = None) -> Optional[ShownFrame]:
         """Block until the camera has a frame newer than ``after_seq`` (or the timeout passes; then None)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             slot = self._slot(camera)
-            while slot.seq <= after_seq or slot.frame is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            return slot.tuple()
+            self._waiting += 1
+            try:
+                while slot.seq <= after_seq or slot.frame is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+                return slot.shown()
+            finally:
+                self._waiting -= 1
+
+    @property
+    def waiting(self) -> int:
+        """How many clients are blocked in wait_frame now (the streams waiting for their next frame)."""
+        with self._cond:
+            return self._waiting
 
     def wake_all(self) -> None:
         """Wake every waiter (used by the web server on shutdown)."""
         with self._cond:
             self._cond.notify_all()
 
-    def jpeg_for(self, snap: FrameTuple, height: Optional[int] = None) -> bytes:
-        """The annotated JPEG of one frame tuple (of any camera), encoded once per (seq, height) however many
-        clients watch."""
+    def jpeg_for(self, snap: ShownFrame, height: Optional[int] = None) -> bytes:
+        """The annotated JPEG of one frame (of any camera), encoded once per (seq, height) however many clients
+        watch."""
         from fallwatch.daemon.web.overlay import draw_overlay, encode_jpeg  # cv2 only when someone actually looks
 
-        seq, frame, persons, states, extra = snap
+        seq, frame = snap.seq, snap.image
         if height is not None and height >= frame.shape[0]:
             height = None  # never scaled up: that costs CPU and bandwidth and shows nothing more
         key = (seq, height)
@@ -263,7 +284,7 @@ class StatusHub:
             cached = self._jpeg_cache.get(key)
             if cached is not None:
                 return cached
-            data = encode_jpeg(draw_overlay(frame, persons, states, extra), height=height)
+            data = encode_jpeg(draw_overlay(frame, snap.persons, snap.states, snap.extra), height=height)
             self.encode_count += 1
             # keep only the encodings of each camera's newest frame, and only a few heights of each
             with self._cond:

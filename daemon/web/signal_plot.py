@@ -1,12 +1,13 @@
-"""`fallwatch replay REC.jsonl --plot out.html`: the events view's signal plot, as one self-contained HTML file
-(uPlot and the plot code inlined, so it opens anywhere without a network)."""
+"""The rule's signals over a record, as the events view plots them (``record_signals``: run in the offload worker,
+a fresh process, so this module imports little), and ``fallwatch replay REC.jsonl --plot out.html``: the same plot
+as one self-contained HTML file (uPlot and the plot code inlined, so it opens anywhere without a network)."""
 
 from __future__ import annotations
 
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -34,3 +35,12 @@ def write_plot(path: Path, signals: dict[str, Any], title: str) -> None:
             "open it in a browser and save an image from there if needed"
         )
     path.write_text(plot_html(signals, title), encoding="utf-8")
+
+
+def record_signals(pose_path: str, settings: Any, track: Optional[int], extra: dict) -> bytes:
+    """The rule's signals over a record's pose recording and ``extra``, as JSON (runs in the offload worker)."""
+    from fallwatch.rules.recording import read_recording
+    from fallwatch.rules.signals import fall_signals
+
+    out = {**fall_signals(list(read_recording(Path(pose_path))), settings, track=track), **extra}
+    return json.dumps(out, default=str, allow_nan=False).encode()

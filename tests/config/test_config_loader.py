@@ -358,19 +358,6 @@ def test_cross_field_errors_are_reported_beside_the_other_errors_of_their_sectio
     ]
 
 
-def test_the_schema_knows_the_models_the_registry_has() -> None:
-    # config imports nothing of the project, so it keeps its own list of model names by role: kept in step here.
-    from fallwatch.config import schema
-    from fallwatch.pose.models import MODELS
-
-    cpu = {n: s for n, s in MODELS.items() if not s.edgetpu}
-    assert set(schema.DETECTOR_MODELS) == {
-        n for n, s in cpu.items() if s.kind in ("detector", "multipose", "blazepose_detector")
-    }
-    assert set(schema.ESTIMATOR_MODELS) == {n for n, s in cpu.items() if s.kind in ("estimator", "blazepose_landmark")}
-    assert schema.EDGETPU_MODELS == {n: s.cpu_twin for n, s in MODELS.items() if s.edgetpu}
-
-
 def test_zone_errors_name_file_line_and_zone(tmp_path: Path) -> None:
     errors = errors_of(
         tmp_path,

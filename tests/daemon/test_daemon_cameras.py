@@ -68,6 +68,7 @@ def daemon(tmp_path: Path, model_dir: Path):
             proc.wait()
 
 
+@pytest.mark.slow
 def test_cameras_that_cannot_be_opened_leave_the_others_running(daemon, data_dir: Path, tmp_path: Path) -> None:
     bind = f"127.0.0.1:{free_port()}"
     gone = tmp_path / "no-such-clip.mp4"
@@ -122,6 +123,7 @@ def test_cameras_that_cannot_be_opened_leave_the_others_running(daemon, data_dir
     assert proc.wait(10) == 0  # a stop asked for: exit 0, whatever the cameras do
 
 
+@pytest.mark.slow
 def test_a_file_that_ends_stops_its_camera_only_then_all_end(daemon, data_dir: Path, tmp_path: Path) -> None:
     # Two files played as fast as possible: the short one ends first, the other goes on to its end; then the
     # daemon ends by itself, exit 0 (no source failed).

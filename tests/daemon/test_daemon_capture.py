@@ -707,6 +707,7 @@ def _huge_png(path: Path, side: int) -> None:
     )
 
 
+@pytest.mark.slow
 def test_images_above_the_size_limit_are_refused_from_their_header_or_downscaled(
     tmp_path: Path, images_dir: Path
 ) -> None:

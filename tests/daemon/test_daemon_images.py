@@ -92,6 +92,7 @@ def bypasses(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow
 def test_sizes_come_from_the_decoder_not_from_the_name_or_a_hand_parsed_header(
     bypasses: dict[str, Path], images_dir: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -53,8 +54,8 @@ class SlowEngine:
         self.seen: list[int] = []
         self.newest_when_taken: list[int] = []  # frames the capture had delivered when this one was processed
 
-    def make_tracker(self) -> object:
-        return object()  # (its tracks are this stand-in's business)
+    def make_tracker(self) -> SimpleNamespace:
+        return SimpleNamespace(s=SimpleNamespace(ignore_zones=()))  # (its tracks are this stand-in's business)
 
     def process(self, frame_rgb: np.ndarray, t: float, tracker: object = None) -> PoseResult:
         assert self.capture is not None

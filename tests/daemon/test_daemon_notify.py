@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
 import pytest
 from fallwatch.config.schema import Config
-from fallwatch.daemon.app.logsetup import setup_logging
 from fallwatch.daemon.app.sd_notify import Notifier, Watchdog
 from fallwatch.daemon.app.service import Daemon
 from fallwatch.daemon.capture.reader import Capture
 from fallwatch.daemon.capture.sources import Source
+from fallwatch.daemon.telemetry.logsetup import setup_logging
 from fallwatch.pose.types import PoseResult
 from waiting import wait_until
 
@@ -181,8 +183,8 @@ class StallableEngine:
         self.release = threading.Event()
         self.frames = 0
 
-    def make_tracker(self) -> object:
-        return object()  # (its tracks are this stand-in's business)
+    def make_tracker(self) -> SimpleNamespace:
+        return SimpleNamespace(s=SimpleNamespace(ignore_zones=()))  # (its tracks are this stand-in's business)
 
     def process(self, frame_rgb: np.ndarray, t: float, tracker: object = None) -> PoseResult:
         if self.stall.is_set():
@@ -304,7 +306,7 @@ def test_camera_outage_is_not_a_hang(notify_socket: NotifySocket, tmp_path: Path
 def test_journal_logging_without_systemd_python(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
     st = os.fstat(2)
     monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
-    monkeypatch.setattr("fallwatch.daemon.app.logsetup._journal_handler", lambda: None)
+    monkeypatch.setitem(sys.modules, "systemd.journal", None)  # as if systemd-python were not installed
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:

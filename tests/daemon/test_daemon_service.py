@@ -431,7 +431,7 @@ def test_daemon_and_detect_agree_to_the_last_event(
     got = [
         key(json.loads(line.split(": ", 1)[1].split(": ", 1)[1]))
         for line in run.log.splitlines()
-        if re.search(r"fallwatch\.daemon\.service: event \w+: ", line)
+        if re.search(r"fallwatch\.daemon\.app\.outputs: event \w+: ", line)
     ]
     assert expected, "the clip is a fall"
     assert got == expected

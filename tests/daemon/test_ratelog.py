@@ -50,4 +50,4 @@ def test_keys_are_bounded():
     limiter = LogLimiter(logging.getLogger("ratelog-test"), clock=Clock())
     for n in range(MAX_KEYS * 3):
         limiter.warning(f"key {n}", "line")
-    assert len(limiter._windows) == MAX_KEYS
+    assert limiter.keys_watched == MAX_KEYS

@@ -60,3 +60,16 @@ def _invert_weights(model: Path, data: bytearray, tensors: int = 3) -> None:
             if done == tensors:
                 return
     raise AssertionError(f"no weight tensors found to perturb in {model}")
+
+
+class FailingInterpreter:
+    """Stands in for an Edge TPU interpreter whose device went away: every invoke raises."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def invoke(self) -> None:
+        raise RuntimeError("Failed to invoke: USB transfer error (device unplugged)")

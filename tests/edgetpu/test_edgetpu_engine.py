@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from edgetpu_testlib import FailingInterpreter
 from fallwatch.pose import edgetpu_probe
 from fallwatch.pose import engine as engine_module
 from fallwatch.pose.edgetpu_probe import compare
@@ -99,6 +100,7 @@ def test_working_tpu_is_used_and_marked_while_in_use(
     assert not markers[0].exists()
 
 
+@pytest.mark.slow
 def test_leftover_marker_keeps_the_next_start_on_the_cpu(
     fake_tpu, tpu_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -150,6 +152,71 @@ def test_cpu_paths_start_no_child(
     assert engine.backend == "cpu" and engine.probe is None and "libedgetpu.so.1 not found" in engine.backend_reason
 
 
+def _rgb(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+
+
+def _clip_frames(path: Path, n: int) -> list[tuple[float, np.ndarray]]:
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    frames = []
+    while len(frames) < n and (got := cap.read())[0]:
+        frames.append((len(frames) / fps, np.ascontiguousarray(got[1][:, :, ::-1])))
+    cap.release()
+    return frames
+
+
+def test_tpu_failure_while_running_switches_to_cpu(
+    fake_tpu, tpu_models: Path, tmp_path: Path, images_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_tpu("ok")
+    engine = _engine(tpu_models, tmp_path / "state", caplog)
+    assert engine.backend == "edgetpu" and engine.detector_model.backend == "edgetpu", engine.backend_reason
+    frame = _rgb(images_dir / "fall_img_1.png")
+    # the TPU's device goes away: its next invoke fails (the first frame runs the detector)
+    engine.detector_model.interpreter = FailingInterpreter(engine.detector_model.interpreter)
+    with caplog.at_level(logging.ERROR, logger="fallwatch.pose.engine"):
+        result = engine.process(frame, 0.0)
+    assert engine.backend == "cpu" and result.backend == "cpu"
+    assert "USB transfer error" in engine.backend_reason
+    assert any("switching to the CPU" in r.getMessage() for r in caplog.records)
+    assert len(result.persons) == 1
+    assert not isinstance(engine.detector_model.interpreter, FailingInterpreter)
+    assert engine.detector_model.backend == "cpu"
+    # On the CPU a failing invoke is a real error, not a silent loop.
+    engine.estimator_model.interpreter = FailingInterpreter(engine.estimator_model.interpreter)
+    with pytest.raises(RuntimeError):
+        engine.process(frame, 0.1)
+    engine.close()
+
+
+@pytest.mark.slow
+def test_tpu_failing_mid_run_keeps_tracks_and_output(
+    fake_tpu, tpu_models: Path, model_dir: Path, data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The detector's TPU dies on a frame where the estimator (on the CPU) already followed the person: the
+    switch to the CPU twins must give exactly what an engine that never failed gives, for that frame and after
+    (same id, same smoothed keypoints, same detector schedule)."""
+    frames = _clip_frames(data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4", 40)
+    steady_engine = PoseEngine(PoseSettings(backend="cpu", num_threads=1), model_dir)
+    steady = [steady_engine.process(rgb, t) for t, rgb in frames]
+    # the TPU fails on the first frame after the start where the detector is due again
+    fail_at = next(i for i, r in enumerate(steady) if i >= 10 and r.detector_ran)
+    fake_tpu("ok")
+    failing = _engine(tpu_models, tmp_path / "state", caplog)
+    assert failing.backend == "edgetpu", failing.backend_reason
+    for i, (t, rgb) in enumerate(frames):
+        if i == fail_at:
+            failing.detector_model.interpreter = FailingInterpreter(failing.detector_model.interpreter)
+        a, b = steady[i], failing.process(rgb, t)
+        assert [p.track_id for p in a.persons] == [p.track_id for p in b.persons], i
+        assert a.detector_ran == b.detector_ran, i
+        for pa, pb in zip(a.persons, b.persons, strict=True):
+            np.testing.assert_allclose(pa.keypoints, pb.keypoints, atol=1e-3, err_msg=f"frame {i}")
+    assert failing.backend == "cpu" and len(b.persons) == 1
+    failing.close()
+
+
 def _coral_reference(path: Path) -> np.ndarray:
     rows = list(csv.DictReader(path.open()))
     return np.array(
@@ -163,13 +230,13 @@ def test_compare_accepts_a_real_edge_tpu_and_rejects_wrong_keypoints(model_dir: 
     tpu = _coral_reference(model_dir / "movenet_single_pose_lightning_ptq_edgetpu_reference.csv")
     cpu = _coral_reference(model_dir / "movenet_single_pose_lightning_ptq_reference.csv")
     assert float(np.abs(tpu - cpu)[..., 2].max()) > 0.35
-    assert compare("estimator", [tpu], [cpu]) is None
+    assert compare("keypoints", [tpu], [cpu]) is None
     far = tpu.copy()
     far[0, 0, 5, 1] += 0.2  # one confident shoulder 20 % of the image away
-    assert "keypoints off by 2" in compare("estimator", [far], [cpu])
+    assert "keypoints off by 2" in compare("keypoints", [far], [cpu])
     low = tpu.copy()
     low[..., 2] = 0.0  # no confident keypoint left: the scores give it away
-    assert "on average (allowed 0.25)" in compare("estimator", [low], [cpu])
+    assert "on average (allowed 0.25)" in compare("keypoints", [low], [cpu])
 
 
 def test_compare_ssd_tolerance() -> None:
@@ -180,15 +247,15 @@ def test_compare_ssd_tolerance() -> None:
     cpu = [boxes, classes, scores, count]
     shifted = boxes.copy()
     shifted[0, 0] += 0.02
-    assert compare("detector", [shifted, classes, scores - 0.1, count], cpu) is None
+    assert compare("detections", [shifted, classes, scores - 0.1, count], cpu) is None
     moved = boxes.copy()
     moved[0, 0] = [0.5, 0.5, 0.9, 0.8]
-    assert "no partner with IoU >= 0.5" in compare("detector", [moved, classes, scores, count], cpu)
+    assert "no partner with IoU >= 0.5" in compare("detections", [moved, classes, scores, count], cpu)
     other_class = classes + 1
-    assert "no partner" in compare("detector", [boxes, other_class, scores, count], cpu)
+    assert "no partner" in compare("detections", [boxes, other_class, scores, count], cpu)
     # another conversion of the network (not the exact twin): classes and score levels may differ, boxes not
-    assert compare("detector", [boxes, other_class, scores - 0.25, count], cpu, exact_twin=False) is None
-    assert "scores off by 0.30 on average" in compare("detector", [boxes, classes, scores - 0.3, count], cpu)
+    assert compare("detections", [boxes, other_class, scores - 0.25, count], cpu, exact_twin=False) is None
+    assert "scores off by 0.30 on average" in compare("detections", [boxes, classes, scores - 0.3, count], cpu)
 
 
 def test_probe_input_is_a_person_movenet_sees(model_dir: Path) -> None:

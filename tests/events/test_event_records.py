@@ -61,7 +61,7 @@ def record(
     event_id = str(uuid.uuid4())
     for i in range(int(seconds * FPS)):
         t = t0 + i / FPS
-        while rec._frames.qsize() >= 4:
+        while rec.frames_waiting >= 4:
             time.sleep(0.005)
         rec.on_frame(image, t, i, [person(t)], {1: "upright"})
         if abs(t - (t0 + event_at)) < 0.5 / FPS:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import household as hh
 from fallwatch.rules import RuleSettings
@@ -35,6 +37,7 @@ def test_signals_of_a_topple_cross_the_thresholds_and_standing_does_not() -> Non
     assert not any(v for t, v in floor.items() if t < 1.9) and floor[sig["t"][-1]] == 1
 
 
+@pytest.mark.slow
 def test_replay_plot_writes_a_self_contained_html(tmp_path: Path) -> None:
     rec = tmp_path / "topple.jsonl"
     rec.write_text("".join(json.dumps(f) + "\n" for f in hh.topple()))

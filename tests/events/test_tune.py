@@ -46,6 +46,7 @@ def falls_in(record: Path, cfg_path: Path) -> int:
     )
 
 
+@pytest.mark.slow
 def test_tune_removes_the_false_alarms_keeps_the_falls_and_writes_a_valid_config(household: Path, tmp_path: Path):
     config = tmp_path / "fallwatch.yaml"
     config.write_text(yaml.safe_dump({"camera": {"name": "home"}, "mqtt": {"enabled": False}}))
@@ -72,6 +73,7 @@ def test_tune_removes_the_false_alarms_keeps_the_falls_and_writes_a_valid_config
     assert again.returncode == 2 and "in use" in again.stderr
 
 
+@pytest.mark.slow
 def test_tune_never_unlearns_the_manifest_falls(household: Path, data_dir: Path, tmp_path: Path):
     # Eight real falls (URFD keypoints) is enough to show it, and keeps the test short.
     full = data_dir / "urfd-falls-keypoints" / "manifest.json"
@@ -85,6 +87,7 @@ def test_tune_never_unlearns_the_manifest_falls(household: Path, data_dir: Path,
     assert before == after == "8/8", proc.stdout
 
 
+@pytest.mark.slow
 def test_tune_skips_damaged_records_in_one_line_each_and_counts_pruned_labels(household: Path, tmp_path: Path):
     # Issue 21 item 3: `"recorded": null` and `"t": null` in a labelled record's event.json printed tracebacks.
     first = sorted(household.iterdir())[0]

@@ -43,7 +43,7 @@ def main() -> int:
                 pub.publish_event(event)
                 print("queued", event["id"], flush=True)
             elif words[0] == "stats":
-                print(json.dumps(pub.stats()), flush=True)
+                print(json.dumps({**pub.stats(), "listening": pub.listening}), flush=True)
             elif words[0] == "quit":
                 break
     finally:

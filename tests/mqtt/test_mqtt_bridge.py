@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from mqtt_testlib import make_event, wait_until
 
 BRIDGE = "central"
@@ -36,6 +37,7 @@ def event_ids(sub, topic: str = "fallwatch/testdev/event") -> list[str]:
     return [json.loads(p)["id"] for p in sub.on(topic)]
 
 
+@pytest.mark.slow
 def test_bridge_forwards_events_and_loses_none_while_central_is_down(
     mosquitto_factory, subscriber, mqtt_cfg, publisher
 ):

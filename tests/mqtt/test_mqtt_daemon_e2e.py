@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from event_schema import PUBLISHED_EVENT_KEYS as EVENT_KEYS
 
 
+@pytest.mark.slow
 def test_mqtt_daemon_fall_event_then_last_will_on_sigkill(mosquitto, subscriber, model_dir, data_dir, tmp_path):
     clip = data_dir / "gmdcsa24-dev" / "Subject 1" / "Fall" / "13.mp4"
     assert clip.is_file(), f"{clip} is missing"
@@ -72,6 +74,7 @@ def test_mqtt_daemon_fall_event_then_last_will_on_sigkill(mosquitto, subscriber,
             proc.wait(10)
 
 
+@pytest.mark.slow
 def test_two_cameras_in_one_daemon_each_on_its_own_topics(mosquitto, subscriber, model_dir, data_dir, tmp_path):
     """Issue 16's done-when: two dev clips as two cameras of one daemon (real engine, real broker). The fall clip's
     camera reports its fall on its own topics; the other room stays `ok`; the page's stats list both cameras."""

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 PREFIX = "fallwatch/fb"
@@ -67,6 +68,7 @@ def _wait(predicate, timeout: float) -> bool:
     return predicate()
 
 
+@pytest.mark.slow
 def test_mqtt_feedback_labels_the_record_and_counts_in_the_heartbeat(
     mosquitto, subscriber, model_dir, data_dir, tmp_path
 ):
@@ -115,6 +117,7 @@ def test_mqtt_feedback_labels_the_record_and_counts_in_the_heartbeat(
         _stop(proc)
 
 
+@pytest.mark.slow
 def test_mqtt_unwritable_records_directory_still_detects_and_publishes(
     mosquitto, subscriber, model_dir, data_dir, tmp_path
 ):

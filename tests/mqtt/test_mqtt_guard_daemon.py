@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import yaml
 from rawmqtt import OneClientBroker, publish_head
 from testnet import free_port
@@ -32,6 +33,7 @@ def _healthz(port: int) -> tuple[int, dict]:
         return 0, {}
 
 
+@pytest.mark.slow
 def test_daemon_survives_a_bad_topic_and_healthz_says_when_mqtt_is_down(tmp_path: Path, model_dir, data_dir):
     clip = data_dir / "gmdcsa24-dev" / "Subject 1" / "Fall" / "13.mp4"
     web = free_port()

@@ -6,8 +6,12 @@ import json
 
 import numpy as np
 from fallwatch.config.schema import MqttConfig
+from fallwatch.daemon.mqtt.link.connection import device_id_of, prefix_of
 from fallwatch.daemon.mqtt.outbox import Outbox
-from fallwatch.daemon.mqtt.publisher import MqttPublisher, cpu_temp_c, device_id_of, prefix_of, sanitize_id, to_json
+from fallwatch.daemon.mqtt.publisher import MqttPublisher
+from fallwatch.daemon.mqtt.topics import sanitize_id
+from fallwatch.daemon.telemetry.jsonsafe import to_json
+from fallwatch.daemon.telemetry.system import cpu_temp_c
 from mqtt_testlib import make_event
 
 

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 
 import pytest
-from fallwatch.daemon.mqtt.outbox import Outbox, default_state_dir
+from fallwatch.daemon.mqtt.outbox import Outbox, connect_sqlite, default_state_dir
 
 
 def test_mqtt_outbox_order_remove_and_reopen(tmp_path):
@@ -85,14 +85,21 @@ def test_mqtt_outbox_unopenable_path_is_left_alone(tmp_path, caplog):
 def test_mqtt_outbox_full_disk_error_is_reported_as_such(tmp_path):
     """SQLite rolls a transaction back itself on SQLITE_FULL; the error the caller sees must say the disk is full,
     not 'cannot rollback'."""
-    box = Outbox(tmp_path / "o.sqlite3", 100)
+    opened: list[sqlite3.Connection] = []
+
+    def connect(path: str) -> sqlite3.Connection:
+        opened.append(connect_sqlite(path))
+        return opened[-1]
+
+    box = Outbox(tmp_path / "o.sqlite3", 100, connect=connect)
     box.put("a", b"1")
-    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
-    box._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full: no page more
+    (db,) = opened  # the outbox's own connection
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full: no page more
     with pytest.raises(sqlite3.OperationalError, match="full"):
         box.put("big", b"x" * 50_000)
     assert [i for _, i, _ in box.after(0, 10)] == ["a"]
-    box._db.execute("PRAGMA max_page_count=1000000")
+    db.execute("PRAGMA max_page_count=1000000")
     assert box.put("again", b"x" * 50_000)[0] is not None  # usable again once there is room
 
 
@@ -119,6 +126,7 @@ def test_mqtt_outbox_damage_inside_the_payloads_is_found_at_open(tmp_path, caplo
     assert [i for _, i, _ in box.after(0, 10)] == ["new"]
 
 
+@pytest.mark.slow
 def test_events_queued_before_a_restart_are_sent_from_a_read_only_disk(tmp_path, mosquitto):
     # Side door 5: with the state disk read-only (a common SD-card failure) the outbox fell back to memory and
     # the events queued before the restart were never delivered. A tmpfs remounted read-only in a private mount

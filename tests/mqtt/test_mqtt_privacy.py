@@ -11,6 +11,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 from fallwatch.daemon.records.recorder import PLAIN_BACKGROUND
 
@@ -22,6 +23,7 @@ def plain_share(bgr: np.ndarray) -> float:
     return float(np.mean(np.all(np.abs(bgr.astype(int) - PLAIN_BACKGROUND) <= 6, axis=2)))
 
 
+@pytest.mark.slow
 def test_privacy_skeleton_images_over_mqtt_and_on_disk(mosquitto, subscriber, model_dir, data_dir, tmp_path):
     clip = data_dir / "gmdcsa24-dev" / "Subject 1" / "Fall" / "13.mp4"
     events_dir = tmp_path / "events"

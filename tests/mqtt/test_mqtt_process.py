@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from mqtt_testlib import PREFIX, wait_until
 
 
+@pytest.mark.slow
 def test_mqtt_availability_online_then_offline_on_sigkill(mosquitto, subscriber, mqtt_cfg, publisher_proc):
     proc = publisher_proc(mqtt_cfg(mosquitto.port, keepalive=5))
     sub = subscriber(mosquitto.port, [f"{PREFIX}/availability"])
@@ -22,6 +24,7 @@ def test_mqtt_availability_online_then_offline_on_sigkill(mosquitto, subscriber,
     assert after.wait_count(f"{PREFIX}/availability", 1) == [b"offline"], "the Last Will must be retained"
 
 
+@pytest.mark.slow
 def test_mqtt_events_survive_broker_outage_and_restart(persistent_broker, subscriber, mqtt_cfg, publisher_proc):
     broker = persistent_broker
     # The family's phone: a persistent QoS 1 session that the broker keeps (and queues for) across its restart.

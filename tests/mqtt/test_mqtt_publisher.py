@@ -273,7 +273,7 @@ def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(
     assert wait_until(lambda: pub.connected, 5)
     broker.stop()
     assert wait_until(lambda: not pub.connected, 5)
-    pub._connected = True  # the window: paho has lost the link, the publisher does not know yet
+    pub._link.connected = True  # the window: paho has lost the link, the publisher does not know yet
     events = [make_event("fall", i) for i in range(2)]
     pub.publish_event(events[0])
     assert wait_until(lambda: pub.in_flight() == 1, 3), "the event was not handed to paho"
@@ -460,9 +460,10 @@ def test_mqtt_paused_alerts_warn_at_start_and_commands_can_be_switched_off(
     assert any("mqtt.commands is false" in r.getMessage() for r in caplog.records)
     assert wait_until(lambda: third.connected, 5)
     assert not third.listening
+    watch = subscriber(mosquitto.port, [f"{PREFIX}/set"])  # sees what the broker hands every subscriber
     sub.client.publish(f"{PREFIX}/set", json.dumps({"alerts": False}), qos=1).wait_for_publish(5)
     sub.client.publish(f"{PREFIX}/set", json.dumps({"test": True}), qos=1).wait_for_publish(5)
-    time.sleep(0.5)
+    assert watch.wait_for(lambda s: len(s.on(f"{PREFIX}/set")) == 2, 5)  # both commands were delivered
     assert third.alerts_enabled is True and third.stats()["events_sent"] == 0
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import paho.mqtt.publish as publish
+import pytest
 from fallwatch.daemon.cli.admin.watch import Watcher
 from mqtt_testlib import make_event, wait_until, watch_args
 from testnet import free_port
@@ -25,6 +26,7 @@ def run_watch(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_watch_once_json_three_devices(mosquitto, subscriber, mqtt_cfg, publisher, publisher_proc, tmp_path):
     port = mosquitto.port
     sub = subscriber(port, ["fallwatch/+/availability", "fallwatch/+/state"])
@@ -72,6 +74,7 @@ def test_watch_once_json_three_devices(mosquitto, subscriber, mqtt_cfg, publishe
     assert [r.split()[1] for r in rows] == ["room-fall", "room-gone", "room-ok"], table.stdout
 
 
+@pytest.mark.slow
 def test_watch_unreachable_broker_is_one_line_and_non_zero():
     port = free_port()
     done = run_watch("--host", "127.0.0.1", "--port", str(port), "--once", "--json")
@@ -81,6 +84,7 @@ def test_watch_unreachable_broker_is_one_line_and_non_zero():
     ]
 
 
+@pytest.mark.slow
 def test_watch_read_only_user_and_bad_credentials(mosquitto_factory, tmp_path):
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     pwfile, acl = tmp_path / "mosquitto.passwd", tmp_path / "mosquitto.acl"

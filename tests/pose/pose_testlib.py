@@ -40,16 +40,3 @@ def first_frames(path: Path, n: int) -> list[tuple[float, np.ndarray]]:
     out = list(islice(video_frames(path), n))
     assert len(out) == n, (path, len(out))
     return out
-
-
-class FailingInterpreter:
-    """Stands in for an Edge TPU interpreter whose device went away: every invoke raises."""
-
-    def __init__(self, real):
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def invoke(self) -> None:
-        raise RuntimeError("Failed to invoke: USB transfer error (device unplugged)")

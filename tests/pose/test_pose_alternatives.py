@@ -68,6 +68,7 @@ def test_multipose_detector_finds_the_couple(model_dir: Path, images_dir: Path) 
     assert engine.process(load_rgb(images_dir / "background.jpg"), 0.0).persons == []
 
 
+@pytest.mark.slow
 def test_blazepose_tracks_through_a_fall(blazepose: PoseEngine, data_dir: Path) -> None:
     blazepose.reset()
     ids, n, last = set(), 0, None

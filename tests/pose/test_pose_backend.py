@@ -10,7 +10,6 @@ import pytest
 from fallwatch.pose import runtime
 from fallwatch.pose.engine import BackendError, PoseEngine, PoseSettings
 from fallwatch.pose.models import MODELS, ModelError
-from pose_testlib import FailingInterpreter, load_rgb
 
 
 def test_auto_picks_cpu_and_says_why(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -78,25 +77,3 @@ def test_unknown_or_wrong_kind_model(model_dir: Path) -> None:
         PoseEngine(PoseSettings(estimator="movenet_giant"), model_dir)
     with pytest.raises(ModelError, match="not a estimator|not a detector"):
         PoseEngine(PoseSettings(detector="movenet_lightning"), model_dir)
-
-
-def test_tpu_failure_while_running_switches_to_cpu(
-    model_dir: Path, images_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    engine = PoseEngine(PoseSettings(backend="cpu"), model_dir)
-    frame = load_rgb(images_dir / "fall_img_1.png")
-    # Pretend the models run on a TPU that fails at the next invoke.
-    engine._backend = "edgetpu"
-    engine.estimator_model.interpreter = FailingInterpreter(engine.estimator_model.interpreter)
-    engine.detector_model.interpreter = FailingInterpreter(engine.detector_model.interpreter)
-    with caplog.at_level(logging.ERROR, logger="fallwatch.pose.engine"):
-        result = engine.process(frame, 0.0)
-    assert engine.backend == "cpu" and result.backend == "cpu"
-    assert "USB transfer error" in engine.backend_reason
-    assert any("switching to the CPU" in r.getMessage() for r in caplog.records)
-    assert len(result.persons) == 1
-    assert not isinstance(engine.estimator_model.interpreter, FailingInterpreter)
-    # On the CPU a failing invoke is a real error, not a silent loop.
-    engine.estimator_model.interpreter = FailingInterpreter(engine.estimator_model.interpreter)
-    with pytest.raises(RuntimeError):
-        engine.process(frame, 0.1)

@@ -10,6 +10,7 @@ import pytest
 from fallwatch.daemon.cli.main import main as cli_main
 
 
+@pytest.mark.slow
 def test_bench_json_report(data_dir: Path, model_dir: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
     monkeypatch.delenv("FALLWATCH_CONFIG", raising=False)
     clip = data_dir / "gmdcsa24-dev" / "Subject 2" / "ADL" / "23.mp4"
@@ -75,6 +76,7 @@ def short_clip(clips: Path, tmp_path: Path, frames: int = 24) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_bench_cameras_prints_per_camera_figures(
     data_dir: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:

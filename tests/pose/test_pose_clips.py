@@ -36,6 +36,7 @@ def engine(model_dir: Path) -> PoseEngine:
     return PoseEngine(PoseSettings(backend="cpu"), model_dir)
 
 
+@pytest.mark.slow
 def test_one_person_keeps_one_id(engine: PoseEngine, data_dir: Path) -> None:
     engine.reset()
     clip = data_dir / "gmdcsa24-dev" / "Subject 1" / "ADL" / "10.mp4"  # reading while walking across the room
@@ -54,6 +55,7 @@ def test_one_person_keeps_one_id(engine: PoseEngine, data_dir: Path) -> None:
     assert detector_runs <= n / engine.settings.detect_every + 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", fall_clips())
 def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) -> None:
     entry = next(c for c in manifest(data_dir)["clips"] if c["path"] == clip)
@@ -87,6 +89,7 @@ def test_track_survives_the_fall(engine: PoseEngine, data_dir: Path, clip: str) 
     assert tracked >= 0.9 * len(after)
 
 
+@pytest.mark.slow
 def test_track_times_out_and_a_returning_person_gets_a_new_id(
     model_dir: Path, data_dir: Path, images_dir: Path
 ) -> None:
@@ -114,6 +117,7 @@ def test_track_times_out_and_a_returning_person_gets_a_new_id(
     assert engine.tracker.tracks == []
 
 
+@pytest.mark.slow
 def test_two_people_keep_their_own_ids(engine: PoseEngine, data_dir: Path) -> None:
     """Two real clips side by side: two people, two ids, and neither id jumps to the other person."""
     root = data_dir / "gmdcsa24-dev"

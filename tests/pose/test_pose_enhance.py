@@ -126,6 +126,7 @@ def night_clip(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path
     return out
 
 
+@pytest.mark.slow
 def test_a_fall_at_night_is_caught(night_clip: Path, model_dir: Path) -> None:
     """A sitting person falling off a chair, through the issue's night recipe: the default pipeline alarms, after
     the fall began (1.8 s) and before it ended (6.0 s)."""

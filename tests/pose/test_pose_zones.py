@@ -24,12 +24,14 @@ def _tracked(model_dir: Path, frames: list, zones: tuple) -> int:
     return sum(len(engine.process(rgb, t).persons) for t, rgb in frames)
 
 
+@pytest.mark.slow
 def test_a_person_inside_an_ignore_zone_is_not_tracked(model_dir: Path, frames: list) -> None:
     assert _tracked(model_dir, frames, ()) >= len(frames) - 1  # the person is there, found in (nearly) every frame
     assert _tracked(model_dir, frames, (CORNER,)) >= len(frames) - 1  # a zone elsewhere changes nothing
     assert _tracked(model_dir, frames, (WHOLE,)) == 0
 
 
+@pytest.mark.slow
 def test_a_zone_set_while_running_applies_to_new_people(model_dir: Path, frames: list) -> None:
     engine = PoseEngine(PoseSettings(backend="cpu", num_threads=1), model_dir)
     engine.set_ignore_zones((WHOLE,))

@@ -65,6 +65,7 @@ def _score(dev_clips, frames_of) -> dict:
     return summarize(results)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("px", [2.0, 4.0])
 def test_a_few_pixels_of_keypoint_noise_keep_every_fall_and_no_adl_alarm(dev_clips, px: float) -> None:
     for seed in (1, 2):
@@ -78,6 +79,7 @@ def test_half_the_frame_rate_keeps_every_fall_and_no_adl_alarm(dev_clips) -> Non
     assert (summary["caught"], summary["adl_false_alarm_clips"]) == (6, 0), json.dumps(summary)
 
 
+@pytest.mark.slow
 def test_long_lie_one_fall_one_person_down_no_recovery(dev_clips) -> None:
     for i, (clip, frames) in enumerate(dev_clips):
         events = _replay(_long_lie(frames, seed=i))

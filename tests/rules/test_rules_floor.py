@@ -36,6 +36,7 @@ def _hidden(seed: int, garbage_every_s: float = 7.0):
     return mutate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fps", [15.0, 30.0])
 def test_a_still_partly_hidden_person_keeps_one_steady_alarm(fps: float) -> None:
     s = RuleSettings(down_alert_s=60.0)
@@ -162,6 +163,7 @@ def test_a_fast_squat_that_stays_down_is_a_fall_after_confirm_s() -> None:
 BED = Zone("rest", ((0.55, 0.5), (1.0, 0.5), (1.0, 1.0), (0.55, 1.0)), name="bed")
 
 
+@pytest.mark.slow
 def test_lying_on_a_bed_in_a_rest_zone_raises_nothing() -> None:
     # Sits on the bed, then drops back onto it fast and lies there for two minutes.
     x = 0.75 * SIZE[0]

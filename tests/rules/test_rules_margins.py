@@ -78,6 +78,7 @@ def test_gate_margin_is_relative_to_the_threshold() -> None:
     assert Gate("drop", 0.2, 0.25).margin == pytest.approx(-0.2)
 
 
+@pytest.mark.slow
 def test_every_dev_decision_has_a_margin_on_the_side_it_went(dev_manifests: list[Path]) -> None:
     """On the real recordings of both CPUs (34 clips): a `fall` raised has a positive margin, none a negative
     one, and the table and summary show them."""
@@ -124,6 +125,7 @@ def test_perturbations_are_seeded_and_of_the_measured_size(data_dir: Path) -> No
     assert 0.011 / 2 < float(np.median(moved)) < 0.011 * 3
 
 
+@pytest.mark.slow
 def test_eval_perturb_reports_the_share_unchanged(dev_manifests: list[Path]) -> None:
     results = evaluate(dev_manifests[:1], RuleSettings(), perturbations=2)
     assert all(r.unchanged in (0.0, 0.5, 1.0) for r in results)
@@ -155,6 +157,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_eval_cli_prints_margins_and_perturbation(data_dir: Path) -> None:
     manifest = str(data_dir / "gmdcsa24-dev-arm64" / "manifest.json")
     r = _cli("eval", manifest, "--perturb", "1", "--json")

@@ -175,6 +175,7 @@ def test_a_broken_clip_is_an_error_row_not_a_crash(tmp_path: Path) -> None:
 # -- the real URFD keypoints (replay) --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_urfd_replay_catches_at_least_29_of_30(data_dir: Path) -> None:
     results = evaluate([data_dir / "urfd-falls-keypoints" / "manifest.json"], RuleSettings())
     s = summarize(results)
@@ -185,6 +186,7 @@ def test_urfd_replay_catches_at_least_29_of_30(data_dir: Path) -> None:
     assert s["median_delay_s"] <= 1.5
 
 
+@pytest.mark.slow
 def test_urfd_replay_ambianic_baseline_runs_and_is_weaker(data_dir: Path) -> None:
     manifest = data_dir / "urfd-falls-keypoints" / "manifest.json"
     ours = summarize(evaluate([manifest], RuleSettings()))
@@ -280,6 +282,7 @@ def test_bad_manifest_clip_is_a_manifest_error(tmp_path: Path, clip: dict, messa
     assert str(err.value).startswith(f"{m}: clip 0") and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_replaying_the_same_recordings_twice_gives_the_same_events(data_dir: Path) -> None:
     manifest = data_dir / "urfd-falls-keypoints" / "manifest.json"
 

@@ -169,6 +169,7 @@ CLICK_ACK = """(async (id) => {
 })(%s)"""
 
 
+@pytest.mark.slow
 def test_daemon_alarm_notified_kept_across_a_restart_reminded_and_acknowledged_on_the_page(
     mosquitto, model_dir, data_dir, tmp_path, chromium_eval
 ):

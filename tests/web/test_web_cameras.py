@@ -162,6 +162,7 @@ def _shown_records(dom: str) -> dict[str, str]:
     return shown
 
 
+@pytest.mark.slow
 def test_events_view_names_each_records_camera_and_filters_by_it(records_of_two_cameras, tmp_path, chromium_dom):
     run = records_of_two_cameras
     dom = chromium_dom(f"http://127.0.0.1:{run.port}/events.html", tmp_path)
@@ -194,6 +195,7 @@ def test_events_view_filter_picked_in_the_browser(records_of_two_cameras, tmp_pa
     assert page == {"address": "?camera=hall", "summary": "1 of 3 records", "shown": ["rec-ev0"]}
 
 
+@pytest.mark.slow
 def test_events_view_without_several_cameras_has_no_filter(start_server, tmp_path, chromium_dom):
     run = start_server()  # one camera, test-cam
     _record(tmp_path / "events", "ev0", "test-cam", recorded=1000.0)

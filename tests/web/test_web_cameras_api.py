@@ -44,8 +44,9 @@ def test_hub_keeps_each_cameras_frame_and_events_apart():
     assert hub.cameras == CAMERAS and hub.camera_name == "hall"
     hub.publish_frame(frame(10), [], {}, camera="bedroom")
     assert hub.snapshot() is None, "camera=None is the first camera, which has no frame yet"
-    seq, got, *_ = hub.snapshot("bedroom")
-    assert got[0, 0, 0] == 10 and hub.wait_frame(seq, 0.05, camera="bedroom") is None
+    shown = hub.snapshot("bedroom")
+    assert shown is not None and shown.image[0, 0, 0] == 10
+    assert hub.wait_frame(shown.seq, 0.05, camera="bedroom") is None
     hub.publish_frame(frame(20), [], {}, camera="hall")
     assert hub.wait_frame(0, 1, camera="hall")[1][0, 0, 0] == 20
     assert hub.wait_frame(seq, 0.05, camera="bedroom") is None, "a hall frame is not news for the bedroom"

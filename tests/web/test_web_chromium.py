@@ -7,6 +7,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 # Where index.html lays out the 640x480 stream at 1024x768: 14 px margin, below the 40 px header.
 STREAM_REGION = (slice(54, 534), slice(14, 654))
@@ -16,6 +17,7 @@ def _stream_region(shot: np.ndarray) -> np.ndarray:
     return shot[STREAM_REGION]
 
 
+@pytest.mark.slow
 def test_page_in_headless_chromium_shows_the_stream(start_server, feeders, clip_frames, tmp_path, chromium_screenshot):
     run = start_server()
     run.hub.add_event({"event": "fall", "id": "e1", "ts": "2026-11-23T18:00:00Z", "track": 2, "confidence": 0.9})
@@ -52,6 +54,7 @@ BED = {"name": "bed", "kind": "rest", "points": [[0.5, 0.5], [0.95, 0.5], [0.95,
 TV = {"name": "tv", "kind": "ignore", "points": [[0.05, 0.05], [0.3, 0.05], [0.3, 0.3], [0.05, 0.3]]}
 
 
+@pytest.mark.slow
 def test_chromium_draws_the_zones_over_the_frame(start_server, feeders, clip_frames, tmp_path, chromium_screenshot):
     run = start_server()
     run.set_figures({"settings": {"zones": [BED, TV]}})

@@ -138,6 +138,7 @@ def daemons():
         d.stop()
 
 
+@pytest.mark.slow
 def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
     tmp_path, model_dir, played_clip, daemons, mjpeg_parts
 ):
@@ -214,6 +215,7 @@ def test_daemon_on_a_video_file_serves_stream_stats_metrics_and_ends_unhealthy(
     assert set(seen[first_bad:]) <= {503, None}, seen
 
 
+@pytest.mark.slow
 def test_daemon_healthz_503_while_the_camera_is_gone_and_200_when_it_is_back(
     tmp_path, model_dir, start_server, feeders, clip_frames, daemons
 ):
@@ -250,6 +252,7 @@ def test_daemon_healthz_503_while_the_camera_is_gone_and_200_when_it_is_back(
     assert "reopen" in d.log
 
 
+@pytest.mark.slow
 def test_daemon_page_in_headless_chromium_shows_the_video(
     tmp_path, model_dir, played_clip, daemons, chromium_screenshot
 ):

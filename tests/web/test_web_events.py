@@ -87,6 +87,7 @@ CLICK_FALSE_ALARM = """(async () => {
 })()"""
 
 
+@pytest.mark.slow
 def test_events_view_lists_plays_plots_and_stores_labels(tmp_path, model_dir, data_dir, chromium_dom, chromium_eval):
     dump_dom = partial(chromium_dom, budget_ms=8000)
     events_dir = tmp_path / "events"
@@ -155,6 +156,7 @@ def _pattern_share(bgr: np.ndarray) -> float:
     return float(np.mean((b > 180) & (r > 180) & (g < 80)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("privacy", ["skeleton", "off"])
 def test_privacy_skeleton_serves_no_camera_image(tmp_path, model_dir, privacy):
     video = tmp_path / "pattern.avi"

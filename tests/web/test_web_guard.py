@@ -186,6 +186,7 @@ def test_host_names_a_server_bound_to_every_address_answers_as():
 
 
 # ---- item 7: heavy work, odd headers, clients that leave, unknown cameras ------------------------------------------
+@pytest.mark.slow
 def test_signals_are_computed_once_in_a_low_priority_process(with_records):
     # 8 clients polling /signals halved the frame rate: each poll recomputed the signals in the server's thread.
     run, events_dir = with_records()
@@ -223,6 +224,7 @@ def test_a_job_past_its_time_is_killed_and_answered_busy():
     assert offload.run("pid", os.getpid) != os.getpid(), "the next job runs"
 
 
+@pytest.mark.slow
 def test_clips_opened_at_once_are_converted_one_by_one_and_kept(with_records):
     run, events_dir = with_records(count=5)
 
@@ -259,6 +261,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+@pytest.mark.slow
 def test_a_clip_first_viewed_on_a_full_disk_is_an_error_and_leaves_nothing(
     start_server, small_disk, clip_frames, data_dir
 ):

@@ -96,11 +96,12 @@ def test_hub_wait_frame_and_health():
     got = []
     waiter = threading.Thread(target=lambda: got.append(hub.wait_frame(0, 5)))
     waiter.start()
-    time.sleep(0.1)
+    assert wait_until(lambda: hub.waiting == 1, 5)  # blocked, waiting for the frame
     hub.publish_frame(frame, [], {}, extra={7: {"spine_angle_deg": 3}})
     waiter.join(2)
-    seq, f, persons, states, extra = got[0]
-    assert seq == 1 and f is frame and extra == {7: {"spine_angle_deg": 3}}
+    assert hub.waiting == 0
+    shown = got[0]
+    assert shown.seq == 1 and shown.image is frame and shown.extra == {7: {"spine_angle_deg": 3}}
     assert hub.wait_frame(1, 0.05) is None  # nothing newer
     assert hub.healthy(max_age_s=30.0)
     assert wait_until(lambda: not hub.healthy(max_age_s=0.2), 10), "a frame older than max_age_s counts as healthy"

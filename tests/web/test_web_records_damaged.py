@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_web_events import FALL_CLIP, request, run_daemon, serve
 
@@ -20,6 +22,7 @@ def _damaged(events_dir: Path, name: str, **fields: object) -> None:
     (folder / "event.json").write_text(json.dumps({**meta, **fields}))
 
 
+@pytest.mark.slow
 def test_a_damaged_record_neither_stops_the_daemon_nor_the_page(tmp_path, model_dir, data_dir, chromium_dom):
     events_dir = tmp_path / "events"
     _damaged(events_dir, "broken-at-start", recorded=None)

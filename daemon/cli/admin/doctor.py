@@ -478,7 +478,7 @@ def check_mqtt(cfg: Config) -> Check:
             "start the broker or correct mqtt.host/mqtt.port",
         )
     import paho.mqtt.client as mqtt
-    from fallwatch.daemon.mqtt.publisher import MqttError, _password_of
+    from fallwatch.daemon.mqtt.link.connection import MqttError, password_of
     from paho.mqtt.enums import CallbackAPIVersion
 
     done = threading.Event()
@@ -496,7 +496,7 @@ def check_mqtt(cfg: Config) -> Check:
     client.on_connect = on_connect
     try:
         if m.username:
-            client.username_pw_set(m.username, _password_of(m))
+            client.username_pw_set(m.username, password_of(m))
         if m.tls.enabled:
             import ssl
 

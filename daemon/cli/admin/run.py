@@ -10,10 +10,10 @@ import threading
 from pathlib import Path
 
 from fallwatch.config.loader import default_config_path, load_config
-from fallwatch.daemon.app.logsetup import setup_logging
 from fallwatch.daemon.app.service import Daemon
 from fallwatch.daemon.app.stop_signals import Shutdown
 from fallwatch.daemon.capture.sources import SourceError
+from fallwatch.daemon.telemetry.logsetup import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 A pause never outlasts ``pause_max_s``, counted on the wall clock from when it began (so it outlives restarts),
 and never more than ``pause_max_s`` from now, should the clock have been set back. Telling anyone about a change
-(MQTT, the log, the debug page) is the caller's part: see MqttPublisher._set_alerts.
+(MQTT, the debug page) is the caller's part: see MqttPublisher._set_alerts (mqtt/publisher.py); ``turn`` says it
+in the log.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from fallwatch.daemon.mqtt.homeassistant import ALERTS_OFF, ALERTS_ON
+from fallwatch.daemon.mqtt.link.client import LOGGER
 from fallwatch.daemon.mqtt.outbox import Outbox
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)  # what the user reads of MQTT, in one place
 
 
 class AlertsSwitch:
@@ -58,6 +60,30 @@ class AlertsSwitch:
                     "outbox %s cannot remember the alerts switch (%s): it holds until a restart", self._store.path, exc
                 )
         return changed
+
+    def turn(self, enabled: bool, why: str) -> bool:
+        """``set``, saying in the log why it changed; True when it did."""
+        changed = self.set(enabled)
+        if changed and enabled:
+            log.warning("alerts resumed: %s", why)
+        elif changed:
+            log.warning(
+                "alerts PAUSED %s: fall events are only logged until %s (alerts.pause_max_s) or until resumed",
+                why,
+                self.resume_at(),
+            )
+        return changed
+
+    def say_paused(self, prefix: str) -> None:
+        """At start: a pause left from before, and until when it holds."""
+        if not self.enabled:
+            log.warning(
+                "alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "
+                'until %s (alerts.pause_max_s), or until {"alerts": true} on %s/set',
+                datetime.fromtimestamp(self.paused_at, timezone.utc).isoformat(timespec="seconds"),
+                self.resume_at(),
+                prefix,
+            )
 
     def left_s(self) -> Optional[float]:
         """Seconds until a pause ends; None while alerts are on."""

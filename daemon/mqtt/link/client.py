@@ -1,10 +1,10 @@
-"""paho's MQTT client, hardened against what a broker may send (used by mqtt/publisher.py).
+"""paho's MQTT client, hardened against what a broker may send (used by mqtt/link/connection.py).
 
 - ``CappedClient`` never holds more than ``MAX_MESSAGE_BYTES`` of an incoming PUBLISH. paho reads a whole packet
   into memory before anyone may look at it (a 200 MB message took the daemon from 137 to 923 MB), and MQTT 3.1.1
-  has no way to ask the broker for less (MQTT 5 has: mqtt/publisher.py sends a Maximum Packet Size in CONNECT). Past the
-  limit the rest of the packet is read from the socket and dropped as it arrives; the message is still delivered
-  (with what was kept), so paho acknowledges it, and ``dropped_size`` tells ``on_message`` to refuse it.
+  has no way to ask the broker for less (MQTT 5 has: link/connection.py sends a Maximum Packet Size in CONNECT).
+  Past the limit the rest of the packet is read from the socket and dropped as it arrives; the message is still
+  delivered (with what was kept), so paho acknowledges it, and ``dropped_size`` tells ``on_message`` to refuse it.
 - ``guarded(callback)``: a paho callback that never raises into paho's network thread, which an exception ends
   for good (no reconnect, no alert leaves the house).
 - ``loop_alive`` and ``abandon``: for the watchdog that restarts a client whose loop stopped.
@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import paho.mqtt.client as mqtt
 from fallwatch.daemon.telemetry.ratelog import LogLimiter
 
-log = logging.getLogger("fallwatch.daemon.mqtt.publisher")  # one logger for the MQTT output, as the user sees it
+LOGGER = "fallwatch.daemon.mqtt.publisher"  # one logger for the MQTT output, as the user sees it
+log = logging.getLogger(LOGGER)
 
 MAX_MESSAGE_BYTES = 64 * 1024  # a command is a few dozen bytes; Home Assistant's birth message is "online"
 _PUBLISH = 0x30
