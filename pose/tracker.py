@@ -58,6 +58,16 @@ class TrackerSettings:
     d_cutoff: float = 1.0
     # polygons (normalised 0-1 x, y points) where people seen are not people (TV, mirror, poster)
     ignore_zones: tuple = ()
+    # Nobody in view for longer than this: the whole-frame search (detector, whole-frame estimate, a lost track's
+    # search grown to the frame) runs only every idle_search_every_s, not every frame (an empty or dark room
+    # otherwise costs the detector and three estimates per frame: 3x a tracked person's work at night).
+    idle_after_s: float = 0.5
+    idle_search_every_s: float = 0.4
+    # A track missed for up to this many frames is held (searched in its grown crop) without calling the
+    # detector: at night a crop misses the person for a frame now and then, and the next frame's finds them.
+    # Off (0): 1 spares the detector on a single missed frame (a quarter of the night's runs), but by day a crop
+    # collapsed onto a lying person (84 px) then grows back too slowly and the track is lost.
+    hold_frames: int = 0
 
 
 def in_ignore_zone(box: tuple[float, float, float, float], zones: tuple, fw: int, fh: int) -> bool:
@@ -155,11 +165,14 @@ class Tracker:
         self._since_detect = 0
         self._anyone_last_frame = False
         self._dark = False  # the newest estimator crop was a dark one that night enhancement had to stretch
+        self._empty_since: Optional[float] = None  # when the tracker last saw nobody after seeing someone
+        self._last_search: Optional[float] = None  # when the whole-frame search last ran
 
     def reset(self) -> None:
         self.tracks.clear()
         self._since_detect = 0
         self._anyone_last_frame = False
+        self._empty_since = self._last_search = None
 
     def snapshot(self) -> tuple:
         """The tracker's state, to put back with :meth:`restore` when a step fails half-way (a step reassigns
@@ -170,11 +183,38 @@ class Tracker:
             if tr.filter is not None:
                 c.filter = copy.copy(tr.filter)
             tracks.append(c)
-        return tracks, self._next_id, self._since_detect, self._anyone_last_frame, self._dark
+        return (
+            tracks,
+            self._next_id,
+            self._since_detect,
+            self._anyone_last_frame,
+            self._dark,
+            self._empty_since,
+            self._last_search,
+        )
 
     def restore(self, snapshot: tuple) -> None:
-        tracks, self._next_id, self._since_detect, self._anyone_last_frame, self._dark = snapshot
+        (
+            tracks,
+            self._next_id,
+            self._since_detect,
+            self._anyone_last_frame,
+            self._dark,
+            self._empty_since,
+            self._last_search,
+        ) = snapshot
         self.tracks = list(tracks)
+
+    def _search_due(self, t: float) -> bool:
+        """Whether this frame runs the whole-frame search: always while someone was in view a moment ago (a
+        dropout is re-found at once), then every idle_search_every_s."""
+        if self._anyone_last_frame or self._empty_since is None or self._last_search is None:
+            return True
+        if t < self._empty_since or t < self._last_search:  # time went back (a restarted source): start afresh
+            return True
+        if t - self._empty_since < self.s.idle_after_s:
+            return True
+        return t - self._last_search >= self.s.idle_search_every_s - 1e-6
 
     # -- estimation ------------------------------------------------------------------------------------------
     def _estimate(self, frame: np.ndarray, crop: Crop, st: StepStats) -> Estimate:
@@ -204,9 +244,13 @@ class Tracker:
         if not (weak or (crop.angle == 0 and wide) or (crop.angle != 0 and not wide)):
             return best
         w, h = box[2] - box[0], box[3] - box[1]
-        if track is not None and track.retry_cooldown > 0 and not weak and h < w < 1.5 * h:
-            # The shape alone asked for a retry, the box is only a little wider than tall (a person sitting
-            # with legs stretched out) and the last retry kept this angle: skip it for a few frames.
+        # The shape alone asked for a retry and the box is only a little wider than tall (a person sitting with
+        # legs stretched out), or the torso is weak but there in an upright crop and box (the dark: night scores
+        # sit below retry_torso_score all the time); either way the last retry kept this angle: skip retries for
+        # a few frames. A box that turns wide (a fall) asks again at once.
+        sitting = not weak and h < w < 1.5 * h
+        dim_upright = weak and crop.angle == 0 and not wide and torso_score(best.kps) >= self.s.min_torso_score
+        if track is not None and track.retry_cooldown > 0 and (sitting or dim_upright):
             track.retry_cooldown -= 1
             return best
         best_q = _quality(best.kps)
@@ -232,9 +276,21 @@ class Tracker:
         for tr in self.tracks:
             tr.updated = tr.detected = False
 
+        if self._anyone_last_frame:
+            self._empty_since = None
+        elif self._empty_since is None:
+            self._empty_since = t
+        due = self._search_due(t)
+
         # 1. Follow every track from its previous keypoints.
+        searched_whole = False  # a lost track's search already covered the whole frame (at every angle)
         for tr in self.tracks:
             crop, aligned = self._next_crop(tr, fw, fh)
+            if tr.lost > 0 and crop.size >= max(fw, fh):
+                if not due:  # a search of the whole frame: on the idle schedule
+                    tr.lost += 1
+                    continue
+                searched_whole |= self.s.rotation_retry
             e = self._estimate_best(frame, crop, tr.box, st, aligned, tr)
             # A lost track re-found by a search grown to about the whole frame needs the evidence a new track
             # needs (as the whole-frame pass does): over an empty room such a search otherwise meets some patch
@@ -248,9 +304,12 @@ class Tracker:
 
         # 2. The detector: when nobody was in view, and every detect_every frames for newcomers.
         self._since_detect += 1
-        anyone = any(tr.updated for tr in self.tracks)
-        if not self._anyone_last_frame or not anyone or self._since_detect >= self.s.detect_every:
+        # someone in view: found this frame, or held through a missed frame or two
+        anyone = any(tr.updated or 0 < tr.lost <= self.s.hold_frames for tr in self.tracks)
+        if (due and not (self._anyone_last_frame and anyone)) or self._since_detect >= self.s.detect_every:
             self._since_detect = 0
+            if not anyone:
+                self._last_search = t
             st.detector_ran = True
             t0 = time.perf_counter()
             dets = self.detector.detect(frame)
@@ -259,7 +318,7 @@ class Tracker:
             found = self._merge_detections(frame, dets, t, st)
 
             # 3. Nobody tracked and nobody detected: look at the whole frame before giving up.
-            if not found and not any(tr.updated for tr in self.tracks):
+            if not found and not searched_whole and not any(tr.updated for tr in self.tracks):
                 st.whole_frame = True
                 e = self._estimate_best(frame, whole_frame_crop(fw, fh), (0.0, 0.0, float(fw), float(fh)), st)
                 if torso_score(e.kps) >= max(self.s.new_track_torso_score, self.s.min_torso_score):
@@ -272,7 +331,7 @@ class Tracker:
 
         self._drop_duplicates()
         self.tracks = [tr for tr in self.tracks if self._alive(tr, t)]
-        self._anyone_last_frame = any(tr.updated for tr in self.tracks)
+        self._anyone_last_frame = any(tr.updated or 0 < tr.lost <= self.s.hold_frames for tr in self.tracks)
         return [self._person(tr) for tr in self.tracks if tr.updated], st
 
     def _alive(self, tr: Track, t: float) -> bool:
@@ -314,7 +373,12 @@ class Tracker:
                     # The crop lost the person but the detector has them: estimate on its box (or region).
                     crop = det.crop or crop_around_box(det.box, angle=tr.angle)
                     e = self._estimate_best(frame, crop, det.box, st, aligned=det.crop is not None)
-                    self._update(tr, e, t, det.box)
+                    # Only a torso found there gives the track new keypoints: at night the SSD's box is often a
+                    # part of the person, and the estimate on it junk (torso 0.07). The search moves there.
+                    if torso_score(e.kps) >= self.s.min_torso_score:
+                        self._update(tr, e, t, det.box)
+                    else:
+                        tr.crop, tr.box = crop, det.box
                 continue
             if sum(1 for tr in self.tracks if self._alive(tr, t)) >= self.s.max_persons:
                 continue

@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open the clip as N cameras sharing one pose engine (fair scheduling; per-camera figures)",
     )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="VIDEO",
+        help="also run this clip first and print the source's model work per frame over its (e.g. night / day)",
+    )
 
     p = add("detect", "run the whole pipeline on video files and print fall events", model_dir=True)
     p.add_argument("videos", nargs="+")

@@ -110,7 +110,15 @@ def test_track_times_out_and_a_returning_person_gets_a_new_id(
         assert engine.process(empty, t).persons == []
         t += 1 / 15
     assert engine.tracker.tracks == []
-    back = engine.process(video[10], t)
+    # An empty room is searched every idle_search_every_s: the person coming back is found within that, new id.
+    found_at = None
+    for i, rgb in enumerate(video[10:20]):
+        back = engine.process(rgb, t)
+        if back.persons:
+            found_at = i
+            break
+        t += 1 / 15
+    assert found_at is not None and found_at / 15 <= engine.tracker.s.idle_search_every_s + 1e-6
     assert len(back.persons) == 1 and back.persons[0].track_id != first_id
     # reset() forgets everyone at once
     engine.reset()

@@ -164,8 +164,15 @@ def _rules(config: Any, source: str = "bench") -> Optional[Any]:
         return None
 
 
-def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[Any] = None) -> dict[str, Any]:
-    """The daemon's pipeline (decode -> pose -> rules) over ``source``, ``loops`` times, as fast as possible."""
+def run_bench(
+    engine: PoseEngine,
+    source: str,
+    loops: int = 1,
+    rules: Optional[Any] = None,
+    invokes: Optional[dict[str, list[float]]] = None,
+) -> dict[str, Any]:
+    """The daemon's pipeline (decode -> pose -> rules) over ``source``, ``loops`` times, as fast as possible.
+    ``invokes``, if given, collects every detector invoke and every single estimator invoke (ms) by role."""
     from fallwatch.daemon.app.pipeline import Pipeline, VideoFrames, person_poses
 
     # enhance (night enhancement) is part of detect, estimate and track, and is shown apart too
@@ -223,6 +230,9 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         t_offset += video.duration_s
         rss_per_loop.append(_rss_mb())
     wall = time.perf_counter() - t_start
+    if invokes is not None:
+        invokes.setdefault("detector", []).extend(det_invokes)
+        invokes.setdefault("estimator", []).extend(est_invokes)
     invoke_per_frame = float(np.mean(det_frame) + np.mean(est_frame))
     # One estimator invoke: the median over frames with exactly one; with none such (an empty room, a person
     # lying: every frame also tries the rotations) the mean over all of them, so the report stays valid JSON.
@@ -267,10 +277,46 @@ def run_bench(engine: PoseEngine, source: str, loops: int = 1, rules: Optional[A
         "model_cost_ratio_mean": _finite(invoke_per_frame / est_mean),
         "detector_run_fraction": round(det_runs / frames, 4),
         "estimator_calls_per_frame": round(est_calls / frames, 3),
+        "detector_runs": det_runs,
+        "estimator_calls": est_calls,
+        # model work per frame: counted calls x each model's median invoke (ms), as model_work() computes it
+        "model_work_ms_per_frame": _finite(model_work(det_runs, est_calls, frames, det_invoke, est_invoke)),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "rss_per_loop_mb": [round(v, 1) for v in rss_per_loop],
         "rss_growth_pct": round(_growth_pct(rss_per_loop), 2),
         "rules": pipeline is not None,
+    }
+
+
+def model_work(det_runs: int, est_calls: int, frames: int, det_ms: float, est_ms: float) -> float:
+    """Model work per frame (ms): detector runs x one detector invoke + estimator calls x one estimator invoke,
+    over the frames. Counted calls priced at median invoke times, so a busy machine's spikes do not move it."""
+    return (det_runs * det_ms + est_calls * est_ms) / frames if frames else float("nan")
+
+
+def run_bench_compare(engine: PoseEngine, source: str, baseline: str, rules: Any = None) -> dict[str, Any]:
+    """``baseline`` then ``source`` through one engine in one run, and the ratio of their model work per frame
+    (e.g. a night clip against the same clip by day), both priced at the same invoke costs: the medians over
+    both clips' invokes."""
+    invokes: dict[str, list[float]] = {}
+    base = run_bench(engine, baseline, 1, rules() if rules else None, invokes)
+    src = run_bench(engine, source, 1, rules() if rules else None, invokes)
+    det_ms = float(np.median(invokes["detector"])) if invokes.get("detector") else 0.0
+    est_ms = float(np.median(invokes["estimator"])) if invokes.get("estimator") else float("nan")
+    work = {
+        name: model_work(r["detector_runs"], r["estimator_calls"], r["frames"], det_ms, est_ms)
+        for name, r in (("source", src), ("baseline", base))
+    }
+    return {
+        "source": src,
+        "baseline": base,
+        "model_work": {
+            "detector_invoke_ms": round(det_ms, 3),
+            "estimator_invoke_ms": _finite(est_ms),
+            "source_ms_per_frame": _finite(work["source"]),
+            "baseline_ms_per_frame": _finite(work["baseline"]),
+            "ratio": _finite(work["source"] / work["baseline"]) if work["baseline"] > 0 else None,
+        },
     }
 
 
@@ -385,7 +431,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     engine, rc, config = _engine(args)
     if engine is None:
         return rc
+    if getattr(args, "baseline", None) is not None:
+        if args.cameras is not None:
+            print("fallwatch bench: --baseline and --cameras do not go together", file=sys.stderr)
+            return 2
+        if not Path(args.baseline).is_file():
+            print(f"fallwatch bench: {args.baseline}: no such file", file=sys.stderr)
+            return 1
     try:
+        if getattr(args, "baseline", None) is not None:
+            compare = run_bench_compare(engine, args.source, args.baseline, lambda: _rules(config))
+            if args.json:
+                print(json.dumps(compare))
+            else:
+                _print_compare(compare)
+            return 0
         if args.cameras is not None:
             report = run_bench_cameras(
                 engine, args.source, args.cameras, args.loops, lambda name: _rules(config, f"bench:{name}")
@@ -422,9 +482,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"(mean), {100 * report['enhanced_fraction']:.0f}% of model inputs enhanced; overhead ratio without it "
         f"{report['overhead_ratio_without_enhance']:.3f}"
     )
+    work = report["model_work_ms_per_frame"]
     print(
         f"detector ran on {100 * report['detector_run_fraction']:.1f}% of frames; "
-        f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame"
+        f"{report['estimator_calls_per_frame']:.2f} estimator calls per frame; model work "
+        f"{'-' if work is None else format(work, '.2f')} ms per frame (calls x median invoke)"
     )
     loops_mb = report["rss_per_loop_mb"]
     print(
@@ -433,6 +495,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         + ("; rules included" if report["rules"] else "")
     )
     return 0
+
+
+def _print_compare(compare: dict[str, Any]) -> None:
+    w = compare["model_work"]
+    for name in ("baseline", "source"):
+        r = compare[name]
+        print(
+            f"{name} {r['source']}: {r['frames']} frames, detector on {100 * r['detector_run_fraction']:.1f}% of "
+            f"frames, {r['estimator_calls_per_frame']:.2f} estimator calls per frame, model work "
+            f"{w[name + '_ms_per_frame']:.2f} ms per frame"
+        )
+    ratio = "-" if w["ratio"] is None else f"{w['ratio']:.3f}"
+    print(
+        f"model work per frame, source / baseline: {ratio} (detector invoke {w['detector_invoke_ms']:.2f} ms, "
+        f"estimator invoke {w['estimator_invoke_ms']:.2f} ms: medians over both clips)"
+    )
 
 
 def _print_cameras(report: dict[str, Any]) -> None:

@@ -101,6 +101,7 @@ class Connection:
         self._refused = False  # the last CONNACK was a refusal (its disconnect is expected)
         self.down_since: Optional[float] = time.monotonic()  # not connected since (None while connected)
         self._restarted_at = 0.0  # when the watchdog last restarted the client
+        self._down_restarts = 0  # restarts since the link was last up: each waits twice as long (a slow broker)
         self.restarts = 0
 
     @property
@@ -213,7 +214,8 @@ class Connection:
 
     def watch(self, limited: LogLimiter) -> None:
         """The watchdog's tick: restart the client when its network loop stopped, or when it stayed disconnected
-        past ``mqtt.watchdog_s`` (then again every ``watchdog_s`` while it stays so)."""
+        past ``mqtt.watchdog_s`` (then again after twice as long each time while it stays so, up to 16
+        ``watchdog_s``: a broker slower to answer than the limit still gets the time to)."""
         with self.lock:
             client = self.client
             if client is None or not self.cfg.enabled:
@@ -222,7 +224,9 @@ class Connection:
             limit = self.cfg.watchdog_s
             if not loop_alive(client):
                 why = "its network loop stopped"
-            elif self.down_since is not None and now - max(self.down_since, self._restarted_at) > limit:
+            elif self.down_since is not None and now - max(self.down_since, self._restarted_at) > limit * (
+                2 ** min(self._down_restarts, 4)
+            ):
                 why = (
                     f"disconnected for {now - self.down_since:.0f} s (mqtt.watchdog_s: {limit:g}); "
                     "/healthz and the systemd status say MQTT is down"
@@ -230,6 +234,7 @@ class Connection:
             else:
                 return
             self._restarted_at = now
+            self._down_restarts += 1
             try:
                 password = password_of(self.cfg)
                 fresh = self.build_client(self.cfg, password)
@@ -266,6 +271,7 @@ class Connection:
             return
         self.last_error = None
         self.down_since = None
+        self._down_restarts = 0
         log.info("MQTT connected to %s", self._where())
         client.publish(f"{self.prefix}/availability", ha.AVAILABLE, qos=1, retain=True)
         self._listening = False
