@@ -18,7 +18,7 @@ HANDLERS = {
     "config": "fallwatch.daemon.cli.admin.config:cmd_config_schema",
     "models": "fallwatch.daemon.cli.admin.models:cmd_models",
     "pose": "fallwatch.daemon.cli.measure.pose:cmd_pose",
-    "bench": "fallwatch.daemon.cli.measure.pose:cmd_bench",
+    "bench": "fallwatch.daemon.cli.measure.bench:cmd_bench",
     "detect": "fallwatch.daemon.cli.measure.rules:cmd_detect",
     "replay": "fallwatch.daemon.cli.measure.rules:cmd_replay",
     "eval": "fallwatch.daemon.cli.measure.rules:cmd_eval",
