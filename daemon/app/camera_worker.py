@@ -16,7 +16,8 @@ from fallwatch.config.cameras import CameraSetup, camera_setups
 from fallwatch.config.schema import Config
 from fallwatch.daemon.app.pipeline import Engine, Pipeline
 from fallwatch.daemon.capture.reader import Capture, CaptureState, Frame
-from fallwatch.daemon.capture.sources import Source, SourceError, UnavailableSource, make_source
+from fallwatch.daemon.capture.source import Source, SourceError, UnavailableSource
+from fallwatch.daemon.capture.sources import make_source
 from fallwatch.daemon.telemetry.snapshot import CameraCounters, CameraStats
 from fallwatch.daemon.telemetry.status_hub import StatusHub
 from fallwatch.pose.types import PoseResult

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 from fallwatch.daemon.capture.camera_timing import FramePacer, sensor_time
-from fallwatch.daemon.capture.sources import Source, SourceError
+from fallwatch.daemon.capture.source import Source, SourceError
 
 log = logging.getLogger(__name__)
 

@@ -350,6 +350,23 @@ def test_image_folder_source_is_a_folder(images_dir: Path) -> None:
     assert os.path.isdir(images_dir)
 
 
+class FakeRequest:
+    """One completed request: its image (``make_array``) and metadata, given back with ``release``."""
+
+    def __init__(self, image: np.ndarray, metadata: dict) -> None:
+        self.image, self.metadata, self.released = image, metadata, False
+
+    def make_array(self, stream: str) -> np.ndarray:
+        assert stream == "main" and not self.released
+        return self.image.copy()
+
+    def get_metadata(self) -> dict:
+        return dict(self.metadata)
+
+    def release(self) -> None:
+        self.released = True
+
+
 class FakePicamera2:
     """The slice of picamera2's API fallwatch uses, to exercise PiCamera2Source's code path without a Pi."""
 
@@ -374,13 +391,13 @@ class FakePicamera2:
     def start(self) -> None:
         self.started = True
 
-    def capture_array(self, stream: str) -> np.ndarray:
-        assert stream == "main" and self.started
+    def capture_request(self) -> "FakeRequest":
+        assert self.started
         w, h = self.config["main"]["size"]
         img = np.zeros((h, w, 3), np.uint8)
         img[..., 0] = 200  # "RGB888" is B, G, R in memory: blue
         time.sleep(0.01)
-        return img
+        return FakeRequest(img, {"SensorTimestamp": time.monotonic_ns()})
 
     def stop(self) -> None:
         self.started = False
