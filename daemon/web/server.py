@@ -36,6 +36,7 @@ from fallwatch.daemon.web.routes.stream import BOUNDARY  # noqa: F401  (the stre
 log = logging.getLogger(__name__)
 
 MAX_VIEWERS = 8  # streams at once; each encodes at its own height on a small CPU
+WORKERS = MAX_VIEWERS + 8  # threads for the blocking parts of requests (made on demand, kept for reuse)
 PLACEHOLDER_CACHE = 4  # 'waiting for frames' JPEGs kept, by height (any height a client asks for is made)
 MAX_CONNECTIONS = 32  # requests in progress at once; more get 503 rather than piling up
 MAX_PER_CLIENT = 12  # requests in progress from one address (a browser opens 6 per host): more get 429
@@ -194,7 +195,7 @@ class DebugServer:
             raise RuntimeError(f"debug page missing from the installed package: {index}: {e}") from None
         self.slots = Slots(MAX_CONNECTIONS, HEALTH_SLOTS, MAX_PER_CLIENT)  # (the limits as they are now)
         self.stopping.clear()
-        self._pool = ThreadPoolExecutor(MAX_VIEWERS + 8, thread_name_prefix="debug-web-work")
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="debug-web-work")
         self._loop = asyncio.new_event_loop()
         started: Future[None] = Future()
         self._thread = threading.Thread(target=self._serve, args=(started,), name="debug-web", daemon=True)
