@@ -86,18 +86,18 @@ class MqttPublisher:
         self._workers = Workers(self._stop)
         self._retained = Retained(self._outbox, self._switch, self._topics, version)
         hooks = Hooks(self._linked, self._up, self._retained.detach, self._replaced, self._published, self._message)
-        self._link = Connection(cfg, hooks)
-        self._sender = Sender(self._link, self._outbox, self._retained, self._topics, self._stop)
+        self.link = Connection(cfg, hooks)  # the paho client and its state (read-only outside; tests break it)
+        self._sender = Sender(self.link, self._outbox, self._retained, self._topics, self._stop)
         actions = Actions(self._set_alerts, self.publish_test_event, self._republish, on_feedback, on_answer)
-        self._inbox = Inbox(self._link, actions)
+        self._inbox = Inbox(self.link, actions)
         self._heartbeat = heartbeat.Heartbeat(
-            self._link, self._switch, self.heartbeat, lambda: self._end_expired_pause(), self._stop
+            self.link, self._switch, self.heartbeat, lambda: self.end_expired_pause(), self._stop
         )
 
     # ----------------------------------------------------------------------------------------------- figures
     @property
     def cfg(self) -> MqttConfig:
-        return self._link.cfg
+        return self.link.cfg
 
     @property
     def device_id(self) -> str:
@@ -105,11 +105,11 @@ class MqttPublisher:
 
     @property
     def prefix(self) -> str:
-        return self._link.prefix
+        return self.link.prefix
 
     @property
     def connected(self) -> bool:
-        return self._link.connected
+        return self.link.connected
 
     @property
     def cameras(self) -> list[str]:
@@ -118,11 +118,11 @@ class MqttPublisher:
     @property
     def listening(self) -> bool:
         """Commands on ``<prefix>/set`` reach us: the broker acknowledged the subscription (SUBACK)."""
-        return self._link.listening
+        return self.link.listening
 
     @property
     def alerts_enabled(self) -> bool:
-        self._end_expired_pause()
+        self.end_expired_pause()
         return self._switch.enabled
 
     def alerts_resume_at(self) -> Optional[str]:
@@ -130,7 +130,7 @@ class MqttPublisher:
         return self._switch.resume_at()
 
     def down_s(self) -> Optional[float]:
-        return self._link.down_s()
+        return self.link.down_s()
 
     def healthy(self) -> bool:
         """False when MQTT is enabled and could not deliver for longer than ``mqtt.watchdog_s``."""
@@ -140,11 +140,11 @@ class MqttPublisher:
     def stats(self) -> dict:
         down = self.down_s() if self.cfg.enabled else None
         return {
-            "connected": self._link.connected,
+            "connected": self.link.connected,
             "healthy": self.healthy(),
             "down_s": None if down is None else round(down, 1),
-            "down_reason": self._link.last_error if down is not None else None,
-            "restarts": self._link.restarts,
+            "down_reason": self.link.last_error if down is not None else None,
+            "restarts": self.link.restarts,
             "events_sent": self._sender.events_sent,
             "events_queued": len(self._outbox),
             "events_dropped": self._outbox.dropped,
@@ -178,15 +178,15 @@ class MqttPublisher:
             return
         self._stop.clear()
         if self.cfg.enabled:
-            self._link.connect()  # raises MqttError on settings that can never work
+            self.link.connect()  # raises MqttError on settings that can never work
         else:
             log.info("mqtt.enabled is false: events are not published")
         self._started = True
         if not self._switch.enabled and not self.cfg.commands:
             self._set_alerts(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
-        self._end_expired_pause()
+        self.end_expired_pause()
         self._switch.say_paused(self.prefix)
-        watchdog = Watchdog(self._link, self._workers, self._inbox.limited)
+        watchdog = Watchdog(self.link, self._workers, self._inbox.limited)
         self._workers.start(
             {"mqtt-sender": self._sender.loop, "mqtt-heartbeat": self._heartbeat.loop, "mqtt-watchdog": watchdog.loop}
         )
@@ -202,15 +202,15 @@ class MqttPublisher:
         if not self._started:
             return
         deadline = time.monotonic() + 1.0
-        while self._link.connected and len(self._outbox) and time.monotonic() < deadline:
+        while self.link.connected and len(self._outbox) and time.monotonic() < deadline:
             self._sender.wake.set()
             time.sleep(0.02)
         self._stop.set()
         self._sender.wake.set()
         self._heartbeat.wake.set()
         self._workers.join(timeout=2)
-        with self._link.lock:
-            self._link.disconnect(max(0.2, deadline - time.monotonic()))
+        with self.link.lock:
+            self.link.disconnect(max(0.2, deadline - time.monotonic()))
         self._started = False
         if len(self._outbox):
             log.info("stopping with %d event(s) in the outbox; they are sent on the next start", len(self._outbox))
@@ -247,7 +247,7 @@ class MqttPublisher:
     def set_pause_max(self, pause_max_s: float) -> None:
         """SIGHUP: a new ``alerts.pause_max_s`` (counted from when the pause began)."""
         self._switch.pause_max_s = float(pause_max_s)
-        self._end_expired_pause()
+        self.end_expired_pause()
         self._heartbeat.wake.set()
 
     def reconfigure(self, cfg: MqttConfig, *, cameras: Union[Optional[Sequence[str]], EllipsisType] = ...) -> None:
@@ -258,22 +258,22 @@ class MqttPublisher:
         topics = camera_topics(prefix_of(cfg), self.camera, given)
         if cfg.state_dir != old.state_dir:
             log.warning("mqtt.state_dir changed: takes effect after a restart")
-        renew, password = self._link.needs_new_client(cfg)
-        fresh = self._link.build_client(cfg, password) if renew and self._started and cfg.enabled else None
-        with self._link.lock:  # the new client is built: only now let go of the working one
+        renew, password = self.link.needs_new_client(cfg)
+        fresh = self.link.build_client(cfg, password) if renew and self._started and cfg.enabled else None
+        with self.link.lock:  # the new client is built: only now let go of the working one
             if renew and self._started:
                 log.info("mqtt connection settings changed: reconnecting")
-                self._link.disconnect(1.0)
+                self.link.disconnect(1.0)
             cameras_changed = topics.levels != self._topics.levels
-            self._link.cfg = cfg
+            self.link.cfg = cfg
             self._topics = self._sender.topics = topics
             self._retained.set_topics(topics)
             if cfg.outbox_max != old.outbox_max:
                 self._sender.set_outbox_max(cfg.outbox_max)
-            current = self._link.client
+            current = self.link.client
             if fresh is not None:
-                self._link.start_client(fresh, password)
-            elif not renew and self._link.connected and current is not None:
+                self.link.start_client(fresh, password)
+            elif not renew and self.link.connected and current is not None:
                 self._retained.follow(current, old, cfg, cameras_changed)
         self._heartbeat.wake.set()
         self._sender.wake.set()
@@ -302,13 +302,14 @@ class MqttPublisher:
     def _republish(self, client: mqtt.Client) -> None:
         self._retained.publish(client, self.cfg)
 
-    def _end_expired_pause(self) -> None:
+    def end_expired_pause(self) -> None:
+        """An alerts pause that reached alerts.pause_max_s ends (the heartbeat thread asks on each tick)."""
         if self._switch.expired():
             self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._switch.pause_max_s:g} s)")
 
     def _set_alerts(self, enabled: bool, why: str) -> None:
         changed = self._switch.turn(enabled, why)
-        client = self._link.client
+        client = self.link.client
         if client is not None:
             self._retained.publish_alerts(client, self.cfg)
         if not changed:

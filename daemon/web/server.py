@@ -320,6 +320,12 @@ class DebugServer:
         with self._viewers_lock:
             return self._viewers
 
+    @property
+    def placeholders_kept(self) -> int:
+        """How many 'waiting for frames' cards are kept (at most PLACEHOLDER_CACHE)."""
+        with self._viewers_lock:
+            return len(self._placeholders)
+
     def placeholder(self, height: Optional[int]) -> bytes:
         """The 'waiting for frames' card as JPEG, made once per height."""
         from fallwatch.daemon.web.overlay import encode_jpeg, placeholder_bgr

@@ -147,7 +147,7 @@ def test_watchdog_restarts_a_stopped_network_loop(mosquitto, subscriber, mqtt_cf
     with caplog.at_level(logging.INFO, logger=MQTT_LOGGER):
         pub.start()
         assert wait_until(lambda: pub.listening, 10)
-        pub._link.client.loop_stop()  # what an exception inside paho's thread did before the guards
+        pub.link.client.loop_stop()  # what an exception inside paho's thread did before the guards
         assert wait_until(lambda: _lines(caplog, "restarting the client, its network loop stopped"), 10)
         assert wait_until(lambda: pub.listening, 10)
         pub.publish_event(make_event("fall"))
@@ -242,7 +242,7 @@ def test_watchdog_starts_a_worker_thread_again(mosquitto, subscriber, mqtt_cfg, 
     watchdog starts it again, so heartbeats (what watchers see of the device) go on."""
     sub = subscriber(mosquitto.port, [f"{PREFIX}/heartbeat"])
     pub = publisher(mqtt_cfg(mosquitto.port, heartbeat_s=1))
-    real = pub._end_expired_pause
+    real = pub.end_expired_pause
     failed: list[bool] = []
 
     def fail_once() -> None:
@@ -251,7 +251,7 @@ def test_watchdog_starts_a_worker_thread_again(mosquitto, subscriber, mqtt_cfg, 
             raise RuntimeError("disk I/O error")
         real()
 
-    pub._end_expired_pause = fail_once
+    pub.end_expired_pause = fail_once
     with caplog.at_level(logging.INFO, logger=MQTT_LOGGER):
         pub.start()
         assert wait_until(lambda: _lines(caplog, "the mqtt-heartbeat thread ended; starting it again"), 10)

@@ -6,11 +6,15 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import time
 import uuid
+from typing import Callable
 
 import pytest
 from event_schema import PUBLISHED_EVENT_KEYS as EVENT_KEYS
+from fallwatch.config.schema import MqttConfig
+from fallwatch.daemon.mqtt.outbox import Outbox, connect_sqlite, default_state_dir
 from mqtt_testlib import PREFIX, STATUS, make_event, wait_until
 
 
@@ -27,6 +31,17 @@ def ids_before_marker(pub, sub) -> list[str]:
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def held_outbox(held: list[sqlite3.Connection]) -> Callable[[MqttConfig], Outbox]:
+    """The publisher's outbox factory (its seam), keeping the database connection for the test to break the disk
+    under it."""
+
+    def connect(path: str) -> sqlite3.Connection:
+        held.append(connect_sqlite(path))
+        return held[-1]
+
+    return lambda cfg: Outbox(default_state_dir(cfg.state_dir) / "outbox.sqlite3", cfg.outbox_max, connect=connect)
+
+
 def test_mqtt_events_arrive_with_schema(mosquitto, subscriber, mqtt_cfg, publisher, protocol):
     sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
     pub = publisher(mqtt_cfg(mosquitto.port, protocol=protocol))
@@ -273,7 +288,7 @@ def test_mqtt_event_handed_over_as_the_link_drops_is_sent_after_reconnecting(
     assert wait_until(lambda: pub.connected, 5)
     broker.stop()
     assert wait_until(lambda: not pub.connected, 5)
-    pub._link.connected = True  # the window: paho has lost the link, the publisher does not know yet
+    pub.link.connected = True  # the window: paho has lost the link, the publisher does not know yet
     events = [make_event("fall", i) for i in range(2)]
     pub.publish_event(events[0])
     assert wait_until(lambda: pub.in_flight() == 1, 3), "the event was not handed to paho"
@@ -330,9 +345,10 @@ def test_mqtt_retained_state_is_current_after_an_outage(mosquitto, subscriber, m
 def test_mqtt_event_still_sent_when_the_outbox_cannot_store_it(mosquitto, subscriber, mqtt_cfg, publisher, caplog):
     """A full SD card must not silence a fall alert: the event goes out without the outbox, with one clear line."""
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
-    pub = publisher(mqtt_cfg(mosquitto.port))
-    pages = pub._outbox._db.execute("PRAGMA page_count").fetchone()[0]
-    pub._outbox._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+    db: list[sqlite3.Connection] = []
+    pub = publisher(mqtt_cfg(mosquitto.port), outbox=held_outbox(db))
+    pages = db[0].execute("PRAGMA page_count").fetchone()[0]
+    db[0].execute(f"PRAGMA max_page_count={pages}")  # the disk is full
     pub.start()
     assert wait_until(lambda: pub.connected, 5)
     event = dict(make_event("fall"), note="x" * 50_000)  # needs new pages
@@ -366,10 +382,11 @@ def test_mqtt_read_only_outbox_keeps_sending_without_flooding_the_log(
     """The SD card's file system remounted read-only (what ext4 does on I/O errors): queued events and new ones
     still go out, and the log gets one line per problem, not one every half second."""
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
-    pub = publisher(mqtt_cfg(mosquitto.port))
+    db: list[sqlite3.Connection] = []
+    pub = publisher(mqtt_cfg(mosquitto.port), outbox=held_outbox(db))
     old = make_event("fall", 0)
     pub.publish_event(old)  # queued before the start
-    pub._outbox._db.execute("PRAGMA query_only=ON")  # every write now fails: "attempt to write a readonly db"
+    db[0].execute("PRAGMA query_only=ON")  # every write now fails: "attempt to write a readonly db"
     with caplog.at_level(logging.WARNING, logger="fallwatch.daemon.mqtt.publisher"):
         pub.start()
         assert sub.wait_for(lambda s: len(s.on(f"{PREFIX}/event")) >= 1, 5)
@@ -390,12 +407,13 @@ def test_mqtt_reload_with_a_read_only_outbox_still_reconnects(mosquitto, subscri
     from testnet import free_port
 
     sub = subscriber(mosquitto.port, [f"{PREFIX}/event"])
-    pub = publisher(mqtt_cfg(free_port(), outbox_max=20))  # no broker there
+    db: list[sqlite3.Connection] = []
+    pub = publisher(mqtt_cfg(free_port(), outbox_max=20), outbox=held_outbox(db))  # no broker there
     pub.start()
     events = [make_event("fall", i) for i in range(12)]
     for event in events:
         pub.publish_event(event)
-    pub._outbox._db.execute("PRAGMA query_only=ON")  # the file system went read-only
+    db[0].execute("PRAGMA query_only=ON")  # the file system went read-only
     with caplog.at_level(logging.ERROR, logger="fallwatch.daemon.mqtt.publisher"):
         pub.reconfigure(mqtt_cfg(mosquitto.port, outbox_max=10))
     assert any("outbox_max" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -523,7 +523,7 @@ def test_waiting_cards_are_not_cached_per_height_without_bound(start_server, mjp
             batch = heights[i : i + PLACEHOLDER_CACHE]
             assert wait_until(lambda: run.server.viewers + PLACEHOLDER_CACHE <= MAX_VIEWERS, timeout=10)
             assert list(pool.map(card_height, batch)) == batch
-    assert len(run.server._placeholders) <= PLACEHOLDER_CACHE
+    assert 0 < run.server.placeholders_kept <= PLACEHOLDER_CACHE
 
 
 def test_slow_clients_cannot_hold_healthz_shut(start_server, feeders, clip_frames):
