@@ -13,10 +13,18 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from fallwatch.config.cameras import CameraSetup
 from fallwatch.config.schema import Config
+
+if TYPE_CHECKING:  # (imported where used: a daemon without records, the page or notifications never loads them)
+    from fallwatch.daemon.alarms.notifications import Notifications
+    from fallwatch.daemon.alarms.open_alarms import AlarmDesk
+    from fallwatch.daemon.mqtt.commands import Answer
+    from fallwatch.daemon.records.recorder import EventRecorder
+    from fallwatch.daemon.telemetry.status_hub import StatusHub
+    from fallwatch.daemon.web.server import DebugServer
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +58,14 @@ class Outputs:
         self.cfg = cfg
         self.setups = list(setups)
         self.version = version
-        self.hub: Any = None  # StatusHub, made by the daemon at start
-        self.records: Any = None  # the EventRecorder the pages and MQTT feedback read (the first camera's)
-        self.recorders: dict[str, Any] = {}  # one per camera (each keeps its own pre-roll), one directory
+        self.hub: Optional[StatusHub] = None  # made by the daemon at start
+        self.records: Optional[EventRecorder] = None  # the one the pages and MQTT feedback read (the first camera's)
+        self.recorders: dict[str, EventRecorder] = {}  # one per camera (each keeps its own pre-roll), one directory
         self.records_unfinished = False  # a record was still being written at shutdown
-        self.page: Any = None  # the debug server (DebugServer), with debug.enabled
+        self.page: Optional[DebugServer] = None  # the debug server, with debug.enabled
         self.publisher: Optional[Publisher] = None
-        self.alarms: Any = None  # the open alarms (AlarmDesk), with their reminders
-        self.notifications: Any = None  # Apprise notifications (Notifications), with notify.urls
+        self.alarms: Optional[AlarmDesk] = None  # the open alarms, with their reminders
+        self.notifications: Optional[Notifications] = None  # Apprise notifications, with notify.urls
         self.alarms_changed = threading.Event()  # answered or reminded from another thread: new state and figures
         self.refresh = threading.Event()  # figures changed outside the pipeline thread (alerts paused)
         self.states: dict[Optional[str], dict] = {}  # each camera topic's last state handed to MQTT
@@ -91,7 +99,7 @@ class Outputs:
                 self.publisher.publish_event(data, jpeg if self.cfg.mqtt.snapshots else None, camera=camera)
             except Exception:
                 log.exception("queueing event %s for MQTT failed", data.get("id"))
-        if notify:
+        if notify and self.notifications is not None:
             self.notifications.enqueue(data, jpeg if self.cfg.notify.snapshot else None)
         # An alarm while alerts are paused is not opened: nobody was asked, and its reminders would page the
         # family with a stale fall once alerts resume. A recovery always closes what is open.
@@ -137,7 +145,7 @@ class Outputs:
             raise ValueError("event records are off (events.enabled: false)")
         self.records.label(event_id, label)
 
-    def answer(self, answer: Any) -> list[dict]:
+    def answer(self, answer: Answer) -> list[dict]:
         """An answer to open alarms (MQTT command or the page); ValueError says why it closed none. A false
         alarm labels the event records of the alarms it closed, as the feedback command does."""
         if self.alarms is None:
@@ -183,6 +191,7 @@ class Outputs:
         """The debug page; fall detection must not depend on it: a failure to start is one line."""
         from fallwatch.daemon.web.server import DebugServer
 
+        assert self.hub is not None, "the status hub is made first"
         try:
             server = DebugServer(self.cfg.debug, self.hub)
             server.records = self.records
@@ -197,7 +206,8 @@ class Outputs:
 
     def _stop_page(self) -> None:
         try:
-            self.page.stop()
+            if self.page is not None:
+                self.page.stop()
         except Exception:
             log.exception("stopping the debug server failed")
 

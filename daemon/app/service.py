@@ -226,7 +226,7 @@ class Daemon:
     def _add_camera(self, setup: CameraSetup, source: Any) -> None:
         from fallwatch.daemon.app.settings import ignore_polygons
 
-        assert self.engine is not None and self._parts is not None
+        assert self.engine is not None and self._parts is not None and self.outputs.hub is not None
         capture = self._captures.get(setup.name) or capture_for(setup.camera, source)
         worker = CameraWorker(
             self.cfg,
