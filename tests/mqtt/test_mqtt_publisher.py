@@ -30,7 +30,6 @@ def ids_before_marker(pub, sub) -> list[str]:
     return ids[: ids.index(marker["id"])]
 
 
-@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def held_outbox(held: list[sqlite3.Connection]) -> Callable[[MqttConfig], Outbox]:
     """The publisher's outbox factory (its seam), keeping the database connection for the test to break the disk
     under it."""
@@ -42,6 +41,7 @@ def held_outbox(held: list[sqlite3.Connection]) -> Callable[[MqttConfig], Outbox
     return lambda cfg: Outbox(default_state_dir(cfg.state_dir) / "outbox.sqlite3", cfg.outbox_max, connect=connect)
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_mqtt_events_arrive_with_schema(mosquitto, subscriber, mqtt_cfg, publisher, protocol):
     sub = subscriber(mosquitto.port, [f"{PREFIX}/#"])
     pub = publisher(mqtt_cfg(mosquitto.port, protocol=protocol))
