@@ -220,26 +220,24 @@ class Outputs:
         cfg = self.cfg
         store = Outbox(default_state_dir(cfg.mqtt.state_dir) / "outbox.sqlite3", cfg.mqtt.outbox_max)
         parts.callback(store.close)  # (the publisher's file: its key/values)
+        parts.callback(self.stop_notifications)  # whichever sender runs then (a reload may start or replace it)
         if cfg.notify.urls or cfg.notify.urls_file:
-            self._start_notifications(cfg, parts)
+            self._start_notifications(cfg, "continuing without")
         self.alarms = AlarmDesk(store, cfg.alerts.remind_s, self.alarm_event, on_change=self.alarms_changed.set)
 
-    def _start_notifications(self, cfg: Config, parts: Optional[contextlib.ExitStack]) -> bool:
+    def _start_notifications(self, cfg: Config, otherwise: str) -> None:
+        """A sender for ``cfg.notify`` in place of the running one; refused in one line ending with ``otherwise``."""
         from fallwatch.daemon.alarms.notifications import Notifications, NotifyError
         from fallwatch.daemon.mqtt.outbox import default_state_dir
 
         try:
             made = Notifications(cfg.notify, default_state_dir(cfg.mqtt.state_dir))
         except NotifyError as exc:  # (check-config reads the file too; it can change after)
-            log.error("%s; %s", exc, "keeping the running notifications" if parts is None else "continuing without")
-            return False
-        started = self.notifications is None
+            log.error("%s; %s", exc, otherwise)
+            return
         self.stop_notifications()
         self.notifications = made
         made.start()
-        if started and parts is not None:
-            parts.callback(self.stop_notifications)
-        return True
 
     def stop_notifications(self) -> None:
         notifications, self.notifications = self.notifications, None
@@ -247,15 +245,13 @@ class Outputs:
             notifications.stop()
             notifications.close()
 
-    def reload_notifications(self, new: Config, parts: Optional[contextlib.ExitStack]) -> None:
+    def reload_notifications(self, new: Config) -> None:
         """New notify settings: a new sender over the same queue (what is queued for a URL still there is kept)."""
         if not (new.notify.urls or new.notify.urls_file):
             self.stop_notifications()
             log.info("notify: no URLs in the new configuration; notifications off")
             return
-        running = self.notifications is not None
-        if self._start_notifications(new, None) and not running and parts is not None:
-            parts.callback(self.stop_notifications)
+        self._start_notifications(new, "keeping the running notifications")
 
     # -- MQTT ------------------------------------------------------------------------------------------------
     def start_mqtt(self, cfg: Config, status: Callable[[], dict]) -> None:
@@ -300,11 +296,11 @@ class Outputs:
         else:
             self.publisher.reconfigure(new.mqtt)
 
-    def apply_reload(self, old: Config, new: Config, parts: Optional[contextlib.ExitStack]) -> None:
+    def apply_reload(self, old: Config, new: Config) -> None:
         """The live alert, reminder and notification settings of a reload (MQTT's went first: it can fail)."""
         if old.alerts != new.alerts and self.publisher is not None:
             self.publisher.set_pause_max(new.alerts.pause_max_s)
         if old.alerts.remind_s != new.alerts.remind_s and self.alarms is not None:
             self.alarms.set_remind_s(new.alerts.remind_s)
         if old.notify != new.notify:
-            self.reload_notifications(new, parts)
+            self.reload_notifications(new)

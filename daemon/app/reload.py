@@ -7,7 +7,6 @@ changed key (a camera added or taken out, a camera's source or size) and keeps t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -137,7 +136,6 @@ def apply_reload(
     cameras: Mapping[str, Any],
     outputs: Any,
     status: Callable[[], dict],
-    parts: Optional[contextlib.ExitStack],
 ) -> Optional[ReloadPlan]:
     """Apply what of ``new`` applies live to the running ``cameras`` (CameraWorker) and ``outputs`` (Outputs):
     each running camera's rules and zones, MQTT, alerts, reminders, notifications. ``rules``: those read with the
@@ -170,7 +168,7 @@ def apply_reload(
         worker.reconfigure(settings[name], made[name])
     for name, worker in cameras.items():
         worker.setup = setups[name]
-    outputs.apply_reload(old, new, parts)
+    outputs.apply_reload(old, new)
     return ReloadPlan(changes, running, setups)
 
 

@@ -377,7 +377,7 @@ class Daemon:
         """On the detection thread, between two frames. ``rules``: each camera of ``new``'s rules."""
         try:
             old = self.cfg
-            plan = apply_reload(old, new, rules, self.cameras, self.outputs, self.heartbeat_status, self._parts)
+            plan = apply_reload(old, new, rules, self.cameras, self.outputs, self.heartbeat_status)
             if plan is None or not plan.changes:
                 return plan is not None
             if old.log.level != new.log.level and not self.log_level_override:
