@@ -353,7 +353,7 @@ class FallRules(Rules):
         elif tr.state == "falling":
             f = _incident(tr)
             f.measured += 1
-            down = self._is_down(g, f.ref)
+            down = self._is_down(g, f)
             f.down += down
             f.up_since = None if down else (t if f.up_since is None else f.up_since)
             f.hip_drop = max(f.hip_drop, (g.hip_y - f.ref.hip_y) / f.ref.height)
@@ -410,10 +410,11 @@ class FallRules(Rules):
         return False
 
     def _lost_lying(self, f: _Fall) -> bool:
-        """A fast, far drop that ended lying (spine near horizontal) and no pose since for LOST_LYING_S: what a
-        dark floor does to a dark-clothed body lying still (the estimator scores it too low to keep); anyone all
-        right moves about and is found again, and poses that come in between are judged as usual."""
-        return f.measured == f.down == 1 and f.max_angle >= self.s.down_angle_deg
+        """A fast, far drop that ended lying (spine near horizontal, or turned as far along the camera's line of
+        sight: a torso under LYING_TORSO of its length) and no pose since for LOST_LYING_S: what a dark floor
+        does to a dark-clothed body lying still (the estimator scores it too low to keep); anyone all right
+        moves about and is found again, and poses that come in between are judged as usual."""
+        return f.measured == f.down == 1 and max(f.max_angle, f.turn) >= self.s.down_angle_deg
 
     def _learn_stand(self, tr: _Track, now: _Sample) -> None:
         """Remember where the person last stood with their feet in view: the floor under them, and their
@@ -732,15 +733,19 @@ class FallRules(Rules):
             return
         if tr.state == "falling" and tr.fall is not None:  # a fresh candidate of the same attempt
             cand.closest = self._stronger(tr.fall.closest, cand.closest)
-        cand.measured, cand.down = 1, int(self._is_down(now.g, cand.ref))
+        cand.measured, cand.down = 1, int(self._is_down(now.g, cand))
         cand.max_angle = now.g.spine_angle_deg
         tr.state, tr.fall = "falling", cand
         log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, cand.drop, cand.turn, cand.rate, now.t)
 
-    def _is_down(self, g: BodyGeometry, ref: _Ref) -> bool:
-        """Near horizontal, or the torso still as low (for its turn) as a fall needs, against the same "before"."""
-        drop = (_centre(g) - ref.centre_y) / ref.height
-        return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(self._turn(g, ref))
+    def _is_down(self, g: BodyGeometry, f: _Fall) -> bool:
+        """Near horizontal, or the torso still as low as the fall needs against the same "before", for the spine's
+        turn now or at the drop, whichever is larger: a torso seen turned at the landing is measured from then on
+        by how low it stays, not by whether each frame shows the turn again (foreshortening counts only past
+        LYING_TORSO, so a torso a little longer in the next frame would otherwise need twice the drop)."""
+        drop = (_centre(g) - f.ref.centre_y) / f.ref.height
+        turn = max(self._turn(g, f.ref), f.turn)
+        return g.spine_angle_deg >= self.s.down_angle_deg or drop >= self._needed_drop(turn)
 
     @staticmethod
     def _turn(g: BodyGeometry, ref: _Ref) -> float:
