@@ -99,6 +99,11 @@ class _Fall:
     hip_drop: float = 0.0
     down: int = 0
     measured: int = 0
+    # how long the body was seen down: from its first down frame to the frame after its last one (a pose stands
+    # until the next frame), through frames where the person was found but their torso not measured
+    down_from: Optional[float] = None
+    down_to: Optional[float] = None
+    down_open: bool = False  # the newest pose looked down and nothing has contradicted it since
     event_t: Optional[float] = None
     person_down_sent: bool = False
     upright_since: Optional[float] = None
@@ -355,6 +360,9 @@ class FallRules(Rules):
             f.measured += 1
             down = self._is_down(g, f)
             f.down += down
+            if down:
+                f.down_from = t if f.down_from is None else f.down_from
+                f.down_to, f.down_open = t, True
             f.up_since = None if down else (t if f.up_since is None else f.up_since)
             f.hip_drop = max(f.hip_drop, (g.hip_y - f.ref.hip_y) / f.ref.height)
             f.max_angle = max(f.max_angle, g.spine_angle_deg)
@@ -415,6 +423,15 @@ class FallRules(Rules):
         does to a dark-clothed body lying still (the estimator scores it too low to keep); anyone all right
         moves about and is found again, and poses that come in between are judged as usual."""
         return f.measured == f.down == 1 and max(f.max_angle, f.turn) >= self.s.down_angle_deg
+
+    def _seen_down_long(self, tr: _Track, f: _Fall, t: float) -> bool:
+        """Whether the body was seen down for settle_s, or seen down and then not at all for LOST_LYING_S (lying
+        still out of the estimator's sight). At night a person is often found in only a few frames: two down
+        poses a tenth of a second apart and then a gap are someone bending down and up again as often as someone
+        lying; the frames after the gap tell which."""
+        if f.down_from is None or f.down_to is None:
+            return False
+        return f.down_to - f.down_from >= self.s.settle_s or t - tr.samples[-1].t >= LOST_LYING_S
 
     def _learn_stand(self, tr: _Track, now: _Sample) -> None:
         """Remember where the person last stood with their feet in view: the floor under them, and their
@@ -489,13 +506,18 @@ class FallRules(Rules):
         """Time-driven transitions; runs whether or not the person was measured in this frame."""
         if tr.state == "falling":
             f = _incident(tr)
+            if f.down_open and f.down_to is not None and t > f.down_to:
+                f.down_to = t
+                # found but not measured (MoveNet scores a lying torso low) keeps the body down; anything else ends it
+                f.down_open = tr.last_seen == t and tr.samples[-1].t != t
             if t - f.t < self.s.settle_s:
                 return []
             if f.measured == f.down == 1 and t - f.t < LOST_LYING_S:
                 return []  # one pose, down, and none since: too few to judge, wait for more (see _lost_lying)
-            stayed_down = self._lost_lying(f) or (
-                f.measured and f.down / f.measured >= self.s.settle_fraction and f.down >= 2
-            )
+            mostly_down = bool(f.measured) and f.down / f.measured >= self.s.settle_fraction and f.down >= 2
+            stayed_down = self._lost_lying(f) or (mostly_down and self._seen_down_long(tr, f, t))
+            if mostly_down and not stayed_down and t - f.t <= self.s.window_max_s:
+                return []  # every frame so far down, but not yet seen down for settle_s: wait for more frames
             if stayed_down and f.hip_drop >= self.s.min_hip_drop:
                 if f.folded and t - f.t < self.s.confirm_s:
                     return []  # squatting or sitting upright: a fall only if they are still down confirm_s later
@@ -735,6 +757,8 @@ class FallRules(Rules):
             cand.closest = self._stronger(tr.fall.closest, cand.closest)
         cand.measured, cand.down = 1, int(self._is_down(now.g, cand))
         cand.max_angle = now.g.spine_angle_deg
+        if cand.down:
+            cand.down_from, cand.down_to, cand.down_open = now.t, now.t, True
         tr.state, tr.fall = "falling", cand
         log.debug("track %s: drop %.2f turn %.0f rate %.2f at t=%.2f", tr.track, cand.drop, cand.turn, cand.rate, now.t)
 
