@@ -151,24 +151,27 @@ def test_a_decision_on_the_edge_does_flip_under_perturbation(data_dir: Path, tmp
     assert edge.result == "caught" and edge.unchanged is not None and edge.unchanged < 1.0, edge.unchanged
 
 
-def test_a_fall_seen_in_two_dark_frames_stays_caught_under_perturbation(data_dir: Path) -> None:
-    """Night Subject 2 Fall 13 on x86 (issue 19): she falls backward, is seen in two frames on the floor (torso
-    foreshortened to about half its length) and then lost in the dark. Each frame's "down" used to be judged on
-    the turn it showed itself, so the foreshortening counting in one frame and not the next (a torso at 0.49 or
-    0.56 of its length) lost the fall in 9 of 20 perturbed runs; a decision must hold in at least 19 of 20."""
-    manifest = data_dir / "gmdcsa24-dev-x86-avx2" / "manifest.json"
-    name = "night_Subject_2_Fall_13.jsonl"
-    frames = list(read_recording(manifest.parent / name))
-    caught = 0
-    for n in range(20):
-        falls = [e.t for e in _replay(perturb(frames, seed_for(name, n))) if e.event == "fall"]
-        caught += any(2.0 <= t <= 9.0 for t in falls)
-    assert caught >= 19, f"caught in {caught} of 20 perturbed runs"
+def test_the_dark_dev_clips_decide_the_same_under_perturbation(data_dir: Path, tmp_path: Path) -> None:
+    """The two x86 night clips decided on two frames each (issue 19) hold under 20 seeded perturbations of the size
+    that separates two CPUs, in at least 19 of 20 runs (they held in 12 and 11). Subject 1 ADL 16 bends to the
+    floor from a chair in two poses, then nobody for two frames, then poses rising: settle_s counted on the clock
+    raised `fall` in the gap. Subject 2 Fall 13 lands in two poses, the torso about half its length, then is lost:
+    judging each frame's "down" on the turn it showed itself lost the fall when the second torso was a little
+    longer than half."""
+    source = data_dir / "gmdcsa24-dev-x86-avx2" / "manifest.json"
+    clips = [c for c in json.loads(source.read_text())["clips"] if c["path"] in NIGHT_EDGES]
+    for c in clips:  # linked under their own names: the same seeds as `fallwatch eval --perturb 20` on the set
+        (tmp_path / c["path"]).symlink_to(source.parent / c["path"])
+    manifest = tmp_path / "night.json"
+    manifest.write_text(json.dumps({"clips": clips}))
+    results = {r.clip.path.name: r for r in evaluate([manifest], RuleSettings(), perturbations=20)}
+    assert {name: r.result for name, r in results.items()} == NIGHT_EDGES
+    assert all(r.unchanged is not None and r.unchanged >= 0.95 for r in results.values()), {
+        name: r.unchanged for name, r in results.items()
+    }
 
 
-def _replay(frames: list) -> list:
-    rules = make_rules(RuleSettings())
-    return [e for fr in frames for e in rules.update(fr.t, fr.frame, fr.people, fr.size)]
+NIGHT_EDGES = {"night_Subject_1_ADL_16.jsonl": "ok", "night_Subject_2_Fall_13.jsonl": "caught"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
