@@ -2,8 +2,9 @@
 
 upright --(torso midpoint drops fast and far against a robust "before" pose; how far depends on how much the
            spine turned: a full topple needs min_drop, no turn at all drop_without_turn)--> falling
-falling --(body stays down for settle_s and the hips came down min_hip_drop; a landing squatting or sitting
-           upright with the legs folded must stay down confirm_s too)--> down, emits `fall`
+falling --(body seen down for settle_s, or seen down and then lost from view, and the hips came down
+           min_hip_drop; a landing squatting or sitting upright with the legs folded must stay down confirm_s
+           too)--> down, emits `fall`
            (else back to upright, nothing emitted)
 upright --(on the floor down_alert_s, no fall seen: hips down at the level where the person's own feet stood
            when last seen standing)--> down, emits `person_down` with after_fall false
