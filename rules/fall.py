@@ -432,7 +432,8 @@ class FallRules(Rules):
         lying; the frames after the gap tell which."""
         if f.down_from is None or f.down_to is None:
             return False
-        return f.down_to - f.down_from >= self.s.settle_s or t - tr.samples[-1].t >= LOST_LYING_S
+        lost = f.up_since is None and t - tr.samples[-1].t >= LOST_LYING_S  # the newest pose looked down
+        return f.down_to - f.down_from >= self.s.settle_s or lost
 
     def _learn_stand(self, tr: _Track, now: _Sample) -> None:
         """Remember where the person last stood with their feet in view: the floor under them, and their
