@@ -202,7 +202,9 @@ class Tracker:
         dropout is re-found at once), then every idle_search_every_s."""
         if self.state.anyone_last_frame or self.state.empty_since is None or self.state.last_search is None:
             return True
-        if t < self.state.empty_since or t < self.state.last_search:  # time went back (a restarted source): start afresh
+        if (
+            t < self.state.empty_since or t < self.state.last_search
+        ):  # time went back (a restarted source): start afresh
             return True
         if t - self.state.empty_since < self.s.idle_after_s:
             return True
