@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # (imported where used: a daemon without records, the page or
     from fallwatch.daemon.alarms.open_alarms import AlarmDesk
     from fallwatch.daemon.mqtt.commands import Answer
     from fallwatch.daemon.records.recorder import EventRecorder
+    from fallwatch.daemon.telemetry.builder import SnapshotBuilder
     from fallwatch.daemon.telemetry.status_hub import StatusHub
     from fallwatch.daemon.web.server import DebugServer
 
@@ -254,7 +255,7 @@ class Outputs:
         self._start_notifications(new, "keeping the running notifications")
 
     # -- MQTT ------------------------------------------------------------------------------------------------
-    def start_mqtt(self, cfg: Config, status: Callable[[], dict]) -> None:
+    def start_mqtt(self, cfg: Config, figures: SnapshotBuilder) -> None:
         from fallwatch.daemon.mqtt.publisher import MqttPublisher
 
         topics = [s.topic for s in self.setups]
@@ -263,7 +264,7 @@ class Outputs:
             camera=self.setups[0].name,
             cameras=None if topics == [None] else [t for t in topics if t is not None],
             version=self.version,
-            status=status,
+            figures=figures,
             on_alerts_changed=lambda _on: self.refresh.set(),
             pause_max_s=cfg.alerts.pause_max_s,
             on_feedback=self.feedback,
@@ -282,14 +283,14 @@ class Outputs:
             except Exception:
                 log.exception("stopping the MQTT client failed")
 
-    def reload_mqtt(self, new: Config, status: Callable[[], dict]) -> None:
+    def reload_mqtt(self, new: Config, figures: SnapshotBuilder) -> None:
         if not new.mqtt.enabled:
             log.info("mqtt disabled by the new configuration")
             self.stop_mqtt()
         elif self.publisher is None:
             log.info("mqtt enabled by the new configuration")
             try:
-                self.start_mqtt(new, status)
+                self.start_mqtt(new, figures)
             except Exception:
                 self.stop_mqtt()
                 raise

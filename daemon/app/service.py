@@ -41,7 +41,7 @@ from fallwatch.daemon.app.stop_signals import Shutdown, StopSignals
 from fallwatch.daemon.capture.reader import Capture, CaptureState, capture_for
 from fallwatch.daemon.telemetry.builder import SnapshotBuilder
 from fallwatch.daemon.telemetry.logsetup import set_level
-from fallwatch.daemon.telemetry.snapshot import MqttStats, Snapshot, heartbeat, status_line
+from fallwatch.daemon.telemetry.snapshot import Snapshot, status_line
 from fallwatch.daemon.telemetry.system import cpu_temp_c
 from fallwatch.rules.alarm import worst
 
@@ -131,12 +131,6 @@ class Daemon:
         """The newest Snapshot (immutable: any thread may read it)."""
         return self.figures.last
 
-    def heartbeat_status(self) -> dict[str, Any]:
-        """The daemon's part of MQTT heartbeats (called from the MQTT thread). The label counts read every record's
-        metadata from disk: counted here, at the heartbeat's cadence, never on the pipeline thread."""
-        labelled = self.outputs.records.label_counts() if self.outputs.records is not None else None
-        return heartbeat(self.stats().replace(labelled=labelled))
-
     def is_alive(self) -> bool:
         """For the watchdog: every camera made progress (or waited on its camera) recently."""
         now = time.monotonic()
@@ -204,7 +198,7 @@ class Daemon:
         if cfg.debug.enabled:
             out.start_page(parts, rule_settings=lambda camera=None: rule_settings(self.cfg, self._setup(camera)))
         if cfg.mqtt.enabled:
-            out.start_mqtt(cfg, self.heartbeat_status)
+            out.start_mqtt(cfg, self.figures)
         parts.callback(out.stop_mqtt)  # publishes `offline`, flushes what the broker will take (also after a reload)
         if close_engine is not None:  # again: a shutdown closes it before MQTT's flush may meet the stop deadline
             parts.callback(close_engine)
@@ -339,7 +333,13 @@ class Daemon:
         )
         fig.provide("cameras", lambda now: {"cameras": {n: w.stats(now) for n, w in self.cameras.items()}})
         fig.provide("state", lambda now: {"ready": self._ready, **settings_shown(self._setups)})
-        fig.provide("mqtt", lambda now: {"mqtt": MqttStats.of(out.publisher)})
+        # MQTT provides its own figures (mqtt/publisher.py). Label counts read every record's metadata from disk:
+        # pulled at the heartbeat's cadence (heavy), never on the pipeline thread.
+        fig.provide(
+            "labelled",
+            lambda now: {"labelled": out.records.label_counts() if out.records is not None else None},
+            heavy=True,
+        )
         fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms is not None else ()})
         fig.provide(
             "notify", lambda now: {"notify": out.notifications.figures() if out.notifications is not None else None}
@@ -377,7 +377,7 @@ class Daemon:
         """On the detection thread, between two frames. ``rules``: each camera of ``new``'s rules."""
         try:
             old = self.cfg
-            plan = apply_reload(old, new, rules, self.cameras, self.outputs, self.heartbeat_status)
+            plan = apply_reload(old, new, rules, self.cameras, self.outputs, self.figures)
             if plan is None or not plan.changes:
                 return plan is not None
             if old.log.level != new.log.level and not self.log_level_override:

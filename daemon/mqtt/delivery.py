@@ -28,11 +28,13 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 import paho.mqtt.client as mqtt
+from fallwatch.daemon.mqtt.commands.alerts_switch import AlertsSwitch
 from fallwatch.daemon.mqtt.link.client import LOGGER
 from fallwatch.daemon.mqtt.link.connection import WINDOW, Connection
 from fallwatch.daemon.mqtt.outbox import Outbox
 from fallwatch.daemon.mqtt.retained import Retained
 from fallwatch.daemon.mqtt.topics import CameraTopics
+from fallwatch.daemon.telemetry.jsonsafe import to_json
 from fallwatch.rules.events import utc_now_iso
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -113,9 +115,45 @@ class Sender:
             payload["backend"] = backend()
         return payload
 
-    def suppressed(self) -> None:
-        with self._count_lock:
-            self.events_suppressed += 1
+    def flush(self, within_s: float) -> None:
+        """At stop: wake the sender until the broker took every queued event or ``within_s`` passed."""
+        deadline = time.monotonic() + within_s
+        while self._link.connected and len(self._outbox) and time.monotonic() < deadline:
+            self.wake.set()
+            time.sleep(0.02)
+
+    def submit(self, payload: dict, snapshot_jpeg: Optional[bytes], alerts: AlertsSwitch) -> None:
+        """A stamped event: queued, or while alerts are paused logged and counted, not queued (queued, it would page
+        the family with a stale fall when alerts resume); a ``test`` event goes out all the same."""
+        kind, event_id = payload.get("event"), str(payload["id"])
+        if not self._link.cfg.enabled:
+            log.info("event %s %s not published: mqtt.enabled is false", kind, event_id)
+        elif not alerts.enabled and kind != "test":
+            with self._count_lock:
+                self.events_suppressed += 1
+            log.warning(
+                "alerts paused by MQTT command (until %s): %s event %s logged, not published",
+                alerts.resume_at(),
+                kind,
+                event_id,
+            )
+        else:
+            self.queue(kind, event_id, to_json(payload), snapshot_jpeg)
+
+    def say_backlog(self) -> None:
+        if len(self._outbox):
+            log.info(
+                "outbox %s holds %d undelivered event(s); they go first, in order", self._outbox.path, len(self._outbox)
+            )
+
+    def figures(self) -> dict[str, Any]:
+        """The delivery part of MqttStats."""
+        return {
+            "events_sent": self.events_sent,
+            "events_queued": len(self._outbox),
+            "events_dropped": self._outbox.dropped,
+            "events_suppressed": self.events_suppressed,
+        }
 
     def in_flight(self) -> int:
         with self._link.lock:

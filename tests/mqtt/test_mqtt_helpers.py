@@ -12,7 +12,7 @@ from fallwatch.daemon.mqtt.publisher import MqttPublisher
 from fallwatch.daemon.mqtt.topics import sanitize_id
 from fallwatch.daemon.telemetry.jsonsafe import to_json
 from fallwatch.daemon.telemetry.system import cpu_temp_c
-from mqtt_testlib import make_event
+from mqtt_testlib import make_event, status_figures
 
 
 def test_mqtt_to_json_is_strict_json_for_numpy_and_nan():
@@ -58,12 +58,12 @@ def test_mqtt_cpu_temp(tmp_path):
 def test_mqtt_events_are_durable_without_any_broker(tmp_path):
     """Never started, or stopped: events still land in the outbox, for the next start to send."""
     cfg = MqttConfig(host="127.0.0.1", port=1, device_id="d", state_dir=str(tmp_path))
-    pub = MqttPublisher(cfg, camera="c", version="v", status=lambda: {"backend": "cpu"})
+    pub = MqttPublisher(cfg, camera="c", version="v", figures=status_figures("c", "v"))
     pub.publish_event(make_event("fall"))
     pub.start()
     pub.stop()
     pub.publish_event(make_event("person_down"))  # raised while shutting down
-    again = MqttPublisher(cfg, camera="c", version="v", status=lambda: 1 / 0)  # a broken status() is survived
+    again = MqttPublisher(cfg, camera="c", version="v")  # figures of its own: MQTT's only
     assert again.stats()["events_queued"] == 2 and not again.connected
     rows = Outbox(again.outbox_path, 100).after(0, 10)  # what the next start reads from disk
     assert [json.loads(p)["event"] for _, _, p in rows] == ["fall", "person_down"]
