@@ -19,6 +19,7 @@ from fallwatch.config.cameras import CameraSetup
 from fallwatch.config.schema import Config
 
 if TYPE_CHECKING:  # (imported where used: a daemon without records, the page or notifications never loads them)
+    from fallwatch.daemon.alarms.alarm_event import AlarmEvent
     from fallwatch.daemon.alarms.notifications import Notifications
     from fallwatch.daemon.alarms.open_alarms import AlarmDesk
     from fallwatch.daemon.mqtt.commands import Answer
@@ -107,17 +108,17 @@ class Outputs:
         if self.alarms is not None and (alerting or data["event"] == "recovered"):
             self.alarms.on_event(data)
 
-    def alarm_event(self, event: dict) -> None:
-        """A reminder or resolved from the alarm desk: to the log (said there), the page, MQTT and notifications.
-        Their image is the camera's view now (what a carer wants to see: is the person still down?)."""
-        camera = event.get("camera")
+    def alarm_event(self, event: AlarmEvent) -> None:
+        """A reminder or resolved from the alarm desk, serialised here once: to the page, MQTT and notifications (the
+        desk logs it). Their image is the camera's view now (what a carer wants to see: is the person still down?)."""
+        camera, data = event.camera, event.to_dict()
         if self.hub is not None:
-            self.hub.add_event(event)
+            self.hub.add_event(data)
         if self.publisher is not None:
-            self.publisher.publish_event(event, camera=self.topic_of(camera))
+            self.publisher.publish_event(data, camera=self.topic_of(camera))
         if self.notifications is not None and self.alerting():
             jpeg = self.hub.latest_jpeg(None, camera) if self.hub is not None and self.cfg.notify.snapshot else None
-            self.notifications.enqueue(event, jpeg)
+            self.notifications.enqueue(data, jpeg)
 
     def update_states(self, cameras: Mapping[str, CameraView]) -> None:
         """Each camera's state ``{"state", "persons", "alarms"}`` to its MQTT topic when it changed. An open alarm

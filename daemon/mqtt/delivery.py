@@ -23,9 +23,8 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import paho.mqtt.client as mqtt
 from fallwatch.daemon.mqtt.commands.alerts_switch import AlertsSwitch
@@ -35,7 +34,6 @@ from fallwatch.daemon.mqtt.outbox import Outbox
 from fallwatch.daemon.mqtt.retained import Retained
 from fallwatch.daemon.mqtt.topics import CameraTopics
 from fallwatch.daemon.telemetry.jsonsafe import to_json
-from fallwatch.rules.events import utc_now_iso
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -95,12 +93,14 @@ class Sender:
         log.debug("queued %s event %s as #%d", kind, event_id, seq)
         self.wake.set()
 
-    def stamp(self, event: dict, camera: Optional[str], device: str, backend: Callable[[], Any]) -> dict:
-        """The event as it leaves: an id and a time if it has none, the device, its ``camera`` (else the event's
-        own, else the default one; said once when it is none of ours), the backend if it names none."""
+    def stamp(self, event: Mapping[str, Any], camera: Optional[str], device: str, backend: Callable[[], Any]) -> dict:
+        """The event as it leaves: the device, its ``camera`` (else the event's own, else the default one; said once
+        when it is none of ours), the backend if it names none. Its ``id`` and ``ts`` are its own (rules/events.py
+        Event, alarms/alarm_event.py AlarmEvent): ValueError when it has none."""
+        missing = [key for key in ("id", "ts") if not event.get(key)]
+        if missing:
+            raise ValueError(f"an event without {' and '.join(missing)} cannot be published: {dict(event)!r:.120}")
         payload = dict(event)
-        payload.setdefault("id", str(uuid.uuid4()))
-        payload.setdefault("ts", utc_now_iso())
         payload["device"] = device
         payload["camera"] = camera = camera or payload.get("camera") or self.topics.default_camera
         if not self.topics.known(camera) and camera not in self._unknown_cameras:
