@@ -105,6 +105,7 @@ def worker(
     from fallwatch.config.schema import MqttConfig
     from fallwatch.daemon.mqtt.publisher import MqttPublisher
     from fallwatch.daemon.telemetry.builder import SnapshotBuilder
+    from fallwatch.rules.events import utc_now_iso
 
     pubs = []
     for device in devices:
@@ -143,7 +144,7 @@ def worker(
         else:
             max_lag = max(max_lag, -wait)
         pub = pubs[j % n]
-        event = dict(EVENT_TEMPLATE, id=str(uuid.uuid4()), t_pub=time.monotonic())
+        event = dict(EVENT_TEMPLATE, id=str(uuid.uuid4()), ts=utc_now_iso(), t_pub=time.monotonic())
         pub.publish_event(event)
         queued.append((pub.device_id, event["id"]))
     results.put({"worker": index, "queued": queued, "max_lag_s": round(max_lag, 3)})
