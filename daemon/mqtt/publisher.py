@@ -194,9 +194,7 @@ class MqttPublisher:
     def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None, camera: Optional[str] = None) -> None:
         """Queue one event durably (on disk when this returns) and have it sent (mqtt/delivery.py).
         ``camera``: whose event it is; else the event's own ``camera``, else the constructor's ``camera``."""
-        last = self._figures.last  # (built only now when nothing was yet)
-        backend = lambda: last.backend or self._figures.build(time.monotonic()).backend  # noqa: E731
-        payload = self._sender.stamp(event, camera, self.device_id, backend)
+        payload = self._sender.stamp(event, camera, self.device_id, lambda: self._figures.last.backend)
         self.end_expired_pause()
         self._sender.submit(payload, snapshot_jpeg, self._switch)
 

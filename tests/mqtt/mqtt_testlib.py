@@ -128,6 +128,7 @@ def status_figures(
     )
     figures = SnapshotBuilder(version, [camera])
     figures.provide("daemon", lambda now: {"backend": st["backend"], "cameras": {camera: cam}})
+    figures.build(time.monotonic())  # as a daemon's is, at start
     return figures
 
 
