@@ -26,25 +26,18 @@ from fallwatch.daemon.mqtt.commands.parse import Answer
 from fallwatch.daemon.mqtt.delivery import Sender
 from fallwatch.daemon.mqtt.heartbeat import Heartbeat
 from fallwatch.daemon.mqtt.link.client import LOGGER
-from fallwatch.daemon.mqtt.link.connection import Connection, Hooks, MqttError, device_id_of, prefix_of
+from fallwatch.daemon.mqtt.link.connection import Connection, Hooks, MqttError, camera_topics, device_id_of, prefix_of
 from fallwatch.daemon.mqtt.link.watchdog import Watchdog, Workers
 from fallwatch.daemon.mqtt.outbox import Outbox, default_state_dir
 from fallwatch.daemon.mqtt.retained import Retained
-from fallwatch.daemon.mqtt.topics import CameraTopics
 from fallwatch.daemon.telemetry.builder import SnapshotBuilder
 from fallwatch.daemon.telemetry.snapshot import MqttStats
 from fallwatch.rules.events import Event
 
 log = logging.getLogger(LOGGER)
+__all__ = ["MqttError", "MqttPublisher", "camera_topics"]  # (callers catch MqttError from here)
 
 DEFAULT_PAUSE_MAX_S = 12 * 3600.0
-
-
-def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) -> CameraTopics:
-    try:
-        return CameraTopics(prefix, camera, cameras)
-    except ValueError as exc:  # two camera names that give the same topic
-        raise MqttError(str(exc)) from None
 
 
 class MqttPublisher:

@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -27,7 +28,7 @@ from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt import homeassistant as ha
 from fallwatch.daemon.mqtt.link.client import LOGGER, MAX_MESSAGE_BYTES, CappedClient, abandon, guarded, loop_alive
-from fallwatch.daemon.mqtt.topics import sanitize_id
+from fallwatch.daemon.mqtt.topics import CameraTopics, sanitize_id
 from fallwatch.daemon.telemetry.ratelog import LogLimiter
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -65,6 +66,13 @@ def device_id_of(cfg: MqttConfig) -> str:
 
 def prefix_of(cfg: MqttConfig) -> str:
     return (cfg.topic_prefix or f"fallwatch/{device_id_of(cfg)}").rstrip("/")
+
+
+def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) -> CameraTopics:
+    try:
+        return CameraTopics(prefix, camera, cameras)
+    except ValueError as exc:  # two camera names that give the same topic
+        raise MqttError(str(exc)) from None
 
 
 def password_of(cfg: MqttConfig) -> Optional[str]:
