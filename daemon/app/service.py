@@ -38,7 +38,8 @@ from fallwatch.daemon.app.scheduler import FrameScheduler
 from fallwatch.daemon.app.sd_notify import Notifier, Watchdog
 from fallwatch.daemon.app.settings import settings_shown
 from fallwatch.daemon.app.stop_signals import Shutdown, StopSignals
-from fallwatch.daemon.capture.reader import Capture, CaptureState, capture_for
+from fallwatch.daemon.capture.reader import Capture, CaptureState, Frame, capture_for
+from fallwatch.daemon.capture.sources import Source
 from fallwatch.daemon.telemetry.builder import SnapshotBuilder
 from fallwatch.daemon.telemetry.logsetup import set_level
 from fallwatch.daemon.telemetry.snapshot import Snapshot, status_line
@@ -217,11 +218,14 @@ class Daemon:
         )
 
     # -- cameras ---------------------------------------------------------------------------------------------
-    def _add_camera(self, setup: CameraSetup, source: Any) -> None:
+    def _add_camera(self, setup: CameraSetup, source: Optional[Source]) -> None:
         from fallwatch.daemon.app.settings import ignore_polygons
 
         assert self.engine is not None and self._parts is not None and self.outputs.hub is not None
-        capture = self._captures.get(setup.name) or capture_for(setup.camera, source)
+        capture = self._captures.get(setup.name)
+        if capture is None:
+            assert source is not None, "a camera without a capture has its source made at start"
+            capture = capture_for(setup.camera, source)
         worker = CameraWorker(
             self.cfg,
             self.engine,
@@ -307,7 +311,7 @@ class Daemon:
             self.outputs.update_states(self.cameras)
             self._report(now, force=True)
 
-    def _first_frame(self, frame: Any) -> None:
+    def _first_frame(self, frame: Frame) -> None:
         self._ready = True
         log.info(
             "first frame through the pipeline (%.0f ms from capture); ready", (time.monotonic() - frame.captured) * 1000
@@ -363,7 +367,7 @@ class Daemon:
         read = self._read_config()
         return read is not None and self._apply_reload(*read)
 
-    def _read_config(self) -> Optional[tuple[Config, Any]]:
+    def _read_config(self) -> Optional[tuple[Config, dict[str, Any]]]:
         """The new configuration and rules made from it, or None (logged) when the file is refused."""
         if self._ready:
             self.notifier.reloading()
