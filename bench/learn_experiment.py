@@ -352,6 +352,63 @@ def headroom(rows: list[dict]) -> str:
     )
 
 
+def forward(model: Any, x: np.ndarray) -> np.ndarray:
+    """The fitted logistic regression as the few lines of numpy a daemon would run (no scikit-learn)."""
+    scaler, lr = model[0], model[-1]
+    z = ((x - scaler.mean_) / scaler.scale_) @ lr.coef_[0] + lr.intercept_[0]
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def cost(model: Any, video: Path, frames: int = 60) -> str:
+    """The model's cost per frame (one track's window features and forward pass) against a MoveNet Lightning
+    call on the same frames, interleaved, process CPU time (the machine is shared: wall time is mostly waiting)."""
+    import cv2
+    from fallwatch.pose import runtime
+    from fallwatch.pose.engine import PoseEngine, PoseSettings
+    from fallwatch.pose.estimator import MoveNetEstimator, crop_around_box
+    from fallwatch.pose.models import model_path, resolve_model_dir
+    from fallwatch.pose.runtime import Model
+
+    model_dir = resolve_model_dir(None)
+    path = model_path("movenet_lightning", model_dir)
+    movenet = MoveNetEstimator(Model(runtime.make_cpu_interpreter(path, 1), path, "cpu"))
+    tracker = PoseEngine(PoseSettings(backend="cpu", num_threads=1), model_dir)
+    cap = cv2.VideoCapture(str(video))
+    crops, hist_t, hist_rows = [], [], []
+    while len(crops) < frames:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        persons = tracker.process(rgb, len(crops) / 30.0).persons
+        if persons:
+            crops.append((rgb, crop_around_box(persons[0].box)))
+    cap.release()
+    movenet.estimate(*crops[0])
+    cpu_net, cpu_model = [], []
+    for i, (rgb, crop) in enumerate(crops):
+        c0 = time.process_time()
+        est = movenet.estimate(rgb, crop)
+        c1 = time.process_time()
+        m = _frame_measures(est.kps)
+        if m is not None:
+            hist_t.append(i / 30.0)
+            hist_rows.append(m)
+        if hist_t:
+            forward(model, window_features(np.array(hist_t), np.array(hist_rows), i / 30.0)[None, :])
+        c2 = time.process_time()
+        cpu_net.append(c1 - c0)
+        cpu_model.append(c2 - c1)
+    net, mod = statistics.median(cpu_net) * 1000, statistics.median(cpu_model) * 1000
+    size = model[-1].coef_.size + 1 + 2 * model[0].mean_.size
+    return (
+        f"cost per frame ({len(crops)} frames of {video.name}, CPU time, same run): "
+        f"MoveNet Lightning call {net:.2f} ms, "
+        f"window features + logistic forward {mod:.3f} ms ({mod / net:.3f}x); {size} parameters "
+        f"({size * 4 / 1024:.1f} KiB float32)"
+    )
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     global TOP_SHARE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -360,6 +417,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--kul-perturb", type=int, default=0, help="perturbed replays per kul-train clip")
     ap.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
     ap.add_argument("--top-share", type=float, default=TOP_SHARE)
+    ap.add_argument("--cost", action="store_true", help="also time the model against a MoveNet call")
     ap.add_argument("--cache", type=Path, help="pickle of the loaded clips (made if missing): faster reruns")
     args = ap.parse_args(argv)
     TOP_SHARE = args.top_share
@@ -401,6 +459,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     f"    {r['clip']:<34} {r['label']:<4} rule={r['rule']:<11} model={r['model']:<11} "
                     f"veto={r['veto']:<11} or={r['or']:<11} margins rule {rm} model {r['model_margin']:+.2f} {u}"
                 )
+    if args.cost and args.model == "logreg":
+        print(cost(model, SHARED / "kul-train" / "FALL" / "fall100.mp4"))
     print(f"\nCPU {time.process_time() - t0:.0f} s")
     return 0
 
