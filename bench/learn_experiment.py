@@ -445,6 +445,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--kul-perturb", type=int, default=0, help="perturbed replays per kul-train clip")
     ap.add_argument("--model", choices=("logreg", "mlp"), default="logreg")
     ap.add_argument("--top-share", type=float, default=TOP_SHARE)
+    ap.add_argument("--only", nargs="*", help="held-out sets to run: kul-odd kul-even gmd urfd (default all)")
     ap.add_argument("--cost", action="store_true", help="also time the model against a MoveNet call")
     ap.add_argument("--cache", type=Path, help="pickle of the loaded clips (made if missing): faster reruns")
     args = ap.parse_args(argv)
@@ -469,6 +470,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ]
     every = []
     for name, train_items, test_group in folds:
+        if args.only and test_group not in args.only:
+            continue
         test = [i for i in kul + dev if i.group == test_group]
         model = train(args.model, train_items)
         runs = args.kul_perturb if test_group.startswith("kul") else args.perturb
