@@ -2,6 +2,7 @@
 
     .venv/bin/pip install scikit-learn        # the experiment only: not a runtime dependency
     nice -n 10 .venv/bin/python bench/learn_experiment.py [--kul MANIFEST] [--perturb N] [--kul-perturb N]
+        [--only kul-odd kul-even gmd urfd] [--model logreg|mlp] [--cost] [--cache PICKLE]
 
 Features: per track and frame, the last WINDOW_S seconds of the track resampled at RATE_HZ (the latest pose at or
 before each step; a track younger than that holds its first pose), each step measured against the window's own
