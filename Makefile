@@ -65,13 +65,18 @@ lint: install-dev
 	@tree=$$(mktemp -d) && mkdir $$tree/fallwatch && for p in daemon pose rules config; do ln -s "$(CURDIR)/$$p" $$tree/fallwatch/$$p; done \
 	  && cd $$tree && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p fallwatch; rc=$$?; rm -rf $$tree; exit $$rc
 
+# JOBS pytest-xdist workers (CI has 2 cores), each taking a whole test module at a time (--dist loadscope) so a
+# module's fixtures (a clip through the pipeline, a daemon) run once. JOBS=0: one process, as plain pytest.
+JOBS ?= 2
+XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadscope)
+
 test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The loop of daily work: everything but the tests marked slow (CI runs `make test`, all of them).
 .PHONY: test-fast
 test-fast: install-dev
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or a page missing from nav fails.
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
