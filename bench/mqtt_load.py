@@ -55,7 +55,6 @@ EVENT_TEMPLATE = {
     "descent_rate": 0.84,
     "box": [213.6, 318.7, 405.0, 476.5],
 }
-STATUS = {"backend": "cpu", "camera": "ok", "fps": 15.0, "persons": 1, "dropped_frames": 0, "state": "ok"}
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -105,6 +104,8 @@ def worker(
     )
     from fallwatch.config.schema import MqttConfig
     from fallwatch.daemon.mqtt.publisher import MqttPublisher
+    from fallwatch.daemon.telemetry.builder import SnapshotBuilder
+    from fallwatch.rules.events import utc_now_iso
 
     pubs = []
     for device in devices:
@@ -119,7 +120,9 @@ def worker(
                 "outbox_max": 100000,
             }
         )
-        pub = MqttPublisher(cfg, camera="camera", version="load-test", status=lambda: dict(STATUS))
+        figures = SnapshotBuilder("load-test", ["camera"])  # a daemon's figures: the backend (MQTT adds its own)
+        figures.provide("engine", lambda now: {"backend": "cpu"})
+        pub = MqttPublisher(cfg, camera="camera", version="load-test", figures=figures)
         pub.start()
         pubs.append(pub)
     deadline = time.monotonic() + 60
@@ -141,7 +144,7 @@ def worker(
         else:
             max_lag = max(max_lag, -wait)
         pub = pubs[j % n]
-        event = dict(EVENT_TEMPLATE, id=str(uuid.uuid4()), t_pub=time.monotonic())
+        event = dict(EVENT_TEMPLATE, id=str(uuid.uuid4()), ts=utc_now_iso(), t_pub=time.monotonic())
         pub.publish_event(event)
         queued.append((pub.device_id, event["id"]))
     results.put({"worker": index, "queued": queued, "max_lag_s": round(max_lag, 3)})

@@ -176,11 +176,16 @@ def frame_measures(spine2d: Optional[float], seg: dict[str, Segment3D], ref: dic
     return out
 
 
-def measure_clip(estimator, rec: Path, video: Path, label: str) -> Optional[dict]:
+def load_clip(rec: Path) -> tuple[list[RecordedFrame], list[dict], Optional[int]]:
+    """A clip's pose recording, its events (``<rec>.events.json``, none when absent) and its main track."""
     frames = list(read_recording(rec))
     events_path = Path(str(rec) + ".events.json")
     events = json.loads(events_path.read_text()) if events_path.exists() else []
-    track = main_track(frames, events)
+    return frames, events, main_track(frames, events)
+
+
+def measure_clip(estimator, rec: Path, video: Path, label: str) -> Optional[dict]:
+    frames, events, track = load_clip(rec)
     if track is None:
         return None
     win = windows(frames, track, label, events)

@@ -25,17 +25,13 @@ from typing import Optional
 import numpy as np
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.models import resolve_model_dir
-from fallwatch.rules.recording import read_recording
-from world3d_experiment import MIN_CONFIDENCE, frame_measures, main_track, read_frames, segments_in, spine_angle_2d
+from world3d_experiment import MIN_CONFIDENCE, frame_measures, load_clip, read_frames, segments_in, spine_angle_2d
 
 MEASURES = ("torso_vs_ref", "body_vs_ref")
 
 
 def scan_clip(estimator, rec: Path, video: Path, step: int) -> Optional[dict]:
-    frames = list(read_recording(rec))
-    events_path = Path(str(rec) + ".events.json")
-    events = json.loads(events_path.read_text()) if events_path.exists() else []
-    track = main_track(frames, events)
+    frames, events, track = load_clip(rec)
     if track is None:
         return None
     seen = [(f.frame, f.t, p) for f in frames for p in f.people if p.track == track and p.box]

@@ -9,6 +9,7 @@ tracked and the detector finds nobody, the estimator looks at the whole frame (l
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Set as AbstractSet
@@ -93,6 +94,18 @@ def in_ignore_zone(box: tuple[float, float, float, float], zones: tuple, fw: int
 
 
 @dataclass
+class TrackerState:
+    """What a tracker carries from frame to frame besides its tracks (all of it put back by ``restore``)."""
+
+    next_id: int = 1
+    since_detect: int = 0
+    anyone_last_frame: bool = False
+    dark: bool = False  # the newest estimator crop was a dark one that night enhancement had to stretch
+    empty_since: Optional[float] = None  # when the tracker last saw nobody after seeing someone
+    last_search: Optional[float] = None  # when the whole-frame search last ran
+
+
+@dataclass
 class Track:
     id: int
     box: tuple[float, float, float, float]
@@ -161,20 +174,15 @@ class Tracker:
         self.detector = detector
         self.s = settings
         self.tracks: list[Track] = []
-        self._next_id = 1
-        self._since_detect = 0
-        self._anyone_last_frame = False
-        self._dark = False  # the newest estimator crop was a dark one that night enhancement had to stretch
-        self._empty_since: Optional[float] = None  # when the tracker last saw nobody after seeing someone
-        self._last_search: Optional[float] = None  # when the whole-frame search last ran
+        self.state = TrackerState()
 
     def reset(self) -> None:
         self.tracks.clear()
-        self._since_detect = 0
-        self._anyone_last_frame = False
-        self._empty_since = self._last_search = None
+        self.state.since_detect = 0
+        self.state.anyone_last_frame = False
+        self.state.empty_since = self.state.last_search = None
 
-    def snapshot(self) -> tuple:
+    def snapshot(self) -> tuple[list[Track], TrackerState]:
         """The tracker's state, to put back with :meth:`restore` when a step fails half-way (a step reassigns
         track fields and filter arrays rather than changing them in place, so shallow copies suffice)."""
         tracks = []
@@ -183,38 +191,24 @@ class Tracker:
             if tr.filter is not None:
                 c.filter = copy.copy(tr.filter)
             tracks.append(c)
-        return (
-            tracks,
-            self._next_id,
-            self._since_detect,
-            self._anyone_last_frame,
-            self._dark,
-            self._empty_since,
-            self._last_search,
-        )
+        return tracks, dataclasses.replace(self.state)
 
-    def restore(self, snapshot: tuple) -> None:
-        (
-            tracks,
-            self._next_id,
-            self._since_detect,
-            self._anyone_last_frame,
-            self._dark,
-            self._empty_since,
-            self._last_search,
-        ) = snapshot
-        self.tracks = list(tracks)
+    def restore(self, snapshot: tuple[list[Track], TrackerState]) -> None:
+        tracks, state = snapshot
+        self.tracks, self.state = list(tracks), dataclasses.replace(state)
 
     def _search_due(self, t: float) -> bool:
         """Whether this frame runs the whole-frame search: always while someone was in view a moment ago (a
         dropout is re-found at once), then every idle_search_every_s."""
-        if self._anyone_last_frame or self._empty_since is None or self._last_search is None:
+        if self.state.anyone_last_frame or self.state.empty_since is None or self.state.last_search is None:
             return True
-        if t < self._empty_since or t < self._last_search:  # time went back (a restarted source): start afresh
+        if (
+            t < self.state.empty_since or t < self.state.last_search
+        ):  # time went back (a restarted source): start afresh
             return True
-        if t - self._empty_since < self.s.idle_after_s:
+        if t - self.state.empty_since < self.s.idle_after_s:
             return True
-        return t - self._last_search >= self.s.idle_search_every_s - 1e-6
+        return t - self.state.last_search >= self.s.idle_search_every_s - 1e-6
 
     # -- estimation ------------------------------------------------------------------------------------------
     def _estimate(self, frame: np.ndarray, crop: Crop, st: StepStats) -> Estimate:
@@ -222,7 +216,7 @@ class Tracker:
         e = self.estimator.estimate(frame, crop)
         st.estimate_ms += (time.perf_counter() - t0) * 1000.0
         st.estimator_calls += 1
-        self._dark = e.dark
+        self.state.dark = e.dark
         return e
 
     def _estimate_best(
@@ -276,10 +270,10 @@ class Tracker:
         for tr in self.tracks:
             tr.updated = tr.detected = False
 
-        if self._anyone_last_frame:
-            self._empty_since = None
-        elif self._empty_since is None:
-            self._empty_since = t
+        if self.state.anyone_last_frame:
+            self.state.empty_since = None
+        elif self.state.empty_since is None:
+            self.state.empty_since = t
         due = self._search_due(t)
 
         # 1. Follow every track from its previous keypoints.
@@ -303,13 +297,13 @@ class Tracker:
                 tr.lost += 1
 
         # 2. The detector: when nobody was in view, and every detect_every frames for newcomers.
-        self._since_detect += 1
+        self.state.since_detect += 1
         # someone in view: found this frame, or held through a missed frame or two
         anyone = any(tr.updated or 0 < tr.lost <= self.s.hold_frames for tr in self.tracks)
-        if (due and not (self._anyone_last_frame and anyone)) or self._since_detect >= self.s.detect_every:
-            self._since_detect = 0
+        if (due and not (self.state.anyone_last_frame and anyone)) or self.state.since_detect >= self.s.detect_every:
+            self.state.since_detect = 0
             if not anyone:
-                self._last_search = t
+                self.state.last_search = t
             st.detector_ran = True
             t0 = time.perf_counter()
             dets = self.detector.detect(frame)
@@ -331,7 +325,7 @@ class Tracker:
 
         self._drop_duplicates()
         self.tracks = [tr for tr in self.tracks if self._alive(tr, t)]
-        self._anyone_last_frame = any(tr.updated or 0 < tr.lost <= self.s.hold_frames for tr in self.tracks)
+        self.state.anyone_last_frame = any(tr.updated or 0 < tr.lost <= self.s.hold_frames for tr in self.tracks)
         return [self._person(tr) for tr in self.tracks if tr.updated], st
 
     def _alive(self, tr: Track, t: float) -> bool:
@@ -355,7 +349,7 @@ class Tracker:
             # People do not shrink fast: a crop that collapses onto the few keypoints it is sure of (a person
             # lying on a bed, half hidden) loses the rest of the body, and then the person.
             # In the dark fewer keypoints pass KP_THRESHOLD, so the box they give is too small: shrink slower.
-            shrink = NIGHT_CROP_SHRINK if self._dark else CROP_SHRINK
+            shrink = NIGHT_CROP_SHRINK if self.state.dark else CROP_SHRINK
             crop.size = min(max(crop.size, tr.crop.size * shrink), longest * 1.2)
         return crop, False
 
@@ -416,10 +410,10 @@ class Tracker:
         return best
 
     def _new_track(self, e: Estimate, box: tuple[float, float, float, float], t: float) -> Track:
-        tr = Track(self._next_id, box, e.kps, t, e.crop.angle)
+        tr = Track(self.state.next_id, box, e.kps, t, e.crop.angle)
         if self.s.smoothing:
             tr.filter = OneEuroFilter(self.s.min_cutoff, self.s.beta, self.s.d_cutoff)
-        self._next_id += 1
+        self.state.next_id += 1
         self.tracks.append(tr)
         self._update(tr, e, t, box)
         log.debug("new track %d at %s", tr.id, [round(v) for v in box])

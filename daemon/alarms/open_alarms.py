@@ -20,10 +20,10 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
+from fallwatch.daemon.alarms.alarm_event import AlarmEvent
 from fallwatch.rules.events import utc_iso
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class AlarmDesk:
         self,
         store: Optional[Store],
         remind_s: float,
-        emit: Callable[[dict], None],
+        emit: Callable[[AlarmEvent], None],
         clock: Callable[[], float] = time.time,
         on_change: Optional[Callable[[], None]] = None,
     ):
@@ -151,7 +151,7 @@ class AlarmDesk:
         """Under the lock."""
         del self._alarms[alarm.id]
         log.warning("alarm %s (%s, camera %s) resolved: %s by %s", alarm.id, alarm.kind, alarm.camera, reason, by)
-        self._send(alarm, "resolved", reason=reason, by=by)
+        self._send(AlarmEvent("resolved", alarm.id, alarm.kind, alarm.event, self._now(), reason=reason, by=by))
 
     # -- reminders ---------------------------------------------------------------------------------------------
     def tick(self) -> int:
@@ -174,7 +174,7 @@ class AlarmDesk:
                     alarm.camera,
                     alarm.level,
                 )
-                self._send(alarm, "reminder", level=alarm.level)
+                self._send(AlarmEvent("reminder", alarm.id, alarm.kind, alarm.event, self._now(), level=alarm.level))
                 sent += 1
             if sent:
                 self._changed()
@@ -196,21 +196,15 @@ class AlarmDesk:
             return [a.view() for a in alarms if camera in (None, a.camera)]
 
     # -- inside ------------------------------------------------------------------------------------------------
-    def _send(self, alarm: Alarm, kind: str, **extra: Any) -> None:
-        """Under the lock: a reminder or resolved event, with the opening event's fields, a new id and time."""
-        event = {
-            **alarm.event,
-            "event": kind,
-            "id": str(uuid.uuid4()),
-            "ts": utc_iso(self._clock()),
-            "alarm_id": alarm.id,
-            "alarm_kind": alarm.kind,
-            **extra,
-        }
+    def _now(self) -> str:
+        return utc_iso(self._clock())
+
+    def _send(self, event: AlarmEvent) -> None:
+        """Under the lock (so they go out in order)."""
         try:
             self._emit(event)
         except Exception:  # publishing must not leave the desk half-updated
-            log.exception("alarm %s: publishing its %s failed", alarm.id, kind)
+            log.exception("alarm %s: publishing its %s failed", event.alarm_id, event.event)
 
     def _changed(self) -> None:
         """Under the lock."""

@@ -16,13 +16,15 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from fallwatch.config.cameras import CameraSetup
-from fallwatch.config.schema import Config
+from fallwatch.config.schema import Config, MqttConfig
 
 if TYPE_CHECKING:  # (imported where used: a daemon without records, the page or notifications never loads them)
+    from fallwatch.daemon.alarms.alarm_event import AlarmEvent
     from fallwatch.daemon.alarms.notifications import Notifications
     from fallwatch.daemon.alarms.open_alarms import AlarmDesk
     from fallwatch.daemon.mqtt.commands import Answer
     from fallwatch.daemon.records.recorder import EventRecorder
+    from fallwatch.daemon.telemetry.builder import SnapshotBuilder
     from fallwatch.daemon.telemetry.status_hub import StatusHub
     from fallwatch.daemon.web.server import DebugServer
 
@@ -42,7 +44,7 @@ class Publisher(Protocol):
     ) -> None: ...
     def set_state(self, state: dict, camera: Optional[str] = None) -> None: ...
     def set_pause_max(self, pause_max_s: float) -> None: ...
-    def reconfigure(self, cfg: Any) -> None: ...
+    def reconfigure(self, cfg: MqttConfig) -> None: ...
     def stats(self) -> dict: ...
 
 
@@ -106,17 +108,17 @@ class Outputs:
         if self.alarms is not None and (alerting or data["event"] == "recovered"):
             self.alarms.on_event(data)
 
-    def alarm_event(self, event: dict) -> None:
-        """A reminder or resolved from the alarm desk: to the log (said there), the page, MQTT and notifications.
-        Their image is the camera's view now (what a carer wants to see: is the person still down?)."""
-        camera = event.get("camera")
+    def alarm_event(self, event: AlarmEvent) -> None:
+        """A reminder or resolved from the alarm desk, serialised here once: to the page, MQTT and notifications (the
+        desk logs it). Their image is the camera's view now (what a carer wants to see: is the person still down?)."""
+        camera, data = event.camera, event.to_dict()
         if self.hub is not None:
-            self.hub.add_event(event)
+            self.hub.add_event(data)
         if self.publisher is not None:
-            self.publisher.publish_event(event, camera=self.topic_of(camera))
+            self.publisher.publish_event(data, camera=self.topic_of(camera))
         if self.notifications is not None and self.alerting():
             jpeg = self.hub.latest_jpeg(None, camera) if self.hub is not None and self.cfg.notify.snapshot else None
-            self.notifications.enqueue(event, jpeg)
+            self.notifications.enqueue(data, jpeg)
 
     def update_states(self, cameras: Mapping[str, CameraView]) -> None:
         """Each camera's state ``{"state", "persons", "alarms"}`` to its MQTT topic when it changed. An open alarm
@@ -254,7 +256,7 @@ class Outputs:
         self._start_notifications(new, "keeping the running notifications")
 
     # -- MQTT ------------------------------------------------------------------------------------------------
-    def start_mqtt(self, cfg: Config, status: Callable[[], dict]) -> None:
+    def start_mqtt(self, cfg: Config, figures: SnapshotBuilder) -> None:
         from fallwatch.daemon.mqtt.publisher import MqttPublisher
 
         topics = [s.topic for s in self.setups]
@@ -263,7 +265,7 @@ class Outputs:
             camera=self.setups[0].name,
             cameras=None if topics == [None] else [t for t in topics if t is not None],
             version=self.version,
-            status=status,
+            figures=figures,
             on_alerts_changed=lambda _on: self.refresh.set(),
             pause_max_s=cfg.alerts.pause_max_s,
             on_feedback=self.feedback,
@@ -282,14 +284,14 @@ class Outputs:
             except Exception:
                 log.exception("stopping the MQTT client failed")
 
-    def reload_mqtt(self, new: Config, status: Callable[[], dict]) -> None:
+    def reload_mqtt(self, new: Config, figures: SnapshotBuilder) -> None:
         if not new.mqtt.enabled:
             log.info("mqtt disabled by the new configuration")
             self.stop_mqtt()
         elif self.publisher is None:
             log.info("mqtt enabled by the new configuration")
             try:
-                self.start_mqtt(new, status)
+                self.start_mqtt(new, figures)
             except Exception:
                 self.stop_mqtt()
                 raise

@@ -17,6 +17,7 @@ from fallwatch.config.cameras import CameraSetup, camera_setups
 from fallwatch.config.changes import config_changes
 from fallwatch.config.loader import load_config
 from fallwatch.config.schema import Config
+from fallwatch.daemon.telemetry.builder import SnapshotBuilder
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def apply_reload(
     rules: dict[str, Any],
     cameras: Mapping[str, Any],
     outputs: Any,
-    status: Callable[[], dict],
+    figures: SnapshotBuilder,
 ) -> Optional[ReloadPlan]:
     """Apply what of ``new`` applies live to the running ``cameras`` (CameraWorker) and ``outputs`` (Outputs):
     each running camera's rules and zones, MQTT, alerts, reminders, notifications. ``rules``: those read with the
@@ -157,7 +158,7 @@ def apply_reload(
         return _rejected(str(exc))
     if any(k.startswith("mqtt.") for k in changes):
         try:  # first, as it is the one step that can still fail (unusable TLS files): all or nothing
-            outputs.reload_mqtt(new, status)
+            outputs.reload_mqtt(new, figures)
         except Exception as exc:
             return _rejected(f"mqtt: {exc}")
     log_changes(changes, old, new)

@@ -38,10 +38,11 @@ from fallwatch.daemon.app.scheduler import FrameScheduler
 from fallwatch.daemon.app.sd_notify import Notifier, Watchdog
 from fallwatch.daemon.app.settings import settings_shown
 from fallwatch.daemon.app.stop_signals import Shutdown, StopSignals
-from fallwatch.daemon.capture.reader import Capture, CaptureState, capture_for
+from fallwatch.daemon.capture.reader import Capture, CaptureState, Frame, capture_for
+from fallwatch.daemon.capture.sources import Source
 from fallwatch.daemon.telemetry.builder import SnapshotBuilder
 from fallwatch.daemon.telemetry.logsetup import set_level
-from fallwatch.daemon.telemetry.snapshot import MqttStats, Snapshot, heartbeat, status_line
+from fallwatch.daemon.telemetry.snapshot import Snapshot, status_line
 from fallwatch.daemon.telemetry.system import cpu_temp_c
 from fallwatch.rules.alarm import worst
 
@@ -131,12 +132,6 @@ class Daemon:
         """The newest Snapshot (immutable: any thread may read it)."""
         return self.figures.last
 
-    def heartbeat_status(self) -> dict[str, Any]:
-        """The daemon's part of MQTT heartbeats (called from the MQTT thread). The label counts read every record's
-        metadata from disk: counted here, at the heartbeat's cadence, never on the pipeline thread."""
-        labelled = self.outputs.records.label_counts() if self.outputs.records is not None else None
-        return heartbeat(self.stats().replace(labelled=labelled))
-
     def is_alive(self) -> bool:
         """For the watchdog: every camera made progress (or waited on its camera) recently."""
         now = time.monotonic()
@@ -204,7 +199,7 @@ class Daemon:
         if cfg.debug.enabled:
             out.start_page(parts, rule_settings=lambda camera=None: rule_settings(self.cfg, self._setup(camera)))
         if cfg.mqtt.enabled:
-            out.start_mqtt(cfg, self.heartbeat_status)
+            out.start_mqtt(cfg, self.figures)
         parts.callback(out.stop_mqtt)  # publishes `offline`, flushes what the broker will take (also after a reload)
         if close_engine is not None:  # again: a shutdown closes it before MQTT's flush may meet the stop deadline
             parts.callback(close_engine)
@@ -223,11 +218,14 @@ class Daemon:
         )
 
     # -- cameras ---------------------------------------------------------------------------------------------
-    def _add_camera(self, setup: CameraSetup, source: Any) -> None:
+    def _add_camera(self, setup: CameraSetup, source: Optional[Source]) -> None:
         from fallwatch.daemon.app.settings import ignore_polygons
 
         assert self.engine is not None and self._parts is not None and self.outputs.hub is not None
-        capture = self._captures.get(setup.name) or capture_for(setup.camera, source)
+        capture = self._captures.get(setup.name)
+        if capture is None:
+            assert source is not None, "a camera without a capture has its source made at start"
+            capture = capture_for(setup.camera, source)
         worker = CameraWorker(
             self.cfg,
             self.engine,
@@ -313,7 +311,7 @@ class Daemon:
             self.outputs.update_states(self.cameras)
             self._report(now, force=True)
 
-    def _first_frame(self, frame: Any) -> None:
+    def _first_frame(self, frame: Frame) -> None:
         self._ready = True
         log.info(
             "first frame through the pipeline (%.0f ms from capture); ready", (time.monotonic() - frame.captured) * 1000
@@ -339,7 +337,13 @@ class Daemon:
         )
         fig.provide("cameras", lambda now: {"cameras": {n: w.stats(now) for n, w in self.cameras.items()}})
         fig.provide("state", lambda now: {"ready": self._ready, **settings_shown(self._setups)})
-        fig.provide("mqtt", lambda now: {"mqtt": MqttStats.of(out.publisher)})
+        # MQTT provides its own figures (mqtt/publisher.py). Label counts read every record's metadata from disk:
+        # pulled at the heartbeat's cadence (heavy), never on the pipeline thread.
+        fig.provide(
+            "labelled",
+            lambda now: {"labelled": out.records.label_counts() if out.records is not None else None},
+            heavy=True,
+        )
         fig.provide("alarms", lambda now: {"alarms": tuple(out.alarms.open_alarms()) if out.alarms is not None else ()})
         fig.provide(
             "notify", lambda now: {"notify": out.notifications.figures() if out.notifications is not None else None}
@@ -363,7 +367,7 @@ class Daemon:
         read = self._read_config()
         return read is not None and self._apply_reload(*read)
 
-    def _read_config(self) -> Optional[tuple[Config, Any]]:
+    def _read_config(self) -> Optional[tuple[Config, dict[str, Any]]]:
         """The new configuration and rules made from it, or None (logged) when the file is refused."""
         if self._ready:
             self.notifier.reloading()
@@ -377,7 +381,7 @@ class Daemon:
         """On the detection thread, between two frames. ``rules``: each camera of ``new``'s rules."""
         try:
             old = self.cfg
-            plan = apply_reload(old, new, rules, self.cameras, self.outputs, self.heartbeat_status)
+            plan = apply_reload(old, new, rules, self.cameras, self.outputs, self.figures)
             if plan is None or not plan.changes:
                 return plan is not None
             if old.log.level != new.log.level and not self.log_level_override:

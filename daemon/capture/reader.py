@@ -13,6 +13,7 @@ time (``time.monotonic()``) for cameras; the rules only ever compare ``t`` value
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -46,23 +47,32 @@ ENDED = (CaptureState.EOF, CaptureState.STOPPED, CaptureState.FAILED)
 
 @dataclass
 class Frame:
-    image: np.ndarray  # RGB uint8, H x W x 3
+    image: np.ndarray  # RGB uint8, H x W x 3 (in the slot: as the source read it, until get() converts it)
     t: float  # seconds: media time (files) or monotonic capture time (cameras)
     frame_no: int  # source frame number (counts dropped frames too)
     captured: float  # time.monotonic() when the frame was read
 
 
-def to_rgb(image: Any, bgr: bool) -> Optional[np.ndarray]:
-    """A valid RGB uint8 frame, or None for a corrupt/wrong one (empty, wrong dtype, odd shape)."""
+def is_frame(image: Any) -> bool:
+    """A usable frame: uint8, H x W x 3 or 4 (or greyscale H x W), neither side under MIN_FRAME_SIDE."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.size == 0:
-        return None
+        return False
+    if image.ndim == 2:  # greyscale (IR) cameras
+        return min(image.shape) >= MIN_FRAME_SIDE
+    return image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) >= MIN_FRAME_SIDE
+
+
+def rgb_of(image: np.ndarray, bgr: bool) -> np.ndarray:
+    """A usable frame (``is_frame``) as contiguous RGB uint8, H x W x 3."""
     if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)  # greyscale (IR) cameras
-        bgr = False
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < MIN_FRAME_SIDE:
-        return None
+        return np.repeat(image[:, :, None], 3, axis=2)
     image = image[:, :, :3]
     return np.ascontiguousarray(image[:, :, ::-1] if bgr else image)
+
+
+def to_rgb(image: Any, bgr: bool) -> Optional[np.ndarray]:
+    """A valid RGB uint8 frame, or None for a corrupt/wrong one (empty, wrong dtype, odd shape)."""
+    return rgb_of(image, bgr) if is_frame(image) else None
 
 
 def transform(image: np.ndarray, rotate: int, flip: str) -> np.ndarray:
@@ -144,10 +154,13 @@ class Capture:
             if self._slot is None and not self.ended:
                 self._cond.wait(timeout)
             frame, self._slot = self._slot, None
-            if frame is not None:
-                self.taken += 1
-                self._cond.notify_all()  # a lossless reader waits for the slot to empty
-            return frame
+            if frame is None:
+                return None
+            self.taken += 1
+            self._cond.notify_all()  # a lossless reader waits for the slot to empty
+        # Converted here, in the taker's thread, not when read: a frame overwritten unseen costs only its read.
+        image = transform(rgb_of(frame.image, self.source.bgr), self.rotate, self.flip)
+        return dataclasses.replace(frame, image=image)
 
     @property
     def ended(self) -> bool:
@@ -272,8 +285,7 @@ class Capture:
                 image, t = got
                 frame_no = self._frame_no
                 self._frame_no += 1
-                rgb = to_rgb(image, self.source.bgr)
-                if rgb is None:
+                if not is_frame(image):
                     self.corrupt += 1
                     what = getattr(image, "shape", type(image).__name__)
                     self.error = f"malformed frames ({what})"
@@ -286,7 +298,6 @@ class Capture:
                 if bad_run:
                     bad_run = False
                     self.error = None
-                rgb = transform(rgb, self.rotate, self.flip)
                 if self.source.is_file and self.realtime:
                     now = time.monotonic()
                     if pace_start is None:
@@ -298,7 +309,7 @@ class Capture:
                         self._sleep(due - now)
                     elif now - due > 1.0:
                         pace_start = (now, t)  # fell far behind (slow decode): do not race to catch up
-                self._put(Frame(rgb, float(t), frame_no, time.monotonic()))
+                self._put(Frame(image, float(t), frame_no, time.monotonic()))  # as read: get() converts it
         except Exception:
             log.exception("capture thread failed")
             self.error = "capture thread failed"

@@ -23,17 +23,17 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import paho.mqtt.client as mqtt
+from fallwatch.daemon.mqtt.commands.alerts_switch import AlertsSwitch
 from fallwatch.daemon.mqtt.link.client import LOGGER
 from fallwatch.daemon.mqtt.link.connection import WINDOW, Connection
 from fallwatch.daemon.mqtt.outbox import Outbox
 from fallwatch.daemon.mqtt.retained import Retained
 from fallwatch.daemon.mqtt.topics import CameraTopics
-from fallwatch.rules.events import utc_now_iso
+from fallwatch.daemon.telemetry.jsonsafe import to_json
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -93,12 +93,14 @@ class Sender:
         log.debug("queued %s event %s as #%d", kind, event_id, seq)
         self.wake.set()
 
-    def stamp(self, event: dict, camera: Optional[str], device: str, backend: Callable[[], Any]) -> dict:
-        """The event as it leaves: an id and a time if it has none, the device, its ``camera`` (else the event's
-        own, else the default one; said once when it is none of ours), the backend if it names none."""
+    def stamp(self, event: Mapping[str, Any], camera: Optional[str], device: str, backend: Callable[[], Any]) -> dict:
+        """The event as it leaves: the device, its ``camera`` (else the event's own, else the default one; said once
+        when it is none of ours), the backend if it names none. Its ``id`` and ``ts`` are its own (rules/events.py
+        Event, alarms/alarm_event.py AlarmEvent): ValueError when it has none."""
+        missing = [key for key in ("id", "ts") if not event.get(key)]
+        if missing:
+            raise ValueError(f"an event without {' and '.join(missing)} cannot be published: {dict(event)!r:.120}")
         payload = dict(event)
-        payload.setdefault("id", str(uuid.uuid4()))
-        payload.setdefault("ts", utc_now_iso())
         payload["device"] = device
         payload["camera"] = camera = camera or payload.get("camera") or self.topics.default_camera
         if not self.topics.known(camera) and camera not in self._unknown_cameras:
@@ -113,9 +115,45 @@ class Sender:
             payload["backend"] = backend()
         return payload
 
-    def suppressed(self) -> None:
-        with self._count_lock:
-            self.events_suppressed += 1
+    def flush(self, within_s: float) -> None:
+        """At stop: wake the sender until the broker took every queued event or ``within_s`` passed."""
+        deadline = time.monotonic() + within_s
+        while self._link.connected and len(self._outbox) and time.monotonic() < deadline:
+            self.wake.set()
+            time.sleep(0.02)
+
+    def submit(self, payload: dict, snapshot_jpeg: Optional[bytes], alerts: AlertsSwitch) -> None:
+        """A stamped event: queued, or while alerts are paused logged and counted, not queued (queued, it would page
+        the family with a stale fall when alerts resume); a ``test`` event goes out all the same."""
+        kind, event_id = payload.get("event"), str(payload["id"])
+        if not self._link.cfg.enabled:
+            log.info("event %s %s not published: mqtt.enabled is false", kind, event_id)
+        elif not alerts.enabled and kind != "test":
+            with self._count_lock:
+                self.events_suppressed += 1
+            log.warning(
+                "alerts paused by MQTT command (until %s): %s event %s logged, not published",
+                alerts.resume_at(),
+                kind,
+                event_id,
+            )
+        else:
+            self.queue(kind, event_id, to_json(payload), snapshot_jpeg)
+
+    def say_backlog(self) -> None:
+        if len(self._outbox):
+            log.info(
+                "outbox %s holds %d undelivered event(s); they go first, in order", self._outbox.path, len(self._outbox)
+            )
+
+    def figures(self) -> dict[str, Any]:
+        """The delivery part of MqttStats."""
+        return {
+            "events_sent": self.events_sent,
+            "events_queued": len(self._outbox),
+            "events_dropped": self._outbox.dropped,
+            "events_suppressed": self.events_suppressed,
+        }
 
     def in_flight(self) -> int:
         with self._link.lock:

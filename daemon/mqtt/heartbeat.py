@@ -1,9 +1,9 @@
 """The heartbeat: ``<prefix>/heartbeat`` every ``mqtt.heartbeat_s`` (QoS 0, not retained), the first when the link
 comes up, one at once when something a watcher must see changes (alerts paused or resumed, a reload).
 
-The message is the daemon's figures (``status()``: telemetry/snapshot.py ``heartbeat``, CPU temperature included)
-and the delivery figures only MQTT knows (``MqttStats``), put together by ``message``. The same thread wakes when
-an alerts pause ends, so the end is announced on time.
+The message is a view of one Snapshot (telemetry/builder.py), built fresh as it is sent: the daemon's figures and
+MQTT's delivery figures come from the same build as /api/stats, /metrics and the page, so they cannot disagree.
+The same thread wakes when an alerts pause ends, so the end is announced on time.
 """
 
 from __future__ import annotations
@@ -15,33 +15,30 @@ from typing import Any, Callable, Optional
 
 from fallwatch.daemon.mqtt.commands.alerts_switch import AlertsSwitch
 from fallwatch.daemon.mqtt.link.client import LOGGER
-from fallwatch.daemon.mqtt.link.connection import Connection
+from fallwatch.daemon.mqtt.link.connection import Connection, device_id_of
 from fallwatch.daemon.telemetry.jsonsafe import to_json
-from fallwatch.daemon.telemetry.snapshot import MqttStats
+from fallwatch.daemon.telemetry.snapshot import Snapshot, heartbeat
 from fallwatch.rules.events import utc_now_iso
 
 log = logging.getLogger(LOGGER)
 
-# The daemon's keys a heartbeat always carries (null when the daemon cannot say), so watchers can rely on them
-DAEMON_KEYS = ("backend", "backend_reason", "camera", "fps", "persons", "state", "dropped_frames", "labelled")
-MQTT_KEYS = ("events_sent", "events_queued", "events_dropped", "events_suppressed", "alerts", "alerts_resume_at")
 
-
-def message(
-    daemon: dict[str, Any], mqtt: MqttStats, *, uptime_s: float, heartbeat_s: float, version: str, device: str
-) -> dict[str, Any]:
-    """One heartbeat: the daemon's figures (with ``cpu_temp_c``), then the delivery figures, which win."""
-    figures = mqtt.to_json()
+def message(snapshot: Snapshot, *, heartbeat_s: float, device: str) -> dict[str, Any]:
+    """One heartbeat: the device's figures, every camera's and the delivery figures, all from ``snapshot``."""
+    mqtt = snapshot.mqtt
     return {
         "ts": utc_now_iso(),
-        "uptime_s": round(uptime_s, 1),
+        "uptime_s": round(snapshot.uptime_s, 1),
         "heartbeat_s": heartbeat_s,  # so a watcher can tell a late heartbeat from a slow cadence
-        "version": version,
+        "version": snapshot.version,
         "device": device,
-        **dict.fromkeys(DAEMON_KEYS),
-        "cpu_temp_c": None,
-        **daemon,
-        **{k: figures[k] for k in MQTT_KEYS},
+        **heartbeat(snapshot),
+        "events_sent": mqtt.events_sent,
+        "events_queued": mqtt.events_queued,
+        "events_dropped": mqtt.events_dropped,
+        "events_suppressed": mqtt.events_suppressed,
+        "alerts": mqtt.alerts,
+        "alerts_resume_at": mqtt.alerts_resume_at,
     }
 
 
@@ -50,13 +47,13 @@ class Heartbeat:
         self,
         connection: Connection,
         switch: AlertsSwitch,
-        build: Callable[[], dict[str, Any]],
+        snapshot: Callable[[], Snapshot],
         on_tick: Callable[[], None],
         stop: threading.Event,
     ):
         self._link = connection
         self._switch = switch
-        self._build = build  # the message, made when it is sent
+        self._snapshot = snapshot  # a fresh one, built as the message is sent
         self._on_tick = on_tick  # ends an alerts pause that reached alerts.pause_max_s
         self._stop = stop
         self.wake = threading.Event()  # connect, reconfigure, alerts switched
@@ -89,7 +86,8 @@ class Heartbeat:
         if client is None or not self._link.connected:
             return
         try:
-            payload = to_json(self._build())
+            cfg = self._link.cfg
+            payload = to_json(message(self._snapshot(), heartbeat_s=cfg.heartbeat_s, device=device_id_of(cfg)))
             client.publish(f"{self._link.prefix}/heartbeat", payload, qos=0, retain=False)
         except Exception:
             log.exception("MQTT heartbeat failed")

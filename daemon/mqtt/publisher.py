@@ -1,17 +1,11 @@
 """MQTT output: fall events (never lost), heartbeats, availability, state, commands, Home Assistant discovery.
 
-Topics under ``<prefix>`` (``mqtt.topic_prefix``, default ``fallwatch/<device_id>``): ``availability``
-(``online``/``offline``, retained; Last Will ``offline``), ``event`` (JSON, QoS ``mqtt.qos``), ``event/snapshot``
-(JPEG, only with ``mqtt.snapshots``), ``heartbeat`` (JSON every ``mqtt.heartbeat_s``), ``state`` (retained JSON,
-on change), ``set`` (commands) and ``alerts`` (retained ``ON``/``OFF``). With several cameras each camera's
-``event``, ``event/snapshot`` and ``state`` move one level down, to ``<prefix>/<camera>/...`` (mqtt/topics.py).
-
-``MqttPublisher`` is the facade the daemon calls; it wires the parts, each read and tested alone: link/ (the paho
-client, TLS, reconnects, the watchdog), delivery.py + outbox.py (events in order, never lost), retained.py
-(states, the alerts topic, discovery via homeassistant.py), commands/ (what comes in; the alerts switch, whose
-pause never outlasts ``alerts.pause_max_s``), heartbeat.py. While alerts are paused, events are logged and counted
-(``events_suppressed``), not queued: queued, they would page the family with stale falls when alerts resume; a
-``test`` command still goes out. Past ``mqtt.watchdog_s`` without delivering, ``healthy()`` is false.
+``MqttPublisher`` is the facade the daemon calls: it wires the parts, each read and tested alone, and holds no
+logic of its own beyond the alerts gate. link/ (the paho client, TLS, reconnects, the watchdog), delivery.py +
+outbox.py (events in order, never lost), retained.py (states, the alerts topic, discovery via homeassistant.py),
+commands/ (what comes in; the alerts switch), heartbeat.py (a view of the daemon's one Snapshot), topics.py.
+While alerts are paused, events are logged and counted (``events_suppressed``), not queued: queued, they would
+page the family with stale falls when alerts resume; a ``test`` command still goes out. Topics: docs/mqtt.md.
 """
 
 from __future__ import annotations
@@ -25,32 +19,25 @@ from typing import Any, Callable, Optional, Union
 
 import paho.mqtt.client as mqtt
 from fallwatch.config.schema import MqttConfig
-from fallwatch.daemon.mqtt import heartbeat
 from fallwatch.daemon.mqtt import homeassistant as ha
 from fallwatch.daemon.mqtt.commands.alerts_switch import AlertsSwitch
 from fallwatch.daemon.mqtt.commands.inbox import Actions, Inbox
 from fallwatch.daemon.mqtt.commands.parse import Answer
 from fallwatch.daemon.mqtt.delivery import Sender
+from fallwatch.daemon.mqtt.heartbeat import Heartbeat
 from fallwatch.daemon.mqtt.link.client import LOGGER
-from fallwatch.daemon.mqtt.link.connection import Connection, Hooks, MqttError, device_id_of, prefix_of
+from fallwatch.daemon.mqtt.link.connection import Connection, Hooks, MqttError, camera_topics, device_id_of, prefix_of
 from fallwatch.daemon.mqtt.link.watchdog import Watchdog, Workers
 from fallwatch.daemon.mqtt.outbox import Outbox, default_state_dir
 from fallwatch.daemon.mqtt.retained import Retained
-from fallwatch.daemon.mqtt.topics import CameraTopics
-from fallwatch.daemon.telemetry.jsonsafe import to_json
+from fallwatch.daemon.telemetry.builder import SnapshotBuilder
 from fallwatch.daemon.telemetry.snapshot import MqttStats
 from fallwatch.rules.events import Event
 
 log = logging.getLogger(LOGGER)
+__all__ = ["MqttError", "MqttPublisher", "camera_topics"]  # (callers catch MqttError from here)
 
 DEFAULT_PAUSE_MAX_S = 12 * 3600.0
-
-
-def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) -> CameraTopics:
-    try:
-        return CameraTopics(prefix, camera, cameras)
-    except ValueError as exc:  # two camera names that give the same topic
-        raise MqttError(str(exc)) from None
 
 
 class MqttPublisher:
@@ -60,7 +47,7 @@ class MqttPublisher:
         *,
         camera: str,
         version: str,
-        status: Callable[[], dict],
+        figures: Optional[SnapshotBuilder] = None,
         on_alerts_changed: Optional[Callable[[bool], None]] = None,
         pause_max_s: float = DEFAULT_PAUSE_MAX_S,
         on_feedback: Optional[Callable[[Any, Any], None]] = None,
@@ -72,27 +59,38 @@ class MqttPublisher:
     ):
         """``camera``: the camera of events and states that name none. ``cameras``: every camera's name, for a
         daemon with several (per-camera topics and Home Assistant devices); None keeps one camera's topics.
-        ``status``: the daemon's figures for heartbeats (telemetry/snapshot.py ``heartbeat``). ``on_feedback``,
-        ``on_answer``: label an event record, answer an open alarm (raise ValueError naming why not).
-        ``outbox``: makes the event store from ``cfg`` (a seam for tests that break the disk)."""
+        ``figures``: the daemon's one SnapshotBuilder: the publisher provides its delivery figures to it and sends
+        heartbeats as views of it (None: one of its own, with MQTT's figures only). ``on_feedback``, ``on_answer``:
+        label an event record, answer an open alarm (raise ValueError naming why not). ``outbox``: makes the event
+        store from ``cfg`` (a seam for tests that break the disk)."""
         self.camera, self.version = camera, version
-        self._status, self._on_alerts_changed = status, on_alerts_changed
-        self._started, self._started_at = False, time.monotonic()
+        self._on_alerts_changed = on_alerts_changed
+        self._started = False
         self._topics = camera_topics(prefix_of(cfg), camera, cameras)
+        self._figures = figures or SnapshotBuilder(version, self._topics.cameras)
+        self._figures.provide("mqtt", lambda now: {"mqtt": self.mqtt_stats()})
         self._outbox = outbox(cfg)
         self.outbox_path = self._outbox.path
         self._switch = AlertsSwitch(self._outbox, pause_max_s)
+        self._switch.on_turn = self._alerts_turned
         self._stop = threading.Event()
         self._workers = Workers(self._stop)
         self._retained = Retained(self._outbox, self._switch, self._topics, version)
-        hooks = Hooks(self._linked, self._up, self._retained.detach, self._replaced, self._published, self._message)
+        hooks = Hooks(
+            self._linked,
+            self._up,
+            self._retained.detach,
+            self._replaced,
+            lambda mid, reason: self._sender.published(mid, reason),  # (made below: the sender needs the link)
+            lambda client, msg: self._inbox.on_message(client, msg),
+        )
         self.link = Connection(cfg, hooks)  # the paho client and its state (read-only outside; tests break it)
         self._sender = Sender(self.link, self._outbox, self._retained, self._topics, self._stop)
-        actions = Actions(self._set_alerts, self.publish_test_event, self._republish, on_feedback, on_answer)
+        republish = lambda client: self._retained.publish(client, self.cfg)  # noqa: E731
+        actions = Actions(self._switch.turn, self.publish_test_event, republish, on_feedback, on_answer)
         self._inbox = Inbox(self.link, actions)
-        self._heartbeat = heartbeat.Heartbeat(
-            self.link, self._switch, self.heartbeat, lambda: self.end_expired_pause(), self._stop
-        )
+        fresh = lambda: self._figures.build(time.monotonic(), heavy=True)  # noqa: E731
+        self._heartbeat = Heartbeat(self.link, self._switch, fresh, lambda: self.end_expired_pause(), self._stop)
 
     # ----------------------------------------------------------------------------------------------- figures
     @property
@@ -104,16 +102,8 @@ class MqttPublisher:
         return device_id_of(self.cfg)
 
     @property
-    def prefix(self) -> str:
-        return self.link.prefix
-
-    @property
     def connected(self) -> bool:
         return self.link.connected
-
-    @property
-    def cameras(self) -> list[str]:
-        return self._topics.cameras
 
     @property
     def listening(self) -> bool:
@@ -129,39 +119,25 @@ class MqttPublisher:
         """While alerts are paused, when they resume by themselves (UTC, ISO 8601); else None."""
         return self._switch.resume_at()
 
-    def down_s(self) -> Optional[float]:
-        return self.link.down_s()
-
     def healthy(self) -> bool:
         """False when MQTT is enabled and could not deliver for longer than ``mqtt.watchdog_s``."""
-        down = self.down_s() if self.cfg.enabled and self._started else None
-        return down is None or down <= self.cfg.watchdog_s
+        return self.link.healthy(self._started)
 
-    def stats(self) -> dict:
-        down = self.down_s() if self.cfg.enabled else None
-        return {
-            "connected": self.link.connected,
-            "healthy": self.healthy(),
-            "down_s": None if down is None else round(down, 1),
-            "down_reason": self.link.last_error if down is not None else None,
-            "restarts": self.link.restarts,
-            "events_sent": self._sender.events_sent,
-            "events_queued": len(self._outbox),
-            "events_dropped": self._outbox.dropped,
-            "events_suppressed": self._sender.events_suppressed,
-            "alerts": self.alerts_enabled,
-            "alerts_resume_at": self.alerts_resume_at(),
-        }
-
-    def heartbeat(self) -> dict:
-        return heartbeat.message(
-            self._safe_status(),
-            MqttStats.of(self),
-            uptime_s=time.monotonic() - self._started_at,
-            heartbeat_s=self.cfg.heartbeat_s,
-            version=self.version,
-            device=self.device_id,
+    def mqtt_stats(self) -> MqttStats:
+        """The delivery figures (the Snapshot's ``mqtt``), each part's own; ``enabled`` while started."""
+        alerts = self.alerts_enabled
+        return MqttStats(
+            enabled=self._started,
+            healthy=self.healthy(),
+            alerts=alerts,
+            alerts_resume_at=self.alerts_resume_at(),
+            **self.link.figures(),
+            **self._sender.figures(),
         )
+
+    def stats(self) -> dict[str, Any]:
+        """``mqtt_stats`` as JSON, without ``enabled`` (the `fallwatch` tools and tests read it)."""
+        return {k: v for k, v in self.mqtt_stats().to_json().items() if k != "enabled"}
 
     def in_flight(self) -> int:
         """Events handed to the broker and not yet acknowledged (they stay in the outbox until they are)."""
@@ -182,18 +158,12 @@ class MqttPublisher:
         else:
             log.info("mqtt.enabled is false: events are not published")
         self._started = True
-        if not self._switch.enabled and not self.cfg.commands:
-            self._set_alerts(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
-        self.end_expired_pause()
-        self._switch.say_paused(self.prefix)
+        self._switch.start(self.cfg.commands, self.link.prefix)
         watchdog = Watchdog(self.link, self._workers, self._inbox.limited)
         self._workers.start(
             {"mqtt-sender": self._sender.loop, "mqtt-heartbeat": self._heartbeat.loop, "mqtt-watchdog": watchdog.loop}
         )
-        if len(self._outbox):
-            log.info(
-                "outbox %s holds %d undelivered event(s); they go first, in order", self.outbox_path, len(self._outbox)
-            )
+        self._sender.say_backlog()
 
     def stop(self) -> None:
         """Flush what the broker takes within ~1 s, publish availability offline, disconnect. Call it from a normal
@@ -202,9 +172,7 @@ class MqttPublisher:
         if not self._started:
             return
         deadline = time.monotonic() + 1.0
-        while self.link.connected and len(self._outbox) and time.monotonic() < deadline:
-            self._sender.wake.set()
-            time.sleep(0.02)
+        self._sender.flush(1.0)
         self._stop.set()
         self._sender.wake.set()
         self._heartbeat.wake.set()
@@ -219,26 +187,15 @@ class MqttPublisher:
     def publish_event(self, event: dict, snapshot_jpeg: Optional[bytes] = None, camera: Optional[str] = None) -> None:
         """Queue one event durably (on disk when this returns) and have it sent (mqtt/delivery.py).
         ``camera``: whose event it is; else the event's own ``camera``, else the constructor's ``camera``."""
-        payload = self._sender.stamp(event, camera, self.device_id, lambda: self._safe_status().get("backend"))
-        kind = payload.get("event")
-        if not self.cfg.enabled:
-            log.info("event %s %s not published: mqtt.enabled is false", kind, payload["id"])
-        elif not self.alerts_enabled and kind != "test":
-            self._sender.suppressed()
-            log.warning(
-                "alerts paused by MQTT command (until %s): %s event %s logged, not published",
-                self.alerts_resume_at(),
-                kind,
-                payload["id"],
-            )
-        else:
-            self._sender.queue(kind, str(payload["id"]), to_json(payload), snapshot_jpeg)
+        payload = self._sender.stamp(event, camera, self.device_id, lambda: self._figures.last.backend)
+        self.end_expired_pause()
+        self._sender.submit(payload, snapshot_jpeg, self._switch)
 
     def publish_test_event(self) -> None:
         """The ``{"test": true}`` command: a ``test`` event end to end (one per camera)."""
-        for name in self.cameras:
+        for name in self._topics.cameras:
             self.publish_event(Event.test(source=name).to_dict(), camera=name)
-        log.info("test event queued for %s", ", ".join(self.cameras))
+        log.info("test event queued for %s", ", ".join(self._topics.cameras))
 
     def set_state(self, state: dict, camera: Optional[str] = None) -> None:
         """Retained ``state`` of ``camera`` (else of the state's own ``camera``, else of the constructor's)."""
@@ -253,30 +210,27 @@ class MqttPublisher:
     def reconfigure(self, cfg: MqttConfig, *, cameras: Union[Optional[Sequence[str]], EllipsisType] = ...) -> None:
         """SIGHUP: a new ``mqtt:`` section (and ``cameras``, when given); reconnect only when connection settings
         changed. Raises MqttError (and keeps the current connection) when the new settings cannot work at all."""
-        old = self.cfg
         given = self._topics.given if isinstance(cameras, EllipsisType) else cameras
         topics = camera_topics(prefix_of(cfg), self.camera, given)
-        if cfg.state_dir != old.state_dir:
+        if cfg.state_dir != self.cfg.state_dir:
             log.warning("mqtt.state_dir changed: takes effect after a restart")
-        renew, password = self.link.needs_new_client(cfg)
-        fresh = self.link.build_client(cfg, password) if renew and self._started and cfg.enabled else None
-        with self.link.lock:  # the new client is built: only now let go of the working one
-            if renew and self._started:
-                log.info("mqtt connection settings changed: reconnecting")
-                self.link.disconnect(1.0)
+
+        def apply(old: MqttConfig, kept: Optional[mqtt.Client]) -> None:
             cameras_changed = topics.levels != self._topics.levels
-            self.link.cfg = cfg
             self._topics = self._sender.topics = topics
             self._retained.set_topics(topics)
             if cfg.outbox_max != old.outbox_max:
                 self._sender.set_outbox_max(cfg.outbox_max)
-            current = self.link.client
-            if fresh is not None:
-                self.link.start_client(fresh, password)
-            elif not renew and self.link.connected and current is not None:
-                self._retained.follow(current, old, cfg, cameras_changed)
+            if kept is not None:
+                self._retained.follow(kept, old, cfg, cameras_changed)
+
+        self.link.reconfigure(cfg, self._started, apply)
         self._heartbeat.wake.set()
         self._sender.wake.set()
+
+    def end_expired_pause(self) -> None:
+        """An alerts pause that reached alerts.pause_max_s ends (the heartbeat thread asks on each tick)."""
+        self._switch.end_if_expired()
 
     # ----------------------------------------------------------------------------------------------- the parts' hooks
     def _linked(self, client: mqtt.Client) -> None:
@@ -293,22 +247,8 @@ class MqttPublisher:
         self._sender.reset()
         self._retained.detach(forget=True)
 
-    def _published(self, mid: int, reason_code: Any) -> None:
-        self._sender.published(mid, reason_code)
-
-    def _message(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.on_message(client, msg)
-
-    def _republish(self, client: mqtt.Client) -> None:
-        self._retained.publish(client, self.cfg)
-
-    def end_expired_pause(self) -> None:
-        """An alerts pause that reached alerts.pause_max_s ends (the heartbeat thread asks on each tick)."""
-        if self._switch.expired():
-            self._set_alerts(True, f"the pause reached alerts.pause_max_s ({self._switch.pause_max_s:g} s)")
-
-    def _set_alerts(self, enabled: bool, why: str) -> None:
-        changed = self._switch.turn(enabled, why)
+    def _alerts_turned(self, changed: bool) -> None:
+        """After each turn of the switch: the retained alerts topic; on a change the heartbeat and the daemon."""
         client = self.link.client
         if client is not None:
             self._retained.publish_alerts(client, self.cfg)
@@ -317,14 +257,6 @@ class MqttPublisher:
         self._heartbeat.wake.set()  # the heartbeat says so at once
         if self._on_alerts_changed is not None:
             try:
-                self._on_alerts_changed(enabled)
+                self._on_alerts_changed(self._switch.enabled)
             except Exception:
                 log.exception("on_alerts_changed callback failed")
-
-    def _safe_status(self) -> dict:
-        try:
-            st = self._status()
-            return st if isinstance(st, dict) else {}
-        except Exception as exc:  # the daemon's figures must not stop an alert going out
-            log.debug("status() failed: %s", exc)
-            return {}

@@ -82,18 +82,6 @@ class MqttStats:
     alerts: bool = True
     alerts_resume_at: Optional[str] = None
 
-    @classmethod
-    def of(cls, publisher: Any) -> "MqttStats":
-        """The publisher's figures (None: MQTT is off); a publisher that cannot say counts as disconnected."""
-        if publisher is None:
-            return cls()
-        try:
-            figures = dict(publisher.stats())
-        except Exception:
-            figures = {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in figures.items() if k in known and v is not None}, enabled=True)
-
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -182,7 +170,7 @@ class Snapshot:
 
 
 def heartbeat(snapshot: Snapshot) -> dict[str, Any]:
-    """The daemon's part of an MQTT heartbeat (the publisher adds its own figures, the time and the device)."""
+    """The daemon's part of an MQTT heartbeat (mqtt/heartbeat.py adds the same snapshot's delivery figures)."""
     cam = snapshot.camera
     return {
         "backend": snapshot.backend,

@@ -41,6 +41,7 @@ PLACEHOLDER_CACHE = 4  # 'waiting for frames' JPEGs kept, by height (any height 
 MAX_CONNECTIONS = 32  # requests in progress at once; more get 503 rather than piling up
 MAX_PER_CLIENT = 12  # requests in progress from one address (a browser opens 6 per host): more get 429
 HEALTH_SLOTS = 4  # /healthz and /metrics have these slots of their own: answered while every other one is busy
+MAX_KEPT_OPEN = 48  # open connections (idle keep-alive ones too): past this, an answer closes its connection
 MAX_WAITING = 64  # listen backlog: a burst of clients is accepted at once, not retried a second later
 HEAD_DEADLINE_S = 5.0  # a connection sends its whole request head within this (from connecting, or its last answer)
 BODY_DEADLINE_S = 5.0  # and a POST its whole body within this, before its request takes a slot
@@ -141,6 +142,14 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     response.headers["Server"] = SECURITY_HEADERS["Server"]  # (aiohttp has set its own by now)
 
 
+async def _keep_alive_within_cap(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp closes an idle keep-alive connection after keepalive_timeout but caps not how many stay open: past
+    MAX_KEPT_OPEN, an answer says ``Connection: close`` and its connection ends with it (aiohttp's force_close)."""
+    if request.app[DEBUG].open_connections() > MAX_KEPT_OPEN:
+        response.force_close()
+        response.headers["Connection"] = "close"  # (the hook runs after aiohttp wrote its headers' values)
+
+
 class _QuietLog(logging.LoggerAdapter):
     """aiohttp's own log of a malformed request or a client that left: debug, not an error with a traceback
     (anyone can send those; what they get is a one-line 400)."""
@@ -231,6 +240,7 @@ class DebugServer:
         app[DEBUG] = self
         app.router.add_routes(ROUTES)
         app.on_response_prepare.append(_security_headers)
+        app.on_response_prepare.append(_keep_alive_within_cap)
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -251,6 +261,11 @@ class DebugServer:
             await runner.cleanup()
             raise OSError(f"debug server cannot bind {self.cfg.bind}: {e.strerror or e}") from None
         self._runner = runner
+
+    def open_connections(self) -> int:
+        """Connections open now: with a request in progress, streaming, or idle between requests (event loop only)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
     async def _close(self) -> None:
         assert self._runner is not None

@@ -34,7 +34,7 @@ def desk_on(tmp_path: Path):
         store = Outbox(tmp_path / "outbox.sqlite3", 100)
         made.append(store)
         sent: list[dict] = []
-        return AlarmDesk(store, remind_s, sent.append, clock=clock), sent
+        return AlarmDesk(store, remind_s, lambda e: sent.append(e.to_dict()), clock=clock), sent  # as it leaves
 
     yield make
     for store in made:
@@ -186,7 +186,7 @@ def test_the_daemon_labels_the_record_of_a_false_alarm_and_closes_one_without_a_
     outputs = Daemon(Config()).outputs
     outputs.records = EventRecorder(EventsConfig(), records)
     sent: list[dict] = []
-    outputs.alarms = AlarmDesk(None, 120, sent.append)
+    outputs.alarms = AlarmDesk(None, 120, lambda e: sent.append(e.to_dict()))
     outputs.alarms.on_event(event(id_="ev-1", track=1))
     outputs.alarms.on_event(event(id_="ev-2", track=2))  # its record was pruned, or events are off
     closed = outputs.answer(Answer(reason="false_alarm", target="all", by="Anna"))

@@ -192,6 +192,34 @@ class ScriptedSource(Source):
         return None if item is None else (item, time.monotonic())
 
 
+class CountedImage(np.ndarray):
+    """A frame that counts the slicing a conversion to RGB does."""
+
+    conversions = 0
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        if isinstance(key, tuple):
+            CountedImage.conversions += 1
+        return np.asarray(self)[key]
+
+
+def test_frames_dropped_unseen_are_never_converted() -> None:
+    CountedImage.conversions = 0
+    bgr = np.zeros((48, 64, 3), np.uint8)
+    bgr[:, :] = (1, 2, 3)
+    source = ScriptedSource([bgr.view(CountedImage)])
+    source.bgr = True
+    capture = Capture(source, realtime=True).start()
+    try:
+        assert wait_until(lambda: capture.delivered >= 20, 10), capture.stats()
+        frame = capture.get(2)
+    finally:
+        capture.stop()
+    assert frame is not None and frame.image[0, 0].tolist() == [3, 2, 1]
+    assert capture.dropped >= 18
+    assert CountedImage.conversions == capture.taken == 1
+
+
 def test_malformed_frames_are_skipped_and_counted() -> None:
     good = np.full((48, 64, 3), 7, np.uint8)
     bad = [

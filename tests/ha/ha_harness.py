@@ -37,7 +37,7 @@ sys.path.append(str(HERE.parent / "mqtt"))  # mqtt_testlib (Sub, make_event); af
 from conftest import Mosquitto  # noqa: E402
 from fallwatch.config.schema import MqttConfig  # noqa: E402
 from fallwatch.daemon.mqtt.publisher import MqttPublisher  # noqa: E402
-from mqtt_testlib import Sub, make_event  # noqa: E402
+from mqtt_testlib import Sub, make_event, status_figures  # noqa: E402
 from testnet import free_port  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
@@ -436,7 +436,8 @@ class Harness:
         )
         self.cfg = cfg
         status = {"backend": "cpu", "camera": "ok", "fps": 14.5, "persons": 0, "dropped_frames": 0, "state": "ok"}
-        self.pub = MqttPublisher(cfg, camera=CAMERAS[0], cameras=CAMERAS, version="0.0-hatest", status=lambda: status)
+        figures = status_figures(CAMERAS[0], "0.0-hatest", status)
+        self.pub = MqttPublisher(cfg, camera=CAMERAS[0], cameras=CAMERAS, version="0.0-hatest", figures=figures)
         self.pub.start()
         for camera in CAMERAS:
             self.pub.set_state({"state": "ok", "persons": 0}, camera=camera)

@@ -11,7 +11,7 @@ from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt.publisher import MqttPublisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the test modules import mqtt_testlib
-from mqtt_testlib import DEVICE, STATUS, PublisherProc, Sub
+from mqtt_testlib import DEVICE, PublisherProc, Sub, status_figures
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def publisher():
     def make(cfg: MqttConfig, **kw) -> MqttPublisher:
         kw.setdefault("camera", "test-cam")
         kw.setdefault("version", "0.0-test")
-        kw.setdefault("status", lambda: dict(STATUS))
+        kw.setdefault("figures", status_figures(kw["camera"], kw["version"]))
         pub = MqttPublisher(cfg, **kw)
         pubs.append(pub)
         return pub

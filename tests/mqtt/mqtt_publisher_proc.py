@@ -16,7 +16,7 @@ import sys
 
 from fallwatch.config.loader import load_config
 from fallwatch.daemon.mqtt.publisher import MqttPublisher
-from mqtt_testlib import STATUS, make_event  # beside this script
+from mqtt_testlib import make_event, status_figures  # beside this script
 
 
 def main() -> int:
@@ -26,7 +26,7 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     cfg = load_config(sys.argv[1]).mqtt
-    pub = MqttPublisher(cfg, camera="test-cam", version="0.0-test", status=lambda: dict(STATUS))
+    pub = MqttPublisher(cfg, camera="test-cam", version="0.0-test", figures=status_figures())
     # SIGTERM only unwinds the main thread; stop() runs below, never inside the signal handler
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     pub.start()

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import paho.mqtt.client as mqtt
+from fallwatch.daemon.telemetry.builder import SnapshotBuilder
+from fallwatch.daemon.telemetry.snapshot import CameraStats
 from paho.mqtt.enums import CallbackAPIVersion
 
 HERE = Path(__file__).resolve().parent
@@ -108,6 +110,26 @@ class Sub:
 
 
 STATUS = {"backend": "cpu", "camera": "ok", "fps": 14.5, "persons": 1, "dropped_frames": 3, "state": "ok"}
+
+
+def status_figures(
+    camera: str = "test-cam", version: str = "0.0-test", status: Optional[dict] = None
+) -> SnapshotBuilder:
+    """A daemon's one SnapshotBuilder whose figures are ``status`` (STATUS): the backend and the camera's; the
+    publisher made with it adds its own."""
+    st = STATUS if status is None else status
+    cam = CameraStats(
+        camera,
+        capture=st["camera"],
+        fps=st["fps"],
+        persons=st["persons"],
+        dropped_frames=st["dropped_frames"],
+        state=st["state"],
+    )
+    figures = SnapshotBuilder(version, [camera])
+    figures.provide("daemon", lambda now: {"backend": st["backend"], "cameras": {camera: cam}})
+    figures.build(time.monotonic())  # as a daemon's is, at start
+    return figures
 
 
 def make_event(kind: str = "fall", n: int = 0) -> dict:

@@ -24,7 +24,7 @@ box.close()
 subprocess.run(["mount", "-o", "remount,ro", state_dir], check=True)
 print(json.dumps(ids), flush=True)
 cfg = MqttConfig(host="127.0.0.1", port=port, device_id="rodev", state_dir=state_dir, reconnect_max_s=1)
-pub = MqttPublisher(cfg, camera="cam", version="0", status=dict)
+pub = MqttPublisher(cfg, camera="cam", version="0")
 pub.start()
 deadline = time.monotonic() + 15
 while pub.stats()["events_sent"] < 2 and time.monotonic() < deadline:

@@ -33,7 +33,7 @@ def _wired(publisher, mqtt_cfg, port, clock, cameras=None):
         camera=(cameras or ["test-cam"])[0],
     )
     store = Outbox(pub.outbox_path, cfg.outbox_max)
-    desk.append(AlarmDesk(store, 120, lambda e: pub.publish_event(e, camera=e.get("camera")), clock=clock))
+    desk.append(AlarmDesk(store, 120, lambda e: pub.publish_event(e.to_dict(), camera=e.camera), clock=clock))
     pub.start()
     assert wait_until(lambda: pub.listening, 10)
     return pub, desk[0], store

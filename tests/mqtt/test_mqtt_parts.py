@@ -22,7 +22,8 @@ from fallwatch.daemon.mqtt.link.watchdog import Workers
 from fallwatch.daemon.mqtt.outbox import Outbox
 from fallwatch.daemon.mqtt.retained import Retained
 from fallwatch.daemon.mqtt.topics import CameraTopics
-from fallwatch.daemon.telemetry.snapshot import MqttStats
+from fallwatch.daemon.telemetry.builder import SnapshotBuilder
+from fallwatch.daemon.telemetry.snapshot import CameraStats, MqttStats, metrics
 from mqtt_testlib import DEVICE, PREFIX, make_event, wait_until
 
 
@@ -33,15 +34,41 @@ def cfg_for(port: int, tmp_path: Path, **kw: Any) -> MqttConfig:
 
 
 # ---- heartbeat ------------------------------------------------------------------------------------------------
-def test_heartbeat_message_is_the_daemon_figures_and_the_delivery_figures():
-    daemon = {"backend": "cpu", "fps": 9.5, "cpu_temp_c": 51.2, "events_sent": 99}  # a stale count: MQTT's wins
-    mqtt_figures = MqttStats(enabled=True, events_sent=3, events_queued=2, events_suppressed=1, alerts=False)
-    hb = message(daemon, mqtt_figures, uptime_s=12.34, heartbeat_s=30, version="9.9", device="pi")
-    assert (hb["backend"], hb["fps"], hb["cpu_temp_c"]) == ("cpu", 9.5, 51.2)
-    assert (hb["events_sent"], hb["events_queued"], hb["events_suppressed"], hb["alerts"]) == (3, 2, 1, False)
+def test_heartbeat_message_is_a_view_of_the_one_snapshot():
+    """The heartbeat shows the figures of the same snapshot as /api/stats and /metrics (built once, viewed thrice),
+    with the keys Home Assistant and the docs read."""
+    figures = SnapshotBuilder("9.9", ["hall"])
+    hall = CameraStats("hall", capture="running", fps=9.5, persons=1, dropped_frames=2)
+    figures.provide("daemon", lambda now: {"backend": "cpu", "cameras": {"hall": hall}, "cpu_temp_c": 51.2})
+    mqtt = MqttStats(enabled=True, events_sent=3, events_queued=2, events_suppressed=1, alerts=False)
+    figures.provide("mqtt", lambda now: {"mqtt": mqtt})
+    figures.provide("labelled", lambda now: {"labelled": {"fall": 4}}, heavy=True)
+    snap = figures.build(figures.started_mono + 12.34, heavy=True)
+    hb, stats = message(snap, heartbeat_s=30, device="pi"), snap.to_json()
+    assert set(hb) == {
+        *("ts", "uptime_s", "heartbeat_s", "version", "device", "backend", "backend_reason", "camera", "fps"),
+        *("persons", "state", "dropped_frames", "corrupt_frames", "labelled", "alarms", "notify", "cpu_temp_c"),
+        *("cameras", "events_sent", "events_queued", "events_dropped", "events_suppressed", "alerts"),
+        "alerts_resume_at",
+    }
+    assert (hb["backend"], hb["camera"], hb["fps"], hb["persons"]) == ("cpu", "running", 9.5, 1)
+    assert hb["cpu_temp_c"] == stats["cpu_temp_c"] == 51.2
+    assert b"fallwatch_cpu_temperature_celsius 51.2" in metrics(snap)
+    assert (hb["events_sent"], hb["events_queued"]) == (stats["events"]["sent"], stats["events"]["queued"]) == (3, 2)
+    assert (
+        (hb["events_suppressed"], hb["alerts"]) == (stats["mqtt"]["events_suppressed"], stats["alerts"]) == (1, False)
+    )
     assert (hb["uptime_s"], hb["heartbeat_s"], hb["version"], hb["device"]) == (12.3, 30, "9.9", "pi")
-    bare = message({}, MqttStats(), uptime_s=0, heartbeat_s=1, version="v", device="d")
-    assert bare["persons"] is None and bare["cpu_temp_c"] is None and bare["ts"].endswith("Z")
+    assert hb["labelled"] == {"fall": 4} and hb["ts"].endswith("Z")
+
+
+def test_a_heavy_provider_is_pulled_only_when_asked_and_its_figures_stay():
+    figures = SnapshotBuilder("1", ["hall"])
+    pulls: list[float] = []
+    figures.provide("labelled", lambda now: pulls.append(now) or {"labelled": {"fall": len(pulls)}}, heavy=True)
+    assert figures.build(1.0).labelled is None and pulls == []
+    assert figures.build(2.0, heavy=True).labelled == {"fall": 1}
+    assert figures.build(3.0).labelled == {"fall": 1} and pulls == [2.0], "kept, not pulled again"
 
 
 # ---- workers --------------------------------------------------------------------------------------------------

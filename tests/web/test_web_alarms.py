@@ -47,7 +47,7 @@ def _post(running, body: Any, headers: Optional[dict] = None) -> tuple[int, byte
 def test_post_answers_only_json_from_the_page_itself(start_server):
     running = start_server()
     sent: list[dict] = []
-    desk = AlarmDesk(None, 120, sent.append)
+    desk = AlarmDesk(None, 120, lambda e: sent.append(e.to_dict()))
     for i in (1, 2):
         desk.on_event({"event": "fall", "id": f"ev-{i}", "camera": "test-cam", "track": i})
 

@@ -101,3 +101,15 @@ def test_chromium_zone_tool_gives_the_yaml_to_paste(start_server, tmp_path, chro
         {"name": "bed", "kind": "rest", "points": [[0.1, 0.2], [0.3, 0.2], [0.3, 0.4], [0.1, 0.4]]},
     ]
     assert yaml.safe_load(text)["zones"][0]["name"] == "bed"
+
+
+def test_chromium_panel_shows_the_snapshots_cpu_temperature_and_delivery_figures(start_server, tmp_path, chromium_dom):
+    from fallwatch.daemon.telemetry.snapshot import MqttStats
+
+    run = start_server()
+    run.set_figures(
+        {"cpu_temp_c": 51.2, "mqtt": MqttStats(enabled=True, connected=True, events_sent=3, events_queued=2)}
+    )
+    dom = chromium_dom(f"http://127.0.0.1:{run.port}/", tmp_path)
+    assert '<td id="cputemp">51.2 °C</td>' in dom, "the snapshot's figure, as /api/stats and the heartbeat have it"
+    assert '<td id="evcount">3 / 2</td>' in dom

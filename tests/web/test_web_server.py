@@ -637,3 +637,38 @@ def test_answers_name_no_library_or_python_version_and_405_names_the_methods(sta
             assert body.count(b"\n") == 1 and resp_headers["Content-Type"].startswith("text/plain"), (path, body)
     assert run.request("/api/records/x/label", headers=ok)[1]["Allow"] == "POST"
     assert run.request("/api/alarms", method="PUT", headers=ok)[1]["Allow"] == "GET, HEAD, POST"
+
+
+def test_kept_alive_connections_are_capped(start_server):
+    # Each keep-alive connection holds a socket until keepalive_timeout: past MAX_KEPT_OPEN open at once, an
+    # answer closes its connection instead of keeping it (more than the cap are opened here, one after another).
+    import socket
+
+    from fallwatch.daemon.web.server import MAX_KEPT_OPEN
+
+    run = start_server()
+
+    def ask(sock: socket.socket) -> bytes:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: fallwatch\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, "closed before answering"
+            head += chunk
+        return head.split(b"\r\n\r\n")[0].lower()
+
+    conns = [socket.create_connection(("127.0.0.1", run.port), timeout=5) for _ in range(MAX_KEPT_OPEN + 6)]
+    try:
+        assert wait_until(lambda: run.server.open_connections() == MAX_KEPT_OPEN + 6, timeout=10)
+        heads = [ask(s) for s in conns]  # all open at once: the first 6 answers close their connections
+        closing = [i for i, h in enumerate(heads) if b"connection: close" in h]
+        assert closing == list(range(6)), closing
+        for i in closing:
+            while conns[i].recv(4096):  # the answer's body, then the server's close (recv gives b"")
+                pass
+        kept = conns[6:]
+        assert all(b"connection: close" not in ask(s) for s in kept[:3]), "the kept ones still serve"
+    finally:
+        for s in conns:
+            s.close()
+    assert wait_until(lambda: run.request("/healthz")[0] in (200, 503), timeout=10)

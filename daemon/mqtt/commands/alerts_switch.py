@@ -2,7 +2,7 @@
 
 A pause never outlasts ``pause_max_s``, counted on the wall clock from when it began (so it outlives restarts),
 and never more than ``pause_max_s`` from now, should the clock have been set back. Telling anyone about a change
-(MQTT, the debug page) is the caller's part: see MqttPublisher._set_alerts (mqtt/publisher.py); ``turn`` says it
+(MQTT, the debug page) is the caller's part, through ``on_turn`` (mqtt/publisher.py wires it); ``turn`` says it
 in the log.
 """
 
@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 from fallwatch.daemon.mqtt.homeassistant import ALERTS_OFF, ALERTS_ON
 from fallwatch.daemon.mqtt.link.client import LOGGER
@@ -26,6 +26,7 @@ log = logging.getLogger(LOGGER)  # what the user reads of MQTT, in one place
 class AlertsSwitch:
     def __init__(self, store: Outbox, pause_max_s: float):
         self._store = store
+        self.on_turn: Callable[[bool], None] = lambda changed: None  # after each ``turn``: whether it changed
         self._lock = threading.RLock()
         self.pause_max_s = float(pause_max_s)
         self.enabled = store.recall("alerts") != ALERTS_OFF
@@ -72,10 +73,19 @@ class AlertsSwitch:
                 why,
                 self.resume_at(),
             )
+        self.on_turn(changed)
         return changed
 
-    def say_paused(self, prefix: str) -> None:
-        """At start: a pause left from before, and until when it holds."""
+    def end_if_expired(self) -> None:
+        """A pause that reached pause_max_s ends (the heartbeat thread asks on each tick)."""
+        if self.expired():
+            self.turn(True, f"the pause reached alerts.pause_max_s ({self.pause_max_s:g} s)")
+
+    def start(self, commands: bool, prefix: str) -> None:
+        """At start: a pause left from before holds only while a command can lift it; else say until when."""
+        if not self.enabled and not commands:
+            self.turn(True, "mqtt.commands is false, so the pause set by an earlier command is lifted")
+        self.end_if_expired()
         if not self.enabled:
             log.warning(
                 "alerts are PAUSED by an MQTT command since %s: fall events are only logged, not sent, "

@@ -37,7 +37,7 @@ COMMAND_LIMITS = {"feedback": (10, 60.0), "test": (5, 60.0), "birth": (3, 60.0)}
 
 @dataclass(frozen=True)
 class Actions:
-    set_alerts: Callable[[bool, str], None]
+    set_alerts: Callable[[bool, str], object]  # the alerts switch (turn), with why
     test: Callable[[], None]  # a test event per camera
     republish: Callable[[mqtt.Client], None]  # Home Assistant is back: discovery and retained states again
     feedback: Optional[Callable[[Any, Any], None]]  # labels an event record; raises ValueError naming what was wrong

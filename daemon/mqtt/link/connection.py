@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -27,7 +28,7 @@ from fallwatch.config.loader import read_secret
 from fallwatch.config.schema import MqttConfig
 from fallwatch.daemon.mqtt import homeassistant as ha
 from fallwatch.daemon.mqtt.link.client import LOGGER, MAX_MESSAGE_BYTES, CappedClient, abandon, guarded, loop_alive
-from fallwatch.daemon.mqtt.topics import sanitize_id
+from fallwatch.daemon.mqtt.topics import CameraTopics, sanitize_id
 from fallwatch.daemon.telemetry.ratelog import LogLimiter
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -65,6 +66,13 @@ def device_id_of(cfg: MqttConfig) -> str:
 
 def prefix_of(cfg: MqttConfig) -> str:
     return (cfg.topic_prefix or f"fallwatch/{device_id_of(cfg)}").rstrip("/")
+
+
+def camera_topics(prefix: str, camera: str, cameras: Optional[Sequence[str]]) -> CameraTopics:
+    try:
+        return CameraTopics(prefix, camera, cameras)
+    except ValueError as exc:  # two camera names that give the same topic
+        raise MqttError(str(exc)) from None
 
 
 def password_of(cfg: MqttConfig) -> Optional[str]:
@@ -119,6 +127,21 @@ class Connection:
             return 0.0  # the watchdog restarts it within a tick
         return None if since is None else time.monotonic() - since
 
+    def healthy(self, started: bool) -> bool:
+        """False when MQTT is enabled, started, and could not deliver for longer than ``mqtt.watchdog_s``."""
+        down = self.down_s() if self.cfg.enabled and started else None
+        return down is None or down <= self.cfg.watchdog_s
+
+    def figures(self) -> dict[str, Any]:
+        """The link's part of MqttStats: connected, for how long not, why, restarts by the watchdog."""
+        down = self.down_s() if self.cfg.enabled else None
+        return {
+            "connected": self.connected,
+            "down_s": None if down is None else round(down, 1),
+            "down_reason": self.last_error if down is not None else None,
+            "restarts": self.restarts,
+        }
+
     # ------------------------------------------------------------------------------------------ client lifecycle
     def connect(self) -> None:
         """Raises MqttError on settings that can never work."""
@@ -169,6 +192,23 @@ class Connection:
         client.on_message = guarded(self._on_message)
         client.on_subscribe = guarded(self._on_subscribe)
         return client
+
+    def reconfigure(
+        self, cfg: MqttConfig, started: bool, apply: Callable[[MqttConfig, Optional[mqtt.Client]], None]
+    ) -> None:
+        """SIGHUP: take ``cfg``; a new client only when a connection setting (or the password) changed, built before
+        the working one is let go (MqttError keeps it). ``apply(old, kept)`` runs under ``lock`` once ``cfg`` is
+        in: the rest of the reload, with the client kept when it stays connected (else None)."""
+        renew, password = self.needs_new_client(cfg)
+        fresh = self.build_client(cfg, password) if renew and started and cfg.enabled else None
+        with self.lock:
+            if renew and started:
+                log.info("mqtt connection settings changed: reconnecting")
+                self.disconnect(1.0)
+            old, self.cfg = self.cfg, cfg
+            apply(old, self.client if not renew and self.connected else None)
+            if fresh is not None:
+                self.start_client(fresh, password)
 
     def start_client(self, client: mqtt.Client, password: Optional[str]) -> None:
         """Under ``lock`` (or before any thread runs): make ``client`` the one, connecting in the background."""
