@@ -94,8 +94,8 @@ docs: $(VENV)/.installed-docs
 pi-test:
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/pi_test.sh $(PI_TEST_ARGS)
 
-# The picamera2 source against Debian trixie's libcamera: its virtual camera, fed by a dev fall clip, in a virtual
-# machine (qemu) running Debian's kernel (root; see docs/development/picamera-test.md).
+# The picamera2 source against Debian trixie's libcamera: its virtual camera, fed by a dev fall clip, in a native
+# trixie root filesystem with the kernel's DMA-BUF heap stood in for (root; see docs/development/picamera-test.md).
 # PICAM_TEST_ARGS: --rebuild, --keep.
 .PHONY: picamera-test
 picamera-test:
