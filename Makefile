@@ -65,13 +65,21 @@ lint: install-dev
 	@tree=$$(mktemp -d) && mkdir $$tree/fallwatch && for p in daemon pose rules config; do ln -s "$(CURDIR)/$$p" $$tree/fallwatch/$$p; done \
 	  && cd $$tree && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p fallwatch; rc=$$?; rm -rf $$tree; exit $$rc
 
+# JOBS pytest-xdist workers (CI has 2 cores), each taking a whole test module at a time (--dist loadscope) so a
+# module's fixtures (a clip through the pipeline, a daemon) run once; then the tests marked solo (a wall-clock
+# bound on a real daemon) alone, so that no other worker takes their time. JOBS=0: one process. Exit 5: none chosen.
+JOBS ?= 2
+XDIST = $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadscope)
+
 test: install-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not solo" $(PYTEST_ARGS) || [ $$? = 5 ]
+	$(BIN)/python -m pytest -m solo $(PYTEST_ARGS) || [ $$? = 5 ]
 
 # The loop of daily work: everything but the tests marked slow (CI runs `make test`, all of them).
 .PHONY: test-fast
 test-fast: install-dev
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not solo" $(PYTEST_ARGS) || [ $$? = 5 ]
+	$(BIN)/python -m pytest -m "solo and not slow" $(PYTEST_ARGS) || [ $$? = 5 ]
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or a page missing from nav fails.
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
@@ -86,8 +94,8 @@ docs: $(VENV)/.installed-docs
 pi-test:
 	$(if $(filter 0,$(shell id -u)),,sudo) bash tests/pi/pi_test.sh $(PI_TEST_ARGS)
 
-# The picamera2 source against Debian trixie's libcamera: its virtual camera, fed by a dev fall clip, in a virtual
-# machine (qemu) running Debian's kernel (root; see docs/development/picamera-test.md).
+# The picamera2 source against Debian trixie's libcamera: its virtual camera, fed by a dev fall clip, in a native
+# trixie root filesystem with the kernel's DMA-BUF heap stood in for (root; see docs/development/picamera-test.md).
 # PICAM_TEST_ARGS: --rebuild, --keep.
 .PHONY: picamera-test
 picamera-test:

@@ -145,6 +145,7 @@ def get_json(bind: str, path: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
+@pytest.mark.solo
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_within_2s_with_exit_0(run_daemon, data_dir: Path, tmp_path: Path, sig: int) -> None:
     cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
@@ -162,6 +163,7 @@ def test_signal_stops_within_2s_with_exit_0(run_daemon, data_dir: Path, tmp_path
     assert "stopped after" in run.log
 
 
+@pytest.mark.solo
 def test_sigterm_with_mqtt_connected_stops_within_2s(run_daemon, data_dir: Path, tmp_path: Path, mosquitto) -> None:
     cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
     cfg["mqtt"] = {
@@ -181,6 +183,7 @@ def test_sigterm_with_mqtt_connected_stops_within_2s(run_daemon, data_dir: Path,
     assert rc == 0 and took < 2.0, (rc, took, run.log[-2000:])
 
 
+@pytest.mark.solo
 def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_dir: Path, tmp_path: Path) -> None:
     cfg = base_config(str(data_dir / "gmdcsa24-dev" / ADL_CLIP), tmp_path, realtime=True, loop=True)
     run = run_daemon(cfg)
@@ -252,6 +255,7 @@ def test_sighup_applies_new_threshold_and_rejects_invalid_file(run_daemon, data_
     assert rc == 0 and took < 2.0
 
 
+@pytest.mark.solo
 def test_failing_source_is_retried_and_daemon_keeps_running(run_daemon, tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     cfg = base_config("auto", tmp_path, reopen_max_s=1)
@@ -365,6 +369,7 @@ def test_fall_clip_reaches_the_broker_with_snapshot_and_state(
     assert availability[-1] == b"offline", "a clean stop says offline"
 
 
+@pytest.mark.solo
 def test_sighup_turns_mqtt_on_and_rejects_unusable_tls_whole(
     run_daemon, data_dir: Path, tmp_path: Path, mosquitto
 ) -> None:
@@ -516,6 +521,7 @@ def in_nanosleep(pid: int) -> bool:
         return True
 
 
+@pytest.mark.solo
 def test_sigterm_while_the_main_thread_is_stuck_in_c_code_still_exits_in_time(tmp_path: Path) -> None:
     # Python runs a signal handler only when the main thread gets back to bytecode; the stop deadline used to be
     # armed by that handler, so a C call of 8 s meant ~10 s to exit. The wake-up fd arms it at once.
