@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from fallwatch.rules import RuleSettings
-from fallwatch.rules.evaluate import Clip, _decision, load_manifest, replay_frames, score_clip
+from fallwatch.rules.evaluate import Clip, deciding_attempt, load_manifest, replay_frames, score_clip
 from fallwatch.rules.events import Event
 from fallwatch.rules.geometry import measure
 from fallwatch.rules.perturb import perturb, seed_for
@@ -221,7 +221,7 @@ def load(manifest: Path, group: Callable[[Clip], str], settings: RuleSettings) -
         frames = list(read_recording(clip.path))
         events, duration, rules = replay_frames(frames, settings, source=clip.path.stem, margins=True)
         scored = score_clip(clip, events, duration)
-        decision = _decision(clip, scored, getattr(rules, "margins", None))
+        decision = deciding_attempt(clip, scored, getattr(rules, "margins", None))
         item = Item(
             clip, group(clip), frames, windows(frames), events, scored.result, decision.margin if decision else None
         )
@@ -379,28 +379,19 @@ def forward(model: Any, x: np.ndarray) -> np.ndarray:
 def cost(model: Any, video: Path, frames: int = 60) -> str:
     """The model's cost per frame (one track's window features and forward pass) against a MoveNet Lightning
     call on the same frames, interleaved, process CPU time (the machine is shared: wall time is mostly waiting)."""
-    import cv2
     from fallwatch.pose import runtime
     from fallwatch.pose.engine import PoseEngine, PoseSettings
-    from fallwatch.pose.estimator import MoveNetEstimator, crop_around_box
+    from fallwatch.pose.estimator import MoveNetEstimator
     from fallwatch.pose.models import model_path, resolve_model_dir
     from fallwatch.pose.runtime import Model
+    from world3d_cost import person_crops
 
     model_dir = resolve_model_dir(None)
     path = model_path("movenet_lightning", model_dir)
     movenet = MoveNetEstimator(Model(runtime.make_cpu_interpreter(path, 1), path, "cpu"))
     tracker = PoseEngine(PoseSettings(backend="cpu", num_threads=1), model_dir)
-    cap = cv2.VideoCapture(str(video))
-    crops, hist_t, hist_rows = [], [], []
-    while len(crops) < frames:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        persons = tracker.process(rgb, len(crops) / 30.0).persons
-        if persons:
-            crops.append((rgb, crop_around_box(persons[0].box)))
-    cap.release()
+    crops = person_crops(str(video), tracker, frames)
+    hist_t, hist_rows = [], []
     movenet.estimate(*crops[0])
     cpu_net, cpu_model = [], []
     for i, (rgb, crop) in enumerate(crops):

@@ -20,15 +20,33 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
+import numpy as np
 from fallwatch.pose import runtime
 from fallwatch.pose.engine import PoseEngine, PoseSettings
 from fallwatch.pose.estimator import BlazePoseEstimator, MoveNetEstimator, crop_around_box
 from fallwatch.pose.models import model_path, resolve_model_dir
 from fallwatch.pose.runtime import Model
 from fallwatch.pose.world3d import torso3d
+
+
+def person_crops(source: str, tracker: PoseEngine, frames: int) -> list[tuple[np.ndarray, Any]]:
+    """Up to ``frames`` (RGB frame, crop around the first person the pipeline found) of a video, for timing an
+    estimator on the crops the daemon would give it."""
+    cap = cv2.VideoCapture(source)
+    crops: list[tuple[np.ndarray, Any]] = []
+    while len(crops) < frames:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        persons = tracker.process(rgb, len(crops) / 30.0).persons
+        if persons:
+            crops.append((rgb, crop_around_box(persons[0].box)))
+    cap.release()
+    return crops
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -49,20 +67,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     movenet, blaze = MoveNetEstimator(load("movenet_lightning")), BlazePoseEstimator(load("blazepose_full"))
     tracker = PoseEngine(PoseSettings(backend="cpu", num_threads=args.threads), model_dir)
 
-    cap = cv2.VideoCapture(args.source)
-    if not cap.isOpened():
+    if not cv2.VideoCapture(args.source).isOpened():
         print(f"world3d_cost: cannot open video {args.source}", file=sys.stderr)
         return 2
-    crops = []
-    while len(crops) < args.frames:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        persons = tracker.process(rgb, len(crops) / 30.0).persons
-        if persons:
-            crops.append((rgb, crop_around_box(persons[0].box)))
-    cap.release()
+    crops = person_crops(args.source, tracker, args.frames)
     if not crops:
         print(f"world3d_cost: nobody found in the first frames of {args.source}", file=sys.stderr)
         return 2

@@ -228,7 +228,7 @@ def replay_clip(path: Path, settings: RuleSettings) -> tuple[list[Event], float]
     return events, duration
 
 
-def _decision(clip: Clip, result: "ClipResult", margins: Optional[MarginLog]) -> Optional[Attempt]:
+def deciding_attempt(clip: Clip, result: "ClipResult", margins: Optional[MarginLog]) -> Optional[Attempt]:
     """The attempt that decided the clip: the caught fall (or the false alarm), else the nearest miss."""
     if margins is None:  # the ambianic baseline keeps none
         return None
@@ -243,7 +243,7 @@ def _replay_scored(clip: Clip, settings: RuleSettings, perturbations: int) -> "C
     frames = list(read_recording(clip.path))
     events, duration, rules = replay_frames(frames, settings, source=clip.path.stem, margins=True)
     result = score_clip(clip, events, duration)
-    result.decision = _decision(clip, result, getattr(rules, "margins", None))
+    result.decision = deciding_attempt(clip, result, getattr(rules, "margins", None))
     if perturbations:
         same = 0
         for run in range(perturbations):
@@ -277,7 +277,7 @@ def evaluate(
                 results.append(ClipResult(clip, "error", error=str(exc)))
                 continue
             result = score_clip(clip, events, duration)
-            result.decision = _decision(clip, result, margins)
+            result.decision = deciding_attempt(clip, result, margins)
             results.append(result)
     return results
 
