@@ -70,11 +70,6 @@ def rgb_of(image: np.ndarray, bgr: bool) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1] if bgr else image)
 
 
-def to_rgb(image: Any, bgr: bool) -> Optional[np.ndarray]:
-    """A valid RGB uint8 frame, or None for a corrupt/wrong one (empty, wrong dtype, odd shape)."""
-    return rgb_of(image, bgr) if is_frame(image) else None
-
-
 def transform(image: np.ndarray, rotate: int, flip: str) -> np.ndarray:
     """Mirror first (it corrects the sensor), then rotate clockwise (it corrects the mounting)."""
     if flip in ("horizontal", "both"):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fallwatch.config.schema import CameraConfig
 from fallwatch.daemon.capture import sources as srcmod
-from fallwatch.daemon.capture.reader import Capture, open_capture, to_rgb, transform
+from fallwatch.daemon.capture.reader import Capture, is_frame, open_capture, rgb_of, transform
 from fallwatch.daemon.capture.sources import ImageFolderSource, OpenCVCameraSource, Source, SourceError, make_source
 from waiting import wait_until
 
@@ -320,12 +320,13 @@ def test_rotation_applies_to_delivered_frames(clips: Path) -> None:
     assert frame is not None and frame.image.shape == (640, 480, 3) and frame.image.flags.c_contiguous
 
 
-def test_to_rgb_converts_grey_and_drops_alpha() -> None:
+def test_rgb_of_converts_grey_and_drops_alpha() -> None:
     grey = np.full((20, 30), 5, np.uint8)
-    assert to_rgb(grey, bgr=True).shape == (20, 30, 3)
+    assert is_frame(grey) and rgb_of(grey, bgr=True).shape == (20, 30, 3)
     bgra = np.zeros((20, 30, 4), np.uint8)
     bgra[..., 0] = 255  # blue
-    rgb = to_rgb(bgra, bgr=True)
+    assert is_frame(bgra)
+    rgb = rgb_of(bgra, bgr=True)
     assert rgb.shape == (20, 30, 3) and rgb[0, 0, 2] == 255 and rgb[0, 0, 0] == 0
 
 
