@@ -19,6 +19,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 import pytest
+from camera_reads import read_frames
 from fallwatch.config.schema import CameraConfig
 from fallwatch.daemon.capture import sources as srcmod
 from fallwatch.daemon.capture.libcamera_source import BUFFER_COUNT, LibcameraSource, to_bgr
@@ -255,15 +256,6 @@ def fake_libcamera(period: Optional[float] = None) -> types.ModuleType:
     lc.manager = CameraManager(lc.camera)  # type: ignore[attr-defined]
     lc.CameraManager = types.SimpleNamespace(singleton=lambda: lc.manager)  # type: ignore[attr-defined]
     return lc
-
-
-def read_frames(source: LibcameraSource, n: int) -> list[tuple[np.ndarray, float]]:
-    frames = []
-    while len(frames) < n:
-        got = source.read()
-        assert got is not None, "no frame within the read timeout"
-        frames.append(got)
-    return frames
 
 
 def test_a_camera_that_ignores_its_frame_rate_is_asked_for_one_frame_per_period(

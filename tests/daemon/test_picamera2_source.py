@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 import pytest
+from camera_reads import read_frames
 from fallwatch.config.schema import CameraConfig
 from fallwatch.daemon.capture.sources import PiCamera2Source, make_source
 
@@ -98,15 +99,6 @@ def picamera2(monkeypatch: pytest.MonkeyPatch) -> type[FakePicamera2]:
     module.Picamera2 = fake  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "picamera2", module)
     return fake
-
-
-def read_frames(source: PiCamera2Source, n: int) -> list[tuple[np.ndarray, float]]:
-    frames = []
-    for _ in range(n):
-        got = source.read()
-        assert got is not None
-        frames.append(got)
-    return frames
 
 
 def test_frames_carry_the_cameras_sensor_timestamp(picamera2: type[FakePicamera2]) -> None:
